@@ -1,0 +1,42 @@
+# Coffer — developer entry points. See README.md.
+SHELL := /bin/bash
+GO ?= go
+# Tools the tests and the benchmark install (MinIO, restic, kopia) live here,
+# outside the checkout, so a fresh clone on the same machine reuses them.
+export COFFER_TOOLS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coffer-dev/bin
+
+.PHONY: build demo test test-short bench lint fuzz minio peers clean
+
+build:
+	$(GO) build -o bin/coffer ./cmd/coffer
+
+# The main job end to end on the embedded default store (a local directory).
+demo: build
+	bash scripts/demo.sh
+
+# Every test, including the S3 ones against a real MinIO started on loopback.
+test: minio
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	COFFER_MINIO_BIN=$(COFFER_TOOLS)/minio $(GO) test -timeout 25m ./...
+
+# Unit tests only (no MinIO needed; S3 tests skip outside CI).
+test-short:
+	$(GO) test -short ./...
+
+minio:
+	bash scripts/install-minio.sh
+
+peers:
+	bash scripts/install-peers.sh
+
+# Coffer against restic 0.18.1 and kopia 0.22.3 on the same generated images.
+bench: minio peers
+	$(GO) run ./integration/bench $(BENCHFLAGS)
+
+# A short run of every fuzz target.
+fuzz:
+	bash scripts/fuzz.sh
+
+clean:
+	rm -rf bin

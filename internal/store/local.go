@@ -1,0 +1,264 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Local is a store in a directory of the local file system. Object names map
+// to paths below the root; Put writes a temporary file, fsyncs it, renames it
+// into place without replacing (renameat2 RENAME_NOREPLACE, or link+unlink on
+// file systems without it), and fsyncs the directory.
+type Local struct {
+	root string
+}
+
+const tmpPrefix = ".tmp-"
+
+// OpenLocal opens a directory store. With create it makes the directory.
+func OpenLocal(root string, create bool) (*Local, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	if create {
+		if err := os.MkdirAll(abs, 0o700); err != nil {
+			return nil, fmt.Errorf("creating repository directory %s: %w", abs, translateFS(err))
+		}
+	}
+	st, err := os.Stat(abs)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("repository directory %s: %w", abs, ErrNotFound)
+		}
+		return nil, translateFS(err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("repository path %s is not a directory", abs)
+	}
+	return &Local{root: abs}, nil
+}
+
+// Location implements Store.
+func (l *Local) Location() string { return "file://" + l.root }
+
+// Close implements Store.
+func (l *Local) Close() error { return nil }
+
+func (l *Local) path(name string) (string, error) {
+	if err := ValidName(name); err != nil {
+		return "", err
+	}
+	return filepath.Join(l.root, filepath.FromSlash(name)), nil
+}
+
+// Put implements Store.
+func (l *Local) Put(ctx context.Context, name string, r io.ReaderAt, size int64) (err error) {
+	p, err := l.path(name)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir := filepath.Dir(p)
+	if _, err := os.Stat(p); err == nil {
+		return fmt.Errorf("%s: %w", name, ErrExists)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%s: creating directory: %w", name, translateFS(err))
+	}
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	tmp := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd[:]))
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, translateFS(err))
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	n, err := io.Copy(f, io.NewSectionReader(r, 0, size))
+	if err != nil {
+		return fmt.Errorf("%s: writing: %w", name, translateFS(err))
+	}
+	if n != size {
+		return fmt.Errorf("%s: source gave %d bytes, want %d", name, n, size)
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("%s: fsync: %w", name, translateFS(err))
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("%s: close: %w", name, translateFS(err))
+	}
+	if err = renameNoReplace(tmp, p); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s: %w", name, ErrExists)
+		}
+		return fmt.Errorf("%s: rename: %w", name, translateFS(err))
+	}
+	return syncDir(dir)
+}
+
+// renameNoReplace moves tmp to p unless p exists.
+func renameNoReplace(tmp, p string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p, unix.RENAME_NOREPLACE)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, unix.EEXIST) {
+		return fs.ErrExist
+	}
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP) {
+		return err
+	}
+	// The file system lacks RENAME_NOREPLACE: a hard link is create-only too.
+	if err := os.Link(tmp, p); err == nil {
+		return os.Remove(tmp)
+	} else if errors.Is(err, fs.ErrExist) {
+		return fs.ErrExist
+	}
+	// No hard links either (FAT, exFAT): check, then rename. The window is
+	// harmless for Coffer, whose objects are named by their content.
+	if _, err := os.Lstat(p); err == nil {
+		return fs.ErrExist
+	}
+	return os.Rename(tmp, p)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return translateFS(err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("fsync directory %s: %w", dir, translateFS(err))
+	}
+	return nil
+}
+
+// Get implements Store.
+func (l *Local) Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
+	p, err := l.path(name)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, translateFS(err))
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return translateFS(err)
+	}
+	if off < 0 || off > st.Size() || (length >= 0 && off+length > st.Size()) {
+		return fmt.Errorf("%s: range %d+%d outside object of %d bytes: %w", name, off, length, st.Size(), ErrInvalidRange)
+	}
+	if length < 0 {
+		length = st.Size() - off
+	}
+	return fn(io.NewSectionReader(f, off, length))
+}
+
+// Stat implements Store.
+func (l *Local) Stat(ctx context.Context, name string) (Info, error) {
+	p, err := l.path(name)
+	if err != nil {
+		return Info{}, err
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return Info{}, fmt.Errorf("%s: %w", name, translateFS(err))
+	}
+	return Info{Name: name, Size: st.Size()}, nil
+}
+
+// List implements Store.
+func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	if err := validPrefix(prefix); err != nil {
+		return err
+	}
+	// Walk the deepest directory the prefix names completely.
+	dir := ""
+	if i := strings.LastIndex(prefix, "/"); i >= 0 {
+		dir = prefix[:i]
+	}
+	start := filepath.Join(l.root, filepath.FromSlash(dir))
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && p == start {
+				return filepath.SkipAll
+			}
+			return translateFS(err)
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if d.IsDir() || strings.HasPrefix(d.Name(), tmpPrefix) {
+			return nil
+		}
+		rel, err := filepath.Rel(l.root, p)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		if !strings.HasPrefix(name, prefix) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // deleted while listing
+			}
+			return translateFS(err)
+		}
+		return fn(Info{Name: name, Size: info.Size()})
+	})
+	return err
+}
+
+// Delete implements Store.
+func (l *Local) Delete(ctx context.Context, name string) error {
+	p, err := l.path(name)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: %w", name, translateFS(err))
+	}
+	return syncDir(filepath.Dir(p))
+}
+
+// translateFS maps file-system errors to the store sentinels.
+func translateFS(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w (%v)", ErrNotFound, err)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w (%v)", ErrDenied, err)
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return fmt.Errorf("%w: free space on the repository's disk, then run the command again (%v)", ErrNoSpace, err)
+	}
+	return err
+}

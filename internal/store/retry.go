@@ -1,0 +1,124 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+)
+
+// RetryPolicy says how often and how patiently to retry transient errors.
+type RetryPolicy struct {
+	Attempts int           // total attempts, at least 1
+	Base     time.Duration // first backoff
+	Max      time.Duration // backoff ceiling
+}
+
+// DefaultRetry is the policy the command line uses: 8 attempts, backing off
+// from 250 ms to 20 s with full jitter (about a minute of patience in all).
+var DefaultRetry = RetryPolicy{Attempts: 8, Base: 250 * time.Millisecond, Max: 20 * time.Second}
+
+// Retry wraps a store so that transient errors are retried with exponential
+// backoff. It is the only retry layer: providers are configured not to retry
+// by themselves. Permanent errors (see IsPermanent) are returned at once.
+type Retry struct {
+	Store
+	policy RetryPolicy
+	clock  Clock
+	log    *slog.Logger
+}
+
+// WithRetry wraps s. A nil logger discards retry notices.
+func WithRetry(s Store, p RetryPolicy, clock Clock, log *slog.Logger) *Retry {
+	if p.Attempts < 1 {
+		p.Attempts = 1
+	}
+	if clock == nil {
+		clock = RealClock
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Retry{Store: s, policy: p, clock: clock, log: log}
+}
+
+func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = fn()
+		if err == nil || IsPermanent(err) || ctx.Err() != nil {
+			return err
+		}
+		if attempt >= r.policy.Attempts {
+			return fmt.Errorf("%s %s: giving up after %d attempts: %w", op, name, attempt, err)
+		}
+		d := r.backoff(attempt)
+		r.log.Warn("store operation failed, retrying", "op", op, "object", name, "attempt", attempt, "wait", d.String(), "err", err.Error())
+		if serr := r.clock.Sleep(ctx, d); serr != nil {
+			return err
+		}
+	}
+}
+
+func (r *Retry) backoff(attempt int) time.Duration {
+	d := r.policy.Base << (attempt - 1)
+	if d > r.policy.Max || d <= 0 {
+		d = r.policy.Max
+	}
+	// Full jitter keeps many agents from retrying in step.
+	return d/2 + rand.N(d/2+1)
+}
+
+// Put implements Store. An ErrExists after an earlier attempt failed in
+// transit means that attempt stored the object: the caller decides what that
+// means for its names (content-named objects treat it as success).
+func (r *Retry) Put(ctx context.Context, name string, rd io.ReaderAt, size int64) error {
+	return r.do(ctx, "put", name, func() error { return r.Store.Put(ctx, name, rd, size) })
+}
+
+// Get implements Store.
+func (r *Retry) Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
+	return r.do(ctx, "get", name, func() error { return r.Store.Get(ctx, name, off, length, fn) })
+}
+
+// Stat implements Store.
+func (r *Retry) Stat(ctx context.Context, name string) (Info, error) {
+	var info Info
+	err := r.do(ctx, "stat", name, func() error {
+		var err error
+		info, err = r.Store.Stat(ctx, name)
+		return err
+	})
+	return info, err
+}
+
+// List implements Store. A listing that fails part way is restarted; names
+// already passed to fn are not passed again.
+func (r *Retry) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	seen := map[string]struct{}{}
+	var fnErr error
+	err := r.do(ctx, "list", prefix, func() error {
+		return r.Store.List(ctx, prefix, func(i Info) error {
+			if _, ok := seen[i.Name]; ok {
+				return nil
+			}
+			seen[i.Name] = struct{}{}
+			if err := fn(i); err != nil {
+				fnErr = err
+				return &PermanentError{Err: err}
+			}
+			return nil
+		})
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
+}
+
+// Delete implements Store.
+func (r *Retry) Delete(ctx context.Context, name string) error {
+	return r.do(ctx, "delete", name, func() error { return r.Store.Delete(ctx, name) })
+}

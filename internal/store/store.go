@@ -1,0 +1,165 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Store is a flat namespace of immutable objects.
+//
+// Consistency the repository layer relies on, which every implementation must
+// provide:
+//   - Put is create-only and atomic: after it returns nil the whole object is
+//     durably stored and visible to Get, Stat and List; a reader never sees a
+//     partial object; if the name already exists Put fails with ErrExists and
+//     the stored object is unchanged.
+//   - Get of a stored object returns exactly the bytes put, at any offset.
+//   - List returns every object whose Put returned before List started
+//     (read-after-write and list-after-write consistency, as S3 gives since 2020).
+//   - Delete of a missing object is not an error.
+//
+// Names are validated by ValidName; every method takes a context first.
+type Store interface {
+	// Put stores size bytes read from r under name. It may read r more than
+	// once (a retry reads it again from offset 0).
+	Put(ctx context.Context, name string, r io.ReaderAt, size int64) error
+	// Get calls fn with a reader over length bytes of the object starting at
+	// off (length < 0 means to the end). fn may be called again on retry, so
+	// it must not keep state between calls it cannot redo.
+	Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error
+	// Stat returns the object's size.
+	Stat(ctx context.Context, name string) (Info, error)
+	// List calls fn for every object whose name starts with prefix, in no
+	// particular order. An error from fn stops the listing and is returned.
+	List(ctx context.Context, prefix string, fn func(Info) error) error
+	// Delete removes the object.
+	Delete(ctx context.Context, name string) error
+	// Location describes the store for messages, without secrets.
+	Location() string
+	// Close releases resources.
+	Close() error
+}
+
+// Info describes one stored object.
+type Info struct {
+	Name string
+	Size int64
+}
+
+// Sentinel errors. Providers wrap their own errors so that errors.Is works
+// with these; the retry layer retries anything that is not permanent.
+var (
+	ErrNotFound     = errors.New("object not found")
+	ErrExists       = errors.New("object already exists")
+	ErrDenied       = errors.New("access denied")
+	ErrInvalidRange = errors.New("invalid range")
+	ErrNoSpace      = errors.New("no space left on the store")
+	ErrInvalidName  = errors.New("invalid object name")
+)
+
+// IsPermanent reports whether retrying err cannot help.
+func IsPermanent(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.Is(err, ErrDenied) ||
+		errors.Is(err, ErrInvalidRange) || errors.Is(err, ErrNoSpace) || errors.Is(err, ErrInvalidName) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, new(*PermanentError))
+}
+
+// PermanentError marks an error that must not be retried although it is none
+// of the sentinels (a malformed request, a bad credential format, ...).
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// MaxNameLen bounds object names.
+const MaxNameLen = 256
+
+// ValidName reports whether name is a safe object name: 1 to 256 characters
+// of [a-z0-9._-] in segments separated by single slashes, no segment starting
+// with a dot. Names come from the repository layer, but they are checked at
+// the edge too, so no path trick ever reaches a file system or a bucket.
+func ValidName(name string) error {
+	if name == "" || len(name) > MaxNameLen {
+		return fmt.Errorf("%w: %q", ErrInvalidName, truncate(name))
+	}
+	for _, seg := range strings.Split(name, "/") {
+		if seg == "" || seg[0] == '.' {
+			return fmt.Errorf("%w: %q", ErrInvalidName, truncate(name))
+		}
+		for i := 0; i < len(seg); i++ {
+			c := seg[i]
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+				return fmt.Errorf("%w: %q", ErrInvalidName, truncate(name))
+			}
+		}
+	}
+	return nil
+}
+
+// validPrefix accepts "" or a name prefix (a valid name, possibly ending in "/").
+func validPrefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	return ValidName(strings.TrimSuffix(prefix, "/"))
+}
+
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
+
+// ReadAll fetches a whole object into memory. It is meant for small objects
+// (config, keys, indexes, snapshots); packs are read in ranges.
+func ReadAll(ctx context.Context, s Store, name string) ([]byte, error) {
+	var out []byte
+	err := s.Get(ctx, name, 0, -1, func(r io.Reader) error {
+		b, err := io.ReadAll(r)
+		out = b
+		return err
+	})
+	return out, err
+}
+
+// ReadRange fetches length bytes at off into memory.
+func ReadRange(ctx context.Context, s Store, name string, off, length int64) ([]byte, error) {
+	buf := make([]byte, length)
+	err := s.Get(ctx, name, off, length, func(r io.Reader) error {
+		_, err := io.ReadFull(r, buf)
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s: object ended before byte %d: %w", name, off+length, ErrInvalidRange)
+		}
+		return err
+	})
+	return buf, err
+}
+
+// Clock is the time source the decorators use; tests replace it.
+type Clock interface {
+	Now() time.Time
+	Sleep(ctx context.Context, d time.Duration) error
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+func (realClock) Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// RealClock is the wall clock.
+var RealClock Clock = realClock{}
