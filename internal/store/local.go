@@ -170,6 +170,9 @@ func (l *Local) Get(ctx context.Context, name string, off, length int64, fn func
 	if err != nil {
 		return translateFS(err)
 	}
+	if st.IsDir() { // a name prefix, not an object
+		return fmt.Errorf("%s: %w", name, ErrNotFound)
+	}
 	if off < 0 || off > st.Size() || (length >= 0 && off+length > st.Size()) {
 		return fmt.Errorf("%s: range %d+%d outside object of %d bytes: %w", name, off, length, st.Size(), ErrInvalidRange)
 	}
@@ -188,6 +191,9 @@ func (l *Local) Stat(ctx context.Context, name string) (Info, error) {
 	st, err := os.Stat(p)
 	if err != nil {
 		return Info{}, fmt.Errorf("%s: %w", name, translateFS(err))
+	}
+	if st.IsDir() { // a name prefix, not an object
+		return Info{}, fmt.Errorf("%s: %w", name, ErrNotFound)
 	}
 	return Info{Name: name, Size: st.Size()}, nil
 }
@@ -242,7 +248,13 @@ func (l *Local) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if st, err := os.Lstat(p); err == nil && st.IsDir() {
+		return nil // a name prefix, not an object
+	}
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // its directory may be missing too
+		}
 		return fmt.Errorf("%s: %w", name, translateFS(err))
 	}
 	return syncDir(filepath.Dir(p))

@@ -79,16 +79,21 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 // MaxNameLen bounds object names.
 const MaxNameLen = 256
 
+// MaxSegmentLen bounds each slash-separated segment: the file-name limit of
+// common file systems, so every valid name can be stored by Local.
+const MaxSegmentLen = 255
+
 // ValidName reports whether name is a safe object name: 1 to 256 characters
-// of [a-z0-9._-] in segments separated by single slashes, no segment starting
-// with a dot. Names come from the repository layer, but they are checked at
-// the edge too, so no path trick ever reaches a file system or a bucket.
+// of [a-z0-9._-] in segments of at most 255 separated by single slashes, no
+// segment starting with a dot. Names come from the repository layer, but they
+// are checked at the edge too, so no path trick ever reaches a file system or
+// a bucket.
 func ValidName(name string) error {
 	if name == "" || len(name) > MaxNameLen {
 		return fmt.Errorf("%w: %q", ErrInvalidName, truncate(name))
 	}
 	for _, seg := range strings.Split(name, "/") {
-		if seg == "" || seg[0] == '.' {
+		if seg == "" || seg[0] == '.' || len(seg) > MaxSegmentLen {
 			return fmt.Errorf("%w: %q", ErrInvalidName, truncate(name))
 		}
 		for i := 0; i < len(seg); i++ {

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// usage is what one child process cost.
+type usage struct {
+	wall, user, sys time.Duration
+	maxRSSKiB       int64
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max int
+	buf []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+// command runs argv in the session's directory and environment with the
+// step timeout, in its own process group, killed with the group when ctx
+// ends or the timeout passes. Stdout and stderr go to logPath; it returns
+// the tail of stdout (where summaries are) and the child's usage.
+func command(ctx context.Context, timeout time.Duration, dir string, env, argv []string, logPath string) ([]byte, usage, error) {
+	var u usage
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, u, err
+	}
+	defer logf.Close()
+	fmt.Fprintf(logf, "$ %s\n", strings.Join(argv, " "))
+
+	stdout := &tailBuffer{max: 1 << 20}
+	stderr := &tailBuffer{max: 4 << 10}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Env = env
+	cmd.Stdin = nil
+	cmd.Stdout = io.MultiWriter(logf, stdout)
+	cmd.Stderr = io.MultiWriter(logf, stderr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+
+	start := time.Now()
+	err = cmd.Run()
+	u.wall = time.Since(start)
+	if ps := cmd.ProcessState; ps != nil {
+		u.user, u.sys = ps.UserTime(), ps.SystemTime()
+		if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
+			u.maxRSSKiB = ru.Maxrss // KiB on Linux
+		}
+	}
+	fmt.Fprintf(logf, "# exit: %v, wall %.2fs, user %.2fs, sys %.2fs, maxrss %d KiB\n",
+		err, u.wall.Seconds(), u.user.Seconds(), u.sys.Seconds(), u.maxRSSKiB)
+	if err != nil {
+		switch {
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			err = fmt.Errorf("%s timed out after %v", filepath.Base(argv[0]), timeout)
+		case ctx.Err() != nil:
+			err = fmt.Errorf("%s: %w", filepath.Base(argv[0]), ctx.Err())
+		default:
+			msg := strings.TrimSpace(string(stderr.buf))
+			if msg == "" {
+				msg = strings.TrimSpace(string(lastLines(stdout.buf, 3)))
+			}
+			err = fmt.Errorf("%s %s: %v: %s (log %s)", filepath.Base(argv[0]), argv[1], err,
+				lastLines([]byte(msg), 3), logPath)
+		}
+	}
+	return stdout.buf, u, err
+}
+
+// lastLines returns the last n lines of p.
+func lastLines(p []byte, n int) []byte {
+	lines := bytes.Split(bytes.TrimSpace(p), []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return bytes.Join(lines, []byte(" | "))
+}
+
+func (b *bench) logPath(s *Session, name string) string {
+	return filepath.Join(b.cfg.Workdir, "logs", s.Tool+"-"+s.Target+"-"+name+".log")
+}
+
+// exec runs an unmeasured child of a session.
+func (b *bench) exec(ctx context.Context, s *Session, name string, argv []string) ([]byte, usage, error) {
+	return command(ctx, b.cfg.StepTimeout, s.dir, s.env, argv, b.logPath(s, name))
+}
+
+// measured runs one step of a session and records it; imageBytes is the
+// logical size the throughput is computed from.
+func (b *bench) measured(ctx context.Context, s *Session, name string, argv []string, imageBytes int64) (*Step, []byte, error) {
+	st := &Step{Name: name, Argv: argv, ImageBytes: imageBytes, Log: b.logPath(s, name)}
+	s.Steps = append(s.Steps, st)
+	// Flush what earlier steps wrote, so that its write-back is not
+	// charged to this step.
+	syscall.Sync()
+	var cpu0 float64
+	if s.Target == targetS3 && b.minio != nil {
+		cpu0 = b.minio.cpuSeconds()
+	}
+	out, u, err := b.exec(ctx, s, name, argv)
+	if s.Target == targetS3 && b.minio != nil {
+		st.ServerCPU = b.minio.cpuSeconds() - cpu0
+	}
+	st.WallSeconds = u.wall.Seconds()
+	st.UserSeconds = u.user.Seconds()
+	st.SysSeconds = u.sys.Seconds()
+	st.CPUSeconds = st.UserSeconds + st.SysSeconds
+	st.MaxRSSKiB = u.maxRSSKiB
+	if st.WallSeconds > 0 {
+		st.MBps = float64(imageBytes) / 1e6 / st.WallSeconds
+	}
+	if err != nil {
+		st.Error = err.Error()
+	}
+	return st, out, err
+}

@@ -1,0 +1,287 @@
+// Command bench measures Coffer side by side with restic 0.18.1 and kopia
+// 0.22.3 (the peers of /work/shared/PRODUCT.md "Numbers to beat") on the same
+// generated disk images, to a local repository and to one MinIO on loopback.
+//
+//	go run ./integration/bench [--quick] [--size 4GiB] [--workdir DIR] [--keep]
+//	    [--tools coffer,restic,kopia | --peers restic,kopia] [--targets local,s3]
+//
+// It generates night 1 (the reference mix: 1 MiB regions, half holes, a fifth
+// random, the rest text-like) and night 2 (1% of the 64 KiB blocks rewritten
+// and size/128 bytes, 32 MiB on 4 GiB, inserted in the middle), then for each
+// target and tool: creates a repository (not timed), backs up night 1, backs
+// up night 2 from the same path (so every tool sees the next night of the
+// same file), restores night 2 to a fresh file and compares it with night 2.
+//
+// Each step is one child process, measured by wall time, CPU time (user+sys
+// from its rusage), peak RSS (ru_maxrss) and, for backups, the bytes the
+// repository holds afterwards (file sizes under the directory, or object
+// sizes under the tool's prefix in the bucket). MB/s is the image's logical
+// size in 10^6 bytes over the wall time.
+//
+// Caches: dropping the page cache needs root games, so instead the image is
+// read once (to /dev/null) right before each backup: every tool starts with a
+// warm cache. Restores read repositories that the backups just wrote, also
+// warm. Kopia's automatic maintenance is turned off, as restic runs none on
+// its own. MinIO's CPU time during each step is reported apart.
+//
+// Results go to stdout as tables, ratios and PASS/FAIL against the targets,
+// and to WORKDIR/bench.json. Without --keep the images, repositories and
+// MinIO data are deleted at the end; bench.json and the logs stay.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+const (
+	toolCoffer = "coffer"
+	toolRestic = "restic"
+	toolKopia  = "kopia"
+
+	targetLocal = "local"
+	targetS3    = "s3"
+)
+
+var (
+	allTools   = []string{toolCoffer, toolRestic, toolKopia}
+	allTargets = []string{targetLocal, targetS3}
+)
+
+// config is the parsed command line.
+type config struct {
+	Size        int64         `json:"size"`
+	Quick       bool          `json:"quick"`
+	Seed        uint64        `json:"seed"`
+	Changed     float64       `json:"changed_fraction"`
+	Insert      int64         `json:"insert_bytes"`
+	Tools       []string      `json:"tools"`
+	Targets     []string      `json:"targets"`
+	StepTimeout time.Duration `json:"step_timeout_ns"`
+	Workdir     string        `json:"workdir"`
+	Keep        bool          `json:"keep"`
+	ToolsDir    string        `json:"tools_dir"`
+	CofferBin   string        `json:"coffer_bin,omitempty"`
+	MinioBin    string        `json:"minio_bin,omitempty"`
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(2)
+	}
+	if err := run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// sizeValue is a flag holding a byte count such as 4GiB or 512MiB.
+type sizeValue struct {
+	n   *int64
+	set bool
+}
+
+func (s *sizeValue) String() string {
+	if s.n == nil {
+		return ""
+	}
+	return humanize.IBytes(uint64(*s.n))
+}
+
+func (s *sizeValue) Set(v string) error {
+	n, err := humanize.ParseBytes(v)
+	if err != nil || n > 1<<50 {
+		return fmt.Errorf("bad size %q", v)
+	}
+	*s.n, s.set = int64(n), true
+	return nil
+}
+
+func defaultToolsDir() string {
+	if d := os.Getenv("COFFER_TOOLS"); d != "" {
+		return d
+	}
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(cache, "coffer-dev", "bin")
+}
+
+func parseList(v string, known []string) ([]string, error) {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" || slices.Contains(out, s) {
+			continue
+		}
+		if !slices.Contains(known, s) {
+			return nil, fmt.Errorf("unknown %q (known: %s)", s, strings.Join(known, ", "))
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	cfg := config{Size: 4 << 30}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	size := &sizeValue{n: &cfg.Size}
+	insert := &sizeValue{n: &cfg.Insert}
+	fs.Var(size, "size", "image size (default 4GiB; 512MiB with --quick)")
+	fs.Var(insert, "insert", "bytes inserted in the middle on night 2 (default size/128: 32MiB on 4GiB)")
+	fs.BoolVar(&cfg.Quick, "quick", false, "smoke run on a 512 MiB image")
+	fs.Uint64Var(&cfg.Seed, "seed", 1, "image seed (night 2 uses seed+1)")
+	fs.Float64Var(&cfg.Changed, "changed", 0.01, "share of 64 KiB blocks rewritten on night 2")
+	tools := fs.String("tools", strings.Join(allTools, ","), "tools to run")
+	peers := fs.String("peers", "", "peers to run beside coffer (sets --tools to coffer plus these)")
+	targets := fs.String("targets", strings.Join(allTargets, ","), "targets: local, s3 (MinIO on loopback)")
+	fs.DurationVar(&cfg.StepTimeout, "step-timeout", 30*time.Minute, "time limit of each child process")
+	fs.StringVar(&cfg.Workdir, "workdir", os.Getenv("COFFER_BENCH_DIR"),
+		"work directory (default $COFFER_BENCH_DIR, else a new directory under /tmp)")
+	fs.BoolVar(&cfg.Keep, "keep", false, "keep images, repositories and MinIO data")
+	fs.StringVar(&cfg.ToolsDir, "tools-dir", defaultToolsDir(), "where restic, kopia and minio are installed (scripts/install-peers.sh)")
+	fs.StringVar(&cfg.CofferBin, "coffer-bin", "", "coffer binary to use instead of building ./cmd/coffer")
+	fs.StringVar(&cfg.MinioBin, "minio-bin", os.Getenv("COFFER_MINIO_BIN"), "minio binary (default TOOLS-DIR/minio)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if cfg.Quick && !size.set {
+		cfg.Size = 512 << 20
+	}
+	if !insert.set {
+		cfg.Insert = cfg.Size / 128 / (64 << 10) * (64 << 10)
+	}
+	if cfg.Size < 16<<20 {
+		return cfg, errors.New("--size must be at least 16MiB")
+	}
+	if cfg.Changed < 0 || cfg.Changed > 1 {
+		return cfg, errors.New("--changed must be within [0, 1]")
+	}
+	var err error
+	setTools, setPeers := false, false
+	fs.Visit(func(f *flag.Flag) {
+		setTools = setTools || f.Name == "tools"
+		setPeers = setPeers || f.Name == "peers"
+	})
+	switch {
+	case setTools && setPeers:
+		return cfg, errors.New("give --tools or --peers, not both")
+	case setPeers:
+		var p []string
+		if p, err = parseList(*peers, []string{toolRestic, toolKopia}); err != nil {
+			return cfg, fmt.Errorf("--peers: %w", err)
+		}
+		cfg.Tools = append([]string{toolCoffer}, p...)
+	default:
+		if cfg.Tools, err = parseList(*tools, allTools); err != nil {
+			return cfg, fmt.Errorf("--tools: %w", err)
+		}
+	}
+	if cfg.Targets, err = parseList(*targets, allTargets); err != nil {
+		return cfg, fmt.Errorf("--targets: %w", err)
+	}
+	if len(cfg.Tools) == 0 || len(cfg.Targets) == 0 {
+		return cfg, errors.New("nothing to run: no tools or no targets")
+	}
+	if cfg.MinioBin == "" {
+		cfg.MinioBin = filepath.Join(cfg.ToolsDir, "minio")
+	}
+	return cfg, nil
+}
+
+// run is the whole benchmark. Everything it starts is stopped before it
+// returns, also on error or interrupt.
+func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
+	if cfg.Workdir == "" {
+		if cfg.Workdir, err = os.MkdirTemp("", "coffer-bench-"); err != nil {
+			return err
+		}
+	}
+	if cfg.Workdir, err = filepath.Abs(cfg.Workdir); err != nil {
+		return err
+	}
+	b := &bench{cfg: cfg, out: stdout, res: &Results{Config: cfg, Started: time.Now().UTC()}}
+	for _, d := range []string{"images", "runs", "logs", "live", "bin"} {
+		if err := os.MkdirAll(filepath.Join(cfg.Workdir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	defer func() {
+		if !cfg.Keep {
+			for _, d := range []string{"images", "runs", "live", "minio", "bin"} {
+				if rerr := os.RemoveAll(filepath.Join(cfg.Workdir, d)); rerr != nil && err == nil {
+					err = rerr
+				}
+			}
+		}
+	}()
+	b.logf("work directory %s", cfg.Workdir)
+
+	b.findTools(ctx)
+	if err := b.makeImages(); err != nil {
+		return err
+	}
+	if slices.Contains(cfg.Targets, targetS3) {
+		srv, err := startMinIO(ctx, cfg.MinioBin, filepath.Join(cfg.Workdir, "minio"),
+			filepath.Join(cfg.Workdir, "logs", "minio.log"))
+		if err != nil {
+			b.logf("s3 target skipped: %v", err)
+			b.res.Notes = append(b.res.Notes, "s3 target skipped: "+err.Error())
+		} else {
+			b.minio = srv
+			defer srv.Stop()
+			b.res.MinIO = &MinIOInfo{Endpoint: srv.Endpoint, Version: srv.Version}
+			b.logf("MinIO on %s", srv.Endpoint)
+		}
+	}
+	for _, target := range cfg.Targets {
+		for _, tool := range cfg.Tools {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			b.runSession(ctx, tool, target)
+		}
+	}
+	if slices.Contains(cfg.Tools, toolCoffer) {
+		b.res.IndexBytesPerEntry = indexMemory(ctx, b.moduleRoot)
+	}
+	b.res.Finished = time.Now().UTC()
+	b.res.Checks = checks(b.res)
+	report(b.out, b.res)
+	path := filepath.Join(cfg.Workdir, "bench.json")
+	if err := writeJSON(path, b.res); err != nil {
+		return err
+	}
+	fmt.Fprintf(b.out, "\nresults: %s\n", path)
+	return ctx.Err()
+}
+
+// logf prints a progress line.
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.out, "# "+format+"\n", args...)
+}

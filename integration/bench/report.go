@@ -1,0 +1,395 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+const mib = 1 << 20
+
+// num is a float64 that encodes NaN (unknown) as JSON null.
+type num float64
+
+func (n num) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(n)) || math.IsInf(float64(n), 0) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(float64(n))
+}
+
+// Check is one target of PRODUCT.md "Numbers to beat".
+type Check struct {
+	Name   string `json:"name"`
+	Target string `json:"target,omitempty"` // local, s3, or "" for both
+	Value  num    `json:"value"`
+	Limit  string `json:"limit"`
+	Status string `json:"status"` // PASS, FAIL or n/a
+	Note   string `json:"note,omitempty"`
+}
+
+// Ratio compares Coffer (or, without it, kopia) with a peer on one target.
+type Ratio struct {
+	Tool   string `json:"tool"`
+	Peer   string `json:"peer"`
+	Target string `json:"target"`
+	// Throughput ratios are tool/peer MB/s (higher is better); stored, RSS
+	// and CPU ratios are tool/peer (lower is better). NaN when unknown.
+	FullThroughput    num `json:"full_throughput"`
+	FullStored        num `json:"full_stored"`
+	SecondThroughput  num `json:"second_throughput"`
+	SecondIncrement   num `json:"second_increment"`
+	RestoreThroughput num `json:"restore_throughput"`
+	PeakRSS           num `json:"peak_rss"`
+	CPU               num `json:"cpu"`
+}
+
+func ratio(a, b float64) num {
+	if b == 0 || math.IsNaN(a) || math.IsNaN(b) {
+		return num(math.NaN())
+	}
+	return num(a / b)
+}
+
+// peakRSS is the largest RSS of a session's steps, in KiB.
+func (s *Session) peakRSS() float64 {
+	var m int64
+	for _, st := range s.Steps {
+		m = max(m, st.MaxRSSKiB)
+	}
+	return float64(m)
+}
+
+func (s *Session) cpu() float64 {
+	var c float64
+	for _, st := range s.Steps {
+		c += st.CPUSeconds
+	}
+	return c
+}
+
+func (s *Session) complete() bool {
+	return s != nil && s.Error == "" && s.step(stepRestore) != nil
+}
+
+func metric(s *Session, step string, f func(*Step) float64) float64 {
+	if st := s.step(step); st != nil {
+		return f(st)
+	}
+	return math.NaN()
+}
+
+func mbps(st *Step) float64   { return st.MBps }
+func stored(st *Step) float64 { return float64(st.StoredBytes) }
+func delta(st *Step) float64  { return float64(st.StoredDelta) }
+
+func compare(r *Results, tool, peer, target string) (Ratio, bool) {
+	a, b := r.session(tool, target), r.session(peer, target)
+	if a == nil || b == nil || a.step(stepFull) == nil || b.step(stepFull) == nil {
+		return Ratio{}, false
+	}
+	rt := Ratio{Tool: tool, Peer: peer, Target: target,
+		FullThroughput:    ratio(metric(a, stepFull, mbps), metric(b, stepFull, mbps)),
+		FullStored:        ratio(metric(a, stepFull, stored), metric(b, stepFull, stored)),
+		SecondThroughput:  ratio(metric(a, stepSecond, mbps), metric(b, stepSecond, mbps)),
+		SecondIncrement:   ratio(metric(a, stepSecond, delta), metric(b, stepSecond, delta)),
+		RestoreThroughput: ratio(metric(a, stepRestore, mbps), metric(b, stepRestore, mbps)),
+		PeakRSS:           num(math.NaN()),
+		CPU:               num(math.NaN()),
+	}
+	if a.complete() && b.complete() {
+		rt.PeakRSS = ratio(a.peakRSS(), b.peakRSS())
+		rt.CPU = ratio(a.cpu(), b.cpu())
+	}
+	return rt, true
+}
+
+// checks evaluates the targets of PRODUCT.md against restic, per target,
+// and fills r.Ratios.
+func checks(r *Results) []Check {
+	r.Ratios = nil
+	for _, target := range r.Config.Targets {
+		for _, pair := range [][2]string{{toolCoffer, toolRestic}, {toolCoffer, toolKopia}, {toolKopia, toolRestic}} {
+			if pair[0] == toolKopia && r.session(toolCoffer, target) != nil {
+				continue // kopia vs restic only when Coffer is not in the run
+			}
+			if rt, ok := compare(r, pair[0], pair[1], target); ok {
+				r.Ratios = append(r.Ratios, rt)
+			}
+		}
+	}
+	var cs []Check
+	atLeast := func(name, target string, v num, limit float64, note string) {
+		c := Check{Name: name, Target: target, Value: v, Limit: fmt.Sprintf(">= %gx", limit), Status: "n/a", Note: note}
+		if !math.IsNaN(float64(v)) {
+			c.Status = passFail(float64(v) >= limit)
+		}
+		cs = append(cs, c)
+	}
+	atMost := func(name, target string, v num, limit float64, note string) {
+		c := Check{Name: name, Target: target, Value: v, Limit: fmt.Sprintf("<= %gx", limit), Status: "n/a", Note: note}
+		if !math.IsNaN(float64(v)) {
+			c.Status = passFail(float64(v) <= limit)
+		}
+		cs = append(cs, c)
+	}
+	for _, target := range r.Config.Targets {
+		if r.session(toolCoffer, target) == nil || r.session(toolRestic, target) == nil {
+			continue
+		}
+		rt, ok := compare(r, toolCoffer, toolRestic, target)
+		if !ok {
+			nan := num(math.NaN())
+			rt = Ratio{FullThroughput: nan, FullStored: nan, SecondThroughput: nan, SecondIncrement: nan,
+				RestoreThroughput: nan, PeakRSS: nan, CPU: nan}
+		}
+		atLeast("full backup throughput vs restic", target, rt.FullThroughput, 2, "")
+		atMost("full backup bytes stored vs restic", target, rt.FullStored, 1.03, "")
+		atLeast("second night throughput vs restic (whole image read)", target, rt.SecondThroughput, 2, "")
+		cs = append(cs, Check{Name: "second night throughput vs restic (changed block tracking)", Target: target,
+			Value: num(math.NaN()), Limit: ">= 20x", Status: "n/a", Note: "image backups read the whole image; CBT needs XenServer"})
+		atMost("second night bytes stored vs restic", target, rt.SecondIncrement, 0.5, "")
+		atLeast("restore throughput vs restic --sparse", target, rt.RestoreThroughput, 2, "")
+		sparse := Check{Name: "restored image sparse", Target: target, Value: num(math.NaN()),
+			Limit: "allocated <= night 2's + 5%", Status: "n/a"}
+		if st := r.session(toolCoffer, target).step(stepRestore); st != nil && r.Images.Night2Allocated > 0 {
+			sparse.Value = num(float64(st.RestoredAlloc) / float64(r.Images.Night2Allocated))
+			sparse.Status = passFail(sparse.Value <= 1.05)
+			sparse.Note = fmt.Sprintf("%.0f MiB allocated for %.0f MiB of data", float64(st.RestoredAlloc)/mib,
+				float64(r.Images.Night2Allocated)/mib)
+		}
+		cs = append(cs, sparse)
+		c := Check{Name: "peak RSS vs restic", Target: target, Value: rt.PeakRSS, Limit: "< 1x", Status: "n/a"}
+		if !math.IsNaN(float64(rt.PeakRSS)) {
+			c.Status = passFail(rt.PeakRSS < 1)
+		}
+		cs = append(cs, c)
+		if v, note := requestsPerGiB(r.session(toolCoffer, target)); !math.IsNaN(v) {
+			cs = append(cs, Check{Name: "store requests per GiB stored", Target: target, Value: num(v),
+				Limit: "info (16-64 MiB packs: 16-64 per GiB)", Status: "info", Note: note})
+		}
+	}
+	if r.session(toolCoffer, targetLocal) != nil || r.session(toolCoffer, targetS3) != nil {
+		c := Check{Name: "index memory per stored chunk (bytes)", Value: num(math.NaN()), Limit: "<= 40", Status: "n/a",
+			Note: "BenchmarkIndexMemory in ./internal/index"}
+		if r.IndexBytesPerEntry != nil {
+			c.Value = num(*r.IndexBytesPerEntry)
+			c.Status = passFail(c.Value <= 40)
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// requestsPerGiB is Coffer's store requests per GiB stored over both
+// backups, from the summaries' store_requests or else from the object count.
+func requestsPerGiB(s *Session) (float64, string) {
+	full, second := s.step(stepFull), s.step(stepSecond)
+	if full == nil || second == nil || second.StoredBytes == 0 {
+		return math.NaN(), ""
+	}
+	gib := float64(second.StoredBytes) / (1 << 30)
+	r1, ok1 := number(full.Summary["store_requests"])
+	r2, ok2 := number(second.Summary["store_requests"])
+	if ok1 && ok2 {
+		return (r1 + r2) / gib, fmt.Sprintf("%.0f requests for %.2f GiB", r1+r2, gib)
+	}
+	return float64(second.Objects) / gib, fmt.Sprintf("no store_requests in the summary: %d objects for %.2f GiB",
+		second.Objects, gib)
+}
+
+func number(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case json.Number:
+		f, err := x.Float64()
+		return f, err == nil
+	}
+	return 0, false
+}
+
+func passFail(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+var bytesPerEntryRE = regexp.MustCompile(`([0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?) bytes/entry`)
+
+// parseBytesPerEntry finds the bytes/entry metric in `go test -bench` output.
+func parseBytesPerEntry(out string) (float64, bool) {
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "BenchmarkIndexMemory") {
+			continue
+		}
+		if m := bytesPerEntryRE.FindStringSubmatch(line); m != nil {
+			v, err := strconv.ParseFloat(m[1], 64)
+			return v, err == nil
+		}
+	}
+	return 0, false
+}
+
+// indexMemory runs the index's memory benchmark; nil when it is missing.
+func indexMemory(ctx context.Context, root string) *float64 {
+	if root == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "BenchmarkIndexMemory", "-benchtime", "1x", "./internal/index")
+	cmd.Dir = root
+	out, _ := cmd.CombinedOutput()
+	if v, ok := parseBytesPerEntry(string(out)); ok {
+		return &v
+	}
+	return nil
+}
+
+func fx(v num) string {
+	if math.IsNaN(float64(v)) {
+		return "n/a"
+	}
+	return strconv.FormatFloat(float64(v), 'f', 2, 64) + "x"
+}
+
+// report prints the tables, ratios and checks.
+func report(w io.Writer, r *Results) {
+	im := r.Images
+	fmt.Fprintf(w, "\n== Coffer benchmark: %s image, seed %d (%.0f MiB data); night 2: %d of 64 KiB blocks changed (%d in holes), %s inserted\n",
+		humanize.IBytes(uint64(im.Night1Size)), r.Config.Seed, float64(im.Night1Allocated)/mib,
+		im.ChangedBlocks, im.ChangedInHoles, humanize.IBytes(uint64(im.InsertBytes)))
+	fmt.Fprintf(w, "   %d CPUs, %s/%s, %s. Warm page cache (image read once before each backup). MB/s = image size in 10^6 bytes / wall.\n",
+		r.Machine.CPUs, r.Machine.GOOS, r.Machine.GOARCH, r.Machine.GoVersion)
+	for _, t := range r.Tools {
+		if t.Missing != "" {
+			fmt.Fprintf(w, "   %s: missing: %s\n", t.Name, t.Missing)
+		} else {
+			fmt.Fprintf(w, "   %s: %s\n", t.Name, t.Version)
+		}
+	}
+	if r.MinIO != nil {
+		fmt.Fprintf(w, "   s3: MinIO %s on %s\n", r.MinIO.Version, r.MinIO.Endpoint)
+	}
+	for _, step := range []string{stepFull, stepSecond, stepRestore} {
+		for _, target := range r.Config.Targets {
+			fmt.Fprintf(w, "\n%s, target %s\n", stepTitles[step], target)
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+			head := "tool\twall s\tMB/s\tCPU s\tpeak RSS MiB\t"
+			switch step {
+			case stepFull:
+				head += "stored MiB\t"
+			case stepSecond:
+				head += "stored MiB\t+stored MiB\t"
+			case stepRestore:
+				head += "allocated MiB\tverified\t"
+			}
+			if target == targetS3 {
+				head += "MinIO CPU s\t"
+			}
+			fmt.Fprintln(tw, head)
+			for _, tool := range r.Config.Tools {
+				s := r.session(tool, target)
+				if s == nil {
+					continue
+				}
+				var st *Step
+				for _, x := range s.Steps {
+					if x.Name == step {
+						st = x
+					}
+				}
+				if st == nil || st.Error != "" {
+					why := s.Error
+					if st != nil {
+						why = st.Error
+					}
+					if why == "" {
+						why = "not run"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t\n", tool, shorten(why, 100))
+					continue
+				}
+				row := fmt.Sprintf("%s\t%.1f\t%.0f\t%.1f\t%.0f\t", tool, st.WallSeconds, st.MBps, st.CPUSeconds,
+					float64(st.MaxRSSKiB)/1024)
+				switch step {
+				case stepFull:
+					row += fmt.Sprintf("%.1f\t", float64(st.StoredBytes)/mib)
+				case stepSecond:
+					row += fmt.Sprintf("%.1f\t%.1f\t", float64(st.StoredBytes)/mib, float64(st.StoredDelta)/mib)
+				case stepRestore:
+					ok := "no"
+					if st.Verified != nil && *st.Verified {
+						ok = "yes"
+					}
+					row += fmt.Sprintf("%.1f\t%s\t", float64(st.RestoredAlloc)/mib, ok)
+				}
+				if target == targetS3 {
+					row += fmt.Sprintf("%.1f\t", st.ServerCPU)
+				}
+				fmt.Fprintln(tw, row)
+			}
+			tw.Flush()
+		}
+	}
+	if len(r.Ratios) > 0 {
+		fmt.Fprintln(w, "\nRatios (throughput: higher is better; stored, RSS, CPU: lower is better)")
+		for _, rt := range r.Ratios {
+			fmt.Fprintf(w, "%s vs %s [%s]: full throughput %s, stored %s; second night throughput %s, stored %s; restore throughput %s; peak RSS %s, CPU %s\n",
+				rt.Tool, rt.Peer, rt.Target, fx(rt.FullThroughput), fx(rt.FullStored), fx(rt.SecondThroughput),
+				fx(rt.SecondIncrement), fx(rt.RestoreThroughput), fx(rt.PeakRSS), fx(rt.CPU))
+		}
+	}
+	if len(r.Checks) > 0 {
+		fmt.Fprintln(w, "\nTargets (PRODUCT.md, Coffer against restic 0.18.1)")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, c := range r.Checks {
+			target := c.Target
+			if target == "" {
+				target = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Status, target, c.Name, f2(c.Value), c.Limit, c.Note)
+		}
+		tw.Flush()
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+}
+
+func f2(v num) string {
+	if math.IsNaN(float64(v)) {
+		return "n/a"
+	}
+	return strconv.FormatFloat(float64(v), 'f', 2, 64)
+}
+
+func shorten(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > n {
+		return s[:n-3] + "..."
+	}
+	return s
+}
+
+// writeJSON writes r to path.
+func writeJSON(path string, r *Results) error {
+	data, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
+}

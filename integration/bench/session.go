@@ -1,0 +1,518 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cofferhq/coffer/internal/diskgen"
+	"github.com/dustin/go-humanize"
+)
+
+// Step names, in the order a session runs them.
+const (
+	stepFull    = "full"
+	stepSecond  = "second"
+	stepRestore = "restore"
+)
+
+var stepTitles = map[string]string{
+	stepFull:    "Full backup (night 1)",
+	stepSecond:  "Second night (night 2)",
+	stepRestore: "Restore (night 2)",
+}
+
+// bench holds the state of one benchmark run.
+type bench struct {
+	cfg        config
+	out        io.Writer
+	res        *Results
+	minio      *minioServer
+	moduleRoot string
+	bins       map[string]string // tool -> binary; absent when missing
+	night1     string
+	night2     string
+	live       string // the path every tool backs up
+}
+
+// Results is everything bench.json holds.
+type Results struct {
+	Config             config     `json:"config"`
+	Started            time.Time  `json:"started"`
+	Finished           time.Time  `json:"finished"`
+	Machine            Machine    `json:"machine"`
+	Images             Images     `json:"images"`
+	Tools              []ToolInfo `json:"tools"`
+	Sessions           []*Session `json:"sessions"`
+	IndexBytesPerEntry *float64   `json:"index_bytes_per_entry"`
+	Checks             []Check    `json:"checks"`
+	Ratios             []Ratio    `json:"ratios"`
+	Notes              []string   `json:"notes,omitempty"`
+	MinIO              *MinIOInfo `json:"minio,omitempty"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs      int    `json:"cpus"`
+	GOOS      string `json:"goos"`
+	GOARCH    string `json:"goarch"`
+	GoVersion string `json:"go_version"`
+	Hostname  string `json:"hostname"`
+}
+
+// Images describes the two generated nights.
+type Images struct {
+	Night1Size      int64   `json:"night1_size"`
+	Night1Allocated int64   `json:"night1_allocated"`
+	Night2Size      int64   `json:"night2_size"`
+	Night2Allocated int64   `json:"night2_allocated"`
+	ChangedBlocks   int64   `json:"changed_blocks"`
+	ChangedInHoles  int64   `json:"changed_in_holes"`
+	InsertBytes     int64   `json:"insert_bytes"`
+	InsertOffset    int64   `json:"insert_offset"`
+	GenerateSeconds float64 `json:"generate_seconds"`
+}
+
+// ToolInfo says whether a tool was found and which version.
+type ToolInfo struct {
+	Name    string `json:"name"`
+	Path    string `json:"path,omitempty"`
+	Version string `json:"version,omitempty"`
+	Missing string `json:"missing,omitempty"` // why it could not run
+}
+
+// MinIOInfo describes the S3 server.
+type MinIOInfo struct {
+	Endpoint string `json:"endpoint"`
+	Version  string `json:"version"`
+}
+
+// Session is one tool on one target.
+type Session struct {
+	Tool   string  `json:"tool"`
+	Target string  `json:"target"`
+	Error  string  `json:"error,omitempty"` // why the session stopped early
+	Steps  []*Step `json:"steps"`
+
+	dir      string
+	env      []string
+	repoDir  string // local target: the repository directory
+	s3Prefix string // s3 target: the key prefix, ending in '/'
+	snapshot string // ID of the last backup
+}
+
+// Step is one measured child process.
+type Step struct {
+	Name          string         `json:"name"`
+	Argv          []string       `json:"argv"`
+	WallSeconds   float64        `json:"wall_seconds"`
+	UserSeconds   float64        `json:"user_seconds"`
+	SysSeconds    float64        `json:"sys_seconds"`
+	CPUSeconds    float64        `json:"cpu_seconds"`
+	MaxRSSKiB     int64          `json:"max_rss_kib"`
+	ImageBytes    int64          `json:"image_bytes"`
+	MBps          float64        `json:"mb_per_s"`
+	StoredBytes   int64          `json:"stored_bytes,omitempty"`
+	StoredDelta   int64          `json:"stored_delta,omitempty"`
+	Objects       int64          `json:"objects,omitempty"`
+	ServerCPU     float64        `json:"server_cpu_seconds,omitempty"`
+	Verified      *bool          `json:"verified,omitempty"`
+	RestoredAlloc int64          `json:"restored_allocated,omitempty"`
+	Summary       map[string]any `json:"summary,omitempty"` // the tool's own summary
+	Error         string         `json:"error,omitempty"`
+	Log           string         `json:"log"`
+}
+
+func (r *Results) session(tool, target string) *Session {
+	for _, s := range r.Sessions {
+		if s.Tool == tool && s.Target == target {
+			return s
+		}
+	}
+	return nil
+}
+
+func (s *Session) step(name string) *Step {
+	if s == nil {
+		return nil
+	}
+	for _, st := range s.Steps {
+		if st.Name == name && st.Error == "" {
+			return st
+		}
+	}
+	return nil
+}
+
+// findTools locates or builds every tool and records its version.
+func (b *bench) findTools(ctx context.Context) {
+	host, _ := os.Hostname()
+	b.res.Machine = Machine{CPUs: runtime.NumCPU(), GOOS: runtime.GOOS, GOARCH: runtime.GOARCH,
+		GoVersion: runtime.Version(), Hostname: host}
+	b.bins = map[string]string{}
+	b.moduleRoot = findModuleRoot()
+	for _, tool := range b.cfg.Tools {
+		info := ToolInfo{Name: tool}
+		var path string
+		var err error
+		switch tool {
+		case toolCoffer:
+			path, err = b.buildCoffer(ctx)
+		default:
+			path = filepath.Join(b.cfg.ToolsDir, tool)
+			if _, serr := os.Stat(path); serr != nil {
+				err = fmt.Errorf("not installed at %s (run scripts/install-peers.sh)", path)
+			}
+		}
+		if err == nil {
+			info.Version, err = toolVersion(ctx, tool, path)
+		}
+		if err != nil {
+			info.Missing = err.Error()
+			b.logf("%s: missing: %v", tool, err)
+		} else {
+			info.Path = path
+			b.bins[tool] = path
+			b.logf("%s: %s (%s)", tool, info.Version, path)
+		}
+		b.res.Tools = append(b.res.Tools, info)
+	}
+}
+
+// findModuleRoot returns the directory of Coffer's go.mod above the working
+// directory, or "".
+func findModuleRoot() string {
+	dir, err := os.Getwd()
+	if err != nil {
+		return ""
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.Contains(data, []byte("module github.com/cofferhq/coffer\n")) {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return ""
+		}
+		dir = parent
+	}
+}
+
+func (b *bench) buildCoffer(ctx context.Context) (string, error) {
+	if b.cfg.CofferBin != "" {
+		return b.cfg.CofferBin, nil
+	}
+	if b.moduleRoot == "" {
+		return "", errors.New("run from inside the coffer checkout to build ./cmd/coffer")
+	}
+	out := filepath.Join(b.cfg.Workdir, "bin", "coffer")
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/coffer")
+	cmd.Dir = b.moduleRoot
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/coffer failed: %s", firstLine(string(msg), err))
+	}
+	return out, nil
+}
+
+func firstLine(s string, err error) string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return err.Error()
+	}
+	lines := strings.Split(s, "\n")
+	if len(lines) > 3 {
+		lines = lines[:3]
+	}
+	return strings.Join(lines, " | ")
+}
+
+func toolVersion(ctx context.Context, tool, path string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var args []string
+	switch tool {
+	case toolRestic:
+		args = []string{"version"}
+	case toolKopia:
+		args = []string{"--version"}
+	default:
+		args = []string{"--help"}
+	}
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Env = cleanEnv(filepath.Dir(path))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s %s failed: %s", path, args[0], firstLine(string(out), err))
+	}
+	f := strings.Fields(string(out))
+	switch {
+	case tool == toolCoffer:
+		return "dev (./cmd/coffer)", nil
+	case tool == toolRestic && len(f) >= 2: // "restic 0.18.1 compiled with ..."
+		return f[1], nil
+	case tool == toolKopia && len(f) >= 1: // "0.22.3 build: ..."
+		return f[0], nil
+	}
+	return "unknown", nil
+}
+
+// makeImages writes night 1 and night 2.
+func (b *bench) makeImages() error {
+	dir := filepath.Join(b.cfg.Workdir, "images")
+	b.night1 = filepath.Join(dir, "night1.img")
+	b.night2 = filepath.Join(dir, "night2.img")
+	b.live = filepath.Join(b.cfg.Workdir, "live", "disk.img")
+	start := time.Now()
+	if err := diskgen.Generate(b.night1, b.cfg.Size, b.cfg.Seed, diskgen.Options{}); err != nil {
+		return err
+	}
+	st, err := diskgen.Mutate(b.night1, b.night2, b.cfg.Seed+1, diskgen.MutateOptions{
+		ChangedFraction: b.cfg.Changed, InsertBytes: b.cfg.Insert})
+	if err != nil {
+		return err
+	}
+	im := Images{
+		Night1Size: st.SrcSize, Night2Size: st.DstSize, ChangedBlocks: st.ChangedBlocks,
+		ChangedInHoles: st.ChangedInHoles, InsertBytes: st.InsertBytes, InsertOffset: st.InsertOffset,
+		GenerateSeconds: time.Since(start).Seconds(),
+	}
+	// Write the images out now, so that their write-back does not run
+	// during the first measured step.
+	syscall.Sync()
+	im.Night1Allocated, _ = allocated(b.night1)
+	im.Night2Allocated, _ = allocated(b.night2)
+	b.res.Images = im
+	b.logf("images: night 1 %s (%s data), night 2 %s (%d of %d blocks changed, %s inserted), made in %.1fs",
+		humanize.IBytes(uint64(im.Night1Size)), humanize.IBytes(uint64(im.Night1Allocated)),
+		humanize.IBytes(uint64(im.Night2Size)), st.ChangedBlocks, st.Blocks,
+		humanize.IBytes(uint64(st.InsertBytes)), im.GenerateSeconds)
+	return nil
+}
+
+// allocated returns the bytes the file system allocated for path.
+func allocated(path string) (int64, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	return fi.Sys().(*syscall.Stat_t).Blocks * 512, nil
+}
+
+// cleanEnv returns the environment without anything that configures a tool
+// or holds credentials, with HOME and the XDG directories under home.
+func cleanEnv(home string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, "RESTIC_"), strings.HasPrefix(k, "KOPIA_"), strings.HasPrefix(k, "AWS_"),
+			strings.HasPrefix(k, "COFFER_"), strings.HasPrefix(k, "MINIO_"), strings.HasPrefix(k, "XDG_"),
+			k == "HOME":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "HOME="+home, "XDG_CACHE_HOME="+filepath.Join(home, ".cache"),
+		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"))
+}
+
+func randomSecret() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// runSession runs init, full, second and restore for one tool on one target.
+// A failed step ends the session; the error is recorded, not returned.
+func (b *bench) runSession(ctx context.Context, tool, target string) {
+	s := &Session{Tool: tool, Target: target}
+	b.res.Sessions = append(b.res.Sessions, s)
+	fail := func(err error) {
+		s.Error = err.Error()
+		b.logf("%s/%s: %v", tool, target, err)
+	}
+	bin, ok := b.bins[tool]
+	if !ok {
+		fail(errors.New("missing"))
+		return
+	}
+	if target == targetS3 && b.minio == nil {
+		fail(errors.New("no MinIO"))
+		return
+	}
+	s.dir = filepath.Join(b.cfg.Workdir, "runs", tool+"-"+target)
+	home := filepath.Join(s.dir, "home")
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		fail(err)
+		return
+	}
+	s.env = cleanEnv(home)
+	if target == targetS3 {
+		s.s3Prefix = tool + "/"
+		s.env = append(s.env, "AWS_ACCESS_KEY_ID="+b.minio.User, "AWS_SECRET_ACCESS_KEY="+b.minio.Password)
+	} else {
+		s.repoDir = filepath.Join(s.dir, "repo")
+	}
+	drv := drivers[tool]
+	password := randomSecret()
+	s.env = append(s.env, drv.env(b, s, password)...)
+
+	b.logf("%s/%s: init", tool, target)
+	for i, argv := range drv.setup(b, s, bin) {
+		if _, _, err := b.exec(ctx, s, fmt.Sprintf("init%d", i), argv); err != nil {
+			fail(fmt.Errorf("init: %w", err))
+			return
+		}
+	}
+	var prev int64
+	for _, night := range []struct{ name, image string }{{stepFull, b.night1}, {stepSecond, b.night2}} {
+		if err := b.relink(night.image); err != nil {
+			fail(err)
+			return
+		}
+		if err := warm(b.live); err != nil {
+			fail(err)
+			return
+		}
+		b.logf("%s/%s: %s backup", tool, target, night.name)
+		st, out, err := b.measured(ctx, s, night.name, drv.backup(b, s, bin), fileSize(b.live))
+		if err == nil {
+			st.Summary, s.snapshot, err = drv.parseBackup(out)
+		}
+		if err == nil {
+			st.StoredBytes, st.Objects, err = b.stored(ctx, s)
+			st.StoredDelta = st.StoredBytes - prev
+			prev = st.StoredBytes
+		}
+		if err != nil {
+			st.Error = err.Error()
+			fail(fmt.Errorf("%s backup: %w", night.name, err))
+			return
+		}
+		b.logf("%s/%s: %s: %.1fs, %.0f MB/s, stored %s (+%s)", tool, target, night.name,
+			st.WallSeconds, st.MBps, humanize.IBytes(uint64(st.StoredBytes)), humanize.IBytes(uint64(st.StoredDelta)))
+	}
+
+	b.logf("%s/%s: restore", tool, target)
+	outDir := filepath.Join(s.dir, "restore")
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		fail(err)
+		return
+	}
+	defer os.RemoveAll(outDir)
+	argv, restored := drv.restore(b, s, bin, outDir)
+	st, _, err := b.measured(ctx, s, stepRestore, argv, fileSize(b.night2))
+	if err == nil {
+		var same bool
+		if same, err = sameContent(restored, b.night2); err == nil {
+			st.Verified = &same
+			st.RestoredAlloc, _ = allocated(restored)
+			if !same {
+				err = fmt.Errorf("restored %s differs from night 2", restored)
+			}
+		}
+	}
+	if err != nil {
+		st.Error = err.Error()
+		fail(fmt.Errorf("restore: %w", err))
+		return
+	}
+	b.logf("%s/%s: restore: %.1fs, %.0f MB/s, verified, %s allocated", tool, target,
+		st.WallSeconds, st.MBps, humanize.IBytes(uint64(st.RestoredAlloc)))
+}
+
+func fileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// relink makes the live path a hard link to image, so that every night is
+// backed up from the same path.
+func (b *bench) relink(image string) error {
+	if err := os.Remove(b.live); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return os.Link(image, b.live)
+}
+
+// warm reads path once so that the backup finds it in the page cache.
+func warm(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 1<<20))
+	return err
+}
+
+// sameContent compares two files byte for byte.
+func sameContent(a, b string) (bool, error) {
+	fa, err := os.Open(a)
+	if err != nil {
+		return false, err
+	}
+	defer fa.Close()
+	fb, err := os.Open(b)
+	if err != nil {
+		return false, err
+	}
+	defer fb.Close()
+	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
+	for {
+		na, erra := io.ReadFull(fa, ba)
+		nb, errb := io.ReadFull(fb, bb)
+		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
+			return false, nil
+		}
+		aEnd := erra == io.EOF || erra == io.ErrUnexpectedEOF
+		bEnd := errb == io.EOF || errb == io.ErrUnexpectedEOF
+		switch {
+		case erra != nil && !aEnd:
+			return false, erra
+		case errb != nil && !bEnd:
+			return false, errb
+		case aEnd || bEnd:
+			return aEnd == bEnd, nil
+		}
+	}
+}
+
+// stored returns the bytes and number of files or objects in the session's
+// repository.
+func (b *bench) stored(ctx context.Context, s *Session) (size, n int64, err error) {
+	if s.repoDir == "" {
+		return b.minio.usage(ctx, s.s3Prefix)
+	}
+	err = filepath.WalkDir(s.repoDir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		size += fi.Size()
+		n++
+		return nil
+	})
+	return size, n, err
+}

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+)
+
+// driver knows the command line of one tool.
+type driver interface {
+	// env returns the tool's variables: repository, password, caches.
+	env(b *bench, s *Session, password string) []string
+	// setup returns the unmeasured commands that create the repository.
+	setup(b *bench, s *Session, bin string) [][]string
+	// backup returns the command that backs up b.live.
+	backup(b *bench, s *Session, bin string) []string
+	// parseBackup reads the backup's stdout: its summary and snapshot ID.
+	parseBackup(stdout []byte) (map[string]any, string, error)
+	// restore returns the command that restores the last snapshot into
+	// outDir, and the path of the restored image.
+	restore(b *bench, s *Session, bin, outDir string) ([]string, string)
+}
+
+var drivers = map[string]driver{
+	toolCoffer: cofferDriver{},
+	toolRestic: resticDriver{},
+	toolKopia:  kopiaDriver{},
+}
+
+// lastJSON returns the last line of out that is a JSON object for which
+// match is true.
+func lastJSON(out []byte, match func(map[string]any) bool) (map[string]any, bool) {
+	lines := bytes.Split(out, []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		line := bytes.TrimSpace(lines[i])
+		if len(line) == 0 || line[0] != '{' {
+			continue
+		}
+		var m map[string]any
+		if json.Unmarshal(line, &m) == nil && match(m) {
+			return m, true
+		}
+	}
+	return nil, false
+}
+
+// Coffer: the contract of PRODUCT.md's command line.
+type cofferDriver struct{}
+
+func (cofferDriver) config(s *Session) string { return filepath.Join(s.dir, "coffer.yaml") }
+
+func (cofferDriver) env(_ *bench, _ *Session, password string) []string {
+	return []string{"COFFER_PASSWORD=" + password}
+}
+
+func (d cofferDriver) setup(b *bench, s *Session, bin string) [][]string {
+	repo := "file://" + s.repoDir
+	if s.Target == targetS3 {
+		repo = fmt.Sprintf("s3://%s/%s/%s?tls=false", b.minio.Endpoint, b.minio.Bucket, s.s3Prefix[:len(s.s3Prefix)-1])
+	}
+	return [][]string{{bin, "--config", d.config(s), "init", "--repo", repo}}
+}
+
+func (d cofferDriver) backup(b *bench, s *Session, bin string) []string {
+	return []string{bin, "--config", d.config(s), "backup", "--image", b.live, "--name", "disk", "--json"}
+}
+
+func (cofferDriver) parseBackup(out []byte) (map[string]any, string, error) {
+	m, ok := lastJSON(out, func(m map[string]any) bool { return m["type"] == "summary" })
+	if !ok {
+		return nil, "", errors.New(`coffer printed no {"type":"summary"} line`)
+	}
+	id, _ := m["snapshot_id"].(string)
+	return m, id, nil
+}
+
+func (d cofferDriver) restore(_ *bench, s *Session, bin, outDir string) ([]string, string) {
+	out := filepath.Join(outDir, "disk.img")
+	return []string{bin, "--config", d.config(s), "restore", "latest", "--name", "disk", "--to", out}, out
+}
+
+// restic 0.18.1.
+type resticDriver struct{}
+
+func (resticDriver) env(b *bench, s *Session, password string) []string {
+	repo := s.repoDir
+	if s.Target == targetS3 {
+		repo = fmt.Sprintf("s3:http://%s/%s/%s", b.minio.Endpoint, b.minio.Bucket, s.s3Prefix[:len(s.s3Prefix)-1])
+	}
+	return []string{"RESTIC_PASSWORD=" + password, "RESTIC_REPOSITORY=" + repo,
+		"RESTIC_CACHE_DIR=" + filepath.Join(s.dir, "cache")}
+}
+
+func (resticDriver) setup(_ *bench, _ *Session, bin string) [][]string {
+	return [][]string{{bin, "init"}}
+}
+
+func (resticDriver) backup(b *bench, _ *Session, bin string) []string {
+	return []string{bin, "backup", "--compression", "auto", "--json", b.live}
+}
+
+func (resticDriver) parseBackup(out []byte) (map[string]any, string, error) {
+	m, ok := lastJSON(out, func(m map[string]any) bool { return m["message_type"] == "summary" })
+	if !ok {
+		return nil, "", errors.New("restic printed no summary")
+	}
+	id, _ := m["snapshot_id"].(string)
+	if id == "" {
+		return m, "", errors.New("restic summary has no snapshot_id")
+	}
+	return m, id, nil
+}
+
+func (resticDriver) restore(b *bench, s *Session, bin, outDir string) ([]string, string) {
+	// restic restores a file under its full original path.
+	return []string{bin, "restore", s.snapshot, "--target", outDir, "--sparse"},
+		filepath.Join(outDir, b.live)
+}
+
+// kopia 0.22.3.
+type kopiaDriver struct{}
+
+func (kopiaDriver) global(s *Session) []string {
+	return []string{"--config-file", filepath.Join(s.dir, "kopia.config"), "--log-dir", filepath.Join(s.dir, "logs")}
+}
+
+func (kopiaDriver) env(_ *bench, _ *Session, password string) []string {
+	return []string{"KOPIA_PASSWORD=" + password, "KOPIA_CHECK_FOR_UPDATES=false"}
+}
+
+func (d kopiaDriver) setup(b *bench, s *Session, bin string) [][]string {
+	create := append([]string{bin, "repository", "create"}, d.global(s)...)
+	if s.Target == targetS3 {
+		create = append(create, "s3", "--endpoint", b.minio.Endpoint, "--disable-tls",
+			"--bucket", b.minio.Bucket, "--prefix", s.s3Prefix)
+	} else {
+		create = append(create, "filesystem", "--path", s.repoDir)
+	}
+	create = append(create, "--cache-directory", filepath.Join(s.dir, "cache"))
+	return [][]string{
+		create,
+		append(append([]string{bin, "policy", "set"}, d.global(s)...), "--global", "--compression", "zstd"),
+		// restic runs no maintenance on its own; neither should kopia here.
+		append(append([]string{bin, "maintenance", "set"}, d.global(s)...), "--enable-quick", "false", "--enable-full", "false"),
+	}
+}
+
+func (d kopiaDriver) backup(b *bench, s *Session, bin string) []string {
+	return append(append([]string{bin, "snapshot", "create"}, d.global(s)...), "--json", b.live)
+}
+
+func (kopiaDriver) parseBackup(out []byte) (map[string]any, string, error) {
+	m, ok := lastJSON(out, func(m map[string]any) bool { _, ok := m["id"]; return ok })
+	if !ok {
+		return nil, "", errors.New("kopia printed no snapshot manifest")
+	}
+	id, _ := m["id"].(string)
+	delete(m, "rootEntry")
+	return m, id, nil
+}
+
+func (d kopiaDriver) restore(_ *bench, s *Session, bin, outDir string) ([]string, string) {
+	out := filepath.Join(outDir, "disk.img")
+	return append(append([]string{bin, "snapshot", "restore"}, d.global(s)...), s.snapshot, out, "--write-sparse-files"), out
+}

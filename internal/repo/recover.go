@@ -1,0 +1,50 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cofferhq/coffer/internal/index"
+	"github.com/cofferhq/coffer/internal/store"
+)
+
+// IndexOrphanPacks finds packs that are stored but in no index file — left
+// by a backup that was interrupted before it wrote its index — reads their
+// headers, adds them to the in-memory index and writes an index file for
+// them, so the next backup reuses them instead of uploading them again. Call
+// it after LoadIndex. It returns how many packs it recovered.
+func (r *Repo) IndexOrphanPacks(ctx context.Context) (int, error) {
+	var orphans []store.Info
+	err := r.st.List(ctx, DataPrefix, func(i store.Info) error {
+		id, err := ParsePackName(i.Name)
+		if err != nil {
+			return nil // not ours; check reports it
+		}
+		if !r.Index.HasPack(id) {
+			orphans = append(orphans, i)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("listing packs: %w", err)
+	}
+	f := &index.File{}
+	for _, o := range orphans {
+		id, _ := ParsePackName(o.Name)
+		entries, err := r.ReadPackHeader(ctx, id, o.Size)
+		if err != nil {
+			// A damaged orphan is not fatal for a backup: its chunks are
+			// simply stored again. check reports it.
+			continue
+		}
+		r.Index.AddPack(id, entries)
+		f.Packs = append(f.Packs, index.PackBlobs{Pack: id, Blobs: entries})
+	}
+	if len(f.Packs) == 0 {
+		return 0, nil
+	}
+	if _, err := r.SaveIndexFile(ctx, f); err != nil {
+		return 0, err
+	}
+	return len(f.Packs), nil
+}

@@ -1,0 +1,153 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/manifest"
+	"github.com/cofferhq/coffer/internal/store"
+)
+
+// SnapshotInfo is a loaded snapshot and its ID (the hex SHA-256 naming it).
+type SnapshotInfo struct {
+	ID string
+	*manifest.Snapshot
+}
+
+// ErrSnapshotNotFound is returned when no snapshot matches.
+var ErrSnapshotNotFound = errors.New("no such snapshot")
+
+// SaveSnapshot stores a snapshot document and returns its ID. Call it only
+// after every blob the snapshot refers to is stored and indexed.
+func (r *Repo) SaveSnapshot(ctx context.Context, s *manifest.Snapshot) (string, error) {
+	b, err := s.Marshal()
+	if err != nil {
+		return "", err
+	}
+	name, err := r.SaveSealed(ctx, SnapshotsPrefix, b, manifest.SnapshotAD)
+	if err != nil {
+		return "", fmt.Errorf("storing the snapshot: %w", err)
+	}
+	return strings.TrimPrefix(name, SnapshotsPrefix), nil
+}
+
+// LoadSnapshot reads one snapshot by full ID.
+func (r *Repo) LoadSnapshot(ctx context.Context, id string) (*SnapshotInfo, error) {
+	name := SnapshotsPrefix + id
+	plain, err := r.LoadSealed(ctx, name, SnapshotsPrefix, manifest.SnapshotAD)
+	if err != nil {
+		return nil, err
+	}
+	s, err := manifest.DecodeSnapshot(plain)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &SnapshotInfo{ID: id, Snapshot: s}, nil
+}
+
+// SnapshotIDs lists the IDs of all snapshots.
+func (r *Repo) SnapshotIDs(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := r.st.List(ctx, SnapshotsPrefix, func(i store.Info) error {
+		ids = append(ids, strings.TrimPrefix(i.Name, SnapshotsPrefix))
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing snapshots: %w", err)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Snapshots loads every snapshot, oldest first. Damaged ones are reported
+// through onErr and skipped; with a nil onErr the first error is returned.
+func (r *Repo) Snapshots(ctx context.Context, onErr func(id string, err error)) ([]*SnapshotInfo, error) {
+	ids, err := r.SnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []*SnapshotInfo
+	for _, id := range ids {
+		s, err := r.LoadSnapshot(ctx, id)
+		if err != nil {
+			if onErr == nil {
+				return nil, err
+			}
+			onErr(id, err)
+			continue
+		}
+		out = append(out, s)
+	}
+	slices.SortStableFunc(out, func(a, b *SnapshotInfo) int { return a.Time.Compare(b.Time) })
+	return out, nil
+}
+
+// FindSnapshot resolves "latest" (optionally of one name) or a unique ID
+// prefix of at least 4 characters.
+func (r *Repo) FindSnapshot(ctx context.Context, ref, name string) (*SnapshotInfo, error) {
+	if ref == "latest" {
+		all, err := r.Snapshots(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		for i := len(all) - 1; i >= 0; i-- {
+			if name == "" || all[i].Name == name {
+				return all[i], nil
+			}
+		}
+		if name != "" {
+			return nil, fmt.Errorf("%w: no snapshot named %q", ErrSnapshotNotFound, name)
+		}
+		return nil, fmt.Errorf("%w: the repository has no snapshots yet", ErrSnapshotNotFound)
+	}
+	ref = strings.ToLower(ref)
+	if len(ref) < 4 || len(ref) > 64 || strings.Trim(ref, "0123456789abcdef") != "" {
+		return nil, fmt.Errorf("snapshot %q: give latest or at least 4 hex characters of a snapshot ID", ref)
+	}
+	ids, err := r.SnapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var match []string
+	for _, id := range ids {
+		if strings.HasPrefix(id, ref) {
+			match = append(match, id)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("%w: no snapshot ID starts with %s", ErrSnapshotNotFound, ref)
+	case 1:
+		return r.LoadSnapshot(ctx, match[0])
+	}
+	return nil, fmt.Errorf("snapshot prefix %s is ambiguous (%d snapshots match); give more characters", ref, len(match))
+}
+
+// DiskRegions loads the region map IDs of a disk from its list chunks.
+func (r *Repo) DiskRegions(ctx context.Context, d *manifest.Disk) ([]crypto.ID, error) {
+	lists, err := d.ListIDs()
+	if err != nil {
+		return nil, err
+	}
+	want := manifest.Regions(d.Size)
+	var out []crypto.ID
+	for i, lid := range lists {
+		b, err := r.LoadBlob(ctx, lid)
+		if err != nil {
+			return nil, fmt.Errorf("disk %d map list %d: %w", d.Index, i, err)
+		}
+		ids, err := manifest.DecodeList(b)
+		if err != nil {
+			return nil, fmt.Errorf("disk %d map list %s: %w", d.Index, lid, err)
+		}
+		out = append(out, ids...)
+	}
+	if len(out) != want {
+		return nil, fmt.Errorf("disk %d: map lists name %d regions, want %d: %w", d.Index, len(out), want, manifest.ErrFormat)
+	}
+	return out, nil
+}

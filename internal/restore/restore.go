@@ -1,0 +1,328 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/index"
+	"github.com/cofferhq/coffer/internal/manifest"
+	"github.com/cofferhq/coffer/internal/repo"
+	"github.com/cofferhq/coffer/internal/sparse"
+)
+
+// ErrMismatch is returned when the restored disk does not match the digest
+// recorded at backup time.
+var ErrMismatch = errors.New("restored disk does not match the digest recorded at backup time")
+
+// Options tune a restore.
+type Options struct {
+	Workers   int  // concurrent pack fetches; default 2*GOMAXPROCS
+	Overwrite bool // allow replacing an existing output file
+	NoVerify  bool // skip reading the output back (not recommended)
+}
+
+// Progress counts a running restore.
+type Progress struct {
+	Size    int64 // disk size
+	Written int64 // plaintext bytes written
+	Fetched int64 // bytes fetched from the store
+}
+
+// Result summarises a finished restore.
+type Result struct {
+	Progress
+	Chunks   int
+	Verified bool
+	Digest   string
+	Duration time.Duration
+}
+
+// Restorer restores one disk of one snapshot.
+type Restorer struct {
+	r       *repo.Repo
+	disk    *manifest.Disk
+	opt     Options
+	written atomic.Int64
+	fetched atomic.Int64
+}
+
+// New prepares a restore of disk d. The repository's index must be loaded.
+func New(r *repo.Repo, d *manifest.Disk, opt Options) *Restorer {
+	if opt.Workers <= 0 {
+		opt.Workers = 2 * runtime.GOMAXPROCS(0)
+	}
+	return &Restorer{r: r, disk: d, opt: opt}
+}
+
+// Progress returns the current counters.
+func (rs *Restorer) Progress() Progress {
+	return Progress{Size: rs.disk.Size, Written: rs.written.Load(), Fetched: rs.fetched.Load()}
+}
+
+// windowRegions is how many regions (of 64 MiB) are planned at once, which
+// bounds the plan's memory whatever the disk's size.
+const windowRegions = 64
+
+// maxGap is the largest run of unneeded bytes read through rather than
+// starting a new ranged read; maxRange bounds one read.
+const (
+	maxGap   = 1 << 20
+	maxRange = 16 << 20
+)
+
+// Run restores the disk into the file at path.
+func (rs *Restorer) Run(ctx context.Context, path string) (res *Result, err error) {
+	start := time.Now()
+	flags := os.O_RDWR | os.O_CREATE | os.O_EXCL
+	if rs.opt.Overwrite {
+		flags = os.O_RDWR | os.O_CREATE | os.O_TRUNC
+	}
+	f, err := os.OpenFile(path, flags, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, fmt.Errorf("%s exists; choose a new path (restore never overwrites a file unless told to)", path)
+		}
+		return nil, fmt.Errorf("creating the output: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	if err := f.Truncate(rs.disk.Size); err != nil {
+		return nil, fmt.Errorf("sizing the output: %w", err)
+	}
+	regions, err := rs.r.DiskRegions(ctx, rs.disk)
+	if err != nil {
+		return nil, err
+	}
+	regionHashes := make([]manifest.Hash, len(regions))
+	chunks := 0
+	for w := 0; w < len(regions); w += windowRegions {
+		end := min(w+windowRegions, len(regions))
+		maps := make([]*manifest.RegionMap, end-w)
+		n, err := rs.window(ctx, f, regions[w:end], maps, w)
+		if err != nil {
+			return nil, err
+		}
+		chunks += n
+		if !rs.opt.NoVerify {
+			// Read the window back while it is likely still cached.
+			if err := verifyRegions(ctx, f, rs.disk.Size, w, maps, regionHashes[w:end]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("flushing the output: %w", err)
+	}
+	res = &Result{Progress: rs.Progress(), Chunks: chunks, Digest: rs.disk.Digest}
+	if !rs.opt.NoVerify {
+		if got := manifest.DiskDigest(rs.disk.Size, regionHashes).String(); got != rs.disk.Digest {
+			return nil, fmt.Errorf("%w: digest %s, recorded %s", ErrMismatch, got, rs.disk.Digest)
+		}
+		res.Verified = true
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+type target struct {
+	off    int64
+	length uint32
+}
+
+type blobJob struct {
+	loc     index.Location
+	id      crypto.ID
+	targets []target
+}
+
+// window restores the regions whose map IDs are given, the first being
+// region first: it loads their maps into maps, plans the pack reads, and runs
+// them.
+func (rs *Restorer) window(ctx context.Context, f *os.File, regions []crypto.ID, maps []*manifest.RegionMap, first int) (int, error) {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(rs.opt.Workers)
+	for i := range regions {
+		g.Go(func() error {
+			ri := first + i
+			b, err := rs.r.LoadBlob(gctx, regions[i])
+			if err != nil {
+				return fmt.Errorf("disk %d region %d map: %w", rs.disk.Index, ri, err)
+			}
+			regionLen := min(manifest.RegionSize, rs.disk.Size-int64(ri)*manifest.RegionSize)
+			m, err := manifest.DecodeRegionMap(b, regionLen)
+			if err != nil {
+				return fmt.Errorf("disk %d region %d map %s: %w", rs.disk.Index, ri, regions[i], err)
+			}
+			maps[i] = m
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	// Plan: every chunk once, with every place it goes.
+	jobs := map[crypto.ID]*blobJob{}
+	for i := range regions {
+		base := int64(first+i) * manifest.RegionSize
+		for _, e := range maps[i].Extents {
+			j := jobs[e.ID]
+			if j == nil {
+				loc, ok := rs.r.Index.Lookup(e.ID)
+				if !ok {
+					return 0, fmt.Errorf("chunk %s (disk offset %d) is not in the index: the repository is missing data; run coffer check", e.ID, base+int64(e.Offset))
+				}
+				j = &blobJob{loc: loc, id: e.ID}
+				jobs[e.ID] = j
+			}
+			j.targets = append(j.targets, target{off: base + int64(e.Offset), length: e.Length})
+		}
+	}
+	byPack := map[[32]byte][]*blobJob{}
+	for _, j := range jobs {
+		byPack[j.loc.Pack] = append(byPack[j.loc.Pack], j)
+	}
+	g, gctx = errgroup.WithContext(ctx)
+	g.SetLimit(rs.opt.Workers)
+	for _, list := range byPack {
+		slices.SortFunc(list, func(a, b *blobJob) int { return int(a.loc.Offset) - int(b.loc.Offset) })
+		for len(list) > 0 {
+			n := 1
+			for n < len(list) {
+				prevEnd := int64(list[n-1].loc.Offset) + int64(list[n-1].loc.Length)
+				gap := int64(list[n].loc.Offset) - prevEnd
+				span := int64(list[n].loc.Offset) + int64(list[n].loc.Length) - int64(list[0].loc.Offset)
+				if gap > maxGap || span > maxRange {
+					break
+				}
+				n++
+			}
+			batch := list[:n]
+			list = list[n:]
+			g.Go(func() error { return rs.fetch(gctx, f, batch) })
+		}
+	}
+	return len(jobs), g.Wait()
+}
+
+var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// fetch reads one range of a pack and writes the blobs in it.
+func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) error {
+	first, last := batch[0].loc, batch[len(batch)-1].loc
+	start := int64(first.Offset)
+	length := int64(last.Offset) + int64(last.Length) - start
+	name := repo.PackName(first.Pack)
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	if int64(cap(*bp)) < length {
+		*bp = make([]byte, length)
+	}
+	buf := (*bp)[:length]
+	err := rs.r.Store().Get(ctx, name, start, length, func(r io.Reader) error {
+		_, err := io.ReadFull(r, buf)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("reading pack %s: %w", name, err)
+	}
+	rs.fetched.Add(length)
+	h := rs.r.Keys().NewIDHasher()
+	var plainBuf []byte
+	for _, j := range batch {
+		off := int64(j.loc.Offset) - start
+		sealed := buf[off : off+int64(j.loc.Length)]
+		where := fmt.Sprintf("chunk %s in pack %s", j.id, name)
+		plain, err := rs.r.OpenBlob(h, j.loc.Type, j.loc.Flags, j.id, sealed, plainBuf, where)
+		if err != nil {
+			return fmt.Errorf("%w; the pack is damaged: run coffer check --read-data", err)
+		}
+		if cap(plain) > cap(plainBuf) {
+			plainBuf = plain[:0]
+		}
+		for _, t := range j.targets {
+			if int(t.length) != len(plain) {
+				return fmt.Errorf("%s: chunk is %d bytes but the disk map says %d", where, len(plain), t.length)
+			}
+			if _, err := f.WriteAt(plain, t.off); err != nil {
+				return fmt.Errorf("writing the output at %d: %w", t.off, err)
+			}
+			rs.written.Add(int64(len(plain)))
+		}
+	}
+	return nil
+}
+
+// verifyRegions reads regions first.. of the output back (holes are not
+// read), compares every block with the hash recorded at backup time, and
+// stores each region's hash in hashes.
+func verifyRegions(ctx context.Context, f *os.File, size int64, first int, maps []*manifest.RegionMap, hashes []manifest.Hash) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i := range maps {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			ri := first + i
+			blocks, err := HashRegion(f, size, ri)
+			if err != nil {
+				return err
+			}
+			for b := range blocks {
+				if blocks[b] != maps[i].Blocks[b] {
+					off := int64(ri)*manifest.RegionSize + int64(b)*manifest.BlockSize
+					return fmt.Errorf("%w: the 64 KiB block at offset %d differs", ErrMismatch, off)
+				}
+			}
+			hashes[i] = manifest.RegionHash(blocks)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// HashRegion computes the block hashes of region ri of a disk held in f,
+// reading only the ranges that hold data.
+func HashRegion(f *os.File, size int64, ri int) ([]manifest.Hash, error) {
+	off := int64(ri) * manifest.RegionSize
+	length := min(manifest.RegionSize, size-off)
+	n := manifest.RegionBlocks(size, ri)
+	blocks := make([]manifest.Hash, n)
+	hasData := make([]bool, n)
+	for _, r := range sparse.DataRanges(f, off, length) {
+		for b := (r[0] - off) / manifest.BlockSize; b <= (r[1]-off-1)/manifest.BlockSize && b < int64(n); b++ {
+			hasData[b] = true
+		}
+	}
+	buf := make([]byte, manifest.BlockSize)
+	for b := 0; b < n; b++ {
+		bl := int(min(manifest.BlockSize, length-int64(b)*manifest.BlockSize))
+		if !hasData[b] {
+			blocks[b] = manifest.ZeroBlockHash(bl)
+			continue
+		}
+		if _, err := f.ReadAt(buf[:bl], off+int64(b)*manifest.BlockSize); err != nil {
+			return nil, fmt.Errorf("reading back %s at %d: %w", f.Name(), off+int64(b)*manifest.BlockSize, err)
+		}
+		if sparse.IsZero(buf[:bl]) {
+			blocks[b] = manifest.ZeroBlockHash(bl)
+		} else {
+			blocks[b] = manifest.BlockHash(buf[:bl])
+		}
+	}
+	return blocks, nil
+}

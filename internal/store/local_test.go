@@ -1,0 +1,152 @@
+package store_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/store/storetest"
+)
+
+func newLocal(t *testing.T) *store.Local {
+	t.Helper()
+	l, err := store.OpenLocal(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func TestLocalConformance(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) store.Store { return newLocal(t) })
+}
+
+// files returns the regular files below root, relative and slash-separated.
+func files(t *testing.T, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		out = append(out, filepath.ToSlash(rel))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+type shortSource struct{ n int }
+
+func (s shortSource) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(s.n) {
+		return 0, io.EOF
+	}
+	n := min(len(p), s.n-int(off))
+	return n, io.EOF
+}
+
+type brokenSource struct{}
+
+func (brokenSource) ReadAt([]byte, int64) (int, error) { return 0, errors.New("disk read error") }
+
+func TestLocalFailedPutLeavesNoFiles(t *testing.T) {
+	root := t.TempDir()
+	l, err := store.OpenLocal(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if err := l.Put(ctx, "data/ab/short", shortSource{n: 10}, 100); err == nil {
+		t.Error("Put from a short source succeeded")
+	}
+	if err := l.Put(ctx, "data/ab/broken", brokenSource{}, 100); err == nil {
+		t.Error("Put from a failing source succeeded")
+	}
+	if got := files(t, root); len(got) != 0 {
+		t.Errorf("failed Puts left files: %v", got)
+	}
+	if err := l.Put(ctx, "data/ab/ok", bytes.NewReader([]byte("fine")), 4); err != nil {
+		t.Fatal(err)
+	}
+	if got := files(t, root); len(got) != 1 || got[0] != "data/ab/ok" {
+		t.Errorf("after a good Put the files are %v, want [data/ab/ok]", got)
+	}
+}
+
+func TestLocalListSkipsTempFiles(t *testing.T) {
+	root := t.TempDir()
+	l, err := store.OpenLocal(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// What a crash between create and rename leaves behind.
+	if err := os.WriteFile(filepath.Join(root, "data", ".tmp-0123456789abcdef"), []byte("partial"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	err = l.List(t.Context(), "", func(i store.Info) error { names = append(names, i.Name); return nil })
+	if err != nil || len(names) != 0 {
+		t.Errorf("List = %v, %v; want no names", names, err)
+	}
+}
+
+func TestOpenLocal(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	if _, err := store.OpenLocal(dir, false); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("OpenLocal of a missing directory = %v; want ErrNotFound", err)
+	}
+	l, err := store.OpenLocal(dir, true)
+	if err != nil {
+		t.Fatalf("OpenLocal(create): %v", err)
+	}
+	if want := "file://" + dir; l.Location() != want {
+		t.Errorf("Location = %q, want %q", l.Location(), want)
+	}
+	file := filepath.Join(dir, "plain")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.OpenLocal(file, false); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Errorf("OpenLocal of a file = %v; want a not-a-directory error", err)
+	}
+}
+
+// TestLocalNoSpace fills a 64 KiB tmpfs. It needs the right to mount, so it
+// is skipped for ordinary users and in most containers.
+func TestLocalNoSpace(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=64k"); err != nil {
+		t.Skipf("cannot mount a small tmpfs to fill (%v)", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, 0); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	l, err := store.OpenLocal(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 1<<20)
+	err = l.Put(t.Context(), "data/big", bytes.NewReader(big), int64(len(big)))
+	if !errors.Is(err, store.ErrNoSpace) || !store.IsPermanent(err) {
+		t.Fatalf("Put of 1 MiB into 64 KiB = %v; want ErrNoSpace", err)
+	}
+	if got := files(t, dir); len(got) != 0 {
+		t.Errorf("failed Put left files: %v", got)
+	}
+}

@@ -1,0 +1,201 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/minio/minio-go/v7/pkg/s3utils"
+)
+
+// Environment variables that hold S3 credentials. Secrets never come from
+// the repository URL, which ends up in argv, shell history and logs.
+const (
+	EnvAccessKey    = "AWS_ACCESS_KEY_ID"
+	EnvSecretKey    = "AWS_SECRET_ACCESS_KEY"
+	EnvSessionToken = "AWS_SESSION_TOKEN"
+)
+
+// Target is a parsed repository URL: exactly one of Dir and S3 is set.
+type Target struct {
+	Dir string    // absolute or relative directory of a local store
+	S3  *S3Config // S3 store, without credentials
+}
+
+const urlForms = "use file:///dir or s3://host:port/bucket/prefix"
+
+// ParseURL parses a repository URL:
+//
+//	file:///abs/dir                              a local directory
+//	some/dir, /abs/dir                           a local directory (no scheme)
+//	s3://host[:port]/bucket[/prefix][?tls=false&region=r]
+//
+// S3 uses HTTPS unless tls=false. Error messages never repeat the URL's
+// user-info part.
+func ParseURL(raw string) (Target, error) {
+	if raw == "" {
+		return Target{}, fmt.Errorf("empty repository URL: %s", urlForms)
+	}
+	scheme, _, hasScheme := strings.Cut(raw, "://")
+	if !hasScheme || !isScheme(scheme) {
+		if s, _, ok := strings.Cut(raw, ":"); ok && (s == "s3" || s == "file") {
+			return Target{}, fmt.Errorf("malformed repository URL (no \"//\" after %q): %s", s+":", urlForms)
+		}
+		return Target{Dir: filepath.Clean(raw)}, nil
+	}
+	switch strings.ToLower(scheme) {
+	case "file", "s3":
+	default:
+		return Target{}, fmt.Errorf("unsupported repository URL scheme %q: %s", scheme, urlForms)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Error repeats the whole URL, which may hold a secret.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return Target{}, fmt.Errorf("invalid repository URL: %v", err)
+	}
+	if u.User != nil {
+		return Target{}, fmt.Errorf("repository URL must not contain credentials (secrets never go in argv or URLs): remove the part before \"@\" and set %s and %s in the environment", EnvAccessKey, EnvSecretKey)
+	}
+	if u.Fragment != "" || u.RawFragment != "" {
+		return Target{}, errors.New("invalid repository URL: unexpected \"#\" fragment")
+	}
+	if u.Scheme == "file" {
+		return parseFileURL(u)
+	}
+	return parseS3URL(u)
+}
+
+// isScheme reports whether s is a URL scheme (RFC 3986 section 3.1).
+func isScheme(s string) bool {
+	for i, c := range []byte(s) {
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !letter && (i == 0 || !(c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+func parseFileURL(u *url.URL) (Target, error) {
+	if u.Host != "" && u.Host != "localhost" {
+		return Target{}, fmt.Errorf("file URL names host %q: use file:///absolute/dir (three slashes)", u.Host)
+	}
+	if u.RawQuery != "" {
+		return Target{}, errors.New("file URL takes no query parameters")
+	}
+	if u.Path == "" || !filepath.IsAbs(u.Path) {
+		return Target{}, errors.New("file URL needs an absolute directory: file:///absolute/dir")
+	}
+	return Target{Dir: filepath.Clean(u.Path)}, nil
+}
+
+func parseS3URL(u *url.URL) (Target, error) {
+	if u.Host == "" {
+		return Target{}, fmt.Errorf("s3 URL needs a host: %s", urlForms)
+	}
+	if u.Port() != "" {
+		if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
+			return Target{}, fmt.Errorf("s3 URL has invalid port %q", u.Port())
+		}
+	}
+	bucket, prefix, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
+	if bucket == "" {
+		return Target{}, fmt.Errorf("s3 URL needs a bucket: %s", urlForms)
+	}
+	if err := s3utils.CheckValidBucketNameStrict(bucket); err != nil {
+		return Target{}, fmt.Errorf("s3 URL: invalid bucket name %q: %v", bucket, err)
+	}
+	prefix = strings.TrimSuffix(prefix, "/")
+	if err := checkS3Prefix(prefix); err != nil {
+		return Target{}, err
+	}
+	cfg := &S3Config{Endpoint: u.Host, Bucket: bucket, Prefix: prefix, Secure: true}
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return Target{}, fmt.Errorf("s3 URL: invalid query: %v", err)
+	}
+	for k, v := range q {
+		if len(v) != 1 {
+			return Target{}, fmt.Errorf("s3 URL: parameter %q given %d times", k, len(v))
+		}
+		switch k {
+		case "tls":
+			b, err := strconv.ParseBool(v[0])
+			if err != nil {
+				return Target{}, fmt.Errorf("s3 URL: tls=%q: want true or false", v[0])
+			}
+			cfg.Secure = b
+		case "region":
+			if v[0] == "" {
+				return Target{}, errors.New("s3 URL: empty region")
+			}
+			cfg.Region = v[0]
+		default:
+			return Target{}, fmt.Errorf("s3 URL: unknown parameter %q (known: tls, region)", k)
+		}
+	}
+	return Target{S3: cfg}, nil
+}
+
+// checkS3Prefix accepts "" or slash-separated segments of [A-Za-z0-9._-],
+// none empty, "." or "..".
+func checkS3Prefix(prefix string) error {
+	if prefix == "" {
+		return nil
+	}
+	if len(prefix) > 512 {
+		return errors.New("s3 URL: key prefix longer than 512 bytes")
+	}
+	for _, seg := range strings.Split(prefix, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("s3 URL: invalid key prefix %q: empty, \".\" or \"..\" segment", prefix)
+		}
+		for _, c := range []byte(seg) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+				return fmt.Errorf("s3 URL: invalid key prefix %q: use letters, digits, '.', '_', '-' and '/'", prefix)
+			}
+		}
+	}
+	return nil
+}
+
+// Open opens the store a repository URL names (see ParseURL). S3 credentials
+// come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
+// AWS_SESSION_TOKEN if set). With create, a missing directory or bucket is
+// made; without, it is an ErrNotFound error. For S3 this checks the bucket
+// over the network, so bad credentials fail here with ErrDenied.
+func Open(ctx context.Context, rawURL string, create bool) (Store, error) {
+	t, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if t.S3 == nil {
+		l, err := OpenLocal(t.Dir, create)
+		if err != nil {
+			return nil, err
+		}
+		return l, nil
+	}
+	cfg := *t.S3
+	cfg.AccessKey = os.Getenv(EnvAccessKey)
+	cfg.SecretKey = os.Getenv(EnvSecretKey)
+	cfg.SessionToken = os.Getenv(EnvSessionToken)
+	if cfg.AccessKey == "" || cfg.SecretKey == "" {
+		return nil, fmt.Errorf("%s: S3 credentials missing: set %s and %s in the environment: %w",
+			cfg, EnvAccessKey, EnvSecretKey, ErrDenied)
+	}
+	s, err := OpenS3(ctx, cfg, create)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}

@@ -1,0 +1,309 @@
+package uploader
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/restic/chunker"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/manifest"
+	"github.com/cofferhq/coffer/internal/pack"
+	"github.com/cofferhq/coffer/internal/repo"
+)
+
+// Options tune a backup.
+type Options struct {
+	Name      string   // snapshot name; required
+	Tags      []string // optional labels
+	Workers   int      // region workers; default GOMAXPROCS
+	Uploaders int      // concurrent pack uploads; default 2
+	Now       func() time.Time
+}
+
+// Progress is a consistent-enough view of a running backup, for progress
+// output. All byte counts are of the disk's logical bytes unless named
+// otherwise.
+type Progress struct {
+	Size        int64 // disk size
+	Done        int64 // bytes of finished regions
+	Read        int64 // bytes read from the source (holes are not read)
+	Chunks      int64
+	NewChunks   int64
+	NewBytes    int64 // plaintext bytes of new chunks
+	StoredBytes int64 // bytes of packs uploaded
+	Packs       int64
+}
+
+// Result summarises a finished backup.
+type Result struct {
+	SnapshotID string
+	Snapshot   *manifest.Snapshot
+	Progress
+	RecoveredPacks int
+	Duration       time.Duration
+}
+
+// Backup is one run of the pipeline over one source.
+type Backup struct {
+	r    *repo.Repo
+	src  Source
+	opt  Options
+	enc  *zstd.Encoder
+	pk   *packer
+	done atomic.Int64
+	read atomic.Int64
+	data atomic.Int64
+	nch  atomic.Int64
+	nnew atomic.Int64
+	bnew atomic.Int64
+	size int64
+}
+
+// New prepares a backup of src into r. The repository's index must be
+// loaded.
+func New(r *repo.Repo, src Source, opt Options) (*Backup, error) {
+	if err := manifest.ValidName(opt.Name); err != nil {
+		return nil, fmt.Errorf("snapshot name: %v", err)
+	}
+	if opt.Workers <= 0 {
+		opt.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opt.Uploaders <= 0 {
+		opt.Uploaders = 2
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(opt.Workers), zstd.WithZeroFrames(true))
+	if err != nil {
+		return nil, err
+	}
+	return &Backup{
+		r: r, src: src, opt: opt, enc: enc, size: src.Size(),
+		// A pack buffer per uploader, one for each open pack type, and one
+		// being finished.
+		pk: newPacker(r, opt.Uploaders+3),
+	}, nil
+}
+
+// Progress returns the current counters.
+func (b *Backup) Progress() Progress {
+	return Progress{
+		Size: b.size, Done: b.done.Load(), Read: b.read.Load(),
+		Chunks: b.nch.Load(), NewChunks: b.nnew.Load(), NewBytes: b.bnew.Load(),
+		StoredBytes: b.pk.storedBytes.Load(), Packs: b.pk.packs.Load(),
+	}
+}
+
+// Run backs the source up and writes the snapshot. Nothing is visible as a
+// snapshot unless Run returns without error.
+func (b *Backup) Run(ctx context.Context) (*Result, error) {
+	start := time.Now()
+	recovered, err := b.r.IndexOrphanPacks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	nreg := manifest.Regions(b.size)
+	regionIDs := make([]crypto.ID, nreg)
+	regionHashes := make([]manifest.Hash, nreg)
+
+	// Uploaders outlive the region workers (they drain the last packs), so
+	// they share a context the workers' group does not cancel; an upload
+	// failure cancels everything.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var up errgroup.Group
+	for i := 0; i < b.opt.Uploaders; i++ {
+		up.Go(func() error {
+			err := b.pk.uploader(ctx)
+			if err != nil {
+				cancel(err)
+			}
+			return err
+		})
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	var next atomic.Int64
+	for w := 0; w < b.opt.Workers; w++ {
+		g.Go(func() error {
+			wk := b.newWorker()
+			for {
+				ri := int(next.Add(1) - 1)
+				if ri >= nreg {
+					return nil
+				}
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				id, h, err := wk.region(gctx, ri)
+				if err != nil {
+					return err
+				}
+				regionIDs[ri], regionHashes[ri] = id, h
+			}
+		})
+	}
+	err = g.Wait()
+	var lists []string
+	if err == nil {
+		lists, err = b.storeLists(ctx, regionIDs)
+	}
+	if err == nil {
+		err = b.pk.flush(ctx)
+	}
+	close(b.pk.uploads)
+	if uerr := up.Wait(); uerr != nil {
+		err = uerr // the cause; workers only saw the cancellation
+	}
+	if err == nil {
+		err = b.pk.addToIndexFile(ctx, pack.ID{}, nil, true)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	host, _ := os.Hostname()
+	p := b.Progress()
+	snap := &manifest.Snapshot{
+		Version: manifest.SnapshotVersion,
+		Time:    b.opt.Now().UTC(),
+		Host:    host,
+		Name:    b.opt.Name,
+		Tags:    b.opt.Tags,
+		Source:  manifest.Source{Kind: "image", Path: b.src.Path()},
+		Disks: []manifest.Disk{{
+			Index: 0, Name: "disk0", Size: b.size,
+			BlockSize: manifest.BlockSize, RegionSize: manifest.RegionSize,
+			Digest: manifest.DiskDigest(b.size, regionHashes).String(),
+			Lists:  lists,
+			Stats: manifest.DiskStats{
+				DataBytes: b.data.Load(), ReadBytes: p.Read, NewBytes: p.NewBytes,
+				StoredBytes: p.StoredBytes, Chunks: p.Chunks, NewChunks: p.NewChunks,
+			},
+		}},
+	}
+	id, err := b.r.SaveSnapshot(ctx, snap)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{SnapshotID: id, Snapshot: snap, Progress: b.Progress(), RecoveredPacks: recovered, Duration: time.Since(start)}, nil
+}
+
+// storeLists stores the list chunks naming the region maps.
+func (b *Backup) storeLists(ctx context.Context, regions []crypto.ID) ([]string, error) {
+	w := b.newWorker()
+	lists := []string{}
+	for i := 0; i < len(regions); i += manifest.ListFanout {
+		data := manifest.EncodeList(regions[i:min(i+manifest.ListFanout, len(regions))])
+		id := w.hasher.Sum(data)
+		if b.pk.claim(id) {
+			if err := w.store(ctx, pack.TypeMeta, id, data); err != nil {
+				return nil, err
+			}
+		}
+		lists = append(lists, hex.EncodeToString(id[:]))
+	}
+	return lists, nil
+}
+
+// worker holds one goroutine's buffers; none of it is shared.
+type worker struct {
+	b       *Backup
+	scan    *regionScanner
+	ch      *chunker.Chunker
+	hasher  *crypto.IDHasher
+	chunk   []byte
+	comp    []byte
+	sealed  []byte
+	extents []manifest.Extent
+}
+
+func (b *Backup) newWorker() *worker {
+	cp := b.r.Config().Chunker
+	return &worker{
+		b:      b,
+		scan:   newRegionScanner(),
+		ch:     chunker.NewWithBoundaries(nil, b.r.Polynomial(), cp.Min, cp.Max),
+		hasher: b.r.Keys().NewIDHasher(),
+		chunk:  make([]byte, cp.Max),
+	}
+}
+
+// region backs up region ri and returns its map's ID and its hash.
+func (w *worker) region(ctx context.Context, ri int) (crypto.ID, manifest.Hash, error) {
+	b := w.b
+	off := int64(ri) * manifest.RegionSize
+	length := min(manifest.RegionSize, b.size-off)
+	if err := w.scan.reset(b.src, off, length); err != nil {
+		return crypto.ID{}, manifest.Hash{}, err
+	}
+	cp := b.r.Config().Chunker
+	w.extents = w.extents[:0]
+	for {
+		ok, err := w.scan.nextRun()
+		if err != nil {
+			return crypto.ID{}, manifest.Hash{}, err
+		}
+		if !ok {
+			break
+		}
+		runStart := w.scan.pos
+		w.ch.ResetWithBoundaries(w.scan, b.r.Polynomial(), cp.Min, cp.Max)
+		w.ch.SetAverageBits(cp.AvgBits)
+		for {
+			c, err := w.ch.Next(w.chunk)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return crypto.ID{}, manifest.Hash{}, err
+			}
+			id := w.hasher.Sum(c.Data)
+			w.extents = append(w.extents, manifest.Extent{Offset: uint32(runStart) + uint32(c.Start), Length: uint32(c.Length), ID: id})
+			b.nch.Add(1)
+			b.data.Add(int64(c.Length))
+			if b.pk.claim(id) {
+				b.nnew.Add(1)
+				b.bnew.Add(int64(c.Length))
+				if err := w.store(ctx, pack.TypeData, id, c.Data); err != nil {
+					return crypto.ID{}, manifest.Hash{}, err
+				}
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return crypto.ID{}, manifest.Hash{}, err
+		}
+	}
+	b.read.Add(w.scan.readBytes)
+	m := manifest.RegionMap{Extents: w.extents, Blocks: w.scan.blocks}
+	data := m.Encode()
+	id := w.hasher.Sum(data)
+	if b.pk.claim(id) {
+		if err := w.store(ctx, pack.TypeMeta, id, data); err != nil {
+			return crypto.ID{}, manifest.Hash{}, err
+		}
+	}
+	b.done.Add(length)
+	return id, manifest.RegionHash(w.scan.blocks), nil
+}
+
+// store compresses (when that saves at least 1/32), seals and packs a chunk.
+func (w *worker) store(ctx context.Context, typ uint8, id crypto.ID, data []byte) error {
+	payload, flags := data, uint8(0)
+	w.comp = w.b.enc.EncodeAll(data, w.comp[:0])
+	if len(w.comp) < len(data)-len(data)/32 {
+		payload, flags = w.comp, pack.FlagZstd
+	}
+	w.sealed = w.b.r.Keys().Data().Seal(w.sealed[:0], payload, pack.BlobAD(typ, id))
+	return w.b.pk.add(ctx, typ, flags, id, len(data), w.sealed)
+}

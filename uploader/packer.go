@@ -1,0 +1,183 @@
+package uploader
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/index"
+	"github.com/cofferhq/coffer/internal/pack"
+	"github.com/cofferhq/coffer/internal/repo"
+)
+
+// indexEvery is how many uploaded packs go into one index file. A crash
+// loses at most this many packs' index entries, and the next backup recovers
+// those from the pack headers (repo.IndexOrphanPacks).
+const indexEvery = 32
+
+type finishedPack struct {
+	buf     []byte
+	entries []pack.Entry
+}
+
+// packer gathers sealed blobs into packs (one open pack per blob type),
+// uploads finished packs with a fixed number of uploaders, indexes them, and
+// tracks which chunks are stored or on their way, so that each new chunk is
+// stored once. Pack buffers come from a fixed pool: memory is bounded.
+type packer struct {
+	r        *repo.Repo
+	packSize int
+
+	mu       sync.Mutex
+	open     [2]*pack.Builder
+	inflight map[crypto.ID]struct{}
+
+	free    chan []byte
+	uploads chan finishedPack
+
+	idxMu   sync.Mutex
+	pending index.File
+
+	storedBytes atomic.Int64
+	packs       atomic.Int64
+}
+
+func newPacker(r *repo.Repo, buffers int) *packer {
+	p := &packer{
+		r:        r,
+		packSize: r.Config().PackSize,
+		inflight: map[crypto.ID]struct{}{},
+		free:     make(chan []byte, buffers),
+		uploads:  make(chan finishedPack, 1),
+	}
+	for i := 0; i < buffers; i++ {
+		p.free <- nil
+	}
+	return p
+}
+
+// claim reports whether the caller must store the chunk: true the first time
+// a chunk that is not in the repository is seen.
+func (p *packer) claim(id crypto.ID) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.inflight[id]; ok {
+		return false
+	}
+	if p.r.Index.Has(id) {
+		return false
+	}
+	p.inflight[id] = struct{}{}
+	return true
+}
+
+// add appends a sealed blob; when the open pack of its type is full it is
+// handed to the uploaders (blocking while they are all busy).
+func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen int, sealed []byte) error {
+	p.mu.Lock()
+	b := p.open[typ]
+	if b == nil {
+		p.mu.Unlock()
+		var buf []byte
+		select {
+		case buf = <-p.free:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if buf == nil {
+			buf = make([]byte, 0, p.packSize+2<<20)
+		}
+		p.mu.Lock()
+		if p.open[typ] == nil {
+			p.open[typ] = pack.NewBuilder(buf)
+		} else {
+			p.free <- buf // another worker opened one meanwhile
+		}
+		b = p.open[typ]
+	}
+	b.Add(typ, flags, id, rawLen, sealed)
+	var full *pack.Builder
+	if b.Size() >= p.packSize {
+		full = b
+		p.open[typ] = nil
+	}
+	p.mu.Unlock()
+	if full != nil {
+		return p.send(ctx, full)
+	}
+	return nil
+}
+
+func (p *packer) send(ctx context.Context, b *pack.Builder) error {
+	buf, entries := b.Finish(p.r.Keys().Data())
+	select {
+	case p.uploads <- finishedPack{buf: buf, entries: entries}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// flush sends the open packs.
+func (p *packer) flush(ctx context.Context) error {
+	p.mu.Lock()
+	open := p.open
+	p.open = [2]*pack.Builder{}
+	p.mu.Unlock()
+	for _, b := range open {
+		if b != nil && b.Count() > 0 {
+			if err := p.send(ctx, b); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// uploader stores finished packs until the uploads channel closes.
+func (p *packer) uploader(ctx context.Context) error {
+	for fp := range p.uploads {
+		id := pack.Sum(fp.buf)
+		if err := p.r.SavePack(ctx, id, fp.buf); err != nil {
+			// Drain so the senders do not block forever; the context is
+			// cancelled by the errgroup.
+			go func() {
+				for range p.uploads {
+				}
+			}()
+			return err
+		}
+		p.storedBytes.Add(int64(len(fp.buf)))
+		p.packs.Add(1)
+		p.r.Index.AddPack(id, fp.entries)
+		p.mu.Lock()
+		for _, e := range fp.entries {
+			delete(p.inflight, e.ID)
+		}
+		p.mu.Unlock()
+		p.free <- fp.buf[:0]
+		if err := p.addToIndexFile(ctx, id, fp.entries, false); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// addToIndexFile records an uploaded pack and writes an index file every
+// indexEvery packs, or when force is set and anything is pending.
+func (p *packer) addToIndexFile(ctx context.Context, id pack.ID, entries []pack.Entry, force bool) error {
+	p.idxMu.Lock()
+	defer p.idxMu.Unlock()
+	if entries != nil {
+		p.pending.Packs = append(p.pending.Packs, index.PackBlobs{Pack: id, Blobs: entries})
+	}
+	if len(p.pending.Packs) == 0 || (!force && len(p.pending.Packs) < indexEvery) {
+		return nil
+	}
+	if _, err := p.r.SaveIndexFile(ctx, &p.pending); err != nil {
+		return err
+	}
+	p.pending = index.File{}
+	return nil
+}
