@@ -183,7 +183,8 @@ func TestCleanEnv(t *testing.T) {
 // stored bytes, night-2 increment and peak RSS.
 func fakeSession(tool, target string, full, second, restore float64, storedFull, delta, rss int64) *Session {
 	return &Session{Tool: tool, Target: target, Steps: []*Step{
-		{Name: stepFull, MBps: full, StoredBytes: storedFull, StoredDelta: storedFull, MaxRSSKiB: rss, CPUSeconds: 10},
+		{Name: stepFull, MBps: full, StoredBytes: storedFull, StoredDelta: storedFull, MaxRSSKiB: rss, CPUSeconds: 10,
+			Summary: map[string]any{"store_requests": float64(30)}},
 		{Name: stepSecond, MBps: second, StoredBytes: storedFull + delta, StoredDelta: delta, MaxRSSKiB: rss, Objects: 20,
 			Summary: map[string]any{"store_requests": float64(30)}},
 		{Name: stepRestore, MBps: restore, MaxRSSKiB: rss, RestoredAlloc: 1000},
@@ -202,8 +203,9 @@ func TestChecks(t *testing.T) {
 			{Tool: toolKopia, Target: targetLocal, Error: "missing"},
 		},
 	}
+	r.Checks = checks(r)
 	got := map[string]Check{}
-	for _, c := range checks(r) {
+	for _, c := range r.Checks {
 		got[c.Name] = c
 	}
 	want := map[string]string{

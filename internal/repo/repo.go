@@ -110,7 +110,11 @@ type Repo struct {
 	pol   chunker.Pol
 	Index *index.Index
 	dec   *zstd.Decoder
+	slot  string // the key slot the repository was opened with
 }
+
+// OpenedSlot names the key slot the passphrase opened ("" after Init).
+func (r *Repo) OpenedSlot() string { return r.slot }
 
 // Store returns the underlying store.
 func (r *Repo) Store() store.Store { return r.st }
@@ -249,6 +253,7 @@ func Open(ctx context.Context, st store.Store, passphrase []byte) (*Repo, error)
 		if !r.keys.CheckConfigMAC(body, mac) {
 			return nil, fmt.Errorf("config object failed authentication: it was changed or damaged since init; restore it from another copy of the repository")
 		}
+		r.slot = s.Name
 		return r, nil
 	}
 	if len(slots) == 0 {

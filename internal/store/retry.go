@@ -48,8 +48,11 @@ func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error 
 	var err error
 	for attempt := 1; ; attempt++ {
 		err = fn()
-		if err == nil || IsPermanent(err) || ctx.Err() != nil {
+		if err == nil || IsPermanent(err) {
 			return err
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("%s %s: %w (last error: %w)", op, name, cerr, err)
 		}
 		if attempt >= r.policy.Attempts {
 			return fmt.Errorf("%s %s: giving up after %d attempts: %w", op, name, attempt, err)
@@ -57,7 +60,7 @@ func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error 
 		d := r.backoff(attempt)
 		r.log.Warn("store operation failed, retrying", "op", op, "object", name, "attempt", attempt, "wait", d.String(), "err", err.Error())
 		if serr := r.clock.Sleep(ctx, d); serr != nil {
-			return err
+			return fmt.Errorf("%s %s: %w (last error: %w)", op, name, serr, err)
 		}
 	}
 }

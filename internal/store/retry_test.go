@@ -146,6 +146,9 @@ func TestRetryStopsOnCancel(t *testing.T) {
 	if !errors.Is(err, store.ErrInjected) {
 		t.Errorf("Stat = %v; want the last attempt's error", err)
 	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("Stat = %v; want it to say it was canceled", err)
+	}
 	if n := f.Ops("stat"); n != 1 {
 		t.Errorf("tried %d times after cancel, want 1", n)
 	}

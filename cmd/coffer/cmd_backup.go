@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+
+	"github.com/cofferhq/coffer/uploader"
+)
+
+func newBackupCmd(g *globals) *cobra.Command {
+	var (
+		image     string
+		name      string
+		tags      []string
+		uploaders int
+	)
+	cmd := &cobra.Command{
+		Use:   "backup --image PATH [--name NAME]",
+		Short: "Back up a raw disk image or block device",
+		Long: `Back up a raw disk image file or block device. Holes and all-zero blocks
+are skipped, data is split into content-defined chunks, and only chunks the
+repository does not hold yet are compressed, encrypted and uploaded. The
+snapshot becomes visible only once everything it needs is stored; an
+interrupted backup resumes without uploading stored packs again.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if image == "" {
+				return usageError{errors.New("backup needs --image PATH")}
+			}
+			if name == "" {
+				name = filepath.Base(image)
+			}
+			ctx := cmd.Context()
+			src, err := uploader.OpenImage(image)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			r, err := g.openRepo(ctx)
+			if err != nil {
+				return err
+			}
+			if err := r.LoadIndex(ctx); err != nil {
+				return err
+			}
+			if uploaders == 0 {
+				uploaders = 2
+				if r.Store().Location()[:2] == "s3" {
+					uploaders = 4
+				}
+			}
+			b, err := uploader.New(r, src, uploader.Options{Name: name, Tags: tags, Uploaders: uploaders})
+			if err != nil {
+				return usageError{err}
+			}
+			stop := g.showBackupProgress(ctx, b)
+			res, err := b.Run(ctx)
+			stop()
+			if err != nil {
+				return err
+			}
+			g.backupSummary(res)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&image, "image", "", "raw disk image file or block device to back up")
+	f.StringVar(&name, "name", "", "snapshot name (default: the image's file name)")
+	f.StringSliceVar(&tags, "tag", nil, "label the snapshot (repeatable)")
+	f.IntVar(&uploaders, "uploaders", 0, "concurrent pack uploads (default 2 for directories, 4 for S3)")
+	return cmd
+}
+
+// showBackupProgress draws a bar on a terminal, or JSON progress lines with
+// --json, until the returned stop is called.
+func (g *globals) showBackupProgress(ctx context.Context, b *uploader.Backup) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	tty := isTerminal(g.stderr)
+	if g.quiet || (!g.json && !tty) {
+		return func() {}
+	}
+	var bar *progressbar.ProgressBar
+	if !g.json {
+		bar = progressbar.NewOptions64(b.Progress().Size,
+			progressbar.OptionSetWriter(g.stderr),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionSetDescription("backup"),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionThrottle(200*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+	}
+	start := time.Now()
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		if bar != nil {
+			t.Reset(250 * time.Millisecond)
+		}
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				if bar != nil {
+					_ = bar.Finish()
+				}
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				p := b.Progress()
+				if bar != nil {
+					bar.Describe(fmt.Sprintf("backup (new %s)", humanBytes(p.NewBytes)))
+					_ = bar.Set64(p.Done)
+					continue
+				}
+				g.printJSON(map[string]any{
+					"type": "progress", "seconds": time.Since(start).Seconds(),
+					"size": p.Size, "done": p.Done, "bytes_read": p.Read,
+					"chunks": p.Chunks, "new_chunks": p.NewChunks, "bytes_new": p.NewBytes,
+					"bytes_stored_new": p.StoredBytes, "packs": p.Packs,
+				})
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+func (g *globals) backupSummary(res *uploader.Result) {
+	secs := res.Duration.Seconds()
+	dedup := 0.0
+	if res.Chunks > 0 {
+		dedup = 1 - float64(res.NewChunks)/float64(res.Chunks)
+	}
+	if g.json {
+		g.printJSON(map[string]any{
+			"type": "summary", "snapshot_id": res.SnapshotID, "name": res.Snapshot.Name,
+			"size": res.Size, "bytes_read": res.Read, "bytes_data": res.Snapshot.Disks[0].Stats.DataBytes,
+			"chunks": res.Chunks, "new_chunks": res.NewChunks, "bytes_new": res.NewBytes,
+			"bytes_stored_new": res.StoredBytes, "packs_new": res.Packs, "recovered_packs": res.RecoveredPacks,
+			"store_requests": g.counting.Requests(), "duration_seconds": secs,
+			"digest": res.Snapshot.Disks[0].Digest,
+		})
+		return
+	}
+	g.say("snapshot %s saved (%s)", res.SnapshotID[:12], res.Snapshot.Name)
+	g.say("  disk      %s, read %s (holes and zero blocks skipped: %s)", humanBytes(res.Size), humanBytes(res.Read), humanBytes(res.Size-res.Snapshot.Disks[0].Stats.DataBytes))
+	g.say("  chunks    %d, new %d (%.1f%% deduplicated)", res.Chunks, res.NewChunks, 100*dedup)
+	g.say("  new data  %s, stored %s after compression and encryption in %d packs", humanBytes(res.NewBytes), humanBytes(res.StoredBytes), res.Packs)
+	if res.RecoveredPacks > 0 {
+		g.say("  resumed   %d packs from an interrupted backup were reused", res.RecoveredPacks)
+	}
+	g.say("  time      %.1fs, %s/s", secs, humanBytes(int64(float64(res.Size)/max(secs, 1e-9))))
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

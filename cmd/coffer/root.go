@@ -1,0 +1,226 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"gopkg.in/yaml.v3"
+
+	"github.com/cofferhq/coffer/internal/repo"
+	"github.com/cofferhq/coffer/internal/store"
+)
+
+// globals are the flags every command takes.
+type globals struct {
+	configPath   string
+	repoURL      string
+	passwordFile string
+	json         bool
+	quiet        bool
+
+	stdout, stderr io.Writer
+	counting       *store.Counting
+}
+
+// agentConfig is the agent's config file (coffer.yaml, mode 0600).
+type agentConfig struct {
+	Repository string `yaml:"repository"`
+}
+
+func defaultConfigPath() string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return "coffer.yaml"
+	}
+	return filepath.Join(dir, "coffer", "coffer.yaml")
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:           "coffer",
+		Short:         "Coffer agent: encrypted, deduplicated backups of VM disks",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetArgs(args)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.configPath, "config", envOr("COFFER_CONFIG", defaultConfigPath()), "agent config file (env COFFER_CONFIG)")
+	pf.StringVar(&g.repoURL, "repo", os.Getenv("COFFER_REPOSITORY"), "repository URL, overriding the config file: file:///dir or s3://host:port/bucket/prefix (env COFFER_REPOSITORY)")
+	pf.StringVar(&g.passwordFile, "password-file", os.Getenv("COFFER_PASSWORD_FILE"), "read the passphrase from this file (env COFFER_PASSWORD_FILE; or set COFFER_PASSWORD)")
+	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
+	pf.BoolVar(&g.quiet, "quiet", false, "print only errors")
+	root.AddCommand(newInitCmd(g), newBackupCmd(g), newSnapshotsCmd(g), newRestoreCmd(g), newCheckCmd(g), newKeyCmd(g))
+
+	err := root.ExecuteContext(ctx)
+	if err != nil && strings.HasPrefix(err.Error(), "unknown command") || err != nil && strings.Contains(err.Error(), "accepts ") {
+		err = usageError{err}
+	}
+	code := exitCode(ctx, err)
+	if err != nil {
+		if code == exitInterrupted {
+			fmt.Fprintln(stderr, "coffer: interrupted; nothing half-done is visible: run the same command again to resume")
+		} else {
+			fmt.Fprintln(stderr, "coffer:", err)
+		}
+		if code == exitUsage {
+			fmt.Fprintln(stderr, "Run 'coffer --help' for usage.")
+		}
+	}
+	return code
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// loadConfig reads the agent config; a missing file is an empty config.
+func (g *globals) loadConfig() (agentConfig, error) {
+	var c agentConfig
+	b, err := os.ReadFile(g.configPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("reading config %s: %w", g.configPath, err)
+	}
+	if err := yaml.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("config %s is not valid YAML: %v", g.configPath, err)
+	}
+	return c, nil
+}
+
+// repository returns the repository URL: --repo, else the config file.
+func (g *globals) repository() (string, error) {
+	if g.repoURL != "" {
+		return g.repoURL, nil
+	}
+	c, err := g.loadConfig()
+	if err != nil {
+		return "", err
+	}
+	if c.Repository == "" {
+		return "", usageError{fmt.Errorf("no repository: pass --repo or run coffer init (config %s has none)", g.configPath)}
+	}
+	return c.Repository, nil
+}
+
+// openStore opens the store at url with the decorators every command uses,
+// assembled here and nowhere else: counting below one retry layer.
+func (g *globals) openStore(ctx context.Context, url string, create bool) (store.Store, error) {
+	base, err := store.Open(ctx, url, create)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) && !create {
+			return nil, fmt.Errorf("%w at %s (%v)", repo.ErrNoRepository, url, err)
+		}
+		return nil, err
+	}
+	g.counting = store.NewCounting(base)
+	return store.WithRetry(g.counting, store.DefaultRetry, nil, nil), nil
+}
+
+// openRepo opens the repository with the passphrase.
+func (g *globals) openRepo(ctx context.Context) (*repo.Repo, error) {
+	url, err := g.repository()
+	if err != nil {
+		return nil, err
+	}
+	st, err := g.openStore(ctx, url, false)
+	if err != nil {
+		return nil, err
+	}
+	// Fail fast with exit 10 before asking for a passphrase.
+	if _, _, _, err := repo.ReadConfig(ctx, st); err != nil {
+		return nil, err
+	}
+	pw, err := g.passphrase("Passphrase: ", false)
+	if err != nil {
+		return nil, err
+	}
+	return repo.Open(ctx, st, pw)
+}
+
+// passphrase reads the passphrase from COFFER_PASSWORD, --password-file, or
+// the terminal (twice when confirm is set). It never comes from argv.
+func (g *globals) passphrase(prompt string, confirm bool) ([]byte, error) {
+	return readSecret("COFFER_PASSWORD", g.passwordFile, prompt, confirm, g.stderr)
+}
+
+func readSecret(env, file, prompt string, confirm bool, stderr io.Writer) ([]byte, error) {
+	if v := os.Getenv(env); v != "" {
+		return []byte(v), nil
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("reading the passphrase file: %w", err)
+		}
+		pw := []byte(strings.TrimRight(string(b), "\r\n"))
+		if len(pw) == 0 {
+			return nil, fmt.Errorf("the passphrase file %s is empty", file)
+		}
+		return pw, nil
+	}
+	fd := int(os.Stdin.Fd())
+	if !term.IsTerminal(fd) {
+		return nil, usageError{fmt.Errorf("no passphrase: set %s or use --password-file (stdin is not a terminal)", env)}
+	}
+	fmt.Fprint(stderr, prompt)
+	pw, err := term.ReadPassword(fd)
+	fmt.Fprintln(stderr)
+	if err != nil {
+		return nil, err
+	}
+	if confirm {
+		fmt.Fprint(stderr, "Repeat: ")
+		pw2, err := term.ReadPassword(fd)
+		fmt.Fprintln(stderr)
+		if err != nil {
+			return nil, err
+		}
+		if string(pw) != string(pw2) {
+			return nil, errors.New("the passphrases do not match")
+		}
+	}
+	if len(pw) == 0 {
+		return nil, errors.New("empty passphrase")
+	}
+	return pw, nil
+}
+
+// printJSON writes v as one JSON line.
+func (g *globals) printJSON(v any) {
+	b, _ := json.Marshal(v)
+	w := bufio.NewWriter(g.stdout)
+	w.Write(b)
+	w.WriteByte('\n')
+	w.Flush()
+}
+
+// say prints a human line unless --quiet or --json.
+func (g *globals) say(format string, a ...any) {
+	if g.quiet || g.json {
+		return
+	}
+	fmt.Fprintf(g.stdout, format+"\n", a...)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
