@@ -25,7 +25,7 @@ type Options struct {
 	Name      string   // snapshot name; required
 	Tags      []string // optional labels
 	Workers   int      // region workers; default GOMAXPROCS
-	Uploaders int      // concurrent pack uploads; default 2
+	Uploaders int      // concurrent pack uploads; default 4
 	Now       func() time.Time
 }
 
@@ -78,7 +78,8 @@ func New(r *repo.Repo, src Source, opt Options) (*Backup, error) {
 		opt.Workers = runtime.GOMAXPROCS(0)
 	}
 	if opt.Uploaders <= 0 {
-		opt.Uploaders = 2
+		// Enough to hide fsync and network latency behind the CPU work.
+		opt.Uploaders = 4
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now

@@ -49,12 +49,6 @@ interrupted backup resumes without uploading stored packs again.`,
 			if err := r.LoadIndex(ctx); err != nil {
 				return err
 			}
-			if uploaders == 0 {
-				uploaders = 2
-				if r.Store().Location()[:2] == "s3" {
-					uploaders = 4
-				}
-			}
 			b, err := uploader.New(r, src, uploader.Options{Name: name, Tags: tags, Uploaders: uploaders})
 			if err != nil {
 				return usageError{err}
@@ -73,7 +67,7 @@ interrupted backup resumes without uploading stored packs again.`,
 	f.StringVar(&image, "image", "", "raw disk image file or block device to back up")
 	f.StringVar(&name, "name", "", "snapshot name (default: the image's file name)")
 	f.StringSliceVar(&tags, "tag", nil, "label the snapshot (repeatable)")
-	f.IntVar(&uploaders, "uploaders", 0, "concurrent pack uploads (default 2 for directories, 4 for S3)")
+	f.IntVar(&uploaders, "uploaders", 0, "concurrent pack uploads (default 4)")
 	return cmd
 }
 

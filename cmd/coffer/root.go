@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -26,6 +27,7 @@ type globals struct {
 	passwordFile string
 	json         bool
 	quiet        bool
+	cpuProfile   string
 
 	stdout, stderr io.Writer
 	counting       *store.Counting
@@ -62,9 +64,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&g.passwordFile, "password-file", os.Getenv("COFFER_PASSWORD_FILE"), "read the passphrase from this file (env COFFER_PASSWORD_FILE; or set COFFER_PASSWORD)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	pf.BoolVar(&g.quiet, "quiet", false, "print only errors")
+	pf.StringVar(&g.cpuProfile, "cpu-profile", "", "write a CPU profile (pprof) to this file")
+	_ = pf.MarkHidden("cpu-profile")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if g.cpuProfile == "" {
+			return nil
+		}
+		f, err := os.Create(g.cpuProfile)
+		if err != nil {
+			return err
+		}
+		return pprof.StartCPUProfile(f)
+	}
 	root.AddCommand(newInitCmd(g), newBackupCmd(g), newSnapshotsCmd(g), newRestoreCmd(g), newCheckCmd(g), newKeyCmd(g))
 
 	err := root.ExecuteContext(ctx)
+	if g.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command") || err != nil && strings.Contains(err.Error(), "accepts ") {
 		err = usageError{err}
 	}

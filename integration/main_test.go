@@ -1,0 +1,159 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/internal/testutil/miniotest"
+)
+
+var (
+	cofferBin string
+	minio     *miniotest.Server
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "coffer-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cofferBin = filepath.Join(dir, "coffer")
+	build := exec.Command("go", "build", "-o", cofferBin, "../cmd/coffer")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building coffer:", err)
+		os.Exit(1)
+	}
+	srv, stop, err := miniotest.StartMain()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	minio = srv
+	code := m.Run()
+	stop()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// agent runs coffer with its own config file and passphrase.
+type agent struct {
+	t        *testing.T
+	dir      string
+	config   string
+	password string
+}
+
+func newAgent(t *testing.T) *agent {
+	dir := t.TempDir()
+	return &agent{t: t, dir: dir, config: filepath.Join(dir, "coffer.yaml"), password: "correct horse battery staple"}
+}
+
+type result struct {
+	code   int
+	stdout string
+	stderr string
+}
+
+func (a *agent) cmd(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, cofferBin, append([]string{"--config", a.config}, args...)...)
+	cmd.Env = append(os.Environ(), "COFFER_PASSWORD="+a.password, "COFFER_INSECURE_TEST_KDF=1")
+	return cmd
+}
+
+// run runs coffer and returns its exit code and output.
+func (a *agent) run(args ...string) result {
+	a.t.Helper()
+	return a.runEnv(nil, args...)
+}
+
+// runEnv runs coffer with extra environment variables.
+func (a *agent) runEnv(env []string, args ...string) result {
+	a.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := a.cmd(ctx, args...)
+	cmd.Env = append(cmd.Env, env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		a.t.Fatalf("running coffer %v: %v", args, err)
+	}
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// ok runs coffer and fails the test unless it exits 0.
+func (a *agent) ok(args ...string) result {
+	a.t.Helper()
+	r := a.run(args...)
+	if r.code != 0 {
+		a.t.Fatalf("coffer %v exited %d\nstdout:\n%s\nstderr:\n%s", args, r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// summary is the last JSON line of a --json command.
+func summary(t *testing.T, r result) map[string]any {
+	t.Helper()
+	var last map[string]any
+	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err == nil {
+			last = m
+		}
+	}
+	if last == nil || last["type"] != "summary" {
+		t.Fatalf("no JSON summary in output:\n%s", r.stdout)
+	}
+	return last
+}
+
+func num(t *testing.T, m map[string]any, k string) int64 {
+	t.Helper()
+	v, ok := m[k].(float64)
+	if !ok {
+		t.Fatalf("summary has no number %q: %v", k, m)
+	}
+	return int64(v)
+}
+
+func sha(t *testing.T, path string) [32]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	var s [32]byte
+	h.Sum(s[:0])
+	return s
+}
+
+func sameFile(t *testing.T, a, b string) {
+	t.Helper()
+	if sha(t, a) != sha(t, b) {
+		t.Fatalf("%s and %s differ", a, b)
+	}
+}
