@@ -110,7 +110,7 @@ func (b *Backup) Progress() Progress {
 // snapshot unless Run returns without error.
 func (b *Backup) Run(ctx context.Context) (*Result, error) {
 	start := time.Now()
-	recovered, err := b.r.IndexOrphanPacks(ctx)
+	recovered, err := b.r.IndexOrphanPacks(ctx, true)
 	if err != nil {
 		return nil, err
 	}

@@ -107,7 +107,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r2.LoadIndex(ctx); err != nil {
+	if err := r2.LoadIndex(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
 	snap, err := r2.FindSnapshot(ctx, "latest", "disk")

@@ -46,7 +46,7 @@ interrupted backup resumes without uploading stored packs again.`,
 			if err != nil {
 				return err
 			}
-			if err := r.LoadIndex(ctx); err != nil {
+			if err := g.loadIndex(ctx, r); err != nil {
 				return err
 			}
 			b, err := uploader.New(r, src, uploader.Options{Name: name, Tags: tags, Uploaders: uploaders})

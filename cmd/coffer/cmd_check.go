@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -36,7 +37,11 @@ names the object it was found in; any error exits 1.`,
 					if p.Warning {
 						kind = "warning"
 					}
-					fmt.Fprintf(g.stdout, "%s: %s: %s\n", kind, p.Object, p.Message)
+					msg := p.Message
+					if !strings.HasPrefix(msg, p.Object) {
+						msg = p.Object + ": " + msg
+					}
+					fmt.Fprintf(g.stdout, "%s: %s\n", kind, msg)
 				}
 				g.say("checked %d key slots, %d index files, %d packs, %d snapshots", rep.Keys, rep.IndexFiles, rep.Packs, rep.Snapshots)
 				if readData {

@@ -50,7 +50,10 @@ and the whole-disk digest recorded at backup time; a mismatch exits non-zero.`,
 			if disk < 0 || disk >= len(snap.Disks) {
 				return usageError{fmt.Errorf("snapshot %s has %d disk(s); --disk %d does not exist", snap.ID[:12], len(snap.Disks), disk)}
 			}
-			if err := r.LoadIndex(ctx); err != nil {
+			if err := g.loadIndex(ctx, r); err != nil {
+				return err
+			}
+			if _, err := r.IndexOrphanPacks(ctx, false); err != nil {
 				return err
 			}
 			res, err := restore.New(r, &snap.Disks[disk], restore.Options{Overwrite: overwrite, NoVerify: noVerify}).Run(ctx, to)

@@ -172,6 +172,14 @@ func (g *globals) openRepo(ctx context.Context) (*repo.Repo, error) {
 	return repo.Open(ctx, st, pw)
 }
 
+// loadIndex loads the repository index, warning about damaged index files
+// (their packs are recovered from the pack headers).
+func (g *globals) loadIndex(ctx context.Context, r *repo.Repo) error {
+	return r.LoadIndex(ctx, func(name string, err error) {
+		fmt.Fprintf(g.stderr, "coffer: warning: %s is damaged and was skipped; its packs are found from their headers (run coffer check): %v\n", name, err)
+	})
+}
+
 // passphrase reads the passphrase from COFFER_PASSWORD, --password-file, or
 // the terminal (twice when confirm is set). It never comes from argv.
 func (g *globals) passphrase(prompt string, confirm bool) ([]byte, error) {

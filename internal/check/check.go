@@ -162,7 +162,7 @@ func (c *checker) packFiles(ctx context.Context) error {
 		seen[id] = true
 		indexed, ok := c.packs[id]
 		if !ok {
-			c.problem(o.Name, errors.New("pack is in no index (left by an interrupted backup; the next backup indexes it)"), true)
+			c.problem(o.Name, errors.New("pack is in no intact index file (left by an interrupted backup, or listed in a damaged one); the next backup indexes it from its header"), true)
 		}
 		g.Go(func() error {
 			if c.opt.ReadData {
@@ -176,6 +176,10 @@ func (c *checker) packFiles(ctx context.Context) error {
 			}
 			if ok && !sameEntries(entries, indexed) {
 				c.problem(o.Name, errors.New("pack header does not match the index"), false)
+			}
+			if !ok {
+				// Its blobs still count for the snapshots' completeness.
+				c.r.Index.AddPack(id, entries)
 			}
 			return nil
 		})
@@ -221,6 +225,9 @@ func (c *checker) readPack(ctx context.Context, id pack.ID, size int64, indexed 
 	}
 	if isIndexed && !sameEntries(entries, indexed) {
 		c.problem(name, errors.New("pack header does not match the index"), false)
+	}
+	if !isIndexed {
+		c.r.Index.AddPack(id, entries)
 	}
 	h := c.r.Keys().NewIDHasher()
 	var scratch []byte

@@ -72,9 +72,13 @@ func (r *Repo) readIndexFile(ctx context.Context, name string) (*index.File, err
 	return f, nil
 }
 
-// LoadIndex reads every index file into the in-memory index.
-func (r *Repo) LoadIndex(ctx context.Context) error {
-	files, err := r.ReadIndexFiles(ctx, nil)
+// LoadIndex reads every index file into the in-memory index. A damaged
+// index file is reported through warn (when not nil) and skipped: the packs
+// it listed are found again from their own headers by IndexOrphanPacks, so a
+// damaged index never blocks a backup or a restore. With a nil warn the
+// first damaged file is an error.
+func (r *Repo) LoadIndex(ctx context.Context, warn func(name string, err error)) error {
+	files, err := r.ReadIndexFiles(ctx, warn)
 	if err != nil {
 		return err
 	}

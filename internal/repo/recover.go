@@ -8,12 +8,14 @@ import (
 	"github.com/cofferhq/coffer/internal/store"
 )
 
-// IndexOrphanPacks finds packs that are stored but in no index file — left
-// by a backup that was interrupted before it wrote its index — reads their
-// headers, adds them to the in-memory index and writes an index file for
-// them, so the next backup reuses them instead of uploading them again. Call
-// it after LoadIndex. It returns how many packs it recovered.
-func (r *Repo) IndexOrphanPacks(ctx context.Context) (int, error) {
+// IndexOrphanPacks finds packs that are stored but in no intact index file —
+// left by a backup that was interrupted before it wrote its index, or listed
+// only in a damaged index file — reads their headers and adds them to the
+// in-memory index. With save it also writes an index file for them, so later
+// runs need not read their headers again and a resumed backup reuses them
+// instead of uploading them again. Call it after LoadIndex. It returns how
+// many packs it recovered.
+func (r *Repo) IndexOrphanPacks(ctx context.Context, save bool) (int, error) {
 	var orphans []store.Info
 	err := r.st.List(ctx, DataPrefix, func(i store.Info) error {
 		id, err := ParsePackName(i.Name)
@@ -40,8 +42,8 @@ func (r *Repo) IndexOrphanPacks(ctx context.Context) (int, error) {
 		r.Index.AddPack(id, entries)
 		f.Packs = append(f.Packs, index.PackBlobs{Pack: id, Blobs: entries})
 	}
-	if len(f.Packs) == 0 {
-		return 0, nil
+	if len(f.Packs) == 0 || !save {
+		return len(f.Packs), nil
 	}
 	if _, err := r.SaveIndexFile(ctx, f); err != nil {
 		return 0, err
