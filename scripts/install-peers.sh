@@ -20,7 +20,7 @@ install_restic() {
 	fi
 	log "building restic $RESTIC_VERSION (a few minutes)"
 	local t0=$SECONDS
-	GOBIN="$COFFER_TOOLS" GOFLAGS=-trimpath go install \
+	GOBIN="$COFFER_TOOLS" go install -trimpath \
 		"github.com/restic/restic/cmd/restic@v$RESTIC_VERSION"
 	log "restic $RESTIC_VERSION installed in $((SECONDS - t0))s"
 }
@@ -48,7 +48,7 @@ module coffer.invalid/kopiabuild
 go 1.24
 GOMOD
 		go get "github.com/kopia/kopia@v$KOPIA_VERSION"
-		GOFLAGS=-trimpath go build \
+		go build -trimpath \
 			-ldflags "-s -w -X github.com/kopia/kopia/repo.BuildVersion=$KOPIA_VERSION -X github.com/kopia/kopia/repo.BuildInfo=coffer-bench" \
 			-o "$bin.tmp" github.com/kopia/kopia
 		mv "$bin.tmp" "$bin"

@@ -228,6 +228,11 @@ func TestChecks(t *testing.T) {
 	if v := float64(got["store requests per GiB stored"].Value); v < 59 || v > 60 {
 		t.Errorf("requests per GiB = %v, want 60/1.01", v)
 	}
+	noSummary := fakeSession(toolCoffer, targetLocal, 1, 1, 1, 1<<30, 0, 1)
+	noSummary.Steps[0].Summary = nil
+	if v, _ := requestsPerGiB(noSummary); v != 20 {
+		t.Errorf("requests per GiB without store_requests = %v, want 20 objects per GiB", v)
+	}
 	if len(r.Ratios) != 1 || r.Ratios[0].Peer != toolRestic {
 		t.Fatalf("ratios %+v, want coffer vs restic only (kopia is missing)", r.Ratios)
 	}

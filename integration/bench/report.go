@@ -301,6 +301,7 @@ func report(w io.Writer, r *Results) {
 				head += "MinIO CPU s\t"
 			}
 			fmt.Fprintln(tw, head)
+			var failures []string
 			for _, tool := range r.Config.Tools {
 				s := r.session(tool, target)
 				if s == nil {
@@ -313,14 +314,17 @@ func report(w io.Writer, r *Results) {
 					}
 				}
 				if st == nil || st.Error != "" {
-					why := s.Error
-					if st != nil {
-						why = st.Error
+					why, short := s.Error, "not run"
+					switch {
+					case st != nil:
+						why, short = st.Error, "failed"
+					case why == "missing" || why == "no MinIO":
+						short = why
 					}
-					if why == "" {
-						why = "not run"
+					fmt.Fprintf(tw, "%s\t%s\t\n", tool, short)
+					if why != "" && why != short {
+						failures = append(failures, fmt.Sprintf("  %s: %s", tool, shorten(why, 300)))
 					}
-					fmt.Fprintf(tw, "%s\t%s\t\n", tool, shorten(why, 100))
 					continue
 				}
 				row := fmt.Sprintf("%s\t%.1f\t%.0f\t%.1f\t%.0f\t", tool, st.WallSeconds, st.MBps, st.CPUSeconds,
@@ -343,6 +347,9 @@ func report(w io.Writer, r *Results) {
 				fmt.Fprintln(tw, row)
 			}
 			tw.Flush()
+			for _, f := range failures {
+				fmt.Fprintln(w, f)
+			}
 		}
 	}
 	if len(r.Ratios) > 0 {
