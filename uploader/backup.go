@@ -25,7 +25,7 @@ type Options struct {
 	Name      string   // snapshot name; required
 	Tags      []string // optional labels
 	Workers   int      // region workers; default GOMAXPROCS
-	Uploaders int      // concurrent pack uploads; default 4
+	Uploaders int      // concurrent pack uploads; default 2
 	Now       func() time.Time
 }
 
@@ -78,8 +78,8 @@ func New(r *repo.Repo, src Source, opt Options) (*Backup, error) {
 		opt.Workers = runtime.GOMAXPROCS(0)
 	}
 	if opt.Uploaders <= 0 {
-		// Enough to hide fsync and network latency behind the CPU work.
-		opt.Uploaders = 4
+		// Two keep a local disk busy; S3 callers ask for more.
+		opt.Uploaders = 2
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
@@ -91,9 +91,8 @@ func New(r *repo.Repo, src Source, opt Options) (*Backup, error) {
 	}
 	return &Backup{
 		r: r, src: src, opt: opt, enc: enc, size: src.Size(),
-		// A pack buffer per uploader, one for each open pack type, and one
-		// being finished.
-		pk: newPacker(r, opt.Uploaders+3),
+		// A data pack buffer per uploader and one being filled.
+		pk: newPacker(r, opt.Uploaders+1),
 	}, nil
 }
 

@@ -19,12 +19,15 @@ const indexEvery = 32
 type finishedPack struct {
 	buf     []byte
 	entries []pack.Entry
+	pooled  bool // buf belongs to the pool of data pack buffers
 }
 
 // packer gathers sealed blobs into packs (one open pack per blob type),
 // uploads finished packs with a fixed number of uploaders, indexes them, and
 // tracks which chunks are stored or on their way, so that each new chunk is
-// stored once. Pack buffers come from a fixed pool: memory is bounded.
+// stored once. Data pack buffers come from a fixed pool, so memory is
+// bounded; metadata packs are small (a region map is ~50 KiB per 64 MiB of
+// disk) and use their own growing buffer.
 type packer struct {
 	r        *repo.Repo
 	packSize int
@@ -49,7 +52,7 @@ func newPacker(r *repo.Repo, buffers int) *packer {
 		packSize: r.Config().PackSize,
 		inflight: map[crypto.ID]struct{}{},
 		free:     make(chan []byte, buffers),
-		uploads:  make(chan finishedPack, 1),
+		uploads:  make(chan finishedPack),
 	}
 	for i := 0; i < buffers; i++ {
 		p.free <- nil
@@ -77,6 +80,10 @@ func (p *packer) claim(id crypto.ID) bool {
 func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen int, sealed []byte) error {
 	p.mu.Lock()
 	b := p.open[typ]
+	if b == nil && typ == pack.TypeMeta {
+		b = pack.NewBuilder(nil)
+		p.open[typ] = b
+	}
 	if b == nil {
 		p.mu.Unlock()
 		var buf []byte
@@ -86,7 +93,9 @@ func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen
 			return ctx.Err()
 		}
 		if buf == nil {
-			buf = make([]byte, 0, p.packSize+2<<20)
+			// Room for a full pack, the largest blob that can overflow it,
+			// and its header.
+			buf = make([]byte, 0, p.packSize+int(p.r.Config().Chunker.Max)+64<<10)
 		}
 		p.mu.Lock()
 		if p.open[typ] == nil {
@@ -104,15 +113,15 @@ func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen
 	}
 	p.mu.Unlock()
 	if full != nil {
-		return p.send(ctx, full)
+		return p.send(ctx, full, typ == pack.TypeData)
 	}
 	return nil
 }
 
-func (p *packer) send(ctx context.Context, b *pack.Builder) error {
+func (p *packer) send(ctx context.Context, b *pack.Builder, pooled bool) error {
 	buf, entries := b.Finish(p.r.Keys().Data())
 	select {
-	case p.uploads <- finishedPack{buf: buf, entries: entries}:
+	case p.uploads <- finishedPack{buf: buf, entries: entries, pooled: pooled}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -125,9 +134,9 @@ func (p *packer) flush(ctx context.Context) error {
 	open := p.open
 	p.open = [2]*pack.Builder{}
 	p.mu.Unlock()
-	for _, b := range open {
+	for typ, b := range open {
 		if b != nil && b.Count() > 0 {
-			if err := p.send(ctx, b); err != nil {
+			if err := p.send(ctx, b, typ == int(pack.TypeData)); err != nil {
 				return err
 			}
 		}
@@ -156,7 +165,9 @@ func (p *packer) uploader(ctx context.Context) error {
 			delete(p.inflight, e.ID)
 		}
 		p.mu.Unlock()
-		p.free <- fp.buf[:0]
+		if fp.pooled {
+			p.free <- fp.buf[:0]
+		}
 		if err := p.addToIndexFile(ctx, id, fp.entries, false); err != nil {
 			return err
 		}

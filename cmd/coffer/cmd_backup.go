@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -49,6 +50,9 @@ interrupted backup resumes without uploading stored packs again.`,
 			if err := g.loadIndex(ctx, r); err != nil {
 				return err
 			}
+			if uploaders == 0 && strings.HasPrefix(r.Store().Location(), "s3") {
+				uploaders = 4 // hide network latency
+			}
 			b, err := uploader.New(r, src, uploader.Options{Name: name, Tags: tags, Uploaders: uploaders})
 			if err != nil {
 				return usageError{err}
@@ -67,7 +71,7 @@ interrupted backup resumes without uploading stored packs again.`,
 	f.StringVar(&image, "image", "", "raw disk image file or block device to back up")
 	f.StringVar(&name, "name", "", "snapshot name (default: the image's file name)")
 	f.StringSliceVar(&tags, "tag", nil, "label the snapshot (repeatable)")
-	f.IntVar(&uploaders, "uploaders", 0, "concurrent pack uploads (default 4)")
+	f.IntVar(&uploaders, "uploaders", 0, "concurrent pack uploads (default 2 for a directory, 4 for S3); each holds a 16 MiB pack in memory")
 	return cmd
 }
 

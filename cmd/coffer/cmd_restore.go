@@ -17,6 +17,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		format    string
 		overwrite bool
 		noVerify  bool
+		sync      bool
 	)
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --to PATH",
@@ -56,7 +57,7 @@ and the whole-disk digest recorded at backup time; a mismatch exits non-zero.`,
 			if _, err := r.IndexOrphanPacks(ctx, false); err != nil {
 				return err
 			}
-			res, err := restore.New(r, &snap.Disks[disk], restore.Options{Overwrite: overwrite, NoVerify: noVerify}).Run(ctx, to)
+			res, err := restore.New(r, &snap.Disks[disk], restore.Options{Overwrite: overwrite, NoVerify: noVerify, Sync: sync}).Run(ctx, to)
 			if err != nil {
 				return err
 			}
@@ -88,5 +89,6 @@ and the whole-disk digest recorded at backup time; a mismatch exits non-zero.`,
 	f.StringVar(&format, "format", "raw", "output format (raw; vhd and qcow2 come later)")
 	f.BoolVar(&overwrite, "overwrite", false, "replace an existing output file")
 	f.BoolVar(&noVerify, "no-verify", false, "skip reading the output back against the recorded digest")
+	f.BoolVar(&sync, "sync", false, "fsync the output before exiting (like cp, coffer otherwise leaves writeback to the kernel)")
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 
@@ -81,6 +82,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	err := root.ExecuteContext(ctx)
 	if g.cpuProfile != "" {
 		pprof.StopCPUProfile()
+		if f, ferr := os.Create(g.cpuProfile + ".heap"); ferr == nil {
+			_ = pprof.Lookup("allocs").WriteTo(f, 0)
+			f.Close()
+		}
 	}
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command") || err != nil && strings.Contains(err.Error(), "accepts ") {
 		err = usageError{err}
@@ -169,7 +174,11 @@ func (g *globals) openRepo(ctx context.Context) (*repo.Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return repo.Open(ctx, st, pw)
+	r, err := repo.Open(ctx, st, pw)
+	// argon2id just used 64 MiB that nothing needs any more; give it back
+	// before the pipeline allocates its buffers, so the peak stays low.
+	debug.FreeOSMemory()
+	return r, err
 }
 
 // loadIndex loads the repository index, warning about damaged index files

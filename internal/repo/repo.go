@@ -438,15 +438,29 @@ func (r *Repo) ReadPackHeader(ctx context.Context, id pack.ID, size int64) ([]pa
 // OpenBlob authenticates and decrypts one sealed blob, decompresses it, and
 // checks that its plaintext hashes to its ID. dst is reused when large enough.
 func (r *Repo) OpenBlob(h *crypto.IDHasher, typ, flags uint8, id crypto.ID, sealed, dst []byte, where string) ([]byte, error) {
-	plain, err := r.keys.Data().Open(dst[:0], sealed, pack.BlobAD(typ, id), where)
+	return r.OpenBlobBuf(h, typ, flags, id, sealed, &BlobBuffers{plain: dst}, where)
+}
+
+// BlobBuffers are scratch space that OpenBlobBuf reuses from call to call,
+// so a restore does not allocate per chunk. Not safe for concurrent use.
+type BlobBuffers struct {
+	plain, raw []byte
+}
+
+// OpenBlobBuf is OpenBlob with reusable buffers; the result is valid until
+// the next call with the same buffers.
+func (r *Repo) OpenBlobBuf(h *crypto.IDHasher, typ, flags uint8, id crypto.ID, sealed []byte, buf *BlobBuffers, where string) ([]byte, error) {
+	plain, err := r.keys.Data().Open(buf.plain[:0], sealed, pack.BlobAD(typ, id), where)
 	if err != nil {
 		return nil, err
 	}
+	buf.plain = plain[:0]
 	if flags&pack.FlagZstd != 0 {
-		out, err := r.dec.DecodeAll(plain, nil)
+		out, err := r.dec.DecodeAll(plain, buf.raw[:0])
 		if err != nil {
 			return nil, fmt.Errorf("%s: decompressing: %v: %w", where, err, pack.ErrFormat)
 		}
+		buf.raw = out[:0]
 		plain = out
 	}
 	if got := h.Sum(plain); got != id {

@@ -30,6 +30,7 @@ type Options struct {
 	Workers   int  // concurrent pack fetches; default 2*GOMAXPROCS
 	Overwrite bool // allow replacing an existing output file
 	NoVerify  bool // skip reading the output back (not recommended)
+	Sync      bool // fsync the output before returning
 }
 
 // Progress counts a running restore.
@@ -71,14 +72,15 @@ func (rs *Restorer) Progress() Progress {
 }
 
 // windowRegions is how many regions (of 64 MiB) are planned at once, which
-// bounds the plan's memory whatever the disk's size.
-const windowRegions = 64
+// bounds the plan's memory whatever the disk's size. While one window is
+// fetched, the previous one is read back and verified.
+const windowRegions = 16
 
 // maxGap is the largest run of unneeded bytes read through rather than
 // starting a new ranged read; maxRange bounds one read.
 const (
 	maxGap   = 1 << 20
-	maxRange = 16 << 20
+	maxRange = 8 << 20
 )
 
 // Run restores the disk into the file at path.
@@ -109,23 +111,35 @@ func (rs *Restorer) Run(ctx context.Context, path string) (res *Result, err erro
 	}
 	regionHashes := make([]manifest.Hash, len(regions))
 	chunks := 0
+	// Verification of a window overlaps the fetching of the next; a
+	// mismatch cancels the fetching.
+	verify, vctx := errgroup.WithContext(ctx)
+	verify.SetLimit(1)
 	for w := 0; w < len(regions); w += windowRegions {
 		end := min(w+windowRegions, len(regions))
 		maps := make([]*manifest.RegionMap, end-w)
-		n, err := rs.window(ctx, f, regions[w:end], maps, w)
+		n, err := rs.window(vctx, f, regions[w:end], maps, w)
 		if err != nil {
+			if verr := verify.Wait(); verr != nil {
+				return nil, verr
+			}
 			return nil, err
 		}
 		chunks += n
 		if !rs.opt.NoVerify {
 			// Read the window back while it is likely still cached.
-			if err := verifyRegions(ctx, f, rs.disk.Size, w, maps, regionHashes[w:end]); err != nil {
-				return nil, err
-			}
+			verify.Go(func() error {
+				return verifyRegions(vctx, f, rs.disk.Size, w, maps, regionHashes[w:end])
+			})
 		}
 	}
-	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("flushing the output: %w", err)
+	if err := verify.Wait(); err != nil {
+		return nil, err
+	}
+	if rs.opt.Sync {
+		if err := f.Sync(); err != nil {
+			return nil, fmt.Errorf("flushing the output: %w", err)
+		}
 	}
 	res = &Result{Progress: rs.Progress(), Chunks: chunks, Digest: rs.disk.Digest}
 	if !rs.opt.NoVerify {
@@ -218,7 +232,10 @@ func (rs *Restorer) window(ctx context.Context, f *os.File, regions []crypto.ID,
 	return len(jobs), g.Wait()
 }
 
-var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+var (
+	bufPool     = sync.Pool{New: func() any { return new([]byte) }}
+	blobBufPool = sync.Pool{New: func() any { return new(repo.BlobBuffers) }}
+)
 
 // fetch reads one range of a pack and writes the blobs in it.
 func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) error {
@@ -241,17 +258,15 @@ func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) err
 	}
 	rs.fetched.Add(length)
 	h := rs.r.Keys().NewIDHasher()
-	var plainBuf []byte
+	bb := blobBufPool.Get().(*repo.BlobBuffers)
+	defer blobBufPool.Put(bb)
 	for _, j := range batch {
 		off := int64(j.loc.Offset) - start
 		sealed := buf[off : off+int64(j.loc.Length)]
 		where := fmt.Sprintf("chunk %s in pack %s", j.id, name)
-		plain, err := rs.r.OpenBlob(h, j.loc.Type, j.loc.Flags, j.id, sealed, plainBuf, where)
+		plain, err := rs.r.OpenBlobBuf(h, j.loc.Type, j.loc.Flags, j.id, sealed, bb, where)
 		if err != nil {
 			return fmt.Errorf("%w; the pack is damaged: run coffer check --read-data", err)
-		}
-		if cap(plain) > cap(plainBuf) {
-			plainBuf = plain[:0]
 		}
 		for _, t := range j.targets {
 			if int(t.length) != len(plain) {
