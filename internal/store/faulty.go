@@ -27,6 +27,7 @@ type FaultRule struct {
 	Op     string // "put", "get", "stat", "list", "delete", or "" for any
 	Prefix string // object name prefix, "" for any
 	Times  int    // how many times to fire; negative is forever
+	Skip   int    // let this many matching operations through first
 	Err    error  // error to return; ErrInjected when nil
 	// AfterBytes, for put and get, lets this many bytes through before
 	// failing, so a partly transferred object is exercised.
@@ -57,6 +58,10 @@ func (f *Faulty) match(op, name string) *FaultRule {
 	f.ops[op]++
 	for _, r := range f.rules {
 		if (r.Op == "" || r.Op == op) && strings.HasPrefix(name, r.Prefix) && r.Times != 0 {
+			if r.Skip > 0 {
+				r.Skip--
+				return nil
+			}
 			if r.Times > 0 {
 				r.Times--
 			}
