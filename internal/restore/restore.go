@@ -8,7 +8,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -56,6 +55,7 @@ type Restorer struct {
 	opt     Options
 	written atomic.Int64
 	fetched atomic.Int64
+	scratch chan *scratch
 }
 
 // New prepares a restore of disk d. The repository's index must be loaded.
@@ -63,7 +63,11 @@ func New(r *repo.Repo, d *manifest.Disk, opt Options) *Restorer {
 	if opt.Workers <= 0 {
 		opt.Workers = 2 * runtime.GOMAXPROCS(0)
 	}
-	return &Restorer{r: r, disk: d, opt: opt}
+	rs := &Restorer{r: r, disk: d, opt: opt, scratch: make(chan *scratch, opt.Workers)}
+	for i := 0; i < opt.Workers; i++ {
+		rs.scratch <- &scratch{}
+	}
+	return rs
 }
 
 // Progress returns the current counters.
@@ -232,10 +236,14 @@ func (rs *Restorer) window(ctx context.Context, f *os.File, regions []crypto.ID,
 	return len(jobs), g.Wait()
 }
 
-var (
-	bufPool     = sync.Pool{New: func() any { return new([]byte) }}
-	blobBufPool = sync.Pool{New: func() any { return new(repo.BlobBuffers) }}
-)
+// scratch is one fetch worker's memory: a pack range and blob buffers.
+// A fixed number of them exist (Options.Workers), handed out through a
+// channel, so a restore's memory does not depend on the disk's size and the
+// GC never has to reclaim 8 MiB buffers.
+type scratch struct {
+	buf  []byte
+	blob repo.BlobBuffers
+}
 
 // fetch reads one range of a pack and writes the blobs in it.
 func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) error {
@@ -243,12 +251,19 @@ func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) err
 	start := int64(first.Offset)
 	length := int64(last.Offset) + int64(last.Length) - start
 	name := repo.PackName(first.Pack)
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	if int64(cap(*bp)) < length {
-		*bp = make([]byte, length)
+	var sc *scratch
+	select {
+	case sc = <-rs.scratch:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	buf := (*bp)[:length]
+	defer func() { rs.scratch <- sc }()
+	if int64(cap(sc.buf)) < length {
+		// A range is at most maxRange plus the blob that crosses it; size
+		// the buffer for that once.
+		sc.buf = make([]byte, max(length, maxRange+2<<20))
+	}
+	buf := sc.buf[:length]
 	err := rs.r.Store().Get(ctx, name, start, length, func(r io.Reader) error {
 		_, err := io.ReadFull(r, buf)
 		return err
@@ -258,8 +273,7 @@ func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) err
 	}
 	rs.fetched.Add(length)
 	h := rs.r.Keys().NewIDHasher()
-	bb := blobBufPool.Get().(*repo.BlobBuffers)
-	defer blobBufPool.Put(bb)
+	bb := &sc.blob
 	for _, j := range batch {
 		off := int64(j.loc.Offset) - start
 		sealed := buf[off : off+int64(j.loc.Length)]
