@@ -31,8 +31,8 @@ type MasterKey struct {
 	raw [KeySize]byte
 }
 
-func (k *MasterKey) String() string   { return "MasterKey(redacted)" }
-func (k *MasterKey) GoString() string { return "MasterKey(redacted)" }
+func (k MasterKey) String() string   { return "MasterKey(redacted)" }
+func (k MasterKey) GoString() string { return "MasterKey(redacted)" }
 
 // NewMasterKey returns a fresh random master key.
 func NewMasterKey() (*MasterKey, error) {
@@ -67,6 +67,10 @@ type Keys struct {
 	config  [KeySize]byte
 	polyKey [KeySize]byte
 }
+
+// String and GoString keep the working keys out of logs and panics.
+func (k Keys) String() string   { return "Keys(redacted)" }
+func (k Keys) GoString() string { return "Keys(redacted)" }
 
 // Derive computes the working keys of a master key.
 func Derive(mk *MasterKey) (*Keys, error) {

@@ -51,12 +51,13 @@ func (p KDFParams) validate() error {
 	switch {
 	case p.Name != "argon2id":
 		return fmt.Errorf("unknown KDF %q", p.Name)
-	case p.Time < 1 || p.Time > 100:
-		return fmt.Errorf("argon2id time %d out of range 1..100", p.Time)
-	case p.MemoryKiB < 8 || p.MemoryKiB > 4<<20:
-		return fmt.Errorf("argon2id memory %d KiB out of range 8 KiB..4 GiB", p.MemoryKiB)
-	case p.Threads < 1:
-		return errors.New("argon2id threads must be at least 1")
+	// The caps bound what a hostile slot can make Open cost.
+	case p.Time < 1 || p.Time > 20:
+		return fmt.Errorf("argon2id time %d out of range 1..20", p.Time)
+	case p.MemoryKiB < 8 || p.MemoryKiB > 1<<20:
+		return fmt.Errorf("argon2id memory %d KiB out of range 8 KiB..1 GiB", p.MemoryKiB)
+	case p.Threads < 1 || p.Threads > 16:
+		return fmt.Errorf("argon2id threads %d out of range 1..16", p.Threads)
 	case len(p.Salt) != 32:
 		return fmt.Errorf("salt is %d bytes, want 32", len(p.Salt))
 	}

@@ -84,8 +84,11 @@ func New(r *repo.Repo, src Source, opt Options) (*Backup, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	// A chunk is at most 1 MiB, so a 1 MiB window loses nothing and keeps
+	// each encoder's history small.
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(opt.Workers), zstd.WithZeroFrames(true))
+		zstd.WithEncoderConcurrency(opt.Workers), zstd.WithZeroFrames(true),
+		zstd.WithWindowSize(1<<20))
 	if err != nil {
 		return nil, err
 	}

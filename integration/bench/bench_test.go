@@ -194,9 +194,10 @@ func fakeSession(tool, target string, full, second, restore float64, storedFull,
 func TestChecks(t *testing.T) {
 	bpe := 32.0
 	r := &Results{
-		Config:             config{Tools: allTools, Targets: []string{targetLocal}},
-		Images:             Images{Night2Allocated: 1000},
-		IndexBytesPerEntry: &bpe,
+		Config:                 config{Tools: allTools, Targets: []string{targetLocal}},
+		Images:                 Images{Night2Allocated: 1000},
+		IndexBytesPerEntry:     &bpe,
+		DiskIndexBytesPerEntry: &bpe,
 		Sessions: []*Session{
 			fakeSession(toolCoffer, targetLocal, 250, 150, 300, 1<<30, 10<<20, 50<<10),
 			fakeSession(toolRestic, targetLocal, 100, 100, 100, 1<<30, 40<<20, 100<<10),
@@ -218,7 +219,8 @@ func TestChecks(t *testing.T) {
 		"restored image sparse":                                      "PASS",
 		"peak RSS vs restic":                                         "PASS",
 		"store requests per GiB stored":                              "info",
-		"index memory per stored chunk (bytes)":                      "PASS",
+		"index memory per stored chunk, 10M entries (bytes)":         "PASS",
+		"index memory per stored chunk, reference disk (bytes)":      "PASS",
 	}
 	for name, status := range want {
 		if got[name].Status != status {

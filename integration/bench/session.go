@@ -57,10 +57,12 @@ type Results struct {
 	Tools              []ToolInfo `json:"tools"`
 	Sessions           []*Session `json:"sessions"`
 	IndexBytesPerEntry *float64   `json:"index_bytes_per_entry"`
-	Checks             []Check    `json:"checks"`
-	Ratios             []Ratio    `json:"ratios"`
-	Notes              []string   `json:"notes,omitempty"`
-	MinIO              *MinIOInfo `json:"minio,omitempty"`
+	// DiskIndexBytesPerEntry is measured on the reference disk's own index.
+	DiskIndexBytesPerEntry *float64   `json:"disk_index_bytes_per_entry"`
+	Checks                 []Check    `json:"checks"`
+	Ratios                 []Ratio    `json:"ratios"`
+	Notes                  []string   `json:"notes,omitempty"`
+	MinIO                  *MinIOInfo `json:"minio,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -408,6 +410,10 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 			st.WallSeconds, st.MBps, humanize.IBytes(uint64(st.StoredBytes)), humanize.IBytes(uint64(st.StoredDelta)))
 	}
 
+	if tool == toolCoffer && target == targetLocal {
+		b.diskIndexMemory(ctx, s, bin)
+	}
+
 	b.logf("%s/%s: restore", tool, target)
 	outDir := filepath.Join(s.dir, "restore")
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
@@ -434,6 +440,23 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 	}
 	b.logf("%s/%s: restore: %.1fs, %.0f MB/s, verified, %s allocated", tool, target,
 		st.WallSeconds, st.MBps, humanize.IBytes(uint64(st.RestoredAlloc)))
+}
+
+// diskIndexMemory loads the index Coffer built for the two nights of the
+// reference disk and records the heap it occupies per entry.
+func (b *bench) diskIndexMemory(ctx context.Context, s *Session, bin string) {
+	out, _, err := b.exec(ctx, s, "index-memory", []string{bin, "--config", cofferDriver{}.config(s), "debug", "index-memory"})
+	if err != nil {
+		b.logf("coffer index memory: %v", err)
+		return
+	}
+	m, ok := lastJSON(out, func(m map[string]any) bool { return m["type"] == "index_memory" })
+	if !ok {
+		return
+	}
+	if v, ok := m["bytes_per_entry"].(float64); ok {
+		b.res.DiskIndexBytesPerEntry = &v
+	}
 }
 
 func fileSize(path string) int64 {

@@ -96,9 +96,13 @@ func (x *Index) AddPack(id pack.ID, blobs []pack.Entry) {
 			x.sorted = append(x.sorted, r)
 			continue
 		}
-		if _, dup := x.tail[r.key]; !dup {
-			x.tail[r.key] = r
+		if _, dup := x.tail[r.key]; dup {
+			continue
 		}
+		if _, dup := slices.BinarySearchFunc(x.sorted, r.key, cmpKey); dup {
+			continue // stored twice (a resumed backup); the first copy serves
+		}
+		x.tail[r.key] = r
 	}
 	if len(x.tail) >= max(minTail, len(x.sorted)/16) {
 		x.mergeTail()
@@ -134,6 +138,8 @@ func (x *Index) mergeTail() {
 
 func cmpRecord(a, b record) int { return bytes.Compare(a.key[:], b.key[:]) }
 
+func cmpKey(r record, k key) int { return bytes.Compare(r.key[:], k[:]) }
+
 // Finish ends a bulk load: it sorts the loaded entries and merges pending
 // additions.
 func (x *Index) Finish() {
@@ -152,7 +158,7 @@ func (x *Index) find(id crypto.ID) (record, bool) {
 		panic("index: lookup during a bulk load; call Finish first")
 	}
 	k := keyOf(id)
-	i, found := slices.BinarySearchFunc(x.sorted, k, func(r record, k key) int { return bytes.Compare(r.key[:], k[:]) })
+	i, found := slices.BinarySearchFunc(x.sorted, k, cmpKey)
 	if found {
 		return x.sorted[i], true
 	}

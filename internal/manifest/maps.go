@@ -63,7 +63,7 @@ func DecodeRegionMap(b []byte, regionLen int64) (*RegionMap, error) {
 		return nil, fmt.Errorf("region map: %d extents and %d blocks do not fit %d bytes: %w", ne, nb, len(b), ErrFormat)
 	}
 	wantBlocks := (regionLen + BlockSize - 1) / BlockSize
-	if int64(nb) != wantBlocks {
+	if regionLen < 0 || int64(nb) != wantBlocks {
 		return nil, fmt.Errorf("region map: %d block hashes for a region of %d bytes, want %d: %w", nb, regionLen, wantBlocks, ErrFormat)
 	}
 	m := &RegionMap{Extents: make([]Extent, ne), Blocks: make([]Hash, nb)}

@@ -186,7 +186,7 @@ func ParseTrailer(trailer []byte, packSize int64) (int64, error) {
 		return 0, fmt.Errorf("pack trailer: bad magic: %w", ErrFormat)
 	}
 	hl := int64(binary.LittleEndian.Uint32(trailer))
-	if hl < crypto.Overhead+headerFixed || hl > packSize-TrailerSize {
+	if hl < crypto.Overhead+headerFixed || hl+TrailerSize > packSize {
 		return 0, fmt.Errorf("pack trailer: header length %d does not fit a pack of %d bytes: %w", hl, packSize, ErrFormat)
 	}
 	return hl, nil
