@@ -22,7 +22,7 @@ type regionScanner struct {
 	nblocks int
 
 	hasData []bool // block may hold data (overlaps a data range)
-	blocks  []manifest.Hash
+	blocks  []manifest.BlockSum
 
 	buf       []byte // loaded blocks
 	bufFirst  int    // index of the first loaded block
@@ -159,9 +159,9 @@ func resize(b []bool, n int) []bool {
 	return make([]bool, n)
 }
 
-func resizeHashes(b []manifest.Hash, n int) []manifest.Hash {
+func resizeHashes(b []manifest.BlockSum, n int) []manifest.BlockSum {
 	if cap(b) >= n {
 		return b[:n]
 	}
-	return make([]manifest.Hash, n)
+	return make([]manifest.BlockSum, n)
 }

@@ -2,6 +2,7 @@ package check
 
 import (
 	"bytes"
+	"context"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -15,20 +16,27 @@ import (
 	"github.com/cofferhq/coffer/internal/pack"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/testutil/repofixture"
 )
+
+func init() { repofixture.UseInsecureKDF() }
+
+var ctx = context.Background()
+
+const pass = "check test passphrase"
 
 // setup builds a repository with one snapshot of a two-region disk whose
 // chunks fill several packs, and returns it with the snapshot.
-func setup(t *testing.T, edit func(ri int, m *manifest.RegionMap)) (*fixture, *repo.SnapshotInfo) {
+func setup(t *testing.T, edit func(ri int, m *manifest.RegionMap)) (*repofixture.Fixture, *repo.SnapshotInfo) {
 	t.Helper()
-	f := newFixture(t)
+	f := repofixture.New(t, pass)
 	r := rand.New(rand.NewPCG(7, 8))
-	im := &image{size: manifest.RegionSize + 40*manifest.BlockSize, pieces: []piece{
-		{0, randBytes(r, 900<<10)},
-		{manifest.RegionSize - 1000, randBytes(r, 1500<<10)},
-		{manifest.RegionSize + 30*manifest.BlockSize, bytes.Repeat([]byte("compressible "), 5000)},
+	im := &repofixture.Image{Size: manifest.RegionSize + 40*manifest.BlockSize, Pieces: []repofixture.Piece{
+		{Off: 0, Data: repofixture.RandBytes(r, 900<<10)},
+		{Off: manifest.RegionSize - 1000, Data: repofixture.RandBytes(r, 1500<<10)},
+		{Off: manifest.RegionSize + 30*manifest.BlockSize, Data: bytes.Repeat([]byte("compressible "), 5000)},
 	}}
-	snap := f.snapshot("vm", f.disk(0, im, edit))
+	snap := f.Snapshot("vm", f.Disk(0, im, edit))
 	return f, snap
 }
 
@@ -39,15 +47,15 @@ type packInfo struct {
 }
 
 // packs lists the stored packs with their headers.
-func packs(t *testing.T, f *fixture) []packInfo {
+func packs(t *testing.T, f *repofixture.Fixture) []packInfo {
 	t.Helper()
 	var out []packInfo
-	err := f.st.List(ctx, repo.DataPrefix, func(i store.Info) error {
+	err := f.Store.List(ctx, repo.DataPrefix, func(i store.Info) error {
 		id, err := repo.ParsePackName(i.Name)
 		if err != nil {
 			return err
 		}
-		e, err := f.r.ReadPackHeader(ctx, id, i.Size)
+		e, err := f.Repo.ReadPackHeader(ctx, id, i.Size)
 		if err != nil {
 			return err
 		}
@@ -63,7 +71,7 @@ func packs(t *testing.T, f *fixture) []packInfo {
 
 // dataPack returns a pack that holds no metadata blobs, so damage to it
 // touches no region map or list.
-func dataPack(t *testing.T, f *fixture) packInfo {
+func dataPack(t *testing.T, f *repofixture.Fixture) packInfo {
 	t.Helper()
 next:
 	for _, p := range packs(t, f) {
@@ -78,19 +86,19 @@ next:
 	return packInfo{}
 }
 
-func names(t *testing.T, f *fixture, prefix string) []string {
+func names(t *testing.T, f *repofixture.Fixture, prefix string) []string {
 	t.Helper()
 	var out []string
-	if err := f.st.List(ctx, prefix, func(i store.Info) error { out = append(out, i.Name); return nil }); err != nil {
+	if err := f.Store.List(ctx, prefix, func(i store.Info) error { out = append(out, i.Name); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	slices.Sort(out)
 	return out
 }
 
-func flip(t *testing.T, f *fixture, name string, off int64) {
+func flip(t *testing.T, f *repofixture.Fixture, name string, off int64) {
 	t.Helper()
-	p := filepath.Join(f.dir, filepath.FromSlash(name))
+	p := filepath.Join(f.Dir, filepath.FromSlash(name))
 	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
@@ -105,13 +113,9 @@ func flip(t *testing.T, f *fixture, name string, off int64) {
 }
 
 // run checks a freshly opened repository.
-func run(t *testing.T, f *fixture, readData bool) *Report {
+func run(t *testing.T, f *repofixture.Fixture, readData bool) *Report {
 	t.Helper()
-	r, err := repo.Open(ctx, f.st, []byte(pass))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rep, err := Run(ctx, r, Options{ReadData: readData, Workers: 3})
+	rep, err := Run(ctx, f.Open(), Options{ReadData: readData, Workers: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +214,7 @@ func TestCheckDamagedHeader(t *testing.T) {
 func TestCheckTruncatedPack(t *testing.T) {
 	f, _ := setup(t, nil)
 	p := dataPack(t, f)
-	path := filepath.Join(f.dir, filepath.FromSlash(p.name))
+	path := filepath.Join(f.Dir, filepath.FromSlash(p.name))
 	if err := os.Truncate(path, p.size-1); err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +228,7 @@ func TestCheckTruncatedPack(t *testing.T) {
 func TestCheckMissingPack(t *testing.T) {
 	f, _ := setup(t, nil)
 	p := dataPack(t, f)
-	if err := f.st.Delete(ctx, p.name); err != nil {
+	if err := f.Store.Delete(ctx, p.name); err != nil {
 		t.Fatal(err)
 	}
 	rep := run(t, f, false)
@@ -236,7 +240,7 @@ func TestCheckMissingPack(t *testing.T) {
 func TestCheckOrphanPacks(t *testing.T) {
 	f, _ := setup(t, nil)
 	for _, n := range names(t, f, repo.IndexPrefix) {
-		if err := f.st.Delete(ctx, n); err != nil {
+		if err := f.Store.Delete(ctx, n); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -279,7 +283,7 @@ func TestCheckIndexDisagreesWithHeader(t *testing.T) {
 		}
 		file.Packs = append(file.Packs, index.PackBlobs{Pack: mustID(t, p.name), Blobs: entries})
 	}
-	if _, err := f.r.SaveIndexFile(ctx, file); err != nil {
+	if _, err := f.Repo.SaveIndexFile(ctx, file); err != nil {
 		t.Fatal(err)
 	}
 	// Two index files disagree about the first pack; the header is then
@@ -298,7 +302,7 @@ func TestCheckIndexDisagreesWithHeader(t *testing.T) {
 		t.Fatalf("report %+v", rep.Problems)
 	}
 	// With only the wrong index file, the header disagrees for certain.
-	if err := f.st.Delete(ctx, idx[0]); err != nil {
+	if err := f.Store.Delete(ctx, idx[0]); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, run(t, f, false), [][2]string{{ps[0].name, "pack header does not match the index"}}, nil)
@@ -327,7 +331,7 @@ func TestCheckDamagedSnapshot(t *testing.T) {
 
 func TestCheckDamagedKeySlot(t *testing.T) {
 	f, _ := setup(t, nil)
-	if _, err := f.r.AddPassphraseSlot(ctx, []byte(pass)); err != nil {
+	if _, err := f.Repo.AddPassphraseSlot(ctx, []byte(pass)); err != nil {
 		t.Fatal(err)
 	}
 	keys := names(t, f, repo.KeysPrefix)
@@ -350,13 +354,7 @@ func TestCheckChunkMissing(t *testing.T) {
 
 func TestCheckDamagedRegionMap(t *testing.T) {
 	f, snap := setup(t, nil)
-	r, err := repo.Open(ctx, f.st, []byte(pass))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.LoadIndex(ctx, nil); err != nil {
-		t.Fatal(err)
-	}
+	r := f.Reopen()
 	regions, err := r.DiskRegions(ctx, &snap.Disks[0])
 	if err != nil {
 		t.Fatal(err)
@@ -377,7 +375,7 @@ func TestCheckDamagedRegionMap(t *testing.T) {
 
 func TestCheckStrayObject(t *testing.T) {
 	f, _ := setup(t, nil)
-	if err := f.st.Put(ctx, repo.DataPrefix+"stray", bytes.NewReader([]byte("x")), 1); err != nil {
+	if err := f.Store.Put(ctx, repo.DataPrefix+"stray", bytes.NewReader([]byte("x")), 1); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, run(t, f, false), nil, [][2]string{{repo.DataPrefix + "stray", "not a pack name"}})

@@ -13,7 +13,7 @@ import (
 func FuzzDecodeRegionMap(f *testing.F) {
 	f.Add(sampleMap(3*BlockSize+5).Encode(), int64(3*BlockSize+5))
 	f.Add(sampleMap(RegionSize).Encode(), int64(RegionSize))
-	f.Add((&RegionMap{Blocks: make([]Hash, 1)}).Encode(), int64(1))
+	f.Add((&RegionMap{Blocks: make([]BlockSum, 1)}).Encode(), int64(1))
 	f.Add((&RegionMap{}).Encode(), int64(0))
 	f.Add((&RegionMap{Extents: []Extent{{0, 1, idOf(0)}}}).Encode(), int64(-1))
 	f.Add([]byte("CRM1\xff\xff\xff\x7f\x00\x00\x00\x00"), int64(RegionSize))

@@ -24,7 +24,7 @@ type Extent struct {
 // successive nights share one stored map.
 type RegionMap struct {
 	Extents []Extent
-	Blocks  []Hash
+	Blocks  []BlockSum
 }
 
 const (
@@ -35,7 +35,7 @@ const (
 
 // Encode returns the region map's bytes.
 func (m *RegionMap) Encode() []byte {
-	out := make([]byte, 0, 12+extentSize*len(m.Extents)+32*len(m.Blocks))
+	out := make([]byte, 0, 12+extentSize*len(m.Extents)+BlockHashSize*len(m.Blocks))
 	out = append(out, regionMagic...)
 	out = binary.LittleEndian.AppendUint32(out, uint32(len(m.Extents)))
 	out = binary.LittleEndian.AppendUint32(out, uint32(len(m.Blocks)))
@@ -59,14 +59,14 @@ func DecodeRegionMap(b []byte, regionLen int64) (*RegionMap, error) {
 	}
 	ne := binary.LittleEndian.Uint32(b[4:])
 	nb := binary.LittleEndian.Uint32(b[8:])
-	if uint64(len(b)-12) != uint64(ne)*extentSize+uint64(nb)*32 {
+	if uint64(len(b)-12) != uint64(ne)*extentSize+uint64(nb)*BlockHashSize {
 		return nil, fmt.Errorf("region map: %d extents and %d blocks do not fit %d bytes: %w", ne, nb, len(b), ErrFormat)
 	}
 	wantBlocks := (regionLen + BlockSize - 1) / BlockSize
 	if regionLen < 0 || int64(nb) != wantBlocks {
 		return nil, fmt.Errorf("region map: %d block hashes for a region of %d bytes, want %d: %w", nb, regionLen, wantBlocks, ErrFormat)
 	}
-	m := &RegionMap{Extents: make([]Extent, ne), Blocks: make([]Hash, nb)}
+	m := &RegionMap{Extents: make([]Extent, ne), Blocks: make([]BlockSum, nb)}
 	p := b[12:]
 	var end uint64
 	for i := range m.Extents {
@@ -82,7 +82,7 @@ func DecodeRegionMap(b []byte, regionLen int64) (*RegionMap, error) {
 	}
 	for i := range m.Blocks {
 		copy(m.Blocks[i][:], p)
-		p = p[32:]
+		p = p[BlockHashSize:]
 	}
 	return m, nil
 }

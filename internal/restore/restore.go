@@ -272,7 +272,13 @@ func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) err
 		return fmt.Errorf("reading pack %s: %w", name, err)
 	}
 	rs.fetched.Add(length)
-	h := rs.r.Keys().NewIDHasher()
+	// With verification on, every block written is compared with its
+	// recorded hash, which covers the chunks' plaintext: the per-chunk
+	// keyed hash would check the same bytes a second time.
+	var h *crypto.IDHasher
+	if rs.opt.NoVerify {
+		h = rs.r.Keys().NewIDHasher()
+	}
 	bb := &sc.blob
 	for _, j := range batch {
 		off := int64(j.loc.Offset) - start
@@ -326,11 +332,11 @@ func verifyRegions(ctx context.Context, f *os.File, size int64, first int, maps 
 
 // HashRegion computes the block hashes of region ri of a disk held in f,
 // reading only the ranges that hold data.
-func HashRegion(f *os.File, size int64, ri int) ([]manifest.Hash, error) {
+func HashRegion(f *os.File, size int64, ri int) ([]manifest.BlockSum, error) {
 	off := int64(ri) * manifest.RegionSize
 	length := min(manifest.RegionSize, size-off)
 	n := manifest.RegionBlocks(size, ri)
-	blocks := make([]manifest.Hash, n)
+	blocks := make([]manifest.BlockSum, n)
 	hasData := make([]bool, n)
 	for _, r := range sparse.DataRanges(f, off, length) {
 		for b := (r[0] - off) / manifest.BlockSize; b <= (r[1]-off-1)/manifest.BlockSize && b < int64(n); b++ {

@@ -14,10 +14,17 @@ import (
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/repo"
+	"github.com/cofferhq/coffer/internal/testutil/repofixture"
 )
 
+func init() { repofixture.UseInsecureKDF() }
+
+var ctx = context.Background()
+
+const pass = "restore test passphrase"
+
 // checkOutput compares the restored file with the image, 1 MiB at a time.
-func checkOutput(t *testing.T, path string, im *image) {
+func checkOutput(t *testing.T, path string, im *repofixture.Image) {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -28,27 +35,27 @@ func checkOutput(t *testing.T, path string, im *image) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Size() != im.size {
-		t.Fatalf("restored %d bytes, want %d", st.Size(), im.size)
+	if st.Size() != im.Size {
+		t.Fatalf("restored %d bytes, want %d", st.Size(), im.Size)
 	}
 	buf := make([]byte, 1<<20)
-	for off := int64(0); off < im.size; off += int64(len(buf)) {
-		n := min(int64(len(buf)), im.size-off)
+	for off := int64(0); off < im.Size; off += int64(len(buf)) {
+		n := min(int64(len(buf)), im.Size-off)
 		if _, err := io.ReadFull(f, buf[:n]); err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(buf[:n], im.read(off, n)) {
+		if !bytes.Equal(buf[:n], im.Read(off, n)) {
 			t.Fatalf("restored bytes differ in the MiB at %d", off)
 		}
 	}
 }
 
 func TestRestoreRoundTrip(t *testing.T) {
-	f := newFixture(t)
-	im := sampleImage()
-	small := &image{size: 5000, pieces: []piece{{10, []byte("hello, disk")}}}
-	snap := f.snapshot("vm", f.disk(0, im, nil), f.disk(1, small, nil))
-	r := f.reopen()
+	f := repofixture.New(t, pass)
+	im := repofixture.SampleImage()
+	small := &repofixture.Image{Size: 5000, Pieces: []repofixture.Piece{{Off: 10, Data: []byte("hello, disk")}}}
+	snap := f.Snapshot("vm", f.Disk(0, im, nil), f.Disk(1, small, nil))
+	r := f.Reopen()
 
 	out := filepath.Join(t.TempDir(), "disk0.img")
 	rs := New(r, &snap.Disks[0], Options{Workers: 3})
@@ -61,10 +68,10 @@ func TestRestoreRoundTrip(t *testing.T) {
 		t.Fatalf("result %+v", res)
 	}
 	var data int64
-	for _, p := range im.pieces {
-		data += int64(len(p.data))
+	for _, p := range im.Pieces {
+		data += int64(len(p.Data))
 	}
-	if res.Written != data || res.Size != im.size || res.Fetched <= 0 || res.Chunks != 7 {
+	if res.Written != data || res.Size != im.Size || res.Fetched <= 0 || res.Chunks != 7 {
 		t.Fatalf("counters %+v; want %d bytes written", res.Progress, data)
 	}
 	if p := rs.Progress(); p != res.Progress {
@@ -79,32 +86,32 @@ func TestRestoreRoundTrip(t *testing.T) {
 }
 
 func TestRestoreEmptyDisk(t *testing.T) {
-	f := newFixture(t)
-	snap := f.snapshot("empty", f.disk(0, &image{size: 0}, nil))
+	f := repofixture.New(t, pass)
+	snap := f.Snapshot("empty", f.Disk(0, &repofixture.Image{Size: 0}, nil))
 	out := filepath.Join(t.TempDir(), "empty.img")
-	res, err := New(f.reopen(), &snap.Disks[0], Options{}).Run(ctx, out)
+	res, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !res.Verified || res.Written != 0 {
 		t.Fatalf("result %+v", res)
 	}
-	checkOutput(t, out, &image{size: 0})
+	checkOutput(t, out, &repofixture.Image{Size: 0})
 }
 
 // TestRestoreManyRegions restores a sparse disk of more regions than one
 // planning window holds.
 func TestRestoreManyRegions(t *testing.T) {
-	f := newFixture(t)
+	f := repofixture.New(t, pass)
 	size := int64(windowRegions+1)*manifest.RegionSize + 77
-	im := &image{size: size, pieces: []piece{
-		{100, []byte("first region")},
-		{int64(windowRegions-1)*manifest.RegionSize + 5, bytes.Repeat([]byte("window edge "), 1000)},
-		{size - 70, bytes.Repeat([]byte{0xee}, 70)},
+	im := &repofixture.Image{Size: size, Pieces: []repofixture.Piece{
+		{Off: 100, Data: []byte("first region")},
+		{Off: int64(windowRegions-1)*manifest.RegionSize + 5, Data: bytes.Repeat([]byte("window edge "), 1000)},
+		{Off: size - 70, Data: bytes.Repeat([]byte{0xee}, 70)},
 	}}
-	snap := f.snapshot("big", f.disk(0, im, nil))
+	snap := f.Snapshot("big", f.Disk(0, im, nil))
 	out := filepath.Join(t.TempDir(), "big.img")
-	res, err := New(f.reopen(), &snap.Disks[0], Options{}).Run(ctx, out)
+	res, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,10 +126,10 @@ func TestRestoreManyRegions(t *testing.T) {
 	if st, _ := fh.Stat(); st.Size() != size {
 		t.Fatalf("size %d", st.Size())
 	}
-	for _, p := range im.pieces {
-		got := make([]byte, len(p.data))
-		if _, err := fh.ReadAt(got, p.off); err != nil || !bytes.Equal(got, p.data) {
-			t.Fatalf("piece at %d: %v", p.off, err)
+	for _, p := range im.Pieces {
+		got := make([]byte, len(p.Data))
+		if _, err := fh.ReadAt(got, p.Off); err != nil || !bytes.Equal(got, p.Data) {
+			t.Fatalf("piece at %d: %v", p.Off, err)
 		}
 	}
 	got := make([]byte, 4096)
@@ -132,10 +139,10 @@ func TestRestoreManyRegions(t *testing.T) {
 }
 
 func TestRestoreRefusesToOverwrite(t *testing.T) {
-	f := newFixture(t)
-	im := &image{size: 3 * manifest.BlockSize, pieces: []piece{{1, []byte("data")}}}
-	snap := f.snapshot("s", f.disk(0, im, nil))
-	r := f.reopen()
+	f := repofixture.New(t, pass)
+	im := &repofixture.Image{Size: 3 * manifest.BlockSize, Pieces: []repofixture.Piece{{Off: 1, Data: []byte("data")}}}
+	snap := f.Snapshot("s", f.Disk(0, im, nil))
+	r := f.Reopen()
 	out := filepath.Join(t.TempDir(), "exists.img")
 	if err := os.WriteFile(out, []byte("precious"), 0o600); err != nil {
 		t.Fatal(err)
@@ -161,12 +168,12 @@ func TestRestoreRefusesToOverwrite(t *testing.T) {
 }
 
 func TestRestoreDigestMismatch(t *testing.T) {
-	f := newFixture(t)
-	im := &image{size: manifest.RegionSize + 1000, pieces: []piece{{5, []byte("abc")}}}
-	d := f.disk(0, im, nil)
-	d.Digest = manifest.DiskDigest(im.size+1, nil).String()
-	snap := f.snapshot("s", d)
-	r := f.reopen()
+	f := repofixture.New(t, pass)
+	im := &repofixture.Image{Size: manifest.RegionSize + 1000, Pieces: []repofixture.Piece{{Off: 5, Data: []byte("abc")}}}
+	d := f.Disk(0, im, nil)
+	d.Digest = manifest.DiskDigest(im.Size+1, nil).String()
+	snap := f.Snapshot("s", d)
+	r := f.Reopen()
 	_, err := New(r, &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
 	if !errors.Is(err, ErrMismatch) {
 		t.Fatalf("wrong recorded digest: err = %v, want ErrMismatch", err)
@@ -181,17 +188,17 @@ func TestRestoreDigestMismatch(t *testing.T) {
 }
 
 func TestRestoreBlockHashMismatch(t *testing.T) {
-	f := newFixture(t)
-	im := &image{size: 2*manifest.RegionSize + 10, pieces: []piece{{manifest.RegionSize + 3*manifest.BlockSize + 9, []byte("xyz")}}}
+	f := repofixture.New(t, pass)
+	im := &repofixture.Image{Size: 2*manifest.RegionSize + 10, Pieces: []repofixture.Piece{{Off: manifest.RegionSize + 3*manifest.BlockSize + 9, Data: []byte("xyz")}}}
 	// Region 1's map records another hash for its block 3, as if the
 	// chunk stored were not what was read at backup time.
-	d := f.disk(0, im, func(ri int, m *manifest.RegionMap) {
+	d := f.Disk(0, im, func(ri int, m *manifest.RegionMap) {
 		if ri == 1 {
 			m.Blocks[3] = manifest.BlockHash([]byte("something else"))
 		}
 	})
-	snap := f.snapshot("s", d)
-	_, err := New(f.reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
+	snap := f.Snapshot("s", d)
+	_, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
 	if !errors.Is(err, ErrMismatch) {
 		t.Fatalf("err = %v, want ErrMismatch", err)
 	}
@@ -202,13 +209,13 @@ func TestRestoreBlockHashMismatch(t *testing.T) {
 }
 
 // damageBlob flips a byte inside the stored blob of a chunk.
-func damageBlob(t *testing.T, f *fixture, r *repo.Repo, id crypto.ID) {
+func damageBlob(t *testing.T, f *repofixture.Fixture, r *repo.Repo, id crypto.ID) {
 	t.Helper()
 	loc, ok := r.Index.Lookup(id)
 	if !ok {
 		t.Fatal("chunk not indexed")
 	}
-	p := filepath.Join(f.dir, filepath.FromSlash(repo.PackName(loc.Pack)))
+	p := filepath.Join(f.Dir, filepath.FromSlash(repo.PackName(loc.Pack)))
 	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
@@ -220,11 +227,11 @@ func damageBlob(t *testing.T, f *fixture, r *repo.Repo, id crypto.ID) {
 }
 
 func TestRestoreDamagedChunk(t *testing.T) {
-	f := newFixture(t)
-	im := sampleImage()
-	snap := f.snapshot("s", f.disk(0, im, nil))
-	r := f.reopen()
-	damageBlob(t, f, r, f.h.Sum(im.pieces[2].data[100<<10:400<<10]))
+	f := repofixture.New(t, pass)
+	im := repofixture.SampleImage()
+	snap := f.Snapshot("s", f.Disk(0, im, nil))
+	r := f.Reopen()
+	damageBlob(t, f, r, f.ID(im.Pieces[2].Data[100<<10:400<<10]))
 	_, err := New(r, &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
 	if !errors.Is(err, crypto.ErrAuth) {
 		t.Fatalf("damaged chunk: err = %v, want ErrAuth", err)
@@ -232,11 +239,11 @@ func TestRestoreDamagedChunk(t *testing.T) {
 }
 
 func TestRestoreDamagedRegionMap(t *testing.T) {
-	f := newFixture(t)
-	im := &image{size: manifest.RegionSize, pieces: []piece{{0, []byte("a")}}}
-	d := f.disk(0, im, nil)
-	snap := f.snapshot("s", d)
-	r := f.reopen()
+	f := repofixture.New(t, pass)
+	im := &repofixture.Image{Size: manifest.RegionSize, Pieces: []repofixture.Piece{{Off: 0, Data: []byte("a")}}}
+	d := f.Disk(0, im, nil)
+	snap := f.Snapshot("s", d)
+	r := f.Reopen()
 	regions, err := r.DiskRegions(ctx, &snap.Disks[0])
 	if err != nil || len(regions) != 1 {
 		t.Fatalf("DiskRegions: %v %v", regions, err)
@@ -249,24 +256,24 @@ func TestRestoreDamagedRegionMap(t *testing.T) {
 }
 
 func TestRestoreChunkNotIndexed(t *testing.T) {
-	f := newFixture(t)
-	im := &image{size: 1 << 20, pieces: []piece{{0, []byte("indexed")}}}
-	d := f.disk(0, im, func(ri int, m *manifest.RegionMap) {
+	f := repofixture.New(t, pass)
+	im := &repofixture.Image{Size: 1 << 20, Pieces: []repofixture.Piece{{Off: 0, Data: []byte("indexed")}}}
+	d := f.Disk(0, im, func(ri int, m *manifest.RegionMap) {
 		m.Extents = append(m.Extents, manifest.Extent{Offset: 1000, Length: 5, ID: crypto.ID{9}})
 	})
-	snap := f.snapshot("s", d)
-	_, err := New(f.reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
+	snap := f.Snapshot("s", d)
+	_, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
 	if err == nil || !strings.Contains(err.Error(), "not in the index") {
 		t.Fatalf("missing chunk: %v", err)
 	}
 }
 
 func TestRestoreExtentLengthMismatch(t *testing.T) {
-	f := newFixture(t)
-	im := &image{size: 1 << 20, pieces: []piece{{0, []byte("twelve bytes")}}}
-	d := f.disk(0, im, func(ri int, m *manifest.RegionMap) { m.Extents[0].Length = 11 })
-	snap := f.snapshot("s", d)
-	_, err := New(f.reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
+	f := repofixture.New(t, pass)
+	im := &repofixture.Image{Size: 1 << 20, Pieces: []repofixture.Piece{{Off: 0, Data: []byte("twelve bytes")}}}
+	d := f.Disk(0, im, func(ri int, m *manifest.RegionMap) { m.Extents[0].Length = 11 })
+	snap := f.Snapshot("s", d)
+	_, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
 	if err == nil || !strings.Contains(err.Error(), "disk map says 11") {
 		t.Fatalf("extent length mismatch: %v", err)
 	}
@@ -313,7 +320,7 @@ func TestHashRegion(t *testing.T) {
 	}
 	block := make([]byte, manifest.BlockSize)
 	copy(block[1:], data)
-	want := []manifest.Hash{
+	want := []manifest.BlockSum{
 		manifest.ZeroBlockHash(manifest.BlockSize),
 		manifest.BlockHash(block),
 		manifest.ZeroBlockHash(manifest.BlockSize),
@@ -327,9 +334,9 @@ func TestHashRegion(t *testing.T) {
 }
 
 func TestRestoreCanceled(t *testing.T) {
-	f := newFixture(t)
-	snap := f.snapshot("s", f.disk(0, sampleImage(), nil))
-	r := f.reopen()
+	f := repofixture.New(t, pass)
+	snap := f.Snapshot("s", f.Disk(0, repofixture.SampleImage(), nil))
+	r := f.Reopen()
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	_, err := New(r, &snap.Disks[0], Options{}).Run(cctx, filepath.Join(t.TempDir(), "a.img"))
