@@ -301,13 +301,13 @@ func (w *worker) region(ctx context.Context, ri int) (crypto.ID, manifest.Hash, 
 	return id, manifest.RegionHash(w.scan.blocks), nil
 }
 
-// store compresses (when that saves at least 1/32), seals and packs a chunk.
+// store compresses a chunk (when that saves at least 1/32) and hands it to
+// the packer, which seals it.
 func (w *worker) store(ctx context.Context, typ uint8, id crypto.ID, data []byte) error {
 	payload, flags := data, uint8(0)
 	w.comp = w.b.enc.EncodeAll(data, w.comp[:0])
 	if len(w.comp) < len(data)-len(data)/32 {
 		payload, flags = w.comp, pack.FlagZstd
 	}
-	w.sealed = w.b.r.Keys().Data().Seal(w.sealed[:0], payload, pack.BlobAD(typ, id))
-	return w.b.pk.add(ctx, typ, flags, id, len(data), w.sealed)
+	return w.b.pk.add(ctx, typ, flags, id, len(data), payload, &w.sealed)
 }

@@ -2,6 +2,7 @@ package uploader
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -33,7 +34,7 @@ type packer struct {
 	packSize int
 
 	mu       sync.Mutex
-	open     [2]*pack.Builder
+	open     [2]*openPack
 	inflight map[crypto.ID]struct{}
 
 	free    chan []byte
@@ -75,16 +76,35 @@ func (p *packer) claim(id crypto.ID) bool {
 	return true
 }
 
-// add appends a sealed blob; when the open pack of its type is full it is
-// handed to the uploaders (blocking while they are all busy).
-func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen int, sealed []byte) error {
-	p.mu.Lock()
-	b := p.open[typ]
-	if b == nil && typ == pack.TypeMeta {
-		b = pack.NewBuilder(nil)
-		p.open[typ] = b
+// openPack is a pack being filled. Writers reserve room under the packer's
+// lock and seal into it outside the lock; whoever finishes last after the
+// pack is detached (full, or flushed) sends it.
+type openPack struct {
+	b        *pack.Builder
+	writers  int
+	detached bool
+}
+
+// add seals a chunk's payload into the open pack of its type; a full pack
+// is handed to the uploaders (blocking while they are all busy). Data blobs
+// are sealed in place in the pack buffer, concurrently; metadata blobs are
+// small and sealed into scratch, then copied.
+func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen int, payload []byte, scratch *[]byte) error {
+	sealer := p.r.Keys().Data()
+	ad := pack.BlobAD(typ, id)
+	sealedLen := len(payload) + crypto.Overhead
+	var sealedMeta []byte
+	if typ == pack.TypeMeta {
+		*scratch = sealer.Seal((*scratch)[:0], payload, ad)
+		sealedMeta = *scratch
 	}
-	if b == nil {
+	p.mu.Lock()
+	op := p.open[typ]
+	if op == nil && typ == pack.TypeMeta {
+		op = &openPack{b: pack.NewBuilder(nil)}
+		p.open[typ] = op
+	}
+	if op == nil {
 		p.mu.Unlock()
 		var buf []byte
 		select {
@@ -93,29 +113,46 @@ func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen
 			return ctx.Err()
 		}
 		if buf == nil {
-			// Room for a full pack, the largest blob that can overflow it,
-			// and its header.
-			buf = make([]byte, 0, p.packSize+int(p.r.Config().Chunker.Max)+64<<10)
+			buf = make([]byte, 0, p.bufSize())
 		}
 		p.mu.Lock()
 		if p.open[typ] == nil {
-			p.open[typ] = pack.NewBuilder(buf)
+			p.open[typ] = &openPack{b: pack.NewBuilder(buf)}
 		} else {
 			p.free <- buf // another worker opened one meanwhile
 		}
-		b = p.open[typ]
+		op = p.open[typ]
 	}
-	b.Add(typ, flags, id, rawLen, sealed)
-	var full *pack.Builder
-	if b.Size() >= p.packSize {
-		full = b
+	if typ == pack.TypeMeta {
+		op.b.Add(typ, flags, id, rawLen, sealedMeta)
+	} else {
+		dst, ok := op.b.Reserve(typ, flags, id, rawLen, sealedLen)
+		if !ok {
+			p.mu.Unlock()
+			return fmt.Errorf("internal error: a %d-byte blob does not fit a pack buffer of %d bytes", sealedLen, p.bufSize())
+		}
+		op.writers++
+		p.mu.Unlock()
+		sealer.Seal(dst[:0], payload, ad)
+		p.mu.Lock()
+		op.writers--
+	}
+	if !op.detached && op.b.Size() >= p.packSize {
+		op.detached = true
 		p.open[typ] = nil
 	}
+	send := op.detached && op.writers == 0
 	p.mu.Unlock()
-	if full != nil {
-		return p.send(ctx, full, typ == pack.TypeData)
+	if send {
+		return p.send(ctx, op.b, typ == pack.TypeData)
 	}
 	return nil
+}
+
+// bufSize is a data pack buffer's capacity: a full pack, the largest sealed
+// blob that can overflow it, and its header.
+func (p *packer) bufSize() int {
+	return p.packSize + int(p.r.Config().Chunker.Max) + crypto.Overhead + 64<<10
 }
 
 func (p *packer) send(ctx context.Context, b *pack.Builder, pooled bool) error {
@@ -132,11 +169,12 @@ func (p *packer) send(ctx context.Context, b *pack.Builder, pooled bool) error {
 func (p *packer) flush(ctx context.Context) error {
 	p.mu.Lock()
 	open := p.open
-	p.open = [2]*pack.Builder{}
+	p.open = [2]*openPack{}
 	p.mu.Unlock()
-	for typ, b := range open {
-		if b != nil && b.Count() > 0 {
-			if err := p.send(ctx, b, typ == int(pack.TypeData)); err != nil {
+	for typ, op := range open {
+		// Called when the workers are done, so no writer is left.
+		if op != nil && op.b.Count() > 0 {
+			if err := p.send(ctx, op.b, typ == int(pack.TypeData)); err != nil {
 				return err
 			}
 		}

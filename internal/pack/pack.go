@@ -89,15 +89,23 @@ func (b *Builder) Add(typ, flags uint8, id crypto.ID, rawLen int, sealed []byte)
 	b.buf = append(b.buf, sealed...)
 }
 
-// AppendSealed reserves room for a blob, lets seal write it in place (to
-// avoid a copy), and records it. seal must append to dst and return it.
-func (b *Builder) AppendSealed(typ, flags uint8, id crypto.ID, rawLen int, seal func(dst []byte) []byte) {
+// Reserve records a blob of sealedLen bytes and returns the part of the
+// pack buffer it must be sealed into, so concurrent writers can seal in
+// place without a copy. It reports false, recording nothing, when the
+// buffer lacks the capacity: the buffer is never reallocated, so slices
+// handed out stay valid. Finish must not run before every reserved slice is
+// filled.
+func (b *Builder) Reserve(typ, flags uint8, id crypto.ID, rawLen, sealedLen int) ([]byte, bool) {
 	off := len(b.buf)
-	b.buf = seal(b.buf)
+	if sealedLen > cap(b.buf)-off {
+		return nil, false
+	}
+	b.buf = b.buf[:off+sealedLen]
 	b.entries = append(b.entries, Entry{
-		Type: typ, Flags: flags, Offset: uint32(off), Length: uint32(len(b.buf) - off),
+		Type: typ, Flags: flags, Offset: uint32(off), Length: uint32(sealedLen),
 		RawLength: uint32(rawLen), ID: id,
 	})
+	return b.buf[off : off+sealedLen : off+sealedLen], true
 }
 
 // Size is the number of blob bytes so far.

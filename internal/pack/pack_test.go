@@ -32,7 +32,7 @@ func idOf(i int) crypto.ID {
 // AppendSealed, and returns the pack bytes, its entries and the plaintexts.
 func buildPack(t testing.TB, s *crypto.Sealer, n int) ([]byte, []Entry, [][]byte) {
 	t.Helper()
-	b := NewBuilder(make([]byte, 0, 1024))
+	b := NewBuilder(make([]byte, 0, 64<<10))
 	var plains [][]byte
 	for i := 0; i < n; i++ {
 		plain := bytes.Repeat([]byte{byte(i)}, 1+i*37%500)
@@ -47,7 +47,13 @@ func buildPack(t testing.TB, s *crypto.Sealer, n int) ([]byte, []Entry, [][]byte
 		if i%2 == 0 {
 			b.Add(typ, flags, id, len(plain)+i, s.Seal(nil, plain, BlobAD(typ, id)))
 		} else {
-			b.AppendSealed(typ, flags, id, len(plain)+i, func(dst []byte) []byte { return s.Seal(dst, plain, BlobAD(typ, id)) })
+			dst, ok := b.Reserve(typ, flags, id, len(plain)+i, len(plain)+crypto.Overhead)
+			if !ok {
+				t.Fatalf("Reserve of %d bytes failed with %d of %d used", len(plain)+crypto.Overhead, b.Size(), 64<<10)
+			}
+			if got := s.Seal(dst[:0], plain, BlobAD(typ, id)); &got[0] != &dst[0] || len(got) != len(dst) {
+				t.Fatal("sealing into a reserved slice did not fill it in place")
+			}
 		}
 		plains = append(plains, plain)
 		if b.Count() != i+1 {
@@ -63,6 +69,19 @@ func buildPack(t testing.TB, s *crypto.Sealer, n int) ([]byte, []Entry, [][]byte
 		}
 	}
 	return buf, entries, plains
+}
+
+func TestReserveNeverReallocates(t *testing.T) {
+	b := NewBuilder(make([]byte, 0, 100))
+	if _, ok := b.Reserve(TypeData, 0, idOf(0), 10, 60); !ok {
+		t.Fatal("first reservation failed")
+	}
+	if _, ok := b.Reserve(TypeData, 0, idOf(1), 10, 41); ok {
+		t.Fatal("a reservation beyond the buffer's capacity succeeded")
+	}
+	if b.Count() != 1 || b.Size() != 60 {
+		t.Fatalf("a failed reservation changed the builder: %d blobs, %d bytes", b.Count(), b.Size())
+	}
 }
 
 func TestBuilderRoundTrip(t *testing.T) {
