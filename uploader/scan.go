@@ -8,13 +8,11 @@ import (
 	"github.com/cofferhq/coffer/internal/sparse"
 )
 
-// batchBlocks is how many blocks the scanner reads at once (1 MiB).
-const batchBlocks = 16
-
 // regionScanner reads one region of a source block by block. It hashes every
 // block for the disk digest, finds all-zero blocks, and serves the bytes of
 // each run of non-zero blocks as an io.Reader that ends (io.EOF) where the run
-// ends, so a chunker can be reset at every run.
+// ends, so a chunker can be reset at every run. It reads straight into the
+// reader's buffer (the chunker's), so data is copied from the page cache once.
 type regionScanner struct {
 	src     Source
 	off     int64 // region start on the disk
@@ -24,17 +22,15 @@ type regionScanner struct {
 	hasData []bool // block may hold data (overlaps a data range)
 	blocks  []manifest.BlockSum
 
-	buf       []byte // loaded blocks
-	bufFirst  int    // index of the first loaded block
-	bufBlocks int    // number of loaded blocks
-	zero      [batchBlocks]bool
+	probe      []byte // the block nextRun looked at
+	probeBlock int    // its index, or -1
 
-	pos       int64 // next byte (region-relative) the reader serves
+	pos       int64 // next byte (region-relative) to serve; block-aligned
 	readBytes int64
 }
 
 func newRegionScanner() *regionScanner {
-	return &regionScanner{buf: make([]byte, batchBlocks*manifest.BlockSize)}
+	return &regionScanner{probe: make([]byte, manifest.BlockSize), probeBlock: -1}
 }
 
 // reset prepares the scanner for a region.
@@ -47,7 +43,7 @@ func (s *regionScanner) reset(src Source, off, length int64) error {
 	for b := range s.blocks {
 		s.blocks[b] = manifest.ZeroBlockHash(s.blockLen(b))
 	}
-	s.bufFirst, s.bufBlocks, s.pos, s.readBytes = 0, 0, 0, 0
+	s.pos, s.readBytes, s.probeBlock = 0, 0, -1
 	ranges, err := src.DataRanges(off, length)
 	if err != nil {
 		return err
@@ -66,50 +62,37 @@ func (s *regionScanner) blockLen(b int) int {
 	return int(min(manifest.BlockSize, s.length-int64(b)*manifest.BlockSize))
 }
 
-func (s *regionScanner) loaded(b int) bool { return b >= s.bufFirst && b < s.bufFirst+s.bufBlocks }
-
-// load reads up to batchBlocks contiguous data blocks starting at block b,
-// hashes them and marks the all-zero ones.
-func (s *regionScanner) load(b int) error {
-	n := 0
-	for n < batchBlocks && b+n < s.nblocks && s.hasData[b+n] {
-		n++
+// readAt reads len(p) bytes of the region at region offset off.
+func (s *regionScanner) readAt(p []byte, off int64) error {
+	n, err := s.src.ReadAt(p, s.off+off)
+	s.readBytes += int64(n)
+	if err == io.EOF && n == len(p) {
+		err = nil
 	}
-	start := int64(b) * manifest.BlockSize
-	length := min(int64(n)*manifest.BlockSize, s.length-start)
-	buf := s.buf[:length]
-	if _, err := s.src.ReadAt(buf, s.off+start); err != nil && !(err == io.EOF && len(buf) == 0) {
-		if err == io.EOF {
-			return fmt.Errorf("reading %s at %d: the disk is shorter than its size (%w)", s.src.Path(), s.off+start, io.ErrUnexpectedEOF)
-		}
-		return fmt.Errorf("reading %s at %d: %w", s.src.Path(), s.off+start, err)
+	if err == io.EOF {
+		return fmt.Errorf("reading %s at %d: the disk is shorter than its size (%w)", s.src.Path(), s.off+off, io.ErrUnexpectedEOF)
 	}
-	s.readBytes += length
-	s.bufFirst, s.bufBlocks = b, n
-	for i := 0; i < n; i++ {
-		blk := buf[i*manifest.BlockSize : min(int64(i+1)*manifest.BlockSize, length)]
-		s.zero[i] = sparse.IsZero(blk)
-		if !s.zero[i] {
-			s.blocks[b+i] = manifest.BlockHash(blk)
-		}
+	if err != nil {
+		return fmt.Errorf("reading %s at %d: %w", s.src.Path(), s.off+off, err)
 	}
 	return nil
 }
 
 // nextRun moves to the first non-zero block at or after the current
-// position and reports whether there is one.
+// position and reports whether there is one. Holes are not read.
 func (s *regionScanner) nextRun() (bool, error) {
-	b := int((s.pos + manifest.BlockSize - 1) / manifest.BlockSize)
-	for ; b < s.nblocks; b++ {
+	for b := int((s.pos + manifest.BlockSize - 1) / manifest.BlockSize); b < s.nblocks; b++ {
 		if !s.hasData[b] {
 			continue
 		}
-		if !s.loaded(b) {
-			if err := s.load(b); err != nil {
+		blk := s.probe[:s.blockLen(b)]
+		if s.probeBlock != b {
+			if err := s.readAt(blk, int64(b)*manifest.BlockSize); err != nil {
 				return false, err
 			}
+			s.probeBlock = b
 		}
-		if !s.zero[b-s.bufFirst] {
+		if !sparse.IsZero(blk) {
 			s.pos = int64(b) * manifest.BlockSize
 			return true, nil
 		}
@@ -118,38 +101,50 @@ func (s *regionScanner) nextRun() (bool, error) {
 	return false, nil
 }
 
-// Read serves the bytes of the current run.
+// Read serves the bytes of the current run, whole blocks at a time, read
+// straight into p; it stops before the first zero block or hole.
 func (s *regionScanner) Read(p []byte) (int, error) {
-	total := 0
-	for len(p) > 0 && s.pos < s.length {
-		b := int(s.pos / manifest.BlockSize)
-		if !s.hasData[b] {
-			break
-		}
-		if !s.loaded(b) {
-			if err := s.load(b); err != nil {
-				return total, err
-			}
-		}
-		// Serve the loaded non-zero blocks from pos on.
-		end := b
-		for end < s.bufFirst+s.bufBlocks && !s.zero[end-s.bufFirst] {
-			end++
-		}
-		if end == b {
-			break // a zero block ends the run
-		}
-		endByte := min(int64(end)*manifest.BlockSize, s.length)
-		from := s.pos - int64(s.bufFirst)*manifest.BlockSize
-		n := copy(p, s.buf[from:endByte-int64(s.bufFirst)*manifest.BlockSize])
-		p = p[n:]
-		s.pos += int64(n)
-		total += n
-	}
-	if total == 0 {
+	if s.pos >= s.length {
 		return 0, io.EOF
 	}
-	return total, nil
+	b := int(s.pos / manifest.BlockSize)
+	if s.pos%manifest.BlockSize != 0 || len(p) < s.blockLen(b) {
+		return 0, fmt.Errorf("internal error: region reader asked for %d bytes at %d", len(p), s.pos)
+	}
+	// The contiguous data blocks that fit in p.
+	k, size := 0, 0
+	for b+k < s.nblocks && s.hasData[b+k] && size+s.blockLen(b+k) <= len(p) {
+		size += s.blockLen(b + k)
+		k++
+	}
+	if k == 0 {
+		return 0, io.EOF // a hole ends the run
+	}
+	from := 0
+	if s.probeBlock == b {
+		// nextRun read this block already.
+		from = copy(p, s.probe[:s.blockLen(b)])
+		s.probeBlock = -1
+	}
+	if from < size {
+		if err := s.readAt(p[from:size], s.pos+int64(from)); err != nil {
+			return 0, err
+		}
+	}
+	served := 0
+	for i := 0; i < k; i++ {
+		blk := p[served : served+s.blockLen(b+i)]
+		if sparse.IsZero(blk) {
+			break // a zero block ends the run; nextRun skips it
+		}
+		s.blocks[b+i] = manifest.BlockHash(blk)
+		served += len(blk)
+	}
+	if served == 0 {
+		return 0, io.EOF
+	}
+	s.pos += int64(served)
+	return served, nil
 }
 
 func resize(b []bool, n int) []bool {
