@@ -8,6 +8,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,30 +115,8 @@ func (rs *Restorer) Run(ctx context.Context, path string) (res *Result, err erro
 		return nil, err
 	}
 	regionHashes := make([]manifest.Hash, len(regions))
-	chunks := 0
-	// Verification of a window overlaps the fetching of the next; a
-	// mismatch cancels the fetching.
-	verify, vctx := errgroup.WithContext(ctx)
-	verify.SetLimit(1)
-	for w := 0; w < len(regions); w += windowRegions {
-		end := min(w+windowRegions, len(regions))
-		maps := make([]*manifest.RegionMap, end-w)
-		n, err := rs.window(vctx, f, regions[w:end], maps, w)
-		if err != nil {
-			if verr := verify.Wait(); verr != nil {
-				return nil, verr
-			}
-			return nil, err
-		}
-		chunks += n
-		if !rs.opt.NoVerify {
-			// Read the window back while it is likely still cached.
-			verify.Go(func() error {
-				return verifyRegions(vctx, f, rs.disk.Size, w, maps, regionHashes[w:end])
-			})
-		}
-	}
-	if err := verify.Wait(); err != nil {
+	chunks, err := rs.pipeline(ctx, f, regions, regionHashes)
+	if err != nil {
 		return nil, err
 	}
 	if rs.opt.Sync {
@@ -167,10 +146,64 @@ type blobJob struct {
 	targets []target
 }
 
-// window restores the regions whose map IDs are given, the first being
-// region first: it loads their maps into maps, plans the pack reads, and runs
-// them.
-func (rs *Restorer) window(ctx context.Context, f *os.File, regions []crypto.ID, maps []*manifest.RegionMap, first int) (int, error) {
+// pipeline restores the regions window by window. The fetches of all
+// windows share one pool of workers, so the next window's fetches start
+// while the last ones of a window finish; each window is read back and
+// verified as soon as its own fetches are done, while later windows are
+// fetched. At most two windows are planned ahead, which bounds memory.
+func (rs *Restorer) pipeline(ctx context.Context, f *os.File, regions []crypto.ID, regionHashes []manifest.Hash) (int, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var fetches, verifies errgroup.Group
+	fetches.SetLimit(rs.opt.Workers)
+	verifies.SetLimit(1)
+	fail := func(err error) error {
+		if err != nil {
+			cancel(err)
+		}
+		return err
+	}
+	chunks := 0
+	for w := 0; w < len(regions) && ctx.Err() == nil; w += windowRegions {
+		end := min(w+windowRegions, len(regions))
+		maps := make([]*manifest.RegionMap, end-w)
+		batches, n, err := rs.plan(ctx, regions[w:end], maps, w)
+		if err != nil {
+			fail(err)
+			break
+		}
+		chunks += n
+		var done sync.WaitGroup
+		for _, batch := range batches {
+			done.Add(1)
+			fetches.Go(func() error {
+				defer done.Done()
+				return fail(rs.fetch(ctx, f, batch))
+			})
+		}
+		verifies.Go(func() error {
+			done.Wait()
+			if rs.opt.NoVerify || ctx.Err() != nil {
+				return nil
+			}
+			// Read the window back while it is likely still cached.
+			return fail(verifyRegions(ctx, f, rs.disk.Size, w, maps, regionHashes[w:end]))
+		})
+	}
+	ferr, verr := fetches.Wait(), verifies.Wait()
+	if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
+		return 0, cause
+	}
+	if ferr != nil {
+		return 0, ferr
+	}
+	return chunks, verr
+}
+
+// plan loads the maps of the regions whose map IDs are given (the first
+// being region first) into maps, and groups the chunks they need into pack
+// range reads: every chunk once, with every place it goes.
+func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, maps []*manifest.RegionMap, first int) ([][]*blobJob, int, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(rs.opt.Workers)
 	for i := range regions {
@@ -190,9 +223,8 @@ func (rs *Restorer) window(ctx context.Context, f *os.File, regions []crypto.ID,
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return 0, err
+		return nil, 0, err
 	}
-	// Plan: every chunk once, with every place it goes.
 	jobs := map[crypto.ID]*blobJob{}
 	for i := range regions {
 		base := int64(first+i) * manifest.RegionSize
@@ -201,7 +233,7 @@ func (rs *Restorer) window(ctx context.Context, f *os.File, regions []crypto.ID,
 			if j == nil {
 				loc, ok := rs.r.Index.Lookup(e.ID)
 				if !ok {
-					return 0, fmt.Errorf("chunk %s (disk offset %d) is not in the index: the repository is missing data; run coffer check", e.ID, base+int64(e.Offset))
+					return nil, 0, fmt.Errorf("chunk %s (disk offset %d) is not in the index: the repository is missing data; run coffer check", e.ID, base+int64(e.Offset))
 				}
 				j = &blobJob{loc: loc, id: e.ID}
 				jobs[e.ID] = j
@@ -213,8 +245,7 @@ func (rs *Restorer) window(ctx context.Context, f *os.File, regions []crypto.ID,
 	for _, j := range jobs {
 		byPack[j.loc.Pack] = append(byPack[j.loc.Pack], j)
 	}
-	g, gctx = errgroup.WithContext(ctx)
-	g.SetLimit(rs.opt.Workers)
+	var batches [][]*blobJob
 	for _, list := range byPack {
 		slices.SortFunc(list, func(a, b *blobJob) int { return int(a.loc.Offset) - int(b.loc.Offset) })
 		for len(list) > 0 {
@@ -228,12 +259,11 @@ func (rs *Restorer) window(ctx context.Context, f *os.File, regions []crypto.ID,
 				}
 				n++
 			}
-			batch := list[:n]
+			batches = append(batches, list[:n])
 			list = list[n:]
-			g.Go(func() error { return rs.fetch(gctx, f, batch) })
 		}
 	}
-	return len(jobs), g.Wait()
+	return batches, len(jobs), nil
 }
 
 // scratch is one fetch worker's memory: a pack range and blob buffers.
