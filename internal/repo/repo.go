@@ -64,14 +64,15 @@ type Config struct {
 	Compress   string        `json:"compression"`
 }
 
-// DefaultConfig returns the parameters of a new repository: chunks of 64 KiB
-// to 1 MiB averaging about 192 KiB (small enough that a scattered 64 KiB
-// write re-stores about a third of what restic's 1 MiB chunks do, large
-// enough to keep the index small), and 16 MiB packs.
+// DefaultConfig returns the parameters of a new repository: chunks of
+// 128 KiB to 1 MiB averaging about 256 KiB (small enough that a scattered
+// 64 KiB write re-stores about a third of what restic's 1 MiB chunks do;
+// large enough to keep the index small, to compress well, and to let the
+// chunker skip the first half of every chunk), and 16 MiB packs.
 func DefaultConfig() Config {
 	return Config{
 		Version:    FormatVersion,
-		Chunker:    ChunkerParams{Min: 64 << 10, AvgBits: 17, Max: 1 << 20},
+		Chunker:    ChunkerParams{Min: 128 << 10, AvgBits: 17, Max: 1 << 20},
 		BlockSize:  manifest.BlockSize,
 		RegionSize: manifest.RegionSize,
 		PackSize:   16 << 20,

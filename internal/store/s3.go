@@ -63,11 +63,11 @@ func (c S3Config) GoString() string { return "store.S3Config(" + c.String() + ")
 // once: Retry is the only retry layer, and it knows which errors are
 // permanent. Put is a single PUT with If-None-Match: * (create-only and
 // atomic); multipart upload is disabled because a multipart upload would not
-// carry that condition reliably, which caps objects at MaxS3ObjectSize. No
-// Content-MD5 is sent: over HTTPS, TLS protects the body; over plain HTTP the
-// SigV4 payload hash (x-amz-content-sha256) is checked by the server; and
-// Coffer's objects are named by their SHA-256 and authenticated besides. An
-// MD5 pass would cost a CPU-second per GiB uploaded.
+// carry that condition reliably, which caps objects at MaxS3ObjectSize.
+// Neither Content-MD5 nor a SigV4 payload hash is computed (each would cost
+// the client and the server a pass over every pack): the body carries a
+// CRC32C trailer that the server checks, TLS protects it in transit, and
+// Coffer's objects are named by their SHA-256 and authenticated besides.
 type S3 struct {
 	cfg    S3Config
 	client *minio.Client
@@ -175,6 +175,9 @@ func (s *S3) Put(ctx context.Context, name string, r io.ReaderAt, size int64) er
 	opts := minio.PutObjectOptions{
 		ContentType:      "application/octet-stream",
 		DisableMultipart: true,
+		// No SigV4 payload hash: a CRC32C trailer (cheap, hardware) guards
+		// the body instead, and the object is named by its SHA-256 anyway.
+		DisableContentSha256: true,
 		PartSize:         MaxS3ObjectSize,
 	}
 	opts.SetMatchETagExcept("*")
