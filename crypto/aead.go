@@ -1,48 +1,47 @@
 package crypto
 
 import (
-	"crypto/cipher"
 	"crypto/rand"
 	"errors"
 	"fmt"
-
-	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // Overhead is the number of bytes sealing adds: a 24-byte random nonce in
-// front and a 16-byte Poly1305 tag behind.
-const Overhead = chacha20poly1305.NonceSizeX + chacha20poly1305.Overhead
+// front and a 16-byte GCM tag behind.
+const Overhead = xaesNonceSize + xaesTagSize
 
 // ErrAuth is returned (wrapped) when a sealed object fails authentication:
 // it was damaged, tampered with, or sealed under another key.
 var ErrAuth = errors.New("authentication failed: the object is damaged, tampered with, or belongs to another repository")
 
-// Sealer encrypts and authenticates objects with XChaCha20-Poly1305 and
-// random 192-bit nonces. It is safe for concurrent use.
+// Sealer encrypts and authenticates objects with XAES-256-GCM and random
+// 192-bit nonces. It is safe for concurrent use.
 type Sealer struct {
-	aead cipher.AEAD
+	x *xaes
 }
 
 // NewSealer returns a sealer for a 32-byte key.
 func NewSealer(key []byte) (*Sealer, error) {
-	a, err := chacha20poly1305.NewX(key)
+	x, err := newXAES(key)
 	if err != nil {
 		return nil, err
 	}
-	return &Sealer{aead: a}, nil
+	return &Sealer{x: x}, nil
 }
 
 // Seal appends nonce || ciphertext || tag of plaintext to dst and returns the
 // result. ad is authenticated but not stored; Open must be given the same ad.
+// When dst has room for the result it is not reallocated, so a caller can
+// seal into a slice it reserved.
 func (s *Sealer) Seal(dst, plaintext, ad []byte) []byte {
 	n := len(dst)
 	dst = growSlice(dst, len(plaintext)+Overhead)
-	nonce := dst[n : n+chacha20poly1305.NonceSizeX]
+	nonce := dst[n : n+xaesNonceSize]
 	if _, err := rand.Read(nonce); err != nil {
 		// crypto/rand never fails on supported platforms (Go 1.24+).
 		panic("crypto: reading nonce: " + err.Error())
 	}
-	return s.aead.Seal(dst[:n+len(nonce)], nonce, plaintext, ad)
+	return s.x.seal(dst[:n+xaesNonceSize], nonce, plaintext, ad)
 }
 
 // Open authenticates and decrypts a sealed object and appends the plaintext
@@ -51,8 +50,7 @@ func (s *Sealer) Open(dst, sealed, ad []byte, what string) ([]byte, error) {
 	if len(sealed) < Overhead {
 		return nil, fmt.Errorf("%s: sealed data is %d bytes, shorter than the %d-byte minimum: %w", what, len(sealed), Overhead, ErrAuth)
 	}
-	nonce := sealed[:chacha20poly1305.NonceSizeX]
-	out, err := s.aead.Open(dst, nonce, sealed[len(nonce):], ad)
+	out, err := s.x.open(dst, sealed[:xaesNonceSize], sealed[xaesNonceSize:], ad)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, ErrAuth)
 	}

@@ -1,6 +1,6 @@
 // Package crypto owns every cryptographic decision Coffer makes: the
 // repository master key and the subkeys derived from it, the authenticated
-// encryption of every stored object (XChaCha20-Poly1305), the keyed chunk IDs
+// encryption of every stored object (XAES-256-GCM), the keyed chunk IDs
 // (keyed BLAKE3), the secret chunker polynomial, and the key slots that wrap
 // the master key (argon2id passphrase slots now; an escrow slot sealed to the
 // MSP's public key fits the same slot format later).

@@ -73,7 +73,7 @@ type Slot struct {
 	Host    string     `json:"host,omitempty"`
 	Note    string     `json:"note,omitempty"`
 	KDF     *KDFParams `json:"kdf,omitempty"`
-	// Sealed is the master key sealed with XChaCha20-Poly1305 under the key
+	// Sealed is the master key sealed with XAES-256-GCM under the key
 	// the slot's method yields (base64 in JSON).
 	Sealed []byte `json:"sealed"`
 }
