@@ -178,7 +178,7 @@ func (s *S3) Put(ctx context.Context, name string, r io.ReaderAt, size int64) er
 		// No SigV4 payload hash: a CRC32C trailer (cheap, hardware) guards
 		// the body instead, and the object is named by its SHA-256 anyway.
 		DisableContentSha256: true,
-		PartSize:         MaxS3ObjectSize,
+		PartSize:             MaxS3ObjectSize,
 	}
 	opts.SetMatchETagExcept("*")
 	// The exact size always: with -1 minio-go allocates large part buffers.
