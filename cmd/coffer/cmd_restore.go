@@ -18,6 +18,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		overwrite bool
 		noVerify  bool
 		sync      bool
+		workers   int
 	)
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --to PATH",
@@ -57,7 +58,7 @@ and the whole-disk digest recorded at backup time; a mismatch exits non-zero.`,
 			if _, err := r.IndexOrphanPacks(ctx, false); err != nil {
 				return err
 			}
-			res, err := restore.New(r, &snap.Disks[disk], restore.Options{Overwrite: overwrite, NoVerify: noVerify, Sync: sync}).Run(ctx, to)
+			res, err := restore.New(r, &snap.Disks[disk], restore.Options{Overwrite: overwrite, NoVerify: noVerify, Sync: sync, Workers: workers}).Run(ctx, to)
 			if err != nil {
 				return err
 			}
@@ -89,6 +90,7 @@ and the whole-disk digest recorded at backup time; a mismatch exits non-zero.`,
 	f.StringVar(&format, "format", "raw", "output format (raw; vhd and qcow2 come later)")
 	f.BoolVar(&overwrite, "overwrite", false, "replace an existing output file")
 	f.BoolVar(&noVerify, "no-verify", false, "skip reading the output back against the recorded digest")
+	f.IntVar(&workers, "workers", 0, "concurrent pack reads (default two per core)")
 	f.BoolVar(&sync, "sync", false, "fsync the output before exiting (like cp, coffer otherwise leaves writeback to the kernel)")
 	return cmd
 }

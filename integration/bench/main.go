@@ -18,11 +18,13 @@
 // sizes under the tool's prefix in the bucket). MB/s is the image's logical
 // size in 10^6 bytes over the wall time.
 //
-// Caches: dropping the page cache needs root games, so instead the image is
-// read once (to /dev/null) right before each backup: every tool starts with a
-// warm cache. Restores read repositories that the backups just wrote, also
-// warm. Kopia's automatic maintenance is turned off, as restic runs none on
-// its own. MinIO's CPU time during each step is reported apart.
+// Caches: before every measured step the bench flushes dirty pages, drops
+// the page cache (when it runs as root; otherwise it says so and results are
+// noisier), and reads the step's input once: the image before a backup, the
+// repository (or MinIO's data directory) before a restore. Every tool thus
+// starts with its input cached and with free memory to write into, whatever
+// ran before it. Kopia's automatic maintenance is turned off, as restic runs
+// none on its own. MinIO's CPU time during each step is reported apart.
 //
 // Results go to stdout as tables, ratios and PASS/FAIL against the targets,
 // and to WORKDIR/bench.json. Without --keep the images, repositories and
@@ -250,7 +252,8 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 		return err
 	}
 	if slices.Contains(cfg.Targets, targetS3) {
-		srv, err := startMinIO(ctx, cfg.MinioBin, filepath.Join(cfg.Workdir, "minio"),
+		b.minioDir = filepath.Join(cfg.Workdir, "minio")
+		srv, err := startMinIO(ctx, cfg.MinioBin, b.minioDir,
 			filepath.Join(cfg.Workdir, "logs", "minio.log"))
 		if err != nil {
 			b.logf("s3 target skipped: %v", err)

@@ -45,6 +45,8 @@ type bench struct {
 	night1     string
 	night2     string
 	live       string // the path every tool backs up
+	minioDir   string // MinIO's data directory
+	noDrop     bool   // the page cache cannot be dropped here
 }
 
 // Results is everything bench.json holds.
@@ -387,12 +389,8 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 			fail(err)
 			return
 		}
-		if err := warm(b.live); err != nil {
-			fail(err)
-			return
-		}
 		b.logf("%s/%s: %s backup", tool, target, night.name)
-		st, out, err := b.measured(ctx, s, night.name, drv.backup(b, s, bin), fileSize(b.live))
+		st, out, err := b.measured(ctx, s, night.name, drv.backup(b, s, bin), fileSize(b.live), b.live)
 		if err == nil {
 			st.Summary, s.snapshot, err = drv.parseBackup(out)
 		}
@@ -422,7 +420,11 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 	}
 	defer os.RemoveAll(outDir)
 	argv, restored := drv.restore(b, s, bin, outDir)
-	st, _, err := b.measured(ctx, s, stepRestore, argv, fileSize(b.night2))
+	repoData := s.repoDir
+	if target == targetS3 {
+		repoData = b.minioDir // MinIO reads the objects from here
+	}
+	st, _, err := b.measured(ctx, s, stepRestore, argv, fileSize(b.night2), repoData)
 	if err == nil {
 		var same bool
 		if same, err = sameContent(restored, b.night2); err == nil {
@@ -476,15 +478,22 @@ func (b *bench) relink(image string) error {
 	return os.Link(image, b.live)
 }
 
-// warm reads path once so that the backup finds it in the page cache.
-func warm(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
+// warmTree reads a file, or every file below a directory, once so that the
+// next step finds it in the page cache.
+func warmTree(root string) error {
+	buf := make([]byte, 1<<20)
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !d.Type().IsRegular() {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, buf)
 		return err
-	}
-	defer f.Close()
-	_, err = io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 1<<20))
-	return err
+	})
 }
 
 // sameContent compares two files byte for byte.
