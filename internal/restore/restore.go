@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/index"
@@ -362,31 +364,56 @@ func verifyRegions(ctx context.Context, f *os.File, size int64, first int, maps 
 
 // HashRegion computes the block hashes of region ri of a disk held in f,
 // reading only the ranges that hold data.
-func HashRegion(f *os.File, size int64, ri int) ([]manifest.BlockSum, error) {
+func HashRegion(f *os.File, size int64, ri int) (blocks []manifest.BlockSum, err error) {
 	off := int64(ri) * manifest.RegionSize
 	length := min(manifest.RegionSize, size-off)
 	n := manifest.RegionBlocks(size, ri)
-	blocks := make([]manifest.BlockSum, n)
+	blocks = make([]manifest.BlockSum, n)
 	hasData := make([]bool, n)
 	for _, r := range sparse.DataRanges(f, off, length) {
 		for b := (r[0] - off) / manifest.BlockSize; b <= (r[1]-off-1)/manifest.BlockSize && b < int64(n); b++ {
 			hasData[b] = true
 		}
 	}
-	buf := make([]byte, manifest.BlockSize)
+	// Map the region rather than read it: the pages are in the page cache
+	// (restore just wrote them), and mapping them costs no copy. Regions
+	// start at multiples of 64 MiB, so the offset is page-aligned. If the
+	// file shrinks underneath (another process truncates it), the fault
+	// becomes a recovered panic and an error, not a crash.
+	var read func(b, bl int) ([]byte, error)
+	if data, merr := unix.Mmap(int(f.Fd()), off, int(length), unix.PROT_READ, unix.MAP_SHARED); merr == nil {
+		defer func() { _ = unix.Munmap(data) }()
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("reading back %s at %d: the file changed while it was verified (%v)", f.Name(), off, r)
+			}
+		}()
+		read = func(b, bl int) ([]byte, error) { return data[b*manifest.BlockSize : b*manifest.BlockSize+bl], nil }
+	} else {
+		buf := make([]byte, manifest.BlockSize)
+		read = func(b, bl int) ([]byte, error) {
+			at := off + int64(b)*manifest.BlockSize
+			if _, err := f.ReadAt(buf[:bl], at); err != nil {
+				return nil, fmt.Errorf("reading back %s at %d: %w", f.Name(), at, err)
+			}
+			return buf[:bl], nil
+		}
+	}
 	for b := 0; b < n; b++ {
 		bl := int(min(manifest.BlockSize, length-int64(b)*manifest.BlockSize))
 		if !hasData[b] {
 			blocks[b] = manifest.ZeroBlockHash(bl)
 			continue
 		}
-		if _, err := f.ReadAt(buf[:bl], off+int64(b)*manifest.BlockSize); err != nil {
-			return nil, fmt.Errorf("reading back %s at %d: %w", f.Name(), off+int64(b)*manifest.BlockSize, err)
+		blk, err := read(b, bl)
+		if err != nil {
+			return nil, err
 		}
-		if sparse.IsZero(buf[:bl]) {
+		if sparse.IsZero(blk) {
 			blocks[b] = manifest.ZeroBlockHash(bl)
 		} else {
-			blocks[b] = manifest.BlockHash(buf[:bl])
+			blocks[b] = manifest.BlockHash(blk)
 		}
 	}
 	return blocks, nil
