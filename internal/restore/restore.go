@@ -376,29 +376,50 @@ func HashRegion(f *os.File, size int64, ri int) (blocks []manifest.BlockSum, err
 		}
 	}
 	// Map the region rather than read it: the pages are in the page cache
-	// (restore just wrote them), and mapping them costs no copy. Regions
-	// start at multiples of 64 MiB, so the offset is page-aligned. If the
-	// file shrinks underneath (another process truncates it), the fault
-	// becomes a recovered panic and an error, not a crash.
-	var read func(b, bl int) ([]byte, error)
-	if data, merr := unix.Mmap(int(f.Fd()), off, int(length), unix.PROT_READ, unix.MAP_SHARED); merr == nil {
-		defer func() { _ = unix.Munmap(data) }()
-		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-		defer func() {
-			if r := recover(); r != nil {
-				err = fmt.Errorf("reading back %s at %d: the file changed while it was verified (%v)", f.Name(), off, r)
-			}
-		}()
-		read = func(b, bl int) ([]byte, error) { return data[b*manifest.BlockSize : b*manifest.BlockSize+bl], nil }
-	} else {
-		buf := make([]byte, manifest.BlockSize)
-		read = func(b, bl int) ([]byte, error) {
-			at := off + int64(b)*manifest.BlockSize
-			if _, err := f.ReadAt(buf[:bl], at); err != nil {
-				return nil, fmt.Errorf("reading back %s at %d: %w", f.Name(), at, err)
-			}
-			return buf[:bl], nil
+	// (restore just wrote them), and mapping them costs no copy. It is
+	// mapped 4 MiB at a time, so the mapped pages add little to the
+	// process's resident size. Offsets are multiples of 4 MiB, so they are
+	// page-aligned. If the file shrinks underneath (another process
+	// truncates it), the fault becomes a recovered panic and an error, not
+	// a crash.
+	const window = 4 << 20
+	var (
+		mapped    []byte
+		mappedOff = int64(-1)
+		buf       []byte
+	)
+	defer func() {
+		if mapped != nil {
+			_ = unix.Munmap(mapped)
 		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("reading back %s in region %d: the file changed while it was verified (%v)", f.Name(), ri, r)
+		}
+	}()
+	read := func(b, bl int) ([]byte, error) {
+		at := int64(b) * manifest.BlockSize // region-relative
+		if w := at / window * window; w != mappedOff && buf == nil {
+			if mapped != nil {
+				_ = unix.Munmap(mapped)
+				mapped = nil
+			}
+			m, merr := unix.Mmap(int(f.Fd()), off+w, int(min(window, length-w)), unix.PROT_READ, unix.MAP_SHARED)
+			if merr != nil {
+				buf = make([]byte, manifest.BlockSize) // cannot map: read instead
+			} else {
+				mapped, mappedOff = m, w
+			}
+		}
+		if buf == nil {
+			return mapped[at-mappedOff : at-mappedOff+int64(bl)], nil
+		}
+		if _, err := f.ReadAt(buf[:bl], off+at); err != nil {
+			return nil, fmt.Errorf("reading back %s at %d: %w", f.Name(), off+at, err)
+		}
+		return buf[:bl], nil
 	}
 	for b := 0; b < n; b++ {
 		bl := int(min(manifest.BlockSize, length-int64(b)*manifest.BlockSize))
