@@ -41,6 +41,8 @@ type Progress struct {
 	NewBytes    int64 // plaintext bytes of new chunks
 	StoredBytes int64 // bytes of packs uploaded
 	Packs       int64
+	// StoreWait is how long the readers waited for uploads to make room.
+	StoreWait time.Duration
 }
 
 // Result summarises a finished backup.
@@ -106,6 +108,7 @@ func (b *Backup) Progress() Progress {
 		Size: b.size, Done: b.done.Load(), Read: b.read.Load(),
 		Chunks: b.nch.Load(), NewChunks: b.nnew.Load(), NewBytes: b.bnew.Load(),
 		StoredBytes: b.pk.storedBytes.Load(), Packs: b.pk.packs.Load(),
+		StoreWait: time.Duration(b.pk.waited.Load()),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/index"
@@ -45,6 +46,10 @@ type packer struct {
 
 	storedBytes atomic.Int64
 	packs       atomic.Int64
+	// waited is how long region workers waited for the uploaders (for a
+	// free pack buffer or a free uploader): a backup that waits a lot is
+	// bound by the store, not by the CPU.
+	waited atomic.Int64
 }
 
 func newPacker(r *repo.Repo, buffers int) *packer {
@@ -107,8 +112,10 @@ func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen
 	if op == nil {
 		p.mu.Unlock()
 		var buf []byte
+		t0 := time.Now()
 		select {
 		case buf = <-p.free:
+			p.waited.Add(int64(time.Since(t0)))
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -157,6 +164,8 @@ func (p *packer) bufSize() int {
 
 func (p *packer) send(ctx context.Context, b *pack.Builder, pooled bool) error {
 	buf, entries := b.Finish(p.r.Keys().Data())
+	t0 := time.Now()
+	defer func() { p.waited.Add(int64(time.Since(t0))) }()
 	select {
 	case p.uploads <- finishedPack{buf: buf, entries: entries, pooled: pooled}:
 		return nil

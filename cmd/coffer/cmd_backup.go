@@ -144,7 +144,8 @@ func (g *globals) backupSummary(res *uploader.Result) {
 			"chunks": res.Chunks, "new_chunks": res.NewChunks, "bytes_new": res.NewBytes,
 			"bytes_stored_new": res.StoredBytes, "packs_new": res.Packs, "recovered_packs": res.RecoveredPacks,
 			"store_requests": g.counting.Requests(), "duration_seconds": secs,
-			"digest": res.Snapshot.Disks[0].Digest,
+			"store_wait_seconds": res.StoreWait.Seconds(),
+			"digest":             res.Snapshot.Disks[0].Digest,
 		})
 		return
 	}
@@ -156,6 +157,9 @@ func (g *globals) backupSummary(res *uploader.Result) {
 		g.say("  resumed   %d packs from an interrupted backup were reused", res.RecoveredPacks)
 	}
 	g.say("  time      %.1fs, %s/s", secs, humanBytes(int64(float64(res.Size)/max(secs, 1e-9))))
+	if w := res.StoreWait.Seconds(); w > secs/10 {
+		g.say("  note      readers waited %.1fs for uploads: the store, not the CPU, set the pace (--uploaders raises concurrency)", w)
+	}
 }
 
 func humanBytes(n int64) string {
