@@ -71,6 +71,31 @@ func fileSum(t *testing.T, path string) [32]byte {
 	return s
 }
 
+// initRepo creates a repository with passphrase "pw" in st.
+func initRepo(t *testing.T, st store.Store) *repo.Repo {
+	t.Helper()
+	r, err := repo.Init(context.Background(), st, []byte("pw"), repo.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// backupImage backs the image at path up into r.
+func backupImage(t *testing.T, r *repo.Repo, path string, opt uploader.Options) (*uploader.Result, error) {
+	t.Helper()
+	src, err := uploader.OpenImage(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	b, err := uploader.New(r, src, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Run(context.Background())
+}
+
 func TestBackupRestoreRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -78,23 +103,11 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := repo.Init(ctx, st, []byte("pw"), repo.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := initRepo(t, st)
 	img := filepath.Join(dir, "disk.img")
 	// Not a multiple of the block or region size, to exercise the tails.
 	writeImage(t, img, 150<<20+12345, 1)
-	src, err := uploader.OpenImage(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	b, err := uploader.New(r, src, uploader.Options{Name: "disk"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := b.Run(ctx)
+	res, err := backupImage(t, r, img, uploader.Options{Name: "disk"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,11 +143,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	}
 
 	// A second backup of the same image stores no new data chunks.
-	b2, err := uploader.New(r2, src, uploader.Options{Name: "disk"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res2, err := b2.Run(ctx)
+	res2, err := backupImage(t, r2, img, uploader.Options{Name: "disk"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,10 +162,7 @@ func TestZeroBlocksInsideData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := repo.Init(ctx, st, []byte("pw"), repo.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := initRepo(t, st)
 	const bs = 64 << 10
 	size := int64(70<<20 + 4321) // two regions, a partial last block
 	buf := make([]byte, size)
@@ -174,16 +180,7 @@ func TestZeroBlocksInsideData(t *testing.T) {
 	if err := os.WriteFile(img, buf, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	src, err := uploader.OpenImage(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	b, err := uploader.New(r, src, uploader.Options{Name: "z"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := b.Run(ctx)
+	res, err := backupImage(t, r, img, uploader.Options{Name: "z"})
 	if err != nil {
 		t.Fatal(err)
 	}

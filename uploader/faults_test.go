@@ -26,10 +26,7 @@ func TestBackupSurvivesTransientFaults(t *testing.T) {
 	}
 	faulty := store.NewFaulty(local)
 	st := store.WithRetry(faulty, fastRetry, nil, nil)
-	r, err := repo.Init(ctx, st, []byte("pw"), repo.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := initRepo(t, st)
 	// Every pack upload fails twice (once after sending half of it), and
 	// the first index write and the snapshot write fail once.
 	faulty.Add(store.FaultRule{Op: "put", Prefix: "data/", Times: 3, AfterBytes: 1 << 20})
@@ -37,16 +34,7 @@ func TestBackupSurvivesTransientFaults(t *testing.T) {
 	faulty.Add(store.FaultRule{Op: "put", Prefix: "snapshots/", Times: 1})
 	img := filepath.Join(dir, "disk.img")
 	writeImage(t, img, 80<<20, 3)
-	src, err := uploader.OpenImage(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	b, err := uploader.New(r, src, uploader.Options{Name: "disk"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := b.Run(ctx)
+	res, err := backupImage(t, r, img, uploader.Options{Name: "disk"})
 	if err != nil {
 		t.Fatalf("backup with transient faults failed: %v", err)
 	}
@@ -87,25 +75,13 @@ func TestBackupFailsCleanlyOnPermanentFault(t *testing.T) {
 	}
 	faulty := store.NewFaulty(local)
 	st := store.WithRetry(faulty, fastRetry, nil, nil)
-	r, err := repo.Init(ctx, st, []byte("pw"), repo.DefaultConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := initRepo(t, st)
 	img := filepath.Join(dir, "disk.img")
 	writeImage(t, img, 200<<20, 4)
-	src, err := uploader.OpenImage(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
 
 	// The disk fills up after the first two packs.
 	faulty.Add(store.FaultRule{Op: "put", Prefix: "data/", Skip: 2, Times: -1, Err: store.ErrNoSpace})
-	b, err := uploader.New(r, src, uploader.Options{Name: "disk", Uploaders: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Run(ctx); !errors.Is(err, store.ErrNoSpace) {
+	if _, err := backupImage(t, r, img, uploader.Options{Name: "disk", Uploaders: 1}); !errors.Is(err, store.ErrNoSpace) {
 		t.Fatalf("backup on a full store returned %v, want ErrNoSpace", err)
 	}
 	ids, err := r.SnapshotIDs(ctx)
@@ -128,11 +104,7 @@ func TestBackupFailsCleanlyOnPermanentFault(t *testing.T) {
 	if err := r2.LoadIndex(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
-	b2, err := uploader.New(r2, src, uploader.Options{Name: "disk"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := b2.Run(ctx)
+	res, err := backupImage(t, r2, img, uploader.Options{Name: "disk"})
 	if err != nil {
 		t.Fatal(err)
 	}
