@@ -18,6 +18,7 @@ import (
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/pack"
 	"github.com/cofferhq/coffer/internal/repo"
+	"github.com/cofferhq/coffer/internal/store"
 )
 
 // Options tune a backup.
@@ -25,7 +26,7 @@ type Options struct {
 	Name      string   // snapshot name; required
 	Tags      []string // optional labels
 	Workers   int      // region workers; default GOMAXPROCS
-	Uploaders int      // concurrent pack uploads; default 2
+	Uploaders int      // concurrent pack uploads; default 4
 	Now       func() time.Time
 }
 
@@ -80,8 +81,7 @@ func New(r *repo.Repo, src Source, opt Options) (*Backup, error) {
 		opt.Workers = runtime.GOMAXPROCS(0)
 	}
 	if opt.Uploaders <= 0 {
-		// Two keep a local disk busy; S3 callers ask for more.
-		opt.Uploaders = 2
+		opt.Uploaders = 4
 	}
 	if opt.Now == nil {
 		opt.Now = time.Now
@@ -95,11 +95,15 @@ func New(r *repo.Repo, src Source, opt Options) (*Backup, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Backup{
-		r: r, src: src, opt: opt, enc: enc, size: src.Size(),
-		// A data pack buffer per uploader and one being filled.
-		pk: newPacker(r, opt.Uploaders+1),
-	}, nil
+	// A data pack buffer per upload in progress and one being filled. A
+	// store that defers durability (a local directory) frees the buffer
+	// before its fsync, so two buffers in flight keep twice as many
+	// uploaders busy.
+	buffers := opt.Uploaders + 1
+	if store.DefersPuts(r.Store()) {
+		buffers = min(buffers, 3)
+	}
+	return &Backup{r: r, src: src, opt: opt, enc: enc, size: src.Size(), pk: newPacker(r, buffers)}, nil
 }
 
 // Progress returns the current counters.

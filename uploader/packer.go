@@ -195,26 +195,35 @@ func (p *packer) flush(ctx context.Context) error {
 func (p *packer) uploader(ctx context.Context) error {
 	for fp := range p.uploads {
 		id := pack.Sum(fp.buf)
-		if err := p.r.SavePack(ctx, id, fp.buf); err != nil {
+		size := int64(len(fp.buf))
+		// A local directory takes the bytes at once and makes them durable
+		// in commit: the buffer goes back to the pool before the fsync, so
+		// a slow disk does not stall the readers.
+		commit, err := p.r.SavePackDeferred(ctx, id, fp.buf)
+		if fp.pooled {
+			p.free <- fp.buf[:0]
+		}
+		if err == nil {
+			err = commit(ctx)
+		}
+		if err != nil {
 			// Drain so the senders do not block forever; the context is
-			// cancelled by the errgroup.
+			// cancelled by the caller.
 			go func() {
 				for range p.uploads {
 				}
 			}()
 			return err
 		}
-		p.storedBytes.Add(int64(len(fp.buf)))
+		p.storedBytes.Add(size)
 		p.packs.Add(1)
+		// Indexed only once durable.
 		p.r.Index.AddPack(id, fp.entries)
 		p.mu.Lock()
 		for _, e := range fp.entries {
 			delete(p.inflight, e.ID)
 		}
 		p.mu.Unlock()
-		if fp.pooled {
-			p.free <- fp.buf[:0]
-		}
 		if err := p.addToIndexFile(ctx, id, fp.entries, false); err != nil {
 			return err
 		}

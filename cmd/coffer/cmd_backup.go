@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -50,9 +49,6 @@ interrupted backup resumes without uploading stored packs again.`,
 			if err := g.loadIndex(ctx, r); err != nil {
 				return err
 			}
-			if uploaders == 0 && strings.HasPrefix(r.Store().Location(), "s3") {
-				uploaders = 4 // hide network latency
-			}
 			b, err := uploader.New(r, src, uploader.Options{Name: name, Tags: tags, Uploaders: uploaders})
 			if err != nil {
 				return usageError{err}
@@ -71,7 +67,7 @@ interrupted backup resumes without uploading stored packs again.`,
 	f.StringVar(&image, "image", "", "raw disk image file or block device to back up")
 	f.StringVar(&name, "name", "", "snapshot name (default: the image's file name)")
 	f.StringSliceVar(&tags, "tag", nil, "label the snapshot (repeatable)")
-	f.IntVar(&uploaders, "uploaders", 0, "concurrent pack uploads (default 2 for a directory, 4 for S3); each holds a 16 MiB pack in memory")
+	f.IntVar(&uploaders, "uploaders", 0, "concurrent pack uploads (default 4); to S3 each holds a 16 MiB pack in memory")
 	return cmd
 }
 

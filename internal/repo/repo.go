@@ -410,6 +410,26 @@ func (r *Repo) SavePack(ctx context.Context, id pack.ID, b []byte) error {
 	return err
 }
 
+// SavePackDeferred stores a finished pack's bytes and returns at once when
+// the store can defer durability (a local directory): b may be reused as
+// soon as it returns, and the pack is stored, durably, when commit returns
+// nil. Index the pack only after that.
+func (r *Repo) SavePackDeferred(ctx context.Context, id pack.ID, b []byte) (commit func(context.Context) error, err error) {
+	c, err := store.PutDeferred(ctx, r.st, PackName(id), byteReaderAt(b), int64(len(b)))
+	if errors.Is(err, store.ErrExists) {
+		return func(context.Context) error { return nil }, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		if err := c(ctx); err != nil && !errors.Is(err, store.ErrExists) {
+			return err
+		}
+		return nil
+	}, nil
+}
+
 // ReadPackHeader reads and authenticates the header of a stored pack of the
 // given size.
 func (r *Repo) ReadPackHeader(ctx context.Context, id pack.ID, size int64) ([]pack.Entry, error) {

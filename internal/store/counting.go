@@ -38,6 +38,25 @@ func (c *Counting) Put(ctx context.Context, name string, r io.ReaderAt, size int
 	return err
 }
 
+// PutDeferred implements DeferredPutter.
+func (c *Counting) PutDeferred(ctx context.Context, name string, r io.ReaderAt, size int64) (func(context.Context) error, error) {
+	c.requests.Add(1)
+	commit, err := PutDeferred(ctx, c.Store, name, r, size)
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		err := commit(ctx)
+		if err == nil {
+			c.putBytes.Add(size)
+		}
+		return err
+	}, nil
+}
+
+// DefersPuts implements DeferredPutter.
+func (c *Counting) DefersPuts() bool { return DefersPuts(c.Store) }
+
 // Get implements Store.
 func (c *Counting) Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
 	c.requests.Add(1)

@@ -64,55 +64,79 @@ func (l *Local) path(name string) (string, error) {
 }
 
 // Put implements Store.
-func (l *Local) Put(ctx context.Context, name string, r io.ReaderAt, size int64) (err error) {
-	p, err := l.path(name)
+func (l *Local) Put(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	commit, err := l.PutDeferred(ctx, name, r, size)
 	if err != nil {
 		return err
 	}
+	return commit(ctx)
+}
+
+// PutDeferred implements DeferredPutter: it writes the bytes to a temporary
+// file and returns; commit fsyncs it, renames it into place (create-only)
+// and fsyncs the directory. Until commit returns nil the object is neither
+// visible nor durable.
+func (l *Local) PutDeferred(ctx context.Context, name string, r io.ReaderAt, size int64) (commit func(context.Context) error, err error) {
+	p, err := l.path(name)
+	if err != nil {
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	dir := filepath.Dir(p)
 	if _, err := os.Stat(p); err == nil {
-		return fmt.Errorf("%s: %w", name, ErrExists)
+		return nil, fmt.Errorf("%s: %w", name, ErrExists)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("%s: creating directory: %w", name, translateFS(err))
+		return nil, fmt.Errorf("%s: creating directory: %w", name, translateFS(err))
 	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
 	tmp := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd[:]))
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
-		return fmt.Errorf("%s: %w", name, translateFS(err))
+		return nil, fmt.Errorf("%s: %w", name, translateFS(err))
 	}
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
+	discard := func() {
+		_ = f.Close()
+		_ = os.Remove(tmp)
+	}
 	n, err := io.Copy(f, io.NewSectionReader(r, 0, size))
 	if err != nil {
-		return fmt.Errorf("%s: writing: %w", name, translateFS(err))
+		discard()
+		return nil, fmt.Errorf("%s: writing: %w", name, translateFS(err))
 	}
 	if n != size {
-		return fmt.Errorf("%s: source gave %d bytes, want %d", name, n, size)
+		discard()
+		return nil, fmt.Errorf("%s: source gave %d bytes, want %d", name, n, size)
 	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("%s: fsync: %w", name, translateFS(err))
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("%s: close: %w", name, translateFS(err))
-	}
-	if err = renameNoReplace(tmp, p); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("%s: %w", name, ErrExists)
+	return func(ctx context.Context) error {
+		if err := ctx.Err(); err != nil {
+			discard()
+			return err
 		}
-		return fmt.Errorf("%s: rename: %w", name, translateFS(err))
-	}
-	return syncDir(dir)
+		if err := f.Sync(); err != nil {
+			discard()
+			return fmt.Errorf("%s: fsync: %w", name, translateFS(err))
+		}
+		if err := f.Close(); err != nil {
+			_ = os.Remove(tmp)
+			return fmt.Errorf("%s: close: %w", name, translateFS(err))
+		}
+		if err := renameNoReplace(tmp, p); err != nil {
+			_ = os.Remove(tmp)
+			if errors.Is(err, fs.ErrExist) {
+				return fmt.Errorf("%s: %w", name, ErrExists)
+			}
+			return fmt.Errorf("%s: rename: %w", name, translateFS(err))
+		}
+		return syncDir(dir)
+	}, nil
 }
+
+// DefersPuts implements DeferredPutter.
+func (l *Local) DefersPuts() bool { return true }
 
 // renameNoReplace moves tmp to p unless p exists.
 func renameNoReplace(tmp, p string) error {

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -148,5 +149,70 @@ func TestLocalNoSpace(t *testing.T) {
 	}
 	if got := files(t, dir); len(got) != 0 {
 		t.Errorf("failed Put left files: %v", got)
+	}
+}
+
+// TestLocalPutDeferred: the bytes are taken at once, the object appears
+// only at commit, a cancelled commit leaves nothing, and commit is
+// create-only.
+func TestLocalPutDeferred(t *testing.T) {
+	ctx := context.Background()
+	l, err := store.OpenLocal(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !store.DefersPuts(store.WithRetry(store.NewCounting(l), store.DefaultRetry, nil, nil)) {
+		t.Fatal("the decorators hide the local store's deferred puts")
+	}
+	src := []byte("pack bytes")
+	commit, err := l.PutDeferred(ctx, "data/ab/x", bytes.NewReader(src), int64(len(src)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(src, "overwritten") // the source may be reused at once
+	if _, err := l.Stat(ctx, "data/ab/x"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("object visible before commit: %v", err)
+	}
+	if err := commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.ReadAll(ctx, l, "data/ab/x"); err != nil || string(got) != "pack bytes" {
+		t.Fatalf("after commit: %q, %v", got, err)
+	}
+
+	// A cancelled commit discards the object and its temporary file.
+	commit, err = l.PutDeferred(ctx, "data/ab/y", bytes.NewReader(src), int64(len(src)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := commit(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled commit = %v", err)
+	}
+	var names []string
+	_ = l.List(ctx, "", func(i store.Info) error { names = append(names, i.Name); return nil })
+	if len(names) != 1 || names[0] != "data/ab/x" {
+		t.Fatalf("objects after a discarded put: %v", names)
+	}
+	entries, _ := os.ReadDir(filepath.Join(strings.TrimPrefix(l.Location(), "file://"), "data", "ab"))
+	if len(entries) != 1 {
+		t.Fatalf("a discarded put left files: %v", entries)
+	}
+
+	// Two deferred puts of one name: the second commit finds it taken.
+	c1, err := l.PutDeferred(ctx, "data/ab/z", bytes.NewReader(src), int64(len(src)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := l.PutDeferred(ctx, "data/ab/z", bytes.NewReader(src), int64(len(src)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c1(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c2(ctx); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second commit of a taken name = %v, want ErrExists", err)
 	}
 }

@@ -81,6 +81,21 @@ func (r *Retry) Put(ctx context.Context, name string, rd io.ReaderAt, size int64
 	return r.do(ctx, "put", name, func() error { return r.Store.Put(ctx, name, rd, size) })
 }
 
+// PutDeferred implements DeferredPutter: writing the bytes is retried like
+// Put; the commit is not (a failed fsync is not transient).
+func (r *Retry) PutDeferred(ctx context.Context, name string, rd io.ReaderAt, size int64) (func(context.Context) error, error) {
+	var commit func(context.Context) error
+	err := r.do(ctx, "put", name, func() error {
+		c, err := PutDeferred(ctx, r.Store, name, rd, size)
+		commit = c
+		return err
+	})
+	return commit, err
+}
+
+// DefersPuts implements DeferredPutter.
+func (r *Retry) DefersPuts() bool { return DefersPuts(r.Store) }
+
 // Get implements Store.
 func (r *Retry) Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
 	return r.do(ctx, "get", name, func() error { return r.Store.Get(ctx, name, off, length, fn) })

@@ -44,6 +44,37 @@ type Store interface {
 	Close() error
 }
 
+// DeferredPutter is implemented by stores that can take an object's bytes
+// at once and make the object durable later: the caller may reuse the
+// source as soon as PutDeferred returns, while the store waits for the disk.
+// The object is visible, and durable, only when commit returns nil; commit
+// must be called exactly once, and with a cancelled context it discards the
+// object.
+type DeferredPutter interface {
+	PutDeferred(ctx context.Context, name string, r io.ReaderAt, size int64) (commit func(context.Context) error, err error)
+	// DefersPuts reports whether PutDeferred really returns before the
+	// object is durable (decorators ask the store they wrap).
+	DefersPuts() bool
+}
+
+// PutDeferred puts through s's DeferredPutter when it has one, and
+// otherwise with Put and a commit that does nothing.
+func PutDeferred(ctx context.Context, s Store, name string, r io.ReaderAt, size int64) (func(context.Context) error, error) {
+	if d, ok := s.(DeferredPutter); ok {
+		return d.PutDeferred(ctx, name, r, size)
+	}
+	if err := s.Put(ctx, name, r, size); err != nil {
+		return nil, err
+	}
+	return func(context.Context) error { return nil }, nil
+}
+
+// DefersPuts reports whether PutDeferred on s returns before durability.
+func DefersPuts(s Store) bool {
+	d, ok := s.(DeferredPutter)
+	return ok && d.DefersPuts()
+}
+
 // Info describes one stored object.
 type Info struct {
 	Name string
