@@ -4,10 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
+	"github.com/cofferhq/coffer/internal/testutil/testfile"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -135,25 +134,9 @@ func num(t *testing.T, m map[string]any, k string) int64 {
 	return int64(v)
 }
 
-func sha(t *testing.T, path string) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	var s [32]byte
-	h.Sum(s[:0])
-	return s
-}
-
 func sameFile(t *testing.T, a, b string) {
 	t.Helper()
-	if sha(t, a) != sha(t, b) {
+	if testfile.SHA256(t, a) != testfile.SHA256(t, b) {
 		t.Fatalf("%s and %s differ", a, b)
 	}
 }

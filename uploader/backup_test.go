@@ -3,8 +3,7 @@ package uploader_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"io"
+	"github.com/cofferhq/coffer/internal/testutil/testfile"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -53,22 +52,6 @@ func writeImage(t *testing.T, path string, size int64, seed uint64) {
 			t.Fatal(err)
 		}
 	}
-}
-
-func fileSum(t *testing.T, path string) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	var s [32]byte
-	h.Sum(s[:0])
-	return s
 }
 
 // initRepo creates a repository with passphrase "pw" in st.
@@ -138,7 +121,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if !rr.Verified {
 		t.Fatal("restore not verified")
 	}
-	if fileSum(t, img) != fileSum(t, out) {
+	if testfile.SHA256(t, img) != testfile.SHA256(t, out) {
 		t.Fatal("restored image differs")
 	}
 
@@ -192,7 +175,7 @@ func TestZeroBlocksInsideData(t *testing.T) {
 	if _, err := restore.New(r, &res.Snapshot.Disks[0], restore.Options{}).Run(ctx, out); err != nil {
 		t.Fatal(err)
 	}
-	if fileSum(t, img) != fileSum(t, out) {
+	if testfile.SHA256(t, img) != testfile.SHA256(t, out) {
 		t.Fatal("restored image differs")
 	}
 }

@@ -3,6 +3,7 @@ package uploader_test
 import (
 	"context"
 	"errors"
+	"github.com/cofferhq/coffer/internal/testutil/testfile"
 	"path/filepath"
 	"testing"
 	"time"
@@ -58,7 +59,7 @@ func TestBackupSurvivesTransientFaults(t *testing.T) {
 	if _, err := restore.New(r2, &snap.Disks[0], restore.Options{}).Run(ctx, out); err != nil {
 		t.Fatalf("restore with transient faults: %v", err)
 	}
-	if fileSum(t, img) != fileSum(t, out) {
+	if testfile.SHA256(t, img) != testfile.SHA256(t, out) {
 		t.Fatal("restored image differs")
 	}
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/repo"
-	"github.com/cofferhq/coffer/internal/restore"
 )
 
 // Exit codes (README.md, "Exit codes").
@@ -40,8 +39,6 @@ func exitCode(ctx context.Context, err error) int {
 		return exitNoRepo
 	case errors.Is(err, crypto.ErrWrongPassphrase):
 		return exitWrongPass
-	case errors.Is(err, restore.ErrMismatch):
-		return exitFailure
 	}
 	return exitFailure
 }

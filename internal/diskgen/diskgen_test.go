@@ -2,8 +2,7 @@ package diskgen
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"io"
+	"github.com/cofferhq/coffer/internal/testutil/testfile"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,20 +13,6 @@ import (
 )
 
 const testSize = 64 << 20
-
-func fileSHA(t *testing.T, path string) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return [32]byte(h.Sum(nil))
-}
 
 // allocated returns the bytes the file system allocated for path.
 func allocated(t *testing.T, path string) int64 {
@@ -83,10 +68,10 @@ func TestGenerateDeterministic(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if fileSHA(t, a) != fileSHA(t, b) {
+	if testfile.SHA256(t, a) != testfile.SHA256(t, b) {
 		t.Error("same seed gave different images")
 	}
-	if fileSHA(t, a) == fileSHA(t, c) {
+	if testfile.SHA256(t, a) == testfile.SHA256(t, c) {
 		t.Error("different seeds gave the same image")
 	}
 	if fi, _ := os.Stat(a); fi.Size() != testSize+12345 {
@@ -151,7 +136,7 @@ func TestGenerateSparse(t *testing.T) {
 	if err := Generate(full, testSize, 3, Options{NonSparse: true}); err != nil {
 		t.Fatal(err)
 	}
-	if fileSHA(t, sparse) != fileSHA(t, full) {
+	if testfile.SHA256(t, sparse) != testfile.SHA256(t, full) {
 		t.Error("sparse and non-sparse images differ in content")
 	}
 	data := int64(testSize / 2) // the reference mix: half holes
@@ -265,7 +250,7 @@ func TestMutateZeroIsSparseCopy(t *testing.T) {
 	if st.ChangedBlocks != 0 || st.DstSize != testSize {
 		t.Errorf("stats %+v, want no change", st)
 	}
-	if fileSHA(t, src) != fileSHA(t, dst) {
+	if testfile.SHA256(t, src) != testfile.SHA256(t, dst) {
 		t.Error("copy differs from the source")
 	}
 	// The source has no holes; the copy skips its zero blocks.
