@@ -3,6 +3,7 @@ module github.com/cofferhq/coffer
 go 1.26.8
 
 require (
+	github.com/DataDog/zstd v1.5.7
 	github.com/dustin/go-humanize v1.0.1
 	github.com/klauspost/compress v1.20.4
 	github.com/minio/minio-go/v7 v7.4.1

@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/restic/chunker"
 	"golang.org/x/sync/errgroup"
 
@@ -19,6 +18,7 @@ import (
 	"github.com/cofferhq/coffer/internal/pack"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/zstdenc"
 )
 
 // Options tune a backup.
@@ -60,7 +60,6 @@ type Backup struct {
 	r    *repo.Repo
 	src  Source
 	opt  Options
-	enc  *zstd.Encoder
 	pk   *packer
 	done atomic.Int64
 	read atomic.Int64
@@ -86,15 +85,6 @@ func New(r *repo.Repo, src Source, opt Options) (*Backup, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	// A chunk is at most 1 MiB, so a 1 MiB window loses nothing and keeps
-	// each encoder's history small. No frame checksum: every blob is
-	// authenticated and its plaintext checked against its keyed hash.
-	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(opt.Workers), zstd.WithZeroFrames(true),
-		zstd.WithWindowSize(1<<20), zstd.WithEncoderCRC(false))
-	if err != nil {
-		return nil, err
-	}
 	// A data pack buffer per upload in progress and one being filled. A
 	// store that defers durability (a local directory) frees the buffer
 	// before its fsync, so two buffers in flight keep twice as many
@@ -103,7 +93,7 @@ func New(r *repo.Repo, src Source, opt Options) (*Backup, error) {
 	if store.DefersPuts(r.Store()) {
 		buffers = min(buffers, 3)
 	}
-	return &Backup{r: r, src: src, opt: opt, enc: enc, size: src.Size(), pk: newPacker(r, buffers)}, nil
+	return &Backup{r: r, src: src, opt: opt, size: src.Size(), pk: newPacker(r, buffers)}, nil
 }
 
 // Progress returns the current counters.
@@ -233,6 +223,7 @@ type worker struct {
 	scan    *regionScanner
 	ch      *chunker.Chunker
 	hasher  *crypto.IDHasher
+	enc     *zstdenc.Encoder
 	chunk   []byte
 	comp    []byte
 	sealed  []byte
@@ -246,6 +237,7 @@ func (b *Backup) newWorker() *worker {
 		scan:   newRegionScanner(),
 		ch:     chunker.NewWithBoundaries(nil, b.r.Polynomial(), cp.Min, cp.Max),
 		hasher: b.r.Keys().NewIDHasher(),
+		enc:    zstdenc.New(),
 		chunk:  make([]byte, cp.Max),
 	}
 }
@@ -312,7 +304,11 @@ func (w *worker) region(ctx context.Context, ri int) (crypto.ID, manifest.Hash, 
 // the packer, which seals it.
 func (w *worker) store(ctx context.Context, typ uint8, id crypto.ID, data []byte) error {
 	payload, flags := data, uint8(0)
-	w.comp = w.b.enc.EncodeAll(data, w.comp[:0])
+	comp, err := w.enc.Encode(w.comp, data)
+	if err != nil {
+		return fmt.Errorf("compressing chunk %s: %w", id, err)
+	}
+	w.comp = comp
 	if len(w.comp) < len(data)-len(data)/32 {
 		payload, flags = w.comp, pack.FlagZstd
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"time"
@@ -360,7 +359,7 @@ func checkContentName(name, prefix string, b []byte) error {
 // exists under that name holds the same bytes, so ErrExists is success.
 func (r *Repo) putContentNamed(ctx context.Context, prefix string, b []byte) (string, error) {
 	name := contentName(prefix, b)
-	err := r.st.Put(ctx, name, byteReaderAt(b), int64(len(b)))
+	err := r.st.Put(ctx, name, store.Bytes(b), int64(len(b)))
 	if errors.Is(err, store.ErrExists) {
 		err = nil
 	}
@@ -403,7 +402,7 @@ func ParsePackName(name string) (pack.ID, error) {
 
 // SavePack stores a finished pack.
 func (r *Repo) SavePack(ctx context.Context, id pack.ID, b []byte) error {
-	err := r.st.Put(ctx, PackName(id), byteReaderAt(b), int64(len(b)))
+	err := r.st.Put(ctx, PackName(id), store.Bytes(b), int64(len(b)))
 	if errors.Is(err, store.ErrExists) {
 		return nil
 	}
@@ -415,7 +414,7 @@ func (r *Repo) SavePack(ctx context.Context, id pack.ID, b []byte) error {
 // soon as it returns, and the pack is stored, durably, when commit returns
 // nil. Index the pack only after that.
 func (r *Repo) SavePackDeferred(ctx context.Context, id pack.ID, b []byte) (commit func(context.Context) error, err error) {
-	c, err := store.PutDeferred(ctx, r.st, PackName(id), byteReaderAt(b), int64(len(b)))
+	c, err := store.PutDeferred(ctx, r.st, PackName(id), store.Bytes(b), int64(len(b)))
 	if errors.Is(err, store.ErrExists) {
 		return func(context.Context) error { return nil }, nil
 	}
@@ -510,15 +509,3 @@ func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	return r.OpenBlob(r.keys.NewIDHasher(), loc.Type, loc.Flags, id, sealed, nil, where)
 }
 
-type byteReaderAt []byte
-
-func (b byteReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	if off >= int64(len(b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
