@@ -508,4 +508,3 @@ func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	where := fmt.Sprintf("blob %s in pack %s", id, name)
 	return r.OpenBlob(r.keys.NewIDHasher(), loc.Type, loc.Flags, id, sealed, nil, where)
 }
-
