@@ -1,0 +1,83 @@
+package vaultapi
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// EnrollRequest is the body of POST /v1/enroll. The agent draws its own
+// credential and sends only the id and the hex SHA-256 of its secret, so a
+// retried enrollment with the same token and hash is idempotent.
+type EnrollRequest struct {
+	Token            Secret `json:"token"`
+	CredentialID     string `json:"credential_id"`
+	CredentialSHA256 string `json:"credential_sha256"`
+	Host             string `json:"host,omitempty"`
+	Escrow           bool   `json:"escrow,omitempty"`
+}
+
+// Encode returns the JSON body to send, with the token revealed. (Plain
+// json.Marshal redacts the token, so a logged request never leaks it.)
+func (r EnrollRequest) Encode() ([]byte, error) {
+	type wire struct {
+		Token            string `json:"token"`
+		CredentialID     string `json:"credential_id"`
+		CredentialSHA256 string `json:"credential_sha256"`
+		Host             string `json:"host,omitempty"`
+		Escrow           bool   `json:"escrow,omitempty"`
+	}
+	return json.Marshal(wire{r.Token.Reveal(), r.CredentialID, r.CredentialSHA256, r.Host, r.Escrow})
+}
+
+// EnrollResponse is the 201 body of POST /v1/enroll.
+type EnrollResponse struct {
+	TenantID        string `json:"tenant_id"`
+	TenantName      string `json:"tenant_name"`
+	CredentialID    string `json:"credential_id"`
+	EscrowAvailable bool   `json:"escrow_available,omitempty"`
+}
+
+// ObjectInfo is one entry of a list page.
+type ObjectInfo struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+// ListPage is the body of GET /v1/list. Next is the after= value of the
+// next page; "" means the listing is complete.
+type ListPage struct {
+	Objects []ObjectInfo `json:"objects"`
+	Next    string       `json:"next"`
+}
+
+// Tenant states.
+const (
+	StateActive    = "active"
+	StateSuspended = "suspended"
+)
+
+// TenantInfo is the body of GET /v1/tenant and of `cofferd tenant show
+// --json`.
+type TenantInfo struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	State       string    `json:"state"`
+	SuspendedAt time.Time `json:"suspended_at,omitzero"`
+	Reason      string    `json:"reason,omitempty"`
+	Quota       int64     `json:"quota"` // bytes; 0 = none
+	Usage       UsageInfo `json:"usage"`
+}
+
+// UsageInfo is a tenant's measured usage. LogicalBytes and DataBytes are
+// reported by the agent (the vault cannot decrypt); the rest is measured by
+// the vault.
+type UsageInfo struct {
+	StoredBytes   int64 `json:"stored_bytes"`
+	Objects       int64 `json:"objects"`
+	Packs         int64 `json:"packs"`
+	PackBytes     int64 `json:"pack_bytes"`
+	Snapshots     int64 `json:"snapshots"`
+	LogicalBytes  int64 `json:"logical_bytes"`
+	DataBytes     int64 `json:"data_bytes"`
+	ReservedBytes int64 `json:"reserved_bytes"` // in flight
+}
