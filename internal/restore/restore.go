@@ -59,6 +59,13 @@ type Restorer struct {
 	written atomic.Int64
 	fetched atomic.Int64
 	scratch chan *scratch
+	// writeMu serializes writes to the output. File systems serialize
+	// buffered writes to one file anyway (ext4 and XFS hold the inode
+	// lock for the copy), and when the kernel arbitrates, a writer that
+	// finds the lock taken spins on the other core; waiting here instead
+	// leaves that core to the workers that are decrypting and
+	// decompressing.
+	writeMu sync.Mutex
 }
 
 // New prepares a restore of disk d. The repository's index must be loaded.
@@ -324,7 +331,10 @@ func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) err
 			if int(t.length) != len(plain) {
 				return fmt.Errorf("%s: chunk is %d bytes but the disk map says %d", where, len(plain), t.length)
 			}
-			if _, err := f.WriteAt(plain, t.off); err != nil {
+			rs.writeMu.Lock()
+			_, err := f.WriteAt(plain, t.off)
+			rs.writeMu.Unlock()
+			if err != nil {
 				return fmt.Errorf("writing the output at %d: %w", t.off, err)
 			}
 			rs.written.Add(int64(len(plain)))
