@@ -24,7 +24,7 @@ type Faulty struct {
 
 // FaultRule describes one injected fault.
 type FaultRule struct {
-	Op     string // "put", "get", "stat", "list", "delete", or "" for any
+	Op     string // "put", "get", "stat", "list", "delete", "readversioned", "swap", or "" for any
 	Prefix string // object name prefix, "" for any
 	Times  int    // how many times to fire; negative is forever
 	Skip   int    // let this many matching operations through first
@@ -139,4 +139,38 @@ func (fr *failingReader) Read(p []byte) (int, error) {
 		return n, fr.err
 	}
 	return n, err
+}
+
+// Unwrap implements Wrapper.
+func (f *Faulty) Unwrap() Store { return f.Store }
+
+// ReadVersioned implements Swapper (op "readversioned"), when the wrapped
+// store is one.
+func (f *Faulty) ReadVersioned(ctx context.Context, name string, max int64) ([]byte, string, error) {
+	sw, err := swapperOf(f.Store)
+	if err != nil {
+		return nil, "", err
+	}
+	if r := f.match("readversioned", name); r != nil {
+		return nil, "", r.err()
+	}
+	return sw.ReadVersioned(ctx, name, max)
+}
+
+// Swap implements Swapper (op "swap"), when the wrapped store is one. A rule
+// with AfterBytes > 0 applies the swap and then fails, as a lost reply does.
+func (f *Faulty) Swap(ctx context.Context, name string, b []byte, ifVersion string) (string, error) {
+	sw, err := swapperOf(f.Store)
+	if err != nil {
+		return "", err
+	}
+	if r := f.match("swap", name); r != nil {
+		if r.AfterBytes > 0 {
+			if _, err := sw.Swap(ctx, name, b, ifVersion); err != nil {
+				return "", err
+			}
+		}
+		return "", r.err()
+	}
+	return sw.Swap(ctx, name, b, ifVersion)
 }

@@ -243,7 +243,13 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) er
 		if cerr := ctx.Err(); cerr != nil {
 			return cerr
 		}
-		if d.IsDir() || strings.HasPrefix(d.Name(), tmpPrefix) {
+		if d.IsDir() {
+			if p != start && strings.HasPrefix(d.Name(), ".") {
+				return filepath.SkipDir // .locks and the like: never objects
+			}
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), ".") { // temporary files
 			return nil
 		}
 		rel, err := filepath.Rel(l.root, p)

@@ -140,3 +140,43 @@ func (r *Retry) List(ctx context.Context, prefix string, fn func(Info) error) er
 func (r *Retry) Delete(ctx context.Context, name string) error {
 	return r.do(ctx, "delete", name, func() error { return r.Store.Delete(ctx, name) })
 }
+
+// RetryAfterError is a transient error with the server's own advice on when
+// to try again (HTTP 429 or 503 with Retry-After). Reason is a short code
+// such as "throttled"; a throttled error does not use up retry attempts,
+// only the policy's ThrottleBudget.
+type RetryAfterError struct {
+	Wait   time.Duration
+	Reason string
+	Err    error
+}
+
+// ReasonThrottled is the Reason of a 429: the server asks this client to
+// slow down, nothing is wrong.
+const ReasonThrottled = "throttled"
+
+func (e *RetryAfterError) Error() string {
+	msg := "server asked to retry"
+	if e.Reason != "" {
+		msg += " (" + e.Reason + ")"
+	}
+	msg += " after " + e.Wait.String()
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// QuotaError is a refusal because the tenant's quota is used up. It is
+// permanent, errors.Is(err, ErrNoSpace) holds, and Error is the server's
+// message, which says what to do.
+type QuotaError struct {
+	Msg string
+}
+
+func (e *QuotaError) Error() string { return e.Msg }
+
+// Is makes errors.Is(err, ErrNoSpace) true.
+func (e *QuotaError) Is(target error) bool { return target == ErrNoSpace }
