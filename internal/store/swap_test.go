@@ -218,3 +218,27 @@ func TestLocalSwapTwoProcesses(t *testing.T) {
 		t.Fatalf("counter after two processes raced: %s, want %s", b, want)
 	}
 }
+
+func TestS3Swapper(t *testing.T) {
+	srv := minioServer(t)
+	storetest.RunSwapper(t, func(t *testing.T) store.Store { return openURL(t, srv.NewBucket(t)) })
+}
+
+// Two S3 clients (two replicas) on one bucket: MinIO's If-Match is an atomic
+// compare-and-swap, so no increment is lost.
+func TestS3SwapTwoClients(t *testing.T) {
+	srv := minioServer(t)
+	u := srv.NewBucket(t)
+	var sws []store.Swapper
+	for range 2 {
+		s := openURL(t, u)
+		t.Cleanup(func() { _ = s.Close() })
+		r := store.WithRetry(s, store.RetryPolicy{Attempts: 3, Base: time.Millisecond, Max: 10 * time.Millisecond}, nil, nil)
+		sw, ok := store.AsSwapper(r)
+		if !ok {
+			t.Fatal("Retry(S3) is not a Swapper")
+		}
+		sws = append(sws, sw)
+	}
+	storetest.RaceCounter(t, sws, "vault/usage/c.json", 8, 25)
+}
