@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/minio/minio-go/v7/pkg/s3utils"
+
+	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
 // Environment variables that hold S3 credentials. Secrets never come from
@@ -21,21 +23,27 @@ const (
 	EnvSessionToken = "AWS_SESSION_TOKEN"
 )
 
-// Target is a parsed repository URL: exactly one of Dir and S3 is set.
+// Target is a parsed repository URL: exactly one of Dir, S3 and Vault is
+// set.
 type Target struct {
-	Dir string    // absolute or relative directory of a local store
-	S3  *S3Config // S3 store, without credentials
+	Dir   string    // absolute or relative directory of a local store
+	S3    *S3Config // S3 store, without credentials
+	Vault *url.URL  // vault base URL: https://host[:port][/base] (http only on loopback)
 }
 
-const urlForms = "use file:///dir or s3://host:port/bucket/prefix"
+const urlForms = "use file:///dir, s3://host:port/bucket/prefix or https://vault-host[:port]"
 
 // ParseURL parses a repository URL:
 //
 //	file:///abs/dir                              a local directory
 //	some/dir, /abs/dir                           a local directory (no scheme)
 //	s3://host[:port]/bucket[/prefix][?tls=false&region=r]
+//	https://host[:port][/base]                   a vault (cofferd)
+//	http://127.0.0.1[:port][/base]               a vault on a loopback address
 //
-// S3 uses HTTPS unless tls=false. Error messages never repeat the URL's
+// S3 uses HTTPS unless tls=false. A vault URL takes no query: plain http
+// is refused unless the host is a loopback address, since the agent's
+// credential would travel in clear text. Error messages never repeat the URL's
 // user-info part.
 func ParseURL(raw string) (Target, error) {
 	if raw == "" {
@@ -43,13 +51,13 @@ func ParseURL(raw string) (Target, error) {
 	}
 	scheme, _, hasScheme := strings.Cut(raw, "://")
 	if !hasScheme || !isScheme(scheme) {
-		if s, _, ok := strings.Cut(raw, ":"); ok && (s == "s3" || s == "file") {
+		if s, _, ok := strings.Cut(raw, ":"); ok && (s == "s3" || s == "file" || s == "https" || s == "http") {
 			return Target{}, fmt.Errorf("malformed repository URL (no \"//\" after %q): %s", s+":", urlForms)
 		}
 		return Target{Dir: filepath.Clean(raw)}, nil
 	}
 	switch strings.ToLower(scheme) {
-	case "file", "s3":
+	case "file", "s3", "https", "http":
 	default:
 		return Target{}, fmt.Errorf("unsupported repository URL scheme %q: %s", scheme, urlForms)
 	}
@@ -68,8 +76,15 @@ func ParseURL(raw string) (Target, error) {
 	if u.Fragment != "" || u.RawFragment != "" {
 		return Target{}, errors.New("invalid repository URL: unexpected \"#\" fragment")
 	}
-	if u.Scheme == "file" {
+	switch u.Scheme {
+	case "file":
 		return parseFileURL(u)
+	case "https", "http":
+		v, err := checkVaultURL(u)
+		if err != nil {
+			return Target{}, err
+		}
+		return Target{Vault: v}, nil
 	}
 	return parseS3URL(u)
 }
@@ -168,15 +183,39 @@ func checkS3Prefix(prefix string) error {
 	return nil
 }
 
-// Open opens the store a repository URL names (see ParseURL). S3 credentials
-// come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
-// AWS_SESSION_TOKEN if set). With create, a missing directory or bucket is
-// made; without, it is an ErrNotFound error. For S3 this checks the bucket
-// over the network, so bad credentials fail here with ErrDenied.
+// OpenOptions are the options of OpenWith.
+type OpenOptions struct {
+	// Create makes a missing directory or bucket (a vault has nothing to
+	// make: enrollment made the tenant).
+	Create bool
+	// Credential is the agent credential for a vault; "" falls back to
+	// COFFER_CREDENTIAL.
+	Credential vaultapi.Secret
+	// CAFile is a PEM file of CA certificates for a vault; "" falls back to
+	// COFFER_VAULT_CA (and then the system roots).
+	CAFile string
+}
+
+// Open opens the store a repository URL names: OpenWith with only Create
+// set, so a vault's credential comes from COFFER_CREDENTIAL.
 func Open(ctx context.Context, rawURL string, create bool) (Store, error) {
+	return OpenWith(ctx, rawURL, OpenOptions{Create: create})
+}
+
+// OpenWith opens the store a repository URL names (see ParseURL). S3
+// credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
+// AWS_SESSION_TOKEN if set). With Create, a missing directory or bucket is
+// made; without, it is an ErrNotFound error. For S3 this checks the bucket
+// over the network, and for a vault the credential (GET /v1/tenant), so bad
+// credentials fail here with ErrDenied.
+func OpenWith(ctx context.Context, rawURL string, o OpenOptions) (Store, error) {
+	create := o.Create
 	t, err := ParseURL(rawURL)
 	if err != nil {
 		return nil, err
+	}
+	if t.Vault != nil {
+		return openVault(ctx, t.Vault, o)
 	}
 	if t.S3 == nil {
 		l, err := OpenLocal(t.Dir, create)
@@ -198,4 +237,23 @@ func Open(ctx context.Context, rawURL string, create bool) (Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+func openVault(ctx context.Context, base *url.URL, o OpenOptions) (Store, error) {
+	cfg := VaultConfig{BaseURL: base, Credential: o.Credential, CAFile: o.CAFile}
+	if cfg.Credential == "" {
+		cfg.Credential = vaultapi.Secret(os.Getenv(EnvCredential))
+	}
+	if cfg.CAFile == "" {
+		cfg.CAFile = os.Getenv(EnvVaultCA)
+	}
+	v, err := NewVault(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.TenantCheck(ctx); err != nil {
+		v.Close()
+		return nil, err
+	}
+	return v, nil
 }

@@ -1,0 +1,771 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+
+	"github.com/cofferhq/coffer/internal/vaultapi"
+)
+
+// Environment variables for repositories behind a vault.
+const (
+	// EnvCredential holds the agent credential (cfa1_…); it overrides the
+	// config file's credential.
+	EnvCredential = "COFFER_CREDENTIAL"
+	// EnvVaultCA names a PEM file of CA certificates to trust for the vault
+	// instead of the system roots.
+	EnvVaultCA = "COFFER_VAULT_CA"
+)
+
+// Timeouts of the vault client. There is no overall request timeout: pack
+// bodies are large and the link may be slow; instead a response body that
+// delivers nothing for vaultIdleTimeout is cut off.
+const (
+	vaultResponseHeaderTimeout = 60 * time.Second
+	vaultExpectContinueTimeout = 2 * time.Second
+	vaultIdleTimeout           = 60 * time.Second
+	vaultMaxErrorBody          = 64 << 10
+	vaultMaxListBody           = 16 << 20
+	vaultMaxMessage            = 512
+)
+
+// VaultConfig says where a vault is and how the agent authenticates.
+type VaultConfig struct {
+	// BaseURL is https://host[:port][/base], or http:// on a loopback host.
+	BaseURL *url.URL
+	// Credential is the agent credential (cfa1_…). Enroll does not need it.
+	Credential vaultapi.Secret
+	// CAFile names a PEM file of CA certificates that replace the system
+	// roots for this vault ("" = system roots).
+	CAFile string
+	// Transport replaces the HTTP transport (tests); CAFile is then unused.
+	Transport http.RoundTripper
+}
+
+// Vault is a store reached through cofferd's HTTP API: one tenant's
+// repository, selected by the credential. The vault is append-only for
+// agents: Put creates, Delete is always refused with ErrDenied. Errors are
+// mapped to the store sentinels from the JSON error code (the HTTP status
+// is the fallback), so Retry treats them as it treats every other store's.
+type Vault struct {
+	base   *url.URL
+	cred   vaultapi.Secret
+	client *http.Client
+	own    *http.Transport // closed by Close; nil with an injected transport
+}
+
+// NewVault builds a vault client without contacting the vault.
+func NewVault(cfg VaultConfig) (*Vault, error) {
+	if cfg.Credential == "" {
+		return nil, fmt.Errorf("vault %s: no agent credential: enroll with coffer init --repo URL --token TOKEN, or set %s: %w",
+			safeURL(cfg.BaseURL), EnvCredential, ErrDenied)
+	}
+	if _, _, err := vaultapi.ParseCredential(cfg.Credential.Reveal()); err != nil {
+		// The parser's error never repeats the secret.
+		return nil, fmt.Errorf("vault %s: the agent credential is malformed (%v); re-enroll with coffer init --repo URL --token TOKEN: %w",
+			safeURL(cfg.BaseURL), err, ErrDenied)
+	}
+	c, own, err := vaultClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Vault{base: c.base, cred: cfg.Credential, client: c.client, own: own}, nil
+}
+
+type vaultConn struct {
+	base   *url.URL
+	client *http.Client
+}
+
+// vaultClient checks the base URL and builds the HTTP client.
+func vaultClient(cfg VaultConfig) (vaultConn, *http.Transport, error) {
+	if cfg.BaseURL == nil {
+		return vaultConn{}, nil, errors.New("vault: no URL")
+	}
+	base, err := checkVaultURL(cfg.BaseURL)
+	if err != nil {
+		return vaultConn{}, nil, err
+	}
+	rt := cfg.Transport
+	var own *http.Transport
+	if rt == nil {
+		own, err = vaultTransport(cfg.CAFile)
+		if err != nil {
+			return vaultConn{}, nil, err
+		}
+		rt = own
+	}
+	client := &http.Client{
+		Transport: rt,
+		// A redirect would resend the credential elsewhere: never follow.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	return vaultConn{base: base, client: client}, own, nil
+}
+
+// vaultTransport is the HTTP/1.1 transport with TLS 1.2 or later.
+func vaultTransport(caFile string) (*http.Transport, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the vault CA file (vault_ca or %s): %w", EnvVaultCA, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("the vault CA file %s holds no PEM certificate", caFile)
+		}
+		tc.RootCAs = pool
+	}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tc,
+		TLSHandshakeTimeout:   15 * time.Second,
+		ResponseHeaderTimeout: vaultResponseHeaderTimeout,
+		ExpectContinueTimeout: vaultExpectContinueTimeout,
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		// HTTP/1.1 only: per-request deadlines and upload slots on the
+		// vault stay per connection.
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}, nil
+}
+
+// checkVaultURL validates a vault base URL and returns a copy without a
+// trailing slash.
+func checkVaultURL(u *url.URL) (*url.URL, error) {
+	if u.User != nil {
+		return nil, errors.New("vault URL must not contain credentials: the agent credential lives in the config file or " + EnvCredential)
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, errors.New("vault URL takes no query or fragment: use https://host[:port][/base]")
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, errors.New("vault URL needs a host: https://host[:port][/base]")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("vault URL has invalid port %q", p)
+		}
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopbackHost(u.Hostname()) {
+			return nil, fmt.Errorf("vault URL http://%s sends the credential in clear text: use https:// (plain http is allowed only on a loopback address)", u.Host)
+		}
+	default:
+		return nil, fmt.Errorf("vault URL scheme %q: use https://", u.Scheme)
+	}
+	path := strings.TrimSuffix(u.Path, "/")
+	if path != "" {
+		if len(path) > 256 {
+			return nil, errors.New("vault URL: base path longer than 256 bytes")
+		}
+		for _, seg := range strings.Split(strings.TrimPrefix(path, "/"), "/") {
+			if seg == "" || seg == "." || seg == ".." {
+				return nil, errors.New("vault URL: base path has an empty, \".\" or \"..\" segment")
+			}
+			for _, c := range []byte(seg) {
+				if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+					return nil, errors.New("vault URL: base path may use letters, digits, '.', '_', '-' and '/'")
+				}
+			}
+		}
+	}
+	return &url.URL{Scheme: u.Scheme, Host: strings.ToLower(u.Host), Path: path}, nil
+}
+
+// isLoopbackHost reports whether host is localhost or a loopback address.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// safeURL prints a URL for messages, without user-info, query or fragment.
+func safeURL(u *url.URL) string {
+	if u == nil {
+		return "(no URL)"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
+}
+
+// Location implements Store: the vault URL, never the credential.
+func (v *Vault) Location() string { return v.base.String() }
+
+// Close implements Store.
+func (v *Vault) Close() error {
+	if v.own != nil {
+		v.own.CloseIdleConnections()
+	}
+	return nil
+}
+
+func (v *Vault) endpoint(route string, q url.Values) string {
+	u := *v.base
+	u.Path = v.base.Path + route
+	if q != nil {
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+func (v *Vault) newRequest(ctx context.Context, method, target string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	if err != nil {
+		return nil, &PermanentError{Err: fmt.Errorf("vault request: %v", err)}
+	}
+	req.Header.Set("Authorization", "Bearer "+v.cred.Reveal())
+	req.Header.Set("User-Agent", "coffer-agent")
+	return req, nil
+}
+
+// Put implements Store: a PUT with the exact Content-Length, streamed from
+// r. The body can be made again (GetBody), so Go may resend it on a
+// keep-alive connection that died.
+func (v *Vault) Put(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	if size < 0 {
+		return &PermanentError{Err: fmt.Errorf("%s: negative size %d", name, size)}
+	}
+	src := &sourceReader{r: r, size: size}
+	var body io.Reader = http.NoBody
+	if size > 0 {
+		body = io.NewSectionReader(src, 0, size)
+	}
+	req, err := v.newRequest(ctx, http.MethodPut, v.endpoint(vaultapi.RouteRepo+name, nil), body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = size // 0 is sent as "Content-Length: 0" on a PUT
+	if size > 0 {
+		req.GetBody = func() (io.ReadCloser, error) {
+			return io.NopCloser(io.NewSectionReader(src, 0, size)), nil
+		}
+		// A refusal (exists, quota, too large) then costs no upload.
+		req.Header.Set("Expect", "100-continue")
+	}
+	// Puts are create-only, so sending one twice is safe (the second gets
+	// 409, which content-named objects take as success): this lets Go
+	// resend it when a kept-alive connection turns out dead.
+	req.Header.Set("Idempotency-Key", name)
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := v.client.Do(req)
+	if err != nil {
+		if src.short.Load() {
+			return &PermanentError{Err: fmt.Errorf("%s: %w (want %d bytes)", name, errShortSource, size)}
+		}
+		return fmt.Errorf("%s: put: %w", name, transportError(err))
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	return fmt.Errorf("%s: put: %w", name, v.statusError(resp, http.MethodPut, name))
+}
+
+// Get implements Store with a ranged GET. The Content-Range of the reply
+// must be exactly the range asked for.
+func (v *Vault) Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	if off < 0 {
+		return fmt.Errorf("%s: negative offset %d: %w", name, off, ErrInvalidRange)
+	}
+	if length == 0 {
+		return v.getEmpty(ctx, name, off, length, fn)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := v.newRequest(ctx, http.MethodGet, v.endpoint(vaultapi.RouteRepo+name, nil), nil)
+	if err != nil {
+		return err
+	}
+	ranged := off > 0 || length > 0
+	switch {
+	case length > 0:
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+length-1))
+	case off > 0:
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
+	}
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: get: %w", name, transportError(err))
+	}
+	defer drainClose(resp.Body)
+	var n int64
+	switch {
+	case resp.StatusCode == http.StatusOK && !ranged:
+		n = resp.ContentLength
+		if n < 0 {
+			return fmt.Errorf("%s: get: the vault sent no Content-Length", name)
+		}
+	case resp.StatusCode == http.StatusPartialContent && ranged:
+		first, last, size, err := parseContentRange(resp.Header.Get("Content-Range"))
+		if err != nil {
+			return fmt.Errorf("%s: get: %v", name, err)
+		}
+		wantLast := off + length - 1
+		if length < 0 {
+			wantLast = size - 1
+		}
+		if first != off || last < wantLast {
+			if last < wantLast && first == off {
+				return fmt.Errorf("%s: range %d+%d runs past the end of the object (%d bytes): %w", name, off, length, size, ErrInvalidRange)
+			}
+			return fmt.Errorf("%s: get: the vault answered range %d-%d for %d-%d", name, first, last, off, wantLast)
+		}
+		if last != wantLast {
+			return fmt.Errorf("%s: get: the vault answered range %d-%d for %d-%d", name, first, last, off, wantLast)
+		}
+		n = last - first + 1
+		if resp.ContentLength >= 0 && resp.ContentLength != n {
+			return fmt.Errorf("%s: get: Content-Length %d does not match Content-Range %d-%d", name, resp.ContentLength, first, last)
+		}
+	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
+		return fmt.Errorf("%s: get: the vault answered %d to a request with%s a Range", name, resp.StatusCode, map[bool]string{true: "", false: "out"}[ranged])
+	default:
+		err := v.statusError(resp, http.MethodGet, name)
+		if errors.Is(err, ErrInvalidRange) && length < 0 {
+			// "bytes=off-" with off at the end is unsatisfiable over HTTP,
+			// but an empty read to Store.
+			return v.getEmpty(ctx, name, off, length, fn)
+		}
+		return fmt.Errorf("%s: get: %w", name, err)
+	}
+	body := newIdleReader(resp.Body, vaultIdleTimeout, cancel)
+	defer body.stop()
+	return fn(&exactReader{r: body, left: n, name: name})
+}
+
+// getEmpty serves a zero-length read at off, valid when off <= size.
+func (v *Vault) getEmpty(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
+	info, err := v.Stat(ctx, name)
+	if err != nil {
+		return err
+	}
+	if off > info.Size || length > 0 {
+		return fmt.Errorf("%s: range %d+%d outside object of %d bytes: %w", name, off, length, info.Size, ErrInvalidRange)
+	}
+	if length < 0 && off != info.Size {
+		// The object changed between the GET and the HEAD: transient.
+		return fmt.Errorf("%s: object changed while reading", name)
+	}
+	return fn(bytes.NewReader(nil))
+}
+
+// parseContentRange parses "bytes first-last/size".
+func parseContentRange(s string) (first, last, size int64, err error) {
+	bad := fmt.Errorf("the vault sent a malformed Content-Range %q", clipOutside(s))
+	rest, ok := strings.CutPrefix(s, "bytes ")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	rng, total, ok := strings.Cut(rest, "/")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	a, b, ok := strings.Cut(rng, "-")
+	if !ok {
+		return 0, 0, 0, bad
+	}
+	first, err1 := strconv.ParseInt(a, 10, 64)
+	last, err2 := strconv.ParseInt(b, 10, 64)
+	size, err3 := strconv.ParseInt(total, 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || first < 0 || last < first || size <= last {
+		return 0, 0, 0, bad
+	}
+	return first, last, size, nil
+}
+
+// Stat implements Store with a HEAD.
+func (v *Vault) Stat(ctx context.Context, name string) (Info, error) {
+	if err := ValidName(name); err != nil {
+		return Info{}, err
+	}
+	req, err := v.newRequest(ctx, http.MethodHead, v.endpoint(vaultapi.RouteRepo+name, nil), nil)
+	if err != nil {
+		return Info{}, err
+	}
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return Info{}, fmt.Errorf("%s: stat: %w", name, transportError(err))
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return Info{}, fmt.Errorf("%s: stat: %w", name, v.statusError(resp, http.MethodHead, name))
+	}
+	if resp.ContentLength < 0 {
+		return Info{}, fmt.Errorf("%s: stat: the vault sent no Content-Length", name)
+	}
+	return Info{Name: name, Size: resp.ContentLength}, nil
+}
+
+// List implements Store: GET /v1/list page by page, each page starting
+// after the previous page's "next". Names come in byte order.
+func (v *Vault) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	if err := validPrefix(prefix); err != nil {
+		return err
+	}
+	after := ""
+	for {
+		page, err := v.listPage(ctx, prefix, after)
+		if err != nil {
+			return err
+		}
+		last := after
+		for _, o := range page.Objects {
+			if ValidName(o.Name) != nil || !strings.HasPrefix(o.Name, prefix) || o.Name <= last || o.Size < 0 {
+				return fmt.Errorf("list %q: the vault sent an object %q out of order or outside the prefix", prefix, clipOutside(o.Name))
+			}
+			last = o.Name
+			if err := fn(Info{Name: o.Name, Size: o.Size}); err != nil {
+				return err
+			}
+		}
+		if page.Next == "" {
+			return nil
+		}
+		if page.Next <= after || ValidName(page.Next) != nil || !strings.HasPrefix(page.Next, prefix) {
+			return fmt.Errorf("list %q: the vault sent a page that does not advance (next %q)", prefix, clipOutside(page.Next))
+		}
+		after = page.Next
+	}
+}
+
+func (v *Vault) listPage(ctx context.Context, prefix, after string) (*vaultapi.ListPage, error) {
+	q := url.Values{"prefix": {prefix}}
+	if after != "" {
+		q.Set("after", after)
+	}
+	q.Set("limit", strconv.Itoa(vaultapi.DefaultListLimit))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := v.newRequest(ctx, http.MethodGet, v.endpoint(vaultapi.RouteList, q), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("list %q: %w", prefix, transportError(err))
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("list %q: %w", prefix, v.statusError(resp, http.MethodGet, ""))
+	}
+	body := newIdleReader(resp.Body, vaultIdleTimeout, cancel)
+	defer body.stop()
+	var page vaultapi.ListPage
+	// A page cut off in transit fails to parse: it never reads as the end.
+	dec := json.NewDecoder(io.LimitReader(body, vaultMaxListBody))
+	if err := dec.Decode(&page); err != nil {
+		return nil, fmt.Errorf("list %q: reading the vault's reply: %v", prefix, err)
+	}
+	return &page, nil
+}
+
+// Delete implements Store. Agents cannot delete through a vault: it
+// answers 403 and Delete returns ErrDenied.
+func (v *Vault) Delete(ctx context.Context, name string) error {
+	if err := ValidName(name); err != nil {
+		return err
+	}
+	req, err := v.newRequest(ctx, http.MethodDelete, v.endpoint(vaultapi.RouteRepo+name, nil), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: delete: %w", name, transportError(err))
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode/100 == 2 {
+		return nil
+	}
+	err = v.statusError(resp, http.MethodDelete, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return fmt.Errorf("%s: delete: %w", name, err)
+}
+
+// TenantCheck asks the vault who the credential belongs to (GET
+// /v1/tenant), so a bad credential fails before any work starts.
+func (v *Vault) TenantCheck(ctx context.Context) error {
+	req, err := v.newRequest(ctx, http.MethodGet, v.endpoint(vaultapi.RouteTenant, nil), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("vault %s: %w", v.Location(), transportError(err))
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("vault %s: %w", v.Location(), v.statusError(resp, http.MethodGet, ""))
+	}
+	return nil
+}
+
+// VaultError is an error reply of the vault. Store errors from a Vault wrap
+// it beside the sentinel it maps to, so errors.As finds the wire code.
+type VaultError struct {
+	Status    int
+	Code      string // vaultapi.Code*; "" when the reply had no JSON body
+	Message   string // the server's message, cleaned of control characters
+	RequestID string
+
+	retryAfter int // retry_after_seconds of the body
+}
+
+func (e *VaultError) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = http.StatusText(e.Status)
+	}
+	s := fmt.Sprintf("vault: %s (HTTP %d", msg, e.Status)
+	if e.Code != "" {
+		s += ", " + e.Code
+	}
+	if e.RequestID != "" {
+		s += ", request " + e.RequestID
+	}
+	return s + ")"
+}
+
+// readVaultError reads the JSON error body of resp (HEAD replies have none).
+func readVaultError(resp *http.Response) *VaultError {
+	ve := &VaultError{Status: resp.StatusCode, RequestID: cleanOutside(resp.Header.Get(vaultapi.HeaderRequestID), 64)}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, vaultMaxErrorBody))
+	var eb vaultapi.ErrorBody
+	if len(b) > 0 && json.Unmarshal(b, &eb) == nil {
+		ve.Code = cleanOutside(eb.Error.Code, 64)
+		ve.Message = cleanOutside(eb.Error.Message, vaultMaxMessage)
+		ve.retryAfter = eb.Error.RetryAfterSeconds
+		if eb.Error.RequestID != "" {
+			ve.RequestID = cleanOutside(eb.Error.RequestID, 64)
+		}
+	}
+	return ve
+}
+
+// retryAfter reads Retry-After (seconds or an HTTP date), falling back to
+// the body's retry_after_seconds.
+func retryAfter(resp *http.Response, body int) time.Duration {
+	if h := resp.Header.Get("Retry-After"); h != "" {
+		if s, err := strconv.Atoi(h); err == nil && s >= 0 {
+			return time.Duration(min(s, 3600)) * time.Second
+		}
+		if t, err := http.ParseTime(h); err == nil {
+			return min(max(time.Until(t), 0), time.Hour)
+		}
+	}
+	if body > 0 {
+		return time.Duration(min(body, 3600)) * time.Second
+	}
+	return 0
+}
+
+// statusError maps an error reply to the store sentinels (the table in the
+// design, "Status -> store sentinel"). The JSON code decides; the status is
+// the fallback.
+func (v *Vault) statusError(resp *http.Response, method, name string) error {
+	ve := readVaultError(resp)
+	return mapVaultError(ve, retryAfter(resp, ve.retryAfter), method)
+}
+
+func mapVaultError(ve *VaultError, wait time.Duration, method string) error {
+	switch ve.Code {
+	case vaultapi.CodeBadName, vaultapi.CodeBadPath, vaultapi.CodeBadPrefix:
+		return fmt.Errorf("%w: %w", ErrInvalidName, ve)
+	case vaultapi.CodeQuotaExceeded:
+		msg := ve.Message
+		if msg == "" {
+			msg = "the tenant's quota is exceeded"
+		}
+		return &QuotaError{Msg: msg}
+	case vaultapi.CodeStoreFull:
+		return fmt.Errorf("%w: %w", ErrNoSpace, ve)
+	case vaultapi.CodeExists:
+		return fmt.Errorf("%w: %w", ErrExists, ve)
+	case vaultapi.CodeAppendOnly:
+		return fmt.Errorf("%w: the vault is append-only: agents cannot delete objects (%w)", ErrDenied, ve)
+	case vaultapi.CodeTenantSuspended:
+		return fmt.Errorf("%w: %w; contact your provider", ErrDenied, ve)
+	}
+	switch s := ve.Status; {
+	case s == http.StatusUnauthorized:
+		code := ve.Code
+		if code == "" {
+			code = "unauthenticated"
+		}
+		return fmt.Errorf("%w: the vault refused this agent's credential (%s); re-enroll: coffer init --repo URL --token NEW (ask your provider for a token: cofferd tenant token NAME): %w",
+			ErrDenied, code, ve)
+	case s == http.StatusForbidden:
+		if method == http.MethodDelete {
+			return fmt.Errorf("%w: the vault is append-only: agents cannot delete objects", ErrDenied)
+		}
+		return fmt.Errorf("%w: the vault refused the request; contact your provider: %w", ErrDenied, ve)
+	case s == http.StatusNotFound:
+		return fmt.Errorf("%w: %w", ErrNotFound, ve)
+	case s == http.StatusConflict:
+		return fmt.Errorf("%w: %w", ErrExists, ve)
+	case s == http.StatusRequestedRangeNotSatisfiable:
+		return fmt.Errorf("%w: %w", ErrInvalidRange, ve)
+	case s == http.StatusTooManyRequests:
+		// Throttled: Retry waits without counting an attempt.
+		return &RetryAfterError{Wait: wait, Reason: ReasonThrottled, Err: ve}
+	case s == http.StatusServiceUnavailable:
+		reason := ve.Code
+		if reason == "" {
+			reason = "unavailable"
+		}
+		return &RetryAfterError{Wait: wait, Reason: reason, Err: ve}
+	case s == http.StatusInsufficientStorage:
+		return fmt.Errorf("%w: %w", ErrNoSpace, ve)
+	case s == http.StatusRequestTimeout || s >= 500:
+		return ve // transient
+	case s >= 400:
+		return &PermanentError{Err: ve}
+	}
+	// 1xx or 3xx (a redirect is never followed: it would carry the
+	// credential elsewhere).
+	return &PermanentError{Err: fmt.Errorf("unexpected reply: %w", ve)}
+}
+
+// transportError strips the URL from a *url.Error (it holds no secret, but
+// the object name is already in the message) and keeps the cause.
+func transportError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// cleanOutside makes text from the vault safe to print: control characters
+// (terminal escapes) become spaces, and it is cut at n bytes.
+func cleanOutside(s string, n int) string {
+	if len(s) > n {
+		s = s[:n] + "..."
+	}
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == unicode.ReplacementChar {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+func clipOutside(s string) string { return cleanOutside(s, 80) }
+
+func drainClose(rc io.ReadCloser) {
+	// Drain a little so the connection can be reused; a large rest is not
+	// worth reading.
+	_, _ = io.CopyN(io.Discard, rc, 64<<10)
+	_ = rc.Close()
+}
+
+// idleReader cancels the request when the body delivers nothing for d.
+type idleReader struct {
+	r     io.Reader
+	d     time.Duration
+	timer *time.Timer
+	mu    sync.Mutex
+	fired bool
+}
+
+func newIdleReader(r io.Reader, d time.Duration, cancel context.CancelFunc) *idleReader {
+	ir := &idleReader{r: r, d: d}
+	ir.timer = time.AfterFunc(d, func() {
+		ir.mu.Lock()
+		ir.fired = true
+		ir.mu.Unlock()
+		cancel()
+	})
+	return ir
+}
+
+func (ir *idleReader) Read(p []byte) (int, error) {
+	n, err := ir.r.Read(p)
+	ir.timer.Reset(ir.d)
+	if err != nil && err != io.EOF {
+		ir.mu.Lock()
+		fired := ir.fired
+		ir.mu.Unlock()
+		if fired {
+			err = fmt.Errorf("the vault sent nothing for %s: %w", ir.d, err)
+		}
+	}
+	return n, err
+}
+
+func (ir *idleReader) stop() { ir.timer.Stop() }
+
+// Enroll exchanges an enrollment token for the credential the agent made:
+// POST /v1/enroll with the token and the credential's SHA-256 only. The
+// same request may be sent again after a lost reply (the vault treats it
+// as done). cfg.Credential is not used.
+func Enroll(ctx context.Context, cfg VaultConfig, req vaultapi.EnrollRequest) (*vaultapi.EnrollResponse, error) {
+	c, own, err := vaultClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if own != nil {
+		defer own.CloseIdleConnections()
+	}
+	body, err := req.Encode()
+	if err != nil {
+		return nil, err
+	}
+	target := *c.base
+	target.Path += vaultapi.RouteEnroll
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, target.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %v", err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("User-Agent", "coffer-agent")
+	resp, err := c.client.Do(hreq)
+	if err != nil {
+		return nil, fmt.Errorf("enrolling at %s: %w", c.base, transportError(err))
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode != http.StatusCreated && resp.StatusCode != http.StatusOK {
+		ve := readVaultError(resp)
+		switch {
+		case ve.Code == vaultapi.CodeCredentialIDTaken:
+			return nil, fmt.Errorf("enrolling at %s: %w: %w", c.base, ErrExists, ve)
+		case ve.Status == http.StatusUnauthorized || ve.Code == vaultapi.CodeTokenUsed:
+			return nil, &PermanentError{Err: fmt.Errorf("the vault at %s refused the enrollment token: %w; ask your provider for a new one (cofferd tenant token NAME)", c.base, ve)}
+		}
+		return nil, fmt.Errorf("enrolling at %s: %w", c.base, mapVaultError(ve, retryAfter(resp, ve.retryAfter), http.MethodPost))
+	}
+	var out vaultapi.EnrollResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, vaultMaxErrorBody)).Decode(&out); err != nil {
+		return nil, fmt.Errorf("enrolling at %s: reading the vault's reply: %v", c.base, err)
+	}
+	return &out, nil
+}
