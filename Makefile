@@ -5,7 +5,7 @@ GO ?= go
 # outside the checkout, so a fresh clone on the same machine reuses them.
 export COFFER_TOOLS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coffer-dev/bin
 
-.PHONY: build demo test test-short bench lint fuzz minio peers clean
+.PHONY: build demo test test-short test-deploy bench lint fuzz minio peers clean
 
 build:
 	$(GO) build -o bin/coffer ./cmd/coffer
@@ -17,10 +17,16 @@ demo: build
 # Every test, including the S3 ones against a real MinIO started on loopback.
 # -count=1: the integration tests build the coffer binary themselves, which
 # the test cache cannot see, so cached results could be stale.
-test: minio
+test: minio test-deploy
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	COFFER_MINIO_BIN=$(COFFER_TOOLS)/minio $(GO) test -count=1 -timeout 25m ./...
+
+# The deployment files (docker-compose.yml, deploy/) checked with the
+# compose-spec parser and systemd-analyze, no Docker engine needed. A module of
+# its own (deploy/composetest), so the parser stays out of the main go.mod.
+test-deploy:
+	cd deploy/composetest && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 # Unit tests only (no MinIO needed; S3 tests skip outside CI).
 test-short:
