@@ -488,3 +488,29 @@ func TestComposeCofferdFlags(t *testing.T) {
 	// The README's onboarding step.
 	knownFlags(t, "tenant", "create")
 }
+
+// The README's walkthrough names what the compose file and the unit need.
+func TestReadmeSection(t *testing.T) {
+	readme := readFile(t, "README.md")
+	start := strings.Index(readme, "## Running the vault (docker compose or systemd)")
+	if start < 0 {
+		t.Fatal(`README.md has no "Running the vault (docker compose or systemd)" section`)
+	}
+	sec := readme[start:]
+	if end := strings.Index(sec[3:], "\n## "); end >= 0 {
+		sec = sec[:end+3]
+	}
+	want := append([]string{
+		"docker compose up -d",
+		"docker compose exec cofferd cofferd tenant create acme",
+		"coffer init --repo https://vault.example:8443 --token",
+		"deploy/tls/key.pem", "deploy/tls/cert.pem",
+		"deploy/cofferd.env.example", "/etc/coffer/cofferd.env",
+		"deploy/cofferd.service", "COFFER_BUCKET",
+	}, requiredEnv...)
+	for _, w := range want {
+		if !strings.Contains(sec, w) {
+			t.Errorf("the README section does not mention %q", w)
+		}
+	}
+}
