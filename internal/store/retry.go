@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,11 +15,26 @@ type RetryPolicy struct {
 	Attempts int           // total attempts, at least 1
 	Base     time.Duration // first backoff
 	Max      time.Duration // backoff ceiling
+	// ThrottleBudget bounds the total time spent waiting on throttled
+	// requests (RetryAfterError with Reason ReasonThrottled), which do not
+	// use up attempts. Zero means DefaultThrottleBudget.
+	ThrottleBudget time.Duration
+	// MaxThrottleWait caps one wait asked for by a RetryAfterError. Zero
+	// means DefaultMaxThrottleWait.
+	MaxThrottleWait time.Duration
 }
 
+// Defaults for the throttling fields of RetryPolicy.
+const (
+	DefaultThrottleBudget  = 30 * time.Minute
+	DefaultMaxThrottleWait = time.Minute
+)
+
 // DefaultRetry is the policy the command line uses: 8 attempts, backing off
-// from 250 ms to 20 s with full jitter (about a minute of patience in all).
-var DefaultRetry = RetryPolicy{Attempts: 8, Base: 250 * time.Millisecond, Max: 20 * time.Second}
+// from 250 ms to 20 s with full jitter (about a minute of patience in all),
+// and up to 30 minutes of waiting while a vault throttles this agent.
+var DefaultRetry = RetryPolicy{Attempts: 8, Base: 250 * time.Millisecond, Max: 20 * time.Second,
+	ThrottleBudget: DefaultThrottleBudget, MaxThrottleWait: DefaultMaxThrottleWait}
 
 // Retry wraps a store so that transient errors are retried with exponential
 // backoff. It is the only retry layer: providers are configured not to retry
@@ -35,6 +51,12 @@ func WithRetry(s Store, p RetryPolicy, clock Clock, log *slog.Logger) *Retry {
 	if p.Attempts < 1 {
 		p.Attempts = 1
 	}
+	if p.ThrottleBudget <= 0 {
+		p.ThrottleBudget = DefaultThrottleBudget
+	}
+	if p.MaxThrottleWait <= 0 {
+		p.MaxThrottleWait = DefaultMaxThrottleWait
+	}
 	if clock == nil {
 		clock = RealClock
 	}
@@ -46,7 +68,8 @@ func WithRetry(s Store, p RetryPolicy, clock Clock, log *slog.Logger) *Retry {
 
 func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error {
 	var err error
-	for attempt := 1; ; attempt++ {
+	var throttled time.Duration // total sleep on throttled errors
+	for attempt := 1; ; {
 		err = fn()
 		if err == nil || IsPermanent(err) {
 			return err
@@ -54,15 +77,49 @@ func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error 
 		if cerr := ctx.Err(); cerr != nil {
 			return fmt.Errorf("%s %s: %w (last error: %w)", op, name, cerr, err)
 		}
+		var ra *RetryAfterError
+		if errors.As(err, &ra) && ra.Reason == ReasonThrottled {
+			// The server asks us to slow down: nothing failed, so the
+			// attempt count and the backoff exponent stay; only the
+			// budget for throttled waiting is used up.
+			d := r.throttleWait(ra, attempt)
+			if throttled+d > r.policy.ThrottleBudget {
+				return fmt.Errorf("%s %s: giving up after waiting %s on a throttling server (budget %s): %w",
+					op, name, throttled.Round(time.Second), r.policy.ThrottleBudget, err)
+			}
+			throttled += d
+			r.log.Info("vault asked to slow down", "op", op, "object", name, "reason", ra.Reason, "wait", d.String())
+			if serr := r.clock.Sleep(ctx, d); serr != nil {
+				return fmt.Errorf("%s %s: %w (last error: %w)", op, name, serr, err)
+			}
+			continue
+		}
 		if attempt >= r.policy.Attempts {
 			return fmt.Errorf("%s %s: giving up after %d attempts: %w", op, name, attempt, err)
 		}
-		d := r.backoff(attempt)
-		r.log.Warn("store operation failed, retrying", "op", op, "object", name, "attempt", attempt, "wait", d.String(), "err", err.Error())
+		var d time.Duration
+		if ra != nil {
+			d = r.throttleWait(ra, attempt)
+			r.log.Warn("store unavailable, retrying when the server asked", "op", op, "object", name, "attempt", attempt,
+				"reason", ra.Reason, "wait", d.String())
+		} else {
+			d = r.backoff(attempt)
+			r.log.Warn("store operation failed, retrying", "op", op, "object", name, "attempt", attempt, "wait", d.String(), "err", err.Error())
+		}
+		attempt++
 		if serr := r.clock.Sleep(ctx, d); serr != nil {
 			return fmt.Errorf("%s %s: %w (last error: %w)", op, name, serr, err)
 		}
 	}
+}
+
+// throttleWait is the wait for a RetryAfterError: what the server asked,
+// but at least the backoff this attempt would use, plus 0-20% jitter so that
+// throttled clients do not return in step, capped at MaxThrottleWait.
+func (r *Retry) throttleWait(ra *RetryAfterError, attempt int) time.Duration {
+	d := max(ra.Wait, r.backoff(attempt))
+	d += rand.N(d/5 + 1)
+	return min(d, r.policy.MaxThrottleWait)
 }
 
 func (r *Retry) backoff(attempt int) time.Duration {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -103,6 +104,7 @@ func TestRetryNeverRetriesPermanent(t *testing.T) {
 		store.ErrNotFound, store.ErrExists, store.ErrDenied, store.ErrInvalidRange,
 		store.ErrNoSpace, store.ErrInvalidName, &store.PermanentError{Err: errors.New("bad request")},
 		fmt.Errorf("wrapped: %w", store.ErrDenied), context.Canceled,
+		store.ErrConflict, fmt.Errorf("swap: %w", store.ErrConflict), &store.QuotaError{Msg: "quota 1 GiB exceeded"},
 	}
 	for _, want := range cases {
 		r, f, c := retryStack(t, store.DefaultRetry)
@@ -263,5 +265,133 @@ func TestRetryListFnErrorNotRetried(t *testing.T) {
 	}
 	if f.Ops("list") != 1 || len(c.Sleeps()) != 0 {
 		t.Errorf("listed %d times, slept %d; want 1, 0", f.Ops("list"), len(c.Sleeps()))
+	}
+}
+
+func throttled(wait time.Duration) error {
+	return &store.RetryAfterError{Wait: wait, Reason: store.ReasonThrottled, Err: errors.New("429 slow_down: cfa1_do-not-log")}
+}
+
+// Throttling does not use up attempts: a 429 ten times in a row still
+// succeeds with a policy of two attempts, each wait at least what the server
+// asked, plus at most 20% jitter.
+func TestRetryThrottledNotCounted(t *testing.T) {
+	p := store.RetryPolicy{Attempts: 2, Base: time.Millisecond, Max: time.Millisecond}
+	r, f, c := retryStack(t, p)
+	var logs bytes.Buffer
+	r = store.WithRetry(f, p, c, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := r.Put(t.Context(), "config", bytes.NewReader([]byte("cfg")), 3); err != nil {
+		t.Fatal(err)
+	}
+	f.Add(store.FaultRule{Op: "stat", Times: 10, Err: throttled(3 * time.Second)})
+	if _, err := r.Stat(t.Context(), "config"); err != nil {
+		t.Fatalf("Stat after 10 throttled replies: %v", err)
+	}
+	if n := f.Ops("stat"); n != 11 {
+		t.Errorf("tried %d times, want 11", n)
+	}
+	sleeps := c.Sleeps()
+	if len(sleeps) != 10 {
+		t.Fatalf("slept %d times, want 10", len(sleeps))
+	}
+	for i, d := range sleeps {
+		if d < 3*time.Second || d > 3600*time.Millisecond {
+			t.Errorf("sleep %d = %v, want within [3s, 3.6s]", i+1, d)
+		}
+	}
+	if got := strings.Count(logs.String(), "vault asked to slow down"); got != 10 {
+		t.Errorf("logged %d slow-down notices, want 10:\n%s", got, logs.String())
+	}
+	if strings.Contains(logs.String(), "cfa1_") {
+		t.Errorf("the log repeats the server's error text:\n%s", logs.String())
+	}
+	// A transient failure after all that still has its attempts.
+	f.Add(store.FaultRule{Op: "stat", Times: 1})
+	if _, err := r.Stat(t.Context(), "config"); err != nil {
+		t.Errorf("one transient failure after throttling: %v", err)
+	}
+}
+
+// Throttled waiting is bounded by ThrottleBudget, and one wait by
+// MaxThrottleWait.
+func TestRetryThrottleBudget(t *testing.T) {
+	p := store.RetryPolicy{Attempts: 3, Base: time.Millisecond, Max: time.Millisecond,
+		ThrottleBudget: 10 * time.Minute, MaxThrottleWait: time.Minute}
+	r, f, c := retryStack(t, p)
+	f.Add(store.FaultRule{Op: "get", Times: -1, Err: throttled(time.Hour)})
+	_, err := store.ReadAll(t.Context(), r, "config")
+	var ra *store.RetryAfterError
+	if !errors.As(err, &ra) || !strings.Contains(err.Error(), "throttling server") {
+		t.Fatalf("Get under endless throttling = %v; want the RetryAfterError after the budget", err)
+	}
+	var total time.Duration
+	for _, d := range c.Sleeps() {
+		if d != time.Minute {
+			t.Errorf("a wait of %v; a 1h Retry-After must be capped at MaxThrottleWait (1m)", d)
+		}
+		total += d
+	}
+	if total != 10*time.Minute || f.Ops("get") != 11 {
+		t.Errorf("waited %v over %d tries; want 10m over 11", total, f.Ops("get"))
+	}
+}
+
+// Zero throttle fields mean the defaults, not "no patience at all".
+func TestRetryThrottleDefaults(t *testing.T) {
+	r, f, c := retryStack(t, store.RetryPolicy{Attempts: 1})
+	f.Add(store.FaultRule{Op: "stat", Times: 1, Err: throttled(2 * time.Hour)})
+	if _, err := r.Stat(t.Context(), "config"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Stat = %v; want ErrNotFound after one throttled reply", err)
+	}
+	if s := c.Sleeps(); len(s) != 1 || s[0] != store.DefaultMaxThrottleWait {
+		t.Errorf("sleeps %v; want one of %v", s, store.DefaultMaxThrottleWait)
+	}
+	if store.DefaultRetry.ThrottleBudget != 30*time.Minute || store.DefaultRetry.MaxThrottleWait != time.Minute {
+		t.Errorf("DefaultRetry = %+v", store.DefaultRetry)
+	}
+}
+
+// A Retry-After that is not throttling (503) counts attempts, and waits at
+// least what the server asked and at least the backoff.
+func TestRetryAfterUnavailableCounted(t *testing.T) {
+	r, f, c := retryStack(t, testPolicy) // 5 attempts, backoff 100-300 ms
+	unavailable := &store.RetryAfterError{Wait: 5 * time.Second, Reason: "store_unavailable", Err: errors.New("503")}
+	short := &store.RetryAfterError{Wait: time.Millisecond, Reason: "draining", Err: errors.New("503")}
+	f.Add(store.FaultRule{Op: "stat", Times: 1, Err: short})
+	f.Add(store.FaultRule{Op: "stat", Times: -1, Err: unavailable})
+	_, err := r.Stat(t.Context(), "config")
+	if !errors.Is(err, unavailable) || !strings.Contains(err.Error(), "giving up after 5 attempts") {
+		t.Fatalf("Stat = %v; want the 503 after 5 attempts", err)
+	}
+	sleeps := c.Sleeps()
+	if len(sleeps) != 4 {
+		t.Fatalf("slept %v, want 4 sleeps", sleeps)
+	}
+	if sleeps[0] < testPolicy.Base/2 || sleeps[0] > testPolicy.Base*6/5 {
+		t.Errorf("first sleep %v: a 1 ms Retry-After must still wait the backoff (50-120 ms)", sleeps[0])
+	}
+	for _, d := range sleeps[1:] {
+		if d < 5*time.Second || d > 6*time.Second {
+			t.Errorf("sleep %v, want within [5s, 6s]", d)
+		}
+	}
+}
+
+func TestRetryErrorTypes(t *testing.T) {
+	inner := errors.New("slow down")
+	ra := &store.RetryAfterError{Wait: 2 * time.Second, Reason: store.ReasonThrottled, Err: inner}
+	if !errors.Is(ra, inner) || store.IsPermanent(ra) {
+		t.Errorf("RetryAfterError: Is(inner) %v, permanent %v; want true, false", errors.Is(ra, inner), store.IsPermanent(ra))
+	}
+	if !strings.Contains(ra.Error(), "throttled") || !strings.Contains(ra.Error(), "2s") {
+		t.Errorf("RetryAfterError text %q", ra.Error())
+	}
+	q := fmt.Errorf("put data/3f: %w", &store.QuotaError{Msg: `tenant "acme": quota 1.00 GiB exceeded`})
+	if !errors.Is(q, store.ErrNoSpace) || !store.IsPermanent(q) || errors.Is(q, store.ErrExists) {
+		t.Errorf("QuotaError: Is(ErrNoSpace) %v, permanent %v", errors.Is(q, store.ErrNoSpace), store.IsPermanent(q))
+	}
+	var qe *store.QuotaError
+	if !errors.As(q, &qe) || qe.Error() != `tenant "acme": quota 1.00 GiB exceeded` {
+		t.Errorf("QuotaError text %v", qe)
 	}
 }
