@@ -1,0 +1,13 @@
+// Package vault is cofferd's HTTP server: the agent API of the multi-tenant
+// vault (objects, listing, enrollment, tenant info, health), the raw request
+// path sanitiser in front of it, per-request authentication with a short
+// cache, per-tenant fairness limits, the SHA-256-verifying streaming upload
+// path, Prometheus metrics and one JSON access log line per request.
+//
+// It owns no state: tenants, credentials and usage live in the store and are
+// reached through the small interfaces Authenticator, Enroller, Ledger and
+// TenantSource (implemented over vault/registry and vault/ledger by the
+// adapters in adapters.go). Tenant objects are stored at
+// repos/<tenant id>/<name> in the data store; no request ever names a tenant,
+// which comes only from the credential.
+package vault

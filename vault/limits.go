@@ -1,0 +1,207 @@
+package vault
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Limits are the fairness and size limits of one replica. New fills zero
+// fields from DefaultLimits, except AuthCacheTTL and MinUploadRate, where 0
+// means "off".
+type Limits struct {
+	MaxObjectSize   int64         // largest pack accepted (default 300 MiB)
+	TenantUploads   int           // concurrent uploads per tenant (4)
+	TenantDownloads int           // concurrent downloads per tenant (8)
+	GlobalUploads   int           // concurrent uploads per replica (64)
+	TenantRPS       float64       // requests per second per tenant (50)
+	TenantBurst     int           // token bucket depth (100)
+	SlotWait        time.Duration // how long a request waits for an upload or download slot (2s)
+	MinUploadRate   int64         // bytes/s an upload must sustain per RateWindow (0: no floor)
+	RateWindow      time.Duration // window of the upload floor (30s)
+	AuthCacheTTL    time.Duration // how long an authentication is reused (0: never)
+	AuthFailRPS     float64       // authentication failures per second per client IP (10)
+	AuthFailBurst   int           // (20)
+	IdleEvict       time.Duration // per-tenant limiter state dropped after this idle time (10m)
+}
+
+// DefaultLimits returns the documented defaults (design §6).
+func DefaultLimits() Limits {
+	return Limits{
+		MaxObjectSize: 300 << 20, TenantUploads: 4, TenantDownloads: 8, GlobalUploads: 64,
+		TenantRPS: 50, TenantBurst: 100, SlotWait: 2 * time.Second,
+		MinUploadRate: 32 << 10, RateWindow: 30 * time.Second, AuthCacheTTL: 2 * time.Second,
+		AuthFailRPS: 10, AuthFailBurst: 20, IdleEvict: 10 * time.Minute,
+	}
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits()
+	if l.MaxObjectSize <= 0 {
+		l.MaxObjectSize = d.MaxObjectSize
+	}
+	if l.TenantUploads <= 0 {
+		l.TenantUploads = d.TenantUploads
+	}
+	if l.TenantDownloads <= 0 {
+		l.TenantDownloads = d.TenantDownloads
+	}
+	if l.GlobalUploads <= 0 {
+		l.GlobalUploads = d.GlobalUploads
+	}
+	if l.TenantRPS <= 0 {
+		l.TenantRPS = d.TenantRPS
+	}
+	if l.TenantBurst <= 0 {
+		l.TenantBurst = d.TenantBurst
+	}
+	if l.SlotWait <= 0 {
+		l.SlotWait = d.SlotWait
+	}
+	if l.RateWindow <= 0 {
+		l.RateWindow = d.RateWindow
+	}
+	if l.AuthFailRPS <= 0 {
+		l.AuthFailRPS = d.AuthFailRPS
+	}
+	if l.AuthFailBurst <= 0 {
+		l.AuthFailBurst = d.AuthFailBurst
+	}
+	if l.IdleEvict <= 0 {
+		l.IdleEvict = d.IdleEvict
+	}
+	return l
+}
+
+type tenantLimits struct {
+	rate     *rate.Limiter
+	up, down chan struct{}
+	lastUsed time.Time
+}
+
+// limiter keeps the per-tenant token buckets and slots, the global upload
+// slots and the per-IP authentication failure buckets.
+type limiter struct {
+	lim    Limits
+	now    func() time.Time
+	global chan struct{}
+
+	mu        sync.Mutex
+	tenants   map[string]*tenantLimits
+	authFails map[string]*ipBucket
+	lastSweep time.Time
+}
+
+type ipBucket struct {
+	rate     *rate.Limiter
+	lastUsed time.Time
+}
+
+func newLimiter(lim Limits, now func() time.Time) *limiter {
+	return &limiter{
+		lim: lim, now: now, global: make(chan struct{}, lim.GlobalUploads),
+		tenants: map[string]*tenantLimits{}, authFails: map[string]*ipBucket{}, lastSweep: now(),
+	}
+}
+
+func (l *limiter) tenant(id string) *tenantLimits {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if now.Sub(l.lastSweep) > time.Minute {
+		l.lastSweep = now
+		for k, t := range l.tenants {
+			if now.Sub(t.lastUsed) > l.lim.IdleEvict && len(t.up) == 0 && len(t.down) == 0 {
+				delete(l.tenants, k)
+			}
+		}
+		for k, b := range l.authFails {
+			if now.Sub(b.lastUsed) > l.lim.IdleEvict {
+				delete(l.authFails, k)
+			}
+		}
+	}
+	t := l.tenants[id]
+	if t == nil {
+		t = &tenantLimits{
+			rate: rate.NewLimiter(rate.Limit(l.lim.TenantRPS), l.lim.TenantBurst),
+			up:   make(chan struct{}, l.lim.TenantUploads), down: make(chan struct{}, l.lim.TenantDownloads),
+		}
+		l.tenants[id] = t
+	}
+	t.lastUsed = now
+	return t
+}
+
+// allow takes one token from the tenant's bucket; when none is available it
+// returns how long to wait and takes nothing.
+func (l *limiter) allow(tenantID string) (ok bool, wait time.Duration) {
+	t := l.tenant(tenantID)
+	r := t.rate.ReserveN(l.now(), 1)
+	if !r.OK() {
+		return false, time.Second
+	}
+	if d := r.DelayFrom(l.now()); d > 0 {
+		r.CancelAt(l.now())
+		return false, d
+	}
+	return true, 0
+}
+
+// acquire takes a slot from ch, waiting up to wait; it reports whether it got one.
+func acquire(ctx context.Context, ch chan struct{}, wait time.Duration) bool {
+	select {
+	case ch <- struct{}{}:
+		return true
+	default:
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case ch <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func release(ch chan struct{}) { <-ch }
+
+// jitterRetry returns 2-4 s for refused slots.
+func jitterRetry() time.Duration {
+	return 2*time.Second + time.Duration(rand.Int64N(int64(2*time.Second)))
+}
+
+// authFailure records one failed authentication from ip and reports whether
+// the client is now over its failure budget.
+func (l *limiter) authFailure(ip string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.authFails[ip]
+	if b == nil {
+		b = &ipBucket{rate: rate.NewLimiter(rate.Limit(l.lim.AuthFailRPS), l.lim.AuthFailBurst)}
+		l.authFails[ip] = b
+	}
+	b.lastUsed = l.now()
+	b.rate.AllowN(l.now(), 1)
+}
+
+// authBlocked reports whether ip has used up its failure budget, and how long
+// until it may try again.
+func (l *limiter) authBlocked(ip string) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.authFails[ip]
+	if b == nil {
+		return false, 0
+	}
+	if b.rate.TokensAt(l.now()) >= 1 {
+		return false, 0
+	}
+	return true, time.Second
+}
