@@ -65,6 +65,8 @@ func (l *Local) Swap(ctx context.Context, name string, b []byte, ifVersion strin
 		if ifVersion != "" {
 			return "", fmt.Errorf("%s: object is gone: %w", name, ErrConflict)
 		}
+	case errors.Is(err, unix.EISDIR), errors.Is(err, unix.ENOTDIR):
+		return "", &PermanentError{Err: fmt.Errorf("%s: the name clashes with a prefix of other objects", name)}
 	case err != nil:
 		return "", fmt.Errorf("%s: %w", name, translateFS(err))
 	case ifVersion == "":

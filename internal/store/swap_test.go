@@ -242,3 +242,18 @@ func TestS3SwapTwoClients(t *testing.T) {
 	}
 	storetest.RaceCounter(t, sws, "vault/usage/c.json", 8, 25)
 }
+
+// A name that is a prefix of other objects (a directory for Local) cannot be
+// swapped, and retrying cannot help.
+func TestLocalSwapPrefixClash(t *testing.T) {
+	l := newLocal(t)
+	if _, err := l.Swap(t.Context(), "vault/a/b", []byte("1"), ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"vault/a", "vault/a/b/c"} {
+		_, err := l.Swap(t.Context(), name, []byte("2"), "")
+		if err == nil || !store.IsPermanent(err) {
+			t.Errorf("Swap(%q) over a prefix clash: %v, want a permanent error", name, err)
+		}
+	}
+}

@@ -1,6 +1,9 @@
-// Package storetest owns the conformance suite for store.Store: the
-// behaviour the repository layer relies on (create-only atomic Put, exact
-// ranged Get, prefix List, idempotent Delete, name validation, sentinel
-// errors), checked the same way against every implementation. A new store
-// passes Run before anything else uses it.
+// Package storetest owns the conformance suites for the store interfaces:
+// Run checks store.Store, the behaviour the repository layer relies on
+// (create-only atomic Put, exact ranged Get, prefix List, idempotent Delete,
+// name validation, sentinel errors); RunSwapper checks store.Swapper, the
+// compare-and-swap the vault's state relies on (no lost update among
+// concurrent writers, ErrConflict otherwise). Each is run the same way
+// against every implementation; a new store passes them before anything
+// else uses it.
 package storetest
