@@ -385,8 +385,8 @@ func TestParseURL(t *testing.T) {
 	}
 	bad := []struct{ raw, msg string }{
 		{"", "empty repository URL"},
-		{"sftp://host/dir", `unsupported repository URL scheme "sftp": use file:///dir or s3://host:port/bucket/prefix`},
-		{"http://host/bucket", `unsupported repository URL scheme "http"`},
+		{"sftp://host/dir", `unsupported repository URL scheme "sftp": use file:///dir, s3://host:port/bucket/prefix`},
+		{"http://host/bucket", "plain http is allowed only on a loopback address"},
 		{"s3:bucket/prefix", "malformed repository URL"},
 		{"file:/abs", "malformed repository URL"},
 		{"file://relative/dir", "three slashes"},
