@@ -57,7 +57,7 @@ interrupted backup resumes without uploading stored packs again.`,
 			res, err := b.Run(ctx)
 			stop()
 			if err != nil {
-				return err
+				return quotaHint(err)
 			}
 			g.backupSummary(res)
 			return nil

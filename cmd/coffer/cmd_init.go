@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,17 +11,27 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cofferhq/coffer/internal/repo"
+	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
 func newInitCmd(g *globals) *cobra.Command {
+	var token, tokenFile string
 	cmd := &cobra.Command{
-		Use:   "init --repo URL",
+		Use:   "init --repo URL [--token T]",
 		Short: "Create a repository and write the agent's config file",
 		Long: `Create a new encrypted repository at --repo (file:///dir or
 s3://host:port/bucket/prefix) with a fresh random master key, wrapped in a
 key slot under your passphrase (COFFER_PASSWORD, --password-file, or a prompt).
 The repository URL is saved in the config file (mode 0600) for later commands.
-Keep the passphrase safe: without it the backups cannot be read by anyone.`,
+Keep the passphrase safe: without it the backups cannot be read by anyone.
+
+For a repository in a vault (--repo https://vault-host[:port]), init first
+enrolls the agent with the one-time token from your provider
+(COFFER_ENROLL_TOKEN, --token-file, or --token): it makes an agent
+credential, saves it in the config file, and sends the vault only its
+SHA-256. The token is never saved. The keys are made here and leave this
+machine only wrapped, as for any other repository.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.repoURL == "" {
@@ -30,11 +41,38 @@ Keep the passphrase safe: without it the backups cannot be read by anyone.`,
 			if err := checkConfigWritable(g.configPath, g.repoURL); err != nil {
 				return err
 			}
+			tok, err := readToken(token, tokenFile)
+			if err != nil {
+				return err
+			}
+			conf := agentConfig{Repository: g.repoURL}
+			var enrolled *vaultapi.EnrollResponse
+			target, err := store.ParseURL(g.repoURL)
+			if err != nil {
+				return err
+			}
+			base := target.Vault
+			if base == nil && tok != "" {
+				return usageError{errors.New("--token is for a repository in a vault (--repo https://…)")}
+			}
+			if base != nil {
+				if conf, enrolled, err = g.enrollAgent(ctx, base, tok); err != nil {
+					return err
+				}
+				if enrolled != nil {
+					g.say("enrolled with the vault as tenant %s (credential %s saved in %s)", enrolled.TenantName, enrolled.CredentialID, g.configPath)
+				}
+			}
 			st, err := g.openStore(ctx, g.repoURL, true)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
+			if base != nil {
+				if err := checkNoVaultRepo(ctx, st); err != nil {
+					return err
+				}
+			}
 			pw, err := g.passphrase("New passphrase: ", true)
 			if err != nil {
 				return err
@@ -43,11 +81,15 @@ Keep the passphrase safe: without it the backups cannot be read by anyone.`,
 			if err != nil {
 				return err
 			}
-			if err := writeConfig(g.configPath, agentConfig{Repository: g.repoURL}); err != nil {
+			if err := writeConfig(g.configPath, conf); err != nil {
 				return fmt.Errorf("the repository was created, but %w", err)
 			}
 			if g.json {
-				g.printJSON(map[string]any{"type": "init", "repository": st.Location(), "id": r.Config().ID, "config": g.configPath})
+				out := map[string]any{"type": "init", "repository": st.Location(), "id": r.Config().ID, "config": g.configPath}
+				if enrolled != nil {
+					out["tenant"], out["tenant_id"], out["credential_id"] = enrolled.TenantName, enrolled.TenantID, enrolled.CredentialID
+				}
+				g.printJSON(out)
 				return nil
 			}
 			g.say("created repository %s at %s", r.Config().ID[:8], st.Location())
@@ -56,7 +98,26 @@ Keep the passphrase safe: without it the backups cannot be read by anyone.`,
 			return nil
 		},
 	}
+	f := cmd.Flags()
+	f.StringVar(&token, "token", "", "one-time enrollment token for a vault (prefer env "+EnvEnrollToken+": argv is visible to other users)")
+	f.StringVar(&tokenFile, "token-file", "", "read the enrollment token from this file")
 	return cmd
+}
+
+// checkNoVaultRepo stops init when the tenant's repository exists already
+// in the vault (another agent made it): joining it is not supported yet,
+// and nothing may overwrite it.
+func checkNoVaultRepo(ctx context.Context, st store.Store) error {
+	_, err := st.Stat(ctx, repo.ConfigName)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("checking for an existing repository in the vault: %w", err)
+	}
+	return errors.New("the vault already holds this tenant's repository (another agent created it); " +
+		"this agent is enrolled, but joining an existing repository from a second agent is not supported yet, " +
+		"so nothing was written to the vault: back up from the agent that created it, or ask your provider for a separate tenant")
 }
 
 // checkConfigWritable refuses to replace a config that names another

@@ -19,6 +19,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
 // globals are the flags every command takes.
@@ -29,6 +30,7 @@ type globals struct {
 	json         bool
 	quiet        bool
 	cpuProfile   string
+	vaultCA      string
 
 	stdout, stderr io.Writer
 	counting       *store.Counting
@@ -37,6 +39,13 @@ type globals struct {
 // agentConfig is the agent's config file (coffer.yaml, mode 0600).
 type agentConfig struct {
 	Repository string `yaml:"repository"`
+	// Credential is the agent credential for a vault (cfa1_…), made by
+	// coffer init --token; COFFER_CREDENTIAL overrides it.
+	Credential vaultapi.Secret `yaml:"credential,omitempty"`
+	// Enrolled is set once the vault accepted Credential.
+	Enrolled bool `yaml:"enrolled,omitempty"`
+	// VaultCA is a PEM file of CA certificates for the vault's TLS.
+	VaultCA string `yaml:"vault_ca,omitempty"`
 }
 
 func defaultConfigPath() string {
@@ -61,8 +70,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configPath, "config", envOr("COFFER_CONFIG", defaultConfigPath()), "agent config file (env COFFER_CONFIG)")
-	pf.StringVar(&g.repoURL, "repo", os.Getenv("COFFER_REPOSITORY"), "repository URL, overriding the config file: file:///dir or s3://host:port/bucket/prefix (env COFFER_REPOSITORY)")
+	pf.StringVar(&g.repoURL, "repo", os.Getenv("COFFER_REPOSITORY"), "repository URL, overriding the config file: file:///dir, s3://host:port/bucket/prefix or https://vault-host[:port] (env COFFER_REPOSITORY)")
 	pf.StringVar(&g.passwordFile, "password-file", os.Getenv("COFFER_PASSWORD_FILE"), "read the passphrase from this file (env COFFER_PASSWORD_FILE; or set COFFER_PASSWORD)")
+	pf.StringVar(&g.vaultCA, "vault-ca", os.Getenv(store.EnvVaultCA), "PEM file of CA certificates to trust for the vault (env COFFER_VAULT_CA; init saves it in the config)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	pf.BoolVar(&g.quiet, "quiet", false, "print only errors")
 	pf.StringVar(&g.cpuProfile, "cpu-profile", "", "write a CPU profile (pprof) to this file")
@@ -145,7 +155,14 @@ func (g *globals) repository() (string, error) {
 // openStore opens the store at url with the decorators every command uses,
 // assembled here and nowhere else: counting below one retry layer.
 func (g *globals) openStore(ctx context.Context, url string, create bool) (store.Store, error) {
-	base, err := store.Open(ctx, url, create)
+	o := store.OpenOptions{Create: create}
+	if vaultURL(url) != nil {
+		var err error
+		if o, err = g.vaultOptions(create); err != nil {
+			return nil, err
+		}
+	}
+	base, err := store.OpenWith(ctx, url, o)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) && !create {
 			return nil, fmt.Errorf("%w at %s (%v)", repo.ErrNoRepository, url, err)

@@ -282,7 +282,11 @@ func (v *Vault) Put(ctx context.Context, name string, r io.ReaderAt, size int64)
 	if resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusOK {
 		return nil
 	}
-	return fmt.Errorf("%s: put: %w", name, v.statusError(resp, http.MethodPut, name))
+	err = v.statusError(resp, http.MethodPut, name)
+	if errors.As(err, new(*QuotaError)) {
+		return fmt.Errorf("vault refused %s: %w", name, err)
+	}
+	return fmt.Errorf("%s: put: %w", name, err)
 }
 
 // Get implements Store with a ranged GET. The Content-Range of the reply

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultapi"
+)
+
+// EnvEnrollToken holds the one-time enrollment token for coffer init.
+const EnvEnrollToken = "COFFER_ENROLL_TOKEN"
+
+// vaultURL returns the vault base URL when raw names a vault, else nil.
+func vaultURL(raw string) *url.URL {
+	t, err := store.ParseURL(raw)
+	if err != nil {
+		return nil
+	}
+	return t.Vault
+}
+
+// vaultOptions returns how to reach a vault: the credential from
+// COFFER_CREDENTIAL or the config file, the CA from --vault-ca /
+// COFFER_VAULT_CA or the config file.
+func (g *globals) vaultOptions(create bool) (store.OpenOptions, error) {
+	o := store.OpenOptions{Create: create, Credential: vaultapi.Secret(os.Getenv(store.EnvCredential)), CAFile: g.vaultCA}
+	if o.Credential != "" && o.CAFile != "" {
+		return o, nil
+	}
+	c, err := g.loadConfig()
+	if err != nil {
+		return o, err
+	}
+	if o.Credential == "" {
+		o.Credential = c.Credential
+	}
+	if o.CAFile == "" {
+		o.CAFile = c.VaultCA
+	}
+	if o.Credential == "" {
+		return o, usageError{fmt.Errorf("no agent credential for the vault: enroll with coffer init --repo URL --token TOKEN (or set %s), config %s has none", store.EnvCredential, g.configPath)}
+	}
+	return o, nil
+}
+
+// readToken returns the enrollment token from --token, --token-file or
+// COFFER_ENROLL_TOKEN ("" when none is given). It is checked for form
+// only; the error never repeats it.
+func readToken(flag, file string) (vaultapi.Secret, error) {
+	tok := flag
+	if tok == "" && file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("reading the token file: %w", err)
+		}
+		tok = strings.TrimSpace(string(b))
+	}
+	if tok == "" {
+		tok = os.Getenv(EnvEnrollToken)
+	}
+	tok = strings.TrimSpace(tok)
+	if tok == "" {
+		return "", nil
+	}
+	if _, _, err := vaultapi.ParseToken(tok); err != nil {
+		return "", usageError{fmt.Errorf("the enrollment token is not valid: %w (copy it exactly as cofferd tenant create printed it)", err)}
+	}
+	return vaultapi.Secret(tok), nil
+}
+
+// enrollAgent makes sure the agent has an enrolled credential for the vault
+// at base. The credential is made here and written to the config (0600)
+// before the vault hears of it, so a lost reply is retried with the same
+// credential and never burns the token. It returns the config to keep.
+func (g *globals) enrollAgent(ctx context.Context, base *url.URL, tok vaultapi.Secret) (agentConfig, *vaultapi.EnrollResponse, error) {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return cfg, nil, err
+	}
+	cfg.Repository = g.repoURL
+	if g.vaultCA != "" {
+		cfg.VaultCA = g.vaultCA
+	}
+	if tok == "" {
+		switch {
+		case os.Getenv(store.EnvCredential) != "" || cfg.Credential != "" && cfg.Enrolled:
+			return cfg, nil, nil // enrolled before; init goes on
+		case cfg.Credential != "":
+			return cfg, nil, usageError{fmt.Errorf("the enrollment of this agent did not finish: run coffer init again with the same token (%s or --token)", EnvEnrollToken)}
+		}
+		return cfg, nil, usageError{fmt.Errorf("a repository in a vault needs an enrollment token: set %s (or pass --token or --token-file); your provider makes one with cofferd tenant create or cofferd tenant token", EnvEnrollToken)}
+	}
+	if cfg.Credential != "" && cfg.Enrolled {
+		// A new token on an enrolled agent: re-enroll with a new credential
+		// (the old one may be revoked).
+		cfg.Credential = ""
+	}
+	host, _ := os.Hostname()
+	vc := store.VaultConfig{BaseURL: base, CAFile: cfg.VaultCA}
+	if vc.CAFile == "" {
+		vc.CAFile = os.Getenv(store.EnvVaultCA)
+	}
+	for redraw := 0; ; redraw++ {
+		if cfg.Credential == "" {
+			cred, _, _, err := vaultapi.NewCredential()
+			if err != nil {
+				return cfg, nil, err
+			}
+			cfg.Credential, cfg.Enrolled = cred, false
+			if err := writeConfig(g.configPath, cfg); err != nil {
+				return cfg, nil, err
+			}
+		}
+		id, secret, err := vaultapi.ParseCredential(cfg.Credential.Reveal())
+		if err != nil {
+			return cfg, nil, fmt.Errorf("config %s: %w", g.configPath, err)
+		}
+		sum := vaultapi.SecretSHA256(secret)
+		req := vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sum[:]), Host: host}
+		resp, err := enrollRetrying(ctx, vc, req)
+		if errors.Is(err, store.ErrExists) && redraw < 2 {
+			cfg.Credential = "" // credential id taken: draw another
+			continue
+		}
+		if err != nil {
+			return cfg, nil, err
+		}
+		cfg.Enrolled = true
+		if err := writeConfig(g.configPath, cfg); err != nil {
+			return cfg, nil, err
+		}
+		return cfg, resp, nil
+	}
+}
+
+// enrollRetrying sends the enrollment, retrying transient failures: the
+// request is idempotent (same token, same credential hash).
+func enrollRetrying(ctx context.Context, vc store.VaultConfig, req vaultapi.EnrollRequest) (*vaultapi.EnrollResponse, error) {
+	wait := time.Second
+	for attempt := 1; ; attempt++ {
+		resp, err := store.Enroll(ctx, vc, req)
+		if err == nil || store.IsPermanent(err) || attempt == 4 {
+			return resp, err
+		}
+		d := wait
+		var ra *store.RetryAfterError
+		if errors.As(err, &ra) && ra.Wait > d {
+			d = min(ra.Wait, 30*time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(d):
+		}
+		wait *= 2
+	}
+}
+
+// quotaHint completes a quota refusal with what the user can do.
+func quotaHint(err error) error {
+	var qe *store.QuotaError
+	if !errors.As(err, &qe) {
+		return err
+	}
+	return fmt.Errorf("%w. Nothing stored was lost; ask your provider to raise the quota (cofferd tenant set-quota), then run the backup again: it resumes where it stopped", err)
+}
