@@ -1,12 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/internal/repo"
+	"github.com/cofferhq/coffer/internal/store"
 )
 
 func newKeyCmd(g *globals) *cobra.Command {
@@ -37,7 +39,13 @@ opened. The master key, and so every stored object, stays the same.`,
 				return err
 			}
 			if old := r.OpenedSlot(); old != "" && old != name {
-				if err := r.RemoveSlot(ctx, old); err != nil {
+				err := r.RemoveSlot(ctx, old)
+				if errors.Is(err, store.ErrDenied) && vaultURL(r.Store().Location()) != nil {
+					// Agents cannot delete through a vault.
+					fmt.Fprintf(g.stderr, "coffer: warning: the vault is append-only, so the old key slot %s stays and the OLD passphrase still opens the repository; ask your provider to remove that slot\n", old[len(repo.KeysPrefix):][:12])
+					err = nil
+				}
+				if err != nil {
 					return fmt.Errorf("the new passphrase works, but removing the old slot %s failed: %w", old, err)
 				}
 			}

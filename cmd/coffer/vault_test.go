@@ -297,6 +297,18 @@ func TestInitThroughVault(t *testing.T) {
 		t.Fatalf("backup after the quota was raised: exit %d\n%s", r.code, r.stderr)
 	}
 
+	// key passwd: the new slot is added, the old one cannot be deleted
+	// through the vault, which is said, not hidden.
+	t.Setenv("COFFER_NEW_PASSWORD", "battery staple")
+	r = runCoffer(t, "--config", conf, "key", "passwd")
+	if r.code != 0 || !strings.Contains(r.stderr, "append-only") || !strings.Contains(r.stderr, "OLD passphrase still opens") {
+		t.Fatalf("key passwd: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Setenv("COFFER_PASSWORD", "battery staple")
+	if r := runCoffer(t, "--config", conf, "--quiet", "snapshots"); r.code != 0 {
+		t.Fatalf("snapshots with the new passphrase: exit %d\n%s", r.code, r.stderr)
+	}
+
 	// A wrong credential: exit 1 and the re-enroll hint, no secret.
 	bad, _, _, _ := vaultapi.NewCredential()
 	t.Setenv(store.EnvCredential, bad.Reveal())

@@ -6,12 +6,15 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -802,5 +805,50 @@ func TestParseVaultURL(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "pw") {
 			t.Errorf("ParseURL(%q) error repeats the password: %v", raw, err)
 		}
+	}
+}
+
+func TestVaultTLS(t *testing.T) {
+	f := &fakeVault{t: t, strict: true, limit: 3, objs: map[string][]byte{}, tokens: map[string]string{}}
+	f.cred, _, _, _ = vaultapi.NewCredential()
+	srv := httptest.NewTLSServer(f)
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	cfg := store.VaultConfig{BaseURL: u, Credential: f.cred}
+	// Without the CA the certificate is refused.
+	v, err := store.NewVault(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Stat(t.Context(), "config"); err == nil || errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Stat without the CA = %v; want a certificate error", err)
+	}
+	v.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(ca, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.CAFile = ca
+	if v, err = store.NewVault(cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if _, err := v.Stat(t.Context(), "config"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Stat with the CA = %v; want ErrNotFound", err)
+	}
+	// The same through COFFER_VAULT_CA.
+	t.Setenv(store.EnvVaultCA, ca)
+	s, err := store.OpenWith(t.Context(), srv.URL, store.OpenOptions{Credential: f.cred})
+	if err != nil {
+		t.Fatalf("OpenWith with COFFER_VAULT_CA: %v", err)
+	}
+	s.Close()
+	// A file without a certificate is a clear error.
+	if err := os.WriteFile(ca, []byte("nothing"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.NewVault(cfg); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Fatalf("NewVault with a bad CA file = %v", err)
 	}
 }
