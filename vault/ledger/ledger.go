@@ -353,3 +353,14 @@ func FormatSize(n int64) string {
 	}
 	return ""
 }
+
+// TenantInfo is a tenant with its usage, as GET /v1/tenant and `cofferd
+// tenant show --json` give it.
+func (l *Ledger) TenantInfo(ctx context.Context, t *registry.Tenant) (*vaultapi.TenantInfo, error) {
+	u, err := l.Usage(ctx, t.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &vaultapi.TenantInfo{ID: t.ID, Name: t.Name, State: t.State, SuspendedAt: t.SuspendedAt, Reason: t.Reason,
+		Quota: t.Quota, Usage: u.Info()}, nil
+}

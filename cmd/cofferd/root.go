@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/vault/ledger"
+	"github.com/cofferhq/coffer/vault/registry"
+)
+
+// EnvStore names the vault's store when --store is not given.
+const EnvStore = "COFFER_STORE"
+
+const defaultStore = "file://./coffer-vault"
+
+// globals are the flags every command takes, and the process's streams.
+type globals struct {
+	storeURL string
+	json     bool
+
+	stdout, stderr io.Writer
+	// log is the structured logger (JSON on stderr).
+	log *slog.Logger
+	// clock is the time source of the registry and ledger (tests replace it).
+	clock store.Clock
+}
+
+// serveCommand builds `cofferd serve`; cmd_serve.go sets it in an init.
+var serveCommand func(g *globals) *cobra.Command
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout, stderr: stderr, log: slog.New(slog.NewJSONHandler(stderr, nil)), clock: store.RealClock}
+	root := newRoot(g)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err != nil && (strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "accepts ") ||
+		strings.Contains(err.Error(), "requires ")) {
+		err = usageError{err}
+	}
+	code := exitCode(ctx, err)
+	if err != nil {
+		if code == exitInterrupted {
+			fmt.Fprintln(stderr, "cofferd: interrupted")
+		} else {
+			fmt.Fprintln(stderr, "cofferd:", err)
+		}
+		if code == exitUsage {
+			fmt.Fprintln(stderr, "Run 'cofferd --help' for usage.")
+		}
+	}
+	return code
+}
+
+func newRoot(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "cofferd",
+		Short:         "Coffer vault: the multi-tenant backup server and its tenant tools",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.storeURL, "store", envOr(EnvStore, defaultStore),
+		"the vault's store: file:///dir or s3://host:port/bucket[/prefix] (env "+EnvStore+"; S3 keys from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
+	root.AddCommand(newTenantCmd(g))
+	if serveCommand != nil {
+		root.AddCommand(serveCommand(g))
+	}
+	return root
+}
+
+// openState opens the vault's store (making the directory or bucket when
+// missing) and the registry and ledger over it. The returned store is the
+// plain store, not retry-wrapped (an upload body streams once); the
+// registry and ledger use a Retry decorator over it. The caller closes the
+// store.
+func (g *globals) openState(ctx context.Context) (store.Store, *registry.Registry, *ledger.Ledger, error) {
+	t, err := store.ParseURL(g.storeURL)
+	if err != nil {
+		return nil, nil, nil, usageError{fmt.Errorf("--store: %w", err)}
+	}
+	if t.Vault != nil {
+		return nil, nil, nil, usageError{errors.New("--store must be a file:// or s3:// URL: a vault cannot keep its state in another vault")}
+	}
+	base, err := store.Open(ctx, g.storeURL, true)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("opening the vault store: %w", err)
+	}
+	meta := store.WithRetry(base, store.DefaultRetry, g.clock, g.log)
+	reg, err := registry.New(meta, g.clock)
+	if err == nil {
+		var l *ledger.Ledger
+		if l, err = ledger.New(meta, meta, g.clock, g.log); err == nil {
+			return base, reg, l, nil
+		}
+	}
+	base.Close()
+	return nil, nil, nil, err
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

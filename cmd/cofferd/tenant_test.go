@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultapi"
+)
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func cofferd(t *testing.T, storeDir string, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), append([]string{"--store", "file://" + storeDir}, args...), &out, &errb)
+	return result{code, out.String(), errb.String()}
+}
+
+var tokenRE = regexp.MustCompile(`cft1_[0-9a-f]{24}_[A-Za-z0-9_-]{43}`)
+
+func TestTenantCommands(t *testing.T) {
+	dir := t.TempDir()
+	r := cofferd(t, dir, "tenant", "create", "acme", "--quota", "1GiB", "--vault-url", "https://vault.example:8443")
+	if r.code != 0 {
+		t.Fatalf("create: %d %s", r.code, r.stderr)
+	}
+	tok := tokenRE.FindString(r.stdout)
+	if tok == "" || !strings.Contains(r.stdout, "quota: 1.00 GiB") ||
+		!strings.Contains(r.stdout, "COFFER_ENROLL_TOKEN="+tok+" coffer init --repo https://vault.example:8443") ||
+		!strings.Contains(r.stdout, "coffer init --repo https://vault.example:8443 --token "+tok) {
+		t.Fatalf("create output:\n%s", r.stdout)
+	}
+	if r := cofferd(t, dir, "tenant", "create", "acme"); r.code != 1 || !strings.Contains(r.stderr, `tenant name "acme" is taken`) {
+		t.Fatalf("duplicate: %+v", r)
+	}
+	for _, bad := range [][]string{{"tenant", "create", "Bad_Name"}, {"tenant", "create", "x", "--quota", "lots"}, {"tenant", "create"}, {"tenant", "show"}, {"tenant", "nope"}} {
+		if r := cofferd(t, dir, bad...); r.code != 2 {
+			t.Errorf("%v: exit %d, %s", bad, r.code, r.stderr)
+		}
+	}
+	r = cofferd(t, dir, "--json", "tenant", "create", "beta", "--token-ttl", "1h")
+	var created struct {
+		Tenant vaultapi.TenantInfo `json:"tenant"`
+		Token  string              `json:"token"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &created) != nil || !tokenRE.MatchString(created.Token) || created.Tenant.Name != "beta" {
+		t.Fatalf("create --json: %+v", r)
+	}
+
+	r = cofferd(t, dir, "--json", "tenant", "list")
+	var list []vaultapi.TenantInfo
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &list) != nil || len(list) != 2 || list[0].Name != "acme" || list[0].Quota != 1<<30 {
+		t.Fatalf("list: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "list"); r.code != 0 || !strings.Contains(r.stdout, "acme") || !strings.Contains(r.stdout, "1.00 GiB") {
+		t.Fatalf("list: %+v", r)
+	}
+
+	r = cofferd(t, dir, "tenant", "set-quota", "acme", "500MiB")
+	if r.code != 0 || !strings.Contains(r.stdout, "quota:     500.00 MiB") {
+		t.Fatalf("set-quota: %+v", r)
+	}
+	r = cofferd(t, dir, "tenant", "suspend", created.Tenant.ID, "--reason", "unpaid invoice")
+	if r.code != 0 || !strings.Contains(r.stdout, "suspended since") || !strings.Contains(r.stdout, "unpaid invoice") {
+		t.Fatalf("suspend: %+v", r)
+	}
+	r = cofferd(t, dir, "--json", "tenant", "show", "beta")
+	var info vaultapi.TenantInfo
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &info) != nil || info.State != vaultapi.StateSuspended {
+		t.Fatalf("show: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "resume", "beta"); r.code != 0 || !strings.Contains(r.stdout, "state:     active") {
+		t.Fatalf("resume: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "show", "nobody"); r.code != 1 || !strings.Contains(r.stderr, `no tenant named "nobody"`) {
+		t.Fatalf("show nobody: %+v", r)
+	}
+
+	r = cofferd(t, dir, "tenant", "token", "acme")
+	tok2 := tokenRE.FindString(r.stdout)
+	if r.code != 0 || tok2 == "" || tok2 == tok {
+		t.Fatalf("token: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "credentials", "acme"); r.code != 0 || !strings.Contains(r.stdout, "CREDENTIAL") {
+		t.Fatalf("credentials: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "revoke", "acme", "000000000000000000000000"); r.code != 1 {
+		t.Fatalf("revoke unknown: %+v", r)
+	}
+}
+
+func TestOpenStateRefusesVaultURL(t *testing.T) {
+	if r := run(context.Background(), []string{"--store", "https://vault.example", "tenant", "list"}, &bytes.Buffer{}, &bytes.Buffer{}); r != 2 {
+		t.Fatalf("exit %d", r)
+	}
+}
+
+func TestServeHookAndEnrollWithPrintedToken(t *testing.T) {
+	saved := serveCommand
+	defer func() { serveCommand = saved }()
+	var gotG *globals
+	serveCommand = func(g *globals) *cobra.Command {
+		return &cobra.Command{Use: "serve", RunE: func(c *cobra.Command, _ []string) error {
+			gotG = g
+			s, reg, l, err := g.openState(c.Context())
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			if reg == nil || l == nil {
+				t.Error("openState returned nil parts")
+			}
+			return nil
+		}}
+	}
+	dir := t.TempDir()
+	if r := cofferd(t, dir, "serve"); r.code != 0 || gotG == nil || gotG.storeURL != "file://"+dir {
+		t.Fatalf("serve hook: %+v", r)
+	}
+
+	r := cofferd(t, dir, "tenant", "create", "acme")
+	tok := tokenRE.FindString(r.stdout)
+	g := &globals{storeURL: "file://" + dir, clock: store.RealClock, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s, reg, _, err := g.openState(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, id, sha, _ := vaultapi.NewCredential()
+	if _, _, err := reg.Enroll(context.Background(), vaultapi.EnrollRequest{Token: vaultapi.Secret(tok), CredentialID: id,
+		CredentialSHA256: hex.EncodeToString(sha[:]), Host: "xen1"}); err != nil {
+		t.Fatal(err)
+	}
+	if r := cofferd(t, dir, "tenant", "credentials", "acme"); r.code != 0 || !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, "xen1") {
+		t.Fatalf("credentials: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "revoke", "acme", id); r.code != 0 {
+		t.Fatalf("revoke: %+v", r)
+	}
+	if r := cofferd(t, dir, "--json", "tenant", "credentials", "acme"); r.code != 0 || !strings.Contains(r.stdout, `"revoked"`) {
+		t.Fatalf("credentials after revoke: %+v", r)
+	}
+}
