@@ -193,7 +193,6 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, p *Principal,
 	g.Inc()
 	err = s.data.Put(putCtx, key, &seqReaderAt{r: vr, size: size}, size)
 	g.Dec()
-	_ = rc.SetReadDeadline(time.Time{})
 	if err == nil {
 		settle(true)
 		if want != nil {
@@ -203,6 +202,10 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, p *Principal,
 		return
 	}
 	settle(false)
+	if vr.n < size {
+		// The rest of the body is unread: close instead of draining it.
+		w.Header().Set("Connection", "close")
+	}
 	switch {
 	case errors.Is(err, store.ErrExists):
 		writeError(w, r, Errorf(http.StatusConflict, vaultapi.CodeExists, "%s already exists", name))
