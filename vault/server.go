@@ -28,6 +28,9 @@ type Principal struct {
 	// Suspended tenants are refused every request with SuspendedMessage.
 	Suspended        bool
 	SuspendedMessage string
+	// Record is the authenticator's own tenant record (for the Ledger of
+	// the same backend, e.g. *registry.Tenant); the server never reads it.
+	Record any
 }
 
 // Authenticator checks a bearer credential. Refusals are *Error or
