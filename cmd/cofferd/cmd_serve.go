@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cofferhq/coffer/vault"
+)
+
+func init() { serveCommand = newServeCmd }
+
+func newServeCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the vault's HTTPS API for agents",
+		Long: "Serve the agent API over HTTPS (plain HTTP only on a loopback address or with --allow-plain-http), " +
+			"with Prometheus metrics and /healthz on --metrics-listen. SIGTERM drains and shuts down gracefully.",
+		Args: cobra.NoArgs,
+	}
+	sc := vault.ServeFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := sc.Validate(); err != nil {
+			return usageError{err}
+		}
+		return serve(cmd.Context(), g, sc)
+	}
+	return cmd
+}
+
+func serve(ctx context.Context, g *globals, sc *vault.ServeConfig) error {
+	data, reg, led, err := g.openState(ctx)
+	if err != nil {
+		return err
+	}
+	defer data.Close()
+	if err := reg.EnsureFormat(ctx); err != nil {
+		return err
+	}
+	cfg := vault.Config{Data: data, Limits: sc.Limits(), Log: g.log, Clock: g.clock}
+	(&vault.State{Registry: reg, Ledger: led}).Configure(&cfg)
+	srv, err := vault.New(cfg)
+	if err != nil {
+		return err
+	}
+	errLog := slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)
+	api := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
+		// HTTP/1.1 only: per-request deadlines and slots stay per connection.
+		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
+		ErrorLog:     errLog,
+	}
+	ln, err := net.Listen("tcp", sc.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	servers := []*http.Server{api}
+	errc := make(chan error, 2)
+	go func() {
+		if sc.TLS() {
+			errc <- api.ServeTLS(ln, sc.TLSCert, sc.TLSKey)
+		} else {
+			errc <- api.Serve(ln)
+		}
+	}()
+	metricsAddr := ""
+	if sc.MetricsListen != "" {
+		mln, err := net.Listen("tcp", sc.MetricsListen)
+		if err != nil {
+			_ = api.Close()
+			return fmt.Errorf("--metrics-listen: %w", err)
+		}
+		metricsAddr = mln.Addr().String()
+		ms := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+		servers = append(servers, ms)
+		go func() { errc <- ms.Serve(mln) }()
+	}
+	g.log.Info("cofferd serving", "listen", ln.Addr().String(), "tls", sc.TLS(), "metrics", metricsAddr, "store", data.Location())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	srv.Drain()
+	g.log.Info("cofferd shutting down", "timeout", sc.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), sc.ShutdownTimeout)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			g.log.Warn("shutdown did not finish in time; closing connections", "err", err)
+			_ = s.Close()
+		}
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serving: %w", serveErr)
+	}
+	return nil
+}

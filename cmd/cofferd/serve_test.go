@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/internal/vaultapi"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestServeRefusesPlainHTTPOffLoopback(t *testing.T) {
+	r := cofferd(t, t.TempDir(), "serve", "--listen", "0.0.0.0:0")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "--tls-cert") || !strings.Contains(r.stderr, "--allow-plain-http") ||
+		!strings.Contains(r.stderr, "loopback") {
+		t.Fatalf("%+v", r)
+	}
+	if r := cofferd(t, t.TempDir(), "serve", "--listen", "127.0.0.1:0", "--tls-cert", "x.pem"); r.code != exitUsage {
+		t.Fatalf("cert without key: %+v", r)
+	}
+}
+
+// TestServeEndToEnd runs `cofferd serve` in-process on loopback: enroll
+// with a token from `tenant create`, upload, read back, metrics, and a
+// graceful shutdown with exit 0.
+func TestServeEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	tok := tokenRE.FindString(cofferd(t, dir, "tenant", "create", "acme").stdout)
+	if tok == "" {
+		t.Fatal("no token")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	done := make(chan int)
+	go func() {
+		done <- run(ctx, []string{"--store", "file://" + dir, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, io.Discard, &stderr)
+	}()
+	var listen, metrics string
+	for deadline := time.Now().Add(10 * time.Second); listen == ""; {
+		for _, line := range strings.Split(stderr.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "cofferd serving" {
+				listen, metrics = m["listen"].(string), m["metrics"].(string)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start: %s", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	base := "http://" + listen
+	cred, id, sum, _ := vaultapi.NewCredential()
+	body, _ := vaultapi.EnrollRequest{Token: vaultapi.Secret(tok), CredentialID: id, CredentialSHA256: hex.EncodeToString(sum[:]), Host: "xen1"}.Encode()
+	resp, err := http.Post(base+"/v1/enroll", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("enroll: %d", resp.StatusCode)
+	}
+	pack := bytes.Repeat([]byte("coffer"), 5000)
+	h := sha256.Sum256(pack)
+	name := "data/" + hex.EncodeToString(h[:1]) + "/" + hex.EncodeToString(h[:])
+	req, _ := http.NewRequest("PUT", base+"/v1/repo/"+name, bytes.NewReader(pack))
+	req.Header.Set("Authorization", "Bearer "+cred.Reveal())
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != 201 {
+		t.Fatalf("put: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	req, _ = http.NewRequest("GET", base+"/v1/repo/"+name, nil)
+	req.Header.Set("Authorization", "Bearer "+cred.Reveal())
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Equal(got, pack) {
+		t.Fatalf("read back %d bytes", len(got))
+	}
+	resp, err = http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(mb), "cofferd_tenant_bytes_in_total") {
+		t.Fatal("metrics lack bytes in")
+	}
+	if resp, err = http.Get("http://" + metrics + "/healthz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("healthz: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	logs := stderr.String()
+	if strings.Contains(logs, "cfa1_") || strings.Contains(logs, "cft1_") || strings.Contains(logs, tok[30:]) {
+		t.Fatal("log holds a secret")
+	}
+	if !strings.Contains(logs, `"route":"repo"`) || !strings.Contains(logs, "cofferd shutting down") {
+		t.Fatalf("log lacks access or shutdown lines:\n%s", logs)
+	}
+}

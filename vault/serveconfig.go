@@ -1,0 +1,131 @@
+package vault
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/pflag"
+)
+
+// ServeConfig holds the flags of `cofferd serve` that concern the listener
+// and the server (the store is a global flag of cofferd).
+type ServeConfig struct {
+	Listen          string
+	TLSCert         string
+	TLSKey          string
+	AllowPlainHTTP  bool
+	MetricsListen   string
+	TenantUploads   int
+	TenantDownloads int
+	TenantRPS       float64
+	TenantBurst     int
+	GlobalUploads   int
+	MaxObjectSize   string // e.g. 300MiB
+	MinUploadRate   string // e.g. 32KiB/s; 0 turns the floor off
+	AuthCacheTTL    time.Duration
+	ShutdownTimeout time.Duration
+
+	limits Limits // set by Validate
+}
+
+// ServeFlags registers the serve flags on fs with their defaults.
+func ServeFlags(fs *pflag.FlagSet) *ServeConfig {
+	d := DefaultLimits()
+	c := &ServeConfig{}
+	fs.StringVar(&c.Listen, "listen", ":8443", "address of the agent API")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "TLS certificate chain (PEM)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "TLS private key (PEM)")
+	fs.BoolVar(&c.AllowPlainHTTP, "allow-plain-http", false, "serve plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "127.0.0.1:9464", "address of /metrics and /healthz (empty: off)")
+	fs.IntVar(&c.TenantUploads, "tenant-uploads", d.TenantUploads, "concurrent uploads per tenant")
+	fs.IntVar(&c.TenantDownloads, "tenant-downloads", d.TenantDownloads, "concurrent downloads per tenant")
+	fs.Float64Var(&c.TenantRPS, "tenant-rps", d.TenantRPS, "requests per second per tenant")
+	fs.IntVar(&c.TenantBurst, "tenant-burst", d.TenantBurst, "request burst per tenant")
+	fs.IntVar(&c.GlobalUploads, "global-uploads", d.GlobalUploads, "concurrent uploads for this replica")
+	fs.StringVar(&c.MaxObjectSize, "max-object-size", "300MiB", "largest pack accepted")
+	fs.StringVar(&c.MinUploadRate, "min-upload-rate", "32KiB/s", "slowest upload accepted, measured over 30 s windows (0: no floor)")
+	fs.DurationVar(&c.AuthCacheTTL, "auth-cache-ttl", d.AuthCacheTTL, "how long a checked credential is trusted (revocation reaches this replica that late)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may finish on SIGTERM")
+	return c
+}
+
+// IsLoopback reports whether a listen address binds only to loopback.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// TLS reports whether TLS is configured.
+func (c *ServeConfig) TLS() bool { return c.TLSCert != "" }
+
+// Validate checks the flags and computes the limits.
+func (c *ServeConfig) Validate() error {
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("--listen %q: %v", c.Listen, err)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %q: %v", c.MetricsListen, err)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if !c.TLS() && !c.AllowPlainHTTP && !IsLoopback(c.Listen) {
+		return fmt.Errorf("refusing plain HTTP on %s: give --tls-cert and --tls-key, listen on a loopback address (--listen 127.0.0.1:8443), or pass --allow-plain-http behind a TLS proxy", c.Listen)
+	}
+	l := DefaultLimits()
+	for _, v := range []struct {
+		name string
+		n    int
+		dst  *int
+	}{{"--tenant-uploads", c.TenantUploads, &l.TenantUploads}, {"--tenant-downloads", c.TenantDownloads, &l.TenantDownloads},
+		{"--tenant-burst", c.TenantBurst, &l.TenantBurst}, {"--global-uploads", c.GlobalUploads, &l.GlobalUploads}} {
+		if v.n < 1 {
+			return fmt.Errorf("%s must be at least 1", v.name)
+		}
+		*v.dst = v.n
+	}
+	if c.TenantRPS <= 0 {
+		return errors.New("--tenant-rps must be positive")
+	}
+	l.TenantRPS = c.TenantRPS
+	size, err := humanize.ParseBytes(c.MaxObjectSize)
+	if err != nil || size < 1<<20 || size > 5<<30 {
+		return fmt.Errorf("--max-object-size %q: want a size from 1MiB to 5GiB", c.MaxObjectSize)
+	}
+	l.MaxObjectSize = int64(size)
+	rate := strings.TrimSuffix(c.MinUploadRate, "/s")
+	if rate == "0" {
+		l.MinUploadRate = 0
+	} else {
+		r, err := humanize.ParseBytes(rate)
+		if err != nil || r > 1<<30 {
+			return fmt.Errorf("--min-upload-rate %q: want a rate such as 32KiB/s, or 0", c.MinUploadRate)
+		}
+		l.MinUploadRate = int64(r)
+	}
+	if c.AuthCacheTTL < 0 || c.AuthCacheTTL > time.Minute {
+		return errors.New("--auth-cache-ttl must be between 0 and 1m")
+	}
+	l.AuthCacheTTL = c.AuthCacheTTL
+	if c.ShutdownTimeout <= 0 {
+		return errors.New("--shutdown-timeout must be positive")
+	}
+	c.limits = l
+	return nil
+}
+
+// Limits returns the limits Validate computed.
+func (c *ServeConfig) Limits() Limits { return c.limits }
