@@ -12,8 +12,9 @@ import (
 )
 
 // roundTrip backs up two nights into repoURL, restores both, and checks.
-func roundTrip(t *testing.T, repoURL string) {
-	a := newAgent(t)
+// roundTrip runs the main job through agent a on a new repository at
+// repoURL: two nights, both restored byte-identical, and a full check.
+func roundTrip(t *testing.T, a *agent, repoURL string) {
 	a.ok("init", "--repo", repoURL)
 	n1 := filepath.Join(a.dir, "night1.img")
 	n2 := filepath.Join(a.dir, "night2.img")
@@ -68,12 +69,12 @@ func roundTrip(t *testing.T, repoURL string) {
 }
 
 func TestRoundTripLocal(t *testing.T) {
-	roundTrip(t, "file://"+filepath.Join(t.TempDir(), "repo"))
+	roundTrip(t, newAgent(t), "file://"+filepath.Join(t.TempDir(), "repo"))
 }
 
 func TestRoundTripS3(t *testing.T) {
 	minio.Require(t)
-	roundTrip(t, minio.NewBucket(t))
+	roundTrip(t, newAgent(t), minio.NewBucket(t))
 }
 
 func TestSparseImageHolesAreNotRead(t *testing.T) {

@@ -18,8 +18,9 @@ import (
 )
 
 var (
-	cofferBin string
-	minio     *miniotest.Server
+	cofferBin  string
+	cofferdBin string
+	minio      *miniotest.Server
 )
 
 func TestMain(m *testing.M) {
@@ -29,11 +30,14 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	cofferBin = filepath.Join(dir, "coffer")
-	build := exec.Command("go", "build", "-o", cofferBin, "../cmd/coffer")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building coffer:", err)
-		os.Exit(1)
+	cofferdBin = filepath.Join(dir, "cofferd")
+	for bin, pkg := range map[string]string{cofferBin: "../cmd/coffer", cofferdBin: "../cmd/cofferd"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building", pkg+":", err)
+			os.Exit(1)
+		}
 	}
 	srv, stop, err := miniotest.StartMain()
 	if err != nil {
@@ -53,6 +57,7 @@ type agent struct {
 	dir      string
 	config   string
 	password string
+	env      []string // extra environment, e.g. an enrollment token
 }
 
 func newAgent(t *testing.T) *agent {
@@ -69,6 +74,7 @@ type result struct {
 func (a *agent) cmd(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, cofferBin, append([]string{"--config", a.config}, args...)...)
 	cmd.Env = append(os.Environ(), "COFFER_PASSWORD="+a.password, "COFFER_INSECURE_TEST_KDF=1")
+	cmd.Env = append(cmd.Env, a.env...)
 	return cmd
 }
 
