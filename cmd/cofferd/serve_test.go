@@ -117,6 +117,10 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatalf("healthz: %v %v", err, resp)
 	}
 	resp.Body.Close()
+	// The healthcheck command the compose file and scripts use.
+	if r := cofferd(t, dir, "health", "--url", "http://"+metrics+"/healthz"); r.code != 0 || !strings.Contains(r.stdout, "healthy") {
+		t.Fatalf("cofferd health on a running vault: exit %d, %q", r.code, r.stdout)
+	}
 	cancel()
 	select {
 	case code := <-done:
@@ -125,6 +129,12 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 	case <-time.After(40 * time.Second):
 		t.Fatal("serve did not stop")
+	}
+	if r := cofferd(t, dir, "health", "--url", "http://"+metrics+"/healthz", "--timeout", "2s"); r.code != 1 {
+		t.Fatalf("cofferd health on a stopped vault: exit %d, want 1", r.code)
+	}
+	if r := cofferd(t, dir, "health", "--url", "ftp://x"); r.code != 2 {
+		t.Fatalf("cofferd health with a bad URL: exit %d, want 2", r.code)
 	}
 	logs := stderr.String()
 	if strings.Contains(logs, "cfa1_") || strings.Contains(logs, "cft1_") || strings.Contains(logs, tok[30:]) {
