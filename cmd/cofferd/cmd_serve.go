@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/vault"
 )
 
@@ -43,6 +44,11 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig) error {
 	defer data.Close()
 	if err := reg.EnsureFormat(ctx); err != nil {
 		return err
+	}
+	// Registry and usage updates rely on conditional writes: refuse to
+	// start on a store that silently ignores them.
+	if err := store.ProbeConditional(ctx, data); err != nil {
+		return fmt.Errorf("refusing to serve: %w", err)
 	}
 	cfg := vault.Config{Data: data, Limits: sc.Limits(), Log: g.log, Clock: g.clock}
 	(&vault.State{Registry: reg, Ledger: led}).Configure(&cfg)
