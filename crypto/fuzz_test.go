@@ -25,6 +25,19 @@ func FuzzParseSlot(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte(`{"version":1,"type":"passphrase","kdf":{"name":"argon2id","time":1,"memory_kib":8,"threads":1,"salt":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="},"sealed":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`))
 	f.Add([]byte(`{"version":1,"type":"escrow"}`))
+	ek, err := GenerateEscrowKey(true)
+	if err != nil {
+		f.Fatal(err)
+	}
+	es, err := NewEscrowSlot(mk, ek.Recipient, time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC), "host")
+	if err != nil {
+		f.Fatal(err)
+	}
+	if b, err = es.Marshal(); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"version":1,"type":"escrow-age","recipient":"age1pq1","sealed":""}`))
 	f.Add([]byte(`null`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -35,14 +48,25 @@ func FuzzParseSlot(f *testing.F) {
 			}
 			return
 		}
-		if s.Version != SlotVersion || s.Type != SlotPassphrase || s.KDF == nil {
+		switch {
+		case s.Version != SlotVersion:
 			t.Fatalf("accepted slot %+v", s)
-		}
-		if err := s.KDF.validate(); err != nil {
-			t.Fatalf("accepted slot with invalid KDF: %v", err)
-		}
-		if len(s.Sealed) != KeySize+Overhead {
-			t.Fatalf("accepted slot with a %d-byte sealed key", len(s.Sealed))
+		case s.Type == SlotPassphrase:
+			if s.KDF == nil || s.Recipient != "" {
+				t.Fatalf("accepted slot %+v", s)
+			}
+			if err := s.KDF.validate(); err != nil {
+				t.Fatalf("accepted slot with invalid KDF: %v", err)
+			}
+			if len(s.Sealed) != KeySize+Overhead {
+				t.Fatalf("accepted slot with a %d-byte sealed key", len(s.Sealed))
+			}
+		case s.Type == SlotEscrowAge:
+			if err := validateEscrowSlot(s); err != nil {
+				t.Fatalf("accepted invalid escrow slot: %v", err)
+			}
+		default:
+			t.Fatalf("accepted slot of type %q", s.Type)
 		}
 		out, err := s.Marshal()
 		if err != nil {
@@ -59,7 +83,7 @@ func FuzzParseSlot(f *testing.F) {
 		if !bytes.Equal(out, out2) {
 			t.Fatalf("slot changed across Marshal/ParseSlot:\n%s\n%s", out, out2)
 		}
-		if !reflect.DeepEqual(s.KDF, s2.KDF) || !bytes.Equal(s.Sealed, s2.Sealed) {
+		if !reflect.DeepEqual(s.KDF, s2.KDF) || !bytes.Equal(s.Sealed, s2.Sealed) || s.Recipient != s2.Recipient {
 			t.Fatal("KDF or sealed key changed across Marshal/ParseSlot")
 		}
 	})

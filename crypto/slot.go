@@ -17,6 +17,7 @@ const SlotVersion = 1
 // Slot types.
 const (
 	SlotPassphrase = "passphrase"
+	SlotEscrowAge  = "escrow-age" // sealed to the MSP's age key (escrow.go)
 )
 
 // ErrWrongPassphrase is returned when no passphrase slot opens with the
@@ -73,8 +74,11 @@ type Slot struct {
 	Host    string     `json:"host,omitempty"`
 	Note    string     `json:"note,omitempty"`
 	KDF     *KDFParams `json:"kdf,omitempty"`
+	// Recipient is the age public key an escrow-age slot is sealed to.
+	Recipient string `json:"recipient,omitempty"`
 	// Sealed is the master key sealed with XAES-256-GCM under the key
-	// the slot's method yields (base64 in JSON).
+	// the slot's method yields, or for an escrow-age slot the age file
+	// that holds it (base64 in JSON).
 	Sealed []byte `json:"sealed"`
 }
 
@@ -126,11 +130,18 @@ func ParseSlot(b []byte, what string) (*Slot, error) {
 		if err := s.KDF.validate(); err != nil {
 			return nil, fmt.Errorf("key slot %s: %v", what, err)
 		}
+		if s.Recipient != "" {
+			return nil, fmt.Errorf("key slot %s: passphrase slot with an escrow recipient", what)
+		}
+		if len(s.Sealed) != KeySize+Overhead {
+			return nil, fmt.Errorf("key slot %s: sealed key is %d bytes, want %d", what, len(s.Sealed), KeySize+Overhead)
+		}
+	case SlotEscrowAge:
+		if err := validateEscrowSlot(&s); err != nil {
+			return nil, fmt.Errorf("key slot %s: %v", what, err)
+		}
 	default:
 		return nil, fmt.Errorf("key slot %s has unknown type %q", what, s.Type)
-	}
-	if len(s.Sealed) != KeySize+Overhead {
-		return nil, fmt.Errorf("key slot %s: sealed key is %d bytes, want %d", what, len(s.Sealed), KeySize+Overhead)
 	}
 	return &s, nil
 }
