@@ -31,7 +31,7 @@ interrupted backup resumes without uploading stored packs again.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if image == "" {
-				return usageError{errors.New("backup needs --image PATH")}
+				return usageError{Err: errors.New("backup needs --image PATH")}
 			}
 			if name == "" {
 				name = filepath.Base(image)
@@ -51,7 +51,7 @@ interrupted backup resumes without uploading stored packs again.`,
 			}
 			b, err := uploader.New(r, src, uploader.Options{Name: name, Tags: tags, Uploaders: uploaders})
 			if err != nil {
-				return usageError{err}
+				return usageError{Err: err}
 			}
 			stop := g.showBackupProgress(ctx, b)
 			res, err := b.Run(ctx)

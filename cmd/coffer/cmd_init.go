@@ -35,7 +35,7 @@ machine only wrapped, as for any other repository.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.repoURL == "" {
-				return usageError{errors.New("init needs --repo URL")}
+				return usageError{Err: errors.New("init needs --repo URL")}
 			}
 			ctx := cmd.Context()
 			if err := checkConfigWritable(g.configPath, g.repoURL); err != nil {
@@ -53,7 +53,7 @@ machine only wrapped, as for any other repository.`,
 			}
 			base := target.Vault
 			if base == nil && tok != "" {
-				return usageError{errors.New("--token is for a repository in a vault (--repo https://…)")}
+				return usageError{Err: errors.New("--token is for a repository in a vault (--repo https://…)")}
 			}
 			if base != nil {
 				if conf, enrolled, err = g.enrollAgent(ctx, base, tok); err != nil {
@@ -134,7 +134,7 @@ func checkConfigWritable(path, url string) error {
 	if yaml.Unmarshal(b, &c) == nil && (c.Repository == "" || c.Repository == url) {
 		return nil
 	}
-	return usageError{fmt.Errorf("config %s already names repository %s; pass --config to write a new one elsewhere", path, c.Repository)}
+	return usageError{Err: fmt.Errorf("config %s already names repository %s; pass --config to write a new one elsewhere", path, c.Repository)}
 }
 
 // writeConfig writes the agent config atomically with mode 0600.

@@ -29,16 +29,16 @@ writing, the output is read back and compared block by block with the hashes
 and the whole-disk digest recorded at backup time; a mismatch exits non-zero.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return usageError{errors.New("restore needs exactly one SNAPSHOT (an ID prefix, or latest)")}
+				return usageError{Err: errors.New("restore needs exactly one SNAPSHOT (an ID prefix, or latest)")}
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
-				return usageError{errors.New("restore needs --to PATH")}
+				return usageError{Err: errors.New("restore needs --to PATH")}
 			}
 			if format != "raw" {
-				return usageError{fmt.Errorf("--format %s is not supported yet; use raw", format)}
+				return usageError{Err: fmt.Errorf("--format %s is not supported yet; use raw", format)}
 			}
 			ctx := cmd.Context()
 			r, err := g.openRepo(ctx)
@@ -50,7 +50,7 @@ and the whole-disk digest recorded at backup time; a mismatch exits non-zero.`,
 				return err
 			}
 			if disk < 0 || disk >= len(snap.Disks) {
-				return usageError{fmt.Errorf("snapshot %s has %d disk(s); --disk %d does not exist", snap.ID[:12], len(snap.Disks), disk)}
+				return usageError{Err: fmt.Errorf("snapshot %s has %d disk(s); --disk %d does not exist", snap.ID[:12], len(snap.Disks), disk)}
 			}
 			if err := g.loadIndex(ctx, r); err != nil {
 				return err

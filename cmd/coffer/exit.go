@@ -5,36 +5,31 @@ import (
 	"errors"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/repo"
 )
 
-// Exit codes (README.md, "Exit codes").
+// Exit codes (README.md, "Exit codes"): the shared ones of internal/cli,
+// and the agent's own.
 const (
-	exitOK          = 0
-	exitFailure     = 1
-	exitUsage       = 2
+	exitOK          = cli.ExitOK
+	exitFailure     = cli.ExitFailure
+	exitUsage       = cli.ExitUsage
 	exitPartial     = 3
 	exitNoRepo      = 10
 	exitWrongPass   = 12
-	exitInterrupted = 130
+	exitInterrupted = cli.ExitInterrupted
 )
 
 // usageError marks errors in how the command was called.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
+type usageError = cli.UsageError
 
 // exitCode maps an error to the documented exit code.
 func exitCode(ctx context.Context, err error) int {
-	var ue usageError
+	if code, ok := cli.ExitCode(ctx, err); ok {
+		return code
+	}
 	switch {
-	case err == nil:
-		return exitOK
-	case ctx.Err() != nil || errors.Is(err, context.Canceled):
-		return exitInterrupted
-	case errors.As(err, &ue):
-		return exitUsage
 	case errors.Is(err, repo.ErrNoRepository):
 		return exitNoRepo
 	case errors.Is(err, crypto.ErrWrongPassphrase):

@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{Err: err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.configPath, "config", envOr("COFFER_CONFIG", defaultConfigPath()), "agent config file (env COFFER_CONFIG)")
 	pf.StringVar(&g.repoURL, "repo", os.Getenv("COFFER_REPOSITORY"), "repository URL, overriding the config file: file:///dir, s3://host:port/bucket/prefix or https://vault-host[:port] (env COFFER_REPOSITORY)")
@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command") || err != nil && strings.Contains(err.Error(), "accepts ") {
-		err = usageError{err}
+		err = usageError{Err: err}
 	}
 	code := exitCode(ctx, err)
 	if err != nil {
@@ -147,7 +147,7 @@ func (g *globals) repository() (string, error) {
 		return "", err
 	}
 	if c.Repository == "" {
-		return "", usageError{fmt.Errorf("no repository: pass --repo or run coffer init (config %s has none)", g.configPath)}
+		return "", usageError{Err: fmt.Errorf("no repository: pass --repo or run coffer init (config %s has none)", g.configPath)}
 	}
 	return c.Repository, nil
 }
@@ -229,7 +229,7 @@ func readSecret(env, file, prompt string, confirm bool, stderr io.Writer) ([]byt
 	}
 	fd := int(os.Stdin.Fd())
 	if !term.IsTerminal(fd) {
-		return nil, usageError{fmt.Errorf("no passphrase: set %s or use --password-file (stdin is not a terminal)", env)}
+		return nil, usageError{Err: fmt.Errorf("no passphrase: set %s or use --password-file (stdin is not a terminal)", env)}
 	}
 	fmt.Fprint(stderr, prompt)
 	pw, err := term.ReadPassword(fd)

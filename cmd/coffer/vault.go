@@ -45,7 +45,7 @@ func (g *globals) vaultOptions(create bool) (store.OpenOptions, error) {
 		o.CAFile = c.VaultCA
 	}
 	if o.Credential == "" {
-		return o, usageError{fmt.Errorf("no agent credential for the vault: enroll with coffer init --repo URL --token TOKEN (or set %s), config %s has none", store.EnvCredential, g.configPath)}
+		return o, usageError{Err: fmt.Errorf("no agent credential for the vault: enroll with coffer init --repo URL --token TOKEN (or set %s), config %s has none", store.EnvCredential, g.configPath)}
 	}
 	return o, nil
 }
@@ -70,7 +70,7 @@ func readToken(flag, file string) (vaultapi.Secret, error) {
 		return "", nil
 	}
 	if _, _, err := vaultapi.ParseToken(tok); err != nil {
-		return "", usageError{fmt.Errorf("the enrollment token is not valid: %w (copy it exactly as cofferd tenant create printed it)", err)}
+		return "", usageError{Err: fmt.Errorf("the enrollment token is not valid: %w (copy it exactly as cofferd tenant create printed it)", err)}
 	}
 	return vaultapi.Secret(tok), nil
 }
@@ -93,9 +93,9 @@ func (g *globals) enrollAgent(ctx context.Context, base *url.URL, tok vaultapi.S
 		case os.Getenv(store.EnvCredential) != "" || cfg.Credential != "" && cfg.Enrolled:
 			return cfg, nil, nil // enrolled before; init goes on
 		case cfg.Credential != "":
-			return cfg, nil, usageError{fmt.Errorf("the enrollment of this agent did not finish: run coffer init again with the same token (%s or --token)", EnvEnrollToken)}
+			return cfg, nil, usageError{Err: fmt.Errorf("the enrollment of this agent did not finish: run coffer init again with the same token (%s or --token)", EnvEnrollToken)}
 		}
-		return cfg, nil, usageError{fmt.Errorf("a repository in a vault needs an enrollment token: set %s (or pass --token or --token-file); your provider makes one with cofferd tenant create or cofferd tenant token", EnvEnrollToken)}
+		return cfg, nil, usageError{Err: fmt.Errorf("a repository in a vault needs an enrollment token: set %s (or pass --token or --token-file); your provider makes one with cofferd tenant create or cofferd tenant token", EnvEnrollToken)}
 	}
 	if cfg.Credential != "" && cfg.Enrolled {
 		// A new token on an enrolled agent: re-enroll with a new credential

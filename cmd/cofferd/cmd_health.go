@@ -26,7 +26,7 @@ func newHealthCmd(g *globals) *cobra.Command {
 		RunE: func(c *cobra.Command, _ []string) error {
 			u, err := url.Parse(target)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-				return usageError{fmt.Errorf("--url %q: want http(s)://host:port/healthz", target)}
+				return usageError{Err: fmt.Errorf("--url %q: want http(s)://host:port/healthz", target)}
 			}
 			ctx, cancel := context.WithTimeout(c.Context(), timeout)
 			defer cancel()

@@ -29,7 +29,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	sc := vault.ServeFlags(cmd.Flags())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := sc.Validate(); err != nil {
-			return usageError{err}
+			return usageError{Err: err}
 		}
 		return serve(cmd.Context(), g, sc)
 	}

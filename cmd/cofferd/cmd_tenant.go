@@ -28,9 +28,9 @@ func newTenantCmd(g *globals) *cobra.Command {
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageError{fmt.Errorf("unknown command %q for \"cofferd tenant\"", args[0])}
+				return usageError{Err: fmt.Errorf("unknown command %q for \"cofferd tenant\"", args[0])}
 			}
-			return usageError{errors.New("cofferd tenant needs a subcommand: create, list, show, set-quota, suspend, resume, token, credentials or revoke")}
+			return usageError{Err: errors.New("cofferd tenant needs a subcommand: create, list, show, set-quota, suspend, resume, token, credentials or revoke")}
 		},
 	}
 	c.AddCommand(newTenantCreateCmd(g), newTenantListCmd(g), newTenantShowCmd(g), newTenantSetQuotaCmd(g),
@@ -56,7 +56,7 @@ func parseQuota(s string) (int64, error) {
 	}
 	n, err := humanize.ParseBytes(s)
 	if err != nil || n > 1<<62 {
-		return 0, usageError{fmt.Errorf("quota %q: want a size such as 10GiB or 500MB, or none", s)}
+		return 0, usageError{Err: fmt.Errorf("quota %q: want a size such as 10GiB or 500MB, or none", s)}
 	}
 	return int64(n), nil
 }
@@ -111,10 +111,10 @@ COFFER_ENROLL_TOKEN. 'cofferd tenant token NAME' makes another.`,
 				return err
 			}
 			if ttl <= 0 {
-				return usageError{errors.New("--token-ttl must be positive")}
+				return usageError{Err: errors.New("--token-ttl must be positive")}
 			}
 			if !vaultapi.ValidTenantName(args[0]) {
-				return usageError{fmt.Errorf("tenant name %q is not valid: use 1 to 63 lower-case letters, digits and '-', starting and ending with a letter or digit", args[0])}
+				return usageError{Err: fmt.Errorf("tenant name %q is not valid: use 1 to 63 lower-case letters, digits and '-', starting and ending with a letter or digit", args[0])}
 			}
 			return g.withState(c.Context(), func(reg *registry.Registry, _ *ledger.Ledger) error {
 				t, tok, exp, err := reg.CreateTenant(c.Context(), args[0], q, ttl)
@@ -143,7 +143,7 @@ func newTenantTokenCmd(g *globals) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if ttl <= 0 {
-				return usageError{errors.New("--token-ttl must be positive")}
+				return usageError{Err: errors.New("--token-ttl must be positive")}
 			}
 			return g.withState(c.Context(), func(reg *registry.Registry, _ *ledger.Ledger) error {
 				t, err := reg.Resolve(c.Context(), args[0])

@@ -43,7 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	err := root.ExecuteContext(ctx)
 	if err != nil && (strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "accepts ") ||
 		strings.Contains(err.Error(), "requires ")) {
-		err = usageError{err}
+		err = usageError{Err: err}
 	}
 	code := exitCode(ctx, err)
 	if err != nil {
@@ -68,7 +68,7 @@ func newRoot(g *globals) *cobra.Command {
 	}
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{Err: err} })
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.storeURL, "store", envOr(EnvStore, defaultStore),
 		"the vault's store: file:///dir or s3://host:port/bucket[/prefix] (env "+EnvStore+"; S3 keys from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
@@ -88,10 +88,10 @@ func newRoot(g *globals) *cobra.Command {
 func (g *globals) openState(ctx context.Context) (store.Store, *registry.Registry, *ledger.Ledger, error) {
 	t, err := store.ParseURL(g.storeURL)
 	if err != nil {
-		return nil, nil, nil, usageError{fmt.Errorf("--store: %w", err)}
+		return nil, nil, nil, usageError{Err: fmt.Errorf("--store: %w", err)}
 	}
 	if t.Vault != nil {
-		return nil, nil, nil, usageError{errors.New("--store must be a file:// or s3:// URL: a vault cannot keep its state in another vault")}
+		return nil, nil, nil, usageError{Err: errors.New("--store must be a file:// or s3:// URL: a vault cannot keep its state in another vault")}
 	}
 	base, err := store.Open(ctx, g.storeURL, true)
 	if err != nil {
