@@ -190,10 +190,14 @@ func newTenantListCmd(g *globals) *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tID\tSTATE\tQUOTA\tSTORED\tSNAPSHOTS\tIN FLIGHT")
+				fmt.Fprintln(tw, "NAME\tID\tSTATE\tQUOTA\tSTORED\tSNAPSHOTS\tIN FLIGHT\tESCROW")
 				for _, i := range infos {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", i.Name, i.ID, i.State, quotaText(i.Quota),
-						ledger.FormatSize(i.Usage.StoredBytes), i.Usage.Snapshots, ledger.FormatSize(i.Usage.ReservedBytes))
+					esc := i.Escrow.Status
+					if esc == "" {
+						esc = "-"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", i.Name, i.ID, i.State, quotaText(i.Quota),
+						ledger.FormatSize(i.Usage.StoredBytes), i.Usage.Snapshots, ledger.FormatSize(i.Usage.ReservedBytes), esc)
 				}
 				return tw.Flush()
 			})
@@ -213,6 +217,7 @@ func printTenant(w io.Writer, i *vaultapi.TenantInfo) {
 	fmt.Fprintf(w, "\n  quota:     %s\n  stored:    %s in %d objects (%d packs, %s)\n  snapshots: %d\n  in flight: %s\n",
 		quotaText(i.Quota), ledger.FormatSize(u.StoredBytes), u.Objects, u.Packs, ledger.FormatSize(u.PackBytes), u.Snapshots,
 		ledger.FormatSize(u.ReservedBytes))
+	fmt.Fprintf(w, "  escrow:    %s\n", escrowText(i.Escrow))
 	if u.LogicalBytes > 0 && u.StoredBytes > 0 {
 		fmt.Fprintf(w, "  logical:   %s (agent-reported), %.1fx the stored bytes\n", ledger.FormatSize(u.LogicalBytes),
 			float64(u.LogicalBytes)/float64(u.StoredBytes))

@@ -73,7 +73,7 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.storeURL, "store", envOr(EnvStore, defaultStore),
 		"the vault's store: file:///dir or s3://host:port/bucket[/prefix] (env "+EnvStore+"; S3 keys from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
-	root.AddCommand(newTenantCmd(g), newHealthCmd(g))
+	root.AddCommand(newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g))
 	if serveCommand != nil {
 		root.AddCommand(serveCommand(g))
 	}

@@ -66,6 +66,24 @@ type TenantInfo struct {
 	Reason      string    `json:"reason,omitempty"`
 	Quota       int64     `json:"quota"` // bytes; 0 = none
 	Usage       UsageInfo `json:"usage"`
+	Escrow      Escrow    `json:"escrow,omitzero"`
+}
+
+// Escrow states of a tenant.
+const (
+	EscrowYes     = "yes"     // an escrow slot is recorded
+	EscrowNo      = "no"      // the agent enrolled without --escrow
+	EscrowPending = "pending" // chosen at enrollment, no slot recorded yet
+)
+
+// Escrow is a tenant's escrow choice as the vault recorded it. Status ""
+// means no agent has decided yet.
+type Escrow struct {
+	Status      string    `json:"status,omitempty"`
+	DecidedAt   time.Time `json:"decided_at,omitzero"`
+	Slot        string    `json:"slot,omitempty"`        // keys/<sha256> in the tenant's repository
+	Fingerprint string    `json:"fingerprint,omitempty"` // of the escrow key the slot is sealed to
+	RecordedAt  time.Time `json:"recorded_at,omitzero"`
 }
 
 // UsageInfo is a tenant's measured usage. LogicalBytes and DataBytes are

@@ -35,8 +35,10 @@ type Tenant struct {
 	State       string    `json:"state"` // vaultapi.StateActive or StateSuspended
 	SuspendedAt time.Time `json:"suspended_at,omitzero"`
 	Reason      string    `json:"reason,omitempty"`
-	Created     time.Time `json:"created"`
-	Updated     time.Time `json:"updated"`
+	// Escrow is the tenant's escrow choice and slot (escrow.go).
+	Escrow  vaultapi.Escrow `json:"escrow,omitzero"`
+	Created time.Time       `json:"created"`
+	Updated time.Time       `json:"updated"`
 }
 
 // Suspended reports whether the tenant is suspended.
