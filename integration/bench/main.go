@@ -1,9 +1,10 @@
 // Command bench measures Coffer side by side with restic 0.18.1 and kopia
 // 0.22.3 (the peers of /work/shared/PRODUCT.md "Numbers to beat") on the same
-// generated disk images, to a local repository and to one MinIO on loopback.
+// generated disk images, to a local repository and to one MinIO on loopback,
+// and Coffer alone through its vault (cofferd serve on loopback over MinIO).
 //
 //	go run ./integration/bench [--quick] [--size 4GiB] [--workdir DIR] [--keep]
-//	    [--tools coffer,restic,kopia | --peers restic,kopia] [--targets local,s3]
+//	    [--tools coffer,restic,kopia | --peers restic,kopia] [--targets local,s3,vault]
 //
 // It generates night 1 (the reference mix: 1 MiB regions, half holes, a fifth
 // random, the rest text-like) and night 2 (1% of the 64 KiB blocks rewritten
@@ -25,6 +26,12 @@
 // starts with its input cached and with free memory to write into, whatever
 // ran before it. Kopia's automatic maintenance is turned off, as restic runs
 // none on its own. MinIO's CPU time during each step is reported apart.
+//
+// The vault target runs coffer only (restic and kopia cannot talk to the
+// vault), compares its throughput with coffer's own on the s3 target, and
+// records cofferd's CPU and peak RSS; then 16 vault clients of 4 tenants
+// put fresh 16 MiB packs, 16 in flight, while cofferd's RSS is sampled
+// (see vault.go).
 //
 // Results go to stdout as tables, ratios and PASS/FAIL against the targets,
 // and to WORKDIR/bench.json. Without --keep the images, repositories and
@@ -55,11 +62,12 @@ const (
 
 	targetLocal = "local"
 	targetS3    = "s3"
+	targetVault = "vault"
 )
 
 var (
 	allTools   = []string{toolCoffer, toolRestic, toolKopia}
-	allTargets = []string{targetLocal, targetS3}
+	allTargets = []string{targetLocal, targetS3, targetVault}
 )
 
 // config is the parsed command line.
@@ -161,7 +169,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Float64Var(&cfg.Changed, "changed", 0.01, "share of 64 KiB blocks rewritten on night 2")
 	tools := fs.String("tools", strings.Join(allTools, ","), "tools to run")
 	peers := fs.String("peers", "", "peers to run beside coffer (sets --tools to coffer plus these)")
-	targets := fs.String("targets", strings.Join(allTargets, ","), "targets: local, s3 (MinIO on loopback)")
+	targets := fs.String("targets", strings.Join(allTargets, ","), "targets: local, s3 (MinIO on loopback), vault (coffer through cofferd on that MinIO)")
 	fs.DurationVar(&cfg.StepTimeout, "step-timeout", 30*time.Minute, "time limit of each child process")
 	fs.StringVar(&cfg.Workdir, "workdir", os.Getenv("COFFER_BENCH_DIR"),
 		"work directory (default $COFFER_BENCH_DIR, else a new directory under /tmp)")
@@ -251,13 +259,13 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 	if err := b.makeImages(); err != nil {
 		return err
 	}
-	if slices.Contains(cfg.Targets, targetS3) {
+	if slices.Contains(cfg.Targets, targetS3) || slices.Contains(cfg.Targets, targetVault) {
 		b.minioDir = filepath.Join(cfg.Workdir, "minio")
 		srv, err := startMinIO(ctx, cfg.MinioBin, b.minioDir,
 			filepath.Join(cfg.Workdir, "logs", "minio.log"))
 		if err != nil {
-			b.logf("s3 target skipped: %v", err)
-			b.res.Notes = append(b.res.Notes, "s3 target skipped: "+err.Error())
+			b.logf("s3 and vault targets skipped: %v", err)
+			b.res.Notes = append(b.res.Notes, "s3 and vault targets skipped: "+err.Error())
 		} else {
 			b.minio = srv
 			defer srv.Stop()
@@ -265,13 +273,31 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 			b.logf("MinIO on %s", srv.Endpoint)
 		}
 	}
+	if slices.Contains(cfg.Targets, targetVault) && b.minio != nil {
+		v, err := b.startVault(ctx)
+		if err != nil {
+			b.logf("vault target skipped: %v", err)
+			b.res.Notes = append(b.res.Notes, "vault target skipped: "+err.Error())
+		} else {
+			b.vault = v
+			defer v.Stop()
+			b.res.Vault = &VaultInfo{URL: v.URL, Bucket: vaultBucket, Log: v.logPath}
+			b.logf("cofferd on %s (bucket %s)", v.URL, vaultBucket)
+		}
+	}
 	for _, target := range cfg.Targets {
 		for _, tool := range cfg.Tools {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if target == targetVault && tool != toolCoffer {
+				continue // only coffer speaks the vault's API
+			}
 			b.runSession(ctx, tool, target)
 		}
+	}
+	if b.vault != nil && ctx.Err() == nil {
+		b.res.Storm = b.storm(ctx)
 	}
 	if slices.Contains(cfg.Tools, toolCoffer) {
 		b.res.IndexBytesPerEntry = indexMemory(ctx, b.moduleRoot)

@@ -180,6 +180,7 @@ func checks(r *Results) []Check {
 				Limit: "info (16-64 MiB packs: 16-64 per GiB)", Status: "info", Note: note})
 		}
 	}
+	cs = append(cs, vaultChecks(r)...)
 	if r.session(toolCoffer, targetLocal) != nil || r.session(toolCoffer, targetS3) != nil {
 		c := Check{Name: "index memory per stored chunk, 10M entries (bytes)", Value: num(math.NaN()), Limit: "<= 40", Status: "n/a",
 			Note: "10 million entries: BenchmarkIndexMemory in ./internal/index"}
@@ -304,8 +305,11 @@ func report(w io.Writer, r *Results) {
 			case stepRestore:
 				head += "allocated MiB\tverified\t"
 			}
-			if target == targetS3 {
+			switch target {
+			case targetS3:
 				head += "MinIO CPU s\t"
+			case targetVault:
+				head += "MinIO CPU s\tcofferd CPU s\tcofferd peak RSS MiB\t"
 			}
 			fmt.Fprintln(tw, head)
 			var failures []string
@@ -348,8 +352,11 @@ func report(w io.Writer, r *Results) {
 					}
 					row += fmt.Sprintf("%.1f\t%s\t", float64(st.RestoredAlloc)/mib, ok)
 				}
-				if target == targetS3 {
+				switch target {
+				case targetS3:
 					row += fmt.Sprintf("%.1f\t", st.ServerCPU)
+				case targetVault:
+					row += fmt.Sprintf("%.1f\t%.1f\t%.0f\t", st.ServerCPU, st.VaultCPU, float64(st.VaultRSSKiB)/1024)
 				}
 				fmt.Fprintln(tw, row)
 			}
@@ -379,6 +386,20 @@ func report(w io.Writer, r *Results) {
 		}
 		tw.Flush()
 	}
+	if st := r.Storm; st != nil {
+		fmt.Fprintf(w, "\nVault, 16 uploads in flight: %d tenants x %d clients, %d MiB packs, %d rounds\n",
+			st.Tenants, st.Clients/max(st.Tenants, 1), st.PackBytes>>20, st.Rounds)
+		if st.Error != "" {
+			fmt.Fprintf(w, "  not run: %s\n", shorten(st.Error, 300))
+		} else {
+			fmt.Fprintf(w, "  %d puts in %.1fs (%.0f MB/s), %d in flight at most; cofferd CPU %.1fs, RSS %.0f MiB before, %.0f MiB at most, peak (VmHWM) %.0f MiB\n",
+				st.Puts, st.Seconds, st.MBps, st.MaxInFlight, st.CPUSeconds, float64(st.RSSBefore)/1024,
+				float64(st.MaxRSSKiB)/1024, float64(st.PeakRSSKiB)/1024)
+		}
+		for _, e := range st.Errors {
+			fmt.Fprintf(w, "  error: %s\n", shorten(e, 300))
+		}
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
 	}
@@ -406,4 +427,57 @@ func writeJSON(path string, r *Results) error {
 		return err
 	}
 	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+// vaultChecks are issue 10's bench targets for the vault: coffer through
+// cofferd keeps at least 80% of its own s3 throughput, and cofferd's peak
+// RSS stays under 256 MiB with 16 pack uploads in flight.
+func vaultChecks(r *Results) []Check {
+	v := r.session(toolCoffer, targetVault)
+	if v == nil && r.Storm == nil {
+		return nil
+	}
+	var cs []Check
+	direct := r.session(toolCoffer, targetS3)
+	for _, c := range []struct {
+		name, step string
+	}{{"vault full backup throughput vs coffer on s3", stepFull}, {"vault restore throughput vs coffer on s3", stepRestore}} {
+		ck := Check{Name: c.name, Target: targetVault, Value: num(math.NaN()), Limit: ">= 0.80x", Status: "n/a"}
+		if v != nil && direct != nil {
+			ck.Value = ratio(metric(v, c.step, mbps), metric(direct, c.step, mbps))
+			if !math.IsNaN(float64(ck.Value)) {
+				ck.Status = passFail(ck.Value >= 0.80)
+				ck.Note = fmt.Sprintf("%.0f vs %.0f MB/s", metric(v, c.step, mbps), metric(direct, c.step, mbps))
+			}
+		} else {
+			ck.Note = "needs the s3 target in the same run"
+		}
+		cs = append(cs, ck)
+	}
+	if v.complete() {
+		var cpu float64
+		var rss int64
+		for _, st := range v.Steps {
+			cpu += st.VaultCPU
+			rss = max(rss, st.VaultRSSKiB)
+		}
+		cs = append(cs, Check{Name: "cofferd CPU seconds (both nights and the restore)", Target: targetVault, Value: num(cpu),
+			Limit: "info", Status: "info", Note: fmt.Sprintf("coffer itself: %.1f s", v.cpu())})
+		cs = append(cs, Check{Name: "cofferd peak RSS during the coffer session (MiB)", Target: targetVault,
+			Value: num(float64(rss) / 1024), Limit: "< 256", Status: passFail(rss > 0 && rss < 256<<10), Note: "VmHWM"})
+	}
+	if st := r.Storm; st != nil {
+		ck := Check{Name: "cofferd peak RSS, 16 pack uploads in flight (MiB)", Target: targetVault, Value: num(math.NaN()),
+			Limit: "< 256", Status: "n/a", Note: st.Error}
+		if st.Error == "" {
+			ck.Value = num(float64(st.PeakRSSKiB) / 1024)
+			ok := st.PeakRSSKiB > 0 && st.PeakRSSKiB < 256<<10 && len(st.Errors) == 0 &&
+				st.Puts == int64(st.Clients*st.Rounds) && st.MaxInFlight >= int64(st.Clients)
+			ck.Status = passFail(ok)
+			ck.Note = fmt.Sprintf("VmHWM; %d of %d puts, %d in flight at most, %.0f MB/s",
+				st.Puts, st.Clients*st.Rounds, st.MaxInFlight, st.MBps)
+		}
+		cs = append(cs, ck)
+	}
+	return cs
 }

@@ -40,6 +40,7 @@ type bench struct {
 	out        io.Writer
 	res        *Results
 	minio      *minioServer
+	vault      *vaultServer // the vault target's cofferd
 	moduleRoot string
 	bins       map[string]string // tool -> binary; absent when missing
 	night1     string
@@ -65,6 +66,8 @@ type Results struct {
 	Ratios                 []Ratio    `json:"ratios"`
 	Notes                  []string   `json:"notes,omitempty"`
 	MinIO                  *MinIOInfo `json:"minio,omitempty"`
+	Vault                  *VaultInfo `json:"vault,omitempty"`
+	Storm                  *Storm     `json:"storm,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -114,6 +117,7 @@ type Session struct {
 	env      []string
 	repoDir  string // local target: the repository directory
 	s3Prefix string // s3 target: the key prefix, ending in '/'
+	tenantID string // vault target: the tenant the session backs up into
 	snapshot string // ID of the last backup
 }
 
@@ -132,6 +136,8 @@ type Step struct {
 	StoredDelta   int64          `json:"stored_delta,omitempty"`
 	Objects       int64          `json:"objects,omitempty"`
 	ServerCPU     float64        `json:"server_cpu_seconds,omitempty"`
+	VaultCPU      float64        `json:"vault_cpu_seconds,omitempty"`  // cofferd's CPU during the step
+	VaultRSSKiB   int64          `json:"vault_peak_rss_kib,omitempty"` // cofferd's VmHWM after the step
 	Verified      *bool          `json:"verified,omitempty"`
 	RestoredAlloc int64          `json:"restored_allocated,omitempty"`
 	Summary       map[string]any `json:"summary,omitempty"` // the tool's own summary
@@ -355,8 +361,12 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 		fail(errors.New("missing"))
 		return
 	}
-	if target == targetS3 && b.minio == nil {
+	if (target == targetS3 || target == targetVault) && b.minio == nil {
 		fail(errors.New("no MinIO"))
+		return
+	}
+	if target == targetVault && b.vault == nil {
+		fail(errors.New("no vault"))
 		return
 	}
 	s.dir = filepath.Join(b.cfg.Workdir, "runs", tool+"-"+target)
@@ -369,6 +379,14 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 	if target == targetS3 {
 		s.s3Prefix = tool + "/"
 		s.env = append(s.env, "AWS_ACCESS_KEY_ID="+b.minio.User, "AWS_SECRET_ACCESS_KEY="+b.minio.Password)
+	} else if target == targetVault {
+		id, token, err := b.vault.createTenant(ctx, "bench-"+tool)
+		if err != nil {
+			fail(err)
+			return
+		}
+		s.tenantID = id
+		s.env = append(s.env, "COFFER_ENROLL_TOKEN="+token.Reveal())
 	} else {
 		s.repoDir = filepath.Join(s.dir, "repo")
 	}
@@ -390,7 +408,7 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 			return
 		}
 		b.logf("%s/%s: %s backup", tool, target, night.name)
-		st, out, err := b.measured(ctx, s, night.name, drv.backup(b, s, bin), fileSize(b.live), b.live)
+		st, out, err := b.measuredStep(ctx, s, night.name, drv.backup(b, s, bin), fileSize(b.live), b.live)
 		if err == nil {
 			st.Summary, s.snapshot, err = drv.parseBackup(out)
 		}
@@ -421,10 +439,10 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 	defer os.RemoveAll(outDir)
 	argv, restored := drv.restore(b, s, bin, outDir)
 	repoData := s.repoDir
-	if target == targetS3 {
+	if target == targetS3 || target == targetVault {
 		repoData = b.minioDir // MinIO reads the objects from here
 	}
-	st, _, err := b.measured(ctx, s, stepRestore, argv, fileSize(b.night2), repoData)
+	st, _, err := b.measuredStep(ctx, s, stepRestore, argv, fileSize(b.night2), repoData)
 	if err == nil {
 		var same bool
 		if same, err = sameContent(restored, b.night2); err == nil {
@@ -531,6 +549,9 @@ func sameContent(a, b string) (bool, error) {
 // stored returns the bytes and number of files or objects in the session's
 // repository.
 func (b *bench) stored(ctx context.Context, s *Session) (size, n int64, err error) {
+	if s.Target == targetVault {
+		return b.vaultUsage(ctx, s.tenantID)
+	}
 	if s.repoDir == "" {
 		return b.minio.usage(ctx, s.s3Prefix)
 	}

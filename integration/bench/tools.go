@@ -57,8 +57,11 @@ func (cofferDriver) env(_ *bench, _ *Session, password string) []string {
 
 func (d cofferDriver) setup(b *bench, s *Session, bin string) [][]string {
 	repo := "file://" + s.repoDir
-	if s.Target == targetS3 {
+	switch s.Target {
+	case targetS3:
 		repo = fmt.Sprintf("s3://%s/%s/%s?tls=false", b.minio.Endpoint, b.minio.Bucket, s.s3Prefix[:len(s.s3Prefix)-1])
+	case targetVault:
+		repo = b.vault.URL // the enrollment token is in the session's environment
 	}
 	return [][]string{{bin, "--config", d.config(s), "init", "--repo", repo}}
 }
