@@ -1,15 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
@@ -17,6 +23,7 @@ import (
 
 func newInitCmd(g *globals) *cobra.Command {
 	var token, tokenFile string
+	var escrow bool
 	cmd := &cobra.Command{
 		Use:   "init --repo URL [--token T]",
 		Short: "Create a repository and write the agent's config file",
@@ -31,7 +38,14 @@ enrolls the agent with the one-time token from your provider
 (COFFER_ENROLL_TOKEN, --token-file, or --token): it makes an agent
 credential, saves it in the config file, and sends the vault only its
 SHA-256. The token is never saved. The keys are made here and leave this
-machine only wrapped, as for any other repository.`,
+machine only wrapped, as for any other repository.
+
+With --escrow, init also seals the master key to the vault's escrow public
+key (published by the vault; the MSP keeps the private half offline) and
+stores that key slot in the repository, so your provider can recover the
+backups if every passphrase is lost. It prints the escrow key's
+fingerprint: compare it with the one your provider gives you. Without
+--escrow no such slot is made, and the vault records that you declined.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if g.repoURL == "" {
@@ -55,8 +69,15 @@ machine only wrapped, as for any other repository.`,
 			if base == nil && tok != "" {
 				return usageError{Err: errors.New("--token is for a repository in a vault (--repo https://…)")}
 			}
+			var escrowKey *store.EscrowKey
+			if escrow {
+				// Before anything is created: no escrow key, no init.
+				if escrowKey, err = g.fetchEscrowKey(ctx, base); err != nil {
+					return err
+				}
+			}
 			if base != nil {
-				if conf, enrolled, err = g.enrollAgent(ctx, base, tok); err != nil {
+				if conf, enrolled, err = g.enrollAgent(ctx, base, tok, escrow); err != nil {
 					return err
 				}
 				if enrolled != nil {
@@ -84,16 +105,30 @@ machine only wrapped, as for any other repository.`,
 			if err := writeConfig(g.configPath, conf); err != nil {
 				return fmt.Errorf("the repository was created, but %w", err)
 			}
+			var escrowSlot string
+			if escrowKey != nil {
+				if escrowSlot, err = g.addEscrowSlot(ctx, st, r, base, conf, escrowKey); err != nil {
+					return fmt.Errorf("the repository was created and your passphrase opens it, but escrow failed: %w", err)
+				}
+			}
 			if g.json {
 				out := map[string]any{"type": "init", "repository": st.Location(), "id": r.Config().ID, "config": g.configPath}
 				if enrolled != nil {
 					out["tenant"], out["tenant_id"], out["credential_id"] = enrolled.TenantName, enrolled.TenantID, enrolled.CredentialID
+				}
+				if escrowKey != nil {
+					out["escrow_slot"], out["escrow_fingerprint"] = escrowSlot, escrowKey.Fingerprint
 				}
 				g.printJSON(out)
 				return nil
 			}
 			g.say("created repository %s at %s", r.Config().ID[:8], st.Location())
 			g.say("wrote %s", g.configPath)
+			if escrowKey != nil {
+				g.say("escrow: the master key is also sealed to your provider's escrow key %s (key slot %s)", escrowKey.Fingerprint, escrowSlot)
+				g.say("keep your passphrase safe: without it only your provider's offline escrow key can read these backups")
+				return nil
+			}
 			g.say("keep your passphrase safe: without it nobody can read these backups")
 			return nil
 		},
@@ -101,7 +136,82 @@ machine only wrapped, as for any other repository.`,
 	f := cmd.Flags()
 	f.StringVar(&token, "token", "", "one-time enrollment token for a vault (prefer env "+EnvEnrollToken+": argv is visible to other users)")
 	f.StringVar(&tokenFile, "token-file", "", "read the enrollment token from this file")
+	f.BoolVar(&escrow, "escrow", false, "also seal the master key to the vault's escrow key (your provider can then recover the backups)")
 	return cmd
+}
+
+// fetchEscrowKey reads and checks the vault's escrow key for init
+// --escrow, and prints its fingerprint for comparison out of band.
+func (g *globals) fetchEscrowKey(ctx context.Context, base *url.URL) (*store.EscrowKey, error) {
+	if base == nil {
+		return nil, usageError{Err: errors.New("--escrow is for a repository in a vault (--repo https://…): the escrow key is the vault's")}
+	}
+	vc := store.VaultConfig{BaseURL: base, CAFile: g.vaultCA}
+	if vc.CAFile == "" {
+		vc.CAFile = os.Getenv(store.EnvVaultCA)
+	}
+	if vc.CAFile == "" {
+		if c, err := g.loadConfig(); err == nil {
+			vc.CAFile = c.VaultCA
+		}
+	}
+	k, err := store.FetchEscrow(ctx, vc)
+	if errors.Is(err, store.ErrNoEscrow) {
+		return nil, usageError{Err: fmt.Errorf("--escrow: the vault at %s offers no escrow key (your provider makes one with cofferd escrow init); nothing was created", base)}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--escrow: %w; nothing was created", err)
+	}
+	if _, err := crypto.ParseEscrowRecipient(k.Recipient); err != nil {
+		return nil, fmt.Errorf("--escrow: the vault's escrow key is unusable (%v); nothing was created", err)
+	}
+	if fp := crypto.EscrowFingerprint(k.Recipient); fp != k.Fingerprint {
+		return nil, fmt.Errorf("--escrow: the vault's escrow key does not match the fingerprint it sent (%s, computed %s); nothing was created", clipFP(k.Fingerprint), fp)
+	}
+	g.say("escrow key of the vault: fingerprint %s (compare it with the one your provider gave you)", k.Fingerprint)
+	return k, nil
+}
+
+func clipFP(s string) string {
+	if len(s) > 16 {
+		return s[:16] + "…"
+	}
+	return s
+}
+
+// addEscrowSlot stores an escrow-age key slot for r's master key in st and
+// records it with the vault. It returns the slot's name.
+func (g *globals) addEscrowSlot(ctx context.Context, st store.Store, r *repo.Repo, base *url.URL, conf agentConfig, k *store.EscrowKey) (string, error) {
+	host, _ := os.Hostname()
+	slot, err := crypto.NewEscrowSlot(r.Keys().Master(), k.Recipient, time.Now(), host)
+	if err != nil {
+		return "", err
+	}
+	b, err := slot.Marshal()
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	name := repo.KeysPrefix + hex.EncodeToString(sum[:])
+	if err := st.Put(ctx, name, bytes.NewReader(b), int64(len(b))); err != nil && !errors.Is(err, store.ErrExists) {
+		return "", fmt.Errorf("storing the escrow key slot: %w", err)
+	}
+	opts, err := g.vaultOptions(false)
+	if err != nil {
+		return "", err
+	}
+	if opts.Credential == "" {
+		opts.Credential = conf.Credential
+	}
+	v, err := store.NewVault(store.VaultConfig{BaseURL: base, Credential: opts.Credential, CAFile: opts.CAFile})
+	if err != nil {
+		return "", err
+	}
+	defer v.Close()
+	if err := v.RecordEscrowSlot(ctx, name); err != nil {
+		return "", fmt.Errorf("the escrow key slot %s is stored, but the vault did not record it: %w", name, err)
+	}
+	return name, nil
 }
 
 // checkNoVaultRepo stops init when the tenant's repository exists already

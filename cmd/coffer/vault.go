@@ -78,8 +78,9 @@ func readToken(flag, file string) (vaultapi.Secret, error) {
 // enrollAgent makes sure the agent has an enrolled credential for the vault
 // at base. The credential is made here and written to the config (0600)
 // before the vault hears of it, so a lost reply is retried with the same
-// credential and never burns the token. It returns the config to keep.
-func (g *globals) enrollAgent(ctx context.Context, base *url.URL, tok vaultapi.Secret) (agentConfig, *vaultapi.EnrollResponse, error) {
+// credential and never burns the token. escrow is the tenant's escrow
+// choice, recorded by the vault. It returns the config to keep.
+func (g *globals) enrollAgent(ctx context.Context, base *url.URL, tok vaultapi.Secret, escrow bool) (agentConfig, *vaultapi.EnrollResponse, error) {
 	cfg, err := g.loadConfig()
 	if err != nil {
 		return cfg, nil, err
@@ -123,7 +124,7 @@ func (g *globals) enrollAgent(ctx context.Context, base *url.URL, tok vaultapi.S
 			return cfg, nil, fmt.Errorf("config %s: %w", g.configPath, err)
 		}
 		sum := vaultapi.SecretSHA256(secret)
-		req := vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sum[:]), Host: host}
+		req := vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sum[:]), Host: host, Escrow: escrow}
 		resp, err := enrollRetrying(ctx, vc, req)
 		if errors.Is(err, store.ErrExists) && redraw < 2 {
 			cfg.Credential = "" // credential id taken: draw another

@@ -773,3 +773,74 @@ func Enroll(ctx context.Context, cfg VaultConfig, req vaultapi.EnrollRequest) (*
 	}
 	return &out, nil
 }
+
+// ErrNoEscrow is returned (wrapped) by FetchEscrow when the vault offers no
+// escrow key.
+var ErrNoEscrow = errors.New("the vault offers no escrow key")
+
+// EscrowKey is the vault's published escrow public key (GET /v1/escrow).
+type EscrowKey struct {
+	Recipient   string `json:"recipient"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+// FetchEscrow reads the vault's escrow public key. It needs no credential.
+// The error Is ErrNoEscrow (and ErrNotFound) when the vault has none. The
+// caller must check that the fingerprint matches the recipient.
+func FetchEscrow(ctx context.Context, cfg VaultConfig) (*EscrowKey, error) {
+	c, own, err := vaultClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if own != nil {
+		defer own.CloseIdleConnections()
+	}
+	target := *c.base
+	target.Path += vaultapi.RouteEscrow
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target.String(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("escrow: %v", err)
+	}
+	req.Header.Set("User-Agent", "coffer-agent")
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("asking %s for its escrow key: %w", c.base, transportError(err))
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		ve := readVaultError(resp)
+		if ve.Code == vaultapi.CodeNoEscrow || ve.Status == http.StatusNotFound {
+			return nil, fmt.Errorf("vault %s: %w: %w", c.base, ErrNoEscrow, ErrNotFound)
+		}
+		return nil, fmt.Errorf("asking %s for its escrow key: %w", c.base, mapVaultError(ve, retryAfter(resp, ve.retryAfter), http.MethodGet))
+	}
+	var k EscrowKey
+	if err := json.NewDecoder(io.LimitReader(resp.Body, vaultMaxErrorBody)).Decode(&k); err != nil || k.Recipient == "" {
+		return nil, &PermanentError{Err: fmt.Errorf("vault %s: malformed escrow key reply", c.base)}
+	}
+	return &k, nil
+}
+
+// RecordEscrowSlot tells the vault that the key slot named slot
+// (keys/<sha256>, already stored) is the tenant's escrow slot: POST
+// /v1/escrow/slot. The vault checks the slot before it records it.
+func (v *Vault) RecordEscrowSlot(ctx context.Context, slot string) error {
+	body, err := json.Marshal(map[string]string{"slot": slot})
+	if err != nil {
+		return err
+	}
+	req, err := v.newRequest(ctx, http.MethodPost, v.endpoint(vaultapi.RouteEscrowSlot, nil), bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := v.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("recording the escrow slot with %s: %w", v.Location(), transportError(err))
+	}
+	defer drainClose(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("recording the escrow slot with %s: %w", v.Location(), v.statusError(resp, http.MethodPost, slot))
+	}
+	return nil
+}
