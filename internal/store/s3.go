@@ -1,7 +1,6 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -201,7 +200,7 @@ func (s *S3) Get(ctx context.Context, name string, off, length int64, fn func(io
 		return fmt.Errorf("%s: negative offset %d: %w", name, off, ErrInvalidRange)
 	}
 	if length == 0 {
-		return s.getEmpty(ctx, name, off, length, fn)
+		return getEmpty(ctx, s, name, off, length, fn)
 	}
 	var opts minio.GetObjectOptions
 	switch {
@@ -222,7 +221,7 @@ func (s *S3) Get(ctx context.Context, name string, off, length int64, fn func(io
 		if errors.Is(err, ErrInvalidRange) && length < 0 {
 			// "bytes=off-" with off at the end is unsatisfiable to S3,
 			// but an empty read to Store.
-			return s.getEmpty(ctx, name, off, length, fn)
+			return getEmpty(ctx, s, name, off, length, fn)
 		}
 		return fmt.Errorf("%s: get: %w", name, err)
 	}
@@ -232,22 +231,6 @@ func (s *S3) Get(ctx context.Context, name string, off, length int64, fn func(io
 		return fmt.Errorf("%s: range %d+%d runs past the end of the object: %w", name, off, length, ErrInvalidRange)
 	}
 	return fn(&exactReader{r: body, left: info.Size, name: name})
-}
-
-// getEmpty serves a zero-length read at off, valid when off <= size.
-func (s *S3) getEmpty(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
-	info, err := s.Stat(ctx, name)
-	if err != nil {
-		return err
-	}
-	if off > info.Size || length > 0 {
-		return fmt.Errorf("%s: range %d+%d outside object of %d bytes: %w", name, off, length, info.Size, ErrInvalidRange)
-	}
-	if length < 0 && off != info.Size {
-		// The object changed between the GET and the Stat: transient.
-		return fmt.Errorf("%s: object changed while reading", name)
-	}
-	return fn(bytes.NewReader(nil))
 }
 
 // exactReader fails a body that ends before the announced length.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -200,3 +201,21 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) error {
 
 // RealClock is the wall clock.
 var RealClock Clock = realClock{}
+
+// getEmpty serves a zero-length read at off of an object in st (a remote
+// store whose ranged GET cannot express one): valid when off is at most the
+// object's size.
+func getEmpty(ctx context.Context, st Store, name string, off, length int64, fn func(io.Reader) error) error {
+	info, err := st.Stat(ctx, name)
+	if err != nil {
+		return err
+	}
+	if off > info.Size || length > 0 {
+		return fmt.Errorf("%s: range %d+%d outside object of %d bytes: %w", name, off, length, info.Size, ErrInvalidRange)
+	}
+	if length < 0 && off != info.Size {
+		// The object changed between the GET and the Stat: transient.
+		return fmt.Errorf("%s: object changed while reading", name)
+	}
+	return fn(bytes.NewReader(nil))
+}

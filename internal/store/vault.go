@@ -299,7 +299,7 @@ func (v *Vault) Get(ctx context.Context, name string, off, length int64, fn func
 		return fmt.Errorf("%s: negative offset %d: %w", name, off, ErrInvalidRange)
 	}
 	if length == 0 {
-		return v.getEmpty(ctx, name, off, length, fn)
+		return getEmpty(ctx, v, name, off, length, fn)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -355,29 +355,13 @@ func (v *Vault) Get(ctx context.Context, name string, off, length int64, fn func
 		if errors.Is(err, ErrInvalidRange) && length < 0 {
 			// "bytes=off-" with off at the end is unsatisfiable over HTTP,
 			// but an empty read to Store.
-			return v.getEmpty(ctx, name, off, length, fn)
+			return getEmpty(ctx, v, name, off, length, fn)
 		}
 		return fmt.Errorf("%s: get: %w", name, err)
 	}
 	body := newIdleReader(resp.Body, vaultIdleTimeout, cancel)
 	defer body.stop()
 	return fn(&exactReader{r: body, left: n, name: name})
-}
-
-// getEmpty serves a zero-length read at off, valid when off <= size.
-func (v *Vault) getEmpty(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
-	info, err := v.Stat(ctx, name)
-	if err != nil {
-		return err
-	}
-	if off > info.Size || length > 0 {
-		return fmt.Errorf("%s: range %d+%d outside object of %d bytes: %w", name, off, length, info.Size, ErrInvalidRange)
-	}
-	if length < 0 && off != info.Size {
-		// The object changed between the GET and the HEAD: transient.
-		return fmt.Errorf("%s: object changed while reading", name)
-	}
-	return fn(bytes.NewReader(nil))
 }
 
 // parseContentRange parses "bytes first-last/size".
