@@ -24,6 +24,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/cofferhq/coffer/internal/diskgen"
+	"github.com/cofferhq/coffer/internal/testutil/testfile"
 )
 
 // Load test shape. Each agent has a tenant of its own (a tenant's repository
@@ -421,7 +422,7 @@ func TestVaultLoad(t *testing.T) {
 			t.Errorf("agent %s (via %s): %s", la.name, la.repo, la.failed)
 			continue
 		}
-		if same, err := sameBytes(la.image, la.restored); err != nil || !same {
+		if same, err := testfile.Equal(la.image, la.restored); err != nil || !same {
 			t.Errorf("agent %s: restored image differs from the original (%v)", la.name, err)
 			continue
 		}
@@ -487,39 +488,6 @@ func logReport(t *testing.T, rep LoadReport) {
 		}
 		if err != nil {
 			t.Errorf("writing $COFFER_LOAD_REPORT: %v", err)
-		}
-	}
-}
-
-// sameBytes compares two files byte for byte.
-func sameBytes(a, b string) (bool, error) {
-	fa, err := os.Open(a)
-	if err != nil {
-		return false, err
-	}
-	defer fa.Close()
-	fb, err := os.Open(b)
-	if err != nil {
-		return false, err
-	}
-	defer fb.Close()
-	ra, rb := bufio.NewReaderSize(fa, 1<<20), bufio.NewReaderSize(fb, 1<<20)
-	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
-	for {
-		na, erra := io.ReadFull(ra, ba)
-		nb, errb := io.ReadFull(rb, bb)
-		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
-			return false, nil
-		}
-		endA := erra == io.EOF || erra == io.ErrUnexpectedEOF
-		endB := errb == io.EOF || errb == io.ErrUnexpectedEOF
-		switch {
-		case erra != nil && !endA:
-			return false, erra
-		case errb != nil && !endB:
-			return false, errb
-		case endA || endB:
-			return endA == endB, nil
 		}
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/testutil/testfile"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -118,12 +120,12 @@ func TestSameContent(t *testing.T) {
 		x, y string
 		want bool
 	}{{a, b, true}, {a, c, false}, {a, d, false}, {d, a, false}} {
-		got, err := sameContent(tc.x, tc.y)
+		got, err := testfile.Equal(tc.x, tc.y)
 		if err != nil || got != tc.want {
-			t.Errorf("sameContent(%s, %s) = %v, %v; want %v", filepath.Base(tc.x), filepath.Base(tc.y), got, err, tc.want)
+			t.Errorf("testfile.Equal(%s, %s) = %v, %v; want %v", filepath.Base(tc.x), filepath.Base(tc.y), got, err, tc.want)
 		}
 	}
-	if _, err := sameContent(a, filepath.Join(dir, "missing")); err == nil {
+	if _, err := testfile.Equal(a, filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing file compared")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/diskgen"
+	"github.com/cofferhq/coffer/internal/testutil/testfile"
 	"github.com/dustin/go-humanize"
 )
 
@@ -445,7 +446,7 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 	st, _, err := b.measuredStep(ctx, s, stepRestore, argv, fileSize(b.night2), repoData)
 	if err == nil {
 		var same bool
-		if same, err = sameContent(restored, b.night2); err == nil {
+		if same, err = testfile.Equal(restored, b.night2); err == nil {
 			st.Verified = &same
 			st.RestoredAlloc, _ = allocated(restored)
 			if !same {
@@ -512,38 +513,6 @@ func warmTree(root string) error {
 		_, err = io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, buf)
 		return err
 	})
-}
-
-// sameContent compares two files byte for byte.
-func sameContent(a, b string) (bool, error) {
-	fa, err := os.Open(a)
-	if err != nil {
-		return false, err
-	}
-	defer fa.Close()
-	fb, err := os.Open(b)
-	if err != nil {
-		return false, err
-	}
-	defer fb.Close()
-	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
-	for {
-		na, erra := io.ReadFull(fa, ba)
-		nb, errb := io.ReadFull(fb, bb)
-		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
-			return false, nil
-		}
-		aEnd := erra == io.EOF || erra == io.ErrUnexpectedEOF
-		bEnd := errb == io.EOF || errb == io.ErrUnexpectedEOF
-		switch {
-		case erra != nil && !aEnd:
-			return false, erra
-		case errb != nil && !bEnd:
-			return false, errb
-		case aEnd || bEnd:
-			return aEnd == bEnd, nil
-		}
-	}
 }
 
 // stored returns the bytes and number of files or objects in the session's
