@@ -104,20 +104,29 @@ func (v *vault) createTenant(name, quota string) (id, token string) {
 	return created.Tenant.ID, created.Token
 }
 
+// tenantUsage is what `cofferd tenant show --json` reports of a tenant's usage.
+type tenantUsage struct {
+	StoredBytes  int64 `json:"stored_bytes"`
+	Snapshots    int64 `json:"snapshots"`
+	LogicalBytes int64 `json:"logical_bytes"`
+}
+
 // usage is a tenant's usage as `cofferd tenant show --json` reports it.
 func (v *vault) usage(name string) (stored, snapshots int64) {
+	u := v.fullUsage(name)
+	return u.StoredBytes, u.Snapshots
+}
+
+func (v *vault) fullUsage(name string) tenantUsage {
 	v.t.Helper()
 	var info struct {
-		Usage struct {
-			StoredBytes int64 `json:"stored_bytes"`
-			Snapshots   int64 `json:"snapshots"`
-		} `json:"usage"`
+		Usage tenantUsage `json:"usage"`
 	}
 	out := v.admin("--json", "tenant", "show", name)
 	if err := json.Unmarshal([]byte(out), &info); err != nil {
 		v.t.Fatalf("tenant show printed %q: %v", out, err)
 	}
-	return info.Usage.StoredBytes, info.Usage.Snapshots
+	return info.Usage
 }
 
 // enrolledAgent is a new agent holding a tenant's enrollment token.
@@ -142,8 +151,13 @@ func TestVaultRoundTrip(t *testing.T) {
 			_, token := v.createTenant("acme", "none")
 			a := enrolledAgent(t, token)
 			roundTrip(t, a, v.url)
-			if stored, snaps := v.usage("acme"); stored <= 0 || snaps != 2 {
-				t.Errorf("usage after two nights: %d bytes, %d snapshots; want > 0 and 2", stored, snaps)
+			// Two nights of a 256 MiB disk: 512 MiB logical, as the agent
+			// reports it, against far fewer bytes stored (the dedup ratio).
+			if u := v.fullUsage("acme"); u.StoredBytes <= 0 || u.Snapshots != 2 || u.LogicalBytes != 2*256<<20 {
+				t.Errorf("usage after two nights: %+v; want stored > 0, 2 snapshots, %d logical bytes", u, 2*256<<20)
+			}
+			if out := v.admin("tenant", "show", "acme"); !strings.Contains(out, "x the stored bytes") {
+				t.Errorf("tenant show does not give the dedup ratio:\n%s", out)
 			}
 			// The token was single use.
 			b := enrolledAgent(t, token)

@@ -28,7 +28,14 @@ func (r *Repo) SaveSnapshot(ctx context.Context, s *manifest.Snapshot) (string, 
 	if err != nil {
 		return "", err
 	}
-	name, err := r.SaveSealed(ctx, SnapshotsPrefix, b, manifest.SnapshotAD)
+	// A vault keeps the tenant's usage but cannot read the snapshot: tell
+	// it the sizes it describes.
+	var m store.ObjectMeta
+	for _, d := range s.Disks {
+		m.LogicalBytes += d.Size
+		m.DataBytes += d.Stats.DataBytes
+	}
+	name, err := r.SaveSealed(store.WithObjectMeta(ctx, m), SnapshotsPrefix, b, manifest.SnapshotAD)
 	if err != nil {
 		return "", fmt.Errorf("storing the snapshot: %w", err)
 	}

@@ -271,6 +271,10 @@ func (v *Vault) Put(ctx context.Context, name string, r io.ReaderAt, size int64)
 	// resend it when a kept-alive connection turns out dead.
 	req.Header.Set("Idempotency-Key", name)
 	req.Header.Set("Content-Type", "application/octet-stream")
+	if m, ok := objectMeta(ctx); ok {
+		req.Header.Set(vaultapi.HeaderLogicalBytes, strconv.FormatInt(m.LogicalBytes, 10))
+		req.Header.Set(vaultapi.HeaderDataBytes, strconv.FormatInt(m.DataBytes, 10))
+	}
 	resp, err := v.client.Do(req)
 	if err != nil {
 		if src.short.Load() {
