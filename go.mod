@@ -3,6 +3,7 @@ module github.com/cofferhq/coffer
 go 1.26.8
 
 require (
+	filippo.io/age v1.3.2
 	github.com/DataDog/zstd v1.5.7
 	github.com/dustin/go-humanize v1.0.1
 	github.com/klauspost/compress v1.20.4
@@ -23,7 +24,6 @@ require (
 )
 
 require (
-	filippo.io/age v1.3.2 // indirect
 	filippo.io/hpke v0.4.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
