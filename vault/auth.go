@@ -85,7 +85,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *Principal
 	ip := remoteIP(r)
 	if blocked, wait := s.limits.authBlocked(ip); blocked {
 		s.m.throttled.WithLabelValues("", "auth_failures").Inc()
-		writeError(w, r, &Error{Status: http.StatusTooManyRequests, Code: codeTooManyAuthFails,
+		writeError(w, r, &Error{Status: http.StatusTooManyRequests, Code: vaultapi.CodeTooManyAuthFails,
 			Message: fmt.Sprintf("too many failed authentications from this address; retry after %ds", retrySeconds(wait)), RetryAfter: wait})
 		return nil
 	}

@@ -36,7 +36,7 @@ func readSmallJSON(w http.ResponseWriter, r *http.Request, max int64, v any) *Er
 func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	ip := remoteIP(r)
 	if blocked, wait := s.limits.authBlocked(ip); blocked {
-		writeError(w, r, &Error{Status: http.StatusTooManyRequests, Code: codeTooManyAuthFails,
+		writeError(w, r, &Error{Status: http.StatusTooManyRequests, Code: vaultapi.CodeTooManyAuthFails,
 			Message: "too many failed attempts from this address; retry later", RetryAfter: wait})
 		return
 	}

@@ -112,7 +112,7 @@ func (s *Server) outer(w http.ResponseWriter, r *http.Request) {
 	}()
 	path, query, err := sanitizePath(r.RequestURI)
 	if err == errURITooLong {
-		writeError(sw, r, Errorf(http.StatusRequestURITooLong, codeURITooLong, "request target longer than %d bytes", maxURILen))
+		writeError(sw, r, Errorf(http.StatusRequestURITooLong, vaultapi.CodeURITooLong, "request target longer than %d bytes", maxURILen))
 		return
 	}
 	if err != nil {

@@ -299,7 +299,7 @@ func (s *Server) getObject(w http.ResponseWriter, r *http.Request, p *Principal,
 	tl := s.limits.tenant(p.TenantID)
 	if !acquire(ctx, tl.down, s.lim.SlotWait) {
 		s.m.throttled.WithLabelValues(p.TenantID, "downloads").Inc()
-		writeError(w, r, &Error{Status: http.StatusTooManyRequests, Code: codeTooManyDownloads,
+		writeError(w, r, &Error{Status: http.StatusTooManyRequests, Code: vaultapi.CodeTooManyDownloads,
 			Message:    fmt.Sprintf("tenant %s: %d downloads already in flight (limit %d)", p.TenantName, s.lim.TenantDownloads, s.lim.TenantDownloads),
 			RetryAfter: jitterRetry()})
 		return

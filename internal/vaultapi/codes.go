@@ -69,6 +69,9 @@ const (
 	CodeDraining          = "draining"
 	CodeStoreUnreachable  = "store_unreachable"
 	CodeMethodNotAllowed  = "method_not_allowed"
+	CodeURITooLong        = "uri_too_long"
+	CodeTooManyDownloads  = "too_many_downloads"
+	CodeTooManyAuthFails  = "too_many_auth_failures"
 )
 
 var codeStatus = map[string]int{
@@ -98,6 +101,9 @@ var codeStatus = map[string]int{
 	CodeInternal:          http.StatusInternalServerError,
 	CodeUploadInProgress:  http.StatusServiceUnavailable,
 	CodeStoreFull:         http.StatusInsufficientStorage,
+	CodeURITooLong:        http.StatusRequestURITooLong,
+	CodeTooManyDownloads:  http.StatusTooManyRequests,
+	CodeTooManyAuthFails:  http.StatusTooManyRequests,
 	CodeCredentialIDTaken: http.StatusConflict,
 	CodeBusy:              http.StatusServiceUnavailable,
 	CodeNoEscrow:          http.StatusNotFound,
