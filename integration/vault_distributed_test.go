@@ -186,6 +186,9 @@ type dmJob struct {
 // must restore byte-identical through the other replica, and the usage the
 // vault reports must be exactly what MinIO lists for each tenant.
 func TestVaultDistributed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the scale-out test starts a four-node MinIO and two replicas; not in -short")
+	}
 	// SIGKILL: the node dies and its connections are reset at once; it
 	// stays down to the end. SIGSTOP: the node hangs with its sockets open
 	// for dmHang, then resumes (SIGCONT). A node that hangs for good stalls
