@@ -130,23 +130,30 @@ func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen
 		}
 		op = p.open[typ]
 	}
+	var dst []byte
 	if typ == pack.TypeMeta {
 		op.b.Add(typ, flags, id, rawLen, sealedMeta)
 	} else {
-		dst, ok := op.b.Reserve(typ, flags, id, rawLen, sealedLen)
-		if !ok {
+		var ok bool
+		if dst, ok = op.b.Reserve(typ, flags, id, rawLen, sealedLen); !ok {
 			p.mu.Unlock()
 			return fmt.Errorf("internal error: a %d-byte blob does not fit a pack buffer of %d bytes", sealedLen, p.bufSize())
 		}
 		op.writers++
+	}
+	// The blob that reaches the pack size closes the pack at once, before
+	// it is sealed: no other blob can be reserved after it, so a pack
+	// overflows its size by at most one blob, which the buffer has room
+	// for (bufSize), however many workers seal at the same time.
+	if !op.detached && op.b.Size() >= p.packSize {
+		op.detached = true
+		p.open[typ] = nil
+	}
+	if dst != nil {
 		p.mu.Unlock()
 		sealer.Seal(dst[:0], payload, ad)
 		p.mu.Lock()
 		op.writers--
-	}
-	if !op.detached && op.b.Size() >= p.packSize {
-		op.detached = true
-		p.open[typ] = nil
 	}
 	send := op.detached && op.writers == 0
 	p.mu.Unlock()
