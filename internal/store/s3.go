@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/minio/minio-go/v7"
@@ -133,7 +134,10 @@ func (s *S3) key(name string) string {
 }
 
 // errShortSource reports a Put source that ended before its declared size.
-var errShortSource = errors.New("source ended before its declared size")
+var (
+	errShortSource    = errors.New("source ended before its declared size")
+	errSourceReleased = errors.New("request body read after the put returned")
+)
 
 // sourceReader bounds r to size bytes and records whether r ended early, so
 // Put can tell a short source from a network failure however minio-go wraps
@@ -142,9 +146,29 @@ type sourceReader struct {
 	r     io.ReaderAt
 	size  int64
 	short atomic.Bool
+
+	// An HTTP client may still read a request body after the request
+	// returned (Go's transport writes it from another goroutine, and stops
+	// only when the server has answered early). The caller owns r again
+	// once Put returns, so finish waits for a read in progress and makes
+	// every later one fail instead of touching r.
+	mu   sync.RWMutex
+	done bool
+}
+
+// finish ends every use of the source; Put defers it.
+func (s *sourceReader) finish() {
+	s.mu.Lock()
+	s.done = true
+	s.mu.Unlock()
 }
 
 func (s *sourceReader) ReadAt(p []byte, off int64) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.done {
+		return 0, errSourceReleased
+	}
 	if off >= s.size {
 		return 0, io.EOF
 	}
@@ -171,6 +195,7 @@ func (s *S3) Put(ctx context.Context, name string, r io.ReaderAt, size int64) er
 		return &PermanentError{Err: fmt.Errorf("%s: size %d outside 0..%d bytes", name, size, int64(MaxS3ObjectSize))}
 	}
 	src := &sourceReader{r: r, size: size}
+	defer src.finish()
 	opts := minio.PutObjectOptions{
 		ContentType:      "application/octet-stream",
 		DisableMultipart: true,

@@ -250,6 +250,7 @@ func (v *Vault) Put(ctx context.Context, name string, r io.ReaderAt, size int64)
 		return &PermanentError{Err: fmt.Errorf("%s: negative size %d", name, size)}
 	}
 	src := &sourceReader{r: r, size: size}
+	defer src.finish()
 	var body io.Reader = http.NoBody
 	if size > 0 {
 		body = io.NewSectionReader(src, 0, size)
