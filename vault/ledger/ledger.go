@@ -93,6 +93,7 @@ type Ledger struct {
 	data  store.Store
 	clock store.Clock
 	log   *slog.Logger
+	batch batcher // group commit of usage changes (batch.go)
 }
 
 // New returns a ledger keeping its documents in meta (which must support
@@ -149,7 +150,7 @@ func (l *Ledger) Reserve(ctx context.Context, t *registry.Tenant, name string, k
 		res.Logical, res.Data = 0, 0
 	}
 	st := l.newSettler(t.ID)
-	_, err = registry.Update(ctx, l.sw, usageKey(t.ID), maxUsageDoc, func(cur *Usage, exists bool) (*Usage, error) {
+	err = l.update(ctx, t.ID, func(cur *Usage, exists bool) (*Usage, error) {
 		if !exists {
 			cur = &Usage{Tenant: t.ID}
 		}
@@ -189,7 +190,7 @@ func quotaError(t *registry.Tenant, stored, inflight, size int64) error {
 // Commit turns a reservation into stored usage. Committing a reservation
 // that is no longer there (committed already, or settled) does nothing.
 func (l *Ledger) Commit(ctx context.Context, r *Reservation) error {
-	_, err := registry.Update(ctx, l.sw, usageKey(r.Tenant), maxUsageDoc, func(cur *Usage, exists bool) (*Usage, error) {
+	return l.update(ctx, r.Tenant, func(cur *Usage, exists bool) (*Usage, error) {
 		if !exists {
 			return nil, fmt.Errorf("ledger: no usage document for tenant %s", r.Tenant)
 		}
@@ -203,13 +204,12 @@ func (l *Ledger) Commit(ctx context.Context, r *Reservation) error {
 		next.Updated = l.now()
 		return next, nil
 	})
-	return err
 }
 
 // Release drops a reservation whose object was not stored. Releasing twice
 // does nothing.
 func (l *Ledger) Release(ctx context.Context, r *Reservation) error {
-	_, err := registry.Update(ctx, l.sw, usageKey(r.Tenant), maxUsageDoc, func(cur *Usage, exists bool) (*Usage, error) {
+	return l.update(ctx, r.Tenant, func(cur *Usage, exists bool) (*Usage, error) {
 		if !exists {
 			return nil, fmt.Errorf("ledger: no usage document for tenant %s", r.Tenant)
 		}
@@ -222,7 +222,6 @@ func (l *Ledger) Release(ctx context.Context, r *Reservation) error {
 		next.Updated = l.now()
 		return next, nil
 	})
-	return err
 }
 
 // Usage returns a tenant's usage, settling expired reservations first. A

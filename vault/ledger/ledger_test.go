@@ -252,3 +252,70 @@ func TestFormatSize(t *testing.T) {
 		}
 	}
 }
+
+// swapCounter counts the compare-and-swaps that reach the store.
+type swapCounter struct {
+	*store.Local
+	swaps atomic.Int32
+}
+
+func (s *swapCounter) Swap(ctx context.Context, name string, b []byte, ifVersion string) (string, error) {
+	s.swaps.Add(1)
+	return s.Local.Swap(ctx, name, b, ifVersion)
+}
+
+// TestGroupCommit has 16 uploads of one tenant reserve and commit at once
+// on one replica: their usage changes share compare-and-swaps (fewer writes
+// than changes), each still gets its own answer (the quota refuses exactly
+// the uploads that do not fit), and the totals are exact.
+func TestGroupCommit(t *testing.T) {
+	const size, uploads, fit = 1000, 16, 12
+	local, err := store.OpenLocal(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &swapCounter{Local: local}
+	l, err := ledger.New(sc, local, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tenant := &registry.Tenant{ID: "0123456789abcdef01234567", Name: "acme", Quota: fit * size}
+	ctx := context.Background()
+	var ok, refused atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range uploads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			name, _ := packName(t)
+			r, err := l.Reserve(ctx, tenant, name, vaultapi.KindPack, size, ledger.Meta{}, 0)
+			if errors.Is(err, store.ErrNoSpace) {
+				refused.Add(1)
+				return
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := r.Commit(ctx); err != nil {
+				t.Error(err)
+			}
+			ok.Add(1)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	u, err := l.Usage(ctx, tenant.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok.Load() != fit || refused.Load() != uploads-fit || u.StoredBytes != fit*size || len(u.Reserved) != 0 {
+		t.Fatalf("committed %d, refused %d, usage %+v", ok.Load(), refused.Load(), u)
+	}
+	if n := sc.swaps.Load(); n >= fit*2 {
+		t.Errorf("%d compare-and-swaps for %d reservations and %d commits: the changes were not grouped", n, uploads, fit)
+	}
+	t.Logf("%d compare-and-swaps for %d changes", sc.swaps.Load(), uploads+fit)
+}
