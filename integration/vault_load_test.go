@@ -27,10 +27,10 @@ import (
 	"github.com/cofferhq/coffer/internal/testutil/testfile"
 )
 
-// Load test shape. Each agent has a tenant of its own (a tenant's repository
-// is initialised by one agent), and the 16 tenants are grouped as 4
-// companies of 4 machines: every agent runs at once, and the per-tenant
-// limits are lowered so that the vault really throttles them.
+// Load test shape: 4 tenants (client companies) of 4 agents (machines)
+// each; a tenant's agents share its repository (the first creates it, the
+// others join). Every agent backs up and restores at once, and the
+// per-tenant limits are lowered so that the vault really throttles them.
 const (
 	loadCompanies    = 4
 	loadAgentsPerCo  = 4
@@ -310,7 +310,8 @@ func startLoadVault(t *testing.T, storeURL string, limits []string) *loadVault {
 // loadAgent is one machine of the load test and what its run gave.
 type loadAgent struct {
 	*agent
-	name     string
+	name     string // the tenant's
+	vm       string // the snapshot name: the machine's
 	repo     string // the vault's URL, or the slow link's
 	image    string
 	restored string
@@ -319,14 +320,14 @@ type loadAgent struct {
 	seconds  float64
 }
 
-// run does init, backup and restore, stopping at the first failure.
+// run backs up and restores (init is done beforehand), stopping at the
+// first failure.
 func (la *loadAgent) run(ctx context.Context) {
 	start := time.Now()
 	defer func() { la.seconds = time.Since(start).Seconds() }()
 	for _, args := range [][]string{
-		{"init", "--repo", la.repo},
-		{"backup", "--image", la.image, "--name", "vm", "--json"},
-		{"restore", "latest", "--name", "vm", "--to", la.restored},
+		{"backup", "--image", la.image, "--name", la.vm, "--json"},
+		{"restore", "latest", "--name", la.vm, "--to", la.restored},
 	} {
 		cmd := la.cmd(ctx, args...)
 		var out bytes.Buffer
@@ -346,7 +347,7 @@ func (la *loadAgent) run(ctx context.Context) {
 	}
 }
 
-// TestVaultLoad drives 16 agents of 4 companies through one cofferd on
+// TestVaultLoad drives 16 agents of 4 tenants through one cofferd on
 // MinIO at once, 4 of them over a slow link, with per-tenant limits low
 // enough that the vault throttles; every agent must finish, every restore
 // must be byte-identical, and the report gives the request figures,
@@ -362,13 +363,18 @@ func TestVaultLoad(t *testing.T) {
 
 	var agents []*loadAgent
 	for c := range loadCompanies {
+		name := fmt.Sprintf("company%d", c+1)
+		_, token := v.createTenant(name, "none")
 		for m := range loadAgentsPerCo {
-			name := fmt.Sprintf("co%d-vm%d", c+1, m+1)
-			_, token := v.createTenant(name, "none")
-			la := &loadAgent{agent: enrolledAgent(t, token), name: name, repo: v.url}
+			if m > 0 {
+				token = v.newToken(name) // every agent enrolls with a token of its own
+			}
+			la := &loadAgent{agent: enrolledAgent(t, token), name: name, vm: fmt.Sprintf("vm%d", m+1), repo: v.url}
 			if m < loadSlowAgents/loadCompanies {
 				la.repo = "http://" + slow.addr()
 			}
+			// The first agent creates the tenant's repository, the others join it.
+			la.ok("init", "--repo", la.repo)
 			la.image = filepath.Join(la.dir, "disk.img")
 			la.restored = filepath.Join(la.dir, "restored.img")
 			if err := diskgen.Generate(la.image, loadImageSize, uint64(100+len(agents)), diskgen.Options{}); err != nil {
@@ -412,7 +418,7 @@ func TestVaultLoad(t *testing.T) {
 	close(stopSampling)
 	<-sampleDone
 
-	rep := LoadReport{Agents: len(agents), Tenants: len(agents), SlowAgents: loadSlowAgents,
+	rep := LoadReport{Agents: len(agents), Tenants: loadCompanies, SlowAgents: loadSlowAgents,
 		SlowLinkBps: loadSlowLinkRate, ImageBytes: loadImageSize, Limits: limits,
 		WallSeconds: wall.Seconds(), PeakRSSKiB: peak}
 	for _, la := range agents {
@@ -428,10 +434,11 @@ func TestVaultLoad(t *testing.T) {
 		}
 		rep.RestoresEqual++
 	}
-	// Nothing lost: every tenant holds exactly its one snapshot.
-	for _, la := range agents {
-		if stored, snaps := v.usage(la.name); snaps != 1 || stored <= 0 {
-			t.Errorf("tenant %s: usage %d bytes, %d snapshots; want > 0 and 1", la.name, stored, snaps)
+	// Nothing lost: every tenant holds exactly one snapshot per agent.
+	for c := range loadCompanies {
+		name := fmt.Sprintf("company%d", c+1)
+		if stored, snaps := v.usage(name); snaps != loadAgentsPerCo || stored <= 0 {
+			t.Errorf("tenant %s: usage %d bytes, %d snapshots; want > 0 and %d", name, stored, snaps, loadAgentsPerCo)
 		}
 	}
 

@@ -91,17 +91,30 @@ func (v *vault) admin(args ...string) string {
 // createTenant makes a tenant and returns its ID and enrollment token.
 func (v *vault) createTenant(name, quota string) (id, token string) {
 	v.t.Helper()
-	var created struct {
+	return v.token("tenant", "create", name, "--quota", quota)
+}
+
+// newToken makes another enrollment token for a tenant's next agent.
+func (v *vault) newToken(name string) string {
+	v.t.Helper()
+	_, token := v.token("tenant", "token", name)
+	return token
+}
+
+// token runs a cofferd command that prints an enrollment token (--json).
+func (v *vault) token(args ...string) (tenantID, token string) {
+	v.t.Helper()
+	var out struct {
 		Tenant struct {
 			ID string `json:"id"`
 		} `json:"tenant"`
 		Token string `json:"token"`
 	}
-	out := v.admin("--json", "tenant", "create", name, "--quota", quota)
-	if err := json.Unmarshal([]byte(out), &created); err != nil || created.Token == "" || created.Tenant.ID == "" {
-		v.t.Fatalf("tenant create printed %q (%v)", out, err)
+	printed := v.admin(append([]string{"--json"}, args...)...)
+	if err := json.Unmarshal([]byte(printed), &out); err != nil || out.Token == "" || out.Tenant.ID == "" {
+		v.t.Fatalf("cofferd %v printed %q (%v)", args, printed, err)
 	}
-	return created.Tenant.ID, created.Token
+	return out.Tenant.ID, out.Token
 }
 
 // tenantUsage is what `cofferd tenant show --json` reports of a tenant's usage.

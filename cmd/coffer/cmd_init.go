@@ -90,8 +90,13 @@ fingerprint: compare it with the one your provider gives you. Without
 			}
 			defer st.Close()
 			if base != nil {
-				if err := checkNoVaultRepo(ctx, st); err != nil {
+				exists, err := vaultRepoExists(ctx, st)
+				if err != nil {
 					return err
+				}
+				if exists {
+					// Another agent of this tenant made the repository: join it.
+					return g.joinVaultRepo(ctx, st, conf, enrolled, escrow)
 				}
 			}
 			pw, err := g.passphrase("New passphrase: ", true)
@@ -214,20 +219,51 @@ func (g *globals) addEscrowSlot(ctx context.Context, st store.Store, r *repo.Rep
 	return name, nil
 }
 
-// checkNoVaultRepo stops init when the tenant's repository exists already
-// in the vault (another agent made it): joining it is not supported yet,
-// and nothing may overwrite it.
-func checkNoVaultRepo(ctx context.Context, st store.Store) error {
+// vaultRepoExists reports whether the tenant's repository exists already
+// in the vault (another agent of the tenant made it).
+func vaultRepoExists(ctx context.Context, st store.Store) (bool, error) {
 	_, err := st.Stat(ctx, repo.ConfigName)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("checking for an existing repository in the vault: %w", err)
+		return false, fmt.Errorf("checking for an existing repository in the vault: %w", err)
 	}
-	return errors.New("the vault already holds this tenant's repository (another agent created it); " +
-		"this agent is enrolled, but joining an existing repository from a second agent is not supported yet, " +
-		"so nothing was written to the vault: back up from the agent that created it, or ask your provider for a separate tenant")
+	return true, nil
+}
+
+// joinVaultRepo makes this agent a second (third, ...) agent of a tenant
+// whose repository exists: the tenant's passphrase must open it, then the
+// agent's config is written. Nothing in the vault changes; the agents share
+// the repository, and chunks one agent stored are not stored again by
+// another.
+func (g *globals) joinVaultRepo(ctx context.Context, st store.Store, conf agentConfig, enrolled *vaultapi.EnrollResponse, escrow bool) error {
+	if escrow {
+		return usageError{Err: errors.New("--escrow: this tenant's repository exists already, and escrow was decided when it was created; " +
+			"this agent is enrolled: run init again without --escrow to join it")}
+	}
+	pw, err := g.passphrase("Passphrase of the tenant's repository: ", false)
+	if err != nil {
+		return err
+	}
+	r, err := repo.Open(ctx, st, pw)
+	if err != nil {
+		return fmt.Errorf("joining the tenant's existing repository: %w", err)
+	}
+	if err := writeConfig(g.configPath, conf); err != nil {
+		return err
+	}
+	if g.json {
+		out := map[string]any{"type": "init", "repository": st.Location(), "id": r.Config().ID, "config": g.configPath, "joined": true}
+		if enrolled != nil {
+			out["tenant"], out["tenant_id"], out["credential_id"] = enrolled.TenantName, enrolled.TenantID, enrolled.CredentialID
+		}
+		g.printJSON(out)
+		return nil
+	}
+	g.say("joined the tenant's repository %s at %s", r.Config().ID[:8], st.Location())
+	g.say("wrote %s", g.configPath)
+	return nil
 }
 
 // checkConfigWritable refuses to replace a config that names another

@@ -318,19 +318,31 @@ func TestInitThroughVault(t *testing.T) {
 	}
 	t.Setenv(store.EnvCredential, "")
 
-	// A second agent of the same tenant: enrolled, but init stops without
-	// touching the repository.
+	// A second agent of the same tenant joins its repository: the tenant's
+	// passphrase opens it, nothing in the vault changes, and the second
+	// agent sees the first one's snapshots.
 	before, _ := store.ReadAll(t.Context(), v.st, "config")
 	conf2 := filepath.Join(dir, "agent2", "coffer.yaml")
 	v.configPath = conf2
 	tok2 := v.token()
 	r = runCoffer(t, "--config", conf2, "init", "--repo", srv.URL, "--token", tok2)
-	if r.code != 1 || !strings.Contains(r.stderr, "already holds this tenant's repository") || strings.Contains(r.stdout+r.stderr, tok2) {
+	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "joined the tenant's repository") || strings.Contains(r.stdout+r.stderr, tok2) {
 		t.Fatalf("second init: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if after, _ := store.ReadAll(t.Context(), v.st, "config"); !bytes.Equal(after, before) {
 		t.Fatal("second init changed the repository config")
 	}
+	if r = runCoffer(t, "--config", conf2, "snapshots"); r.code != 0 {
+		t.Fatalf("snapshots from the second agent: exit %d\n%s", r.code, r.stderr)
+	}
+	// With a wrong passphrase it cannot join (exit 12), and writes no config.
+	conf3 := filepath.Join(dir, "agent3", "coffer.yaml")
+	v.configPath = conf3
+	t.Setenv("COFFER_PASSWORD", "not the tenant's passphrase")
+	if r = runCoffer(t, "--config", conf3, "init", "--repo", srv.URL, "--token", v.token()); r.code != 12 {
+		t.Fatalf("joining with a wrong passphrase: exit %d\n%s", r.code, r.stderr)
+	}
+	t.Setenv("COFFER_PASSWORD", "battery staple")
 	noSecretIn(t, tok2, dir)
 }
 

@@ -251,7 +251,11 @@ func openVault(ctx context.Context, base *url.URL, o OpenOptions) (Store, error)
 	if err != nil {
 		return nil, err
 	}
-	if err := v.TenantCheck(ctx); err != nil {
+	// The check is a request like any other: a vault that is throttling
+	// this tenant (429) or briefly unavailable is waited for, as the
+	// retry layer waits for every later request.
+	check := WithRetry(v, DefaultRetry, nil, nil)
+	if err := check.do(ctx, "tenant check", "", func() error { return v.TenantCheck(ctx) }); err != nil {
 		v.Close()
 		return nil, err
 	}
