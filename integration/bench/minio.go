@@ -72,10 +72,6 @@ func tryStartMinIO(ctx context.Context, bin, dataDir, logPath string) (*minioSer
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, err
 	}
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
 	s := &minioServer{
 		Endpoint: fmt.Sprintf("127.0.0.1:%d", port),
 		Bucket:   "bench",
@@ -88,17 +84,9 @@ func tryStartMinIO(ctx context.Context, bin, dataDir, logPath string) (*minioSer
 	s.cmd.Env = append(cleanEnv(dataDir),
 		"MINIO_ROOT_USER="+s.User, "MINIO_ROOT_PASSWORD="+s.Password,
 		"MINIO_BROWSER=off", "MINIO_UPDATE=off")
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		logf.Close()
+	if err := startServer(s.cmd, logPath, s.done); err != nil {
 		return nil, err
 	}
-	go func() {
-		_ = s.cmd.Wait()
-		logf.Close()
-		close(s.done)
-	}()
 	if err := s.waitReady(ctx, 60*time.Second); err != nil {
 		s.Stop()
 		return nil, fmt.Errorf("minio did not start: %w (log %s)", err, logPath)
@@ -195,4 +183,26 @@ func (s *minioServer) cpuSeconds() float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100
+}
+
+// startServer starts a server process the bench owns (MinIO, cofferd) with
+// its output in logPath, in its own process group and killed if the bench
+// dies; done is closed when it exits.
+func startServer(cmd *exec.Cmd, logPath string, done chan struct{}) error {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	return nil
 }

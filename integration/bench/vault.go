@@ -118,25 +118,13 @@ func tryStartVault(ctx context.Context, b *bench, bin string) (*vaultServer, err
 		logPath: filepath.Join(b.cfg.Workdir, "logs", "cofferd.log"),
 		done:    make(chan struct{}),
 	}
-	logf, err := os.Create(v.logPath)
-	if err != nil {
-		return nil, err
-	}
 	v.cmd = exec.Command(bin, "--store", v.storeURL, "serve",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metrics))
 	v.cmd.Dir = home
 	v.cmd.Env = v.env
-	v.cmd.Stdout, v.cmd.Stderr = logf, logf
-	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := v.cmd.Start(); err != nil {
-		logf.Close()
+	if err := startServer(v.cmd, v.logPath, v.done); err != nil {
 		return nil, err
 	}
-	go func() {
-		_ = v.cmd.Wait()
-		logf.Close()
-		close(v.done)
-	}()
 	deadline := time.Now().Add(60 * time.Second)
 	client := &http.Client{Timeout: 2 * time.Second}
 	for {

@@ -190,25 +190,17 @@ func quotaError(t *registry.Tenant, stored, inflight, size int64) error {
 // Commit turns a reservation into stored usage. Committing a reservation
 // that is no longer there (committed already, or settled) does nothing.
 func (l *Ledger) Commit(ctx context.Context, r *Reservation) error {
-	return l.update(ctx, r.Tenant, func(cur *Usage, exists bool) (*Usage, error) {
-		if !exists {
-			return nil, fmt.Errorf("ledger: no usage document for tenant %s", r.Tenant)
-		}
-		i := slices.IndexFunc(cur.Reserved, func(x Reserved) bool { return x.ID == r.ID })
-		if i < 0 {
-			return cur, nil
-		}
-		next := clone(cur)
-		next.Reserved = slices.Delete(next.Reserved, i, i+1)
-		apply(next, cur.Reserved[i])
-		next.Updated = l.now()
-		return next, nil
-	})
+	return l.finish(ctx, r, true)
 }
 
 // Release drops a reservation whose object was not stored. Releasing twice
 // does nothing.
 func (l *Ledger) Release(ctx context.Context, r *Reservation) error {
+	return l.finish(ctx, r, false)
+}
+
+// finish removes reservation r, counting it as stored when commit is set.
+func (l *Ledger) finish(ctx context.Context, r *Reservation, commit bool) error {
 	return l.update(ctx, r.Tenant, func(cur *Usage, exists bool) (*Usage, error) {
 		if !exists {
 			return nil, fmt.Errorf("ledger: no usage document for tenant %s", r.Tenant)
@@ -219,6 +211,9 @@ func (l *Ledger) Release(ctx context.Context, r *Reservation) error {
 		}
 		next := clone(cur)
 		next.Reserved = slices.Delete(next.Reserved, i, i+1)
+		if commit {
+			apply(next, cur.Reserved[i])
+		}
 		next.Updated = l.now()
 		return next, nil
 	})
