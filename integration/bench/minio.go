@@ -141,15 +141,8 @@ func minioVersion(ctx context.Context, bin string) string {
 
 // Stop terminates MinIO: SIGTERM, then SIGKILL after 10 seconds.
 func (s *minioServer) Stop() {
-	if s == nil || s.cmd.Process == nil {
-		return
-	}
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
+	if s != nil {
+		stopServer(s.cmd, s.done, 10*time.Second)
 	}
 }
 
@@ -205,4 +198,19 @@ func startServer(cmd *exec.Cmd, logPath string, done chan struct{}) error {
 		close(done)
 	}()
 	return nil
+}
+
+// stopServer ends a process startServer started: SIGTERM to its group, then
+// SIGKILL if it has not exited after grace.
+func stopServer(cmd *exec.Cmd, done chan struct{}, grace time.Duration) {
+	if cmd.Process == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
 }

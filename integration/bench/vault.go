@@ -22,7 +22,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -152,15 +151,8 @@ func tryStartVault(ctx context.Context, b *bench, bin string) (*vaultServer, err
 
 // Stop ends cofferd: SIGTERM (it drains), then SIGKILL after 40 seconds.
 func (v *vaultServer) Stop() {
-	if v == nil || v.cmd.Process == nil {
-		return
-	}
-	_ = syscall.Kill(-v.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-v.done:
-	case <-time.After(40 * time.Second):
-		_ = syscall.Kill(-v.cmd.Process.Pid, syscall.SIGKILL)
-		<-v.done
+	if v != nil {
+		stopServer(v.cmd, v.done, 40*time.Second)
 	}
 }
 

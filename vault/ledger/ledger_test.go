@@ -14,23 +14,13 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/testutil/clocktest"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault/ledger"
 	"github.com/cofferhq/coffer/vault/registry"
 )
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-	return ctx.Err()
-}
+type fakeClock = clocktest.Clock
 
 type env struct {
 	data   store.Store
@@ -44,7 +34,7 @@ type env struct {
 func setup(t *testing.T, quota int64) *env {
 	t.Helper()
 	dir := t.TempDir()
-	e := &env{clock: &fakeClock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}}
+	e := &env{clock: clocktest.New(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))}
 	for i := range e.l {
 		s, err := store.OpenLocal(dir, true)
 		if err != nil {

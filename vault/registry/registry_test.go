@@ -12,30 +12,19 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/testutil/clocktest"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault/registry"
 )
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-	return ctx.Err()
-}
-func (c *fakeClock) Advance(d time.Duration) { _ = c.Sleep(context.Background(), d) }
+type fakeClock = clocktest.Clock
 
 // twoRegistries opens two Local stores on one directory (two "replicas")
 // and a registry on each.
 func twoRegistries(t *testing.T) (*registry.Registry, *registry.Registry, *fakeClock, store.Store) {
 	t.Helper()
 	dir := t.TempDir()
-	clock := &fakeClock{now: time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC))
 	var regs [2]*registry.Registry
 	var first store.Store
 	for i := range regs {
