@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -113,7 +114,9 @@ func (b *bench) exec(ctx context.Context, s *Session, name string, argv []string
 // write-back is not charged to this step), clean pages are dropped when the
 // bench runs as root (so no step pays for reclaiming memory that earlier
 // steps filled), and then the step's inputs are read once, so every tool
-// starts with its inputs cached.
+// starts with its inputs cached. Last, it waits until the machine is quiet,
+// so that no step is charged for work an earlier one left running (MinIO's
+// background scanner after a burst of writes, the kernel's write-back).
 func (b *bench) settle(inputs ...string) error {
 	syscall.Sync()
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil && !b.noDrop {
@@ -126,7 +129,65 @@ func (b *bench) settle(inputs ...string) error {
 			return fmt.Errorf("warming %s: %w", in, err)
 		}
 	}
+	if waited, ok := waitQuiet(quietWindow, quietLimit); !ok {
+		b.logf("the machine did not go quiet within %v (more than %.0f%% of a CPU busy); this step's figures are noisier", waited, quietBusy*100)
+	}
 	return nil
+}
+
+// The machine counts as quiet when, over quietWindow, its CPUs were busy
+// for less than quietBusy of one CPU's time; settle waits at most quietLimit.
+const (
+	quietWindow = 500 * time.Millisecond
+	quietBusy   = 0.05
+	quietLimit  = 20 * time.Second
+)
+
+// waitQuiet waits until the machine is quiet, for at most limit. It returns
+// how long it waited and whether the machine went quiet. Where /proc/stat
+// cannot be read it does not wait.
+func waitQuiet(window, limit time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	prev, err := cpuBusyTicks()
+	if err != nil {
+		return 0, true
+	}
+	for time.Since(start) < limit {
+		time.Sleep(window)
+		cur, err := cpuBusyTicks()
+		if err != nil {
+			return time.Since(start), true
+		}
+		// /proc/stat counts in USER_HZ ticks, 100 per second on Linux.
+		if busy := float64(cur-prev) / 100; busy < quietBusy*window.Seconds() {
+			return time.Since(start), true
+		}
+		prev = cur
+	}
+	return time.Since(start), false
+}
+
+// cpuBusyTicks returns the ticks all CPUs spent running something (user,
+// nice, system, irq and softirq time; not idle, I/O wait or steal).
+func cpuBusyTicks() (uint64, error) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(raw), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return 0, fmt.Errorf("/proc/stat: unexpected first line %q", line)
+	}
+	var busy uint64
+	for _, i := range []int{1, 2, 3, 6, 7} { // user nice system irq softirq
+		v, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		busy += v
+	}
+	return busy, nil
 }
 
 // measured runs one step of a session and records it; imageBytes is the

@@ -80,6 +80,7 @@ type config struct {
 	Tools       []string      `json:"tools"`
 	Targets     []string      `json:"targets"`
 	StepTimeout time.Duration `json:"step_timeout_ns"`
+	RestoreRuns int           `json:"restore_runs"`
 	Workdir     string        `json:"workdir"`
 	Keep        bool          `json:"keep"`
 	ToolsDir    string        `json:"tools_dir"`
@@ -157,7 +158,7 @@ func parseList(v string, known []string) ([]string, error) {
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
-	cfg := config{Size: 4 << 30}
+	cfg := config{Size: 4 << 30, RestoreRuns: 3}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	size := &sizeValue{n: &cfg.Size}
@@ -170,6 +171,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	tools := fs.String("tools", strings.Join(allTools, ","), "tools to run")
 	peers := fs.String("peers", "", "peers to run beside coffer (sets --tools to coffer plus these)")
 	targets := fs.String("targets", strings.Join(allTargets, ","), "targets: local, s3 (MinIO on loopback), vault (coffer through cofferd on that MinIO)")
+	fs.IntVar(&cfg.RestoreRuns, "restore-runs", cfg.RestoreRuns, "times each restore is run; the run with the median wall time is reported")
 	fs.DurationVar(&cfg.StepTimeout, "step-timeout", 30*time.Minute, "time limit of each child process")
 	fs.StringVar(&cfg.Workdir, "workdir", os.Getenv("COFFER_BENCH_DIR"),
 		"work directory (default $COFFER_BENCH_DIR, else a new directory under /tmp)")
@@ -191,6 +193,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if cfg.Size < 16<<20 {
 		return cfg, errors.New("--size must be at least 16MiB")
+	}
+	if cfg.RestoreRuns < 1 || cfg.RestoreRuns > 9 {
+		return cfg, errors.New("--restore-runs must be within [1, 9]")
 	}
 	if cfg.Changed < 0 || cfg.Changed > 1 {
 		return cfg, errors.New("--changed must be within [0, 1]")
