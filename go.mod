@@ -6,6 +6,7 @@ require (
 	filippo.io/age v1.3.2
 	github.com/DataDog/zstd v1.5.7
 	github.com/dustin/go-humanize v1.0.1
+	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/klauspost/compress v1.20.4
 	github.com/minio/minio-go/v7 v7.4.1
 	github.com/prometheus/client_golang v1.23.2

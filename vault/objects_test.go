@@ -3,6 +3,7 @@ package vault
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,9 +12,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
@@ -301,5 +304,61 @@ func TestMetricsAndLogs(t *testing.T) {
 	}
 	if last["bytes_out"].(float64) != 4000 || last["tenant"] != tenantA {
 		t.Errorf("access line %v", last)
+	}
+}
+
+// statCounter counts the Stat calls that reach the data store.
+type statCounter struct {
+	store.Store
+	n atomic.Int64
+}
+
+func (s *statCounter) Stat(ctx context.Context, name string) (store.Info, error) {
+	s.n.Add(1)
+	return s.Store.Stat(ctx, name)
+}
+
+// A pack's size is looked up once and then reused by range reads, since a
+// content-named object cannot change; HEAD always asks the store, and a
+// pack deleted behind the vault's back answers 404 to the next GET, cached
+// size or not.
+func TestObjectSizeCache(t *testing.T) {
+	f := newFixture(t, DefaultLimits())
+	sc := &statCounter{Store: f.data}
+	f.srv.data = sc
+	rng := func(r string) map[string][]string { return map[string][]string{"Range": {r}} }
+	for i, r := range []string{"bytes=0-99", "bytes=100-199", "bytes=3900-"} {
+		w := f.do(req{method: "GET", target: "/v1/repo/" + f.packA, cred: f.credA, header: rng(r)})
+		if w.Code != 206 || w.Header().Get("Content-Range") == "" || !strings.HasSuffix(w.Header().Get("Content-Range"), "/4000") {
+			t.Fatalf("GET %d (%s): %d %q", i, r, w.Code, w.Header().Get("Content-Range"))
+		}
+	}
+	if got := sc.n.Load(); got != 1 {
+		t.Fatalf("3 range reads of one pack made %d Stat calls, want 1", got)
+	}
+	// An unsatisfiable range is judged against the cached size too.
+	if w := f.do(req{method: "GET", target: "/v1/repo/" + f.packA, cred: f.credA, header: rng("bytes=5000-")}); w.Code != 416 || w.Header().Get("Content-Range") != "bytes */4000" {
+		t.Fatalf("range past the end: %d %q", w.Code, w.Header().Get("Content-Range"))
+	}
+	for i := 0; i < 2; i++ {
+		if w := f.do(req{method: "HEAD", target: "/v1/repo/" + f.packA, cred: f.credA}); w.Code != 200 {
+			t.Fatalf("HEAD: %d", w.Code)
+		}
+	}
+	if got := sc.n.Load(); got != 3 {
+		t.Fatalf("after 2 HEADs: %d Stat calls, want 3", got)
+	}
+	// B's request for the same name is B's object, not A's cached one.
+	if w := f.do(req{method: "GET", target: "/v1/repo/" + f.packA, cred: f.credB, header: rng("bytes=0-9")}); w.Code != 404 {
+		t.Fatalf("B reading A's pack name: %d", w.Code)
+	}
+	if err := f.data.Delete(context.Background(), objectKey(tenantA, f.packA)); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"GET", "GET", "HEAD"} {
+		w := f.do(req{method: m, target: "/v1/repo/" + f.packA, cred: f.credA, header: rng("bytes=0-9")})
+		if w.Code != 404 || w.Header().Get("Content-Range") != "" {
+			t.Fatalf("%s of a deleted pack: %d %q %s", m, w.Code, w.Header().Get("Content-Range"), w.Body.String())
+		}
 	}
 }

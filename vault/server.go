@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"io"
 	"log/slog"
 	"net/http"
@@ -115,6 +116,7 @@ type Server struct {
 	clock   store.Clock
 	probe   func(ctx context.Context) error
 	cache   *authCache
+	sizes   *lru.Cache[string, int64] // sizes of content-named objects, which never change
 
 	draining atomic.Bool
 	healthMu sync.Mutex
@@ -136,6 +138,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
+	}
+	var err error
+	if s.sizes, err = lru.New[string, int64](sizeCacheEntries); err != nil {
+		return nil, err
 	}
 	if s.clock == nil {
 		s.clock = store.RealClock
