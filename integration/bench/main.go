@@ -171,7 +171,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	tools := fs.String("tools", strings.Join(allTools, ","), "tools to run")
 	peers := fs.String("peers", "", "peers to run beside coffer (sets --tools to coffer plus these)")
 	targets := fs.String("targets", strings.Join(allTargets, ","), "targets: local, s3 (MinIO on loopback), vault (coffer through cofferd on that MinIO)")
-	fs.IntVar(&cfg.RestoreRuns, "restore-runs", cfg.RestoreRuns, "times each restore is run; the run with the median wall time is reported")
+	fs.IntVar(&cfg.RestoreRuns, "restore-runs", cfg.RestoreRuns, "times each restore is run (in rounds across tools and targets); the run with the median wall time is reported")
 	fs.DurationVar(&cfg.StepTimeout, "step-timeout", 30*time.Minute, "time limit of each child process")
 	fs.StringVar(&cfg.Workdir, "workdir", os.Getenv("COFFER_BENCH_DIR"),
 		"work directory (default $COFFER_BENCH_DIR, else a new directory under /tmp)")
@@ -290,6 +290,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 			b.logf("cofferd on %s (bucket %s)", v.URL, vaultBucket)
 		}
 	}
+	var restores []*restoreJob
 	for _, target := range cfg.Targets {
 		for _, tool := range cfg.Tools {
 			if ctx.Err() != nil {
@@ -298,9 +299,12 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 			if target == targetVault && tool != toolCoffer {
 				continue // only coffer speaks the vault's API
 			}
-			b.runSession(ctx, tool, target)
+			if j := b.runSession(ctx, tool, target); j != nil {
+				restores = append(restores, j)
+			}
 		}
 	}
+	b.restoreRounds(ctx, restores)
 	if b.vault != nil && ctx.Err() == nil {
 		b.res.Storm = b.storm(ctx)
 	}

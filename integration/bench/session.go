@@ -360,9 +360,11 @@ func randomSecret() string {
 	return hex.EncodeToString(b[:])
 }
 
-// runSession runs init, full, second and restore for one tool on one target.
-// A failed step ends the session; the error is recorded, not returned.
-func (b *bench) runSession(ctx context.Context, tool, target string) {
+// runSession runs init, full and second for one tool on one target, and
+// returns what its restores need (they run later, in rounds: restoreRounds),
+// or nil when a step failed. A failed step ends the session; the error is
+// recorded, not returned.
+func (b *bench) runSession(ctx context.Context, tool, target string) *restoreJob {
 	s := &Session{Tool: tool, Target: target}
 	b.res.Sessions = append(b.res.Sessions, s)
 	fail := func(err error) {
@@ -372,21 +374,21 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 	bin, ok := b.bins[tool]
 	if !ok {
 		fail(errors.New("missing"))
-		return
+		return nil
 	}
 	if (target == targetS3 || target == targetVault) && b.minio == nil {
 		fail(errors.New("no MinIO"))
-		return
+		return nil
 	}
 	if target == targetVault && b.vault == nil {
 		fail(errors.New("no vault"))
-		return
+		return nil
 	}
 	s.dir = filepath.Join(b.cfg.Workdir, "runs", tool+"-"+target)
 	home := filepath.Join(s.dir, "home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
 		fail(err)
-		return
+		return nil
 	}
 	s.env = cleanEnv(home)
 	if target == targetS3 {
@@ -396,7 +398,7 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 		id, token, err := b.vault.createTenant(ctx, "bench-"+tool)
 		if err != nil {
 			fail(err)
-			return
+			return nil
 		}
 		s.tenantID = id
 		s.env = append(s.env, "COFFER_ENROLL_TOKEN="+token.Reveal())
@@ -411,14 +413,14 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 	for i, argv := range drv.setup(b, s, bin) {
 		if _, _, err := b.exec(ctx, s, fmt.Sprintf("init%d", i), argv); err != nil {
 			fail(fmt.Errorf("init: %w", err))
-			return
+			return nil
 		}
 	}
 	var prev int64
 	for _, night := range []struct{ name, image string }{{stepFull, b.night1}, {stepSecond, b.night2}} {
 		if err := b.relink(night.image); err != nil {
 			fail(err)
-			return
+			return nil
 		}
 		b.logf("%s/%s: %s backup", tool, target, night.name)
 		st, out, err := b.measuredStep(ctx, s, night.name, drv.backup(b, s, bin), fileSize(b.live), b.live)
@@ -433,7 +435,7 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 		if err != nil {
 			st.Error = err.Error()
 			fail(fmt.Errorf("%s backup: %w", night.name, err))
-			return
+			return nil
 		}
 		b.logf("%s/%s: %s: %.1fs, %.0f MB/s, stored %s (+%s)", tool, target, night.name,
 			st.WallSeconds, st.MBps, humanize.IBytes(uint64(st.StoredBytes)), humanize.IBytes(uint64(st.StoredDelta)))
@@ -443,71 +445,101 @@ func (b *bench) runSession(ctx context.Context, tool, target string) {
 		b.diskIndexMemory(ctx, s, bin)
 	}
 
-	b.logf("%s/%s: restore", tool, target)
-	outDir := filepath.Join(s.dir, "restore")
-	defer os.RemoveAll(outDir)
 	repoData := s.repoDir
 	if target == targetS3 || target == targetVault {
 		repoData = b.minioDir // MinIO reads the objects from here
 	}
-	st, err := b.restoreRuns(ctx, s, drv, bin, outDir, repoData)
-	if err != nil {
-		fail(fmt.Errorf("restore: %w", err))
-		return
-	}
-	b.logf("%s/%s: restore: %.1fs, %.0f MB/s, verified, %s allocated", tool, target,
-		st.WallSeconds, st.MBps, humanize.IBytes(uint64(st.RestoredAlloc)))
+	return &restoreJob{s: s, drv: drv, bin: bin, outDir: filepath.Join(s.dir, "restore"), repoData: repoData}
 }
 
-// restoreRuns measures a session's restore cfg.RestoreRuns times (a restore
-// leaves the repository as it was, so its runs are independent) and keeps
-// the run with the median wall time as the session's restore step; every
-// run's figures stay in its Runs. A run that fails, or whose output differs
-// from night 2, fails the step.
-func (b *bench) restoreRuns(ctx context.Context, s *Session, drv driver, bin, outDir, repoData string) (*Step, error) {
-	var runs []*Step
-	for i := range b.cfg.RestoreRuns {
-		if err := os.RemoveAll(outDir); err != nil {
-			return nil, err
+// restoreJob is a session whose backups are done and whose restores are to
+// be measured.
+type restoreJob struct {
+	s        *Session
+	drv      driver
+	bin      string
+	outDir   string
+	repoData string // what the restore reads, cached before each run
+	runs     []*Step
+	err      error
+}
+
+// restoreRounds measures every session's restore cfg.RestoreRuns times. The
+// runs go in rounds that take the sessions in turn (coffer, restic, kopia,
+// coffer, ...), so that a stretch of time when the machine is slower (CPU
+// steal on a shared VM) slows every tool alike instead of one tool's three
+// runs. A restore leaves the repository as it was, so the runs are
+// independent. The run with the median wall time becomes the session's
+// restore step; every run's figures stay in its Runs. A run that fails, or
+// whose output differs from night 2, fails the session.
+func (b *bench) restoreRounds(ctx context.Context, jobs []*restoreJob) {
+	for round := range b.cfg.RestoreRuns {
+		for _, j := range jobs {
+			if j.err != nil || ctx.Err() != nil {
+				continue
+			}
+			b.logf("%s/%s: restore (run %d of %d)", j.s.Tool, j.s.Target, round+1, b.cfg.RestoreRuns)
+			st, err := b.restoreOnce(ctx, j, round)
+			if err != nil {
+				j.err = err
+				st.Name, st.Error = stepRestore, err.Error()
+				j.s.Steps = append(j.s.Steps, st)
+				j.s.Error = "restore: " + err.Error()
+				b.logf("%s/%s: restore: %v", j.s.Tool, j.s.Target, err)
+				continue
+			}
+			j.runs = append(j.runs, st)
 		}
-		if err := os.MkdirAll(outDir, 0o755); err != nil {
-			return nil, err
+	}
+	for _, j := range jobs {
+		_ = os.RemoveAll(j.outDir)
+		if j.err != nil || len(j.runs) == 0 {
+			continue
 		}
-		argv, restored := drv.restore(b, s, bin, outDir)
-		name := stepRestore
-		if i > 0 {
-			name = fmt.Sprintf("%s-%d", stepRestore, i+1)
-		}
-		st, _, err := b.measuredStep(ctx, s, name, argv, fileSize(b.night2), repoData)
-		s.Steps = s.Steps[:len(s.Steps)-1] // re-added below, once
-		if err == nil {
-			var same bool
-			if same, err = testfile.Equal(restored, b.night2); err == nil {
-				st.Verified = &same
-				st.RestoredAlloc, _ = allocated(restored)
-				if !same {
-					err = fmt.Errorf("restored %s differs from night 2", restored)
-				}
+		byWall := slices.Clone(j.runs)
+		slices.SortStableFunc(byWall, func(a, b *Step) int { return cmp.Compare(a.WallSeconds, b.WallSeconds) })
+		st := byWall[len(byWall)/2]
+		st.Name = stepRestore
+		if len(j.runs) > 1 {
+			for _, r := range j.runs {
+				st.Runs = append(st.Runs, RunFigures{WallSeconds: r.WallSeconds, CPUSeconds: r.CPUSeconds,
+					MaxRSSKiB: r.MaxRSSKiB, ServerCPU: r.ServerCPU, Log: r.Log})
 			}
 		}
-		if err != nil {
-			st.Name, st.Error = stepRestore, err.Error()
-			s.Steps = append(s.Steps, st)
-			return nil, err
-		}
-		runs = append(runs, st)
+		j.s.Steps = append(j.s.Steps, st)
+		b.logf("%s/%s: restore: %.1fs (median of %d), %.0f MB/s, verified, %s allocated", j.s.Tool, j.s.Target,
+			st.WallSeconds, len(j.runs), st.MBps, humanize.IBytes(uint64(st.RestoredAlloc)))
 	}
-	byWall := slices.Clone(runs)
-	slices.SortStableFunc(byWall, func(a, b *Step) int { return cmp.Compare(a.WallSeconds, b.WallSeconds) })
-	st := byWall[len(byWall)/2]
-	st.Name = stepRestore
-	if len(runs) > 1 {
-		for _, r := range runs {
-			st.Runs = append(st.Runs, RunFigures{WallSeconds: r.WallSeconds, CPUSeconds: r.CPUSeconds,
-				MaxRSSKiB: r.MaxRSSKiB, ServerCPU: r.ServerCPU, Log: r.Log})
-		}
+}
+
+// restoreOnce runs and checks one restore of a job.
+func (b *bench) restoreOnce(ctx context.Context, j *restoreJob, round int) (*Step, error) {
+	s := j.s
+	if err := os.RemoveAll(j.outDir); err != nil {
+		return &Step{}, err
 	}
-	s.Steps = append(s.Steps, st)
+	if err := os.MkdirAll(j.outDir, 0o755); err != nil {
+		return &Step{}, err
+	}
+	argv, restored := j.drv.restore(b, s, j.bin, j.outDir)
+	name := stepRestore
+	if round > 0 {
+		name = fmt.Sprintf("%s-%d", stepRestore, round+1)
+	}
+	st, _, err := b.measuredStep(ctx, s, name, argv, fileSize(b.night2), j.repoData)
+	s.Steps = s.Steps[:len(s.Steps)-1] // the median run is added once, by restoreRounds
+	if err != nil {
+		return st, err
+	}
+	same, err := testfile.Equal(restored, b.night2)
+	if err != nil {
+		return st, err
+	}
+	st.Verified = &same
+	st.RestoredAlloc, _ = allocated(restored)
+	if !same {
+		return st, fmt.Errorf("restored %s differs from night 2", restored)
+	}
 	return st, nil
 }
 
@@ -546,14 +578,21 @@ func (b *bench) relink(image string) error {
 }
 
 // warmTree reads a file, or every file below a directory, once so that the
-// next step finds it in the page cache.
+// next step finds it in the page cache. Files that vanish meanwhile (MinIO
+// empties its own trash in the background) are skipped.
 func warmTree(root string) error {
 	buf := make([]byte, 1<<20)
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p != root {
+			return nil
+		}
 		if err != nil || d.IsDir() || !d.Type().IsRegular() {
 			return err
 		}
 		f, err := os.Open(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}

@@ -1,10 +1,12 @@
 package restore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -85,9 +87,10 @@ func (rs *Restorer) Progress() Progress {
 	return Progress{Size: rs.disk.Size, Written: rs.written.Load(), Fetched: rs.fetched.Load()}
 }
 
-// windowRegions is how many regions (of 64 MiB) are planned at once, which
-// bounds the plan's memory whatever the disk's size. While one window is
-// fetched, the previous one is read back and verified.
+// windowRegions is the most regions (of 64 MiB) planned at once, which
+// bounds the plan's memory whatever the disk's size. Windows grow from one
+// region to this size (1, 2, 4, 8, 16, 16, ...), so that the first fetches
+// start after one region map is loaded rather than sixteen.
 const windowRegions = 16
 
 // maxGap is the largest run of unneeded bytes read through rather than
@@ -155,51 +158,106 @@ type blobJob struct {
 	targets []target
 }
 
-// pipeline restores the regions window by window. The fetches of all
-// windows share one pool of workers, so the next window's fetches start
-// while the last ones of a window finish; each window is read back and
-// verified as soon as its own fetches are done, while later windows are
-// fetched. At most two windows are planned ahead, which bounds memory.
+// batch is one ranged read of a pack: the chunks it holds, and the regions
+// (indexes into the window) they are written to.
+type batch struct {
+	jobs    []*blobJob
+	regions []int
+}
+
+// window is a run of regions planned together: every chunk they need is
+// fetched once, with its places in all of them.
+type window struct {
+	first   int // index of the first region
+	maps    []*manifest.RegionMap
+	batches []batch
+	chunks  int
+	// pending counts, per region, the batches that still write into it; a
+	// region is read back and verified when its count reaches zero.
+	pending []atomic.Int32
+}
+
+// pipeline restores the regions. A planner loads the region maps one window
+// ahead of the fetches, so the workers never wait for a plan; the fetches of
+// all windows share one pool of workers; and each region is read back and
+// verified as soon as the last batch that writes into it is done, while
+// its pages are still cached and while later regions are fetched.
 func (rs *Restorer) pipeline(ctx context.Context, f *os.File, regions []crypto.ID, regionHashes []manifest.Hash) (int, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var fetches, verifies errgroup.Group
-	fetches.SetLimit(rs.opt.Workers)
-	verifies.SetLimit(1)
 	fail := func(err error) error {
 		if err != nil {
 			cancel(err)
 		}
 		return err
 	}
-	chunks := 0
-	for w := 0; w < len(regions) && ctx.Err() == nil; w += windowRegions {
-		end := min(w+windowRegions, len(regions))
-		maps := make([]*manifest.RegionMap, end-w)
-		batches, n, err := rs.plan(ctx, regions[w:end], maps, w)
-		if err != nil {
-			fail(err)
-			break
-		}
-		chunks += n
-		var done sync.WaitGroup
-		for _, batch := range batches {
-			done.Add(1)
-			fetches.Go(func() error {
-				defer done.Done()
-				return fail(rs.fetch(ctx, f, batch))
-			})
+	var fetches, verifies errgroup.Group
+	fetches.SetLimit(rs.opt.Workers)
+	verifies.SetLimit(runtime.GOMAXPROCS(0))
+	verify := func(w *window, i int) {
+		if rs.opt.NoVerify {
+			return
 		}
 		verifies.Go(func() error {
-			done.Wait()
-			if rs.opt.NoVerify || ctx.Err() != nil {
+			if ctx.Err() != nil {
 				return nil
 			}
-			// Read the window back while it is likely still cached.
-			return fail(verifyRegions(ctx, f, rs.disk.Size, w, maps, regionHashes[w:end]))
+			return fail(verifyRegion(f, rs.disk.Size, w.first+i, w.maps[i], &regionHashes[w.first+i]))
 		})
 	}
-	ferr, verr := fetches.Wait(), verifies.Wait()
+
+	// The planner hands over one window and plans the next meanwhile.
+	planned := make(chan *window, 1)
+	go func() {
+		defer close(planned)
+		size := 1
+		for first := 0; first < len(regions); first += size {
+			if first > 0 {
+				size = min(2*size, windowRegions)
+			}
+			end := min(first+size, len(regions))
+			w, err := rs.plan(ctx, regions[first:end], first)
+			if err != nil {
+				fail(err)
+				return
+			}
+			select {
+			case planned <- w:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	chunks := 0
+	for w := range planned {
+		chunks += w.chunks
+		for i := range w.pending {
+			if w.pending[i].Load() == 0 {
+				verify(w, i) // nothing to fetch: a region of holes
+			}
+		}
+		for _, b := range w.batches {
+			fetches.Go(func() error {
+				if err := fail(rs.fetch(ctx, f, b.jobs)); err != nil {
+					return err
+				}
+				for _, i := range b.regions {
+					if w.pending[i].Add(-1) == 0 {
+						verify(w, i)
+					}
+				}
+				return nil
+			})
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	for range planned { // let the planner end after a failure
+	}
+	ferr := fetches.Wait()
+	verr := verifies.Wait()
 	if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
 		return 0, cause
 	}
@@ -210,9 +268,10 @@ func (rs *Restorer) pipeline(ctx context.Context, f *os.File, regions []crypto.I
 }
 
 // plan loads the maps of the regions whose map IDs are given (the first
-// being region first) into maps, and groups the chunks they need into pack
-// range reads: every chunk once, with every place it goes.
-func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, maps []*manifest.RegionMap, first int) ([][]*blobJob, int, error) {
+// being region first), and groups the chunks they need into pack range
+// reads: every chunk once, with every place it goes.
+func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int) (*window, error) {
+	w := &window{first: first, maps: make([]*manifest.RegionMap, len(regions)), pending: make([]atomic.Int32, len(regions))}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(rs.opt.Workers)
 	for i := range regions {
@@ -227,22 +286,22 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, maps []*manif
 			if err != nil {
 				return fmt.Errorf("disk %d region %d map %s: %w", rs.disk.Index, ri, regions[i], err)
 			}
-			maps[i] = m
+			w.maps[i] = m
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	jobs := map[crypto.ID]*blobJob{}
 	for i := range regions {
 		base := int64(first+i) * manifest.RegionSize
-		for _, e := range maps[i].Extents {
+		for _, e := range w.maps[i].Extents {
 			j := jobs[e.ID]
 			if j == nil {
 				loc, ok := rs.r.Index.Lookup(e.ID)
 				if !ok {
-					return nil, 0, fmt.Errorf("chunk %s (disk offset %d) is not in the index: the repository is missing data; run coffer check", e.ID, base+int64(e.Offset))
+					return nil, fmt.Errorf("chunk %s (disk offset %d) is not in the index: the repository is missing data; run coffer check", e.ID, base+int64(e.Offset))
 				}
 				j = &blobJob{loc: loc, id: e.ID}
 				jobs[e.ID] = j
@@ -250,11 +309,11 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, maps []*manif
 			j.targets = append(j.targets, target{off: base + int64(e.Offset), length: e.Length})
 		}
 	}
+	w.chunks = len(jobs)
 	byPack := map[[32]byte][]*blobJob{}
 	for _, j := range jobs {
 		byPack[j.loc.Pack] = append(byPack[j.loc.Pack], j)
 	}
-	var batches [][]*blobJob
 	for _, list := range byPack {
 		slices.SortFunc(list, func(a, b *blobJob) int { return int(a.loc.Offset) - int(b.loc.Offset) })
 		for len(list) > 0 {
@@ -268,11 +327,45 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, maps []*manif
 				}
 				n++
 			}
-			batches = append(batches, list[:n])
+			w.batches = append(w.batches, batch{jobs: list[:n], regions: w.regionsOf(list[:n])})
 			list = list[n:]
 		}
 	}
-	return batches, len(jobs), nil
+	// Fetch in disk order, so regions complete (and are verified) early
+	// and one after another rather than all at the end of the window.
+	slices.SortFunc(w.batches, func(a, b batch) int { return cmp.Compare(a.firstTarget(), b.firstTarget()) })
+	for _, b := range w.batches {
+		for _, i := range b.regions {
+			w.pending[i].Add(1)
+		}
+	}
+	return w, nil
+}
+
+// regionsOf returns the window's regions (indexes into w.maps) that jobs
+// write into, each once.
+func (w *window) regionsOf(jobs []*blobJob) []int {
+	var out []int
+	for _, j := range jobs {
+		for _, t := range j.targets {
+			i := int(t.off/manifest.RegionSize) - w.first
+			if !slices.Contains(out, i) {
+				out = append(out, i)
+			}
+		}
+	}
+	return out
+}
+
+// firstTarget is the lowest disk offset a batch writes to.
+func (b batch) firstTarget() int64 {
+	low := int64(math.MaxInt64)
+	for _, j := range b.jobs {
+		for _, t := range j.targets {
+			low = min(low, t.off)
+		}
+	}
+	return low
 }
 
 // scratch is one fetch worker's memory: a pack range and blob buffers.
@@ -343,33 +436,22 @@ func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) err
 	return nil
 }
 
-// verifyRegions reads regions first.. of the output back (holes are not
-// read), compares every block with the hash recorded at backup time, and
-// stores each region's hash in hashes.
-func verifyRegions(ctx context.Context, f *os.File, size int64, first int, maps []*manifest.RegionMap, hashes []manifest.Hash) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
-	for i := range maps {
-		g.Go(func() error {
-			if err := gctx.Err(); err != nil {
-				return err
-			}
-			ri := first + i
-			blocks, err := HashRegion(f, size, ri)
-			if err != nil {
-				return err
-			}
-			for b := range blocks {
-				if blocks[b] != maps[i].Blocks[b] {
-					off := int64(ri)*manifest.RegionSize + int64(b)*manifest.BlockSize
-					return fmt.Errorf("%w: the 64 KiB block at offset %d differs", ErrMismatch, off)
-				}
-			}
-			hashes[i] = manifest.RegionHash(blocks)
-			return nil
-		})
+// verifyRegion reads region ri of the output back (holes are not read),
+// compares every block with the hash its map recorded at backup time, and
+// stores the region's hash in hash.
+func verifyRegion(f *os.File, size int64, ri int, m *manifest.RegionMap, hash *manifest.Hash) error {
+	blocks, err := HashRegion(f, size, ri)
+	if err != nil {
+		return err
 	}
-	return g.Wait()
+	for b := range blocks {
+		if blocks[b] != m.Blocks[b] {
+			off := int64(ri)*manifest.RegionSize + int64(b)*manifest.BlockSize
+			return fmt.Errorf("%w: the 64 KiB block at offset %d differs", ErrMismatch, off)
+		}
+	}
+	*hash = manifest.RegionHash(blocks)
+	return nil
 }
 
 // HashRegion computes the block hashes of region ri of a disk held in f,

@@ -109,6 +109,13 @@ func TestRestoreManyRegions(t *testing.T) {
 		{Off: int64(windowRegions-1)*manifest.RegionSize + 5, Data: bytes.Repeat([]byte("window edge "), 1000)},
 		{Off: size - 70, Data: bytes.Repeat([]byte{0xee}, 70)},
 	}}
+	// The same bytes in regions of one window and of later windows: their
+	// chunks are fetched once per window and written to every region, and
+	// each region is verified only when all its writes are done.
+	same := bytes.Repeat([]byte("shared by several regions "), 20000)
+	for _, r := range []int64{2, 4, 5, 6, 12, 16} {
+		im.Pieces = append(im.Pieces, repofixture.Piece{Off: r*manifest.RegionSize + 4096, Data: same})
+	}
 	snap := f.Snapshot("big", f.Disk(0, im, nil))
 	out := filepath.Join(t.TempDir(), "big.img")
 	res, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, out)
