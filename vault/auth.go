@@ -92,7 +92,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *Principal
 	fail := func(e *Error) *Principal {
 		if e.Status == http.StatusUnauthorized {
 			s.limits.authFailure(ip)
-			w.Header().Set("WWW-Authenticate", `Bearer realm="cofferd"`)
+			w.Header().Set("WWW-Authenticate", bearerChallenge)
 		}
 		s.m.authFailures.WithLabelValues(e.Code).Inc()
 		writeError(w, r, e)
@@ -146,6 +146,10 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *Principal
 }
 
 // admit authenticates and applies the tenant's request rate.
+// bearerChallenge is the WWW-Authenticate value of every 401 (RFC 9110
+// requires one), from the repository API and from enrollment alike.
+const bearerChallenge = `Bearer realm="cofferd"`
+
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) *Principal {
 	p := s.authenticate(w, r)
 	if p == nil {

@@ -48,6 +48,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 	if _, _, err := vaultapi.ParseToken(req.Token.Reveal()); err != nil {
 		s.limits.authFailure(ip)
 		s.m.authFailures.WithLabelValues(vaultapi.CodeInvalidCredential).Inc()
+		w.Header().Set("WWW-Authenticate", bearerChallenge)
 		writeError(w, r, Errorf(http.StatusUnauthorized, vaultapi.CodeInvalidCredential, "invalid enrollment token"))
 		return
 	}
@@ -65,6 +66,7 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		if e.Status == http.StatusUnauthorized {
 			s.limits.authFailure(ip)
 			s.m.authFailures.WithLabelValues(e.Code).Inc()
+			w.Header().Set("WWW-Authenticate", bearerChallenge)
 		}
 		writeError(w, r, e)
 		return

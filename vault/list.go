@@ -2,7 +2,6 @@ package vault
 
 import (
 	"container/heap"
-	"context"
 	"errors"
 	"net/http"
 	"net/url"
@@ -13,13 +12,6 @@ import (
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
-
-// OrderedLister is what the data store may offer for listing in name order
-// from a starting point (store.OrderedLister). Without it the server lists
-// everything under the prefix and keeps the limit+1 smallest names.
-type OrderedLister interface {
-	ListFrom(ctx context.Context, prefix, after string, fn func(store.Info) error) error
-}
 
 type listQuery struct {
 	prefix, after string
@@ -112,7 +104,10 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, rawQuery str
 		return vaultapi.ObjectInfo{Name: name, Size: fi.Size}, true
 	}
 	var err error
-	if ol, ok := s.data.(OrderedLister); ok {
+	// A store that lists in order from a starting point (S3) serves a page
+	// from where the last one ended; any other lists everything under the
+	// prefix and keeps the limit+1 smallest names.
+	if ol, ok := s.data.(store.OrderedLister); ok {
 		after := ""
 		if q.after != "" {
 			after = base + q.after

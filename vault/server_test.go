@@ -253,6 +253,12 @@ func TestSecurityTable(t *testing.T) {
 		{id: "29b suspended PUT", q: req{method: "PUT", target: "/v1/repo/config", cred: f.credS, body: []byte("{}")}, status: 403, code: "tenant_suspended", msg: "suspended by your provider"},
 		{id: "33a token in query", q: req{method: "POST", target: "/v1/enroll?token=cft1_x", body: []byte("{}")}, status: 400, code: "bad_path", msg: "no query parameters"},
 		{id: "33b enroll garbage", q: req{method: "POST", target: "/v1/enroll", body: []byte("{garbage")}, status: 400, code: "bad_request", msg: "malformed JSON"},
+		{id: "33d enroll with a malformed token", q: req{method: "POST", target: "/v1/enroll", body: []byte(`{"token":"cft1_nope"}`)}, status: 401, code: "invalid_credential", msg: "invalid enrollment token",
+			check: func(t *testing.T, w *httptest.ResponseRecorder) {
+				if got := w.Header().Get("WWW-Authenticate"); got != `Bearer realm="cofferd"` {
+					t.Errorf("WWW-Authenticate %q", got)
+				}
+			}},
 		{id: "33c enroll body > 4 KiB", q: req{method: "POST", target: "/v1/enroll", body: bytes.Repeat([]byte(" "), 5000)}, status: 413, code: "too_large", msg: "over 4096 bytes"},
 		{id: "34 over quota", q: req{method: "PUT", target: "/v1/repo/" + packName(bigPack), cred: f.credA, body: bigPack}, status: 507, code: "quota_exceeded", msg: "quota 1.00 MiB"},
 		{id: "36a PATCH", q: req{method: "PATCH", target: "/v1/repo/" + f.packA, cred: f.credA}, status: 405, code: "method_not_allowed", msg: "not allowed",

@@ -301,15 +301,29 @@ func (s *S3) Stat(ctx context.Context, name string) (Info, error) {
 // List implements Store. Keys under the store prefix that are not valid
 // object names (written by something else) are skipped.
 func (s *S3) List(ctx context.Context, prefix string, fn func(Info) error) error {
+	return s.ListFrom(ctx, prefix, "", fn)
+}
+
+// ListFrom implements OrderedLister: S3 lists keys in byte order and starts
+// after a given key (ListObjectsV2 StartAfter), so a caller paging through a
+// large prefix does not list it from the start for every page.
+func (s *S3) ListFrom(ctx context.Context, prefix, after string, fn func(Info) error) error {
 	if err := validPrefix(prefix); err != nil {
 		return err
+	}
+	if err := validPrefix(after); err != nil {
+		return fmt.Errorf("list after %q: %w", truncate(after), err)
 	}
 	base := ""
 	if s.cfg.Prefix != "" {
 		base = s.cfg.Prefix + "/"
 	}
+	opts := minio.ListObjectsOptions{Prefix: base + prefix, Recursive: true}
+	if after != "" {
+		opts.StartAfter = base + after
+	}
 	lctx, cancel := context.WithCancel(ctx)
-	ch := s.client.ListObjects(lctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: base + prefix, Recursive: true})
+	ch := s.client.ListObjects(lctx, s.cfg.Bucket, opts)
 	defer func() {
 		// Stop the lister and let its goroutine finish.
 		cancel()
@@ -321,7 +335,7 @@ func (s *S3) List(ctx context.Context, prefix string, fn func(Info) error) error
 			return fmt.Errorf("list %q: %w", prefix, translateS3(obj.Err))
 		}
 		name, ok := strings.CutPrefix(obj.Key, base)
-		if !ok || !strings.HasPrefix(name, prefix) || ValidName(name) != nil {
+		if !ok || !strings.HasPrefix(name, prefix) || name <= after || ValidName(name) != nil {
 			continue
 		}
 		if err := fn(Info{Name: name, Size: obj.Size}); err != nil {

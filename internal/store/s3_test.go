@@ -70,6 +70,60 @@ func TestS3ConformanceBucketRoot(t *testing.T) {
 	})
 }
 
+// ListFrom starts after the given name, in byte order, within the prefix
+// and the store's own key prefix.
+func TestS3ListFrom(t *testing.T) {
+	srv := minioServer(t)
+	tg, _ := store.ParseURL(srv.NewBucket(t))
+	s, other := openURL(t, srv.URL(tg.S3.Bucket, "repo")), openURL(t, srv.URL(tg.S3.Bucket, "repo0"))
+	names := []string{"data/00/a", "data/00/b", "data/01/a", "data/ff/z", "index/x", "snapshots/y"}
+	for _, n := range append(names, "config") {
+		if err := s.Put(t.Context(), n, bytes.NewReader([]byte(n)), int64(len(n))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := other.Put(t.Context(), "data/00/c", bytes.NewReader([]byte("x")), 1); err != nil {
+		t.Fatal(err)
+	}
+	ol, ok := s.(store.OrderedLister)
+	if !ok {
+		t.Fatalf("%T is not a store.OrderedLister", s)
+	}
+	list := func(prefix, after string) []string {
+		var got []string
+		if err := ol.ListFrom(t.Context(), prefix, after, func(i store.Info) error {
+			if i.Size != int64(len(i.Name)) {
+				t.Errorf("%s: size %d", i.Name, i.Size)
+			}
+			got = append(got, i.Name)
+			return nil
+		}); err != nil {
+			t.Fatalf("ListFrom(%q, %q): %v", prefix, after, err)
+		}
+		return got
+	}
+	for _, c := range []struct {
+		prefix, after string
+		want          []string
+	}{
+		{"data/", "", names[:4]},
+		{"data/", "data/00/a", names[1:4]},
+		{"data/", "data/00/b", names[2:4]},
+		{"data/", "data/00", names[:4]},
+		{"data/", "data/ff/z", nil},
+		{"data/", "index/", nil},
+		{"", "data/01/a", names[3:]},
+		{"index/", "data/00/a", []string{"index/x"}},
+	} {
+		if got := list(c.prefix, c.after); !slices.Equal(got, c.want) {
+			t.Errorf("ListFrom(%q, %q) = %v, want %v", c.prefix, c.after, got, c.want)
+		}
+	}
+	if err := ol.ListFrom(t.Context(), "data/", "../x", func(store.Info) error { return nil }); err == nil {
+		t.Error("ListFrom accepted an after of ../x")
+	}
+}
+
 func TestS3PrefixIsolation(t *testing.T) {
 	srv := minioServer(t)
 	tg, _ := store.ParseURL(srv.NewBucket(t))

@@ -140,6 +140,15 @@ func ValidName(name string) error {
 }
 
 // validPrefix accepts "" or a name prefix (a valid name, possibly ending in "/").
+// OrderedLister is a Store that lists names in byte order and can start
+// after a given name (S3 does both), so that a caller paging through a large
+// prefix does not list it from the start for every page.
+type OrderedLister interface {
+	// ListFrom calls fn, in byte order, for each object whose name starts
+	// with prefix and sorts after after ("" lists from the start).
+	ListFrom(ctx context.Context, prefix, after string, fn func(Info) error) error
+}
+
 func validPrefix(prefix string) error {
 	if prefix == "" {
 		return nil
