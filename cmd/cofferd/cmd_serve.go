@@ -27,17 +27,22 @@ func newServeCmd(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	sc := vault.ServeFlags(cmd.Flags())
+	storeWait := cmd.Flags().Duration("store-wait", 60*time.Second,
+		"at startup, how long to keep retrying a store that is not reachable yet (0: fail at once)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := sc.Validate(); err != nil {
 			return usageError{Err: err}
 		}
-		return serve(cmd.Context(), g, sc)
+		if *storeWait < 0 {
+			return usageError{Err: errors.New("--store-wait must not be negative")}
+		}
+		return serve(cmd.Context(), g, sc, *storeWait)
 	}
 	return cmd
 }
 
-func serve(ctx context.Context, g *globals, sc *vault.ServeConfig) error {
-	data, reg, led, err := g.openState(ctx)
+func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait time.Duration) error {
+	data, reg, led, err := g.openStateWait(ctx, storeWait)
 	if err != nil {
 		return err
 	}

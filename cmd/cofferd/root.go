@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -86,6 +87,13 @@ func newRoot(g *globals) *cobra.Command {
 // registry and ledger use a Retry decorator over it. The caller closes the
 // store.
 func (g *globals) openState(ctx context.Context) (store.Store, *registry.Registry, *ledger.Ledger, error) {
+	return g.openStateWait(ctx, 0)
+}
+
+// openStateWait is openState that, for up to wait, retries opening a store
+// that is not reachable yet (cofferd started before MinIO, or a MinIO node
+// still initialising), logging each attempt.
+func (g *globals) openStateWait(ctx context.Context, wait time.Duration) (store.Store, *registry.Registry, *ledger.Ledger, error) {
 	t, err := store.ParseURL(g.storeURL)
 	if err != nil {
 		return nil, nil, nil, usageError{Err: fmt.Errorf("--store: %w", err)}
@@ -93,7 +101,9 @@ func (g *globals) openState(ctx context.Context) (store.Store, *registry.Registr
 	if t.Vault != nil {
 		return nil, nil, nil, usageError{Err: errors.New("--store must be a file:// or s3:// URL: a vault cannot keep its state in another vault")}
 	}
-	base, err := store.Open(ctx, g.storeURL, true)
+	base, err := retryOpen(ctx, wait, 500*time.Millisecond, g.log, func() (store.Store, error) {
+		return store.Open(ctx, g.storeURL, true)
+	})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("opening the vault store: %w", err)
 	}
@@ -107,6 +117,30 @@ func (g *globals) openState(ctx context.Context) (store.Store, *registry.Registr
 	}
 	base.Close()
 	return nil, nil, nil, err
+}
+
+// retryOpen calls open until it succeeds, fails permanently (a missing
+// bucket, refused credentials), ctx ends or wait has passed, sleeping from
+// first up to 5 s between attempts.
+func retryOpen(ctx context.Context, wait, first time.Duration, log *slog.Logger, open func() (store.Store, error)) (store.Store, error) {
+	deadline := time.Now().Add(wait)
+	pause := first
+	for attempt := 1; ; attempt++ {
+		st, err := open()
+		if err == nil || store.IsPermanent(err) || time.Now().Add(pause).After(deadline) {
+			if err != nil && attempt > 1 {
+				err = fmt.Errorf("%w (after %d attempts)", err, attempt)
+			}
+			return st, err
+		}
+		log.Warn("the vault store is not reachable yet; retrying", "attempt", attempt, "retry_in", pause.String(), "err", err)
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		pause = min(2*pause, 5*time.Second)
+	}
 }
 
 func envOr(k, def string) string {

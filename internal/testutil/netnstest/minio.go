@@ -65,13 +65,20 @@ func (m *MinIO) Env() []string {
 }
 
 // WaitHealthy waits until probe (run inside the namespace, e.g. nstool's
-// get) reports node 0's cluster health URL healthy, failing the test after
-// timeout or when a node exits.
+// get) reports every node's cluster health URL healthy, failing the test
+// after timeout or when a node exits. Every node, not one: a node answers
+// "not initialized yet" until its own object layer is up, although its
+// peers already report quorum.
 func (m *MinIO) WaitHealthy(tb testing.TB, timeout time.Duration, probe func(url string) error) {
 	tb.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		err := probe(m.ClusterHealthURL(0))
+		var err error
+		for i := range m.Endpoints {
+			if err = probe(m.ClusterHealthURL(i)); err != nil {
+				break
+			}
+		}
 		if err == nil {
 			return
 		}
