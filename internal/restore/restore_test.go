@@ -5,15 +5,20 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"testing/iotest"
+	"time"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/repo"
+	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/testutil/repofixture"
 )
 
@@ -349,5 +354,114 @@ func TestRestoreCanceled(t *testing.T) {
 	_, err := New(r, &snap.Disks[0], Options{}).Run(cctx, filepath.Join(t.TempDir(), "a.img"))
 	if err == nil {
 		t.Fatal("a canceled restore succeeded")
+	}
+}
+
+// openVia opens the fixture's repository through a fault-injecting store
+// under the retry layer, as the command line stacks them.
+func openVia(t *testing.T, f *repofixture.Fixture) (*repo.Repo, *store.Faulty) {
+	t.Helper()
+	faulty := store.NewFaulty(f.Store)
+	st := store.WithRetry(faulty, store.RetryPolicy{Attempts: 4, Base: time.Millisecond, Max: time.Millisecond}, store.RealClock, nil)
+	r, err := repo.Open(ctx, st, []byte(f.Passphrase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.LoadIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	return r, faulty
+}
+
+// breakOnce fails the first download of every long range after cut bytes,
+// with a transient error, as a connection reset would.
+type breakOnce struct {
+	store.Store
+	cut    int64
+	mu     sync.Mutex
+	broken map[string]bool
+	n      int
+}
+
+func (b *breakOnce) Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
+	key := name + "@" + strconv.FormatInt(off, 10)
+	b.mu.Lock()
+	first := length > 2*b.cut && !b.broken[key]
+	if first {
+		b.broken[key] = true
+		b.n++
+	}
+	b.mu.Unlock()
+	if !first {
+		return b.Store.Get(ctx, name, off, length, fn)
+	}
+	return b.Store.Get(ctx, name, off, length, func(r io.Reader) error {
+		err := fn(io.MultiReader(io.LimitReader(r, b.cut), iotest.ErrReader(store.ErrInjected)))
+		if err == nil {
+			return errors.New("the reader function ignored a broken download")
+		}
+		return err
+	})
+}
+
+// A pack download that breaks part way is retried from the start of its
+// range; the blobs already written are read past, and the output is whole.
+func TestRestorePackDownloadBreaks(t *testing.T) {
+	f := repofixture.New(t, pass)
+	r := rand.New(rand.NewPCG(7, 8))
+	// Many small chunks in one pack, so that a range holds several.
+	im := &repofixture.Image{Size: manifest.RegionSize}
+	for i := range 40 {
+		im.Pieces = append(im.Pieces, repofixture.Piece{Off: int64(i) * 3 * manifest.BlockSize, Data: repofixture.RandBytes(r, 50<<10)})
+	}
+	snap := f.Snapshot("s", f.Disk(0, im, nil))
+	rc := f.Reopen()
+	clean, err := New(rc, &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "clean.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bo := &breakOnce{Store: f.Store, cut: 300 << 10, broken: map[string]bool{}}
+	st := store.WithRetry(bo, store.RetryPolicy{Attempts: 3, Base: time.Millisecond, Max: time.Millisecond}, store.RealClock, nil)
+	rb, err := repo.Open(ctx, st, []byte(f.Passphrase))
+	if err == nil {
+		err = rb.LoadIndex(ctx, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "a.img")
+	res, err := New(rb, &snap.Disks[0], Options{}).Run(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Verified || bo.n == 0 {
+		t.Fatalf("verified %v, %d downloads broken", res.Verified, bo.n)
+	}
+	checkOutput(t, out, im)
+	if res.Written != clean.Written {
+		t.Errorf("wrote %d bytes, %d without faults: blobs were written again after a retry", res.Written, clean.Written)
+	}
+}
+
+// A damaged chunk is not downloaded again: the retry layer cannot help.
+func TestRestoreDamagedChunkNotRetried(t *testing.T) {
+	f := repofixture.New(t, pass)
+	im := repofixture.SampleImage()
+	snap := f.Snapshot("s", f.Disk(0, im, nil))
+	r0 := f.Reopen()
+	damageBlob(t, f, r0, f.ID(im.Pieces[2].Data[100<<10:400<<10]))
+	r, faulty := openVia(t, f)
+	_, err := New(r, &snap.Disks[0], Options{Workers: 1}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
+	if !errors.Is(err, crypto.ErrAuth) || !strings.Contains(err.Error(), "run coffer check --read-data") {
+		t.Fatalf("err = %v, want ErrAuth", err)
+	}
+	clean := repofixture.New(t, pass)
+	clean.Snapshot("s", clean.Disk(0, im, nil))
+	rc, cf := openVia(t, clean)
+	if _, err := New(rc, &clean.Snapshot("s2", clean.Disk(0, im, nil)).Disks[0], Options{Workers: 1}).Run(ctx, filepath.Join(t.TempDir(), "b.img")); err != nil {
+		t.Fatal(err)
+	}
+	if faulty.Ops("get") > cf.Ops("get") {
+		t.Fatalf("%d gets with a damaged chunk, %d for a clean restore: the damaged range was fetched again", faulty.Ops("get"), cf.Ops("get"))
 	}
 }
