@@ -31,9 +31,10 @@ type Limits struct {
 // DefaultLimits returns the documented defaults (design §6). The
 // concurrency limits share a replica's bandwidth between tenants; the
 // request rate only stops floods of cheap requests, so it sits well above
-// what one agent needs at full speed: a restore at 1 GB/s reads 8 MiB
-// ranges at about 125 a second. (At 50 per second, a lone restore of the
-// benchmark disk met 40 refusals and stalled for a second.)
+// what one agent needs at full speed: a restore at 1 GB/s in 8 MiB ranges
+// would read about 125 a second (it reads longer ones now). At 50 per
+// second, a lone restore of the benchmark disk met 40 refusals and stalled
+// for a second.
 func DefaultLimits() Limits {
 	return Limits{
 		MaxObjectSize: 300 << 20, TenantUploads: 4, TenantDownloads: 8, GlobalUploads: 64,
