@@ -15,6 +15,8 @@ import (
 	"testing/iotest"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/repo"
@@ -27,6 +29,16 @@ func init() { repofixture.UseInsecureKDF() }
 var ctx = context.Background()
 
 const pass = "restore test passphrase"
+
+// allocatedBytes is the space the file system allocated for path.
+func allocatedBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
 
 // checkOutput compares the restored file with the image, 1 MiB at a time.
 func checkOutput(t *testing.T, path string, im *repofixture.Image) {
@@ -81,6 +93,10 @@ func TestRestoreRoundTrip(t *testing.T) {
 	}
 	if p := rs.Progress(); p != res.Progress {
 		t.Fatalf("Progress() = %+v after the run, result says %+v", p, res.Progress)
+	}
+	// The output is allocated under the chunks only: the holes stay holes.
+	if a := allocatedBytes(t, out); a > data+int64(len(im.Pieces))*8<<10 {
+		t.Fatalf("%d bytes allocated for %d bytes of data in a %d-byte disk", a, data, im.Size)
 	}
 
 	out1 := filepath.Join(t.TempDir(), "disk1.img")
