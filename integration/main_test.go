@@ -91,16 +91,24 @@ func (a *agent) runEnv(env []string, args ...string) result {
 	defer cancel()
 	cmd := a.cmd(ctx, args...)
 	cmd.Env = append(cmd.Env, env...)
+	r, err := runCmd(cmd)
+	if err != nil {
+		a.t.Fatalf("running coffer %v: %v", args, err)
+	}
+	return r
+}
+
+// runCmd runs cmd and returns its exit code (-1 when a signal ended it) and
+// output; the error is only for a command that could not be run.
+func runCmd(cmd *exec.Cmd) (result, error) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
-	code := 0
+	r := result{stdout: out.String(), stderr: errb.String()}
 	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		a.t.Fatalf("running coffer %v: %v", args, err)
+		r.code, err = ee.ExitCode(), nil
 	}
-	return result{code: code, stdout: out.String(), stderr: errb.String()}
+	return r, err
 }
 
 // ok runs coffer and fails the test unless it exits 0.

@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -151,17 +150,12 @@ func (a *agent) runIn(ns *netnstest.NS, ctx context.Context, args ...string) res
 	c := a.cmd(ctx, args...)
 	cmd := ns.Command(ctx, c.Path, c.Args[1:]...)
 	cmd.Env = c.Env
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		code = -1
-		errb.WriteString(err.Error())
+	r, err := runCmd(cmd)
+	if err != nil {
+		r.code = -1
+		r.stderr += err.Error()
 	}
-	return result{code: code, stdout: out.String(), stderr: errb.String()}
+	return r
 }
 
 // dmJob is one backup: an agent of a tenant backs up its own image through

@@ -101,9 +101,17 @@ func (g *globals) openStateWait(ctx context.Context, wait time.Duration) (store.
 	if t.Vault != nil {
 		return nil, nil, nil, usageError{Err: errors.New("--store must be a file:// or s3:// URL: a vault cannot keep its state in another vault")}
 	}
-	base, err := retryOpen(ctx, wait, 500*time.Millisecond, g.log, func() (store.Store, error) {
-		return store.Open(ctx, g.storeURL, true)
-	})
+	var base store.Store
+	open := func() error {
+		var err error
+		base, err = store.Open(ctx, g.storeURL, true)
+		return err
+	}
+	if p := storeWaitPolicy(wait); p.Attempts > 1 {
+		err = store.Do(ctx, p, g.clock, g.log, "waited for", "the store", open)
+	} else {
+		err = open()
+	}
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("opening the vault store: %w", err)
 	}
@@ -119,28 +127,12 @@ func (g *globals) openStateWait(ctx context.Context, wait time.Duration) (store.
 	return nil, nil, nil, err
 }
 
-// retryOpen calls open until it succeeds, fails permanently (a missing
-// bucket, refused credentials), ctx ends or wait has passed, sleeping from
-// first up to 5 s between attempts.
-func retryOpen(ctx context.Context, wait, first time.Duration, log *slog.Logger, open func() (store.Store, error)) (store.Store, error) {
-	deadline := time.Now().Add(wait)
-	pause := first
-	for attempt := 1; ; attempt++ {
-		st, err := open()
-		if err == nil || store.IsPermanent(err) || time.Now().Add(pause).After(deadline) {
-			if err != nil && attempt > 1 {
-				err = fmt.Errorf("%w (after %d attempts)", err, attempt)
-			}
-			return st, err
-		}
-		log.Warn("the vault store is not reachable yet; retrying", "attempt", attempt, "retry_in", pause.String(), "err", err)
-		select {
-		case <-time.After(pause):
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		pause = min(2*pause, 5*time.Second)
-	}
+// storeWaitPolicy retries opening the store (the shared retry layer, so
+// permanent errors such as a missing bucket or refused credentials fail at
+// once) with enough attempts that backing off from 1 s to 4 s spends about
+// wait; a wait under 6 s means no retry.
+func storeWaitPolicy(wait time.Duration) store.RetryPolicy {
+	return store.RetryPolicy{Attempts: max(1, int(wait/(3*time.Second))), Base: time.Second, Max: 4 * time.Second}
 }
 
 func envOr(k, def string) string {

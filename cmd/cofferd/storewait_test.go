@@ -1,11 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -13,56 +13,40 @@ import (
 	"github.com/cofferhq/coffer/internal/store"
 )
 
-// serve keeps retrying a store that is not reachable yet, but not one that
-// refuses for good, and not past its wait.
-func TestRetryOpen(t *testing.T) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	unready := errors.New("XMinioServerNotInitialized (HTTP 503): Server not initialized yet")
-	ok, err := store.OpenLocal(t.TempDir(), true)
+// serve keeps retrying a store that is not reachable yet, for about
+// --store-wait, through the shared retry layer; other commands try once.
+func TestStoreWait(t *testing.T) {
+	for wait, want := range map[time.Duration]int{0: 1, 5 * time.Second: 1, 6 * time.Second: 2, time.Minute: 20} {
+		if got := storeWaitPolicy(wait).Attempts; got != want {
+			t.Errorf("--store-wait %v: %d attempts, want %d", wait, got, want)
+		}
+	}
+	// A port nothing listens on: connection refused, a transient error.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := 0
-	got, err := retryOpen(context.Background(), 10*time.Second, time.Millisecond, log, func() (store.Store, error) {
-		if calls++; calls < 3 {
-			return nil, unready
+	addr := l.Addr().String()
+	l.Close()
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "testtesttest")
+	for _, c := range []struct {
+		wait     time.Duration
+		attempts int
+	}{{0, 1}, {6 * time.Second, 2}} {
+		var logs bytes.Buffer
+		g := &globals{storeURL: fmt.Sprintf("s3://%s/bucket?tls=false", addr), clock: store.RealClock,
+			log: slog.New(slog.NewTextHandler(&logs, nil))}
+		_, _, _, err := g.openStateWait(context.Background(), c.wait)
+		if err == nil || !strings.Contains(err.Error(), "opening the vault store") {
+			t.Fatalf("wait %v: err = %v", c.wait, err)
 		}
-		return ok, nil
-	})
-	if err != nil || got != ok || calls != 3 {
-		t.Fatalf("transient twice: %v after %d calls", err, calls)
-	}
-
-	calls = 0
-	denied := fmt.Errorf("checking bucket: %w", store.ErrDenied)
-	if _, err := retryOpen(context.Background(), 10*time.Second, time.Millisecond, log, func() (store.Store, error) {
-		calls++
-		return nil, denied
-	}); !errors.Is(err, store.ErrDenied) || calls != 1 {
-		t.Fatalf("permanent: %v after %d calls", err, calls)
-	}
-
-	calls = 0
-	start := time.Now()
-	_, err = retryOpen(context.Background(), 50*time.Millisecond, 5*time.Millisecond, log, func() (store.Store, error) {
-		calls++
-		return nil, unready
-	})
-	if !errors.Is(err, unready) || !strings.Contains(err.Error(), "attempts") || calls < 2 || time.Since(start) > 5*time.Second {
-		t.Fatalf("wait over: %v after %d calls", err, calls)
-	}
-
-	calls = 0
-	if _, err := retryOpen(context.Background(), 0, time.Millisecond, log, func() (store.Store, error) {
-		calls++
-		return nil, unready
-	}); !errors.Is(err, unready) || calls != 1 {
-		t.Fatalf("no wait: %v after %d calls", err, calls)
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := retryOpen(ctx, time.Minute, time.Second, log, func() (store.Store, error) { return nil, unready }); !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled: %v", err)
+		retries := strings.Count(logs.String(), "retrying")
+		if retries != c.attempts-1 {
+			t.Errorf("wait %v: %d retries logged, want %d:\n%s", c.wait, retries, c.attempts-1, logs.String())
+		}
+		if c.attempts > 1 && !strings.Contains(err.Error(), fmt.Sprintf("giving up after %d attempts", c.attempts)) {
+			t.Errorf("wait %v: err = %v", c.wait, err)
+		}
 	}
 }

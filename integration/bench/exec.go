@@ -190,12 +190,12 @@ func cpuBusyTicks() (uint64, error) {
 	return busy, nil
 }
 
-// measured runs one step of a session and records it; imageBytes is the
-// logical size the throughput is computed from; inputs are the files or
-// directories the step reads, cached before it starts (see settle).
+// measured runs one step of a session and measures it (the caller records
+// it in the session); imageBytes is the logical size the throughput is
+// computed from; inputs are the files or directories the step reads, cached
+// before it starts (see settle).
 func (b *bench) measured(ctx context.Context, s *Session, name string, argv []string, imageBytes int64, inputs ...string) (*Step, []byte, error) {
 	st := &Step{Name: name, Argv: argv, ImageBytes: imageBytes, Log: b.logPath(s, name)}
-	s.Steps = append(s.Steps, st)
 	if err := b.settle(inputs...); err != nil {
 		return st, nil, err
 	}

@@ -46,18 +46,22 @@ func startMinIO(ctx context.Context, bin, dataDir, logPath string) (*minioServer
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("minio not installed at %s (run make minio)", bin)
 	}
-	var lastErr error
-	for range 3 { // a port taken between freePort and bind gets another try
-		s, err := tryStartMinIO(ctx, bin, dataDir, logPath)
-		if err == nil {
-			return s, nil
-		}
-		lastErr = err
-		if ctx.Err() != nil {
+	return retryPort(ctx, func() (*minioServer, error) { return tryStartMinIO(ctx, bin, dataDir, logPath) })
+}
+
+// retryPort runs start, which listens on a port from freePort, up to 3
+// times: another process may take the port between freePort and the bind.
+func retryPort[T any](ctx context.Context, start func() (T, error)) (T, error) {
+	var (
+		v   T
+		err error
+	)
+	for range 3 {
+		if v, err = start(); err == nil || ctx.Err() != nil {
 			break
 		}
 	}
-	return nil, lastErr
+	return v, err
 }
 
 func tryStartMinIO(ctx context.Context, bin, dataDir, logPath string) (*minioServer, error) {

@@ -238,16 +238,22 @@ func (b *bench) buildCoffer(ctx context.Context) (string, error) {
 	if b.cfg.CofferBin != "" {
 		return b.cfg.CofferBin, nil
 	}
+	return b.build(ctx, "coffer")
+}
+
+// build builds ./cmd/<name> of the checkout into the work directory.
+func (b *bench) build(ctx context.Context, name string) (string, error) {
+	pkg := "./cmd/" + name
 	if b.moduleRoot == "" {
-		return "", errors.New("run from inside the coffer checkout to build ./cmd/coffer")
+		return "", fmt.Errorf("run from inside the coffer checkout to build %s", pkg)
 	}
-	out := filepath.Join(b.cfg.Workdir, "bin", "coffer")
+	out := filepath.Join(b.cfg.Workdir, "bin", name)
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/coffer")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 	cmd.Dir = b.moduleRoot
 	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/coffer failed: %s", firstLine(string(msg), err))
+		return "", fmt.Errorf("go build %s failed: %s", pkg, firstLine(string(msg), err))
 	}
 	return out, nil
 }
@@ -424,6 +430,7 @@ func (b *bench) runSession(ctx context.Context, tool, target string) *restoreJob
 		}
 		b.logf("%s/%s: %s backup", tool, target, night.name)
 		st, out, err := b.measuredStep(ctx, s, night.name, drv.backup(b, s, bin), fileSize(b.live), b.live)
+		s.Steps = append(s.Steps, st)
 		if err == nil {
 			st.Summary, s.snapshot, err = drv.parseBackup(out)
 		}
@@ -527,7 +534,6 @@ func (b *bench) restoreOnce(ctx context.Context, j *restoreJob, round int) (*Ste
 		name = fmt.Sprintf("%s-%d", stepRestore, round+1)
 	}
 	st, _, err := b.measuredStep(ctx, s, name, argv, fileSize(b.night2), j.repoData)
-	s.Steps = s.Steps[:len(s.Steps)-1] // the median run is added once, by restoreRounds
 	if err != nil {
 		return st, err
 	}

@@ -55,44 +55,17 @@ type VaultInfo struct {
 	Log    string `json:"log"`
 }
 
-// buildCofferd builds ./cmd/cofferd into the work directory.
-func (b *bench) buildCofferd(ctx context.Context) (string, error) {
-	if b.moduleRoot == "" {
-		return "", errors.New("run from inside the coffer checkout to build ./cmd/cofferd")
-	}
-	out := filepath.Join(b.cfg.Workdir, "bin", "cofferd")
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./cmd/cofferd")
-	cmd.Dir = b.moduleRoot
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/cofferd failed: %s", firstLine(string(msg), err))
-	}
-	return out, nil
-}
-
 // startVault builds cofferd and serves it on a free loopback port over the
 // vault bucket of b.minio, with the default limits.
 func (b *bench) startVault(ctx context.Context) (*vaultServer, error) {
 	if b.minio == nil {
 		return nil, errors.New("no MinIO")
 	}
-	bin, err := b.buildCofferd(ctx)
+	bin, err := b.build(ctx, "cofferd")
 	if err != nil {
 		return nil, err
 	}
-	var lastErr error
-	for range 3 { // a port taken between freePort and bind gets another try
-		v, err := tryStartVault(ctx, b, bin)
-		if err == nil {
-			return v, nil
-		}
-		lastErr = err
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, lastErr
+	return retryPort(ctx, func() (*vaultServer, error) { return tryStartVault(ctx, b, bin) })
 }
 
 func tryStartVault(ctx context.Context, b *bench, bin string) (*vaultServer, error) {

@@ -162,11 +162,13 @@ type blobJob struct {
 	targets []target
 }
 
-// batch is one ranged read of a pack: the chunks it holds, and the regions
-// (indexes into the window) they are written to.
+// batch is one ranged read of a pack: the chunks it holds, the regions
+// (indexes into the window) they are written to, and the lowest disk
+// offset they are written to.
 type batch struct {
 	jobs    []*blobJob
 	regions []int
+	low     int64
 }
 
 // window is a run of regions planned together: every chunk they need is
@@ -334,13 +336,13 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int) (*
 				}
 				n++
 			}
-			w.batches = append(w.batches, batch{jobs: list[:n], regions: w.regionsOf(list[:n])})
+			w.batches = append(w.batches, w.newBatch(list[:n]))
 			list = list[n:]
 		}
 	}
 	// Fetch in disk order, so regions complete (and are verified) early
 	// and one after another rather than all at the end of the window.
-	slices.SortFunc(w.batches, func(a, b batch) int { return cmp.Compare(a.firstTarget(), b.firstTarget()) })
+	slices.SortFunc(w.batches, func(a, b batch) int { return cmp.Compare(a.low, b.low) })
 	for _, b := range w.batches {
 		for _, i := range b.regions {
 			w.pending[i].Add(1)
@@ -385,30 +387,18 @@ func (w *window) allocate(f *os.File) error {
 	return nil
 }
 
-// regionsOf returns the window's regions (indexes into w.maps) that jobs
-// write into, each once.
-func (w *window) regionsOf(jobs []*blobJob) []int {
-	var out []int
+// newBatch makes the batch of jobs, a range of one pack.
+func (w *window) newBatch(jobs []*blobJob) batch {
+	b := batch{jobs: jobs, low: math.MaxInt64}
 	for _, j := range jobs {
 		for _, t := range j.targets {
-			i := int(t.off/manifest.RegionSize) - w.first
-			if !slices.Contains(out, i) {
-				out = append(out, i)
+			b.low = min(b.low, t.off)
+			if i := int(t.off/manifest.RegionSize) - w.first; !slices.Contains(b.regions, i) {
+				b.regions = append(b.regions, i)
 			}
 		}
 	}
-	return out
-}
-
-// firstTarget is the lowest disk offset a batch writes to.
-func (b batch) firstTarget() int64 {
-	low := int64(math.MaxInt64)
-	for _, j := range b.jobs {
-		for _, t := range j.targets {
-			low = min(low, t.off)
-		}
-	}
-	return low
+	return b
 }
 
 // scratch is one fetch worker's memory: one sealed blob and the buffers

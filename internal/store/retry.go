@@ -66,6 +66,13 @@ func WithRetry(s Store, p RetryPolicy, clock Clock, log *slog.Logger) *Retry {
 	return &Retry{Store: s, policy: p, clock: clock, log: log}
 }
 
+// Do runs fn under policy p exactly as Retry runs each store operation:
+// transient errors are retried with backoff, permanent ones returned at
+// once. It is for work that is not a Store method, such as opening a store.
+func Do(ctx context.Context, p RetryPolicy, clock Clock, log *slog.Logger, op, name string, fn func() error) error {
+	return WithRetry(nil, p, clock, log).do(ctx, op, name, fn)
+}
+
 func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error {
 	var err error
 	var throttled time.Duration // total sleep on throttled errors
