@@ -17,10 +17,13 @@ demo: build
 # Every test, including the S3 ones against a real MinIO started on loopback.
 # -count=1: the integration tests build the coffer binary themselves, which
 # the test cache cannot see, so cached results could be stale.
-test: minio test-deploy
+test: minio test-deploy lint
+	COFFER_MINIO_BIN=$(COFFER_TOOLS)/minio $(GO) test -count=1 -timeout 25m ./...
+
+# The linters the project uses: go vet and gofmt.
+lint:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
-	COFFER_MINIO_BIN=$(COFFER_TOOLS)/minio $(GO) test -count=1 -timeout 25m ./...
 
 # The deployment files (docker-compose.yml, deploy/) checked with the
 # compose-spec parser and systemd-analyze, no Docker engine needed. A module of

@@ -60,13 +60,29 @@ func TestSealOpenRoundTrip(t *testing.T) {
 		if n >= 16 && bytes.Contains(sealed, plain[:16]) {
 			t.Fatalf("sealed output contains the plaintext")
 		}
-		got, err := s.Open(nil, sealed, ad, "test")
-		if err != nil {
-			t.Fatalf("open %d bytes: %v", n, err)
+		for name, open := range openers(s) {
+			got, err := open(bytes.Clone(sealed), ad, "test")
+			if err != nil {
+				t.Fatalf("%s %d bytes: %v", name, n, err)
+			}
+			if !bytes.Equal(got, plain) {
+				t.Fatalf("%s: round trip of %d bytes changed the plaintext", name, n)
+			}
 		}
-		if !bytes.Equal(got, plain) {
-			t.Fatalf("round trip of %d bytes changed the plaintext", n)
-		}
+	}
+}
+
+// openers returns both ways of opening a sealed object.
+func openers(s *Sealer) map[string]func(sealed, ad []byte, what string) ([]byte, error) {
+	return map[string]func(sealed, ad []byte, what string) ([]byte, error){
+		"Open": func(sealed, ad []byte, what string) ([]byte, error) { return s.Open(nil, sealed, ad, what) },
+		"OpenInPlace": func(sealed, ad []byte, what string) ([]byte, error) {
+			out, err := s.OpenInPlace(sealed, ad, what)
+			if err == nil && len(out) > 0 && &out[0] != &sealed[xaesNonceSize] {
+				return nil, fmt.Errorf("OpenInPlace did not decrypt in place")
+			}
+			return out, err
+		},
 	}
 }
 
@@ -108,11 +124,12 @@ func TestOpenDetectsEveryFlippedBit(t *testing.T) {
 	sealed := s.Seal(nil, []byte("the quick brown fox"), ad)
 	for i := range sealed {
 		for bit := 0; bit < 8; bit++ {
-			c := bytes.Clone(sealed)
-			c[i] ^= 1 << bit
-			_, err := s.Open(nil, c, ad, "obj")
-			if !errors.Is(err, ErrAuth) {
-				t.Fatalf("byte %d bit %d flipped: err = %v, want ErrAuth", i, bit, err)
+			for name, open := range openers(s) {
+				c := bytes.Clone(sealed)
+				c[i] ^= 1 << bit
+				if _, err := open(c, ad, "obj"); !errors.Is(err, ErrAuth) {
+					t.Fatalf("%s: byte %d bit %d flipped: err = %v, want ErrAuth", name, i, bit, err)
+				}
 			}
 		}
 	}
@@ -140,13 +157,15 @@ func TestOpenFailures(t *testing.T) {
 		{"empty", s, nil, []byte("right")},
 	}
 	for _, c := range cases {
-		_, err := c.s.Open(nil, c.sealed, c.ad, "thing-name")
-		if !errors.Is(err, ErrAuth) {
-			t.Errorf("%s: err = %v, want ErrAuth", c.name, err)
-			continue
-		}
-		if !strings.Contains(err.Error(), "thing-name") {
-			t.Errorf("%s: error %q does not name the object", c.name, err)
+		for name, open := range openers(c.s) {
+			_, err := open(bytes.Clone(c.sealed), c.ad, "thing-name")
+			if !errors.Is(err, ErrAuth) {
+				t.Errorf("%s, %s: err = %v, want ErrAuth", name, c.name, err)
+				continue
+			}
+			if !strings.Contains(err.Error(), "thing-name") {
+				t.Errorf("%s, %s: error %q does not name the object", name, c.name, err)
+			}
 		}
 	}
 }

@@ -24,9 +24,10 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		Use:   "restore SNAPSHOT --to PATH",
 		Short: "Restore a disk of a snapshot to a raw image file",
 		Long: `Restore one disk of a snapshot (an ID prefix, or "latest" with --name) to a
-new raw image file. The output is sparse where the disk was empty. After
-writing, the output is read back and compared block by block with the hashes
-and the whole-disk digest recorded at backup time; a mismatch exits non-zero.`,
+new raw image file. The output is sparse where the disk was empty. Every
+64 KiB block is compared with the hash recorded at backup time, as it is
+written (blocks shared by two chunks are read back from the output), and then
+the whole-disk digest; a mismatch exits non-zero.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usageError{Err: errors.New("restore needs exactly one SNAPSHOT (an ID prefix, or latest)")}
@@ -89,7 +90,7 @@ and the whole-disk digest recorded at backup time; a mismatch exits non-zero.`,
 	f.StringVar(&to, "to", "", "output file (must not exist unless --overwrite)")
 	f.StringVar(&format, "format", "raw", "output format (raw; vhd and qcow2 come later)")
 	f.BoolVar(&overwrite, "overwrite", false, "replace an existing output file")
-	f.BoolVar(&noVerify, "no-verify", false, "skip reading the output back against the recorded digest")
+	f.BoolVar(&noVerify, "no-verify", false, "skip comparing the output with the hashes and digest recorded at backup")
 	f.IntVar(&workers, "workers", 0, "concurrent pack reads (default two per core)")
 	f.BoolVar(&sync, "sync", false, "fsync the output before exiting (like cp, coffer otherwise leaves writeback to the kernel)")
 	return cmd

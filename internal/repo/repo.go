@@ -462,28 +462,41 @@ func (r *Repo) ReadPackHeader(ctx context.Context, id pack.ID, size int64) ([]pa
 }
 
 // OpenBlob authenticates and decrypts one sealed blob, decompresses it, and
-// checks that its plaintext hashes to its ID. dst is reused when large enough.
+// checks that its plaintext hashes to its ID. dst is reused when large enough;
+// sealed is left as it was.
 func (r *Repo) OpenBlob(h *crypto.IDHasher, typ, flags uint8, id crypto.ID, sealed, dst []byte, where string) ([]byte, error) {
-	return r.OpenBlobBuf(h, typ, flags, id, sealed, &BlobBuffers{plain: dst}, where)
-}
-
-// BlobBuffers are scratch space that OpenBlobBuf reuses from call to call,
-// so a restore does not allocate per chunk. Not safe for concurrent use.
-type BlobBuffers struct {
-	plain, raw []byte
-}
-
-// OpenBlobBuf is OpenBlob with reusable buffers; the result is valid until
-// the next call with the same buffers. A nil h skips the keyed-hash check of
-// the plaintext: only for callers that verify the plaintext another way
-// (restore compares every written block with its recorded hash); the AEAD
-// still authenticates the blob and binds it to its type and ID.
-func (r *Repo) OpenBlobBuf(h *crypto.IDHasher, typ, flags uint8, id crypto.ID, sealed []byte, buf *BlobBuffers, where string) ([]byte, error) {
-	plain, err := r.keys.Data().Open(buf.plain[:0], sealed, pack.BlobAD(typ, id), where)
+	plain, err := r.keys.Data().Open(dst[:0], sealed, pack.BlobAD(typ, id), where)
 	if err != nil {
 		return nil, err
 	}
-	buf.plain = plain[:0]
+	return r.finishBlob(h, flags, id, plain, &BlobBuffers{}, where)
+}
+
+// BlobBuffers are scratch space that OpenBlobInPlace reuses from call to
+// call, so a restore does not allocate per chunk. Not safe for concurrent
+// use.
+type BlobBuffers struct {
+	raw []byte
+}
+
+// OpenBlobInPlace is OpenBlob for the restore's hot path: it decrypts in
+// place, overwriting sealed, and decompresses into buf. The result is valid
+// until the next call with the same buffers or until sealed is reused. A nil
+// h skips the keyed-hash check of the plaintext: only for callers that verify
+// the plaintext another way (restore compares every written block with its
+// recorded hash); the AEAD still authenticates the blob and binds it to its
+// type and ID.
+func (r *Repo) OpenBlobInPlace(h *crypto.IDHasher, typ, flags uint8, id crypto.ID, sealed []byte, buf *BlobBuffers, where string) ([]byte, error) {
+	plain, err := r.keys.Data().OpenInPlace(sealed, pack.BlobAD(typ, id), where)
+	if err != nil {
+		return nil, err
+	}
+	return r.finishBlob(h, flags, id, plain, buf, where)
+}
+
+// finishBlob decompresses an opened blob's plaintext when its flags say it
+// is compressed, and checks it against id when h is given.
+func (r *Repo) finishBlob(h *crypto.IDHasher, flags uint8, id crypto.ID, plain []byte, buf *BlobBuffers, where string) ([]byte, error) {
 	if flags&pack.FlagZstd != 0 {
 		out, err := r.dec.DecodeAll(plain, buf.raw[:0])
 		if err != nil {

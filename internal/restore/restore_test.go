@@ -2,12 +2,14 @@ package restore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,7 +129,8 @@ func TestRestoreManyRegions(t *testing.T) {
 	size := int64(windowRegions+1)*manifest.RegionSize + 77
 	im := &repofixture.Image{Size: size, Pieces: []repofixture.Piece{
 		{Off: 100, Data: []byte("first region")},
-		{Off: int64(windowRegions-1)*manifest.RegionSize + 5, Data: bytes.Repeat([]byte("window edge "), 1000)},
+		{Off: int64(1+windowGrowth)*manifest.RegionSize - 6000, Data: bytes.Repeat([]byte("window edge "), 1000)},
+		{Off: int64(windowRegions-1)*manifest.RegionSize + 5, Data: bytes.Repeat([]byte("last window "), 1000)},
 		{Off: size - 70, Data: bytes.Repeat([]byte{0xee}, 70)},
 	}}
 	// The same bytes in regions of one window and of later windows: their
@@ -135,8 +138,9 @@ func TestRestoreManyRegions(t *testing.T) {
 	// each region is verified only when all its writes are done.
 	same := bytes.Repeat([]byte("shared by several regions "), 20000)
 	for _, r := range []int64{2, 4, 5, 6, 12, 16} {
-		im.Pieces = append(im.Pieces, repofixture.Piece{Off: r*manifest.RegionSize + 4096, Data: same})
+		im.Pieces = append(im.Pieces, repofixture.Piece{Off: r*manifest.RegionSize + 16384, Data: same})
 	}
+	slices.SortFunc(im.Pieces, func(a, b repofixture.Piece) int { return cmp.Compare(a.Off, b.Off) })
 	snap := f.Snapshot("big", f.Disk(0, im, nil))
 	out := filepath.Join(t.TempDir(), "big.img")
 	res, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, out)
@@ -215,24 +219,74 @@ func TestRestoreDigestMismatch(t *testing.T) {
 	checkOutput(t, out, im)
 }
 
+// TestRestoreBlockHashMismatch changes one recorded block hash of a region
+// map, as if the chunk stored were not what was read at backup time, for
+// each way a block is verified: inside one chunk (hashed as written), at a
+// chunk's edge (read back), and in a hole (checked against the zero block).
+// The restore fails with ErrMismatch naming the block.
 func TestRestoreBlockHashMismatch(t *testing.T) {
-	f := repofixture.New(t, pass)
-	im := &repofixture.Image{Size: 2*manifest.RegionSize + 10, Pieces: []repofixture.Piece{{Off: manifest.RegionSize + 3*manifest.BlockSize + 9, Data: []byte("xyz")}}}
-	// Region 1's map records another hash for its block 3, as if the
-	// chunk stored were not what was read at backup time.
-	d := f.Disk(0, im, func(ri int, m *manifest.RegionMap) {
-		if ri == 1 {
-			m.Blocks[3] = manifest.BlockHash([]byte("something else"))
-		}
-	})
-	snap := f.Snapshot("s", d)
-	_, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
-	if !errors.Is(err, ErrMismatch) {
-		t.Fatalf("err = %v, want ErrMismatch", err)
+	data := repofixture.RandBytes(rand.New(rand.NewPCG(3, 4)), 200<<10)
+	for _, c := range []struct {
+		name  string
+		block int // of region 1
+	}{
+		{"inside a chunk", 1},
+		{"chunk edge", 3},
+		{"hole", 10},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := repofixture.New(t, pass)
+			im := &repofixture.Image{Size: 2*manifest.RegionSize + 10, Pieces: []repofixture.Piece{{Off: manifest.RegionSize, Data: data}}}
+			d := f.Disk(0, im, func(ri int, m *manifest.RegionMap) {
+				if ri == 1 {
+					m.Blocks[c.block] = manifest.BlockHash([]byte("something else"))
+				}
+			})
+			snap := f.Snapshot("s", d)
+			_, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
+			if !errors.Is(err, ErrMismatch) {
+				t.Fatalf("err = %v, want ErrMismatch", err)
+			}
+			want := manifest.RegionSize + c.block*manifest.BlockSize
+			if !strings.Contains(err.Error(), "offset "+strconv.Itoa(want)) {
+				t.Fatalf("error %q does not name the block at %d", err, want)
+			}
+		})
 	}
-	want := manifest.RegionSize + 3*manifest.BlockSize
-	if !strings.Contains(err.Error(), "offset "+strconv.Itoa(want)) {
-		t.Fatalf("error %q does not name the block at %d", err, want)
+}
+
+// TestClassify checks which blocks restore reads back: those that are
+// neither inside one chunk nor a hole, including a short last block.
+func TestClassify(t *testing.T) {
+	const bs = manifest.BlockSize
+	regionLen := int64(6*bs + 100)
+	m := &manifest.RegionMap{
+		Extents: []manifest.Extent{
+			{Offset: 0, Length: 2 * bs},          // blocks 0, 1 inside
+			{Offset: 2 * bs, Length: bs + 10},    // block 2 inside; block 3 starts here...
+			{Offset: 3*bs + 10, Length: bs - 20}, // ...and ends in this one, then a hole: 3 is read back
+			{Offset: 6*bs + 50, Length: 50},      // the short last block: part hole, read back
+		},
+		Blocks: make([]manifest.BlockSum, 7),
+	}
+	for _, b := range []int{4, 5} { // holes
+		m.Blocks[b] = manifest.ZeroBlockHash(bs)
+	}
+	got, err := classify(m, regionLen, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []int32{3, 6}; !slices.Equal(got, want) {
+		t.Fatalf("read back %v, want %v", got, want)
+	}
+	m.Extents[3] = manifest.Extent{Offset: 6 * bs, Length: 100} // the last block inside one chunk
+	if got, err = classify(m, regionLen, 0); err != nil || !slices.Equal(got, []int32{3}) {
+		t.Fatalf("read back %v (%v), want [3]", got, err)
+	}
+	m.Blocks[5] = manifest.BlockHash([]byte("x")) // a hole that was not zero at backup
+	if _, err := classify(m, regionLen, 7*manifest.RegionSize); !errors.Is(err, ErrMismatch) ||
+		!strings.Contains(err.Error(), strconv.Itoa(7*manifest.RegionSize+5*bs)) {
+		t.Fatalf("hole with a non-zero hash: %v", err)
 	}
 }
 
@@ -313,60 +367,6 @@ func TestRestoreExtentLengthMismatch(t *testing.T) {
 	_, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
 	if err == nil || !strings.Contains(err.Error(), "disk map says 11") {
 		t.Fatalf("extent length mismatch: %v", err)
-	}
-}
-
-func TestHashRegion(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "f")
-	size := int64(manifest.RegionSize + 3*manifest.BlockSize + 10)
-	fh, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	if err := fh.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	data := []byte("some data")
-	if _, err := fh.WriteAt(data, manifest.RegionSize+manifest.BlockSize+1); err != nil {
-		t.Fatal(err)
-	}
-	// A block written with zeros hashes like a hole.
-	if _, err := fh.WriteAt(make([]byte, 100), 5*manifest.BlockSize); err != nil {
-		t.Fatal(err)
-	}
-	r0, err := HashRegion(fh, size, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(r0) != manifest.BlocksPerRegion {
-		t.Fatalf("%d blocks", len(r0))
-	}
-	for i, h := range r0 {
-		if h != manifest.ZeroBlockHash(manifest.BlockSize) {
-			t.Fatalf("block %d of a zero region hashes as %s", i, h)
-		}
-	}
-	r1, err := HashRegion(fh, size, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(r1) != 4 {
-		t.Fatalf("last region has %d blocks, want 4", len(r1))
-	}
-	block := make([]byte, manifest.BlockSize)
-	copy(block[1:], data)
-	want := []manifest.BlockSum{
-		manifest.ZeroBlockHash(manifest.BlockSize),
-		manifest.BlockHash(block),
-		manifest.ZeroBlockHash(manifest.BlockSize),
-		manifest.ZeroBlockHash(10),
-	}
-	for i := range want {
-		if r1[i] != want[i] {
-			t.Fatalf("block %d: %s, want %s", i, r1[i], want[i])
-		}
 	}
 }
 
