@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"runtime"
@@ -21,7 +20,6 @@ import (
 	"github.com/cofferhq/coffer/internal/index"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/repo"
-	"github.com/cofferhq/coffer/internal/store"
 )
 
 // ErrMismatch is returned when the restored disk does not match the digest
@@ -96,16 +94,6 @@ func (rs *Restorer) Progress() Progress {
 const (
 	windowRegions = 64
 	windowGrowth  = 4
-)
-
-// maxGap is the largest run of unneeded bytes read through rather than
-// starting a new ranged read: at about a millisecond of store CPU per
-// request, reading 1 MiB through costs about as much as a new request.
-// maxRange bounds one read; blobs are streamed, so it costs no memory, and
-// a 16 MiB pack is usually one read.
-const (
-	maxGap   = 1 << 20
-	maxRange = 64 << 20
 )
 
 // Run restores the disk into the file at path.
@@ -293,31 +281,25 @@ func (rs *Restorer) pipeline(ctx context.Context, f *os.File, regions []crypto.I
 func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int) (*window, error) {
 	w := &window{first: first, maps: make([]*manifest.RegionMap, len(regions)),
 		pending: make([]atomic.Int32, len(regions)), readBack: make([][]int32, len(regions))}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(rs.opt.Workers)
-	for i := range regions {
-		g.Go(func() error {
-			ri := first + i
-			b, err := rs.r.LoadBlob(gctx, regions[i])
-			if err != nil {
-				return fmt.Errorf("disk %d region %d map: %w", rs.disk.Index, ri, err)
+	// The maps of a window were mostly written next to each other, so
+	// they come in a few ranged reads rather than one request each.
+	err := rs.r.LoadBlobs(ctx, regions, rs.opt.Workers, func(i int, b []byte) error {
+		ri := first + i
+		regionLen := min(manifest.RegionSize, rs.disk.Size-int64(ri)*manifest.RegionSize)
+		m, err := manifest.DecodeRegionMap(b, regionLen)
+		if err != nil {
+			return fmt.Errorf("disk %d region %d map %s: %w", rs.disk.Index, ri, regions[i], err)
+		}
+		if !rs.opt.NoVerify {
+			if w.readBack[i], err = classify(m, regionLen, int64(ri)*manifest.RegionSize); err != nil {
+				return err
 			}
-			regionLen := min(manifest.RegionSize, rs.disk.Size-int64(ri)*manifest.RegionSize)
-			m, err := manifest.DecodeRegionMap(b, regionLen)
-			if err != nil {
-				return fmt.Errorf("disk %d region %d map %s: %w", rs.disk.Index, ri, regions[i], err)
-			}
-			if !rs.opt.NoVerify {
-				if w.readBack[i], err = classify(m, regionLen, int64(ri)*manifest.RegionSize); err != nil {
-					return err
-				}
-			}
-			w.maps[i] = m
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+		}
+		w.maps[i] = m
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("disk %d region maps: %w", rs.disk.Index, err)
 	}
 	jobs := map[crypto.ID]*blobJob{}
 	for i := range regions {
@@ -336,26 +318,12 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int) (*
 		}
 	}
 	w.chunks = len(jobs)
-	byPack := map[[32]byte][]*blobJob{}
+	list := make([]*blobJob, 0, len(jobs))
 	for _, j := range jobs {
-		byPack[j.loc.Pack] = append(byPack[j.loc.Pack], j)
+		list = append(list, j)
 	}
-	for _, list := range byPack {
-		slices.SortFunc(list, func(a, b *blobJob) int { return int(a.loc.Offset) - int(b.loc.Offset) })
-		for len(list) > 0 {
-			n := 1
-			for n < len(list) {
-				prevEnd := int64(list[n-1].loc.Offset) + int64(list[n-1].loc.Length)
-				gap := int64(list[n].loc.Offset) - prevEnd
-				span := int64(list[n].loc.Offset) + int64(list[n].loc.Length) - int64(list[0].loc.Offset)
-				if gap > maxGap || span > maxRange {
-					break
-				}
-				n++
-			}
-			w.batches = append(w.batches, w.newBatch(list[:n]))
-			list = list[n:]
-		}
+	for _, run := range repo.Ranges(list, jobLoc, repo.MaxGap, repo.MaxRange) {
+		w.batches = append(w.batches, w.newBatch(run))
 	}
 	// Fetch in disk order, so regions complete (and are verified) early
 	// and one after another rather than all at the end of the window.
@@ -419,27 +387,22 @@ func (w *window) newBatch(jobs []*blobJob) batch {
 }
 
 // scratch is one fetch worker's memory: one sealed blob and the buffers
-// that open it. A fixed number of them exist (Options.Workers), handed out
-// through a channel, so a restore's memory depends neither on the disk's
-// size nor on how long its ranged reads are.
+// that open it.
 type scratch struct {
 	buf  []byte
 	blob repo.BlobBuffers
 }
 
-// fetch streams one range of a pack and writes each blob in it as it
-// arrives. Only one sealed blob is held at a time, so a range may span most
-// of a pack: fewer, longer requests, which costs the store far less than
-// many short ones (MinIO spends over a millisecond of CPU per GET), and the
-// next blob arrives in the socket buffer while this one is decrypted. A
-// store that retries a broken download calls the reader function again
-// from the start of the range; blobs already written are read past, not
-// written twice.
+// jobLoc is where a job's chunk is stored.
+func jobLoc(j *blobJob) index.Location { return j.loc }
+
+// fetch reads one range of a pack (a batch) and writes each blob in it as
+// it arrives (repo.StreamBlobs): only one sealed blob is held at a time, so
+// a range may span most of a pack, and the next blob arrives in the socket
+// buffer while this one is decrypted. A worker's buffers come from a fixed
+// pool (Options.Workers), so a restore's memory depends neither on the
+// disk's size nor on how long its ranged reads are.
 func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) error {
-	first, last := batch[0].loc, batch[len(batch)-1].loc
-	start := int64(first.Offset)
-	length := int64(last.Offset) + int64(last.Length) - start
-	name := repo.PackName(first.Pack)
 	var sc *scratch
 	select {
 	case sc = <-rs.scratch:
@@ -447,9 +410,6 @@ func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) err
 		return ctx.Err()
 	}
 	defer func() { rs.scratch <- sc }()
-	if cap(sc.buf) < minScratch {
-		sc.buf = make([]byte, minScratch)
-	}
 	// With verification on, every block written is compared with its
 	// recorded hash, which covers the chunks' plaintext: the per-chunk
 	// keyed hash would check the same bytes a second time.
@@ -457,56 +417,14 @@ func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) err
 	if rs.opt.NoVerify {
 		h = rs.r.Keys().NewIDHasher()
 	}
-	done := 0 // blobs written, across retries of the download
-	var werr error
-	err := rs.r.Store().Get(ctx, name, start, length, func(r io.Reader) error {
-		pos := start
-		for i, j := range batch {
-			if err := skip(r, int64(j.loc.Offset)-pos, sc.buf); err != nil {
-				return err
-			}
-			n := int(j.loc.Length)
-			if cap(sc.buf) < n {
-				sc.buf = make([]byte, n)
-			}
-			sealed := sc.buf[:n]
-			if _, err := io.ReadFull(r, sealed); err != nil {
-				return err
-			}
-			pos = int64(j.loc.Offset) + int64(n)
-			if i < done {
-				continue
-			}
-			if werr = rs.writeBlob(f, h, j, name, sealed, &sc.blob); werr != nil {
-				return &store.PermanentError{Err: werr} // retrying the download cannot help
-			}
-			done = i + 1
-		}
-		return nil
+	name := repo.PackName(batch[0].loc.Pack)
+	n, err := repo.StreamBlobs(ctx, rs.r.Store(), batch, jobLoc, &sc.buf, func(j *blobJob, sealed []byte) error {
+		return rs.writeBlob(f, h, j, name, sealed, &sc.blob)
 	})
-	if werr != nil {
-		return werr
-	}
 	if err != nil {
-		return fmt.Errorf("reading pack %s: %w", name, err)
+		return err
 	}
-	rs.fetched.Add(length)
-	return nil
-}
-
-// minScratch is the least a worker's blob buffer holds; it also serves to
-// read past the gaps between wanted blobs.
-const minScratch = 1 << 20
-
-// skip reads and drops n bytes of r, through buf.
-func skip(r io.Reader, n int64, buf []byte) error {
-	for n > 0 {
-		k, err := io.ReadFull(r, buf[:min(int64(len(buf)), n)])
-		n -= int64(k)
-		if err != nil {
-			return err
-		}
-	}
+	rs.fetched.Add(n)
 	return nil
 }
 
