@@ -42,7 +42,10 @@ func roundTrip(t *testing.T, a *agent, repoURL string) {
 	if r1["verified"] != true {
 		t.Errorf("restore not verified: %v", r1)
 	}
-	a.ok("restore", "latest", "--name", "vm", "--to", out2)
+	// --read-back verifies by reading every block back instead.
+	if r2 := summary(t, a.ok("restore", "latest", "--name", "vm", "--to", out2, "--read-back", "--json")); r2["verified"] != true {
+		t.Errorf("restore --read-back not verified: %v", r2)
+	}
 	sameFile(t, n1, out1)
 	sameFile(t, n2, out2)
 

@@ -17,6 +17,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		format    string
 		overwrite bool
 		noVerify  bool
+		readBack  bool
 		sync      bool
 		workers   int
 	)
@@ -26,8 +27,9 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		Long: `Restore one disk of a snapshot (an ID prefix, or "latest" with --name) to a
 new raw image file. The output is sparse where the disk was empty. Every
 64 KiB block is compared with the hash recorded at backup time, as it is
-written (blocks shared by two chunks are read back from the output), and then
-the whole-disk digest; a mismatch exits non-zero.`,
+written (blocks shared by two chunks are read back from the output; with
+--read-back, every block is), and then the whole-disk digest; a mismatch exits
+non-zero.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usageError{Err: errors.New("restore needs exactly one SNAPSHOT (an ID prefix, or latest)")}
@@ -59,7 +61,7 @@ the whole-disk digest; a mismatch exits non-zero.`,
 			if _, err := r.IndexOrphanPacks(ctx, false); err != nil {
 				return err
 			}
-			res, err := restore.New(r, &snap.Disks[disk], restore.Options{Overwrite: overwrite, NoVerify: noVerify, Sync: sync, Workers: workers}).Run(ctx, to)
+			res, err := restore.New(r, &snap.Disks[disk], restore.Options{Overwrite: overwrite, NoVerify: noVerify, ReadBack: readBack, Sync: sync, Workers: workers}).Run(ctx, to)
 			if err != nil {
 				return err
 			}
@@ -91,6 +93,7 @@ the whole-disk digest; a mismatch exits non-zero.`,
 	f.StringVar(&format, "format", "raw", "output format (raw; vhd and qcow2 come later)")
 	f.BoolVar(&overwrite, "overwrite", false, "replace an existing output file")
 	f.BoolVar(&noVerify, "no-verify", false, "skip comparing the output with the hashes and digest recorded at backup")
+	f.BoolVar(&readBack, "read-back", false, "verify by reading every written block back from the output (slower; also catches a file system that loses a write)")
 	f.IntVar(&workers, "workers", 0, "concurrent pack reads (default two per core)")
 	f.BoolVar(&sync, "sync", false, "fsync the output before exiting (like cp, coffer otherwise leaves writeback to the kernel)")
 	return cmd

@@ -32,6 +32,11 @@ type Options struct {
 	Overwrite bool // allow replacing an existing output file
 	NoVerify  bool // skip comparing the output with the recorded hashes (not recommended)
 	Sync      bool // fsync the output before returning
+	// ReadBack reads every written block back from the output to compare
+	// it, rather than hashing the blocks inside one chunk as they are
+	// written: slower, and it also catches a file system that loses or
+	// misplaces a write (for restore drills).
+	ReadBack bool
 }
 
 // Progress counts a running restore.
@@ -291,7 +296,7 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int) (*
 			return fmt.Errorf("disk %d region %d map %s: %w", rs.disk.Index, ri, regions[i], err)
 		}
 		if !rs.opt.NoVerify {
-			if w.readBack[i], err = classify(m, regionLen, int64(ri)*manifest.RegionSize); err != nil {
+			if w.readBack[i], err = classify(m, regionLen, int64(ri)*manifest.RegionSize, rs.opt.ReadBack); err != nil {
 				return err
 			}
 		}
@@ -440,7 +445,7 @@ func (rs *Restorer) writeBlob(f *os.File, h *crypto.IDHasher, j *blobJob, pack s
 		if int(t.length) != len(plain) {
 			return fmt.Errorf("%s: chunk is %d bytes but the disk map says %d", where, len(plain), t.length)
 		}
-		if !rs.opt.NoVerify {
+		if !rs.opt.NoVerify && !rs.opt.ReadBack {
 			if err := checkWhole(t, plain, rs.disk.Size); err != nil {
 				return err
 			}
@@ -467,8 +472,9 @@ func (rs *Restorer) writeBlob(f *os.File, h *crypto.IDHasher, j *blobJob, pack s
 //     chunk's edge and a hole) is read back from the output once the region
 //     is written (verifyRegion).
 //
-// It returns the blocks of the last kind.
-func classify(m *manifest.RegionMap, regionLen, base int64) (readBack []int32, err error) {
+// It returns the blocks of the last kind, and with all set those of the
+// first kind too (Options.ReadBack).
+func classify(m *manifest.RegionMap, regionLen, base int64, all bool) (readBack []int32, err error) {
 	e := 0 // the first extent that ends after the block starts
 	for b := range m.Blocks {
 		lo := int64(b) * manifest.BlockSize
@@ -481,7 +487,7 @@ func classify(m *manifest.RegionMap, regionLen, base int64) (readBack []int32, e
 			if m.Blocks[b] != manifest.ZeroBlockHash(int(hi-lo)) {
 				return nil, blockMismatch(base + lo)
 			}
-		case int64(m.Extents[e].Offset) > lo || int64(m.Extents[e].Offset)+int64(m.Extents[e].Length) < hi:
+		case all || int64(m.Extents[e].Offset) > lo || int64(m.Extents[e].Offset)+int64(m.Extents[e].Length) < hi:
 			readBack = append(readBack, int32(b))
 		}
 	}

@@ -243,13 +243,16 @@ func TestRestoreBlockHashMismatch(t *testing.T) {
 				}
 			})
 			snap := f.Snapshot("s", d)
-			_, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
-			if !errors.Is(err, ErrMismatch) {
-				t.Fatalf("err = %v, want ErrMismatch", err)
-			}
-			want := manifest.RegionSize + c.block*manifest.BlockSize
-			if !strings.Contains(err.Error(), "offset "+strconv.Itoa(want)) {
-				t.Fatalf("error %q does not name the block at %d", err, want)
+			r := f.Reopen()
+			for _, readBack := range []bool{false, true} {
+				_, err := New(r, &snap.Disks[0], Options{ReadBack: readBack}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
+				if !errors.Is(err, ErrMismatch) {
+					t.Fatalf("ReadBack %v: err = %v, want ErrMismatch", readBack, err)
+				}
+				want := manifest.RegionSize + c.block*manifest.BlockSize
+				if !strings.Contains(err.Error(), "offset "+strconv.Itoa(want)) {
+					t.Fatalf("ReadBack %v: error %q does not name the block at %d", readBack, err, want)
+				}
 			}
 		})
 	}
@@ -272,19 +275,22 @@ func TestClassify(t *testing.T) {
 	for _, b := range []int{4, 5} { // holes
 		m.Blocks[b] = manifest.ZeroBlockHash(bs)
 	}
-	got, err := classify(m, regionLen, 0)
+	got, err := classify(m, regionLen, 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []int32{3, 6}; !slices.Equal(got, want) {
 		t.Fatalf("read back %v, want %v", got, want)
 	}
+	if got, err = classify(m, regionLen, 0, true); err != nil || !slices.Equal(got, []int32{0, 1, 2, 3, 6}) {
+		t.Fatalf("read back all: %v (%v), want every block but the holes", got, err)
+	}
 	m.Extents[3] = manifest.Extent{Offset: 6 * bs, Length: 100} // the last block inside one chunk
-	if got, err = classify(m, regionLen, 0); err != nil || !slices.Equal(got, []int32{3}) {
+	if got, err = classify(m, regionLen, 0, false); err != nil || !slices.Equal(got, []int32{3}) {
 		t.Fatalf("read back %v (%v), want [3]", got, err)
 	}
 	m.Blocks[5] = manifest.BlockHash([]byte("x")) // a hole that was not zero at backup
-	if _, err := classify(m, regionLen, 7*manifest.RegionSize); !errors.Is(err, ErrMismatch) ||
+	if _, err := classify(m, regionLen, 7*manifest.RegionSize, false); !errors.Is(err, ErrMismatch) ||
 		!strings.Contains(err.Error(), strconv.Itoa(7*manifest.RegionSize+5*bs)) {
 		t.Fatalf("hole with a non-zero hash: %v", err)
 	}
