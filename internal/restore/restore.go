@@ -94,8 +94,7 @@ func (rs *Restorer) Progress() Progress {
 // grow from one region to this size (1, 4, 16, 64, 64, ...), so that the
 // first fetches start after one region map is loaded, and then few windows
 // share a pack: each window reads a pack it needs at least once, and every
-// read costs the store about a millisecond of CPU (a 4 GiB disk: 206 reads
-// with windows of at most 16 regions, 177 with these).
+// read costs the store about a millisecond of CPU.
 const (
 	windowRegions = 64
 	windowGrowth  = 4
@@ -293,7 +292,7 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int) (*
 		regionLen := min(manifest.RegionSize, rs.disk.Size-int64(ri)*manifest.RegionSize)
 		m, err := manifest.DecodeRegionMap(b, regionLen)
 		if err != nil {
-			return fmt.Errorf("disk %d region %d map %s: %w", rs.disk.Index, ri, regions[i], err)
+			return fmt.Errorf("region %d map %s: %w", ri, regions[i], err)
 		}
 		if !rs.opt.NoVerify {
 			if w.readBack[i], err = classify(m, regionLen, int64(ri)*manifest.RegionSize, rs.opt.ReadBack); err != nil {
