@@ -145,23 +145,23 @@ func skip(r io.Reader, n int64, buf []byte) error {
 // many small blobs that backups wrote next to each other.
 func (r *Repo) LoadBlobs(ctx context.Context, ids []crypto.ID, workers int, fn func(i int, plain []byte) error) error {
 	type item struct {
-		i    int   // first position of the blob in ids
-		also []int // its other positions
-		loc  index.Location
+		id  crypto.ID
+		pos []int // its positions in ids
+		loc index.Location
 	}
 	var items []item
 	seen := map[crypto.ID]int{} // ID -> index in items
 	for i, id := range ids {
 		if k, ok := seen[id]; ok {
-			items[k].also = append(items[k].also, i)
+			items[k].pos = append(items[k].pos, i)
 			continue
 		}
-		loc, ok := r.Index.Lookup(id)
-		if !ok {
-			return fmt.Errorf("blob %s is not in the index: the repository is missing data (run coffer check)", id)
+		loc, err := r.locate(id)
+		if err != nil {
+			return err
 		}
 		seen[id] = len(items)
-		items = append(items, item{i: i, loc: loc})
+		items = append(items, item{id: id, pos: []int{i}, loc: loc})
 	}
 	where := func(it item) index.Location { return it.loc }
 	g, gctx := errgroup.WithContext(ctx)
@@ -171,12 +171,11 @@ func (r *Repo) LoadBlobs(ctx context.Context, ids []crypto.ID, workers int, fn f
 			var buf []byte
 			h := r.keys.NewIDHasher()
 			_, err := StreamBlobs(gctx, r.st, run, where, &buf, func(it item, sealed []byte) error {
-				what := fmt.Sprintf("blob %s in pack %s", ids[it.i], PackName(it.loc.Pack))
-				plain, err := r.OpenBlob(h, it.loc.Type, it.loc.Flags, ids[it.i], sealed, nil, what)
+				plain, err := r.OpenBlob(h, it.loc.Type, it.loc.Flags, it.id, sealed, nil, blobWhere(it.id, it.loc))
 				if err != nil {
 					return err
 				}
-				for _, i := range append([]int{it.i}, it.also...) {
+				for _, i := range it.pos {
 					if err := fn(i, plain); err != nil {
 						return err
 					}

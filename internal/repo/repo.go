@@ -515,15 +515,28 @@ func (r *Repo) finishBlob(h *crypto.IDHasher, flags uint8, id crypto.ID, plain [
 
 // LoadBlob reads one blob by ID through the index.
 func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
-	loc, ok := r.Index.Lookup(id)
-	if !ok {
-		return nil, fmt.Errorf("blob %s is not in the index: the repository is missing data (run coffer check)", id)
+	loc, err := r.locate(id)
+	if err != nil {
+		return nil, err
 	}
-	name := PackName(loc.Pack)
-	sealed, err := store.ReadRange(ctx, r.st, name, int64(loc.Offset), int64(loc.Length))
+	sealed, err := store.ReadRange(ctx, r.st, PackName(loc.Pack), int64(loc.Offset), int64(loc.Length))
 	if err != nil {
 		return nil, fmt.Errorf("reading blob %s: %w", id, err)
 	}
-	where := fmt.Sprintf("blob %s in pack %s", id, name)
-	return r.OpenBlob(r.keys.NewIDHasher(), loc.Type, loc.Flags, id, sealed, nil, where)
+	return r.OpenBlob(r.keys.NewIDHasher(), loc.Type, loc.Flags, id, sealed, nil, blobWhere(id, loc))
+}
+
+// locate looks a blob up in the index, with an error that says what to do
+// when it is not there.
+func (r *Repo) locate(id crypto.ID) (index.Location, error) {
+	loc, ok := r.Index.Lookup(id)
+	if !ok {
+		return loc, fmt.Errorf("blob %s is not in the index: the repository is missing data (run coffer check)", id)
+	}
+	return loc, nil
+}
+
+// blobWhere names a blob and its pack in errors.
+func blobWhere(id crypto.ID, loc index.Location) string {
+	return fmt.Sprintf("blob %s in pack %s", id, PackName(loc.Pack))
 }
