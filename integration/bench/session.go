@@ -51,6 +51,9 @@ type bench struct {
 	live       string // the path every tool backs up
 	minioDir   string // MinIO's data directory
 	noDrop     bool   // the page cache cannot be dropped here
+	// endlessReporting: the guest reports free pages to its host without
+	// a pause (see settle).
+	endlessReporting bool
 }
 
 // Results is everything bench.json holds.
