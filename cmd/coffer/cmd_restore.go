@@ -58,9 +58,8 @@ non-zero.`,
 			if err := g.loadIndex(ctx, r); err != nil {
 				return err
 			}
-			if _, err := r.IndexOrphanPacks(ctx, false); err != nil {
-				return err
-			}
+			// Packs that no intact index lists are looked for only if a
+			// chunk is missing from the index (repo.Locate).
 			res, err := restore.New(r, &snap.Disks[disk], restore.Options{Overwrite: overwrite, NoVerify: noVerify, ReadBack: readBack, Sync: sync, Workers: workers}).Run(ctx, to)
 			if err != nil {
 				return err

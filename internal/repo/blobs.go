@@ -156,7 +156,7 @@ func (r *Repo) LoadBlobs(ctx context.Context, ids []crypto.ID, workers int, fn f
 			items[k].pos = append(items[k].pos, i)
 			continue
 		}
-		loc, err := r.locate(id)
+		loc, err := r.Locate(ctx, id)
 		if err != nil {
 			return err
 		}

@@ -14,8 +14,16 @@ import (
 // in-memory index. With save it also writes an index file for them, so later
 // runs need not read their headers again and a resumed backup reuses them
 // instead of uploading them again. Call it after LoadIndex. It returns how
-// many packs it recovered.
+// many packs it recovered. Readers need not call it: Locate does when a
+// blob is missing from the index.
 func (r *Repo) IndexOrphanPacks(ctx context.Context, save bool) (int, error) {
+	r.orphansMu.Lock()
+	defer r.orphansMu.Unlock()
+	return r.indexOrphans(ctx, save)
+}
+
+// indexOrphans is IndexOrphanPacks; the caller holds orphansMu.
+func (r *Repo) indexOrphans(ctx context.Context, save bool) (int, error) {
 	var orphans []store.Info
 	err := r.st.List(ctx, DataPrefix, func(i store.Info) error {
 		id, err := ParsePackName(i.Name)
@@ -42,11 +50,11 @@ func (r *Repo) IndexOrphanPacks(ctx context.Context, save bool) (int, error) {
 		r.Index.AddPack(id, entries)
 		f.Packs = append(f.Packs, index.PackBlobs{Pack: id, Blobs: entries})
 	}
-	if len(f.Packs) == 0 || !save {
-		return len(f.Packs), nil
+	if len(f.Packs) > 0 && save {
+		if _, err := r.SaveIndexFile(ctx, f); err != nil {
+			return 0, err
+		}
 	}
-	if _, err := r.SaveIndexFile(ctx, f); err != nil {
-		return 0, err
-	}
+	r.orphansDone = true
 	return len(f.Packs), nil
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -117,6 +118,11 @@ type Repo struct {
 	Index *index.Index
 	dec   *zstd.Decoder
 	slot  string // the key slot the repository was opened with
+
+	// orphansMu guards orphansDone: whether IndexOrphanPacks has run, so
+	// that Locate lists the packs at most once per Repo.
+	orphansMu   sync.Mutex
+	orphansDone bool
 }
 
 // OpenedSlot names the key slot the passphrase opened ("" after Init).
@@ -515,7 +521,7 @@ func (r *Repo) finishBlob(h *crypto.IDHasher, flags uint8, id crypto.ID, plain [
 
 // LoadBlob reads one blob by ID through the index.
 func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
-	loc, err := r.locate(id)
+	loc, err := r.Locate(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -526,14 +532,38 @@ func (r *Repo) LoadBlob(ctx context.Context, id crypto.ID) ([]byte, error) {
 	return r.OpenBlob(r.keys.NewIDHasher(), loc.Type, loc.Flags, id, sealed, nil, blobWhere(id, loc))
 }
 
-// locate looks a blob up in the index, with an error that says what to do
-// when it is not there.
-func (r *Repo) locate(id crypto.ID) (index.Location, error) {
+// Locate looks a blob up in the index. A blob that is not there may be in a
+// pack that no intact index file lists (a damaged index file was skipped
+// when loading, or a backup was killed before writing its index): on the
+// first miss, Locate indexes such packs from their headers
+// (IndexOrphanPacks, in memory only) and looks again. Readers thus list the
+// repository's packs only when an index falls short, not on every run: a
+// large tenant has hundreds of thousands of packs. The error says what to
+// do when the blob is nowhere.
+func (r *Repo) Locate(ctx context.Context, id crypto.ID) (index.Location, error) {
+	if loc, ok := r.Index.Lookup(id); ok {
+		return loc, nil
+	}
+	if err := r.indexOrphansOnce(ctx); err != nil {
+		return index.Location{}, fmt.Errorf("looking for blob %s outside the index: %w", id, err)
+	}
 	loc, ok := r.Index.Lookup(id)
 	if !ok {
 		return loc, fmt.Errorf("blob %s is not in the index: the repository is missing data (run coffer check)", id)
 	}
 	return loc, nil
+}
+
+// indexOrphansOnce runs IndexOrphanPacks (without saving) unless it has
+// run on this Repo already.
+func (r *Repo) indexOrphansOnce(ctx context.Context) error {
+	r.orphansMu.Lock()
+	defer r.orphansMu.Unlock()
+	if r.orphansDone {
+		return nil
+	}
+	_, err := r.indexOrphans(ctx, false)
+	return err
 }
 
 // blobWhere names a blob and its pack in errors.

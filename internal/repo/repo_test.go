@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -670,6 +671,38 @@ func TestIndexFilesAndOrphans(t *testing.T) {
 			t.Fatalf("blob %d of the damaged index's pack: %+v %v", i, loc, ok)
 		}
 	}
+
+	// Locate does the same on its own, listing the packs once: on the
+	// first blob it cannot find, not before and not again.
+	lst := &listCounter{Store: st}
+	o5, err := Open(ctx, lst, []byte(pass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o5.LoadIndex(ctx, func(string, error) {}); err != nil {
+		t.Fatal(err)
+	}
+	lists := lst.lists.Load()
+	if loc, err := o5.Locate(ctx, e2[0].ID); err != nil || loc.Pack == id1 || lst.lists.Load() != lists {
+		t.Fatalf("Locate of an indexed blob: %+v, %v, %d lists", loc, err, lst.lists.Load()-lists)
+	}
+	if loc, err := o5.Locate(ctx, e1[1].ID); err != nil || loc.Pack != id1 || lst.lists.Load() != lists+1 {
+		t.Fatalf("Locate of a blob in the damaged index's pack: %+v, %v, %d lists", loc, err, lst.lists.Load()-lists)
+	}
+	if _, err := o5.Locate(ctx, crypto.ID{7}); err == nil || !strings.Contains(err.Error(), "not in the index") || lst.lists.Load() != lists+1 {
+		t.Fatalf("Locate of a blob stored nowhere: %v, %d lists", err, lst.lists.Load()-lists)
+	}
+}
+
+// listCounter counts a store's List calls.
+type listCounter struct {
+	store.Store
+	lists atomic.Int32
+}
+
+func (l *listCounter) List(ctx context.Context, prefix string, fn func(store.Info) error) error {
+	l.lists.Add(1)
+	return l.Store.List(ctx, prefix, fn)
 }
 
 // TestSealedObjects: LoadSealed checks the content name and the AD.

@@ -311,9 +311,9 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int) (*
 		for _, e := range w.maps[i].Extents {
 			j := jobs[e.ID]
 			if j == nil {
-				loc, ok := rs.r.Index.Lookup(e.ID)
-				if !ok {
-					return nil, fmt.Errorf("chunk %s (disk offset %d) is not in the index: the repository is missing data; run coffer check", e.ID, base+int64(e.Offset))
+				loc, err := rs.r.Locate(ctx, e.ID)
+				if err != nil {
+					return nil, fmt.Errorf("chunk at disk offset %d: %w", base+int64(e.Offset), err)
 				}
 				j = &blobJob{loc: loc, id: e.ID}
 				jobs[e.ID] = j
