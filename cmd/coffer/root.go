@@ -10,13 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 	"gopkg.in/yaml.v3"
 
+	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
@@ -29,7 +29,7 @@ type globals struct {
 	passwordFile string
 	json         bool
 	quiet        bool
-	cpuProfile   string
+	profile      cli.Profile
 	vaultCA      string
 
 	stdout, stderr io.Writer
@@ -75,28 +75,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&g.vaultCA, "vault-ca", os.Getenv(store.EnvVaultCA), "PEM file of CA certificates to trust for the vault (env COFFER_VAULT_CA; init saves it in the config)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	pf.BoolVar(&g.quiet, "quiet", false, "print only errors")
-	pf.StringVar(&g.cpuProfile, "cpu-profile", "", "write a CPU profile (pprof) to this file")
-	_ = pf.MarkHidden("cpu-profile")
-	root.PersistentPreRunE = func(*cobra.Command, []string) error {
-		if g.cpuProfile == "" {
-			return nil
-		}
-		f, err := os.Create(g.cpuProfile)
-		if err != nil {
-			return err
-		}
-		return pprof.StartCPUProfile(f)
-	}
+	g.profile.AddFlag(pf)
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
 	root.AddCommand(newInitCmd(g), newBackupCmd(g), newSnapshotsCmd(g), newRestoreCmd(g), newCheckCmd(g), newKeyCmd(g), newDebugCmd(g))
 
 	err := root.ExecuteContext(ctx)
-	if g.cpuProfile != "" {
-		pprof.StopCPUProfile()
-		if f, ferr := os.Create(g.cpuProfile + ".heap"); ferr == nil {
-			_ = pprof.Lookup("allocs").WriteTo(f, 0)
-			f.Close()
-		}
-	}
+	g.profile.Stop()
+
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command") || err != nil && strings.Contains(err.Error(), "accepts ") {
 		err = usageError{Err: err}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/vault/ledger"
 	"github.com/cofferhq/coffer/vault/registry"
@@ -26,6 +27,7 @@ const defaultStore = "file://./coffer-vault"
 type globals struct {
 	storeURL string
 	json     bool
+	profile  cli.Profile
 
 	stdout, stderr io.Writer
 	// log is the structured logger (JSON on stderr).
@@ -42,6 +44,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := newRoot(g)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
+	g.profile.Stop()
 	if err != nil && (strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "accepts ") ||
 		strings.Contains(err.Error(), "requires ")) {
 		err = usageError{Err: err}
@@ -74,6 +77,8 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.storeURL, "store", envOr(EnvStore, defaultStore),
 		"the vault's store: file:///dir or s3://host:port/bucket[/prefix] (env "+EnvStore+"; S3 keys from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
+	g.profile.AddFlag(pf)
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
 	root.AddCommand(newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g))
 	if serveCommand != nil {
 		root.AddCommand(serveCommand(g))
