@@ -52,7 +52,13 @@ type Result struct {
 	Snapshot   *manifest.Snapshot
 	Progress
 	RecoveredPacks int
-	Duration       time.Duration
+	// TempRemoved and TempRemovedBytes count the temporary files of
+	// writers that died mid-put (a killed backup on a local directory),
+	// removed before this run; TempWarning says why some could not be.
+	TempRemoved      int
+	TempRemovedBytes int64
+	TempWarning      string
+	Duration         time.Duration
 }
 
 // Backup is one run of the pipeline over one source.
@@ -113,6 +119,13 @@ func (b *Backup) Run(ctx context.Context) (*Result, error) {
 	recovered, err := b.r.IndexOrphanPacks(ctx, true)
 	if err != nil {
 		return nil, err
+	}
+	// What a killed run left half-written is garbage (its finished packs
+	// were just indexed); failing to remove it is no reason not to back up.
+	tempFiles, tempBytes, terr := store.RemoveStaleTemp(ctx, b.r.Store())
+	tempWarning := ""
+	if terr != nil {
+		tempWarning = terr.Error()
 	}
 	nreg := manifest.Regions(b.size)
 	regionIDs := make([]crypto.ID, nreg)
@@ -197,7 +210,8 @@ func (b *Backup) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{SnapshotID: id, Snapshot: snap, Progress: b.Progress(), RecoveredPacks: recovered, Duration: time.Since(start)}, nil
+	return &Result{SnapshotID: id, Snapshot: snap, Progress: b.Progress(), RecoveredPacks: recovered,
+		TempRemoved: tempFiles, TempRemovedBytes: tempBytes, TempWarning: tempWarning, Duration: time.Since(start)}, nil
 }
 
 // storeLists stores the list chunks naming the region maps.

@@ -3,15 +3,18 @@ package uploader_test
 import (
 	"bytes"
 	"context"
-	"github.com/cofferhq/coffer/internal/testutil/testfile"
+	"errors"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/restore"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/testutil/testfile"
 	"github.com/cofferhq/coffer/uploader"
 )
 
@@ -125,13 +128,29 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 		t.Fatal("restored image differs")
 	}
 
-	// A second backup of the same image stores no new data chunks.
+	// A second backup of the same image stores no new data chunks, and
+	// removes the half-written pack a killed run left (an unlocked
+	// temporary file older than the grace).
+	stale := filepath.Join(dir, "repo", "data", "00", ".tmp-0011223344556677")
+	if err := os.MkdirAll(filepath.Dir(stale), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(stale, make([]byte, 1000), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-2 * store.TempGrace)
+	if err := os.Chtimes(stale, past, past); err != nil {
+		t.Fatal(err)
+	}
 	res2, err := backupImage(t, r2, img, uploader.Options{Name: "disk"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res2.NewChunks != 0 {
 		t.Fatalf("second backup of an unchanged image stored %d new chunks", res2.NewChunks)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, fs.ErrNotExist) || res2.TempRemoved != 1 || res2.TempRemovedBytes != 1000 || res2.TempWarning != "" {
+		t.Fatalf("stale temporary file: stat %v; result %d files, %d bytes, warning %q", err, res2.TempRemoved, res2.TempRemovedBytes, res2.TempWarning)
 	}
 }
 

@@ -133,12 +133,16 @@ func (g *globals) backupSummary(res *uploader.Result) {
 	if res.Chunks > 0 {
 		dedup = 1 - float64(res.NewChunks)/float64(res.Chunks)
 	}
+	if res.TempWarning != "" {
+		fmt.Fprintf(g.stderr, "coffer: warning: temporary files of an interrupted backup could not all be removed: %s\n", res.TempWarning)
+	}
 	if g.json {
 		g.printJSON(map[string]any{
 			"type": "summary", "snapshot_id": res.SnapshotID, "name": res.Snapshot.Name,
 			"size": res.Size, "bytes_read": res.Read, "bytes_data": res.Snapshot.Disks[0].Stats.DataBytes,
 			"chunks": res.Chunks, "new_chunks": res.NewChunks, "bytes_new": res.NewBytes,
 			"bytes_stored_new": res.StoredBytes, "packs_new": res.Packs, "recovered_packs": res.RecoveredPacks,
+			"temp_files_removed": res.TempRemoved, "temp_bytes_removed": res.TempRemovedBytes,
 			"store_requests": g.counting.Requests(), "duration_seconds": secs,
 			"store_wait_seconds": res.StoreWait.Seconds(),
 			"digest":             res.Snapshot.Disks[0].Digest,
@@ -151,6 +155,9 @@ func (g *globals) backupSummary(res *uploader.Result) {
 	g.say("  new data  %s, stored %s after compression and encryption in %d packs", humanBytes(res.NewBytes), humanBytes(res.StoredBytes), res.Packs)
 	if res.RecoveredPacks > 0 {
 		g.say("  resumed   %d packs from an interrupted backup were reused", res.RecoveredPacks)
+	}
+	if res.TempRemoved > 0 {
+		g.say("  cleaned   %d temporary files (%s) an interrupted backup left", res.TempRemoved, humanBytes(res.TempRemovedBytes))
 	}
 	g.say("  time      %.1fs, %s/s", secs, humanBytes(int64(float64(res.Size)/max(secs, 1e-9))))
 	if w := res.StoreWait.Seconds(); w > secs/10 {

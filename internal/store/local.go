@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,7 +25,70 @@ type Local struct {
 	root string
 }
 
+// tmpPrefix starts the name of a file being written: a random 16 hex
+// digits follow. List never shows such files.
 const tmpPrefix = ".tmp-"
+
+// TempGrace is how old an unlocked temporary file must be before
+// RemoveStaleTemp takes it for a dead writer's: longer than any gap between
+// creating a temporary file and locking or renaming it.
+const TempGrace = time.Minute
+
+// RemoveStaleTemp implements TempCleaner. A writer holds an flock on its
+// temporary file until it has renamed it, and the kernel drops the lock when
+// the writer dies, however it dies; so a temporary file that nobody holds
+// and that is older than TempGrace belongs to a writer that is gone (a
+// backup killed with kill -9, a crash, a power cut) and is removed. Files
+// that cannot be locked (held, or a file system without flock) are left.
+func (l *Local) RemoveStaleTemp(ctx context.Context) (files int, size int64, err error) {
+	cutoff := time.Now().Add(-TempGrace)
+	err = filepath.WalkDir(l.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while walking
+			}
+			return translateFS(err)
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if d.IsDir() || !isTempName(d.Name()) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil || !info.Mode().IsRegular() || info.ModTime().After(cutoff) {
+			return nil
+		}
+		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			return nil // renamed or removed meanwhile
+		}
+		defer f.Close()
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+			return nil // its writer is alive
+		}
+		if err := os.Remove(p); err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return fmt.Errorf("removing the stale temporary file %s: %w", p, translateFS(err))
+		}
+		files++
+		size += info.Size()
+		return nil
+	})
+	return files, size, err
+}
+
+// isTempName reports whether a file name is one Put gives a temporary file.
+func isTempName(n string) bool {
+	hexPart, ok := strings.CutPrefix(n, tmpPrefix)
+	if !ok || len(hexPart) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(hexPart)
+	return err == nil
+}
 
 // OpenLocal opens a directory store. With create it makes the directory.
 func OpenLocal(root string, create bool) (*Local, error) {
@@ -98,6 +162,10 @@ func (l *Local) PutDeferred(ctx context.Context, name string, r io.ReaderAt, siz
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, translateFS(err))
 	}
+	// The lock says the temporary file is in use until it is renamed;
+	// RemoveStaleTemp removes only files nobody holds. Best effort: a file
+	// system without flock makes the cleaner leave every file alone.
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	discard := func() {
 		_ = f.Close()
 		_ = os.Remove(tmp)
@@ -120,16 +188,17 @@ func (l *Local) PutDeferred(ctx context.Context, name string, r io.ReaderAt, siz
 			discard()
 			return fmt.Errorf("%s: fsync: %w", name, translateFS(err))
 		}
-		if err := f.Close(); err != nil {
-			_ = os.Remove(tmp)
-			return fmt.Errorf("%s: close: %w", name, translateFS(err))
-		}
+		// Renamed before it is closed, so the lock covers the file for
+		// as long as it has its temporary name.
 		if err := renameNoReplace(tmp, p); err != nil {
-			_ = os.Remove(tmp)
+			discard()
 			if errors.Is(err, fs.ErrExist) {
 				return fmt.Errorf("%s: %w", name, ErrExists)
 			}
 			return fmt.Errorf("%s: rename: %w", name, translateFS(err))
+		}
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("%s: close: %w", name, translateFS(err))
 		}
 		return syncDir(dir)
 	}, nil

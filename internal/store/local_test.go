@@ -8,9 +8,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/store/storetest"
@@ -102,6 +104,98 @@ func TestLocalListSkipsTempFiles(t *testing.T) {
 	err = l.List(t.Context(), "", func(i store.Info) error { names = append(names, i.Name); return nil })
 	if err != nil || len(names) != 0 {
 		t.Errorf("List = %v, %v; want no names", names, err)
+	}
+}
+
+// TestLocalRemoveStaleTemp: the temporary files of dead writers are
+// removed; those of live writers (an uncommitted deferred put, a file held
+// open and locked), young ones and other dot files are kept.
+func TestLocalRemoveStaleTemp(t *testing.T) {
+	ctx := t.Context()
+	root := t.TempDir()
+	l, err := store.OpenLocal(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * store.TempGrace)
+	write := func(rel, content string, mtime time.Time) {
+		t.Helper()
+		p := filepath.Join(root, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What kill -9 leaves: unlocked, old.
+	write("data/ab/.tmp-0123456789abcdef", "half a pack", old)
+	write(".tmp-fedcba9876543210", "a config", old)
+	// Kept: a young one, names Put never gives, an object.
+	write("data/cd/.tmp-00112233445566aa", "just created", time.Now())
+	write("data/cd/.tmp-notours", "x", old)
+	write("data/cd/.tmpx-0123456789abcdef", "x", old)
+	write("data/cd/object", "an object", old)
+	// A live writer of an old-looking file: held and locked.
+	held := filepath.Join(root, "data", "cd", ".tmp-aaaaaaaaaaaaaaaa")
+	write("data/cd/.tmp-aaaaaaaaaaaaaaaa", "being written", old)
+	hf, err := os.Open(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hf.Close()
+	if err := syscall.Flock(int(hf.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	// A deferred put that is not committed yet, its file made to look old.
+	commit, err := l.PutDeferred(ctx, "data/ef/pack", bytes.NewReader([]byte("pack")), 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pending string
+	for _, f := range files(t, root) {
+		if strings.HasPrefix(f, "data/ef/.tmp-") {
+			pending = filepath.Join(root, filepath.FromSlash(f))
+		}
+	}
+	if pending == "" {
+		t.Fatal("the deferred put made no temporary file")
+	}
+	if err := os.Chtimes(pending, old, old); err != nil {
+		t.Fatal(err)
+	}
+
+	// Through the decorators, as the backup calls it.
+	n, size, err := store.RemoveStaleTemp(ctx, store.WithRetry(store.NewCounting(l), store.DefaultRetry, nil, nil))
+	if err != nil || n != 2 || size != int64(len("half a pack")+len("a config")) {
+		t.Fatalf("RemoveStaleTemp = %d files, %d bytes, %v; want 2, %d", n, size, err, len("half a pack")+len("a config"))
+	}
+	want := []string{"data/cd/.tmp-00112233445566aa", "data/cd/.tmp-aaaaaaaaaaaaaaaa", "data/cd/.tmp-notours",
+		"data/cd/.tmpx-0123456789abcdef", "data/cd/object", strings.TrimPrefix(pending, root+"/")}
+	got := files(t, root)
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("files left: %v\nwant %v", got, want)
+	}
+	if err := commit(ctx); err != nil {
+		t.Fatalf("the deferred put's commit after the cleanup: %v", err)
+	}
+	if got, err := store.ReadAll(ctx, l, "data/ef/pack"); err != nil || string(got) != "pack" {
+		t.Fatalf("the deferred put's object: %q, %v", got, err)
+	}
+
+	// Once its writer is gone, the held file goes too; a store with
+	// nothing to clean (S3) removes nothing.
+	hf.Close()
+	if n, _, err := store.RemoveStaleTemp(ctx, l); err != nil || n != 1 {
+		t.Fatalf("after the writer closed: %d files, %v; want 1", n, err)
+	}
+	if n, _, err := store.RemoveStaleTemp(ctx, store.NewFaulty(newLocal(t))); err != nil || n != 0 {
+		t.Fatalf("an empty store: %d, %v", n, err)
 	}
 }
 

@@ -70,6 +70,31 @@ func PutDeferred(ctx context.Context, s Store, name string, r io.ReaderAt, size 
 	return func(context.Context) error { return nil }, nil
 }
 
+// TempCleaner is a Store that can leave temporary files behind when a
+// writer dies mid-put (a local directory), and can remove those of writers
+// that are gone.
+type TempCleaner interface {
+	// RemoveStaleTemp removes temporary files no live writer holds and
+	// returns how many it removed and their bytes.
+	RemoveStaleTemp(ctx context.Context) (files int, size int64, err error)
+}
+
+// RemoveStaleTemp runs s's TempCleaner, seen through decorators (Wrapper);
+// a store without one (S3 writes nothing until a put completes) removes
+// nothing.
+func RemoveStaleTemp(ctx context.Context, s Store) (files int, size int64, err error) {
+	for {
+		if c, ok := s.(TempCleaner); ok {
+			return c.RemoveStaleTemp(ctx)
+		}
+		w, ok := s.(Wrapper)
+		if !ok {
+			return 0, 0, nil
+		}
+		s = w.Unwrap()
+	}
+}
+
 // DefersPuts reports whether PutDeferred on s returns before durability.
 func DefersPuts(s Store) bool {
 	d, ok := s.(DeferredPutter)
