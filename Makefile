@@ -20,10 +20,14 @@ demo: build
 test: minio test-deploy lint
 	COFFER_MINIO_BIN=$(COFFER_TOOLS)/minio $(GO) test -count=1 -timeout 25m ./...
 
-# The linters the project uses: go vet and gofmt.
+# The linters the project uses: go vet, gofmt and staticcheck (installed
+# into $(COFFER_TOOLS) the first time).
 lint:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	bash scripts/install-staticcheck.sh
+	$(COFFER_TOOLS)/staticcheck ./...
+	cd deploy/composetest && $(COFFER_TOOLS)/staticcheck ./...
 
 # The deployment files (docker-compose.yml, deploy/) checked with the
 # compose-spec parser and systemd-analyze, no Docker engine needed. A module of

@@ -492,7 +492,7 @@ func TestMasterKeyNeverPrinted(t *testing.T) {
 		"%v ptr":     fmt.Sprintf("%v", mk),
 		"%+v ptr":    fmt.Sprintf("%+v", mk),
 		"%#v ptr":    fmt.Sprintf("%#v", mk),
-		"%s ptr":     fmt.Sprintf("%s", mk),
+		"%s ptr":     fmt.Sprintf("%s", mk), //lint:ignore S1025 the %s verb itself is under test
 		"%v value":   fmt.Sprintf("%v", *mk),
 		"%+v value":  fmt.Sprintf("%+v", *mk),
 		"%#v value":  fmt.Sprintf("%#v", *mk),

@@ -37,7 +37,6 @@ type testVault struct {
 	tokens map[string]string // token -> credential sha256 ("" = unused)
 	creds  map[string]bool   // sha256 of accepted credential secrets
 	quota  bool              // refuse pack puts with 507 quota_exceeded
-	seen   [][]byte          // every request body and header block, to search for secrets
 }
 
 func newTestVault(t *testing.T) (*testVault, *httptest.Server) {

@@ -277,9 +277,9 @@ func throttled(wait time.Duration) error {
 // asked, plus at most 20% jitter.
 func TestRetryThrottledNotCounted(t *testing.T) {
 	p := store.RetryPolicy{Attempts: 2, Base: time.Millisecond, Max: time.Millisecond}
-	r, f, c := retryStack(t, p)
+	_, f, c := retryStack(t, p)
 	var logs bytes.Buffer
-	r = store.WithRetry(f, p, c, slog.New(slog.NewTextHandler(&logs, nil)))
+	r := store.WithRetry(f, p, c, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err := r.Put(t.Context(), "config", bytes.NewReader([]byte("cfg")), 3); err != nil {
 		t.Fatal(err)
 	}

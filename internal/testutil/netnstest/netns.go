@@ -27,11 +27,10 @@ var seq atomic.Int64
 type NS struct {
 	Name string
 
-	t       testing.TB
-	dir     string
-	mu      sync.Mutex
-	procs   []*Proc
-	deleted bool
+	t     testing.TB
+	dir   string
+	mu    sync.Mutex
+	procs []*Proc
 }
 
 // skipOrFail skips the test, or fails it when CI=true.
