@@ -73,7 +73,10 @@ type result struct {
 
 func (a *agent) cmd(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, cofferBin, append([]string{"--config", a.config}, args...)...)
-	cmd.Env = append(os.Environ(), "COFFER_PASSWORD="+a.password, "COFFER_INSECURE_TEST_KDF=1")
+	// The agent's own cache (run marks), as one machine keeps it from
+	// run to run.
+	cmd.Env = append(os.Environ(), "COFFER_PASSWORD="+a.password, "COFFER_INSECURE_TEST_KDF=1",
+		"XDG_CACHE_HOME="+filepath.Join(a.dir, "cache"))
 	cmd.Env = append(cmd.Env, a.env...)
 	return cmd
 }

@@ -28,6 +28,10 @@ type Options struct {
 	Workers   int      // region workers; default GOMAXPROCS
 	Uploaders int      // concurrent pack uploads; default 4
 	Now       func() time.Time
+	// StateDir holds this machine's run marks for the repository (see
+	// runmark.go): with it, a backup lists the repository's packs only
+	// after one that did not end cleanly. Empty: list every time.
+	StateDir string
 }
 
 // Progress is a consistent-enough view of a running backup, for progress
@@ -51,14 +55,19 @@ type Result struct {
 	SnapshotID string
 	Snapshot   *manifest.Snapshot
 	Progress
+	// OrphanScan says whether this run listed the repository's packs to
+	// index those an earlier run left unindexed; RecoveredPacks is how
+	// many it found.
+	OrphanScan     bool
 	RecoveredPacks int
 	// TempRemoved and TempRemovedBytes count the temporary files of
 	// writers that died mid-put (a killed backup on a local directory),
-	// removed before this run; TempWarning says why some could not be.
+	// removed before this run.
 	TempRemoved      int
 	TempRemovedBytes int64
-	TempWarning      string
-	Duration         time.Duration
+	// Warnings are problems that did not stop the backup.
+	Warnings []string
+	Duration time.Duration
 }
 
 // Backup is one run of the pipeline over one source.
@@ -114,18 +123,45 @@ func (b *Backup) Progress() Progress {
 
 // Run backs the source up and writes the snapshot. Nothing is visible as a
 // snapshot unless Run returns without error.
-func (b *Backup) Run(ctx context.Context) (*Result, error) {
+func (b *Backup) Run(ctx context.Context) (res *Result, err error) {
 	start := time.Now()
-	recovered, err := b.r.IndexOrphanPacks(ctx, true)
-	if err != nil {
-		return nil, err
+	var warnings []string
+	// Packs a killed or failed run uploaded but did not index are indexed
+	// (and an index file written for them), so they are not uploaded
+	// again; finding them means listing every pack, which is done only
+	// when a run on this machine did not end cleanly, when a damaged
+	// index file was skipped, or without a state directory.
+	scan, dead := true, []string(nil)
+	if b.opt.StateDir != "" {
+		mark, d, merr := beginRun(b.opt.StateDir)
+		if merr != nil {
+			warnings = append(warnings, merr.Error()+"; the repository's packs are listed on every run")
+		} else {
+			defer func() {
+				if err == nil {
+					mark.end()
+				} else {
+					mark.abandon()
+				}
+			}()
+			dead = d
+			scan = len(dead) > 0 || b.r.IndexSkipped() > 0
+		}
+	}
+	recovered := 0
+	if scan {
+		if recovered, err = b.r.IndexOrphanPacks(ctx, true); err != nil {
+			return nil, err
+		}
+		if merr := removeMarks(dead); merr != nil {
+			warnings = append(warnings, "removing the marks of earlier runs: "+merr.Error())
+		}
 	}
 	// What a killed run left half-written is garbage (its finished packs
 	// were just indexed); failing to remove it is no reason not to back up.
 	tempFiles, tempBytes, terr := store.RemoveStaleTemp(ctx, b.r.Store())
-	tempWarning := ""
 	if terr != nil {
-		tempWarning = terr.Error()
+		warnings = append(warnings, "temporary files of an interrupted backup could not all be removed: "+terr.Error())
 	}
 	nreg := manifest.Regions(b.size)
 	regionIDs := make([]crypto.ID, nreg)
@@ -210,8 +246,8 @@ func (b *Backup) Run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Result{SnapshotID: id, Snapshot: snap, Progress: b.Progress(), RecoveredPacks: recovered,
-		TempRemoved: tempFiles, TempRemovedBytes: tempBytes, TempWarning: tempWarning, Duration: time.Since(start)}, nil
+	return &Result{SnapshotID: id, Snapshot: snap, Progress: b.Progress(), OrphanScan: scan, RecoveredPacks: recovered,
+		TempRemoved: tempFiles, TempRemovedBytes: tempBytes, Warnings: warnings, Duration: time.Since(start)}, nil
 }
 
 // storeLists stores the list chunks naming the region maps.

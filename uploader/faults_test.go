@@ -3,14 +3,19 @@ package uploader_test
 import (
 	"context"
 	"errors"
-	"github.com/cofferhq/coffer/internal/testutil/testfile"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/restore"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/testutil/testfile"
 	"github.com/cofferhq/coffer/uploader"
 )
 
@@ -111,5 +116,123 @@ func TestBackupFailsCleanlyOnPermanentFault(t *testing.T) {
 	}
 	if res.RecoveredPacks == 0 {
 		t.Error("the packs stored before the disk filled were not reused")
+	}
+}
+
+// dataLists counts a store's listings of packs (the orphan scan).
+type dataLists struct {
+	store.Store
+	n atomic.Int32
+}
+
+func (d *dataLists) List(ctx context.Context, prefix string, fn func(store.Info) error) error {
+	if strings.HasPrefix(prefix, repo.DataPrefix) {
+		d.n.Add(1)
+	}
+	return d.Store.List(ctx, prefix, fn)
+}
+
+// TestOrphanScanOnlyAfterUncleanRun: with a state directory, a backup
+// lists the repository's packs only when a run on this machine did not end
+// cleanly (a failed run, or a mark nobody holds, as kill -9 leaves), and
+// then reuses what that run stored; a mark a running backup holds is left
+// alone.
+func TestOrphanScanOnlyAfterUncleanRun(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	local, err := store.OpenLocal(filepath.Join(dir, "repo"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists := &dataLists{Store: local}
+	r := initRepo(t, store.WithRetry(lists, fastRetry, nil, nil))
+	img := filepath.Join(dir, "disk.img")
+	writeImage(t, img, 120<<20, 7)
+	marks := func() []string {
+		t.Helper()
+		m, err := filepath.Glob(filepath.Join(state, "run-*"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	backup := func(what string, wantScan bool) *uploader.Result {
+		t.Helper()
+		before := lists.n.Load()
+		res, err := backupImage(t, r, img, uploader.Options{Name: "disk", StateDir: state})
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if scanned := lists.n.Load() > before; res.OrphanScan != wantScan || scanned != wantScan {
+			t.Fatalf("%s: OrphanScan %v, listed packs %v; want %v", what, res.OrphanScan, scanned, wantScan)
+		}
+		if len(res.Warnings) != 0 {
+			t.Fatalf("%s: warnings %q", what, res.Warnings)
+		}
+		return res
+	}
+
+	backup("first run", false)
+	backup("after a clean run", false)
+	if m := marks(); len(m) != 0 {
+		t.Fatalf("clean runs left marks %v", m)
+	}
+
+	// A run that fails after storing two packs keeps its mark...
+	writeImage(t, img, 120<<20, 8)
+	faulty := store.NewFaulty(lists)
+	faulty.Add(store.FaultRule{Op: "put", Prefix: "data/", Skip: 2, Times: -1, Err: store.ErrNoSpace})
+	rf, err := repo.Open(ctx, store.WithRetry(faulty, fastRetry, nil, nil), []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rf.LoadIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backupImage(t, rf, img, uploader.Options{Name: "disk", Uploaders: 1, StateDir: state}); !errors.Is(err, store.ErrNoSpace) {
+		t.Fatalf("backup on a full store: %v", err)
+	}
+	if m := marks(); len(m) != 1 {
+		t.Fatalf("a failed run left marks %v, want one", m)
+	}
+	// ...so the next one scans, reuses its packs and removes the mark.
+	r2, err := repo.Open(ctx, store.WithRetry(lists, fastRetry, nil, nil), []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.LoadIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	r = r2
+	if res := backup("after a failed run", true); res.RecoveredPacks == 0 {
+		t.Error("the packs of the failed run were not reused")
+	}
+	if m := marks(); len(m) != 0 {
+		t.Fatalf("marks left after the scan: %v", m)
+	}
+
+	// A mark nobody holds (kill -9) makes the next run scan; one that a
+	// running backup holds does not, and stays.
+	dead := filepath.Join(state, "run-00000000000000aa")
+	if err := os.WriteFile(dead, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	backup("after a killed run", true)
+	if _, err := os.Stat(dead); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the dead mark is still there: %v", err)
+	}
+	live := filepath.Join(state, "run-00000000000000bb")
+	f, err := os.Create(live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	backup("beside a running backup", false)
+	if m := marks(); len(m) != 1 || m[0] != live {
+		t.Fatalf("marks %v, want only the running backup's", m)
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/uploader"
 )
 
@@ -49,7 +51,7 @@ interrupted backup resumes without uploading stored packs again.`,
 			if err := g.loadIndex(ctx, r); err != nil {
 				return err
 			}
-			b, err := uploader.New(r, src, uploader.Options{Name: name, Tags: tags, Uploaders: uploaders})
+			b, err := uploader.New(r, src, uploader.Options{Name: name, Tags: tags, Uploaders: uploaders, StateDir: stateDir(r)})
 			if err != nil {
 				return usageError{Err: err}
 			}
@@ -133,15 +135,15 @@ func (g *globals) backupSummary(res *uploader.Result) {
 	if res.Chunks > 0 {
 		dedup = 1 - float64(res.NewChunks)/float64(res.Chunks)
 	}
-	if res.TempWarning != "" {
-		fmt.Fprintf(g.stderr, "coffer: warning: temporary files of an interrupted backup could not all be removed: %s\n", res.TempWarning)
+	for _, w := range res.Warnings {
+		fmt.Fprintf(g.stderr, "coffer: warning: %s\n", w)
 	}
 	if g.json {
 		g.printJSON(map[string]any{
 			"type": "summary", "snapshot_id": res.SnapshotID, "name": res.Snapshot.Name,
 			"size": res.Size, "bytes_read": res.Read, "bytes_data": res.Snapshot.Disks[0].Stats.DataBytes,
 			"chunks": res.Chunks, "new_chunks": res.NewChunks, "bytes_new": res.NewBytes,
-			"bytes_stored_new": res.StoredBytes, "packs_new": res.Packs, "recovered_packs": res.RecoveredPacks,
+			"bytes_stored_new": res.StoredBytes, "packs_new": res.Packs, "orphan_scan": res.OrphanScan, "recovered_packs": res.RecoveredPacks,
 			"temp_files_removed": res.TempRemoved, "temp_bytes_removed": res.TempRemovedBytes,
 			"store_requests": g.counting.Requests(), "duration_seconds": secs,
 			"store_wait_seconds": res.StoreWait.Seconds(),
@@ -176,4 +178,16 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// stateDir is where backups of repository r keep this machine's run marks
+// (uploader.Options.StateDir): $XDG_CACHE_HOME/coffer/runs/<repository ID>,
+// since losing it costs only one listing of the repository's packs. Empty
+// (list every run) when there is no cache directory.
+func stateDir(r *repo.Repo) string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "coffer", "runs", r.Config().ID)
 }

@@ -78,7 +78,13 @@ func (r *Repo) readIndexFile(ctx context.Context, name string) (*index.File, err
 // damaged index never blocks a backup or a restore. With a nil warn the
 // first damaged file is an error.
 func (r *Repo) LoadIndex(ctx context.Context, warn func(name string, err error)) error {
-	files, err := r.ReadIndexFiles(ctx, warn)
+	skipped := 0
+	var count func(string, error)
+	if warn != nil {
+		count = func(name string, err error) { skipped++; warn(name, err) }
+	}
+	files, err := r.ReadIndexFiles(ctx, count)
+	r.indexSkipped += skipped
 	if err != nil {
 		return err
 	}
@@ -106,3 +112,7 @@ func (r *Repo) SaveIndexFile(ctx context.Context, f *index.File) (string, error)
 	}
 	return name, nil
 }
+
+// IndexSkipped is how many damaged index files LoadIndex skipped: the packs
+// they list are in no index until IndexOrphanPacks finds them again.
+func (r *Repo) IndexSkipped() int { return r.indexSkipped }

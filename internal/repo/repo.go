@@ -123,6 +123,8 @@ type Repo struct {
 	// that Locate lists the packs at most once per Repo.
 	orphansMu   sync.Mutex
 	orphansDone bool
+	// indexSkipped counts the damaged index files LoadIndex skipped.
+	indexSkipped int
 }
 
 // OpenedSlot names the key slot the passphrase opened ("" after Init).

@@ -660,8 +660,8 @@ func TestIndexFilesAndOrphans(t *testing.T) {
 	if err := o4.LoadIndex(ctx, func(name string, err error) { reported = append(reported, name) }); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(reported, []string{damaged}) || o4.Index.Has(e1[0].ID) || !o4.Index.Has(e2[0].ID) {
-		t.Fatalf("LoadIndex with warn: reported %v", reported)
+	if !slices.Equal(reported, []string{damaged}) || o4.Index.Has(e1[0].ID) || !o4.Index.Has(e2[0].ID) || o4.IndexSkipped() != 1 {
+		t.Fatalf("LoadIndex with warn: reported %v, IndexSkipped %d", reported, o4.IndexSkipped())
 	}
 	if n, err := o4.IndexOrphanPacks(ctx, false); err != nil || n != 1 {
 		t.Fatalf("recovering the damaged index's pack: %d, %v", n, err)
