@@ -148,20 +148,21 @@ func (b *Backup) Run(ctx context.Context) (res *Result, err error) {
 			scan = len(dead) > 0 || b.r.IndexSkipped() > 0
 		}
 	}
-	recovered := 0
+	recovered, tempFiles, tempBytes := 0, 0, int64(0)
 	if scan {
 		if recovered, err = b.r.IndexOrphanPacks(ctx, true); err != nil {
 			return nil, err
 		}
+		// What the run that died left half-written is garbage (its
+		// finished packs were just indexed); failing to remove it is no
+		// reason not to back up.
+		var terr error
+		if tempFiles, tempBytes, terr = store.RemoveStaleTemp(ctx, b.r.Store()); terr != nil {
+			warnings = append(warnings, "temporary files of an interrupted backup could not all be removed: "+terr.Error())
+		}
 		if merr := removeMarks(dead); merr != nil {
 			warnings = append(warnings, "removing the marks of earlier runs: "+merr.Error())
 		}
-	}
-	// What a killed run left half-written is garbage (its finished packs
-	// were just indexed); failing to remove it is no reason not to back up.
-	tempFiles, tempBytes, terr := store.RemoveStaleTemp(ctx, b.r.Store())
-	if terr != nil {
-		warnings = append(warnings, "temporary files of an interrupted backup could not all be removed: "+terr.Error())
 	}
 	nreg := manifest.Regions(b.size)
 	regionIDs := make([]crypto.ID, nreg)

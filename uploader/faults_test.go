@@ -125,6 +125,9 @@ type dataLists struct {
 	n atomic.Int32
 }
 
+// Unwrap implements store.Wrapper, so the local store's cleaner is found.
+func (d *dataLists) Unwrap() store.Store { return d.Store }
+
 func (d *dataLists) List(ctx context.Context, prefix string, fn func(store.Info) error) error {
 	if strings.HasPrefix(prefix, repo.DataPrefix) {
 		d.n.Add(1)
@@ -212,13 +215,24 @@ func TestOrphanScanOnlyAfterUncleanRun(t *testing.T) {
 		t.Fatalf("marks left after the scan: %v", m)
 	}
 
-	// A mark nobody holds (kill -9) makes the next run scan; one that a
-	// running backup holds does not, and stays.
+	// A mark nobody holds (kill -9) makes the next run scan and remove
+	// the half-written pack the killed run left; one that a running backup
+	// holds does not, and stays.
 	dead := filepath.Join(state, "run-00000000000000aa")
 	if err := os.WriteFile(dead, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	backup("after a killed run", true)
+	half := filepath.Join(dir, "repo", "data", ".tmp-00000000000000cc")
+	if err := os.WriteFile(half, []byte("half a pack"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	past := time.Now().Add(-2 * store.TempGrace)
+	if err := os.Chtimes(half, past, past); err != nil {
+		t.Fatal(err)
+	}
+	if res := backup("after a killed run", true); res.TempRemoved != 1 {
+		t.Errorf("after a killed run: %d temporary files removed, want 1", res.TempRemoved)
+	}
 	if _, err := os.Stat(dead); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the dead mark is still there: %v", err)
 	}
