@@ -219,6 +219,12 @@ func TestOrphanScanOnlyAfterUncleanRun(t *testing.T) {
 	// the half-written pack the killed run left; one that a running backup
 	// holds does not, and stays.
 	dead := filepath.Join(state, "run-00000000000000aa")
+	if _, err := os.Stat(state); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("clean runs left the state directory: %v", err)
+	}
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(dead, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -237,6 +243,9 @@ func TestOrphanScanOnlyAfterUncleanRun(t *testing.T) {
 		t.Fatalf("the dead mark is still there: %v", err)
 	}
 	live := filepath.Join(state, "run-00000000000000bb")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	f, err := os.Create(live)
 	if err != nil {
 		t.Fatal(err)

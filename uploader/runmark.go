@@ -99,10 +99,13 @@ func markHeld(p string) (bool, error) {
 	return false, err
 }
 
-// end removes the mark of a backup that succeeded.
+// end removes the mark of a backup that succeeded, and the directory when
+// no other mark is left in it, so that repositories come and gone leave no
+// trace in the cache.
 func (m *runMark) end() {
 	_ = os.Remove(m.path)
 	m.f.Close()
+	_ = os.Remove(filepath.Dir(m.path)) // fails, as it should, unless empty
 }
 
 // abandon lets go of the mark of a backup that failed, leaving the file so
