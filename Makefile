@@ -20,10 +20,12 @@ demo: build
 test: minio test-deploy lint
 	COFFER_MINIO_BIN=$(COFFER_TOOLS)/minio $(GO) test -count=1 -timeout 25m ./...
 
-# The linters the project uses: go vet, gofmt and staticcheck (installed
-# into $(COFFER_TOOLS) the first time).
+# The linters the project uses: go vet, gofmt, staticcheck (installed
+# into $(COFFER_TOOLS) the first time) and the layering test, which fails
+# when an import runs against the arrows of ARCHITECTURE.md.
 lint:
 	$(GO) vet ./...
+	$(GO) test -count=1 ./internal/archtest
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed on:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	bash scripts/install-staticcheck.sh
 	$(COFFER_TOOLS)/staticcheck ./...
