@@ -15,9 +15,9 @@ const (
 	exitOK          = cli.ExitOK
 	exitFailure     = cli.ExitFailure
 	exitUsage       = cli.ExitUsage
-	exitPartial     = 3
-	exitNoRepo      = 10
-	exitWrongPass   = 12
+	exitPartial     = cli.ExitPartial
+	exitNoRepo      = cli.ExitNoRepository
+	exitWrongPass   = cli.ExitWrongPassphrase
 	exitInterrupted = cli.ExitInterrupted
 )
 

@@ -87,14 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	code := exitCode(ctx, err)
 	if err != nil {
-		if code == exitInterrupted {
-			fmt.Fprintln(stderr, "coffer: interrupted; nothing half-done is visible: run the same command again to resume")
-		} else {
-			fmt.Fprintln(stderr, "coffer:", err)
-		}
-		if code == exitUsage {
-			fmt.Fprintln(stderr, "Run 'coffer --help' for usage.")
-		}
+		cli.Report(stderr, "coffer", err, code, g.json,
+			"interrupted; nothing half-done is visible: run the same command again to resume")
 	}
 	return code
 }

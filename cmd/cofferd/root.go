@@ -51,14 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	code := exitCode(ctx, err)
 	if err != nil {
-		if code == exitInterrupted {
-			fmt.Fprintln(stderr, "cofferd: interrupted")
-		} else {
-			fmt.Fprintln(stderr, "cofferd:", err)
-		}
-		if code == exitUsage {
-			fmt.Fprintln(stderr, "Run 'cofferd --help' for usage.")
-		}
+		cli.Report(stderr, "cofferd", err, code, g.json, "interrupted")
 	}
 	return code
 }
