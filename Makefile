@@ -9,6 +9,7 @@ export COFFER_TOOLS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coffer-dev/bin
 
 build:
 	$(GO) build -o bin/coffer ./cmd/coffer
+	$(GO) build -o bin/cofferd ./cmd/cofferd
 
 # The main job end to end on the embedded default store (a local directory).
 demo: build
