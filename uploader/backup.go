@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/pack"
 	"github.com/cofferhq/coffer/internal/repo"
@@ -23,11 +24,11 @@ import (
 
 // Options tune a backup.
 type Options struct {
-	Name      string   // snapshot name; required
-	Tags      []string // optional labels
-	Workers   int      // region workers; default GOMAXPROCS
-	Uploaders int      // concurrent pack uploads; default 4
-	Now       func() time.Time
+	Name      string      // snapshot name; required
+	Tags      []string    // optional labels
+	Workers   int         // region workers; default GOMAXPROCS
+	Uploaders int         // concurrent pack uploads; default 4
+	Clock     clock.Clock // the snapshot's time; default the wall clock
 	// StateDir holds this machine's run marks for the repository (see
 	// runmark.go): with it, a backup lists the repository's packs only
 	// after one that did not end cleanly. Empty: list every time.
@@ -97,9 +98,7 @@ func New(r *repo.Repo, src Source, opt Options) (*Backup, error) {
 	if opt.Uploaders <= 0 {
 		opt.Uploaders = 4
 	}
-	if opt.Now == nil {
-		opt.Now = time.Now
-	}
+	opt.Clock = clock.Or(opt.Clock)
 	// A data pack buffer per upload in progress and one being filled. A
 	// store that defers durability (a local directory) frees the buffer
 	// before its fsync, so two buffers in flight keep twice as many
@@ -227,7 +226,7 @@ func (b *Backup) Run(ctx context.Context) (res *Result, err error) {
 	p := b.Progress()
 	snap := &manifest.Snapshot{
 		Version: manifest.SnapshotVersion,
-		Time:    b.opt.Now().UTC(),
+		Time:    b.opt.Clock.Now().UTC(),
 		Host:    host,
 		Name:    b.opt.Name,
 		Tags:    b.opt.Tags,

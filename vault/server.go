@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
@@ -94,7 +95,7 @@ type Config struct {
 	// Registerer if it is a Gatherer, else prometheus.DefaultGatherer).
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
-	Clock      store.Clock
+	Clock      clock.Clock
 	// Probe checks the store for /healthz; nil stats vault/format (a
 	// missing object counts as reachable).
 	Probe func(ctx context.Context) error
@@ -113,7 +114,7 @@ type Server struct {
 	log     *slog.Logger
 	m       *metrics
 	gather  prometheus.Gatherer
-	clock   store.Clock
+	clock   clock.Clock
 	probe   func(ctx context.Context) error
 	cache   *authCache
 	sizes   *lru.Cache[string, int64] // sizes of content-named objects, which never change
@@ -143,9 +144,7 @@ func New(cfg Config) (*Server, error) {
 	if s.sizes, err = lru.New[string, int64](sizeCacheEntries); err != nil {
 		return nil, err
 	}
-	if s.clock == nil {
-		s.clock = store.RealClock
-	}
+	s.clock = clock.Or(s.clock)
 	reg := cfg.Registerer
 	s.gather = cfg.Gatherer
 	if reg == nil {

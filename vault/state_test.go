@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault/ledger"
@@ -25,11 +26,11 @@ func TestWithRegistryAndLedger(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.New(data, store.RealClock)
+	reg, err := registry.New(data, clock.Real)
 	if err != nil {
 		t.Fatal(err)
 	}
-	led, err := ledger.New(data, data, store.RealClock, nil)
+	led, err := ledger.New(data, data, clock.Real, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
@@ -25,11 +26,11 @@ func realVault(t *testing.T) (*registry.Registry, store.Store, *httptest.Server)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { data.Close() })
-	reg, err := registry.New(data, store.RealClock)
+	reg, err := registry.New(data, clock.Real)
 	if err != nil {
 		t.Fatal(err)
 	}
-	led, err := ledger.New(data, data, store.RealClock, nil)
+	led, err := ledger.New(data, data, clock.Real, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

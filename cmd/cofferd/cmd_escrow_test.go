@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
@@ -99,7 +100,7 @@ func TestEscrowEndToEnd(t *testing.T) {
 
 	// A tenant with a repository stored where the vault keeps it.
 	tok := tokenRE.FindString(cofferd(t, dir, "tenant", "create", "acme").stdout)
-	g := &globals{storeURL: "file://" + dir, clock: store.RealClock}
+	g := &globals{storeURL: "file://" + dir, clock: clock.Real}
 	data, reg, led, err := g.openState(ctx)
 	if err != nil {
 		t.Fatal(err)

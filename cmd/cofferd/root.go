@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/internal/cli"
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/vault/ledger"
 	"github.com/cofferhq/coffer/vault/registry"
@@ -33,14 +34,14 @@ type globals struct {
 	// log is the structured logger (JSON on stderr).
 	log *slog.Logger
 	// clock is the time source of the registry and ledger (tests replace it).
-	clock store.Clock
+	clock clock.Clock
 }
 
 // serveCommand builds `cofferd serve`; cmd_serve.go sets it in an init.
 var serveCommand func(g *globals) *cobra.Command
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	g := &globals{stdout: stdout, stderr: stderr, log: slog.New(slog.NewJSONHandler(stderr, nil)), clock: store.RealClock}
+	g := &globals{stdout: stdout, stderr: stderr, log: slog.New(slog.NewJSONHandler(stderr, nil)), clock: clock.Real}
 	root := newRoot(g)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/clock"
 )
 
 // serve keeps retrying a store that is not reachable yet, for about
@@ -35,7 +35,7 @@ func TestStoreWait(t *testing.T) {
 		attempts int
 	}{{0, 1}, {6 * time.Second, 2}} {
 		var logs bytes.Buffer
-		g := &globals{storeURL: fmt.Sprintf("s3://%s/bucket?tls=false", addr), clock: store.RealClock,
+		g := &globals{storeURL: fmt.Sprintf("s3://%s/bucket?tls=false", addr), clock: clock.Real,
 			log: slog.New(slog.NewTextHandler(&logs, nil))}
 		_, _, _, err := g.openStateWait(context.Background(), c.wait)
 		if err == nil || !strings.Contains(err.Error(), "opening the vault store") {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
@@ -133,7 +133,7 @@ func TestServeHookAndEnrollWithPrintedToken(t *testing.T) {
 
 	r := cofferd(t, dir, "tenant", "create", "acme")
 	tok := tokenRE.FindString(r.stdout)
-	g := &globals{storeURL: "file://" + dir, clock: store.RealClock, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	g := &globals{storeURL: "file://" + dir, clock: clock.Real, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	s, reg, _, err := g.openState(context.Background())
 	if err != nil {
 		t.Fatal(err)

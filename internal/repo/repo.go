@@ -17,6 +17,7 @@ import (
 	"github.com/restic/chunker"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/index"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/pack"
@@ -118,6 +119,7 @@ type Repo struct {
 	Index *index.Index
 	dec   *zstd.Decoder
 	slot  string // the key slot the repository was opened with
+	clock clock.Clock
 
 	// orphansMu guards orphansDone: whether IndexOrphanPacks has run, so
 	// that Locate lists the packs at most once per Repo.
@@ -126,6 +128,10 @@ type Repo struct {
 	// indexSkipped counts the damaged index files LoadIndex skipped.
 	indexSkipped int
 }
+
+// SetClock replaces the wall clock the repository reads the time from
+// (the time of new key slots), for tests.
+func (r *Repo) SetClock(c clock.Clock) { r.clock = clock.Or(c) }
 
 // OpenedSlot names the key slot the passphrase opened ("" after Init).
 func (r *Repo) OpenedSlot() string { return r.slot }
@@ -154,7 +160,9 @@ func Init(ctx context.Context, st store.Store, passphrase []byte, cfg Config) (*
 		return nil, err
 	}
 	cfg.ID = hex.EncodeToString(rid[:])
-	cfg.Created = time.Now().UTC()
+	if cfg.Created.IsZero() {
+		cfg.Created = clock.Real.Now().UTC()
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -201,7 +209,7 @@ func newRepo(st store.Store, cfg Config, mk *crypto.MasterKey) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Repo{st: st, cfg: cfg, keys: keys, pol: pol, Index: index.New(), dec: dec}, nil
+	return &Repo{st: st, cfg: cfg, keys: keys, pol: pol, Index: index.New(), dec: dec, clock: clock.Real}, nil
 }
 
 // ReadConfig reads and parses the config without a key; the MAC is checked
@@ -318,7 +326,7 @@ func ListSlots(ctx context.Context, st store.Store) ([]SlotInfo, error) {
 // master key and returns its name.
 func (r *Repo) AddPassphraseSlot(ctx context.Context, passphrase []byte) (string, error) {
 	host, _ := os.Hostname()
-	slot, err := crypto.NewPassphraseSlot(r.keys.Master(), passphrase, crypto.DefaultKDF(), time.Now(), host)
+	slot, err := crypto.NewPassphraseSlot(r.keys.Master(), passphrase, crypto.DefaultKDF(), r.clock.Now(), host)
 	if err != nil {
 		return "", err
 	}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
@@ -393,7 +394,7 @@ func TestRestoreCanceled(t *testing.T) {
 func openVia(t *testing.T, f *repofixture.Fixture) (*repo.Repo, *store.Faulty) {
 	t.Helper()
 	faulty := store.NewFaulty(f.Store)
-	st := store.WithRetry(faulty, store.RetryPolicy{Attempts: 4, Base: time.Millisecond, Max: time.Millisecond}, store.RealClock, nil)
+	st := store.WithRetry(faulty, store.RetryPolicy{Attempts: 4, Base: time.Millisecond, Max: time.Millisecond}, clock.Real, nil)
 	r, err := repo.Open(ctx, st, []byte(f.Passphrase))
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +453,7 @@ func TestRestorePackDownloadBreaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	bo := &breakOnce{Store: f.Store, cut: 300 << 10, broken: map[string]bool{}}
-	st := store.WithRetry(bo, store.RetryPolicy{Attempts: 3, Base: time.Millisecond, Max: time.Millisecond}, store.RealClock, nil)
+	st := store.WithRetry(bo, store.RetryPolicy{Attempts: 3, Base: time.Millisecond, Max: time.Millisecond}, clock.Real, nil)
 	rb, err := repo.Open(ctx, st, []byte(f.Passphrase))
 	if err == nil {
 		err = rb.LoadIndex(ctx, nil)

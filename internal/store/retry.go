@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/clock"
 )
 
 // RetryPolicy says how often and how patiently to retry transient errors.
@@ -42,12 +44,12 @@ var DefaultRetry = RetryPolicy{Attempts: 8, Base: 250 * time.Millisecond, Max: 2
 type Retry struct {
 	Store
 	policy RetryPolicy
-	clock  Clock
+	clock  clock.Clock
 	log    *slog.Logger
 }
 
 // WithRetry wraps s. A nil logger discards retry notices.
-func WithRetry(s Store, p RetryPolicy, clock Clock, log *slog.Logger) *Retry {
+func WithRetry(s Store, p RetryPolicy, clk clock.Clock, log *slog.Logger) *Retry {
 	if p.Attempts < 1 {
 		p.Attempts = 1
 	}
@@ -57,20 +59,17 @@ func WithRetry(s Store, p RetryPolicy, clock Clock, log *slog.Logger) *Retry {
 	if p.MaxThrottleWait <= 0 {
 		p.MaxThrottleWait = DefaultMaxThrottleWait
 	}
-	if clock == nil {
-		clock = RealClock
-	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Retry{Store: s, policy: p, clock: clock, log: log}
+	return &Retry{Store: s, policy: p, clock: clock.Or(clk), log: log}
 }
 
 // Do runs fn under policy p exactly as Retry runs each store operation:
 // transient errors are retried with backoff, permanent ones returned at
 // once. It is for work that is not a Store method, such as opening a store.
-func Do(ctx context.Context, p RetryPolicy, clock Clock, log *slog.Logger, op, name string, fn func() error) error {
-	return WithRetry(nil, p, clock, log).do(ctx, op, name, fn)
+func Do(ctx context.Context, p RetryPolicy, clk clock.Clock, log *slog.Logger, op, name string, fn func() error) error {
+	return WithRetry(nil, p, clk, log).do(ctx, op, name, fn)
 }
 
 func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 )
 
 // Store is a flat namespace of immutable objects.
@@ -212,29 +211,6 @@ func ReadRange(ctx context.Context, s Store, name string, off, length int64) ([]
 	})
 	return buf, err
 }
-
-// Clock is the time source the decorators use; tests replace it.
-type Clock interface {
-	Now() time.Time
-	Sleep(ctx context.Context, d time.Duration) error
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-func (realClock) Sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// RealClock is the wall clock.
-var RealClock Clock = realClock{}
 
 // getEmpty serves a zero-length read at off of an object in st (a remote
 // store whose ranged GET cannot express one): valid when off is at most the

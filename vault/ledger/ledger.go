@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault/registry"
@@ -91,7 +92,7 @@ func (r *Reservation) Release(ctx context.Context) error { return r.l.Release(ct
 type Ledger struct {
 	sw    store.Swapper
 	data  store.Store
-	clock store.Clock
+	clock clock.Clock
 	log   *slog.Logger
 	batch batcher // group commit of usage changes (batch.go)
 }
@@ -100,18 +101,15 @@ type Ledger struct {
 // conditional writes) and settling expired reservations by Stat on data,
 // where tenant objects live at ObjectKey(tenant, name). clock and log may be
 // nil.
-func New(meta, data store.Store, clock store.Clock, log *slog.Logger) (*Ledger, error) {
+func New(meta, data store.Store, clk clock.Clock, log *slog.Logger) (*Ledger, error) {
 	sw, ok := store.AsSwapper(meta)
 	if !ok {
 		return nil, fmt.Errorf("store %s does not support conditional writes, which the vault needs for its state", meta.Location())
 	}
-	if clock == nil {
-		clock = store.RealClock
-	}
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Ledger{sw: sw, data: data, clock: clock, log: log}, nil
+	return &Ledger{sw: sw, data: data, clock: clock.Or(clk), log: log}, nil
 }
 
 // ObjectKey is where the vault stores a tenant's object.

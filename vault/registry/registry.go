@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
@@ -48,20 +49,17 @@ func (t *Tenant) Suspended() bool { return t.State == vaultapi.StateSuspended }
 type Registry struct {
 	meta  store.Store
 	sw    store.Swapper
-	clock store.Clock
+	clock clock.Clock
 }
 
 // New returns a registry over meta, which must support conditional writes
 // (store.Swapper). clock nil means the wall clock.
-func New(meta store.Store, clock store.Clock) (*Registry, error) {
+func New(meta store.Store, clk clock.Clock) (*Registry, error) {
 	sw, ok := store.AsSwapper(meta)
 	if !ok {
 		return nil, fmt.Errorf("store %s does not support conditional writes, which the vault needs for its state", meta.Location())
 	}
-	if clock == nil {
-		clock = store.RealClock
-	}
-	return &Registry{meta: meta, sw: sw, clock: clock}, nil
+	return &Registry{meta: meta, sw: sw, clock: clock.Or(clk)}, nil
 }
 
 // Swapper returns the store's compare-and-swap interface.

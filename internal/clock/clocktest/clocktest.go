@@ -1,4 +1,4 @@
-// Package clocktest owns a manual store.Clock for tests: time moves only
+// Package clocktest owns a manual clock.Clock for tests: time moves only
 // when a test sleeps or advances it, so expiries are exact and instant.
 package clocktest
 
@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// Clock is a store.Clock whose Sleep advances it instead of waiting.
+// Clock is a clock.Clock whose Sleep advances it instead of waiting.
 type Clock struct {
 	mu  sync.Mutex
 	now time.Time
@@ -17,14 +17,14 @@ type Clock struct {
 // New returns a clock reading now.
 func New(now time.Time) *Clock { return &Clock{now: now} }
 
-// Now implements store.Clock.
+// Now implements clock.Clock.
 func (c *Clock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.now
 }
 
-// Sleep implements store.Clock: it advances the clock by d at once.
+// Sleep implements clock.Clock: it advances the clock by d at once.
 func (c *Clock) Sleep(ctx context.Context, d time.Duration) error {
 	c.Advance(d)
 	return ctx.Err()
