@@ -125,8 +125,13 @@ type dataLists struct {
 	n atomic.Int32
 }
 
-// Unwrap implements store.Wrapper, so the local store's cleaner is found.
+// Unwrap implements store.Wrapper.
 func (d *dataLists) Unwrap() store.Store { return d.Store }
+
+// RemoveStaleTemp passes the local store's cleaner through (store.As).
+func (d *dataLists) RemoveStaleTemp(ctx context.Context) (int, int64, error) {
+	return store.RemoveStaleTemp(ctx, d.Store)
+}
 
 func (d *dataLists) List(ctx context.Context, prefix string, fn func(store.Info) error) error {
 	if strings.HasPrefix(prefix, repo.DataPrefix) {

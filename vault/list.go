@@ -107,7 +107,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, rawQuery str
 	// A store that lists in order from a starting point (S3) serves a page
 	// from where the last one ended; any other lists everything under the
 	// prefix and keeps the limit+1 smallest names.
-	if ol, ok := s.data.(store.OrderedLister); ok {
+	if ol, ok := store.As[store.OrderedLister](s.data); ok {
 		after := ""
 		if q.after != "" {
 			after = base + q.after

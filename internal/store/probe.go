@@ -26,7 +26,7 @@ var ErrNoConditionalWrites = errors.New("the store ignores conditional writes")
 // fails with an error wrapping ErrNoConditionalWrites. Other failures
 // (network, permissions) are returned as they are, with the probe's step.
 func ProbeConditional(ctx context.Context, s Store) (err error) {
-	sw, ok := AsSwapper(s)
+	sw, ok := As[Swapper](s)
 	if !ok {
 		return fmt.Errorf("%w: %s has no compare-and-swap support", ErrNoConditionalWrites, s.Location())
 	}

@@ -60,7 +60,7 @@ type DeferredPutter interface {
 // PutDeferred puts through s's DeferredPutter when it has one, and
 // otherwise with Put and a commit that does nothing.
 func PutDeferred(ctx context.Context, s Store, name string, r io.ReaderAt, size int64) (func(context.Context) error, error) {
-	if d, ok := s.(DeferredPutter); ok {
+	if d, ok := As[DeferredPutter](s); ok {
 		return d.PutDeferred(ctx, name, r, size)
 	}
 	if err := s.Put(ctx, name, r, size); err != nil {
@@ -78,25 +78,19 @@ type TempCleaner interface {
 	RemoveStaleTemp(ctx context.Context) (files int, size int64, err error)
 }
 
-// RemoveStaleTemp runs s's TempCleaner, seen through decorators (Wrapper);
+// RemoveStaleTemp runs s's TempCleaner, found with As;
 // a store without one (S3 writes nothing until a put completes) removes
 // nothing.
 func RemoveStaleTemp(ctx context.Context, s Store) (files int, size int64, err error) {
-	for {
-		if c, ok := s.(TempCleaner); ok {
-			return c.RemoveStaleTemp(ctx)
-		}
-		w, ok := s.(Wrapper)
-		if !ok {
-			return 0, 0, nil
-		}
-		s = w.Unwrap()
+	if c, ok := As[TempCleaner](s); ok {
+		return c.RemoveStaleTemp(ctx)
 	}
+	return 0, 0, nil
 }
 
 // DefersPuts reports whether PutDeferred on s returns before durability.
 func DefersPuts(s Store) bool {
-	d, ok := s.(DeferredPutter)
+	d, ok := As[DeferredPutter](s)
 	return ok && d.DefersPuts()
 }
 

@@ -32,29 +32,10 @@ type Swapper interface {
 	Swap(ctx context.Context, name string, b []byte, ifVersion string) (version string, err error)
 }
 
-// Wrapper is implemented by decorators, so that optional interfaces of the
-// store they wrap can be found (see AsSwapper).
-type Wrapper interface {
-	Unwrap() Store
-}
-
-// AsSwapper returns s as a Swapper when s supports conditional writes. It
-// sees through decorators (Retry, Counting, Faulty, anything implementing
-// Wrapper): a decorator is a Swapper only when the store it wraps is one.
-func AsSwapper(s Store) (Swapper, bool) {
-	if w, ok := s.(Wrapper); ok {
-		if _, ok := AsSwapper(w.Unwrap()); !ok {
-			return nil, false
-		}
-	}
-	sw, ok := s.(Swapper)
-	return sw, ok
-}
-
 // swapperOf is what decorators use to forward: the inner Swapper, or an
 // error saying the store has none.
 func swapperOf(s Store) (Swapper, error) {
-	sw, ok := AsSwapper(s)
+	sw, ok := As[Swapper](s)
 	if !ok {
 		return nil, &PermanentError{Err: fmt.Errorf("store %s does not support conditional writes", s.Location())}
 	}

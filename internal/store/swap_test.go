@@ -30,15 +30,15 @@ type plainStore struct{ store.Store }
 
 func TestAsSwapperSeesThroughDecorators(t *testing.T) {
 	l := newLocal(t)
-	if _, ok := store.AsSwapper(l); !ok {
+	if _, ok := store.As[store.Swapper](l); !ok {
 		t.Error("Local is not a Swapper")
 	}
 	r := store.WithRetry(store.NewCounting(l), store.DefaultRetry, nil, nil)
-	if _, ok := store.AsSwapper(r); !ok {
+	if _, ok := store.As[store.Swapper](r); !ok {
 		t.Error("Retry(Counting(Local)) is not a Swapper")
 	}
 	p := store.WithRetry(store.NewCounting(store.NewFaulty(plainStore{l})), store.DefaultRetry, nil, nil)
-	if sw, ok := store.AsSwapper(p); ok {
+	if sw, ok := store.As[store.Swapper](p); ok {
 		t.Errorf("Retry over a store without Swap claims to be a Swapper (%T)", sw)
 	}
 	// Called directly anyway, the decorators answer with a permanent error.
@@ -234,7 +234,7 @@ func TestS3SwapTwoClients(t *testing.T) {
 		s := openURL(t, u)
 		t.Cleanup(func() { _ = s.Close() })
 		r := store.WithRetry(s, store.RetryPolicy{Attempts: 3, Base: time.Millisecond, Max: 10 * time.Millisecond}, nil, nil)
-		sw, ok := store.AsSwapper(r)
+		sw, ok := store.As[store.Swapper](r)
 		if !ok {
 			t.Fatal("Retry(S3) is not a Swapper")
 		}

@@ -102,7 +102,7 @@ type Ledger struct {
 // where tenant objects live at ObjectKey(tenant, name). clock and log may be
 // nil.
 func New(meta, data store.Store, clk clock.Clock, log *slog.Logger) (*Ledger, error) {
-	sw, ok := store.AsSwapper(meta)
+	sw, ok := store.As[store.Swapper](meta)
 	if !ok {
 		return nil, fmt.Errorf("store %s does not support conditional writes, which the vault needs for its state", meta.Location())
 	}

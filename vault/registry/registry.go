@@ -55,7 +55,7 @@ type Registry struct {
 // New returns a registry over meta, which must support conditional writes
 // (store.Swapper). clock nil means the wall clock.
 func New(meta store.Store, clk clock.Clock) (*Registry, error) {
-	sw, ok := store.AsSwapper(meta)
+	sw, ok := store.As[store.Swapper](meta)
 	if !ok {
 		return nil, fmt.Errorf("store %s does not support conditional writes, which the vault needs for its state", meta.Location())
 	}

@@ -42,7 +42,7 @@ func RunSwapper(t *testing.T, newStore func(t *testing.T) store.Store) {
 					t.Errorf("Close: %v", err)
 				}
 			})
-			sw, ok := store.AsSwapper(s)
+			sw, ok := store.As[store.Swapper](s)
 			if !ok {
 				t.Fatalf("%T is not a store.Swapper", s)
 			}

@@ -1,0 +1,63 @@
+package store_test
+
+import (
+	"context"
+	"io"
+	"testing"
+
+	"github.com/cofferhq/coffer/internal/store"
+)
+
+// plain is a Store with no optional capability.
+type plain struct{ store.Store }
+
+func (plain) Get(context.Context, string, int64, int64, func(io.Reader) error) error { return nil }
+
+// TestAs: capabilities are found through decorators, from the outermost
+// store that has them, and a decorator that forwards one offers it only
+// when the store it wraps has it.
+func TestAs(t *testing.T) {
+	local, err := store.OpenLocal(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counting := store.NewCounting(local)
+	chain := store.WithRetry(counting, store.DefaultRetry, nil, nil)
+
+	sw, ok := store.As[store.Swapper](chain)
+	if !ok || sw != store.Swapper(chain) {
+		t.Fatalf("As[Swapper] over a local directory = %T, %v; want the outermost decorator", sw, ok)
+	}
+	tc, ok := store.As[store.TempCleaner](chain)
+	if !ok || tc != store.TempCleaner(chain) {
+		t.Fatalf("As[TempCleaner] = %T, %v; want the outermost decorator, which forwards it", tc, ok)
+	}
+	if _, ok := store.As[store.DeferredPutter](chain); !ok {
+		t.Fatal("As[DeferredPutter] over a local directory: not found")
+	}
+
+	// A decorator that does not forward a capability hides it: the faults
+	// it injects into Put must not be bypassed by a deferred put below it.
+	faulty := store.WithRetry(store.NewFaulty(counting), store.DefaultRetry, nil, nil)
+	if _, ok := store.As[store.DeferredPutter](faulty); ok {
+		t.Fatal("As[DeferredPutter] saw through a fault-injecting decorator")
+	}
+	if _, ok := store.As[store.TempCleaner](faulty); !ok {
+		t.Fatal("As[TempCleaner] lost through the fault-injecting decorator, which forwards it")
+	}
+
+	// The same decorators over a store without the capabilities offer none.
+	bare := store.WithRetry(store.NewCounting(plain{}), store.DefaultRetry, nil, nil)
+	if _, ok := store.As[store.Swapper](bare); ok {
+		t.Fatal("a decorator offered Swapper over a store without it")
+	}
+	if _, ok := store.As[store.DeferredPutter](bare); ok {
+		t.Fatal("a decorator offered DeferredPutter over a store without it")
+	}
+	if _, ok := store.As[store.TempCleaner](bare); ok {
+		t.Fatal("TempCleaner found over a store without it")
+	}
+	if store.DefersPuts(bare) {
+		t.Fatal("DefersPuts over a store without DeferredPutter")
+	}
+}
