@@ -101,7 +101,7 @@ func (s *Server) handleList(w http.ResponseWriter, r *http.Request, rawQuery str
 		if _, err := vaultapi.ParseRepoName(name); err != nil {
 			return vaultapi.ObjectInfo{}, false
 		}
-		return vaultapi.ObjectInfo{Name: name, Size: fi.Size}, true
+		return vaultapi.ObjectInfo{Name: name, Size: fi.Size, Modified: fi.ModTime.UTC()}, true
 	}
 	var err error
 	// A store that lists in order from a starting point (S3) serves a page

@@ -258,28 +258,28 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b
 // sizeCacheEntries bounds the object-size cache (about 100 bytes an entry).
 const sizeCacheEntries = 16384
 
-// objectSize returns the size of the object under key. A content-named
-// object is named by the SHA-256 of its bytes, which the vault checked when
-// it was stored, so its size never changes while it exists: a GET takes it
+// objectInfo returns the size and time of the object under key. A
+// content-named object is named by the SHA-256 of its bytes, which the vault
+// checked when it was stored, so neither changes while it exists: a GET takes it
 // from a cache and skips the store round trip that a restore's several
 // range reads of one pack would otherwise each pay. If the object was
 // deleted since, the GET itself finds it gone and answers 404. A HEAD is
 // asked whether the object exists, so it always asks the store.
-func (s *Server) objectSize(ctx context.Context, method string, kind vaultapi.Kind, key string) (int64, error) {
+func (s *Server) objectInfo(ctx context.Context, method string, kind vaultapi.Kind, key string) (store.Info, error) {
 	cacheable := kind.ContentNamed() && method == http.MethodGet
 	if cacheable {
-		if n, ok := s.sizes.Get(key); ok {
-			return n, nil
+		if fi, ok := s.sizes.Get(key); ok {
+			return fi, nil
 		}
 	}
 	st, err := s.data.Stat(ctx, key)
 	if err != nil {
-		return 0, err
+		return store.Info{}, err
 	}
 	if kind.ContentNamed() {
-		s.sizes.Add(key, st.Size)
+		s.sizes.Add(key, st)
 	}
-	return st.Size, nil
+	return st, nil
 }
 
 // parseRange parses a single "bytes=a-b" or "bytes=a-" range against size.
@@ -334,7 +334,8 @@ func (s *Server) getObject(w http.ResponseWriter, r *http.Request, p *Principal,
 		return
 	}
 	defer release(tl.down)
-	size, err := s.objectSize(ctx, r.Method, kind, key)
+	fi, err := s.objectInfo(ctx, r.Method, kind, key)
+	size := fi.Size
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, r, Errorf(http.StatusNotFound, vaultapi.CodeNotFound, "no object %s", name))
 		return
@@ -351,6 +352,9 @@ func (s *Server) getObject(w http.ResponseWriter, r *http.Request, p *Principal,
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
+	if !fi.ModTime.IsZero() {
+		h.Set("Last-Modified", fi.ModTime.UTC().Format(http.TimeFormat))
+	}
 	if r.Method == http.MethodHead {
 		h.Set("Content-Length", strconv.FormatInt(size, 10))
 		w.WriteHeader(http.StatusOK)

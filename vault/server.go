@@ -117,7 +117,7 @@ type Server struct {
 	clock   clock.Clock
 	probe   func(ctx context.Context) error
 	cache   *authCache
-	sizes   *lru.Cache[string, int64] // sizes of content-named objects, which never change
+	sizes   *lru.Cache[string, store.Info] // size and time of content-named objects, which never change
 
 	draining atomic.Bool
 	healthMu sync.Mutex
@@ -141,7 +141,7 @@ func New(cfg Config) (*Server, error) {
 		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
 	}
 	var err error
-	if s.sizes, err = lru.New[string, int64](sizeCacheEntries); err != nil {
+	if s.sizes, err = lru.New[string, store.Info](sizeCacheEntries); err != nil {
 		return nil, err
 	}
 	s.clock = clock.Or(s.clock)

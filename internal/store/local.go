@@ -288,7 +288,7 @@ func (l *Local) Stat(ctx context.Context, name string) (Info, error) {
 	if st.IsDir() { // a name prefix, not an object
 		return Info{}, fmt.Errorf("%s: %w", name, ErrNotFound)
 	}
-	return Info{Name: name, Size: st.Size()}, nil
+	return Info{Name: name, Size: st.Size(), ModTime: st.ModTime()}, nil
 }
 
 // List implements Store.
@@ -336,7 +336,7 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) er
 			}
 			return translateFS(err)
 		}
-		return fn(Info{Name: name, Size: info.Size()})
+		return fn(Info{Name: name, Size: info.Size(), ModTime: info.ModTime()})
 	})
 	return err
 }

@@ -295,7 +295,7 @@ func (s *S3) Stat(ctx context.Context, name string) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("%s: stat: %w", name, translateS3(err))
 	}
-	return Info{Name: name, Size: oi.Size}, nil
+	return Info{Name: name, Size: oi.Size, ModTime: oi.LastModified}, nil
 }
 
 // List implements Store. Keys under the store prefix that are not valid
@@ -338,7 +338,7 @@ func (s *S3) ListFrom(ctx context.Context, prefix, after string, fn func(Info) e
 		if !ok || !strings.HasPrefix(name, prefix) || name <= after || ValidName(name) != nil {
 			continue
 		}
-		if err := fn(Info{Name: name, Size: obj.Size}); err != nil {
+		if err := fn(Info{Name: name, Size: obj.Size, ModTime: obj.LastModified}); err != nil {
 			return err
 		}
 	}

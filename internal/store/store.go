@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 )
 
 // Store is a flat namespace of immutable objects.
@@ -98,6 +99,10 @@ func DefersPuts(s Store) bool {
 type Info struct {
 	Name string
 	Size int64
+	// ModTime is when the object was stored, by the store's clock (S3's
+	// Last-Modified, the file's mtime); garbage collection's grace periods
+	// are measured against it. Stat and List both fill it.
+	ModTime time.Time
 }
 
 // Sentinel errors. Providers wrap their own errors so that errors.Is works

@@ -413,7 +413,15 @@ func (v *Vault) Stat(ctx context.Context, name string) (Info, error) {
 	if resp.ContentLength < 0 {
 		return Info{}, fmt.Errorf("%s: stat: the vault sent no Content-Length", name)
 	}
-	return Info{Name: name, Size: resp.ContentLength}, nil
+	info := Info{Name: name, Size: resp.ContentLength}
+	if lm := resp.Header.Get("Last-Modified"); lm != "" {
+		t, err := http.ParseTime(lm)
+		if err != nil {
+			return Info{}, fmt.Errorf("%s: stat: the vault sent a malformed Last-Modified %q", name, clipOutside(lm))
+		}
+		info.ModTime = t
+	}
+	return info, nil
 }
 
 // List implements Store: GET /v1/list page by page, each page starting
@@ -434,7 +442,7 @@ func (v *Vault) List(ctx context.Context, prefix string, fn func(Info) error) er
 				return fmt.Errorf("list %q: the vault sent an object %q out of order or outside the prefix", prefix, clipOutside(o.Name))
 			}
 			last = o.Name
-			if err := fn(Info{Name: o.Name, Size: o.Size}); err != nil {
+			if err := fn(Info{Name: o.Name, Size: o.Size, ModTime: o.Modified}); err != nil {
 				return err
 			}
 		}

@@ -40,6 +40,7 @@ type fakeVault struct {
 
 	mu      sync.Mutex
 	objs    map[string][]byte
+	mods    map[string]time.Time // when each object was put
 	puts    atomic.Int64 // PUT requests seen
 	enrolls []vaultapi.EnrollRequest
 	tokens  map[string]string // token -> credential sha256 it was used with ("" = unused)
@@ -54,7 +55,7 @@ func newFakeVault(t *testing.T, strict bool) (*fakeVault, *httptest.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeVault{t: t, cred: cred, strict: strict, limit: 3, objs: map[string][]byte{}, tokens: map[string]string{}}
+	f := &fakeVault{t: t, cred: cred, strict: strict, limit: 3, objs: map[string][]byte{}, mods: map[string]time.Time{}, tokens: map[string]string{}}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	return f, srv
@@ -167,6 +168,7 @@ func (f *fakeVault) object(w http.ResponseWriter, r *http.Request, name string) 
 			return
 		}
 		f.objs[name] = body
+		f.mods[name] = time.Now()
 		w.WriteHeader(http.StatusCreated)
 	case http.MethodHead, http.MethodGet:
 		if !ok {
@@ -174,6 +176,7 @@ func (f *fakeVault) object(w http.ResponseWriter, r *http.Request, name string) 
 			return
 		}
 		w.Header().Set("Accept-Ranges", "bytes")
+		w.Header().Set("Last-Modified", f.mods[name].UTC().Format(http.TimeFormat))
 		rng := r.Header.Get("Range")
 		if rng == "" || r.Method == http.MethodHead {
 			w.Header().Set("Content-Length", strconv.Itoa(len(b)))
@@ -251,7 +254,7 @@ func (f *fakeVault) list(w http.ResponseWriter, r *http.Request) {
 			page.Next = names[i-1]
 			break
 		}
-		page.Objects = append(page.Objects, vaultapi.ObjectInfo{Name: n, Size: int64(len(f.objs[n]))})
+		page.Objects = append(page.Objects, vaultapi.ObjectInfo{Name: n, Size: int64(len(f.objs[n])), Modified: f.mods[n]})
 	}
 	f.mu.Unlock()
 	_ = json.NewEncoder(w).Encode(page)

@@ -41,6 +41,9 @@ type EnrollResponse struct {
 type ObjectInfo struct {
 	Name string `json:"name"`
 	Size int64  `json:"size"`
+	// Modified is when the object was stored (RFC 3339); absent when the
+	// store cannot tell.
+	Modified time.Time `json:"modified,omitzero"`
 }
 
 // ListPage is the body of GET /v1/list. Next is the after= value of the

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer/internal/store"
 )
@@ -78,10 +79,28 @@ func mustRead(t *testing.T, s store.Store, name string) []byte {
 }
 
 // listAll returns every Info under prefix, sorted by name.
+// modTimeSlack allows for a store whose clock is not ours (a server on
+// loopback) and for stores that keep whole seconds (HTTP dates).
+const modTimeSlack = 2 * time.Second
+
+// checkModTime fails unless info's ModTime lies between before and after
+// (the bounds of the put), give or take modTimeSlack.
+func checkModTime(t *testing.T, op string, info store.Info, before, after time.Time) {
+	t.Helper()
+	if m := info.ModTime; m.Before(before.Add(-modTimeSlack)) || m.After(after.Add(modTimeSlack)) {
+		t.Errorf("%s(%s).ModTime = %v; want between %v and %v", op, info.Name, m, before, after)
+	}
+}
+
+// listAll lists prefix, sorted by name, with ModTime checked (every object
+// in the suite was put during the test) and then cleared for comparison.
 func listAll(t *testing.T, s store.Store, prefix string) []store.Info {
 	t.Helper()
 	var out []store.Info
+	started := time.Now()
 	err := s.List(t.Context(), prefix, func(i store.Info) error {
+		checkModTime(t, "List", i, started.Add(-10*time.Minute), started)
+		i.ModTime = time.Time{}
 		out = append(out, i)
 		return nil
 	})
@@ -254,10 +273,18 @@ func testPutSourceError(t *testing.T, s store.Store) {
 }
 
 func testStat(t *testing.T, s store.Store) {
+	before := time.Now()
 	put(t, s, "snapshots/s1", data(12345, 4))
+	after := time.Now()
 	info, err := s.Stat(t.Context(), "snapshots/s1")
+	checkModTime(t, "Stat", info, before, after)
+	info.ModTime = time.Time{}
 	if err != nil || info != (store.Info{Name: "snapshots/s1", Size: 12345}) {
 		t.Errorf("Stat = %+v, %v; want size 12345", info, err)
+	}
+	listed := listAll(t, s, "snapshots/")
+	if len(listed) != 1 {
+		t.Fatalf("List(snapshots/) = %+v; want one object", listed)
 	}
 	wantNotFound(t, s, "snapshots/s2")
 	wantNotFound(t, s, "nowhere/s1")
