@@ -59,7 +59,7 @@ type DiskStats struct {
 	DataBytes   int64 `json:"data_bytes"`   // bytes in chunks (not zero)
 	ReadBytes   int64 `json:"read_bytes"`   // bytes read from the source
 	NewBytes    int64 `json:"new_bytes"`    // plaintext bytes of new chunks
-	StoredBytes int64 `json:"stored_bytes"` // sealed bytes of new blobs
+	StoredBytes int64 `json:"stored_bytes"` // bytes of the packs the backup uploaded
 	Chunks      int64 `json:"chunks"`
 	NewChunks   int64 `json:"new_chunks"`
 }
