@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 	"unicode"
 
@@ -71,8 +72,8 @@ func (d *Disk) ListIDs() ([]crypto.ID, error) {
 		if len(s) != 2*crypto.IDSize {
 			return nil, fmt.Errorf("disk %d: list ID %q is not %d hex characters: %w", d.Index, s, 2*crypto.IDSize, ErrFormat)
 		}
-		if _, err := hex.Decode(ids[i][:], []byte(s)); err != nil {
-			return nil, fmt.Errorf("disk %d: list ID %q is not hex: %w", d.Index, s, ErrFormat)
+		if _, err := hex.Decode(ids[i][:], []byte(s)); err != nil || !isLowerHex(s) {
+			return nil, fmt.Errorf("disk %d: list ID %q is not lower-case hex: %w", d.Index, s, ErrFormat)
 		}
 	}
 	return ids, nil
@@ -129,9 +130,13 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 		if _, err := d.ListIDs(); err != nil {
 			return nil, err
 		}
-		if _, err := d.DigestHash(); err != nil {
-			return nil, fmt.Errorf("disk %d: digest: %v: %w", i, err, ErrFormat)
+		if _, err := d.DigestHash(); err != nil || !isLowerHex(d.Digest) {
+			return nil, fmt.Errorf("disk %d: digest %q is not 64 lower-case hex characters: %w", i, d.Digest, ErrFormat)
 		}
 	}
 	return &s, nil
 }
+
+// isLowerHex reports whether s holds no upper-case hex digit: IDs and
+// digests have one spelling (FORMAT.md), and they are compared as strings.
+func isLowerHex(s string) bool { return strings.ToLower(s) == s }
