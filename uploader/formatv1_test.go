@@ -421,3 +421,31 @@ func TestFormatV1Rewrite(t *testing.T) {
 		}
 	}
 }
+
+// TestFormatV1Documented: FORMAT.md's "Test vectors" names every snapshot
+// of the frozen repository with its digest and expected image, so the page
+// and the vectors cannot drift apart.
+func TestFormatV1Documented(t *testing.T) {
+	set, _, _ := loadVectors(t)
+	doc, err := os.ReadFile("../FORMAT.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n## Test vectors\n")
+	if !ok {
+		t.Fatal(`FORMAT.md has no "Test vectors" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	want := []string{vecKEK, vecM, vecKData, vecKID, vecKCfg, vecKPol, vecPol}
+	for _, s := range set.Snapshots {
+		want = append(want, s.ID, s.Time)
+		for _, d := range s.Disks {
+			want = append(want, d.Digest, d.ImageSHA256, fmt.Sprint(d.Size))
+		}
+	}
+	for _, w := range want {
+		if !strings.Contains(section, w) {
+			t.Errorf("FORMAT.md's Test vectors section does not mention %s", w)
+		}
+	}
+}
