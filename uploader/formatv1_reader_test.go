@@ -154,6 +154,15 @@ func (s *specReader) unlock(pass []byte) {
 	if hex.EncodeToString(keyed(kCfg, cf.Config)) != cf.MAC {
 		s.t.Fatal("config MAC does not verify")
 	}
+	var c struct {
+		Version     int
+		BlockSize   int `json:"block_size"`
+		RegionSize  int `json:"region_size"`
+		Compression string
+	}
+	if err := json.Unmarshal(cf.Config, &c); err != nil || c.Version != 1 || c.BlockSize != 65536 || c.RegionSize != 67108864 || c.Compression != "zstd" {
+		s.t.Fatalf("config %s: %v", cf.Config, err)
+	}
 	s.values = map[string]string{"argon2id": hex.EncodeToString(kek), "M": hex.EncodeToString(m),
 		"K_data": hex.EncodeToString(s.kData), "K_id": hex.EncodeToString(s.kID), "K_cfg": hex.EncodeToString(kCfg),
 		"K_pol": hex.EncodeToString(kPol), "polynomial": fmt.Sprintf("%#x", uint64(pol))}
@@ -186,6 +195,44 @@ func (s *specReader) loadIndex() {
 		if len(b) != 0 {
 			s.t.Fatalf("%s: %d trailing bytes", name, len(b))
 		}
+	}
+}
+
+// checkPacks parses every pack's trailer and header and checks that the
+// index files list exactly what the headers say.
+func (s *specReader) checkPacks() {
+	s.t.Helper()
+	listed := map[[32]byte]bool{}
+	for _, name := range s.names("data") {
+		b := s.read(name)
+		tr := b[len(b)-8:]
+		hlen := int(binary.LittleEndian.Uint32(tr))
+		if string(tr[4:]) != "CPK1" || hlen+8 > len(b) {
+			s.t.Fatalf("%s: bad trailer", name)
+		}
+		h := s.open(s.kData, b[len(b)-8-hlen:len(b)-8], "coffer pack header v1")
+		n := int(binary.LittleEndian.Uint32(h[4:]))
+		if string(h[:4]) != "CPH1" || len(h) != 8+44*n || hlen != 8+44*n+40 {
+			s.t.Fatalf("%s: bad header", name)
+		}
+		off := uint32(0)
+		for i := 0; i < n; i++ {
+			e := h[8+44*i : 8+44*(i+1)]
+			id := [32]byte(e[12:44])
+			want := specBlob{pack: name, offset: off, length: binary.LittleEndian.Uint32(e[4:]),
+				rawLen: binary.LittleEndian.Uint32(e[8:]), typ: e[0], flags: e[1]}
+			if e[2] != 0 || e[3] != 0 || s.blobs[id] != want {
+				s.t.Fatalf("%s entry %d: %+v, the index says %+v", name, i, want, s.blobs[id])
+			}
+			off += want.length
+			listed[id] = true
+		}
+		if int(off) != len(b)-8-hlen {
+			s.t.Fatalf("%s: blobs end at %d, the header starts at %d", name, off, len(b)-8-hlen)
+		}
+	}
+	if len(listed) != len(s.blobs) {
+		s.t.Fatalf("the headers list %d blobs, the index %d", len(listed), len(s.blobs))
 	}
 }
 
@@ -285,6 +332,7 @@ func TestFormatV1SpecReader(t *testing.T) {
 		}
 	}
 	s.loadIndex()
+	s.checkPacks()
 	snaps := map[string]bool{}
 	for _, name := range s.names("snapshots") {
 		snaps[strings.TrimPrefix(name, "snapshots/")] = true
