@@ -16,7 +16,7 @@ import (
 // indexEvery is how many uploaded packs go into one index file. A crash
 // loses at most this many packs' index entries, and the next backup recovers
 // those from the pack headers (repo.IndexOrphanPacks).
-const indexEvery = 32
+const indexEvery = repo.PacksPerIndexFile
 
 type finishedPack struct {
 	buf     []byte

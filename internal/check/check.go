@@ -303,9 +303,28 @@ func (c *checker) region(ctx context.Context, obj string, d *manifest.Disk, ri i
 	for _, e := range m.Extents {
 		if !c.r.Index.Has(e.ID) {
 			missing++
+			continue
+		}
+		if n, ok := c.rawLength(e.ID); ok && n != e.Length {
+			c.problem(obj, fmt.Errorf("disk %d region %d: the extent at offset %d is %d bytes but the index says chunk %s is %d: the region map or the index is wrong, and restoring the region fails", d.Index, ri, e.Offset, e.Length, e.ID, n), false)
 		}
 	}
 	if missing > 0 {
 		c.problem(obj, fmt.Errorf("disk %d region %d: %d chunks are not in the index: that part of the disk cannot be restored", d.Index, ri, missing), false)
 	}
+}
+
+// rawLength returns a chunk's length as an intact index file lists it (the
+// in-memory index keeps no lengths of plaintext).
+func (c *checker) rawLength(id crypto.ID) (uint32, bool) {
+	loc, ok := c.r.Index.Lookup(id)
+	if !ok {
+		return 0, false
+	}
+	for _, e := range c.packs[loc.Pack] {
+		if e.Offset == loc.Offset && e.ID == id {
+			return e.RawLength, true
+		}
+	}
+	return 0, false
 }

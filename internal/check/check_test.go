@@ -3,6 +3,7 @@ package check
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -272,7 +273,7 @@ func TestCheckDamagedIndexFile(t *testing.T) {
 }
 
 func TestCheckIndexDisagreesWithHeader(t *testing.T) {
-	f, _ := setup(t, nil)
+	f, snap := setup(t, nil)
 	ps := packs(t, f)
 	idx := names(t, f, repo.IndexPrefix)
 	file := &index.File{}
@@ -288,25 +289,29 @@ func TestCheckIndexDisagreesWithHeader(t *testing.T) {
 	}
 	// Two index files disagree about the first pack; the header is then
 	// compared with whichever listing the checker kept.
+	// With the wrong listing, the chunk's extent disagrees with it too.
 	rep := run(t, f, false)
-	var differ, header int
+	var differ, header, extent int
 	for _, p := range rep.Problems {
 		switch {
 		case strings.Contains(p.Message, "differently from another index file"):
 			differ++
 		case p.Object == ps[0].name && strings.Contains(p.Message, "does not match the index"):
 			header++
+		case strings.Contains(p.Message, "bytes but the index says chunk"):
+			extent++
 		}
 	}
-	if differ != 1 || header > 1 || rep.Errors() != differ+header {
+	if differ != 1 || header != extent || rep.Errors() != differ+header+extent {
 		t.Fatalf("report %+v", rep.Problems)
 	}
 	// With only the wrong index file, the header disagrees for certain.
 	if err := f.Store.Delete(ctx, idx[0]); err != nil {
 		t.Fatal(err)
 	}
-	expect(t, run(t, f, false), [][2]string{{ps[0].name, "pack header does not match the index"}}, nil)
-	expect(t, run(t, f, true), [][2]string{{ps[0].name, "pack header does not match the index"}}, nil)
+	wrong := [][2]string{{ps[0].name, "pack header does not match the index"}, {repo.SnapshotsPrefix + snap.ID, "bytes but the index says chunk"}}
+	expect(t, run(t, f, false), wrong, nil)
+	expect(t, run(t, f, true), wrong, nil)
 }
 
 func mustID(t *testing.T, name string) pack.ID {
@@ -379,4 +384,19 @@ func TestCheckStrayObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, run(t, f, false), nil, [][2]string{{repo.DataPrefix + "stray", "not a pack name"}})
+}
+
+// TestCheckExtentLength: an extent's length must equal its chunk's length
+// (FORMAT.md, "Disk maps"); check finds a map that says otherwise from the
+// index alone, without reading data.
+func TestCheckExtentLength(t *testing.T) {
+	var short manifest.Extent
+	f, snap := setup(t, func(ri int, m *manifest.RegionMap) {
+		if ri == 1 {
+			m.Extents[0].Length--
+			short = m.Extents[0]
+		}
+	})
+	want := fmt.Sprintf("disk 0 region 1: the extent at offset %d is %d bytes but the index says chunk %s is %d", short.Offset, short.Length, short.ID, short.Length+1)
+	expect(t, run(t, f, false), [][2]string{{repo.SnapshotsPrefix + snap.ID, want}}, nil)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 	"unicode"
 
@@ -59,7 +60,7 @@ type DiskStats struct {
 	DataBytes   int64 `json:"data_bytes"`   // bytes in chunks (not zero)
 	ReadBytes   int64 `json:"read_bytes"`   // bytes read from the source
 	NewBytes    int64 `json:"new_bytes"`    // plaintext bytes of new chunks
-	StoredBytes int64 `json:"stored_bytes"` // sealed bytes of new blobs
+	StoredBytes int64 `json:"stored_bytes"` // bytes of the packs the backup uploaded
 	Chunks      int64 `json:"chunks"`
 	NewChunks   int64 `json:"new_chunks"`
 }
@@ -71,8 +72,8 @@ func (d *Disk) ListIDs() ([]crypto.ID, error) {
 		if len(s) != 2*crypto.IDSize {
 			return nil, fmt.Errorf("disk %d: list ID %q is not %d hex characters: %w", d.Index, s, 2*crypto.IDSize, ErrFormat)
 		}
-		if _, err := hex.Decode(ids[i][:], []byte(s)); err != nil {
-			return nil, fmt.Errorf("disk %d: list ID %q is not hex: %w", d.Index, s, ErrFormat)
+		if _, err := hex.Decode(ids[i][:], []byte(s)); err != nil || !isLowerHex(s) {
+			return nil, fmt.Errorf("disk %d: list ID %q is not lower-case hex: %w", d.Index, s, ErrFormat)
 		}
 	}
 	return ids, nil
@@ -129,9 +130,13 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 		if _, err := d.ListIDs(); err != nil {
 			return nil, err
 		}
-		if _, err := d.DigestHash(); err != nil {
-			return nil, fmt.Errorf("disk %d: digest: %v: %w", i, err, ErrFormat)
+		if _, err := d.DigestHash(); err != nil || !isLowerHex(d.Digest) {
+			return nil, fmt.Errorf("disk %d: digest %q is not 64 lower-case hex characters: %w", i, d.Digest, ErrFormat)
 		}
 	}
 	return &s, nil
 }
+
+// isLowerHex reports whether s holds no upper-case hex digit: IDs and
+// digests have one spelling (FORMAT.md), and they are compared as strings.
+func isLowerHex(s string) bool { return strings.ToLower(s) == s }

@@ -115,6 +115,8 @@ func TestDecodeSnapshotRejects(t *testing.T) {
 		"short list ID":        func(m map[string]any) { disk(m, 0)["lists"] = []any{"abcd"} },
 		"list ID not hex":      func(m map[string]any) { disk(m, 0)["lists"] = []any{strings.Repeat("g", 64)} },
 		"list ID not a string": func(m map[string]any) { disk(m, 0)["lists"] = []any{5} },
+		"upper-case list ID":   func(m map[string]any) { disk(m, 0)["lists"] = []any{strings.ToUpper(idOf(1).String())} },
+		"upper-case digest":    func(m map[string]any) { disk(m, 0)["digest"] = strings.ToUpper(disk(m, 0)["digest"].(string)) },
 		"digest short":         func(m map[string]any) { disk(m, 0)["digest"] = "ab" },
 		"digest not hex":       func(m map[string]any) { disk(m, 0)["digest"] = strings.Repeat("x", 64) },
 		"no digest":            func(m map[string]any) { delete(disk(m, 2), "digest") },

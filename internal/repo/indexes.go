@@ -11,6 +11,11 @@ import (
 	"github.com/cofferhq/coffer/internal/store"
 )
 
+// PacksPerIndexFile is the most packs a writer lists in one index file: a
+// crash loses at most that many packs' entries (found again from their
+// headers), and files stay far below what a vault accepts.
+const PacksPerIndexFile = 32
+
 // IndexFile is one loaded index file.
 type IndexFile struct {
 	Name string

@@ -50,8 +50,9 @@ func (r *Repo) indexOrphans(ctx context.Context, save bool) (int, error) {
 		r.Index.AddPack(id, entries)
 		f.Packs = append(f.Packs, index.PackBlobs{Pack: id, Blobs: entries})
 	}
-	if len(f.Packs) > 0 && save {
-		if _, err := r.SaveIndexFile(ctx, f); err != nil {
+	for i := 0; save && i < len(f.Packs); i += PacksPerIndexFile {
+		part := &index.File{Packs: f.Packs[i:min(i+PacksPerIndexFile, len(f.Packs))]}
+		if _, err := r.SaveIndexFile(ctx, part); err != nil {
 			return 0, err
 		}
 	}

@@ -886,3 +886,36 @@ func TestFindSnapshotAmbiguousAndDamaged(t *testing.T) {
 		t.Fatalf("an intact snapshot: %v", err)
 	}
 }
+
+// TestIndexOrphanPacksSplitsFiles: the index file for recovered packs holds
+// at most PacksPerIndexFile packs, like a backup's (FORMAT.md, "Index
+// files"), so recovering many packs never writes a file a vault refuses.
+func TestIndexOrphanPacksSplitsFiles(t *testing.T) {
+	r, st, _ := initRepo(t)
+	const n = 2*PacksPerIndexFile + 6
+	all := someBlobs(n, 30)
+	for i := range all {
+		writePack(t, r, all[i:i+1])
+	}
+	o, err := Open(ctx, st, []byte(pass))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := o.IndexOrphanPacks(ctx, true); err != nil || got != n {
+		t.Fatalf("recovered %d packs (%v), want %d", got, err, n)
+	}
+	files, err := o.ReadIndexFiles(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, f := range files {
+		if len(f.File.Packs) > PacksPerIndexFile {
+			t.Errorf("%s lists %d packs, more than %d", f.Name, len(f.File.Packs), PacksPerIndexFile)
+		}
+		total += len(f.File.Packs)
+	}
+	if len(files) != 3 || total != n {
+		t.Fatalf("%d index files listing %d packs, want 3 listing %d", len(files), total, n)
+	}
+}

@@ -134,7 +134,8 @@ func (r *Repo) FindSnapshot(ctx context.Context, ref, name string) (*SnapshotInf
 	return nil, fmt.Errorf("snapshot prefix %s is ambiguous (%d snapshots match); give more characters", ref, len(match))
 }
 
-// DiskRegions loads the region map IDs of a disk from its list chunks.
+// DiskRegions loads the region map IDs of a disk from its list chunks,
+// checking that every list but the last is full.
 func (r *Repo) DiskRegions(ctx context.Context, d *manifest.Disk) ([]crypto.ID, error) {
 	lists, err := d.ListIDs()
 	if err != nil {
@@ -150,6 +151,12 @@ func (r *Repo) DiskRegions(ctx context.Context, d *manifest.Disk) ([]crypto.ID, 
 		ids, err := manifest.DecodeList(b)
 		if err != nil {
 			return nil, fmt.Errorf("disk %d map list %s: %w", d.Index, lid, err)
+		}
+		// A disk's lists are a function of its region maps: full lists,
+		// then the rest.
+		if i < len(lists)-1 && len(ids) != manifest.ListFanout {
+			return nil, fmt.Errorf("disk %d map list %d (%s) names %d region maps, but every list but the last must name %d (the snapshot is malformed: restore another one, and run coffer check): %w",
+				d.Index, i, lid, len(ids), manifest.ListFanout, manifest.ErrFormat)
 		}
 		out = append(out, ids...)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/manifest"
+	"github.com/cofferhq/coffer/internal/pack"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/testutil/repofixture"
@@ -472,5 +473,29 @@ func TestRestorePackDownloadBreaks(t *testing.T) {
 	checkOutput(t, out, im)
 	if res.Written != clean.Written {
 		t.Errorf("wrote %d bytes, %d without faults: blobs were written again after a retry", res.Written, clean.Written)
+	}
+}
+
+// TestRestoreUnevenMapLists: every map list but a disk's last must name
+// exactly 1024 region maps (FORMAT.md, "Disk maps"), so that a disk's lists
+// are a function of its region maps. Lists that name the right number of
+// regions in total but are split otherwise are refused.
+func TestRestoreUnevenMapLists(t *testing.T) {
+	f := repofixture.New(t, pass)
+	const nr = manifest.ListFanout + 1
+	im := &repofixture.Image{Size: nr * manifest.RegionSize}
+	m := f.RegionMap(im, 0) // every region is a hole: the same map
+	id := f.Blob(pack.TypeMeta, m.Encode())
+	ids := slices.Repeat([]crypto.ID{id}, nr)
+	hashes := slices.Repeat([]manifest.Hash{manifest.RegionHash(m.Blocks)}, nr)
+	d := manifest.Disk{Index: 0, Name: "xvda", Size: im.Size, BlockSize: manifest.BlockSize, RegionSize: manifest.RegionSize,
+		Digest: manifest.DiskDigest(im.Size, hashes).String()}
+	for _, part := range [][]crypto.ID{ids[:1000], ids[1000:]} {
+		d.Lists = append(d.Lists, f.Blob(pack.TypeMeta, manifest.EncodeList(part)).String())
+	}
+	snap := f.Snapshot("uneven", d)
+	_, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
+	if !errors.Is(err, manifest.ErrFormat) || !strings.Contains(err.Error(), "map list 0") || !strings.Contains(err.Error(), "names 1000 region maps") {
+		t.Fatalf("uneven map lists: err = %v, want a malformed-list error naming list 0", err)
 	}
 }
