@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/check"
+	"github.com/cofferhq/coffer/internal/clock/clocktest"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/restore"
@@ -174,7 +175,7 @@ func TestFormatV1Generate(t *testing.T) {
 	for _, im := range vectorImages() {
 		path := filepath.Join(src, im.name+".img")
 		writeSource(t, path, im)
-		res, err := backupImage(t, r, path, uploader.Options{Name: im.name, Now: func() time.Time { return im.time }, Workers: 1})
+		res, err := backupImage(t, r, path, uploader.Options{Name: im.name, Clock: clocktest.New(im.time), Workers: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
