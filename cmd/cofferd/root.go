@@ -134,10 +134,26 @@ func (g *globals) openStateWait(ctx context.Context, wait time.Duration) (store.
 
 // storeWaitPolicy retries opening the store (the shared retry layer, so
 // permanent errors such as a missing bucket or refused credentials fail at
-// once) with enough attempts that backing off from 1 s to 4 s spends about
-// wait; a wait under 6 s means no retry.
+// once) for about wait: backing off from 1 s to 4 s (less for a short
+// wait), with as many attempts as the mean backoffs fit in wait. Any
+// positive wait retries at least once; 0 tries once.
 func storeWaitPolicy(wait time.Duration) store.RetryPolicy {
-	return store.RetryPolicy{Attempts: max(1, int(wait/(3*time.Second))), Base: time.Second, Max: 4 * time.Second}
+	p := store.RetryPolicy{Attempts: 1, Base: time.Second, Max: 4 * time.Second}
+	if wait <= 0 {
+		return p
+	}
+	p.Base = max(min(p.Base, wait/2), time.Millisecond)
+	p.Max = max(min(p.Max, wait/2), p.Base)
+	var spent time.Duration
+	for d := p.Base; p.Attempts < 1000; d = min(2*d, p.Max) {
+		mean := d * 3 / 4 // the retry layer's full jitter waits d/2 to d
+		if p.Attempts > 1 && spent+mean > wait {
+			break
+		}
+		spent += mean
+		p.Attempts++
+	}
+	return p
 }
 
 func envOr(k, def string) string {
