@@ -44,7 +44,7 @@ func startVault(t *testing.T, storeURL string) *vault {
 	addr := freeAddr(t)
 	v.url = "http://" + addr
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, cofferdBin, "--store", storeURL, "serve",
+	cmd := exec.CommandContext(ctx, cofferdBin, "--store", storeURL, "serve", "--init",
 		"--listen", addr, "--metrics-listen", freeAddr(t))
 	cmd.Stdout, cmd.Stderr = v.log, v.log
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }

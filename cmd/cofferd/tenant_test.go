@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -22,7 +24,20 @@ type result struct {
 	stdout, stderr string
 }
 
+// cofferd runs a command on the vault in storeDir, making the vault first
+// (cofferd init) when storeDir holds none.
 func cofferd(t *testing.T, storeDir string, args ...string) result {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(storeDir, "vault", "format")); err != nil {
+		if r := cofferdNoInit(t, storeDir, "init"); r.code != 0 {
+			t.Fatalf("cofferd init: %+v", r)
+		}
+	}
+	return cofferdNoInit(t, storeDir, args...)
+}
+
+// cofferdNoInit runs a command on storeDir as it is.
+func cofferdNoInit(t *testing.T, storeDir string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := run(context.Background(), append([]string{"--store", "file://" + storeDir}, args...), &out, &errb)
