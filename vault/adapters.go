@@ -71,7 +71,7 @@ func (st *State) Reserve(ctx context.Context, p *Principal, name string, kind va
 			return nil, err
 		}
 	}
-	res, err := st.Ledger.Reserve(ctx, t, name, kind, size, ledger.Meta{LogicalBytes: meta.LogicalBytes, DataBytes: meta.DataBytes}, ttl)
+	res, err := st.Ledger.Reserve(ctx, t, name, kind, size, ledger.Meta{LogicalBytes: meta.LogicalBytes, DataBytes: meta.DataBytes, Credential: p.CredentialID}, ttl)
 	if errors.Is(err, ledger.ErrBusy) {
 		return nil, fmt.Errorf("%w: %s", ErrBusy, name)
 	}

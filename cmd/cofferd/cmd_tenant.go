@@ -24,17 +24,18 @@ const EnvVaultURL = "COFFER_VAULT_URL"
 func newTenantCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "tenant",
-		Short: "Manage tenants: create, list, show, quotas, suspension, enrollment tokens, credentials",
+		Short: "Manage tenants: create, list, show, quotas, suspension, enrollment tokens, credentials, key slots",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError{Err: fmt.Errorf("unknown command %q for \"cofferd tenant\"", args[0])}
 			}
-			return usageError{Err: errors.New("cofferd tenant needs a subcommand: create, list, show, set-quota, suspend, resume, token, credentials or revoke")}
+			return usageError{Err: errors.New("cofferd tenant needs a subcommand: create, list, show, set-quota, suspend, resume, token, credentials, revoke, keys or remove-key")}
 		},
 	}
 	c.AddCommand(newTenantCreateCmd(g), newTenantListCmd(g), newTenantShowCmd(g), newTenantSetQuotaCmd(g),
-		newTenantSuspendCmd(g), newTenantResumeCmd(g), newTenantTokenCmd(g), newTenantCredentialsCmd(g), newTenantRevokeCmd(g))
+		newTenantSuspendCmd(g), newTenantResumeCmd(g), newTenantTokenCmd(g), newTenantCredentialsCmd(g), newTenantRevokeCmd(g),
+		newTenantKeysCmd(g), newTenantRemoveKeyCmd(g))
 	return c
 }
 

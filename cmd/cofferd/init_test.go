@@ -34,6 +34,7 @@ func TestNoVaultExits10(t *testing.T) {
 		{"tenant", "list"}, {"tenant", "show", "acme"}, {"tenant", "create", "acme"}, {"tenant", "token", "acme"},
 		{"tenant", "set-quota", "acme", "1GiB"}, {"tenant", "suspend", "acme"}, {"tenant", "resume", "acme"},
 		{"tenant", "credentials", "acme"}, {"tenant", "revoke", "acme", "000000000000000000000000"},
+		{"tenant", "keys", "acme"}, {"tenant", "remove-key", "acme", "0123456789abcdef"},
 		{"escrow", "show"}, {"escrow", "init", "--out", idFile}, {"serve", "--listen", "127.0.0.1:0"},
 	}
 	for _, dir := range []string{missing, empty} {

@@ -110,3 +110,16 @@ func (r *Registry) RecordEscrowSlot(ctx context.Context, tenantID, slot, fingerp
 		return nil
 	})
 }
+
+// ForgetEscrowSlot drops slot from the tenant's escrow record when it is
+// the recorded one (an operator removed it: cofferd tenant remove-key
+// --force). The tenant goes back to "pending": it chose escrow, and no
+// slot is recorded.
+func (r *Registry) ForgetEscrowSlot(ctx context.Context, tenantID, slot string) (*Tenant, error) {
+	return r.UpdateTenant(ctx, tenantID, func(t *Tenant) error {
+		if t.Escrow.Slot == slot {
+			t.Escrow = vaultapi.Escrow{Status: vaultapi.EscrowPending, DecidedAt: t.Escrow.DecidedAt}
+		}
+		return nil
+	})
+}
