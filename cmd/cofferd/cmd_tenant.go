@@ -49,22 +49,26 @@ func (g *globals) withState(ctx context.Context, fn func(*registry.Registry, *le
 	return fn(reg, l)
 }
 
-// parseQuota reads a quota: "none" or 0 for no quota, else a size such as
-// 10GiB, 500MB or a byte count.
+// parseQuota reads a quota: "unlimited" (or "none") for no quota, else a
+// size such as 10GiB, 500MB or a byte count. A size of 0 is refused: it
+// used to mean no quota, which nobody can tell from reading it.
 func parseQuota(s string) (int64, error) {
-	if s == "" || s == "none" || s == "0" {
+	if s == "unlimited" || s == "none" {
 		return 0, nil
 	}
 	n, err := humanize.ParseBytes(s)
 	if err != nil || n > 1<<62 {
-		return 0, usageError{Err: fmt.Errorf("quota %q: want a size such as 10GiB or 500MB, or none", s)}
+		return 0, usageError{Err: fmt.Errorf("quota %q: want a size such as 10GiB or 500MB, or unlimited", s)}
+	}
+	if n == 0 {
+		return 0, usageError{Err: fmt.Errorf("quota %q: a quota of 0 would refuse every upload; for no quota write unlimited", s)}
 	}
 	return int64(n), nil
 }
 
 func quotaText(q int64) string {
 	if q == 0 {
-		return "none"
+		return "unlimited"
 	}
 	return ledger.FormatSize(q)
 }
@@ -77,7 +81,7 @@ type tokenOut struct {
 
 func (g *globals) printToken(t *registry.Tenant, tok vaultapi.Secret, exp time.Time, vaultURL string) error {
 	if g.json {
-		return g.printJSON(tokenOut{Tenant: vaultapi.TenantInfo{ID: t.ID, Name: t.Name, State: t.State, Quota: t.Quota},
+		return g.printJSON(tokenOut{Tenant: vaultapi.TenantInfo{ID: t.ID, Name: t.Name, State: t.State, Quota: t.Quota, QuotaUnlimited: t.Quota == 0},
 			Token: tok.Reveal(), Expires: exp})
 	}
 	w := g.stdout
@@ -129,7 +133,7 @@ COFFER_ENROLL_TOKEN. 'cofferd tenant token NAME' makes another.`,
 			})
 		},
 	}
-	c.Flags().StringVar(&quota, "quota", "none", "storage quota, e.g. 10GiB, or none")
+	c.Flags().StringVar(&quota, "quota", "unlimited", "storage quota, e.g. 10GiB, or unlimited")
 	c.Flags().DurationVar(&ttl, "token-ttl", registry.DefaultTokenTTL, "how long the enrollment token stays valid")
 	vaultURLFlag(c, &vaultURL)
 	return c
@@ -270,7 +274,7 @@ func (g *globals) tenantChange(c *cobra.Command, nameOrID string, fn func(*regis
 
 func newTenantSetQuotaCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "set-quota NAME|ID SIZE|none",
+		Use:   "set-quota NAME|ID SIZE|unlimited",
 		Short: "Set a tenant's storage quota (below the usage refuses new uploads; nothing is deleted)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {

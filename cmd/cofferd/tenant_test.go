@@ -169,3 +169,45 @@ func TestServeHookAndEnrollWithPrintedToken(t *testing.T) {
 		t.Fatalf("credentials after revoke: %+v", r)
 	}
 }
+
+// No quota is written "unlimited" (or "none") and shown so; a quota of 0,
+// which used to mean no quota, is refused with what to write instead.
+func TestQuotaUnlimited(t *testing.T) {
+	dir := t.TempDir()
+	for _, q := range []string{"0", "0B", "0 GiB"} {
+		r := cofferd(t, dir, "tenant", "create", "acme", "--quota", q)
+		if r.code != exitUsage || !strings.Contains(r.stderr, "for no quota write unlimited") {
+			t.Fatalf("--quota %q: %+v", q, r)
+		}
+	}
+	if r := cofferd(t, dir, "tenant", "list"); !strings.Contains(r.stdout, "no tenants yet") {
+		t.Fatalf("a refused create stored a tenant: %+v", r)
+	}
+	r := cofferd(t, dir, "tenant", "create", "acme", "--quota", "unlimited")
+	if r.code != 0 || !strings.Contains(r.stdout, "quota: unlimited") {
+		t.Fatalf("create unlimited: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "create", "beta"); r.code != 0 || !strings.Contains(r.stdout, "quota: unlimited") {
+		t.Fatalf("create with the default quota: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "set-quota", "acme", "2GiB"); r.code != 0 || !strings.Contains(r.stdout, "quota:     2.00 GiB") {
+		t.Fatalf("set-quota 2GiB: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "set-quota", "acme", "0"); r.code != exitUsage || !strings.Contains(r.stderr, "unlimited") {
+		t.Fatalf("set-quota 0: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "show", "acme"); !strings.Contains(r.stdout, "quota:     2.00 GiB") {
+		t.Fatalf("set-quota 0 changed the quota: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "set-quota", "acme", "none"); r.code != 0 || !strings.Contains(r.stdout, "quota:     unlimited") {
+		t.Fatalf("set-quota none: %+v", r)
+	}
+	r = cofferd(t, dir, "--json", "tenant", "list")
+	var list []vaultapi.TenantInfo
+	if json.Unmarshal([]byte(r.stdout), &list) != nil || len(list) != 2 || !list[0].QuotaUnlimited || list[0].Quota != 0 {
+		t.Fatalf("list --json: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "list"); !strings.Contains(r.stdout, "unlimited") || strings.Contains(r.stdout, "none") {
+		t.Fatalf("list: %+v", r)
+	}
+}

@@ -64,9 +64,11 @@ type TenantInfo struct {
 	State       string    `json:"state"`
 	SuspendedAt time.Time `json:"suspended_at,omitzero"`
 	Reason      string    `json:"reason,omitempty"`
-	Quota       int64     `json:"quota"` // bytes; 0 = none
-	Usage       UsageInfo `json:"usage"`
-	Escrow      Escrow    `json:"escrow,omitzero"`
+	Quota       int64     `json:"quota"` // bytes; 0 = none (QuotaUnlimited)
+	// QuotaUnlimited says in so many words that the tenant has no quota.
+	QuotaUnlimited bool      `json:"quota_unlimited"`
+	Usage          UsageInfo `json:"usage"`
+	Escrow         Escrow    `json:"escrow,omitzero"`
 }
 
 // Escrow states of a tenant.
