@@ -195,16 +195,21 @@ func newTenantListCmd(g *globals) *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tID\tSTATE\tQUOTA\tSTORED\tSNAPSHOTS\tIN FLIGHT\tESCROW")
+				fmt.Fprintln(tw, "NAME\tID\tSTATE\tQUOTA\tSTORED\tSNAPSHOTS\tIN FLIGHT\tLOGICAL (REPORTED)\tESCROW")
 				for _, i := range infos {
 					esc := i.Escrow.Status
 					if esc == "" {
 						esc = "-"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", i.Name, i.ID, i.State, quotaText(i.Quota),
-						ledger.FormatSize(i.Usage.StoredBytes), i.Usage.Snapshots, ledger.FormatSize(i.Usage.ReservedBytes), esc)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", i.Name, i.ID, i.State, quotaText(i.Quota),
+						ledger.FormatSize(i.Usage.StoredBytes), i.Usage.Snapshots, ledger.FormatSize(i.Usage.ReservedBytes),
+						ledger.FormatSize(i.Usage.Reported.LogicalBytes), esc)
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				fmt.Fprintln(g.stdout, "STORED, SNAPSHOTS and IN FLIGHT are measured by the vault; LOGICAL is what agents reported (not measured, not billed).")
+				return nil
 			})
 		},
 	}
@@ -219,14 +224,21 @@ func printTenant(w io.Writer, i *vaultapi.TenantInfo) {
 		}
 	}
 	u := i.Usage
-	fmt.Fprintf(w, "\n  quota:     %s\n  stored:    %s in %d objects (%d packs, %s)\n  snapshots: %d\n  in flight: %s\n",
+	fmt.Fprintf(w, "\n  quota:     %s\n  measured by the vault:\n    stored:    %s in %d objects (%d packs, %s)\n    snapshots: %d\n    in flight: %s\n",
 		quotaText(i.Quota), ledger.FormatSize(u.StoredBytes), u.Objects, u.Packs, ledger.FormatSize(u.PackBytes), u.Snapshots,
 		ledger.FormatSize(u.ReservedBytes))
+	fmt.Fprintf(w, "  reported by agents (not measured, not billed):\n    logical:   %s\n    data:      %s\n",
+		reportedText(u.Reported.LogicalBytes, u.StoredBytes), ledger.FormatSize(u.Reported.DataBytes))
 	fmt.Fprintf(w, "  escrow:    %s\n", escrowText(i.Escrow))
-	if u.LogicalBytes > 0 && u.StoredBytes > 0 {
-		fmt.Fprintf(w, "  logical:   %s (agent-reported), %.1fx the stored bytes\n", ledger.FormatSize(u.LogicalBytes),
-			float64(u.LogicalBytes)/float64(u.StoredBytes))
+}
+
+// reportedText shows a reported logical size, with its ratio to what the
+// vault stores when both are known.
+func reportedText(logical, stored int64) string {
+	if logical > 0 && stored > 0 {
+		return fmt.Sprintf("%s, %.1fx the stored bytes", ledger.FormatSize(logical), float64(logical)/float64(stored))
 	}
+	return ledger.FormatSize(logical)
 }
 
 func newTenantShowCmd(g *globals) *cobra.Command {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/vault/ledger"
 )
 
 type result struct {
@@ -209,5 +210,47 @@ func TestQuotaUnlimited(t *testing.T) {
 	}
 	if r := cofferd(t, dir, "tenant", "list"); !strings.Contains(r.stdout, "unlimited") || strings.Contains(r.stdout, "none") {
 		t.Fatalf("list: %+v", r)
+	}
+}
+
+// tenant show and list label what agents reported apart from what the
+// vault measured.
+func TestTenantShowLabelsReportedUsage(t *testing.T) {
+	dir := t.TempDir()
+	cofferd(t, dir, "tenant", "create", "acme")
+	ctx := context.Background()
+	g := &globals{storeURL: "file://" + dir, clock: store.RealClock}
+	data, reg, led, err := g.openState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	ten, _ := reg.Resolve(ctx, "acme")
+	name := "snapshots/" + strings.Repeat("ab", 32)
+	res, err := led.Reserve(ctx, ten, name, vaultapi.KindSnapshot, 1<<20, ledger.Meta{LogicalBytes: 10 << 30, DataBytes: 3 << 30}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := cofferd(t, dir, "tenant", "show", "acme")
+	for _, want := range []string{"measured by the vault:\n    stored:    1.00 MiB in 1 objects", "reported by agents (not measured, not billed):\n    logical:   10.00 GiB, 10240.0x the stored bytes\n    data:      3.00 GiB"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("show lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = cofferd(t, dir, "tenant", "list")
+	if !strings.Contains(r.stdout, "LOGICAL (REPORTED)") || !strings.Contains(r.stdout, "10.00 GiB") || !strings.Contains(r.stdout, "what agents reported (not measured, not billed)") {
+		t.Errorf("list:\n%s", r.stdout)
+	}
+	r = cofferd(t, dir, "--json", "tenant", "list")
+	var list []struct {
+		Usage map[string]json.RawMessage `json:"usage"`
+	}
+	var rep vaultapi.ReportedUsage
+	if json.Unmarshal([]byte(r.stdout), &list) != nil || len(list) != 1 || list[0].Usage["logical_bytes"] != nil ||
+		json.Unmarshal(list[0].Usage["reported_by_agents"], &rep) != nil || rep.LogicalBytes != 10<<30 {
+		t.Errorf("list --json: %s", r.stdout)
 	}
 }

@@ -88,16 +88,24 @@ type Escrow struct {
 	RecordedAt  time.Time `json:"recorded_at,omitzero"`
 }
 
-// UsageInfo is a tenant's measured usage. LogicalBytes and DataBytes are
-// reported by the agent (the vault cannot decrypt); the rest is measured by
-// the vault.
+// UsageInfo is a tenant's usage as the vault measured it (what it shows
+// and bills), and, apart in Reported, what agents reported.
 type UsageInfo struct {
 	StoredBytes   int64 `json:"stored_bytes"`
 	Objects       int64 `json:"objects"`
 	Packs         int64 `json:"packs"`
 	PackBytes     int64 `json:"pack_bytes"`
 	Snapshots     int64 `json:"snapshots"`
-	LogicalBytes  int64 `json:"logical_bytes"`
-	DataBytes     int64 `json:"data_bytes"`
 	ReservedBytes int64 `json:"reserved_bytes"` // in flight
+	// Reported is what the tenant's agents sent with their snapshot
+	// uploads. The vault cannot decrypt snapshots to check it: it is shown
+	// for information, never measured or billed.
+	Reported ReportedUsage `json:"reported_by_agents"`
+}
+
+// ReportedUsage sums what agents reported with stored snapshots
+// (HeaderLogicalBytes, HeaderDataBytes).
+type ReportedUsage struct {
+	LogicalBytes int64 `json:"logical_bytes"` // the disks' sizes
+	DataBytes    int64 `json:"data_bytes"`    // their non-zero bytes
 }

@@ -64,8 +64,8 @@ type Usage struct {
 	Packs        int64      `json:"packs"`
 	PackBytes    int64      `json:"pack_bytes"`
 	Snapshots    int64      `json:"snapshots"`
-	LogicalBytes int64      `json:"logical_bytes"`
-	DataBytes    int64      `json:"data_bytes"`
+	LogicalBytes int64      `json:"logical_bytes"` // reported by agents, not measured
+	DataBytes    int64      `json:"data_bytes"`    // reported by agents, not measured
 	Reserved     []Reserved `json:"reserved"`
 	// KeyUploads maps key slot names to the credential that stored them
 	// (at most maxKeyUploads; for cofferd tenant keys).
@@ -82,10 +82,12 @@ func (u *Usage) ReservedBytes() int64 {
 	return n
 }
 
-// Info converts the usage to its wire form.
+// Info converts the usage to its wire form, where what agents reported is
+// kept apart from what the vault measured.
 func (u *Usage) Info() vaultapi.UsageInfo {
 	return vaultapi.UsageInfo{StoredBytes: u.StoredBytes, Objects: u.Objects, Packs: u.Packs, PackBytes: u.PackBytes,
-		Snapshots: u.Snapshots, LogicalBytes: u.LogicalBytes, DataBytes: u.DataBytes, ReservedBytes: u.ReservedBytes()}
+		Snapshots: u.Snapshots, ReservedBytes: u.ReservedBytes(),
+		Reported: vaultapi.ReportedUsage{LogicalBytes: u.LogicalBytes, DataBytes: u.DataBytes}}
 }
 
 // Reservation is the handle Reserve returns.
