@@ -374,6 +374,12 @@ func newTenantCredentialsCmd(g *globals) *cobra.Command {
 	}
 }
 
+type revokeOut struct {
+	Tenant   string `json:"tenant"`
+	TenantID string `json:"tenant_id"`
+	Revoked  string `json:"revoked"` // the credential id
+}
+
 func newTenantRevokeCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke NAME|ID CREDENTIAL-ID",
@@ -389,7 +395,7 @@ func newTenantRevokeCmd(g *globals) *cobra.Command {
 					return err
 				}
 				if g.json {
-					return g.printJSON(map[string]string{"tenant": t.Name, "revoked": args[1]})
+					return g.printJSON(revokeOut{Tenant: t.Name, TenantID: t.ID, Revoked: args[1]})
 				}
 				fmt.Fprintf(g.stdout, "credential %s of tenant %s revoked\n", args[1], t.Name)
 				return nil

@@ -2,19 +2,24 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/buildinfo"
 	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/vault"
 	"github.com/cofferhq/coffer/vault/ledger"
 	"github.com/cofferhq/coffer/vault/registry"
 )
@@ -55,16 +60,60 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	code := exitCode(ctx, err)
 	if err != nil {
-		if code == exitInterrupted {
-			fmt.Fprintln(stderr, "cofferd: interrupted")
-		} else {
-			fmt.Fprintln(stderr, "cofferd:", err)
-		}
-		if code == exitUsage {
-			fmt.Fprintln(stderr, "Run 'cofferd --help' for usage.")
-		}
+		// A flag error may stop parsing before --json is read.
+		wantJSON := g.json || slices.Contains(args, "--json") || slices.Contains(args, "--json=true")
+		printError(stderr, err, code, wantJSON)
 	}
 	return code
+}
+
+// errorOut is the one error object commands print on stderr under --json.
+type errorOut struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Message string `json:"message"`
+	Code    int    `json:"code"` // the exit code
+	Kind    string `json:"kind"`
+}
+
+// printError reports a failed command: one line of text, or under --json
+// one JSON object.
+func printError(w io.Writer, err error, code int, asJSON bool) {
+	msg := err.Error()
+	if code == exitInterrupted {
+		msg = "interrupted"
+	}
+	if asJSON {
+		b, _ := json.Marshal(errorOut{Error: errorDetail{Message: msg, Code: code, Kind: errorKind(err, code)}})
+		fmt.Fprintf(w, "%s\n", b)
+		return
+	}
+	fmt.Fprintln(w, "cofferd:", msg)
+	if code == exitUsage {
+		fmt.Fprintln(w, "Run 'cofferd --help' for usage.")
+	}
+}
+
+// errorKind names an error's class for scripts: usage, no_vault,
+// interrupted, the vault's own code (not_found, exists, bad_request,
+// credential_id_taken, ...), key_protected, or failure.
+func errorKind(err error, code int) string {
+	var ve *vaultapi.Error
+	switch {
+	case code == exitUsage:
+		return "usage"
+	case code == exitNoVault:
+		return "no_vault"
+	case code == exitInterrupted:
+		return "interrupted"
+	case errors.Is(err, vault.ErrKeyProtected):
+		return "key_protected"
+	case errors.As(err, &ve) && ve.Code != "":
+		return ve.Code
+	}
+	return "failure"
 }
 
 func newRoot(g *globals) *cobra.Command {
@@ -83,7 +132,8 @@ func newRoot(g *globals) *cobra.Command {
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	g.profile.AddFlag(pf)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
-	root.AddCommand(newInitCmd(g), newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g))
+	root.AddCommand(newInitCmd(g), newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g), newVersionCmd(g))
+	root.Version = buildinfo.Version()
 	if serveCommand != nil {
 		root.AddCommand(serveCommand(g))
 	}
