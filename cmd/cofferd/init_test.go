@@ -128,3 +128,21 @@ func TestServeInit(t *testing.T) {
 		t.Fatalf("the vault serve --init made: %+v", r)
 	}
 }
+
+// init refuses a store that holds objects but no vault (a repository, a
+// wrong prefix), and leaves it as it was.
+func TestInitRefusesNonEmptyStore(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "config"), []byte("a repository"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"init"}, {"serve", "--init", "--listen", "127.0.0.1:0"}} {
+		r := cofferdNoInit(t, dir, args...)
+		if r.code != 1 || !strings.Contains(r.stderr, "refusing to make a vault in file://"+dir+": it holds objects (config, ...)") {
+			t.Errorf("%v: %+v", args, r)
+		}
+	}
+	if names := listDir(t, dir); len(names) != 1 || names[0] != "config" {
+		t.Errorf("the refused init wrote: %v", names)
+	}
+}

@@ -234,10 +234,43 @@ func (g *globals) checkVault(ctx context.Context, reg *registry.Registry, base s
 		}
 		return err
 	}
+	err := reg.CheckFormat(ctx)
+	if !errors.Is(err, store.ErrNotFound) {
+		return err // a vault is there (nil), or a broken one
+	}
+	if err := checkEmpty(ctx, base); err != nil {
+		return err
+	}
 	if err := store.ProbeConditional(ctx, base); err != nil {
 		return fmt.Errorf("refusing to make a vault: %w", err)
 	}
 	return reg.EnsureFormat(ctx)
+}
+
+// errNotEmpty stops the listing of checkEmpty at the first object.
+var errNotEmpty = errors.New("not empty")
+
+// checkEmpty refuses to make a vault in a store that already holds objects
+// (a tenant's repository, or the wrong prefix of a bucket). Objects under
+// vault/ do not count: they are another replica's init going on at the
+// same time (its probe).
+func checkEmpty(ctx context.Context, base store.Store) error {
+	var first string
+	err := base.List(ctx, "", func(i store.Info) error {
+		if strings.HasPrefix(i.Name, "vault/") {
+			return nil
+		}
+		first = i.Name
+		return errNotEmpty
+	})
+	if errors.Is(err, errNotEmpty) {
+		return fmt.Errorf("refusing to make a vault in %s: it holds objects (%s, ...) but no vault/format; is --store a repository or the wrong bucket prefix? A new vault needs an empty directory, bucket or prefix",
+			base.Location(), vault.Printable(first, 80))
+	}
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", base.Location(), err)
+	}
+	return nil
 }
 
 // noVaultError says that the store holds no vault (exit 10).
