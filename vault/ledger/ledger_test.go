@@ -107,7 +107,7 @@ func TestReserveCommitRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := vaultapi.UsageInfo{StoredBytes: 110, Objects: 2, Packs: 1, PackBytes: 100, Snapshots: 1, LogicalBytes: 1 << 30, DataBytes: 5000}
+	want := vaultapi.UsageInfo{StoredBytes: 110, Objects: 2, Packs: 1, PackBytes: 100, Snapshots: 1, Reported: vaultapi.ReportedUsage{LogicalBytes: 1 << 30, DataBytes: 5000}}
 	if u.Info() != want {
 		t.Fatalf("usage %+v, want %+v", u.Info(), want)
 	}
