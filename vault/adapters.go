@@ -46,7 +46,7 @@ func (st *State) Enroll(ctx context.Context, req vaultapi.EnrollRequest) (*vault
 		return nil, err
 	}
 	// The tenant's escrow choice, where the MSP sees it (tenant show).
-	if _, err := st.Registry.RecordEscrowChoice(ctx, t.ID, req.Escrow); err != nil {
+	if _, err := st.Registry.RecordEscrowChoice(ctx, t.ID, c.ID, req.Escrow); err != nil {
 		return nil, err
 	}
 	_, _, eerr := st.Registry.EscrowRecipient(ctx)

@@ -80,3 +80,40 @@ func TestEnrollRevokedCredentialOverHTTP(t *testing.T) {
 		t.Fatalf("credentials: %d %v", len(creds), err)
 	}
 }
+
+// The scenario of a second agent that enrolled, stopped at a mistyped
+// passphrase, and enrolls again with the same credential and a changed
+// escrow choice: 201 both times, one credential, the token not reusable by
+// anyone else, and the escrow record follows the retry.
+func TestEnrollRetryAfterAgentStopped(t *testing.T) {
+	ctx := context.Background()
+	data, _ := store.OpenLocal(t.TempDir(), true)
+	reg, _ := registry.New(data, store.RealClock)
+	led, _ := ledger.New(data, data, store.RealClock, nil)
+	st := &State{Registry: reg, Ledger: led}
+	acme, tok, _, err := reg.CreateTenant(ctx, "acme", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id, sum, _ := vaultapi.NewCredential()
+	req := vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sum[:]), Escrow: true}
+	if _, err := st.Enroll(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	req.Escrow = false
+	if resp, err := st.Enroll(ctx, req); err != nil || resp.CredentialID != id {
+		t.Fatalf("retry: %+v %v", resp, err)
+	}
+	ti, err := st.TenantInfo(ctx, acme.ID)
+	if err != nil || ti.Escrow.Status != vaultapi.EscrowNo {
+		t.Fatalf("escrow after the retry: %+v %v", ti, err)
+	}
+	_, other, sum2, _ := vaultapi.NewCredential()
+	if _, err := st.Enroll(ctx, vaultapi.EnrollRequest{Token: tok, CredentialID: other, CredentialSHA256: hex.EncodeToString(sum2[:])}); err == nil ||
+		!strings.Contains(err.Error(), "already used") {
+		t.Fatalf("another credential with the used token: %v", err)
+	}
+	if creds, _ := reg.Credentials(ctx, acme.ID); len(creds) != 1 {
+		t.Fatalf("%d credentials", len(creds))
+	}
+}

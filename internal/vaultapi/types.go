@@ -83,6 +83,7 @@ const (
 type Escrow struct {
 	Status      string    `json:"status,omitempty"`
 	DecidedAt   time.Time `json:"decided_at,omitzero"`
+	DecidedBy   string    `json:"decided_by,omitempty"`  // the credential whose enrollment set Status
 	Slot        string    `json:"slot,omitempty"`        // keys/<sha256> in the tenant's repository
 	Fingerprint string    `json:"fingerprint,omitempty"` // of the escrow key the slot is sealed to
 	RecordedAt  time.Time `json:"recorded_at,omitzero"`
