@@ -47,6 +47,7 @@ func TestJSONOutput(t *testing.T) {
 		health  healthOut
 		ver     versionOut
 		ini     initOut
+		verify  verifyOut
 	)
 	for _, c := range []struct {
 		args []string
@@ -64,6 +65,7 @@ func TestJSONOutput(t *testing.T) {
 		{[]string{"tenant", "keys", "acme"}, &keys},
 		{[]string{"tenant", "remove-key", "acme", f.trash}, &removed},
 		{[]string{"escrow", "show"}, &esc},
+		{[]string{"escrow", "verify", "--tenant", "acme", "--identity", f.identity}, &verify},
 		{[]string{"health", "--url", healthy.URL + "/healthz"}, &health},
 		{[]string{"version"}, &ver},
 	} {
@@ -72,7 +74,7 @@ func TestJSONOutput(t *testing.T) {
 			t.Errorf("%v: %+v (%v)", c.args, r, strictJSON(r.stdout, c.v))
 		}
 	}
-	if rev.Revoked != f.credID || keys.Tenant != "acme" || removed.Removed.ID != f.trash || !health.Healthy || ver.Name != "cofferd" ||
+	if !verify.OK || verify.Slot != "keys/"+f.escrow || rev.Revoked != f.credID || keys.Tenant != "acme" || removed.Removed.ID != f.trash || !health.Healthy || ver.Name != "cofferd" ||
 		ver.GoVersion != runtime.Version() || ver.Version == "" || info.Name != "beta" {
 		t.Errorf("values: %+v %+v %+v %+v %+v", rev, keys.Tenant, removed.Removed.ID, health, ver)
 	}

@@ -31,6 +31,7 @@ type keysFixture struct {
 	tenantDir                    string
 	first, second, escrow, trash string // slot ids
 	credID                       string
+	identity                     string // the escrow identity file
 }
 
 func newKeysFixture(t *testing.T) *keysFixture {
@@ -39,6 +40,7 @@ func newKeysFixture(t *testing.T) *keysFixture {
 	ctx := context.Background()
 	f := &keysFixture{dir: t.TempDir()}
 	idFile := filepath.Join(t.TempDir(), "escrow.key")
+	f.identity = idFile
 	if r := cofferd(t, f.dir, "escrow", "init", "--out", idFile); r.code != 0 {
 		t.Fatalf("escrow init: %+v", r)
 	}
