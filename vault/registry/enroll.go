@@ -38,11 +38,18 @@ func (r *Registry) Enroll(ctx context.Context, req vaultapi.EnrollRequest) (*Ten
 	if err != nil {
 		return nil, nil, err
 	}
-	have, err := r.enrolledCredential(ctx, tenant, req)
-	if err != nil || have != nil {
-		return tenant, have, err
+	spent := usedBy(tok.Used, req) // by an earlier attempt of this request
+	have, err := r.enrolledCredential(ctx, tenant, req, spent)
+	if err != nil {
+		if spent && !owns(have, tenant, req) {
+			r.releaseToken(ctx, tokID, req) // that attempt stored no credential
+		}
+		return nil, nil, err
 	}
-	if !usedBy(tok.Used, req) {
+	if have != nil {
+		return tenant, have, nil
+	}
+	if !spent {
 		if err := r.claimToken(ctx, tokID, secret, req); err != nil {
 			return nil, nil, err
 		}
@@ -123,8 +130,9 @@ func validToken(tok *token, t *Tenant, now time.Time) error {
 
 // enrolledCredential looks at the credential document req names. None:
 // (nil, nil), enrollment goes on. This credential, active, in t: it is
-// returned (a retry; nothing changes). Anything else is refused.
-func (r *Registry) enrolledCredential(ctx context.Context, t *Tenant, req vaultapi.EnrollRequest) (*Credential, error) {
+// returned (a retry; nothing changes). Anything else is refused, with the
+// document. spent says the token was used by this credential already.
+func (r *Registry) enrolledCredential(ctx context.Context, t *Tenant, req vaultapi.EnrollRequest, spent bool) (*Credential, error) {
 	have, err := read[Credential](ctx, r.sw, credKey(req.CredentialID), maxDoc)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
@@ -132,22 +140,31 @@ func (r *Registry) enrolledCredential(ctx context.Context, t *Tenant, req vaulta
 	if err != nil {
 		return nil, fmt.Errorf("reading credential %s: %w", req.CredentialID, err)
 	}
-	return have, sameCredential(have, t, req)
+	return have, sameCredential(have, t, req, spent)
+}
+
+// owns reports whether have is req's credential in t (revoked or not).
+func owns(have *Credential, t *Tenant, req vaultapi.EnrollRequest) bool {
+	return have != nil && have.Tenant == t.ID &&
+		subtle.ConstantTimeCompare([]byte(have.SecretSHA256), []byte(req.CredentialSHA256)) == 1
 }
 
 // sameCredential checks that have is req's credential, active, in t.
-func sameCredential(have *Credential, t *Tenant, req vaultapi.EnrollRequest) error {
-	same := subtle.ConstantTimeCompare([]byte(have.SecretSHA256), []byte(req.CredentialSHA256)) == 1
-	if !same || have.Tenant != t.ID {
+func sameCredential(have *Credential, t *Tenant, req vaultapi.EnrollRequest, spent bool) error {
+	if !owns(have, t, req) {
 		return vaultapi.Errorf(vaultapi.CodeCredentialIDTaken,
 			"credential id %s is taken; draw a new credential and enroll again with the same token (it was not used)", req.CredentialID)
 	}
-	if have.IsRevoked() {
-		return vaultapi.Errorf(vaultapi.CodeCredentialIDTaken,
-			"credential %s was revoked on %s and cannot be enrolled again; draw a new credential and enroll again with the same token (it was not used)",
-			req.CredentialID, have.Revoked.Format(time.RFC3339))
+	if !have.IsRevoked() {
+		return nil
 	}
-	return nil
+	next := "enroll again with the same token (it was not used)"
+	if spent {
+		next = "ask your provider for a new token (this one enrolled it and is used up): cofferd tenant token " + t.Name
+	}
+	return vaultapi.Errorf(vaultapi.CodeCredentialIDTaken,
+		"credential %s was revoked on %s and cannot be enrolled again; draw a new credential and %s",
+		req.CredentialID, have.Revoked.Format(time.RFC3339), next)
 }
 
 // claimToken marks the token used by req's credential, checking again
@@ -197,7 +214,7 @@ func (r *Registry) storeCredential(ctx context.Context, t *Tenant, tokID string,
 		Host: req.Host, Token: tokID, Created: r.now()}
 	err := create(ctx, r.sw, credKey(cred.ID), cred)
 	if errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) {
-		have, err := r.enrolledCredential(ctx, t, req)
+		have, err := r.enrolledCredential(ctx, t, req, false)
 		if err == nil && have == nil {
 			err = fmt.Errorf("storing credential %s: it vanished while being created; enroll again", cred.ID)
 		}

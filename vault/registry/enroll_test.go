@@ -173,3 +173,53 @@ func TestEnrollRaceOnCredentialIDGivesTokenBack(t *testing.T) {
 		t.Fatalf("the token was not given back: %v", err)
 	}
 }
+
+// A revoked credential sent again with the token that enrolled it: refused,
+// and the message says that token is used up. A token claimed by an
+// attempt whose credential id turned out taken is given back.
+func TestEnrollRevokedWithItsOwnToken(t *testing.T) {
+	a, _, _, s := twoRegistries(t)
+	ctx := context.Background()
+	acme, tok, _, err := a.CreateTenant(ctx, "acme", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id, sha := newCred(t)
+	if _, _, err := a.Enroll(ctx, enrollReq(tok, id, sha)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Revoke(ctx, acme.ID, id); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = a.Enroll(ctx, enrollReq(tok, id, sha))
+	if code(err) != vaultapi.CodeCredentialIDTaken || !strings.Contains(err.Error(), "was revoked") ||
+		!strings.Contains(err.Error(), "is used up): cofferd tenant token acme") {
+		t.Fatalf("revoked with its own token: %v", err)
+	}
+
+	// An earlier attempt claimed tok2 for id2, and id2's document is
+	// another agent's (the attempt lost a race and then crashed).
+	tok2, _, err := a.NewToken(ctx, acme.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, id2, sha2 := newCred(t)
+	if _, _, err := a.Enroll(ctx, enrollReq(tok2, id2, sha2)); err != nil {
+		t.Fatal(err)
+	}
+	doc, _ := store.ReadAll(ctx, s, "vault/creds/"+id2+".json")
+	other := strings.Replace(string(doc), sha2, strings.Repeat("cd", 32), 1)
+	if err := s.Delete(ctx, "vault/creds/"+id2+".json"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "vault/creds/"+id2+".json", strings.NewReader(other), int64(len(other))); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Enroll(ctx, enrollReq(tok2, id2, sha2)); code(err) != vaultapi.CodeCredentialIDTaken || !strings.Contains(err.Error(), "it was not used") {
+		t.Fatalf("taken id after a claim: %v", err)
+	}
+	_, id3, sha3 := newCred(t)
+	if _, _, err := a.Enroll(ctx, enrollReq(tok2, id3, sha3)); err != nil {
+		t.Fatalf("the token claimed for a taken id was not given back: %v", err)
+	}
+}
