@@ -64,6 +64,9 @@ func KeySlots(ctx context.Context, data store.Store, t *registry.Tenant, uploads
 			continue // not an object the API could have stored
 		}
 		ks, err := readSlot(ctx, data, t, id, i.Size)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // removed since the listing
+		}
 		if err != nil {
 			return nil, err
 		}
