@@ -41,7 +41,7 @@ func (r *Registry) Enroll(ctx context.Context, req vaultapi.EnrollRequest) (*Ten
 	spent := usedBy(tok.Used, req) // by an earlier attempt of this request
 	have, err := r.enrolledCredential(ctx, tenant, req, spent)
 	if err != nil {
-		if spent && !owns(have, tenant, req) {
+		if spent && isCode(err, vaultapi.CodeCredentialIDTaken) && !owns(have, tenant, req) {
 			r.releaseToken(ctx, tokID, req) // that attempt stored no credential
 		}
 		return nil, nil, err
