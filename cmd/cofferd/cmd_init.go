@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
 type initOut struct {
@@ -32,7 +34,7 @@ already is left alone (exit 1).`,
 			if err == nil {
 				loc := data.Location()
 				data.Close()
-				return fmt.Errorf("a vault exists already at %s; nothing changed", loc)
+				return vaultapi.Errorf(vaultapi.CodeExists, "a vault exists already at %s; nothing changed", loc)
 			}
 			var nv *noVaultError
 			if !errors.As(err, &nv) {
