@@ -114,7 +114,7 @@ func TestJSONErrors(t *testing.T) {
 		{[]string{"tenant", "list", "--bogus"}, 2, "usage", "unknown flag"},
 		{[]string{"--store", "file://" + filepath.Join(dir, "nope"), "tenant", "list"}, 10, "no_vault", "no vault at"},
 		{[]string{"health", "--url", unhealthy.URL + "/healthz"}, 1, "failure", "503 Service Unavailable draining: cofferd is shutting down"},
-		{[]string{"escrow", "show"}, 1, "failure", "escrow init"},
+		{[]string{"escrow", "show"}, 1, "no_escrow", "escrow init"},
 		{[]string{"init"}, 1, "exists", "a vault exists already at file://" + dir},
 	} {
 		r := cofferd(t, dir, append([]string{"--json"}, c.args...)...)
