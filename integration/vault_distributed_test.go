@@ -125,7 +125,7 @@ func (c *dmCluster) startReplica(i int, host netip.Addr, node int, certFile, key
 	c.t.Helper()
 	listen := netip.AddrPortFrom(host, 8443).String()
 	metrics := netip.AddrPortFrom(host, 9464).String()
-	cmd := c.ns.Command(context.Background(), cofferdBin, "--store", c.storeURL(node), "serve",
+	cmd := c.ns.Command(context.Background(), cofferdBin, "--store", c.storeURL(node), "serve", "--init",
 		"--listen", listen, "--metrics-listen", metrics, "--tls-cert", certFile, "--tls-key", keyFile,
 		"--shutdown-timeout", "5s")
 	cmd.Env = append(os.Environ(), c.minio.Env()...)

@@ -266,7 +266,7 @@ func startLoadVault(t *testing.T, storeURL string, limits []string) *loadVault {
 	if err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"--store", storeURL, "serve", "--listen", addr, "--metrics-listen", freeAddr(t)}, limits...)
+	args := append([]string{"--store", storeURL, "serve", "--init", "--listen", addr, "--metrics-listen", freeAddr(t)}, limits...)
 	cmd := exec.Command(cofferdBin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

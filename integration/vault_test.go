@@ -44,7 +44,7 @@ func startVault(t *testing.T, storeURL string) *vault {
 	addr := freeAddr(t)
 	v.url = "http://" + addr
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, cofferdBin, "--store", storeURL, "serve",
+	cmd := exec.CommandContext(ctx, cofferdBin, "--store", storeURL, "serve", "--init",
 		"--listen", addr, "--metrics-listen", freeAddr(t))
 	cmd.Stdout, cmd.Stderr = v.log, v.log
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
@@ -119,9 +119,11 @@ func (v *vault) token(args ...string) (tenantID, token string) {
 
 // tenantUsage is what `cofferd tenant show --json` reports of a tenant's usage.
 type tenantUsage struct {
-	StoredBytes  int64 `json:"stored_bytes"`
-	Snapshots    int64 `json:"snapshots"`
-	LogicalBytes int64 `json:"logical_bytes"`
+	StoredBytes int64 `json:"stored_bytes"`
+	Snapshots   int64 `json:"snapshots"`
+	Reported    struct {
+		LogicalBytes int64 `json:"logical_bytes"`
+	} `json:"reported_by_agents"`
 }
 
 // usage is a tenant's usage as `cofferd tenant show --json` reports it.
@@ -166,7 +168,7 @@ func TestVaultRoundTrip(t *testing.T) {
 			roundTrip(t, a, v.url)
 			// Two nights of a 256 MiB disk: 512 MiB logical, as the agent
 			// reports it, against far fewer bytes stored (the dedup ratio).
-			if u := v.fullUsage("acme"); u.StoredBytes <= 0 || u.Snapshots != 2 || u.LogicalBytes != 2*256<<20 {
+			if u := v.fullUsage("acme"); u.StoredBytes <= 0 || u.Snapshots != 2 || u.Reported.LogicalBytes != 2*256<<20 {
 				t.Errorf("usage after two nights: %+v; want stored > 0, 2 snapshots, %d logical bytes", u, 2*256<<20)
 			}
 			if out := v.admin("tenant", "show", "acme"); !strings.Contains(out, "x the stored bytes") {

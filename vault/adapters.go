@@ -46,7 +46,7 @@ func (st *State) Enroll(ctx context.Context, req vaultapi.EnrollRequest) (*vault
 		return nil, err
 	}
 	// The tenant's escrow choice, where the MSP sees it (tenant show).
-	if _, err := st.Registry.RecordEscrowChoice(ctx, t.ID, req.Escrow); err != nil {
+	if _, err := st.Registry.RecordEscrowChoice(ctx, t.ID, c.ID, req.Escrow); err != nil {
 		return nil, err
 	}
 	_, _, eerr := st.Registry.EscrowRecipient(ctx)
@@ -71,7 +71,7 @@ func (st *State) Reserve(ctx context.Context, p *Principal, name string, kind va
 			return nil, err
 		}
 	}
-	res, err := st.Ledger.Reserve(ctx, t, name, kind, size, ledger.Meta{LogicalBytes: meta.LogicalBytes, DataBytes: meta.DataBytes}, ttl)
+	res, err := st.Ledger.Reserve(ctx, t, name, kind, size, ledger.Meta{LogicalBytes: meta.LogicalBytes, DataBytes: meta.DataBytes, Credential: p.CredentialID}, ttl)
 	if errors.Is(err, ledger.ErrBusy) {
 		return nil, fmt.Errorf("%w: %s", ErrBusy, name)
 	}

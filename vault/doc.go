@@ -10,4 +10,8 @@
 // adapters in adapters.go). Tenant objects are stored at
 // repos/<tenant id>/<name> in the data store; no request ever names a tenant,
 // which comes only from the credential.
+//
+// keyslots.go serves the operator, not agents: it describes a tenant's key
+// slots from their plaintext fields (it never opens one) and removes one
+// (cofferd tenant keys, remove-key), the vault's only deletion in repos/.
 package vault

@@ -129,7 +129,7 @@ func newEscrowShowCmd(g *globals) *cobra.Command {
 			return g.withState(c.Context(), func(reg *registry.Registry, _ *ledger.Ledger) error {
 				k, err := reg.Escrow(c.Context())
 				if errors.Is(err, store.ErrNotFound) {
-					return errors.New("this vault has no escrow key; make one with: cofferd escrow init --out FILE")
+					return vaultapi.Errorf(vaultapi.CodeNoEscrow, "this vault has no escrow key; make one with: cofferd escrow init --out FILE")
 				}
 				if err != nil {
 					return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/vault"
 )
 
 // newHealthCmd is `cofferd health --url URL`: a probe for container
@@ -41,17 +45,32 @@ func newHealthCmd(g *globals) *cobra.Command {
 			defer resp.Body.Close()
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("%s: unhealthy: %s %s", u.Redacted(), resp.Status, body)
+				return fmt.Errorf("%s: unhealthy: %s", u.Redacted(), unhealthyText(resp.Status, body))
 			}
-			if !g.json {
-				fmt.Fprintf(g.stdout, "healthy: %s\n", u.Redacted())
-			} else {
-				_, _ = g.stdout.Write(body)
+			if g.json {
+				return g.printJSON(healthOut{URL: u.Redacted(), Healthy: true, HTTPStatus: resp.StatusCode})
 			}
+			fmt.Fprintf(g.stdout, "healthy: %s\n", u.Redacted())
 			return nil
 		},
 	}
 	c.Flags().StringVar(&target, "url", "http://127.0.0.1:9464/healthz", "the /healthz URL to probe")
 	c.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "give up after this long")
 	return c
+}
+
+type healthOut struct {
+	URL        string `json:"url"`
+	Healthy    bool   `json:"healthy"`
+	HTTPStatus int    `json:"http_status"`
+}
+
+// unhealthyText describes a failed probe: the vault's error code and
+// message when the body is its error object, else the start of the body.
+func unhealthyText(status string, body []byte) string {
+	var eb vaultapi.ErrorBody
+	if json.Unmarshal(body, &eb) == nil && eb.Error.Code != "" {
+		return fmt.Sprintf("%s %s: %s", status, eb.Error.Code, vault.Printable(eb.Error.Message, 200))
+	}
+	return fmt.Sprintf("%s %s", status, vault.Printable(string(body), 200))
 }

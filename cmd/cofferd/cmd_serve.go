@@ -29,6 +29,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	sc := vault.ServeFlags(cmd.Flags())
 	storeWait := cmd.Flags().Duration("store-wait", 60*time.Second,
 		"at startup, how long to keep retrying a store that is not reachable yet (0: fail at once)")
+	cmd.Flags().BoolVar(&g.createVault, "init", false, "create the vault when the store holds none, as cofferd init does (quick start, compose)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := sc.Validate(); err != nil {
 			return usageError{Err: err}

@@ -24,17 +24,18 @@ const EnvVaultURL = "COFFER_VAULT_URL"
 func newTenantCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "tenant",
-		Short: "Manage tenants: create, list, show, quotas, suspension, enrollment tokens, credentials",
+		Short: "Manage tenants: create, list, show, quotas, suspension, enrollment tokens, credentials, key slots",
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError{Err: fmt.Errorf("unknown command %q for \"cofferd tenant\"", args[0])}
 			}
-			return usageError{Err: errors.New("cofferd tenant needs a subcommand: create, list, show, set-quota, suspend, resume, token, credentials or revoke")}
+			return usageError{Err: errors.New("cofferd tenant needs a subcommand: create, list, show, set-quota, suspend, resume, token, credentials, revoke, keys or remove-key")}
 		},
 	}
 	c.AddCommand(newTenantCreateCmd(g), newTenantListCmd(g), newTenantShowCmd(g), newTenantSetQuotaCmd(g),
-		newTenantSuspendCmd(g), newTenantResumeCmd(g), newTenantTokenCmd(g), newTenantCredentialsCmd(g), newTenantRevokeCmd(g))
+		newTenantSuspendCmd(g), newTenantResumeCmd(g), newTenantTokenCmd(g), newTenantCredentialsCmd(g), newTenantRevokeCmd(g),
+		newTenantKeysCmd(g), newTenantRemoveKeyCmd(g))
 	return c
 }
 
@@ -48,22 +49,26 @@ func (g *globals) withState(ctx context.Context, fn func(*registry.Registry, *le
 	return fn(reg, l)
 }
 
-// parseQuota reads a quota: "none" or 0 for no quota, else a size such as
-// 10GiB, 500MB or a byte count.
+// parseQuota reads a quota: "unlimited" (or "none") for no quota, else a
+// size such as 10GiB, 500MB or a byte count. A size of 0 is refused: it
+// used to mean no quota, which nobody can tell from reading it.
 func parseQuota(s string) (int64, error) {
-	if s == "" || s == "none" || s == "0" {
+	if s == "unlimited" || s == "none" {
 		return 0, nil
 	}
 	n, err := humanize.ParseBytes(s)
 	if err != nil || n > 1<<62 {
-		return 0, usageError{Err: fmt.Errorf("quota %q: want a size such as 10GiB or 500MB, or none", s)}
+		return 0, usageError{Err: fmt.Errorf("quota %q: want a size such as 10GiB or 500MB, or unlimited", s)}
+	}
+	if n == 0 {
+		return 0, usageError{Err: fmt.Errorf("quota %q: a quota of 0 would refuse every upload; for no quota write unlimited", s)}
 	}
 	return int64(n), nil
 }
 
 func quotaText(q int64) string {
 	if q == 0 {
-		return "none"
+		return "unlimited"
 	}
 	return ledger.FormatSize(q)
 }
@@ -76,7 +81,7 @@ type tokenOut struct {
 
 func (g *globals) printToken(t *registry.Tenant, tok vaultapi.Secret, exp time.Time, vaultURL string) error {
 	if g.json {
-		return g.printJSON(tokenOut{Tenant: vaultapi.TenantInfo{ID: t.ID, Name: t.Name, State: t.State, Quota: t.Quota},
+		return g.printJSON(tokenOut{Tenant: vaultapi.TenantInfo{ID: t.ID, Name: t.Name, State: t.State, Quota: t.Quota, QuotaUnlimited: t.Quota == 0},
 			Token: tok.Reveal(), Expires: exp})
 	}
 	w := g.stdout
@@ -128,7 +133,7 @@ COFFER_ENROLL_TOKEN. 'cofferd tenant token NAME' makes another.`,
 			})
 		},
 	}
-	c.Flags().StringVar(&quota, "quota", "none", "storage quota, e.g. 10GiB, or none")
+	c.Flags().StringVar(&quota, "quota", "unlimited", "storage quota, e.g. 10GiB, or unlimited")
 	c.Flags().DurationVar(&ttl, "token-ttl", registry.DefaultTokenTTL, "how long the enrollment token stays valid")
 	vaultURLFlag(c, &vaultURL)
 	return c
@@ -190,16 +195,21 @@ func newTenantListCmd(g *globals) *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tID\tSTATE\tQUOTA\tSTORED\tSNAPSHOTS\tIN FLIGHT\tESCROW")
+				fmt.Fprintln(tw, "NAME\tID\tSTATE\tQUOTA\tSTORED\tSNAPSHOTS\tIN FLIGHT\tLOGICAL (REPORTED)\tESCROW")
 				for _, i := range infos {
 					esc := i.Escrow.Status
 					if esc == "" {
 						esc = "-"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", i.Name, i.ID, i.State, quotaText(i.Quota),
-						ledger.FormatSize(i.Usage.StoredBytes), i.Usage.Snapshots, ledger.FormatSize(i.Usage.ReservedBytes), esc)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", i.Name, i.ID, i.State, quotaText(i.Quota),
+						ledger.FormatSize(i.Usage.StoredBytes), i.Usage.Snapshots, ledger.FormatSize(i.Usage.ReservedBytes),
+						ledger.FormatSize(i.Usage.Reported.LogicalBytes), esc)
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				fmt.Fprintln(g.stdout, "STORED, SNAPSHOTS and IN FLIGHT are measured by the vault; LOGICAL is what agents reported (not measured, not billed).")
+				return nil
 			})
 		},
 	}
@@ -214,14 +224,21 @@ func printTenant(w io.Writer, i *vaultapi.TenantInfo) {
 		}
 	}
 	u := i.Usage
-	fmt.Fprintf(w, "\n  quota:     %s\n  stored:    %s in %d objects (%d packs, %s)\n  snapshots: %d\n  in flight: %s\n",
+	fmt.Fprintf(w, "\n  quota:     %s\n  measured by the vault:\n    stored:    %s in %d objects (%d packs, %s)\n    snapshots: %d\n    in flight: %s\n",
 		quotaText(i.Quota), ledger.FormatSize(u.StoredBytes), u.Objects, u.Packs, ledger.FormatSize(u.PackBytes), u.Snapshots,
 		ledger.FormatSize(u.ReservedBytes))
+	fmt.Fprintf(w, "  reported by agents (not measured, not billed):\n    logical:   %s\n    data:      %s\n",
+		reportedText(u.Reported.LogicalBytes, u.StoredBytes), ledger.FormatSize(u.Reported.DataBytes))
 	fmt.Fprintf(w, "  escrow:    %s\n", escrowText(i.Escrow))
-	if u.LogicalBytes > 0 && u.StoredBytes > 0 {
-		fmt.Fprintf(w, "  logical:   %s (agent-reported), %.1fx the stored bytes\n", ledger.FormatSize(u.LogicalBytes),
-			float64(u.LogicalBytes)/float64(u.StoredBytes))
+}
+
+// reportedText shows a reported logical size, with its ratio to what the
+// vault stores when both are known.
+func reportedText(logical, stored int64) string {
+	if logical > 0 && stored > 0 {
+		return fmt.Sprintf("%s, %.1fx the stored bytes", ledger.FormatSize(logical), float64(logical)/float64(stored))
 	}
+	return ledger.FormatSize(logical)
 }
 
 func newTenantShowCmd(g *globals) *cobra.Command {
@@ -269,7 +286,7 @@ func (g *globals) tenantChange(c *cobra.Command, nameOrID string, fn func(*regis
 
 func newTenantSetQuotaCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "set-quota NAME|ID SIZE|none",
+		Use:   "set-quota NAME|ID SIZE|unlimited",
 		Short: "Set a tenant's storage quota (below the usage refuses new uploads; nothing is deleted)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -357,6 +374,12 @@ func newTenantCredentialsCmd(g *globals) *cobra.Command {
 	}
 }
 
+type revokeOut struct {
+	Tenant   string `json:"tenant"`
+	TenantID string `json:"tenant_id"`
+	Revoked  string `json:"revoked"` // the credential id
+}
+
 func newTenantRevokeCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "revoke NAME|ID CREDENTIAL-ID",
@@ -372,7 +395,7 @@ func newTenantRevokeCmd(g *globals) *cobra.Command {
 					return err
 				}
 				if g.json {
-					return g.printJSON(map[string]string{"tenant": t.Name, "revoked": args[1]})
+					return g.printJSON(revokeOut{Tenant: t.Name, TenantID: t.ID, Revoked: args[1]})
 				}
 				fmt.Fprintf(g.stdout, "credential %s of tenant %s revoked\n", args[1], t.Name)
 				return nil

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 
 	"github.com/cofferhq/coffer/internal/cli"
 )
@@ -12,6 +13,9 @@ const (
 	exitFailure     = cli.ExitFailure
 	exitUsage       = cli.ExitUsage
 	exitInterrupted = cli.ExitInterrupted
+	// exitNoVault: the store holds no vault (as the agent's 10, "no
+	// repository at the given location").
+	exitNoVault = 10
 )
 
 // usageError marks errors in how the command was called.
@@ -19,6 +23,10 @@ type usageError = cli.UsageError
 
 // exitCode maps an error to its exit code.
 func exitCode(ctx context.Context, err error) int {
-	code, _ := cli.ExitCode(ctx, err)
+	code, known := cli.ExitCode(ctx, err)
+	var nv *noVaultError
+	if !known && errors.As(err, &nv) {
+		return exitNoVault
+	}
 	return code
 }

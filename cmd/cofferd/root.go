@@ -7,14 +7,18 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/buildinfo"
 	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/vault"
 	"github.com/cofferhq/coffer/vault/ledger"
 	"github.com/cofferhq/coffer/vault/registry"
 )
@@ -35,6 +39,9 @@ type globals struct {
 	log *slog.Logger
 	// clock is the time source of the registry and ledger (tests replace it).
 	clock clock.Clock
+	// createVault lets openState make a missing vault (cofferd init,
+	// serve --init).
+	createVault bool
 }
 
 // serveCommand builds `cofferd serve`; cmd_serve.go sets it in an init.
@@ -52,9 +59,29 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	code := exitCode(ctx, err)
 	if err != nil {
-		cli.Report(stderr, "cofferd", err, code, g.json, "interrupted")
+		cli.Report(stderr, "cofferd", err, code, errorKind(err, code), cli.WantsJSON(g.json, args), "interrupted")
 	}
 	return code
+}
+
+// errorKind names an error's class for scripts: usage, no_vault,
+// interrupted, the vault's own code (not_found, exists, bad_request,
+// credential_id_taken, ...), key_protected, or failure.
+func errorKind(err error, code int) string {
+	var ve *vaultapi.Error
+	switch {
+	case code == exitUsage:
+		return "usage"
+	case code == exitNoVault:
+		return "no_vault"
+	case code == exitInterrupted:
+		return "interrupted"
+	case errors.Is(err, vault.ErrKeyProtected):
+		return "key_protected"
+	case errors.As(err, &ve) && ve.Code != "":
+		return ve.Code
+	}
+	return "failure"
 }
 
 func newRoot(g *globals) *cobra.Command {
@@ -73,18 +100,20 @@ func newRoot(g *globals) *cobra.Command {
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	g.profile.AddFlag(pf)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
-	root.AddCommand(newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g))
+	root.AddCommand(newInitCmd(g), newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g), newVersionCmd(g))
+	root.Version = buildinfo.Version()
 	if serveCommand != nil {
 		root.AddCommand(serveCommand(g))
 	}
 	return root
 }
 
-// openState opens the vault's store (making the directory or bucket when
-// missing) and the registry and ledger over it. The returned store is the
-// plain store, not retry-wrapped (an upload body streams once); the
-// registry and ledger use a Retry decorator over it. The caller closes the
-// store.
+// openState opens the vault's store and the registry and ledger over it.
+// The returned store is the plain store, not retry-wrapped (an upload body
+// streams once); the registry and ledger use a Retry decorator over it. The
+// caller closes the store. When the store holds no vault it fails with a
+// *noVaultError (exit 10), unless g.createVault is set (cofferd init, serve
+// --init): then it makes the directory or bucket and vault/format.
 func (g *globals) openState(ctx context.Context) (store.Store, *registry.Registry, *ledger.Ledger, error) {
 	return g.openStateWait(ctx, 0)
 }
@@ -93,29 +122,19 @@ func (g *globals) openState(ctx context.Context) (store.Store, *registry.Registr
 // that is not reachable yet (cofferd started before MinIO, or a MinIO node
 // still initialising), logging each attempt.
 func (g *globals) openStateWait(ctx context.Context, wait time.Duration) (store.Store, *registry.Registry, *ledger.Ledger, error) {
-	t, err := store.ParseURL(g.storeURL)
+	raw, err := g.storeTarget()
 	if err != nil {
-		return nil, nil, nil, usageError{Err: fmt.Errorf("--store: %w", err)}
+		return nil, nil, nil, err
 	}
-	if t.Vault != nil {
-		return nil, nil, nil, usageError{Err: errors.New("--store must be a file:// or s3:// URL: a vault cannot keep its state in another vault")}
-	}
-	var base store.Store
-	open := func() error {
-		var err error
-		base, err = store.Open(ctx, g.storeURL, true)
-		return err
-	}
-	if p := storeWaitPolicy(wait); p.Attempts > 1 {
-		err = store.Do(ctx, p, g.clock, g.log, "waited for", "the store", open)
-	} else {
-		err = open()
-	}
+	base, err := g.openStore(ctx, raw, wait)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("opening the vault store: %w", err)
+		return nil, nil, nil, err
 	}
 	meta := store.WithRetry(base, store.DefaultRetry, g.clock, g.log)
 	reg, err := registry.New(meta, g.clock)
+	if err == nil {
+		err = g.checkVault(ctx, reg, base)
+	}
 	if err == nil {
 		var l *ledger.Ledger
 		if l, err = ledger.New(meta, meta, g.clock, g.log); err == nil {
@@ -126,12 +145,137 @@ func (g *globals) openStateWait(ctx context.Context, wait time.Duration) (store.
 	return nil, nil, nil, err
 }
 
+// storeTarget checks --store and returns the URL to open. A relative
+// file URL (file://./dir, the documented default, or file://../dir) is
+// taken relative to the working directory.
+func (g *globals) storeTarget() (string, error) {
+	raw := g.storeURL
+	if rest, ok := strings.CutPrefix(raw, "file://"); ok && (rest == "." || rest == ".." ||
+		strings.HasPrefix(rest, "./") || strings.HasPrefix(rest, "../")) {
+		abs, err := filepath.Abs(rest)
+		if err != nil {
+			return "", usageError{Err: fmt.Errorf("--store %s: %w", raw, err)}
+		}
+		raw = "file://" + abs
+	}
+	t, err := store.ParseURL(raw)
+	if err != nil {
+		return "", usageError{Err: fmt.Errorf("--store: %w", err)}
+	}
+	if t.Vault != nil {
+		return "", usageError{Err: errors.New("--store must be a file:// or s3:// URL: a vault cannot keep its state in another vault")}
+	}
+	return raw, nil
+}
+
+// openStore opens the store, making a missing directory or bucket only
+// when g.createVault is set.
+func (g *globals) openStore(ctx context.Context, raw string, wait time.Duration) (store.Store, error) {
+	var base store.Store
+	open := func() error {
+		var err error
+		base, err = store.Open(ctx, raw, g.createVault)
+		return err
+	}
+	var err error
+	if p := storeWaitPolicy(wait); p.Attempts > 1 {
+		err = store.Do(ctx, p, g.clock, g.log, "waited for", "the store", open)
+	} else {
+		err = open()
+	}
+	if errors.Is(err, store.ErrNotFound) && !g.createVault {
+		return nil, &noVaultError{location: raw, err: err}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening the vault store: %w", err)
+	}
+	return base, nil
+}
+
+// checkVault checks vault/format, or with g.createVault makes it (on a
+// store that honours conditional writes, which the vault's state needs).
+func (g *globals) checkVault(ctx context.Context, reg *registry.Registry, base store.Store) error {
+	if !g.createVault {
+		err := reg.CheckFormat(ctx)
+		if errors.Is(err, store.ErrNotFound) {
+			return &noVaultError{location: base.Location(), err: err}
+		}
+		return err
+	}
+	err := reg.CheckFormat(ctx)
+	if !errors.Is(err, store.ErrNotFound) {
+		return err // a vault is there (nil), or a broken one
+	}
+	if err := checkEmpty(ctx, base); err != nil {
+		return err
+	}
+	if err := store.ProbeConditional(ctx, base); err != nil {
+		return fmt.Errorf("refusing to make a vault: %w", err)
+	}
+	return reg.EnsureFormat(ctx)
+}
+
+// errNotEmpty stops the listing of checkEmpty at the first object.
+var errNotEmpty = errors.New("not empty")
+
+// checkEmpty refuses to make a vault in a store that already holds objects
+// (a tenant's repository, or the wrong prefix of a bucket). Objects under
+// vault/ do not count: they are another replica's init going on at the
+// same time (its probe).
+func checkEmpty(ctx context.Context, base store.Store) error {
+	var first string
+	err := base.List(ctx, "", func(i store.Info) error {
+		if strings.HasPrefix(i.Name, "vault/") {
+			return nil
+		}
+		first = i.Name
+		return errNotEmpty
+	})
+	if errors.Is(err, errNotEmpty) {
+		return fmt.Errorf("refusing to make a vault in %s: it holds objects (%s, ...) but no vault/format; is --store a repository or the wrong bucket prefix? A new vault needs an empty directory, bucket or prefix",
+			base.Location(), vault.Printable(first, 80))
+	}
+	if err != nil {
+		return fmt.Errorf("listing %s: %w", base.Location(), err)
+	}
+	return nil
+}
+
+// noVaultError says that the store holds no vault (exit 10).
+type noVaultError struct {
+	location string
+	err      error
+}
+
+func (e *noVaultError) Error() string {
+	return fmt.Sprintf("no vault at %s: check --store (env %s), or create a vault there with: cofferd init --store %s",
+		e.location, EnvStore, e.location)
+}
+
+func (e *noVaultError) Unwrap() error { return e.err }
+
 // storeWaitPolicy retries opening the store (the shared retry layer, so
 // permanent errors such as a missing bucket or refused credentials fail at
-// once) with enough attempts that backing off from 1 s to 4 s spends about
-// wait; a wait under 6 s means no retry.
+// once) for about wait: backing off from 1 s to 4 s (less for a short
+// wait), with as many attempts as the mean backoffs fit in wait. Any
+// positive wait retries at least once; 0 tries once.
 func storeWaitPolicy(wait time.Duration) store.RetryPolicy {
-	return store.RetryPolicy{Attempts: max(1, int(wait/(3*time.Second))), Base: time.Second, Max: 4 * time.Second}
+	p := store.RetryPolicy{Attempts: 1, Base: time.Second, Max: 4 * time.Second}
+	if wait <= 0 {
+		return p
+	}
+	p.Base = max(min(p.Base, wait/2), time.Millisecond)
+	p.Max = max(min(p.Max, wait/2), p.Base)
+	var spent time.Duration
+	for d := p.Base; p.Attempts < 1000; d = min(2*d, p.Max) {
+		mean := d * 3 / 4 // the retry layer's full jitter waits d/2 to d
+		if p.Attempts > 1 && spent+mean > wait {
+			break
+		}
+		spent += mean
+		p.Attempts++
+	}
+	return p
 }
 
 func envOr(k, def string) string {

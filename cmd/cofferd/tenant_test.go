@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/vault/ledger"
 )
 
 type result struct {
@@ -22,7 +25,20 @@ type result struct {
 	stdout, stderr string
 }
 
+// cofferd runs a command on the vault in storeDir, making the vault first
+// (cofferd init) when storeDir holds none.
 func cofferd(t *testing.T, storeDir string, args ...string) result {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(storeDir, "vault", "format")); err != nil {
+		if r := cofferdNoInit(t, storeDir, "init"); r.code != 0 {
+			t.Fatalf("cofferd init: %+v", r)
+		}
+	}
+	return cofferdNoInit(t, storeDir, args...)
+}
+
+// cofferdNoInit runs a command on storeDir as it is.
+func cofferdNoInit(t *testing.T, storeDir string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
 	code := run(context.Background(), append([]string{"--store", "file://" + storeDir}, args...), &out, &errb)
@@ -152,5 +168,89 @@ func TestServeHookAndEnrollWithPrintedToken(t *testing.T) {
 	}
 	if r := cofferd(t, dir, "--json", "tenant", "credentials", "acme"); r.code != 0 || !strings.Contains(r.stdout, `"revoked"`) {
 		t.Fatalf("credentials after revoke: %+v", r)
+	}
+}
+
+// No quota is written "unlimited" (or "none") and shown so; a quota of 0,
+// which used to mean no quota, is refused with what to write instead.
+func TestQuotaUnlimited(t *testing.T) {
+	dir := t.TempDir()
+	for _, q := range []string{"0", "0B", "0 GiB"} {
+		r := cofferd(t, dir, "tenant", "create", "acme", "--quota", q)
+		if r.code != exitUsage || !strings.Contains(r.stderr, "for no quota write unlimited") {
+			t.Fatalf("--quota %q: %+v", q, r)
+		}
+	}
+	if r := cofferd(t, dir, "tenant", "list"); !strings.Contains(r.stdout, "no tenants yet") {
+		t.Fatalf("a refused create stored a tenant: %+v", r)
+	}
+	r := cofferd(t, dir, "tenant", "create", "acme", "--quota", "unlimited")
+	if r.code != 0 || !strings.Contains(r.stdout, "quota: unlimited") {
+		t.Fatalf("create unlimited: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "create", "beta"); r.code != 0 || !strings.Contains(r.stdout, "quota: unlimited") {
+		t.Fatalf("create with the default quota: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "set-quota", "acme", "2GiB"); r.code != 0 || !strings.Contains(r.stdout, "quota:     2.00 GiB") {
+		t.Fatalf("set-quota 2GiB: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "set-quota", "acme", "0"); r.code != exitUsage || !strings.Contains(r.stderr, "unlimited") {
+		t.Fatalf("set-quota 0: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "show", "acme"); !strings.Contains(r.stdout, "quota:     2.00 GiB") {
+		t.Fatalf("set-quota 0 changed the quota: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "set-quota", "acme", "none"); r.code != 0 || !strings.Contains(r.stdout, "quota:     unlimited") {
+		t.Fatalf("set-quota none: %+v", r)
+	}
+	r = cofferd(t, dir, "--json", "tenant", "list")
+	var list []vaultapi.TenantInfo
+	if json.Unmarshal([]byte(r.stdout), &list) != nil || len(list) != 2 || !list[0].QuotaUnlimited || list[0].Quota != 0 {
+		t.Fatalf("list --json: %+v", r)
+	}
+	if r := cofferd(t, dir, "tenant", "list"); !strings.Contains(r.stdout, "unlimited") || strings.Contains(r.stdout, "none") {
+		t.Fatalf("list: %+v", r)
+	}
+}
+
+// tenant show and list label what agents reported apart from what the
+// vault measured.
+func TestTenantShowLabelsReportedUsage(t *testing.T) {
+	dir := t.TempDir()
+	cofferd(t, dir, "tenant", "create", "acme")
+	ctx := context.Background()
+	g := &globals{storeURL: "file://" + dir, clock: clock.Real}
+	data, reg, led, err := g.openState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	ten, _ := reg.Resolve(ctx, "acme")
+	name := "snapshots/" + strings.Repeat("ab", 32)
+	res, err := led.Reserve(ctx, ten, name, vaultapi.KindSnapshot, 1<<20, ledger.Meta{LogicalBytes: 10 << 30, DataBytes: 3 << 30}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := res.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := cofferd(t, dir, "tenant", "show", "acme")
+	for _, want := range []string{"measured by the vault:\n    stored:    1.00 MiB in 1 objects", "reported by agents (not measured, not billed):\n    logical:   10.00 GiB, 10240.0x the stored bytes\n    data:      3.00 GiB"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("show lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	r = cofferd(t, dir, "tenant", "list")
+	if !strings.Contains(r.stdout, "LOGICAL (REPORTED)") || !strings.Contains(r.stdout, "10.00 GiB") || !strings.Contains(r.stdout, "what agents reported (not measured, not billed)") {
+		t.Errorf("list:\n%s", r.stdout)
+	}
+	r = cofferd(t, dir, "--json", "tenant", "list")
+	var list []struct {
+		Usage map[string]json.RawMessage `json:"usage"`
+	}
+	var rep vaultapi.ReportedUsage
+	if json.Unmarshal([]byte(r.stdout), &list) != nil || len(list) != 1 || list[0].Usage["logical_bytes"] != nil ||
+		json.Unmarshal(list[0].Usage["reported_by_agents"], &rep) != nil || rep.LogicalBytes != 10<<30 {
+		t.Errorf("list --json: %s", r.stdout)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Exit codes only the agent uses today; their kinds are shared so that
@@ -48,14 +49,18 @@ type ErrorDetail struct {
 
 // Report prints err, which ends the command with code, on w: one JSON
 // error object under --json, else "prog: message" and, for misuse, where
-// to find the usage. interrupted replaces the message of an interruption.
-func Report(w io.Writer, prog string, err error, code int, asJSON bool, interrupted string) {
+// to find the usage. kind names the error's class ("" means Kind(code));
+// interrupted replaces the message of an interruption.
+func Report(w io.Writer, prog string, err error, code int, kind string, asJSON bool, interrupted string) {
 	msg := err.Error()
 	if code == ExitInterrupted {
 		msg = interrupted
 	}
+	if kind == "" {
+		kind = Kind(code)
+	}
 	if asJSON {
-		b, _ := json.Marshal(ErrorBody{ErrorDetail{Message: msg, Code: code, Kind: Kind(code)}})
+		b, _ := json.Marshal(ErrorBody{ErrorDetail{Message: msg, Code: code, Kind: kind}})
 		fmt.Fprintf(w, "%s\n", b)
 		return
 	}
@@ -63,4 +68,10 @@ func Report(w io.Writer, prog string, err error, code int, asJSON bool, interrup
 	if code == ExitUsage {
 		fmt.Fprintf(w, "Run '%s --help' for usage.\n", prog)
 	}
+}
+
+// WantsJSON reports whether a command asked for JSON: the parsed flag, or,
+// when a flag error stopped parsing before --json was read, the raw args.
+func WantsJSON(flag bool, args []string) bool {
+	return flag || slices.Contains(args, "--json") || slices.Contains(args, "--json=true")
 }

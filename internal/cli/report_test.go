@@ -10,7 +10,7 @@ import (
 
 func TestReportJSON(t *testing.T) {
 	var b bytes.Buffer
-	Report(&b, "coffer", errors.New(`no repository at "x"`), ExitNoRepository, true, "")
+	Report(&b, "coffer", errors.New(`no repository at "x"`), ExitNoRepository, "", true, "")
 	if strings.Count(b.String(), "\n") != 1 {
 		t.Fatalf("want one line, got %q", b.String())
 	}
@@ -26,12 +26,12 @@ func TestReportJSON(t *testing.T) {
 
 func TestReportHuman(t *testing.T) {
 	var b bytes.Buffer
-	Report(&b, "cofferd", UsageError{Err: errors.New("unknown flag: --x")}, ExitUsage, false, "")
+	Report(&b, "cofferd", UsageError{Err: errors.New("unknown flag: --x")}, ExitUsage, "", false, "")
 	if want := "cofferd: unknown flag: --x\nRun 'cofferd --help' for usage.\n"; b.String() != want {
 		t.Fatalf("got %q, want %q", b.String(), want)
 	}
 	b.Reset()
-	Report(&b, "coffer", errors.New("context canceled"), ExitInterrupted, true, "interrupted; run it again")
+	Report(&b, "coffer", errors.New("context canceled"), ExitInterrupted, "", true, "interrupted; run it again")
 	if !strings.Contains(b.String(), `"message":"interrupted; run it again","code":130,"kind":"interrupted"`) {
 		t.Fatalf("got %q", b.String())
 	}

@@ -67,9 +67,11 @@ type TenantInfo struct {
 	State       string    `json:"state"`
 	SuspendedAt time.Time `json:"suspended_at,omitzero"`
 	Reason      string    `json:"reason,omitempty"`
-	Quota       int64     `json:"quota"` // bytes; 0 = none
-	Usage       UsageInfo `json:"usage"`
-	Escrow      Escrow    `json:"escrow,omitzero"`
+	Quota       int64     `json:"quota"` // bytes; 0 = none (QuotaUnlimited)
+	// QuotaUnlimited says in so many words that the tenant has no quota.
+	QuotaUnlimited bool      `json:"quota_unlimited"`
+	Usage          UsageInfo `json:"usage"`
+	Escrow         Escrow    `json:"escrow,omitzero"`
 }
 
 // Escrow states of a tenant.
@@ -84,21 +86,30 @@ const (
 type Escrow struct {
 	Status      string    `json:"status,omitempty"`
 	DecidedAt   time.Time `json:"decided_at,omitzero"`
+	DecidedBy   string    `json:"decided_by,omitempty"`  // the credential whose enrollment set Status
 	Slot        string    `json:"slot,omitempty"`        // keys/<sha256> in the tenant's repository
 	Fingerprint string    `json:"fingerprint,omitempty"` // of the escrow key the slot is sealed to
 	RecordedAt  time.Time `json:"recorded_at,omitzero"`
 }
 
-// UsageInfo is a tenant's measured usage. LogicalBytes and DataBytes are
-// reported by the agent (the vault cannot decrypt); the rest is measured by
-// the vault.
+// UsageInfo is a tenant's usage as the vault measured it (what it shows
+// and bills), and, apart in Reported, what agents reported.
 type UsageInfo struct {
 	StoredBytes   int64 `json:"stored_bytes"`
 	Objects       int64 `json:"objects"`
 	Packs         int64 `json:"packs"`
 	PackBytes     int64 `json:"pack_bytes"`
 	Snapshots     int64 `json:"snapshots"`
-	LogicalBytes  int64 `json:"logical_bytes"`
-	DataBytes     int64 `json:"data_bytes"`
 	ReservedBytes int64 `json:"reserved_bytes"` // in flight
+	// Reported is what the tenant's agents sent with their snapshot
+	// uploads. The vault cannot decrypt snapshots to check it: it is shown
+	// for information, never measured or billed.
+	Reported ReportedUsage `json:"reported_by_agents"`
+}
+
+// ReportedUsage sums what agents reported with stored snapshots
+// (HeaderLogicalBytes, HeaderDataBytes).
+type ReportedUsage struct {
+	LogicalBytes int64 `json:"logical_bytes"` // the disks' sizes
+	DataBytes    int64 `json:"data_bytes"`    // their non-zero bytes
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -30,19 +31,29 @@ const (
 // a reservation (the server answers 503 upload_in_progress).
 var ErrBusy = errors.New("another upload of this object is in progress")
 
-// Meta is what an agent reports with a snapshot (the vault cannot decrypt
-// and measure it): the logical size of the disks and the data bytes.
-type Meta struct{ LogicalBytes, DataBytes int64 }
+// Meta is what comes with an upload besides its bytes: for a snapshot, what
+// the agent reports (the vault cannot decrypt and measure it: the logical
+// size of the disks and the data bytes); for a key slot, the credential
+// that uploads it (kept in Usage.KeyUploads).
+type Meta struct {
+	LogicalBytes, DataBytes int64
+	Credential              string
+}
+
+// maxKeyUploads bounds Usage.KeyUploads; later key slots are not recorded.
+const maxKeyUploads = 256
 
 // Reserved is one reservation in a usage document.
 type Reserved struct {
-	ID      string    `json:"id"`
-	Name    string    `json:"name"`
-	Kind    string    `json:"kind"`
-	Size    int64     `json:"size"`
-	Logical int64     `json:"logical,omitempty"`
-	Data    int64     `json:"data,omitempty"`
-	Expires time.Time `json:"expires"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Kind    string `json:"kind"`
+	Size    int64  `json:"size"`
+	Logical int64  `json:"logical,omitempty"`
+	Data    int64  `json:"data,omitempty"`
+	// Credential uploads a key slot (key slots only).
+	Credential string    `json:"credential,omitempty"`
+	Expires    time.Time `json:"expires"`
 }
 
 // Usage is vault/usage/<tid>.json.
@@ -54,10 +65,13 @@ type Usage struct {
 	Packs        int64      `json:"packs"`
 	PackBytes    int64      `json:"pack_bytes"`
 	Snapshots    int64      `json:"snapshots"`
-	LogicalBytes int64      `json:"logical_bytes"`
-	DataBytes    int64      `json:"data_bytes"`
+	LogicalBytes int64      `json:"logical_bytes"` // reported by agents, not measured
+	DataBytes    int64      `json:"data_bytes"`    // reported by agents, not measured
 	Reserved     []Reserved `json:"reserved"`
-	Updated      time.Time  `json:"updated"`
+	// KeyUploads maps key slot names to the credential that stored them
+	// (at most maxKeyUploads; for cofferd tenant keys).
+	KeyUploads map[string]string `json:"key_uploads,omitempty"`
+	Updated    time.Time         `json:"updated"`
 }
 
 // ReservedBytes is the sum of the sizes reserved in flight.
@@ -69,10 +83,12 @@ func (u *Usage) ReservedBytes() int64 {
 	return n
 }
 
-// Info converts the usage to its wire form.
+// Info converts the usage to its wire form, where what agents reported is
+// kept apart from what the vault measured.
 func (u *Usage) Info() vaultapi.UsageInfo {
 	return vaultapi.UsageInfo{StoredBytes: u.StoredBytes, Objects: u.Objects, Packs: u.Packs, PackBytes: u.PackBytes,
-		Snapshots: u.Snapshots, LogicalBytes: u.LogicalBytes, DataBytes: u.DataBytes, ReservedBytes: u.ReservedBytes()}
+		Snapshots: u.Snapshots, ReservedBytes: u.ReservedBytes(),
+		Reported: vaultapi.ReportedUsage{LogicalBytes: u.LogicalBytes, DataBytes: u.DataBytes}}
 }
 
 // Reservation is the handle Reserve returns.
@@ -146,6 +162,9 @@ func (l *Ledger) Reserve(ctx context.Context, t *registry.Tenant, name string, k
 		Logical: m.LogicalBytes, Data: m.DataBytes, Expires: l.now().Add(ttl)}}
 	if k != vaultapi.KindSnapshot {
 		res.Logical, res.Data = 0, 0
+	}
+	if k == vaultapi.KindKey && vaultapi.ValidID(m.Credential) {
+		res.Credential = m.Credential
 	}
 	st := l.newSettler(t.ID)
 	err = l.update(ctx, t.ID, func(cur *Usage, exists bool) (*Usage, error) {
@@ -263,6 +282,13 @@ func apply(u *Usage, r Reserved) {
 		u.Snapshots++
 		u.LogicalBytes += r.Logical
 		u.DataBytes += r.Data
+	case vaultapi.KindKey.String():
+		if _, ok := u.KeyUploads[r.Name]; r.Credential != "" && !ok && len(u.KeyUploads) < maxKeyUploads {
+			if u.KeyUploads == nil {
+				u.KeyUploads = map[string]string{}
+			}
+			u.KeyUploads[r.Name] = r.Credential
+		}
 	}
 }
 
@@ -272,6 +298,7 @@ func clone(u *Usage) *Usage {
 	if n.Reserved == nil {
 		n.Reserved = []Reserved{}
 	}
+	n.KeyUploads = maps.Clone(u.KeyUploads)
 	return &n
 }
 
@@ -354,5 +381,5 @@ func (l *Ledger) TenantInfo(ctx context.Context, t *registry.Tenant) (*vaultapi.
 		return nil, err
 	}
 	return &vaultapi.TenantInfo{ID: t.ID, Name: t.Name, State: t.State, SuspendedAt: t.SuspendedAt, Reason: t.Reason,
-		Quota: t.Quota, Usage: u.Info(), Escrow: t.Escrow}, nil
+		Quota: t.Quota, QuotaUnlimited: t.Quota == 0, Usage: u.Info(), Escrow: t.Escrow}, nil
 }

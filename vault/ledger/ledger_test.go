@@ -107,7 +107,7 @@ func TestReserveCommitRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := vaultapi.UsageInfo{StoredBytes: 110, Objects: 2, Packs: 1, PackBytes: 100, Snapshots: 1, LogicalBytes: 1 << 30, DataBytes: 5000}
+	want := vaultapi.UsageInfo{StoredBytes: 110, Objects: 2, Packs: 1, PackBytes: 100, Snapshots: 1, Reported: vaultapi.ReportedUsage{LogicalBytes: 1 << 30, DataBytes: 5000}}
 	if u.Info() != want {
 		t.Fatalf("usage %+v, want %+v", u.Info(), want)
 	}
@@ -308,4 +308,42 @@ func TestGroupCommit(t *testing.T) {
 		t.Errorf("%d compare-and-swaps for %d reservations and %d commits: the changes were not grouped", n, uploads, fit)
 	}
 	t.Logf("%d compare-and-swaps for %d changes", sc.swaps.Load(), uploads+fit)
+}
+
+// A committed key slot records the credential that uploaded it; other
+// kinds, released uploads and credentials that are no id record nothing.
+func TestKeyUploads(t *testing.T) {
+	e := setup(t, 0)
+	ctx := context.Background()
+	const cred = "00112233445566778899aabb"
+	key := func(i int) string { return "keys/" + strings.Repeat(string("0123456789abcdef"[i]), 64) }
+	pack, _ := packName(t)
+	for i, c := range []struct {
+		name   string
+		kind   vaultapi.Kind
+		cred   string
+		commit bool
+	}{
+		{key(1), vaultapi.KindKey, cred, true},
+		{key(2), vaultapi.KindKey, cred, false},
+		{key(3), vaultapi.KindKey, "not-an-id", true},
+		{pack, vaultapi.KindPack, cred, true},
+	} {
+		r, err := e.l[i%2].Reserve(ctx, e.tenant, c.name, c.kind, 10, ledger.Meta{Credential: c.cred}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.commit {
+			err = r.Commit(ctx)
+		} else {
+			err = r.Release(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := e.l[0].Usage(ctx, e.tenant.ID)
+	if err != nil || len(u.KeyUploads) != 1 || u.KeyUploads[key(1)] != cred || u.Objects != 3 {
+		t.Fatalf("usage %+v %v", u, err)
+	}
 }

@@ -71,19 +71,22 @@ func (r *Registry) EscrowRecipient(ctx context.Context) (recipient, fingerprint 
 	return k.Recipient, k.Fingerprint, nil
 }
 
-// RecordEscrowChoice records what an enrolling agent chose. Choosing escrow
-// makes the tenant "pending" until its slot is recorded; declining records
-// "no" unless a slot is already recorded (another agent's escrow slot still
-// opens the same repository, so it is never forgotten).
-func (r *Registry) RecordEscrowChoice(ctx context.Context, tenantID string, chosen bool) (*Tenant, error) {
+// RecordEscrowChoice records what an enrolling agent (credential credID)
+// chose. Choosing escrow makes the tenant "pending" until its slot is
+// recorded; declining records "no" unless a slot is already recorded
+// (another agent's escrow slot still opens the same repository, so it is
+// never forgotten). The same agent enrolling again (a retry after it
+// stopped, say at a mistyped passphrase) may take back its own "pending".
+func (r *Registry) RecordEscrowChoice(ctx context.Context, tenantID, credID string, chosen bool) (*Tenant, error) {
 	now := r.now()
 	return r.UpdateTenant(ctx, tenantID, func(t *Tenant) error {
+		e := t.Escrow
 		switch {
-		case t.Escrow.Status == vaultapi.EscrowYes:
-		case chosen && t.Escrow.Status != vaultapi.EscrowPending:
-			t.Escrow = vaultapi.Escrow{Status: vaultapi.EscrowPending, DecidedAt: now}
-		case !chosen && t.Escrow.Status == "":
-			t.Escrow = vaultapi.Escrow{Status: vaultapi.EscrowNo, DecidedAt: now}
+		case e.Status == vaultapi.EscrowYes:
+		case chosen && e.Status != vaultapi.EscrowPending:
+			t.Escrow = vaultapi.Escrow{Status: vaultapi.EscrowPending, DecidedAt: now, DecidedBy: credID}
+		case !chosen && (e.Status == "" || e.Status == vaultapi.EscrowPending && e.DecidedBy == credID && credID != ""):
+			t.Escrow = vaultapi.Escrow{Status: vaultapi.EscrowNo, DecidedAt: now, DecidedBy: credID}
 		}
 		return nil
 	})
@@ -106,7 +109,21 @@ func (r *Registry) RecordEscrowSlot(ctx context.Context, tenantID, slot, fingerp
 		if decided.IsZero() || t.Escrow.Status == vaultapi.EscrowNo {
 			decided = now
 		}
-		t.Escrow = vaultapi.Escrow{Status: vaultapi.EscrowYes, DecidedAt: decided, Slot: slot, Fingerprint: fingerprint, RecordedAt: now}
+		t.Escrow = vaultapi.Escrow{Status: vaultapi.EscrowYes, DecidedAt: decided, DecidedBy: t.Escrow.DecidedBy,
+			Slot: slot, Fingerprint: fingerprint, RecordedAt: now}
+		return nil
+	})
+}
+
+// ForgetEscrowSlot drops slot from the tenant's escrow record when it is
+// the recorded one (an operator removed it: cofferd tenant remove-key
+// --force). The tenant goes back to "pending": it chose escrow, and no
+// slot is recorded.
+func (r *Registry) ForgetEscrowSlot(ctx context.Context, tenantID, slot string) (*Tenant, error) {
+	return r.UpdateTenant(ctx, tenantID, func(t *Tenant) error {
+		if t.Escrow.Slot == slot {
+			t.Escrow = vaultapi.Escrow{Status: vaultapi.EscrowPending, DecidedAt: t.Escrow.DecidedAt, DecidedBy: t.Escrow.DecidedBy}
+		}
 		return nil
 	})
 }

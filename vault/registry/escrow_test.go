@@ -95,16 +95,16 @@ func TestEscrowTenantRecord(t *testing.T) {
 	if ten.Escrow.Status != "" {
 		t.Fatalf("new tenant escrow %+v", ten.Escrow)
 	}
-	got, err := a.RecordEscrowChoice(ctx, ten.ID, false)
+	got, err := a.RecordEscrowChoice(ctx, ten.ID, "", false)
 	if err != nil || got.Escrow.Status != vaultapi.EscrowNo || got.Escrow.DecidedAt.IsZero() {
 		t.Fatalf("%+v %v", got, err)
 	}
 	// Deciding "no" again writes nothing.
 	rev := got.Rev
-	if got, err = b.RecordEscrowChoice(ctx, ten.ID, false); err != nil || got.Rev != rev {
+	if got, err = b.RecordEscrowChoice(ctx, ten.ID, "", false); err != nil || got.Rev != rev {
 		t.Fatalf("%+v %v", got, err)
 	}
-	if got, err = b.RecordEscrowChoice(ctx, ten.ID, true); err != nil || got.Escrow.Status != vaultapi.EscrowPending {
+	if got, err = b.RecordEscrowChoice(ctx, ten.ID, "", true); err != nil || got.Escrow.Status != vaultapi.EscrowPending {
 		t.Fatalf("%+v %v", got, err)
 	}
 	clock.Advance(time.Minute)
@@ -125,7 +125,7 @@ func TestEscrowTenantRecord(t *testing.T) {
 		t.Fatalf("idempotent record wrote: %+v %v", got, err)
 	}
 	// A later agent enrolling without escrow does not forget the slot.
-	if got, err = b.RecordEscrowChoice(ctx, ten.ID, false); err != nil || got.Escrow.Status != vaultapi.EscrowYes || got.Rev != rev {
+	if got, err = b.RecordEscrowChoice(ctx, ten.ID, "", false); err != nil || got.Escrow.Status != vaultapi.EscrowYes || got.Rev != rev {
 		t.Fatalf("%+v %v", got, err)
 	}
 	// The record shows in List and survives other changes.
@@ -140,4 +140,29 @@ func TestEscrowTenantRecord(t *testing.T) {
 		t.Fatalf("unknown tenant: %v", err)
 	}
 	_ = registry.EscrowName
+}
+
+// An agent that enrolled with escrow and stopped (a mistyped passphrase)
+// may enroll again without it: its own "pending" becomes "no". Another
+// agent's choice it cannot take back.
+func TestEscrowChoiceRetry(t *testing.T) {
+	a, _, _, _ := twoRegistries(t)
+	ctx := context.Background()
+	ten, _, _, err := a.CreateTenant(ctx, "acme", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const x, y = "00000000000000000000000a", "00000000000000000000000b"
+	if got, err := a.RecordEscrowChoice(ctx, ten.ID, x, true); err != nil || got.Escrow.Status != vaultapi.EscrowPending || got.Escrow.DecidedBy != x {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if got, err := a.RecordEscrowChoice(ctx, ten.ID, x, false); err != nil || got.Escrow.Status != vaultapi.EscrowNo {
+		t.Fatalf("the same agent's retry without escrow: %+v %v", got, err)
+	}
+	if got, err := a.RecordEscrowChoice(ctx, ten.ID, y, true); err != nil || got.Escrow.Status != vaultapi.EscrowPending || got.Escrow.DecidedBy != y {
+		t.Fatalf("%+v %v", got, err)
+	}
+	if got, err := a.RecordEscrowChoice(ctx, ten.ID, x, false); err != nil || got.Escrow.Status != vaultapi.EscrowPending {
+		t.Fatalf("another agent took back y's choice: %+v %v", got, err)
+	}
 }

@@ -73,7 +73,8 @@ type formatDoc struct {
 }
 
 // EnsureFormat creates vault/format if it is missing and checks it
-// otherwise.
+// otherwise. Only `cofferd init` and `serve --init` create a vault; other
+// commands use CheckFormat.
 func (r *Registry) EnsureFormat(ctx context.Context) error {
 	err := create(ctx, r.sw, FormatName, formatDoc{"cofferd-vault", 1})
 	if err == nil {
@@ -82,6 +83,12 @@ func (r *Registry) EnsureFormat(ctx context.Context) error {
 	if !errors.Is(err, store.ErrConflict) && !errors.Is(err, store.ErrExists) {
 		return fmt.Errorf("writing %s: %w", FormatName, err)
 	}
+	return r.CheckFormat(ctx)
+}
+
+// CheckFormat checks that the store holds a vault this cofferd knows. The
+// error Is store.ErrNotFound when there is no vault/format.
+func (r *Registry) CheckFormat(ctx context.Context) error {
 	f, err := read[formatDoc](ctx, r.sw, FormatName, maxDoc)
 	if err != nil {
 		return err
