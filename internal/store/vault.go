@@ -17,8 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
+	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
@@ -658,18 +658,14 @@ func transportError(err error) error {
 	return err
 }
 
-// cleanOutside makes text from the vault safe to print: control characters
-// (terminal escapes) become spaces, and it is cut at n bytes.
+// cleanOutside makes text from the vault safe to print on a terminal: it is
+// cut at n bytes, and control characters, escape sequences and bidi
+// overrides become visible escapes (termtext.Clean).
 func cleanOutside(s string, n int) string {
 	if len(s) > n {
 		s = s[:n] + "..."
 	}
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == unicode.ReplacementChar {
-			return ' '
-		}
-		return r
-	}, s)
+	return termtext.Clean(s)
 }
 
 func clipOutside(s string) string { return cleanOutside(s, 80) }

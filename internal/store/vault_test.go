@@ -852,3 +852,35 @@ func TestVaultTLS(t *testing.T) {
 		t.Fatalf("NewVault with a bad CA file = %v", err)
 	}
 }
+
+// TestVaultErrorMessageIsTerminalSafe: a vault (or whatever answers at its
+// address) cannot reach the user's terminal with escape sequences, C1
+// controls or bidi overrides through its error message, code or request ID.
+func TestVaultErrorMessageIsTerminalSafe(t *testing.T) {
+	f, srv := newFakeVault(t, true)
+	v := newVaultClient(t, f, srv)
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		var b vaultapi.ErrorBody
+		b.Error = vaultapi.ErrorDetail{Code: vaultapi.CodeTenantSuspended + "\u009b2J", RequestID: "req\x1b[31m",
+			Message: "suspended\x1b]0;owned\x07 \u202eexe.txt\r\nfake line"}
+		_ = json.NewEncoder(w).Encode(b)
+		return true
+	}
+	err := v.Put(t.Context(), packName([]byte("x")), bytes.NewReader([]byte("x")), 1)
+	if !errors.Is(err, store.ErrDenied) {
+		t.Fatalf("err = %v; want ErrDenied", err)
+	}
+	msg := err.Error()
+	for _, bad := range []string{"\x1b", "\x07", "\u202e", "\r", "\n", "\u009b"} {
+		if strings.Contains(msg, bad) {
+			t.Errorf("error %q holds %q", msg, bad)
+		}
+	}
+	for _, want := range []string{`suspended\x1b]0;owned\x07`, `\u202eexe.txt`, `\x0d\x0afake line`, `req\x1b[31m`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not show %q as a visible escape", msg, want)
+		}
+	}
+}
