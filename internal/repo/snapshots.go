@@ -94,10 +94,22 @@ func (r *Repo) Snapshots(ctx context.Context, onErr func(id string, err error)) 
 }
 
 // FindSnapshot resolves "latest" (optionally of one name) or a unique ID
-// prefix of at least 4 characters.
+// prefix of at least 4 characters. For latest, snapshots that cannot be
+// read (junk someone planted, or damaged ones) are skipped, so that one
+// bad object does not stop every restore; FindSnapshotWarn says which.
 func (r *Repo) FindSnapshot(ctx context.Context, ref, name string) (*SnapshotInfo, error) {
+	return r.FindSnapshotWarn(ctx, ref, name, nil)
+}
+
+// FindSnapshotWarn is FindSnapshot that reports each snapshot latest
+// skipped through warn (when not nil), with the reason.
+func (r *Repo) FindSnapshotWarn(ctx context.Context, ref, name string, warn func(id string, err error)) (*SnapshotInfo, error) {
 	if ref == "latest" {
-		all, err := r.Snapshots(ctx, nil)
+		all, err := r.Snapshots(ctx, func(id string, err error) {
+			if warn != nil {
+				warn(id, err)
+			}
+		})
 		if err != nil {
 			return nil, err
 		}
