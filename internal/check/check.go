@@ -43,12 +43,12 @@ type Problem struct {
 
 // Report is the outcome of a check.
 type Report struct {
-	Keys       int       `json:"keys"`
-	IndexFiles int       `json:"index_files"`
-	Packs      int       `json:"packs"`
-	Blobs      int       `json:"blobs"`
-	Snapshots  int       `json:"snapshots"`
-	ReadBytes  int64     `json:"read_bytes"`
+	Keys       int   `json:"keys"`
+	IndexFiles int   `json:"index_files"`
+	Packs      int   `json:"packs"`
+	Blobs      int   `json:"blobs"`
+	Snapshots  int   `json:"snapshots"`
+	ReadBytes  int64 `json:"read_bytes"`
 	// Unindexed counts the packs in no index file that were not warned
 	// about because Options.BackupRunning was set.
 	Unindexed int       `json:"unindexed_in_flight,omitempty"`
