@@ -40,9 +40,13 @@ const TempGrace = time.Minute
 // and that is older than TempGrace belongs to a writer that is gone (a
 // backup killed with kill -9, a crash, a power cut) and is removed. Files
 // that cannot be locked (held, or a file system without flock) are left.
-func (l *Local) RemoveStaleTemp(ctx context.Context) (files int, size int64, err error) {
+// Younger files are neither locked nor removed (a writer may be between
+// creating and locking one) but counted in Young, so that the caller can
+// look again later.
+func (l *Local) RemoveStaleTemp(ctx context.Context) (TempReport, error) {
+	var rep TempReport
 	cutoff := time.Now().Add(-TempGrace)
-	err = filepath.WalkDir(l.root, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(l.root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil // removed while walking
@@ -56,28 +60,41 @@ func (l *Local) RemoveStaleTemp(ctx context.Context) (files int, size int64, err
 			return nil
 		}
 		info, err := d.Info()
-		if err != nil || !info.Mode().IsRegular() || info.ModTime().After(cutoff) {
+		if err != nil || !info.Mode().IsRegular() {
 			return nil
 		}
-		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-		if err != nil {
-			return nil // renamed or removed meanwhile
+		if info.ModTime().After(cutoff) {
+			rep.Young++
+			return nil
 		}
-		defer f.Close()
-		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
-			return nil // its writer is alive
+		removed, err := removeIfUnlocked(p)
+		if removed {
+			rep.Removed++
+			rep.Bytes += info.Size()
 		}
-		if err := os.Remove(p); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return fmt.Errorf("removing the stale temporary file %s: %w", p, translateFS(err))
-		}
-		files++
-		size += info.Size()
-		return nil
+		return err
 	})
-	return files, size, err
+	return rep, err
+}
+
+// removeIfUnlocked removes the temporary file at p unless a writer holds
+// its lock.
+func removeIfUnlocked(p string) (bool, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false, nil // renamed or removed meanwhile
+	}
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		return false, nil // its writer is alive
+	}
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("removing the stale temporary file %s: %w", p, translateFS(err))
+	}
+	return true, nil
 }
 
 // isTempName reports whether a file name is one Put gives a temporary file.

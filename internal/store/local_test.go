@@ -169,9 +169,9 @@ func TestLocalRemoveStaleTemp(t *testing.T) {
 	}
 
 	// Through the decorators, as the backup calls it.
-	n, size, err := store.RemoveStaleTemp(ctx, store.WithRetry(store.NewCounting(l), store.DefaultRetry, nil, nil))
-	if err != nil || n != 2 || size != int64(len("half a pack")+len("a config")) {
-		t.Fatalf("RemoveStaleTemp = %d files, %d bytes, %v; want 2, %d", n, size, err, len("half a pack")+len("a config"))
+	rep, err := store.RemoveStaleTemp(ctx, store.WithRetry(store.NewCounting(l), store.DefaultRetry, nil, nil))
+	if err != nil || rep.Removed != 2 || rep.Bytes != int64(len("half a pack")+len("a config")) || rep.Young != 1 {
+		t.Fatalf("RemoveStaleTemp = %+v, %v; want 2 removed, %d bytes, 1 young", rep, err, len("half a pack")+len("a config"))
 	}
 	want := []string{"data/cd/.tmp-00112233445566aa", "data/cd/.tmp-aaaaaaaaaaaaaaaa", "data/cd/.tmp-notours",
 		"data/cd/.tmpx-0123456789abcdef", "data/cd/object", strings.TrimPrefix(pending, root+"/")}
@@ -191,11 +191,11 @@ func TestLocalRemoveStaleTemp(t *testing.T) {
 	// Once its writer is gone, the held file goes too; a store with
 	// nothing to clean (S3) removes nothing.
 	hf.Close()
-	if n, _, err := store.RemoveStaleTemp(ctx, l); err != nil || n != 1 {
-		t.Fatalf("after the writer closed: %d files, %v; want 1", n, err)
+	if rep, err := store.RemoveStaleTemp(ctx, l); err != nil || rep.Removed != 1 {
+		t.Fatalf("after the writer closed: %+v, %v; want 1 removed", rep, err)
 	}
-	if n, _, err := store.RemoveStaleTemp(ctx, store.NewFaulty(newLocal(t))); err != nil || n != 0 {
-		t.Fatalf("an empty store: %d, %v", n, err)
+	if rep, err := store.RemoveStaleTemp(ctx, store.NewFaulty(newLocal(t))); err != nil || rep != (store.TempReport{}) {
+		t.Fatalf("an empty store: %+v, %v", rep, err)
 	}
 }
 
