@@ -405,3 +405,48 @@ func writeObject(f *os.File, r io.ReaderAt, size int64) (int64, error) {
 	m, err := f.WriteAt(b[n:], int64(n))
 	return int64(n + m), err
 }
+
+// TempSweepInterval is how often a long-running process (cofferd serve)
+// sweeps its local directory store for the temporary files of dead
+// writers: often enough that a file too young at one sweep goes at the
+// next, rarely enough that the walk costs nothing noticeable.
+const TempSweepInterval = 10 * time.Minute
+
+// SweepTemp runs RemoveStaleTemp on s at once and then every interval
+// until ctx ends, calling report after each sweep that removed something,
+// left something young, or failed. A store without temporary files (S3)
+// returns at once.
+func SweepTemp(ctx context.Context, s Store, interval time.Duration, report func(TempReport, error)) {
+	if !hasTempCleaner(s) {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		rep, err := RemoveStaleTemp(ctx, s)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil || rep != (TempReport{}) {
+			report(rep, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func hasTempCleaner(s Store) bool {
+	for {
+		if _, ok := s.(TempCleaner); ok {
+			return true
+		}
+		w, ok := s.(Wrapper)
+		if !ok {
+			return false
+		}
+		s = w.Unwrap()
+	}
+}

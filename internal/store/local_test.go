@@ -365,3 +365,53 @@ func directIOWorks(dir string) bool {
 	_, err = f.Write(buf)
 	return err == nil
 }
+
+// TestSweepTemp: a long-running sweeper (cofferd serve) removes a dead
+// writer's temporary file at a later sweep when it was too young at the
+// first, and reports what it did.
+func TestSweepTemp(t *testing.T) {
+	root := t.TempDir()
+	l, err := store.OpenLocal(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := filepath.Join(root, "data", "ab", ".tmp-0123456789abcdef")
+	if err := os.MkdirAll(filepath.Dir(half), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(half, []byte("half a pack"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	reports := make(chan store.TempReport, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		store.SweepTemp(ctx, store.NewCounting(l), 20*time.Millisecond, func(r store.TempReport, err error) {
+			if err != nil {
+				t.Errorf("sweep: %v", err)
+			}
+			reports <- r
+		})
+	}()
+	if r := <-reports; r.Young != 1 || r.Removed != 0 {
+		t.Fatalf("first sweep: %+v; want the young file left", r)
+	}
+	if _, err := os.Stat(half); err != nil {
+		t.Fatalf("a young file was removed: %v", err)
+	}
+	past := time.Now().Add(-2 * store.TempGrace)
+	if err := os.Chtimes(half, past, past); err != nil {
+		t.Fatal(err)
+	}
+	for r := range reports {
+		if r.Removed == 1 {
+			break
+		}
+	}
+	if _, err := os.Stat(half); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the stale file is still there: %v", err)
+	}
+	cancel()
+	<-done
+}
