@@ -156,36 +156,38 @@ func (l *Local) Put(ctx context.Context, name string, r io.ReaderAt, size int64)
 // PutDeferred implements DeferredPutter: it writes the bytes to a temporary
 // file and returns; commit fsyncs it, renames it into place (create-only)
 // and fsyncs the directory. Until commit returns nil the object is neither
-// visible nor durable.
+// visible nor durable. No symbolic link below the root is followed: a
+// symlinked directory on the way, or a symlink where the object would go,
+// fails the put (ErrSymlink).
 func (l *Local) PutDeferred(ctx context.Context, name string, r io.ReaderAt, size int64) (commit func(context.Context) error, err error) {
-	p, err := l.path(name)
-	if err != nil {
-		return nil, err
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	dir := filepath.Dir(p)
-	if _, err := os.Stat(p); err == nil {
-		return nil, fmt.Errorf("%s: %w", name, ErrExists)
+	dir, base, err := l.openDir(name, true)
+	if err != nil {
+		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("%s: creating directory: %w", name, translateFS(err))
+	if err := l.checkAbsent(dir, name, base); err != nil {
+		dir.Close()
+		return nil, err
 	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	tmp := tmpPrefix + hex.EncodeToString(rnd[:])
+	fd, err := unix.Openat(int(dir.Fd()), tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
+		dir.Close()
 		return nil, fmt.Errorf("%s: %w", name, translateFS(err))
 	}
+	f := os.NewFile(uintptr(fd), filepath.Join(dir.Name(), tmp))
 	// The lock says the temporary file is in use until it is renamed;
 	// RemoveStaleTemp removes only files nobody holds. Best effort: a file
 	// system without flock makes the cleaner leave every file alone.
 	_ = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	discard := func() {
 		_ = f.Close()
-		_ = os.Remove(tmp)
+		_ = unix.Unlinkat(int(dir.Fd()), tmp, 0)
+		dir.Close()
 	}
 	n, err := writeObject(f, r, size)
 	if err != nil {
@@ -207,17 +209,21 @@ func (l *Local) PutDeferred(ctx context.Context, name string, r io.ReaderAt, siz
 		}
 		// Renamed before it is closed, so the lock covers the file for
 		// as long as it has its temporary name.
-		if err := renameNoReplace(tmp, p); err != nil {
+		if err := renameatNoReplace(int(dir.Fd()), tmp, base); err != nil {
 			discard()
 			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("%s: %w", name, ErrExists)
+				return l.checkAbsent(nil, name, base)
 			}
 			return fmt.Errorf("%s: rename: %w", name, translateFS(err))
 		}
+		defer dir.Close()
 		if err := f.Close(); err != nil {
 			return fmt.Errorf("%s: close: %w", name, translateFS(err))
 		}
-		return syncDir(dir)
+		if err := dir.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+			return fmt.Errorf("%s: fsync directory: %w", name, translateFS(err))
+		}
+		return nil
 	}, nil
 }
 
@@ -250,6 +256,34 @@ func renameNoReplace(tmp, p string) error {
 	return os.Rename(tmp, p)
 }
 
+// renameatNoReplace is renameNoReplace within the directory dirfd, so no
+// path is resolved again after openDir checked it.
+func renameatNoReplace(dirfd int, tmp, base string) error {
+	err := unix.Renameat2(dirfd, tmp, dirfd, base, unix.RENAME_NOREPLACE)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, unix.EEXIST) {
+		return fs.ErrExist
+	}
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP) {
+		return err
+	}
+	// The file system lacks RENAME_NOREPLACE: a hard link is create-only too.
+	if err := unix.Linkat(dirfd, tmp, dirfd, base, 0); err == nil {
+		return unix.Unlinkat(dirfd, tmp, 0)
+	} else if errors.Is(err, unix.EEXIST) {
+		return fs.ErrExist
+	}
+	// No hard links either (FAT, exFAT): check, then rename. The window is
+	// harmless for Coffer, whose objects are named by their content.
+	var st unix.Stat_t
+	if unix.Fstatat(dirfd, base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		return fs.ErrExist
+	}
+	return unix.Renameat(dirfd, tmp, dirfd, base)
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -262,18 +296,14 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// Get implements Store.
+// Get implements Store. It never follows a symbolic link below the root.
 func (l *Local) Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
-	p, err := l.path(name)
-	if err != nil {
-		return err
-	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	f, err := os.Open(p)
+	f, err := l.openObject(name)
 	if err != nil {
-		return fmt.Errorf("%s: %w", name, translateFS(err))
+		return err
 	}
 	defer f.Close()
 	st, err := f.Stat()
@@ -292,23 +322,46 @@ func (l *Local) Get(ctx context.Context, name string, off, length int64, fn func
 	return fn(io.NewSectionReader(f, off, length))
 }
 
-// Stat implements Store.
+// openObject opens name for reading without following a symbolic link
+// anywhere below the root.
+func (l *Local) openObject(name string) (*os.File, error) {
+	dir, base, err := l.openDir(name, false)
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	fd, err := unix.Openat(int(dir.Fd()), base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, symlinkError(name, name)
+		}
+		return nil, fmt.Errorf("%s: %w", name, translateFS(err))
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(dir.Name(), base)), nil
+}
+
+// Stat implements Store. It never follows a symbolic link below the root.
 func (l *Local) Stat(ctx context.Context, name string) (Info, error) {
-	p, err := l.path(name)
+	dir, base, err := l.openDir(name, false)
 	if err != nil {
 		return Info{}, err
 	}
-	st, err := os.Stat(p)
-	if err != nil {
+	defer dir.Close()
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return Info{}, fmt.Errorf("%s: %w", name, translateFS(err))
 	}
-	if st.IsDir() { // a name prefix, not an object
-		return Info{}, fmt.Errorf("%s: %w", name, ErrNotFound)
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return Info{Name: name, Size: st.Size}, nil
+	case unix.S_IFLNK:
+		return Info{}, symlinkError(name, name)
 	}
-	return Info{Name: name, Size: st.Size()}, nil
+	return Info{}, fmt.Errorf("%s: %w", name, ErrNotFound) // a name prefix, not an object
 }
 
-// List implements Store.
+// List implements Store. Symbolic links are skipped, never followed; a
+// symlinked directory on the way to the prefix is an ErrSymlink error.
 func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) error {
 	if err := validPrefix(prefix); err != nil {
 		return err
@@ -319,6 +372,18 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) er
 		dir = prefix[:i]
 	}
 	start := filepath.Join(l.root, filepath.FromSlash(dir))
+	if dir != "" {
+		// The directories down to start must not be symbolic links
+		// (WalkDir follows all but the last).
+		d, _, err := l.openDir(dir+"/x", false)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		d.Close()
+	}
 	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) && p == start {
@@ -335,7 +400,10 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) er
 			}
 			return nil
 		}
-		if strings.HasPrefix(d.Name(), ".") { // temporary files
+		if strings.HasPrefix(d.Name(), ".") || !d.Type().IsRegular() {
+			// Temporary files; symbolic links and other non-files are
+			// never objects (WalkDir does not follow symlinked
+			// directories either).
 			return nil
 		}
 		rel, err := filepath.Rel(l.root, p)
@@ -358,22 +426,115 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) er
 	return err
 }
 
-// Delete implements Store.
+// Delete implements Store. A symbolic link below the root is never
+// followed: one on the way fails the delete (ErrSymlink), and one at the
+// object's name is removed itself, never what it points to.
 func (l *Local) Delete(ctx context.Context, name string) error {
-	p, err := l.path(name)
+	dir, base, err := l.openDir(name, false)
+	if errors.Is(err, ErrNotFound) {
+		return nil // its directory may be missing too
+	}
 	if err != nil {
 		return err
 	}
-	if st, err := os.Lstat(p); err == nil && st.IsDir() {
+	defer dir.Close()
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return nil // a name prefix, not an object
 	}
-	if err := os.Remove(p); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // its directory may be missing too
+	if err := unix.Unlinkat(int(dir.Fd()), base, 0); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
 		}
 		return fmt.Errorf("%s: %w", name, translateFS(err))
 	}
-	return syncDir(filepath.Dir(p))
+	if err := dir.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("%s: fsync directory: %w", name, translateFS(err))
+	}
+	return nil
+}
+
+// ErrSymlink is wrapped by the error of a local store operation that met a
+// symbolic link below the store's root. Coffer never makes one, and never
+// follows one: a link planted inside the store could otherwise make it read
+// or write files outside it.
+var ErrSymlink = errors.New("is a symbolic link, which Coffer never creates or follows")
+
+func symlinkError(name, link string) error {
+	return &PermanentError{Err: fmt.Errorf("%s: %s %w; remove the link from the store (after checking where it points and who made it)", name, link, ErrSymlink)}
+}
+
+// openDir opens the directory that holds name's last component, walking
+// from the root one component at a time without following symbolic links
+// (O_NOFOLLOW), and returns it with that last component. With create it
+// makes missing directories. A symlinked directory on the way is an
+// ErrSymlink error naming it; a missing one is ErrNotFound.
+func (l *Local) openDir(name string, create bool) (*os.File, string, error) {
+	if err := ValidName(name); err != nil {
+		return nil, "", err
+	}
+	parts := strings.Split(name, "/")
+	fd, err := unix.Open(l.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", name, translateFS(err))
+	}
+	for i, part := range parts[:len(parts)-1] {
+		next, err := openDirAt(fd, part, create)
+		if err != nil {
+			unix.Close(fd)
+			if errors.Is(err, ErrSymlink) {
+				return nil, "", symlinkError(name, strings.Join(parts[:i+1], "/"))
+			}
+			return nil, "", fmt.Errorf("%s: %w", name, translateFS(err))
+		}
+		unix.Close(fd)
+		fd = next
+	}
+	dir := filepath.Join(l.root, filepath.FromSlash(strings.Join(parts[:len(parts)-1], "/")))
+	return os.NewFile(uintptr(fd), dir), parts[len(parts)-1], nil
+}
+
+// openDirAt opens the directory part inside dirfd without following a
+// symbolic link, making it first when create is set and it is missing.
+func openDirAt(dirfd int, part string, create bool) (int, error) {
+	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(dirfd, part, flags, 0)
+	if errors.Is(err, unix.ENOENT) && create {
+		if err := unix.Mkdirat(dirfd, part, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return -1, err
+		}
+		fd, err = unix.Openat(dirfd, part, flags, 0)
+	}
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		var st unix.Stat_t
+		if unix.Fstatat(dirfd, part, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return -1, ErrSymlink
+		}
+	}
+	return fd, err
+}
+
+// checkAbsent returns nil when nothing is stored under base in dir (nil:
+// look name up afresh), ErrExists when an object is, and an ErrSymlink
+// error when a symbolic link is.
+func (l *Local) checkAbsent(dir *os.File, name, base string) error {
+	if dir == nil {
+		d, b, err := l.openDir(name, false)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		dir, base = d, b
+	}
+	var st unix.Stat_t
+	err := unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err != nil:
+		return nil
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return symlinkError(name, name)
+	}
+	return fmt.Errorf("%s: %w", name, ErrExists)
 }
 
 // translateFS maps file-system errors to the store sentinels.
