@@ -113,15 +113,7 @@ func (r *Repo) FindSnapshotWarn(ctx context.Context, ref, name string, warn func
 		if err != nil {
 			return nil, err
 		}
-		for i := len(all) - 1; i >= 0; i-- {
-			if name == "" || all[i].Name == name {
-				return all[i], nil
-			}
-		}
-		if name != "" {
-			return nil, fmt.Errorf("%w: no snapshot named %q", ErrSnapshotNotFound, name)
-		}
-		return nil, fmt.Errorf("%w: the repository has no snapshots yet", ErrSnapshotNotFound)
+		return Latest(all, name)
 	}
 	ref = strings.ToLower(ref)
 	if len(ref) < 4 || len(ref) > 64 || strings.Trim(ref, "0123456789abcdef") != "" {
@@ -144,6 +136,20 @@ func (r *Repo) FindSnapshotWarn(ctx context.Context, ref, name string, warn func
 		return r.LoadSnapshot(ctx, match[0])
 	}
 	return nil, fmt.Errorf("snapshot prefix %s is ambiguous (%d snapshots match); give more characters", ref, len(match))
+}
+
+// Latest returns the newest of snaps (sorted oldest first, as Snapshots
+// returns them) with the given name, or of all when name is "".
+func Latest(snaps []*SnapshotInfo, name string) (*SnapshotInfo, error) {
+	for i := len(snaps) - 1; i >= 0; i-- {
+		if name == "" || snaps[i].Name == name {
+			return snaps[i], nil
+		}
+	}
+	if name != "" {
+		return nil, fmt.Errorf("%w: no snapshot named %q", ErrSnapshotNotFound, name)
+	}
+	return nil, fmt.Errorf("%w: the repository has no snapshots yet", ErrSnapshotNotFound)
 }
 
 // DiskRegions loads the region map IDs of a disk from its list chunks.
