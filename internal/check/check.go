@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -123,10 +124,25 @@ func (c *checker) keys(ctx context.Context) error {
 	c.report.Keys = len(slots)
 	for _, s := range slots {
 		if s.Err != nil {
-			c.problem(s.Name, s.Err, false)
+			c.damage(s.Name, c.classifySlot(ctx, s.Name, s.Err))
 		}
 	}
 	return nil
+}
+
+// classifySlot tells a junk key slot from a damaged one: a slot whose
+// bytes match its name (keys/<SHA-256>) yet do not parse was never a slot
+// of this repository, so it is foreign; one whose bytes changed is damage.
+func (c *checker) classifySlot(ctx context.Context, name string, err error) error {
+	raw, rerr := store.ReadAll(ctx, c.r.Store(), name)
+	if rerr != nil {
+		return err
+	}
+	sum := sha256.Sum256(raw)
+	if repo.KeysPrefix+hex.EncodeToString(sum[:]) != name {
+		return err
+	}
+	return &repo.ForeignError{Name: name, Reason: "its bytes match its name but are not a key slot", Err: err}
 }
 
 func (c *checker) indexes(ctx context.Context) error {

@@ -52,6 +52,7 @@ func TestCheckJunkIsForeignNotCorruption(t *testing.T) {
 		plant(t, f.Store, repo.IndexPrefix, junk(500, 2)),
 		plant(t, f.Store, repo.DataPrefix, junk(500, 3)),
 		plant(t, f.Store, repo.DataPrefix, otherBytes),
+		plant(t, f.Store, repo.KeysPrefix, junk(500, 4)),
 	}
 	before := append(names(t, f, ""), "")
 	for _, readData := range []bool{false, true} {
@@ -66,7 +67,7 @@ func TestCheckJunkIsForeignNotCorruption(t *testing.T) {
 				t.Errorf("read-data %v: %+v; want foreign, saying how to remove it", readData, p)
 			}
 		}
-		if rep.Snapshots != 1 || rep.IndexFiles != 1 {
+		if rep.Snapshots != 1 || rep.IndexFiles != 1 || rep.Keys != 2 {
 			t.Errorf("report %+v: want the real snapshot and index counted", rep)
 		}
 	}
