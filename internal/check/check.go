@@ -111,6 +111,9 @@ func Run(ctx context.Context, r *repo.Repo, opt Options) (*Report, error) {
 			return nil, err
 		}
 	}
+	for _, n := range store.SkippedLinks(r.Store()) {
+		c.problem(n, fmt.Errorf("%w: it is ignored; remove it from the store (after checking where it points and who made it)", store.ErrSymlink), true)
+	}
 	c.report.ReadBytes = c.read.Load()
 	sort.SliceStable(c.report.Problems, func(i, j int) bool { return c.report.Problems[i].Object < c.report.Problems[j].Object })
 	return &c.report, nil

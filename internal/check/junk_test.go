@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -123,5 +125,30 @@ func TestCheckBackupRunning(t *testing.T) {
 		if rep.Unindexed != n {
 			t.Errorf("read-data %v: Unindexed = %d, want %d", readData, rep.Unindexed, n)
 		}
+	}
+}
+
+// TestCheckReportsSymlinks: symbolic links planted in a directory
+// repository are ignored by every listing and reported by check, once
+// each, as warnings; the objects beside them check clean.
+func TestCheckReportsSymlinks(t *testing.T) {
+	f, _ := setup(t, nil)
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "secret")
+	if err := os.WriteFile(secret, []byte("outside"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []string{"snapshots/" + strings.Repeat("ab", 32), "data/ef"} {
+		if err := os.Symlink(secret, filepath.Join(f.Dir, filepath.FromSlash(l))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep := run(t, f, false)
+	expect(t, rep, nil, [][2]string{
+		{"data/ef", "symbolic link"},
+		{"snapshots/" + strings.Repeat("ab", 32), "symbolic link"},
+	})
+	if rep.Snapshots != 1 {
+		t.Errorf("report %+v", rep)
 	}
 }

@@ -10,7 +10,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -23,6 +25,46 @@ import (
 // file systems without it), and fsyncs the directory.
 type Local struct {
 	root string
+
+	linksMu sync.Mutex
+	links   map[string]bool // symbolic links List skipped
+}
+
+// SkippedLinks names the symbolic links below the root that List has met
+// and skipped, sorted, so that check can report them.
+func (l *Local) SkippedLinks() []string {
+	l.linksMu.Lock()
+	defer l.linksMu.Unlock()
+	out := make([]string, 0, len(l.links))
+	for n := range l.links {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (l *Local) noteLink(name string) {
+	l.linksMu.Lock()
+	defer l.linksMu.Unlock()
+	if l.links == nil {
+		l.links = map[string]bool{}
+	}
+	l.links[name] = true
+}
+
+// SkippedLinks returns the symbolic links s's listings skipped, when s is
+// (below its decorators) a local directory store.
+func SkippedLinks(s Store) []string {
+	for {
+		if l, ok := s.(*Local); ok {
+			return l.SkippedLinks()
+		}
+		w, ok := s.(Wrapper)
+		if !ok {
+			return nil
+		}
+		s = w.Unwrap()
+	}
 }
 
 // tmpPrefix starts the name of a file being written: a random 16 hex
@@ -400,11 +442,8 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) er
 			}
 			return nil
 		}
-		if strings.HasPrefix(d.Name(), ".") || !d.Type().IsRegular() {
-			// Temporary files; symbolic links and other non-files are
-			// never objects (WalkDir does not follow symlinked
-			// directories either).
-			return nil
+		if strings.HasPrefix(d.Name(), ".") {
+			return nil // temporary files
 		}
 		rel, err := filepath.Rel(l.root, p)
 		if err != nil {
@@ -412,6 +451,14 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) er
 		}
 		name := filepath.ToSlash(rel)
 		if !strings.HasPrefix(name, prefix) {
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			// Symbolic links and other non-files are never objects
+			// (WalkDir does not follow symlinked directories either).
+			if d.Type()&fs.ModeSymlink != 0 {
+				l.noteLink(name)
+			}
 			return nil
 		}
 		info, err := d.Info()

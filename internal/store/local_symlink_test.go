@@ -93,6 +93,9 @@ func TestLocalSymlinkedObject(t *testing.T) {
 	if err := r.l.List(ctx, "", func(i store.Info) error { listed = append(listed, i.Name); return nil }); err != nil || len(listed) != 0 {
 		t.Fatalf("list = %v, %v; want nothing", listed, err)
 	}
+	if got := store.SkippedLinks(store.NewCounting(r.l)); len(got) != 1 || got[0] != name {
+		t.Fatalf("SkippedLinks = %v; want [%s]", got, name)
+	}
 	r.outsideUnchanged()
 	if err := r.l.Delete(ctx, name); err != nil {
 		t.Fatalf("delete: %v", err)
