@@ -268,7 +268,7 @@ func (c *checker) readPack(ctx context.Context, id pack.ID, size int64, indexed 
 	if err != nil && intact && !isIndexed {
 		// Exactly the bytes stored under its name, yet not a pack sealed
 		// with this key: junk, not damage.
-		c.damage(name, &repo.ForeignError{Name: name, Reason: "its bytes match its name but are not a pack sealed with this repository's key", Err: err})
+		c.damage(name, &repo.ForeignError{Name: name, Reason: repo.ReasonPack, Err: err})
 		return
 	}
 	if !intact {

@@ -74,10 +74,10 @@ func (r *Repo) readIndexFile(ctx context.Context, name string) (*index.File, err
 }
 
 // LoadIndex reads every index file into the in-memory index. A damaged or
-// foreign (ForeignError) index file is reported through warn (when not nil) and skipped: the packs
-// it listed are found again from their own headers by IndexOrphanPacks, so a
-// damaged index never blocks a backup or a restore. With a nil warn the
-// first damaged file is an error.
+// foreign (ForeignError) index file is reported through warn (when not
+// nil) and skipped: the packs a damaged one listed are found again from
+// their own headers by IndexOrphanPacks, so no such file blocks a backup or
+// a restore. With a nil warn the first unreadable file is an error.
 func (r *Repo) LoadIndex(ctx context.Context, warn func(name string, err error)) error {
 	var skipped []string
 	var count func(string, error)

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -35,13 +36,23 @@ func (e *ForeignError) Error() string {
 	return fmt.Sprintf("%s is not an object of this repository: %s, so nobody with the repository's key wrote it (junk planted in the store, or an object of another repository); it holds none of your data and is ignored", e.Name, e.Reason)
 }
 
-// Unwrap returns ErrForeign and the underlying error.
-func (e *ForeignError) Unwrap() []error { return []error{ErrForeign, e.Err} }
+// Unwrap returns ErrForeign and the underlying error, if any.
+func (e *ForeignError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrForeign}
+	}
+	return []error{ErrForeign, e.Err}
+}
 
 // IsForeign reports whether err is a ForeignError.
 func IsForeign(err error) bool { return errors.Is(err, ErrForeign) }
 
-const reasonKey = "its bytes match its name but do not open with this repository's key"
+// Reasons a ForeignError gives.
+const (
+	reasonKey = "its bytes match its name but do not open with this repository's key"
+	// ReasonPack is the reason for a foreign pack.
+	ReasonPack = "its bytes match its name but are not a pack sealed with this repository's key"
+)
 
 // isContentName reports whether name is prefix followed by a lower-case
 // hex SHA-256, the only names Coffer gives content-named objects.
@@ -95,15 +106,16 @@ func (r *Repo) ClassifyPackError(ctx context.Context, id pack.ID, err error) err
 	name := PackName(id)
 	var sum pack.ID
 	gerr := r.st.Get(ctx, name, 0, -1, func(rd io.Reader) error {
-		b, err := io.ReadAll(rd)
-		sum = pack.Sum(b)
+		h := sha256.New()
+		_, err := io.Copy(h, rd)
+		h.Sum(sum[:0])
 		return err
 	})
 	switch {
 	case gerr != nil:
 		return fmt.Errorf("%w (reading it whole to tell damage from junk: %v)", err, gerr)
 	case sum == id:
-		return &ForeignError{Name: name, Reason: "its bytes match its name but are not a pack sealed with this repository's key", Err: err}
+		return &ForeignError{Name: name, Reason: ReasonPack, Err: err}
 	}
 	return fmt.Errorf("%w; its content does not match its name (SHA-256 is %s): the pack is damaged", err, sum)
 }
