@@ -91,7 +91,7 @@ func isVault(s store.Store) bool {
 // errUnauthenticated marks a pack that failed before its header was
 // authenticated (too short, no trailer): junk or damage, which
 // ClassifyPackError tells apart.
-var errUnauthenticated = errors.New("not a pack of this repository's format")
+var errUnauthenticated = errors.New("not shaped like a Coffer pack")
 
 // ClassifyPackError takes an error of ReadPackHeader and, when the header
 // failed to authenticate or the pack is not in Coffer's format, downloads
