@@ -756,6 +756,10 @@ func Enroll(ctx context.Context, cfg VaultConfig, req vaultapi.EnrollRequest) (*
 	if err := json.NewDecoder(io.LimitReader(resp.Body, vaultMaxErrorBody)).Decode(&out); err != nil {
 		return nil, fmt.Errorf("enrolling at %s: reading the vault's reply: %v", c.base, err)
 	}
+	// Printed by init: terminal-safe, whatever answers at the URL.
+	out.TenantName = cleanOutside(out.TenantName, 128)
+	out.TenantID = cleanOutside(out.TenantID, 64)
+	out.CredentialID = cleanOutside(out.CredentialID, 64)
 	return &out, nil
 }
 

@@ -884,3 +884,28 @@ func TestVaultErrorMessageIsTerminalSafe(t *testing.T) {
 		}
 	}
 }
+
+// TestVaultEnrollReplyIsTerminalSafe: the tenant name and IDs a vault
+// answers enrollment with, which init prints, carry no terminal escapes.
+func TestVaultEnrollReplyIsTerminalSafe(t *testing.T) {
+	f, srv := newFakeVault(t, true)
+	cfg := f.config(t, srv)
+	cfg.Credential = ""
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != vaultapi.RouteEnroll {
+			return false
+		}
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(vaultapi.EnrollResponse{TenantName: "acme\x1b[2J\u202e", TenantID: "id\x07", CredentialID: "c\x1b"})
+		return true
+	}
+	tok, _, _, _ := vaultapi.NewToken()
+	_, id, sha, _ := vaultapi.NewCredential()
+	resp, err := store.Enroll(t.Context(), cfg, vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sha[:])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.TenantName != `acme\x1b[2J\u202e` || resp.TenantID != `id\x07` || resp.CredentialID != `c\x1b` {
+		t.Fatalf("enroll reply %+v; want visible escapes", resp)
+	}
+}
