@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -178,4 +179,33 @@ func mustParsePack(t *testing.T, name string) pack.ID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// TestJunkSharingAPrefixIsNotAmbiguous: junk whose name was ground to
+// share an ID prefix with a real snapshot does not make that prefix
+// ambiguous (objects that are not junk still do: see
+// TestFindSnapshotAmbiguousAndDamaged).
+func TestJunkSharingAPrefixIsNotAmbiguous(t *testing.T) {
+	r, st, _ := initRepo(t)
+	id, err := r.SaveSnapshot(ctx, testSnapshot("web01", time.Unix(1000, 0).UTC()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := id[:4]
+	var body []byte
+	for i := 0; ; i++ {
+		body = []byte(fmt.Sprintf("junk %d", i))
+		sum := sha256.Sum256(body)
+		if hex.EncodeToString(sum[:])[:4] == prefix {
+			break
+		}
+	}
+	sum := sha256.Sum256(body)
+	if err := st.Put(ctx, SnapshotsPrefix+hex.EncodeToString(sum[:]), bytes.NewReader(body), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	s, err := r.FindSnapshot(ctx, prefix, "")
+	if err != nil || s.ID != id {
+		t.Fatalf("FindSnapshot(%s) with junk sharing the prefix = %v, %v; want %s", prefix, s, err, id)
+	}
 }

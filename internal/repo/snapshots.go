@@ -135,7 +135,28 @@ func (r *Repo) FindSnapshotWarn(ctx context.Context, ref, name string, warn func
 	case 1:
 		return r.LoadSnapshot(ctx, match[0])
 	}
+	if s := r.onlyOwnSnapshot(ctx, match); s != nil {
+		return s, nil
+	}
 	return nil, fmt.Errorf("snapshot prefix %s is ambiguous (%d snapshots match); give more characters", ref, len(match))
+}
+
+// onlyOwnSnapshot returns the one snapshot among ids that is not foreign
+// (junk whose name was made to share a prefix with a real snapshot's), or
+// nil when there is not exactly one.
+func (r *Repo) onlyOwnSnapshot(ctx context.Context, ids []string) *SnapshotInfo {
+	var own *SnapshotInfo
+	for _, id := range ids {
+		s, err := r.LoadSnapshot(ctx, id)
+		switch {
+		case IsForeign(err):
+			continue
+		case err != nil || own != nil:
+			return nil
+		}
+		own = s
+	}
+	return own
 }
 
 // Latest returns the newest of snaps (sorted oldest first, as Snapshots
