@@ -128,8 +128,9 @@ func (b *Backup) Run(ctx context.Context) (res *Result, err error) {
 	// Packs a killed or failed run uploaded but did not index are indexed
 	// (and an index file written for them), so they are not uploaded
 	// again; finding them means listing every pack, which is done only
-	// when a run on this machine did not end cleanly, when a damaged
-	// index file was skipped, or without a state directory.
+	// when a run on this machine did not end cleanly, when an index file
+	// was skipped that no listing has covered yet, or without a state
+	// directory.
 	scan, dead := true, []string(nil)
 	if b.opt.StateDir != "" {
 		mark, d, merr := beginRun(b.opt.StateDir)
@@ -144,24 +145,16 @@ func (b *Backup) Run(ctx context.Context) (res *Result, err error) {
 				}
 			}()
 			dead = d
-			scan = len(dead) > 0 || b.r.IndexSkipped() > 0
+			scan = len(dead) > 0 || len(newSkippedIndexes(b.opt.StateDir, b.r.SkippedIndexFiles())) > 0
 		}
 	}
-	recovered, tempFiles, tempBytes := 0, 0, int64(0)
+	recovered, temp := 0, store.TempReport{}
 	if scan {
-		if recovered, err = b.r.IndexOrphanPacks(ctx, true); err != nil {
+		var w []string
+		if recovered, temp, w, err = b.recoverDeadRuns(ctx, dead); err != nil {
 			return nil, err
 		}
-		// What the run that died left half-written is garbage (its
-		// finished packs were just indexed); failing to remove it is no
-		// reason not to back up.
-		var terr error
-		if tempFiles, tempBytes, terr = store.RemoveStaleTemp(ctx, b.r.Store()); terr != nil {
-			warnings = append(warnings, "temporary files of an interrupted backup could not all be removed: "+terr.Error())
-		}
-		if merr := removeMarks(dead); merr != nil {
-			warnings = append(warnings, "removing the marks of earlier runs: "+merr.Error())
-		}
+		warnings = append(warnings, w...)
 	}
 	nreg := manifest.Regions(b.size)
 	regionIDs := make([]crypto.ID, nreg)
@@ -247,7 +240,38 @@ func (b *Backup) Run(ctx context.Context) (res *Result, err error) {
 		return nil, err
 	}
 	return &Result{SnapshotID: id, Snapshot: snap, Progress: b.Progress(), OrphanScan: scan, RecoveredPacks: recovered,
-		TempRemoved: tempFiles, TempRemovedBytes: tempBytes, Warnings: warnings, Duration: time.Since(start)}, nil
+		TempRemoved: temp.Removed, TempRemovedBytes: temp.Bytes, Warnings: warnings, Duration: time.Since(start)}, nil
+}
+
+// recoverDeadRuns indexes the packs of runs that did not end cleanly (and
+// those of skipped index files), removes their half-written files, and
+// then forgets the marks of dead runs — unless a temporary file was too
+// young to judge: the marks then stay, so the next run looks again instead
+// of leaving it for good.
+func (b *Backup) recoverDeadRuns(ctx context.Context, dead []string) (int, store.TempReport, []string, error) {
+	var warnings []string
+	recovered, err := b.r.IndexOrphanPacks(ctx, true)
+	if err != nil {
+		return 0, store.TempReport{}, nil, err
+	}
+	// What the run that died left half-written is garbage (its finished
+	// packs were just indexed); failing to remove it is no reason not to
+	// back up.
+	temp, terr := store.RemoveStaleTemp(ctx, b.r.Store())
+	if terr != nil {
+		warnings = append(warnings, "temporary files of an interrupted backup could not all be removed: "+terr.Error())
+	}
+	if temp.Young == 0 && terr == nil {
+		if merr := removeMarks(dead); merr != nil {
+			warnings = append(warnings, "removing the marks of earlier runs: "+merr.Error())
+		}
+	}
+	if b.opt.StateDir != "" {
+		if serr := rememberSkippedIndexes(b.opt.StateDir, b.r.SkippedIndexFiles()); serr != nil {
+			warnings = append(warnings, "state directory: "+serr.Error())
+		}
+	}
+	return recovered, temp, warnings, nil
 }
 
 // storeLists stores the list chunks naming the region maps.

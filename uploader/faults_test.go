@@ -129,7 +129,7 @@ type dataLists struct {
 func (d *dataLists) Unwrap() store.Store { return d.Store }
 
 // RemoveStaleTemp passes the local store's cleaner through (store.As).
-func (d *dataLists) RemoveStaleTemp(ctx context.Context) (int, int64, error) {
+func (d *dataLists) RemoveStaleTemp(ctx context.Context) (store.TempReport, error) {
 	return store.RemoveStaleTemp(ctx, d.Store)
 }
 

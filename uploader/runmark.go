@@ -123,3 +123,74 @@ func removeMarks(paths []string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// RunInProgress reports whether a backup on this machine holds a run mark
+// in dir: a backup of that repository is running now.
+func RunInProgress(dir string) bool {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !strings.HasPrefix(e.Name(), runMarkPrefix) {
+			continue
+		}
+		if held, err := markHeld(filepath.Join(dir, e.Name())); err == nil && held {
+			return true
+		}
+	}
+	return false
+}
+
+// skippedIndexFile, in the state directory, names the index files (one a
+// line) that LoadIndex skipped — damaged, or junk that does not open with
+// the key — and that a listing of the packs has since covered: the packs a
+// damaged one listed were indexed again then. A skipped index file named
+// there does not make the next backup list the packs again; only one it
+// has not seen does.
+const skippedIndexFile = "skipped-index"
+
+// newSkippedIndexes returns the names in skipped that dir does not
+// remember as covered.
+func newSkippedIndexes(dir string, skipped []string) []string {
+	b, _ := os.ReadFile(filepath.Join(dir, skippedIndexFile))
+	known := map[string]bool{}
+	for _, n := range strings.Split(string(b), "\n") {
+		known[n] = true
+	}
+	var out []string
+	for _, n := range skipped {
+		if !known[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// rememberSkippedIndexes records, after a listing of the packs, the index
+// files this run skipped (replacing the old list, so names of removed files
+// do not pile up). An empty list removes the file.
+func rememberSkippedIndexes(dir string, skipped []string) error {
+	p := filepath.Join(dir, skippedIndexFile)
+	if len(skipped) == 0 {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
+	f, err := os.CreateTemp(dir, ".new-skipped-")
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(strings.Join(skipped, "\n") + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), p)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+	}
+	return err
+}

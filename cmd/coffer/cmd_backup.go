@@ -61,6 +61,7 @@ interrupted backup resumes without uploading stored packs again.`,
 			if err != nil {
 				return quotaHint(err)
 			}
+			g.rememberSnapshot(r, res)
 			g.backupSummary(res)
 			return nil
 		},

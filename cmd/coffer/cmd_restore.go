@@ -48,7 +48,7 @@ non-zero.`,
 			if err != nil {
 				return err
 			}
-			snap, err := r.FindSnapshot(ctx, args[0], name)
+			snap, err := g.findSnapshot(ctx, r, args[0], name)
 			if err != nil {
 				return err
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
@@ -177,11 +178,16 @@ func (g *globals) openRepo(ctx context.Context) (*repo.Repo, error) {
 	return r, err
 }
 
-// loadIndex loads the repository index, warning about damaged index files
+// loadIndex loads the repository index, warning about index files it
+// skips: junk (foreign) ones, saying who can remove them, and damaged ones
 // (their packs are recovered from the pack headers).
 func (g *globals) loadIndex(ctx context.Context, r *repo.Repo) error {
 	return r.LoadIndex(ctx, func(name string, err error) {
-		fmt.Fprintf(g.stderr, "coffer: warning: %s is damaged and was skipped; its packs are found from their headers (run coffer check): %v\n", name, err)
+		if repo.IsForeign(err) {
+			fmt.Fprintf(g.stderr, "coffer: warning: skipping %s: %s; %s\n", termtext.Clean(name), termtext.Clean(err.Error()), termtext.Clean(r.RemovalHint(name)))
+			return
+		}
+		fmt.Fprintf(g.stderr, "coffer: warning: %s is damaged and was skipped; its packs are found from their headers (run coffer check): %s\n", termtext.Clean(name), termtext.Clean(err.Error()))
 	})
 }
 

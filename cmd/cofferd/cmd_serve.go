@@ -56,6 +56,13 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 	if err := store.ProbeConditional(ctx, data); err != nil {
 		return fmt.Errorf("refusing to serve: %w", err)
 	}
+	// A local directory store keeps the half-written files of a killed
+	// cofferd until someone removes them: sweep at start and periodically.
+	go store.SweepTemp(ctx, data, store.TempSweepInterval, func(r store.TempReport, err error) {
+		if r.Removed > 0 || err != nil {
+			g.log.Info("temporary files of dead writers", "removed", r.Removed, "bytes", r.Bytes, "err", err)
+		}
+	})
 	cfg := vault.Config{Data: data, Limits: sc.Limits(), Log: g.log, Clock: g.clock}
 	(&vault.State{Registry: reg, Ledger: led}).Configure(&cfg)
 	srv, err := vault.New(cfg)

@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,24 +25,35 @@ import (
 type Options struct {
 	ReadData bool // download and verify every blob of every pack
 	Workers  int  // parallel reads; default 2*GOMAXPROCS
+	// BackupRunning says a backup into this repository is running on this
+	// machine (it holds a run mark). Its packs are uploaded before they are
+	// indexed, so packs in no index file are then counted in
+	// Report.Unindexed instead of being warned about one by one.
+	BackupRunning bool
 }
 
-// Problem is one finding. Warnings do not make a check fail.
+// Problem is one finding. Warnings do not make a check fail. A foreign
+// object (junk: see repo.ForeignError) is a warning with Foreign set, and
+// its message says who can remove it.
 type Problem struct {
 	Object  string `json:"object"`
 	Message string `json:"message"`
 	Warning bool   `json:"warning,omitempty"`
+	Foreign bool   `json:"foreign,omitempty"`
 }
 
 // Report is the outcome of a check.
 type Report struct {
-	Keys       int       `json:"keys"`
-	IndexFiles int       `json:"index_files"`
-	Packs      int       `json:"packs"`
-	Blobs      int       `json:"blobs"`
-	Snapshots  int       `json:"snapshots"`
-	ReadBytes  int64     `json:"read_bytes"`
-	Problems   []Problem `json:"problems"`
+	Keys       int   `json:"keys"`
+	IndexFiles int   `json:"index_files"`
+	Packs      int   `json:"packs"`
+	Blobs      int   `json:"blobs"`
+	Snapshots  int   `json:"snapshots"`
+	ReadBytes  int64 `json:"read_bytes"`
+	// Unindexed counts the packs in no index file that were not warned
+	// about because Options.BackupRunning was set.
+	Unindexed int       `json:"unindexed_in_flight,omitempty"`
+	Problems  []Problem `json:"problems"`
 }
 
 // Errors counts the problems that are not warnings.
@@ -72,6 +84,19 @@ func (c *checker) problem(object string, err error, warning bool) {
 	c.report.Problems = append(c.report.Problems, Problem{Object: object, Message: err.Error(), Warning: warning})
 }
 
+// damage reports err on object as an error, or as a foreign object (a
+// warning that says who can remove it) when err is a repo.ForeignError.
+func (c *checker) damage(object string, err error) {
+	if !repo.IsForeign(err) {
+		c.problem(object, err, false)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.report.Problems = append(c.report.Problems, Problem{Object: object, Warning: true, Foreign: true,
+		Message: err.Error() + "; " + c.r.RemovalHint(object)})
+}
+
 // Run checks the repository. Its in-memory index is replaced by what the
 // intact index files say. The error is for failures to run at all (the store
 // cannot be listed); damage is reported in the Report.
@@ -86,6 +111,9 @@ func Run(ctx context.Context, r *repo.Repo, opt Options) (*Report, error) {
 			return nil, err
 		}
 	}
+	for _, n := range store.SkippedLinks(r.Store()) {
+		c.problem(n, fmt.Errorf("%w: it is ignored; remove it from the store (after checking where it points and who made it)", store.ErrSymlink), true)
+	}
 	c.report.ReadBytes = c.read.Load()
 	sort.SliceStable(c.report.Problems, func(i, j int) bool { return c.report.Problems[i].Object < c.report.Problems[j].Object })
 	return &c.report, nil
@@ -99,14 +127,29 @@ func (c *checker) keys(ctx context.Context) error {
 	c.report.Keys = len(slots)
 	for _, s := range slots {
 		if s.Err != nil {
-			c.problem(s.Name, s.Err, false)
+			c.damage(s.Name, c.classifySlot(ctx, s.Name, s.Err))
 		}
 	}
 	return nil
 }
 
+// classifySlot tells a junk key slot from a damaged one: a slot whose
+// bytes match its name (keys/<SHA-256>) yet do not parse was never a slot
+// of this repository, so it is foreign; one whose bytes changed is damage.
+func (c *checker) classifySlot(ctx context.Context, name string, err error) error {
+	raw, rerr := store.ReadAll(ctx, c.r.Store(), name)
+	if rerr != nil {
+		return err
+	}
+	sum := sha256.Sum256(raw)
+	if repo.KeysPrefix+hex.EncodeToString(sum[:]) != name {
+		return err
+	}
+	return &repo.ForeignError{Name: name, Reason: "its bytes match its name but are not a key slot", Err: err}
+}
+
 func (c *checker) indexes(ctx context.Context) error {
-	files, err := c.r.ReadIndexFiles(ctx, func(name string, err error) { c.problem(name, err, false) })
+	files, err := c.r.ReadIndexFiles(ctx, c.damage)
 	if err != nil {
 		return err
 	}
@@ -161,9 +204,6 @@ func (c *checker) packFiles(ctx context.Context) error {
 		}
 		seen[id] = true
 		indexed, ok := c.packs[id]
-		if !ok {
-			c.problem(o.Name, errors.New("pack is in no intact index file (left by an interrupted backup, or listed in a damaged one); the next backup indexes it from its header"), true)
-		}
 		g.Go(func() error {
 			if c.opt.ReadData {
 				c.readPack(gctx, id, o.Size, indexed, ok)
@@ -171,15 +211,14 @@ func (c *checker) packFiles(ctx context.Context) error {
 			}
 			entries, err := c.r.ReadPackHeader(gctx, id, o.Size)
 			if err != nil {
-				c.problem(o.Name, err, false)
+				c.damage(o.Name, c.r.ClassifyPackError(gctx, id, err))
 				return nil
 			}
 			if ok && !sameEntries(entries, indexed) {
 				c.problem(o.Name, errors.New("pack header does not match the index"), false)
 			}
 			if !ok {
-				// Its blobs still count for the snapshots' completeness.
-				c.r.Index.AddPack(id, entries)
+				c.unindexed(o.Name, id, entries)
 			}
 			return nil
 		})
@@ -193,6 +232,21 @@ func (c *checker) packFiles(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// unindexed reports a pack of this repository that no intact index file
+// lists, unless a backup on this machine is running (its packs are indexed
+// after they are uploaded), and adds its blobs to the index, since they
+// still count for the snapshots' completeness.
+func (c *checker) unindexed(name string, id pack.ID, entries []pack.Entry) {
+	if c.opt.BackupRunning {
+		c.mu.Lock()
+		c.report.Unindexed++
+		c.mu.Unlock()
+	} else {
+		c.problem(name, errors.New("pack is in no intact index file (left by an interrupted backup, or listed in a damaged one); the next backup indexes it from its header"), true)
+	}
+	c.r.Index.AddPack(id, entries)
 }
 
 // readPack downloads a pack, checks its name, header and every blob.
@@ -209,16 +263,18 @@ func (c *checker) readPack(ctx context.Context, id pack.ID, size int64, indexed 
 		return
 	}
 	c.read.Add(int64(len(buf)))
-	if pack.Sum(buf) != id {
+	intact := pack.Sum(buf) == id
+	entries, err := c.openHeader(name, buf)
+	if err != nil && intact && !isIndexed {
+		// Exactly the bytes stored under its name, yet not a pack sealed
+		// with this key: junk, not damage.
+		c.damage(name, &repo.ForeignError{Name: name, Reason: repo.ReasonPack, Err: err})
+		return
+	}
+	if !intact {
 		c.problem(name, fmt.Errorf("content does not match its name (SHA-256 is %x): the pack is damaged", sha256.Sum256(buf)), false)
 		// Go on: the header and blobs say what is lost.
 	}
-	hl, err := pack.ParseTrailer(buf[max(0, len(buf)-pack.TrailerSize):], int64(len(buf)))
-	if err != nil {
-		c.problem(name, err, false)
-		return
-	}
-	entries, err := pack.OpenHeader(c.r.Keys().Data(), buf[int64(len(buf))-pack.TrailerSize-hl:len(buf)-pack.TrailerSize], int64(len(buf)), name)
 	if err != nil {
 		c.problem(name, err, false)
 		return
@@ -227,7 +283,7 @@ func (c *checker) readPack(ctx context.Context, id pack.ID, size int64, indexed 
 		c.problem(name, errors.New("pack header does not match the index"), false)
 	}
 	if !isIndexed {
-		c.r.Index.AddPack(id, entries)
+		c.unindexed(name, id, entries)
 	}
 	h := c.r.Keys().NewIDHasher()
 	var scratch []byte
@@ -249,8 +305,17 @@ func (c *checker) readPack(ctx context.Context, id pack.ID, size int64, indexed 
 	c.mu.Unlock()
 }
 
+// openHeader parses the trailer of a whole pack and opens its header.
+func (c *checker) openHeader(name string, buf []byte) ([]pack.Entry, error) {
+	hl, err := pack.ParseTrailer(buf[max(0, len(buf)-pack.TrailerSize):], int64(len(buf)))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return pack.OpenHeader(c.r.Keys().Data(), buf[int64(len(buf))-pack.TrailerSize-hl:len(buf)-pack.TrailerSize], int64(len(buf)), name)
+}
+
 func (c *checker) snapshots(ctx context.Context) error {
-	snaps, err := c.r.Snapshots(ctx, func(id string, err error) { c.problem(repo.SnapshotsPrefix+id, err, false) })
+	snaps, err := c.r.Snapshots(ctx, func(id string, err error) { c.damage(repo.SnapshotsPrefix+id, err) })
 	if err != nil {
 		return err
 	}

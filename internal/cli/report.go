@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"slices"
+
+	"github.com/cofferhq/coffer/internal/termtext"
 )
 
 // Exit codes only the agent uses today; their kinds are shared so that
@@ -64,7 +66,9 @@ func Report(w io.Writer, prog string, err error, code int, kind string, asJSON b
 		fmt.Fprintf(w, "%s\n", b)
 		return
 	}
-	fmt.Fprintf(w, "%s: %s\n", prog, msg)
+	// Messages carry text from the store, the vault and other parties:
+	// terminal-safe (JSON escapes it already).
+	fmt.Fprintf(w, "%s: %s\n", prog, termtext.CleanLines(msg))
 	if code == ExitUsage {
 		fmt.Fprintf(w, "Run '%s --help' for usage.\n", prog)
 	}

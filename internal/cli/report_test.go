@@ -36,3 +36,13 @@ func TestReportHuman(t *testing.T) {
 		t.Fatalf("got %q", b.String())
 	}
 }
+
+// TestReportIsTerminalSafe: a message carrying another party's escape
+// sequences reaches a terminal without them.
+func TestReportIsTerminalSafe(t *testing.T) {
+	var b bytes.Buffer
+	Report(&b, "coffer", errors.New("vault says \x1b]0;owned\x07 hi"), ExitFailure, "", false, "")
+	if strings.ContainsAny(b.String(), "\x1b\x07") {
+		t.Fatalf("control characters reached the terminal: %q", b.String())
+	}
+}

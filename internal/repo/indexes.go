@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -77,19 +78,19 @@ func (r *Repo) readIndexFile(ctx context.Context, name string) (*index.File, err
 	return f, nil
 }
 
-// LoadIndex reads every index file into the in-memory index. A damaged
-// index file is reported through warn (when not nil) and skipped: the packs
-// it listed are found again from their own headers by IndexOrphanPacks, so a
-// damaged index never blocks a backup or a restore. With a nil warn the
-// first damaged file is an error.
+// LoadIndex reads every index file into the in-memory index. A damaged or
+// foreign (ForeignError) index file is reported through warn (when not
+// nil) and skipped: the packs a damaged one listed are found again from
+// their own headers by IndexOrphanPacks, so no such file blocks a backup or
+// a restore. With a nil warn the first unreadable file is an error.
 func (r *Repo) LoadIndex(ctx context.Context, warn func(name string, err error)) error {
-	skipped := 0
+	var skipped []string
 	var count func(string, error)
 	if warn != nil {
-		count = func(name string, err error) { skipped++; warn(name, err) }
+		count = func(name string, err error) { skipped = append(skipped, name); warn(name, err) }
 	}
 	files, err := r.ReadIndexFiles(ctx, count)
-	r.indexSkipped += skipped
+	r.indexSkipped = append(r.indexSkipped, skipped...)
 	if err != nil {
 		return err
 	}
@@ -118,6 +119,14 @@ func (r *Repo) SaveIndexFile(ctx context.Context, f *index.File) (string, error)
 	return name, nil
 }
 
-// IndexSkipped is how many damaged index files LoadIndex skipped: the packs
-// they list are in no index until IndexOrphanPacks finds them again.
-func (r *Repo) IndexSkipped() int { return r.indexSkipped }
+// IndexSkipped is how many index files LoadIndex skipped (damaged, or junk
+// that does not open with the key): the packs a damaged one lists are in no
+// index until IndexOrphanPacks finds them again.
+func (r *Repo) IndexSkipped() int { return len(r.indexSkipped) }
+
+// SkippedIndexFiles names the index files LoadIndex skipped, sorted.
+func (r *Repo) SkippedIndexFiles() []string {
+	out := slices.Clone(r.indexSkipped)
+	slices.Sort(out)
+	return out
+}

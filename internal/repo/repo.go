@@ -125,8 +125,9 @@ type Repo struct {
 	// that Locate lists the packs at most once per Repo.
 	orphansMu   sync.Mutex
 	orphansDone bool
-	// indexSkipped counts the damaged index files LoadIndex skipped.
-	indexSkipped int
+	// indexSkipped names the index files LoadIndex skipped (damaged or
+	// foreign).
+	indexSkipped []string
 }
 
 // SetClock replaces the wall clock the repository reads the time from
@@ -395,8 +396,13 @@ func (r *Repo) SaveSealed(ctx context.Context, prefix string, plaintext, ad []by
 }
 
 // LoadSealed reads a content-named sealed object, checks its name, and
-// opens it.
+// opens it. An object whose name Coffer never gives, or whose bytes match
+// its name but do not open with the key, is a ForeignError (junk); one
+// whose bytes do not match its name is damaged.
 func (r *Repo) LoadSealed(ctx context.Context, name, prefix string, ad []byte) ([]byte, error) {
+	if !isContentName(name, prefix) {
+		return nil, &ForeignError{Name: name, Reason: "Coffer never gives an object that name"}
+	}
 	raw, err := store.ReadAll(ctx, r.st, name)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", name, err)
@@ -404,7 +410,11 @@ func (r *Repo) LoadSealed(ctx context.Context, name, prefix string, ad []byte) (
 	if err := checkContentName(name, prefix, raw); err != nil {
 		return nil, err
 	}
-	return r.keys.Data().Open(nil, raw, ad, name)
+	plain, err := r.keys.Data().Open(nil, raw, ad, name)
+	if err != nil {
+		return nil, &ForeignError{Name: name, Reason: reasonKey, Err: err}
+	}
+	return plain, nil
 }
 
 // PackName returns the object name of a pack.
@@ -456,7 +466,7 @@ func (r *Repo) SavePackDeferred(ctx context.Context, id pack.ID, b []byte) (comm
 func (r *Repo) ReadPackHeader(ctx context.Context, id pack.ID, size int64) ([]pack.Entry, error) {
 	name := PackName(id)
 	if size < pack.TrailerSize {
-		return nil, fmt.Errorf("%s: %d bytes is too short to be a pack: %w", name, size, pack.ErrFormat)
+		return nil, fmt.Errorf("%s: %d bytes is too short to be a pack: %w: %w", name, size, errUnauthenticated, pack.ErrFormat)
 	}
 	// Read the last 64 KiB at once: it usually holds the whole header.
 	tailLen := min(size, 64<<10)
@@ -466,7 +476,7 @@ func (r *Repo) ReadPackHeader(ctx context.Context, id pack.ID, size int64) ([]pa
 	}
 	hl, err := pack.ParseTrailer(tail[len(tail)-pack.TrailerSize:], size)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w: %w", name, errUnauthenticated, err)
 	}
 	var sealed []byte
 	if hl+pack.TrailerSize <= tailLen {

@@ -94,22 +94,26 @@ func (r *Repo) Snapshots(ctx context.Context, onErr func(id string, err error)) 
 }
 
 // FindSnapshot resolves "latest" (optionally of one name) or a unique ID
-// prefix of at least 4 characters.
+// prefix of at least 4 characters. For latest, snapshots that cannot be
+// read (junk someone planted, or damaged ones) are skipped, so that one
+// bad object does not stop every restore; FindSnapshotWarn says which.
 func (r *Repo) FindSnapshot(ctx context.Context, ref, name string) (*SnapshotInfo, error) {
+	return r.FindSnapshotWarn(ctx, ref, name, nil)
+}
+
+// FindSnapshotWarn is FindSnapshot that reports each snapshot latest
+// skipped through warn (when not nil), with the reason.
+func (r *Repo) FindSnapshotWarn(ctx context.Context, ref, name string, warn func(id string, err error)) (*SnapshotInfo, error) {
 	if ref == "latest" {
-		all, err := r.Snapshots(ctx, nil)
+		all, err := r.Snapshots(ctx, func(id string, err error) {
+			if warn != nil {
+				warn(id, err)
+			}
+		})
 		if err != nil {
 			return nil, err
 		}
-		for i := len(all) - 1; i >= 0; i-- {
-			if name == "" || all[i].Name == name {
-				return all[i], nil
-			}
-		}
-		if name != "" {
-			return nil, fmt.Errorf("%w: no snapshot named %q", ErrSnapshotNotFound, name)
-		}
-		return nil, fmt.Errorf("%w: the repository has no snapshots yet", ErrSnapshotNotFound)
+		return Latest(all, name)
 	}
 	ref = strings.ToLower(ref)
 	if len(ref) < 4 || len(ref) > 64 || strings.Trim(ref, "0123456789abcdef") != "" {
@@ -131,7 +135,42 @@ func (r *Repo) FindSnapshot(ctx context.Context, ref, name string) (*SnapshotInf
 	case 1:
 		return r.LoadSnapshot(ctx, match[0])
 	}
+	if s := r.onlyOwnSnapshot(ctx, match); s != nil {
+		return s, nil
+	}
 	return nil, fmt.Errorf("snapshot prefix %s is ambiguous (%d snapshots match); give more characters", ref, len(match))
+}
+
+// onlyOwnSnapshot returns the one snapshot among ids that is not foreign
+// (junk whose name was made to share a prefix with a real snapshot's), or
+// nil when there is not exactly one.
+func (r *Repo) onlyOwnSnapshot(ctx context.Context, ids []string) *SnapshotInfo {
+	var own *SnapshotInfo
+	for _, id := range ids {
+		s, err := r.LoadSnapshot(ctx, id)
+		switch {
+		case IsForeign(err):
+			continue
+		case err != nil || own != nil:
+			return nil
+		}
+		own = s
+	}
+	return own
+}
+
+// Latest returns the newest of snaps (sorted oldest first, as Snapshots
+// returns them) with the given name, or of all when name is "".
+func Latest(snaps []*SnapshotInfo, name string) (*SnapshotInfo, error) {
+	for i := len(snaps) - 1; i >= 0; i-- {
+		if name == "" || snaps[i].Name == name {
+			return snaps[i], nil
+		}
+	}
+	if name != "" {
+		return nil, fmt.Errorf("%w: no snapshot named %q", ErrSnapshotNotFound, name)
+	}
+	return nil, fmt.Errorf("%w: the repository has no snapshots yet", ErrSnapshotNotFound)
 }
 
 // DiskRegions loads the region map IDs of a disk from its list chunks,

@@ -33,16 +33,16 @@ func As[T any](s Store) (T, bool) {
 // what it does.
 
 // RemoveStaleTemp implements TempCleaner.
-func (r *Retry) RemoveStaleTemp(ctx context.Context) (int, int64, error) {
+func (r *Retry) RemoveStaleTemp(ctx context.Context) (TempReport, error) {
 	return RemoveStaleTemp(ctx, r.Store)
 }
 
 // RemoveStaleTemp implements TempCleaner.
-func (c *Counting) RemoveStaleTemp(ctx context.Context) (int, int64, error) {
+func (c *Counting) RemoveStaleTemp(ctx context.Context) (TempReport, error) {
 	return RemoveStaleTemp(ctx, c.Store)
 }
 
 // RemoveStaleTemp implements TempCleaner.
-func (f *Faulty) RemoveStaleTemp(ctx context.Context) (int, int64, error) {
+func (f *Faulty) RemoveStaleTemp(ctx context.Context) (TempReport, error) {
 	return RemoveStaleTemp(ctx, f.Store)
 }

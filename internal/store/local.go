@@ -10,7 +10,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -23,6 +25,46 @@ import (
 // file systems without it), and fsyncs the directory.
 type Local struct {
 	root string
+
+	linksMu sync.Mutex
+	links   map[string]bool // symbolic links List skipped
+}
+
+// SkippedLinks names the symbolic links below the root that List has met
+// and skipped, sorted, so that check can report them.
+func (l *Local) SkippedLinks() []string {
+	l.linksMu.Lock()
+	defer l.linksMu.Unlock()
+	out := make([]string, 0, len(l.links))
+	for n := range l.links {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (l *Local) noteLink(name string) {
+	l.linksMu.Lock()
+	defer l.linksMu.Unlock()
+	if l.links == nil {
+		l.links = map[string]bool{}
+	}
+	l.links[name] = true
+}
+
+// SkippedLinks returns the symbolic links s's listings skipped, when s is
+// (below its decorators) a local directory store.
+func SkippedLinks(s Store) []string {
+	for {
+		if l, ok := s.(*Local); ok {
+			return l.SkippedLinks()
+		}
+		w, ok := s.(Wrapper)
+		if !ok {
+			return nil
+		}
+		s = w.Unwrap()
+	}
 }
 
 // tmpPrefix starts the name of a file being written: a random 16 hex
@@ -40,9 +82,13 @@ const TempGrace = time.Minute
 // and that is older than TempGrace belongs to a writer that is gone (a
 // backup killed with kill -9, a crash, a power cut) and is removed. Files
 // that cannot be locked (held, or a file system without flock) are left.
-func (l *Local) RemoveStaleTemp(ctx context.Context) (files int, size int64, err error) {
+// Younger files are neither locked nor removed (a writer may be between
+// creating and locking one) but counted in Young, so that the caller can
+// look again later.
+func (l *Local) RemoveStaleTemp(ctx context.Context) (TempReport, error) {
+	var rep TempReport
 	cutoff := time.Now().Add(-TempGrace)
-	err = filepath.WalkDir(l.root, func(p string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(l.root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil // removed while walking
@@ -56,28 +102,41 @@ func (l *Local) RemoveStaleTemp(ctx context.Context) (files int, size int64, err
 			return nil
 		}
 		info, err := d.Info()
-		if err != nil || !info.Mode().IsRegular() || info.ModTime().After(cutoff) {
+		if err != nil || !info.Mode().IsRegular() {
 			return nil
 		}
-		f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-		if err != nil {
-			return nil // renamed or removed meanwhile
+		if info.ModTime().After(cutoff) {
+			rep.Young++
+			return nil
 		}
-		defer f.Close()
-		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
-			return nil // its writer is alive
+		removed, err := removeIfUnlocked(p)
+		if removed {
+			rep.Removed++
+			rep.Bytes += info.Size()
 		}
-		if err := os.Remove(p); err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return fmt.Errorf("removing the stale temporary file %s: %w", p, translateFS(err))
-		}
-		files++
-		size += info.Size()
-		return nil
+		return err
 	})
-	return files, size, err
+	return rep, err
+}
+
+// removeIfUnlocked removes the temporary file at p unless a writer holds
+// its lock.
+func removeIfUnlocked(p string) (bool, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return false, nil // renamed or removed meanwhile
+	}
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		return false, nil // its writer is alive
+	}
+	if err := os.Remove(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return false, fmt.Errorf("removing the stale temporary file %s: %w", p, translateFS(err))
+	}
+	return true, nil
 }
 
 // isTempName reports whether a file name is one Put gives a temporary file.
@@ -139,36 +198,38 @@ func (l *Local) Put(ctx context.Context, name string, r io.ReaderAt, size int64)
 // PutDeferred implements DeferredPutter: it writes the bytes to a temporary
 // file and returns; commit fsyncs it, renames it into place (create-only)
 // and fsyncs the directory. Until commit returns nil the object is neither
-// visible nor durable.
+// visible nor durable. No symbolic link below the root is followed: a
+// symlinked directory on the way, or a symlink where the object would go,
+// fails the put (ErrSymlink).
 func (l *Local) PutDeferred(ctx context.Context, name string, r io.ReaderAt, size int64) (commit func(context.Context) error, err error) {
-	p, err := l.path(name)
-	if err != nil {
-		return nil, err
-	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	dir := filepath.Dir(p)
-	if _, err := os.Stat(p); err == nil {
-		return nil, fmt.Errorf("%s: %w", name, ErrExists)
+	dir, base, err := l.openDir(name, true)
+	if err != nil {
+		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("%s: creating directory: %w", name, translateFS(err))
+	if err := l.checkAbsent(dir, name, base); err != nil {
+		dir.Close()
+		return nil, err
 	}
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(dir, tmpPrefix+hex.EncodeToString(rnd[:]))
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	tmp := tmpPrefix + hex.EncodeToString(rnd[:])
+	fd, err := unix.Openat(int(dir.Fd()), tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
+		dir.Close()
 		return nil, fmt.Errorf("%s: %w", name, translateFS(err))
 	}
+	f := os.NewFile(uintptr(fd), filepath.Join(dir.Name(), tmp))
 	// The lock says the temporary file is in use until it is renamed;
 	// RemoveStaleTemp removes only files nobody holds. Best effort: a file
 	// system without flock makes the cleaner leave every file alone.
 	_ = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 	discard := func() {
 		_ = f.Close()
-		_ = os.Remove(tmp)
+		_ = unix.Unlinkat(int(dir.Fd()), tmp, 0)
+		dir.Close()
 	}
 	n, err := writeObject(f, r, size)
 	if err != nil {
@@ -190,17 +251,21 @@ func (l *Local) PutDeferred(ctx context.Context, name string, r io.ReaderAt, siz
 		}
 		// Renamed before it is closed, so the lock covers the file for
 		// as long as it has its temporary name.
-		if err := renameNoReplace(tmp, p); err != nil {
+		if err := renameatNoReplace(int(dir.Fd()), tmp, base); err != nil {
 			discard()
 			if errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("%s: %w", name, ErrExists)
+				return l.checkAbsent(nil, name, base)
 			}
 			return fmt.Errorf("%s: rename: %w", name, translateFS(err))
 		}
+		defer dir.Close()
 		if err := f.Close(); err != nil {
 			return fmt.Errorf("%s: close: %w", name, translateFS(err))
 		}
-		return syncDir(dir)
+		if err := dir.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+			return fmt.Errorf("%s: fsync directory: %w", name, translateFS(err))
+		}
+		return nil
 	}, nil
 }
 
@@ -233,6 +298,34 @@ func renameNoReplace(tmp, p string) error {
 	return os.Rename(tmp, p)
 }
 
+// renameatNoReplace is renameNoReplace within the directory dirfd, so no
+// path is resolved again after openDir checked it.
+func renameatNoReplace(dirfd int, tmp, base string) error {
+	err := unix.Renameat2(dirfd, tmp, dirfd, base, unix.RENAME_NOREPLACE)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, unix.EEXIST) {
+		return fs.ErrExist
+	}
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP) {
+		return err
+	}
+	// The file system lacks RENAME_NOREPLACE: a hard link is create-only too.
+	if err := unix.Linkat(dirfd, tmp, dirfd, base, 0); err == nil {
+		return unix.Unlinkat(dirfd, tmp, 0)
+	} else if errors.Is(err, unix.EEXIST) {
+		return fs.ErrExist
+	}
+	// No hard links either (FAT, exFAT): check, then rename. The window is
+	// harmless for Coffer, whose objects are named by their content.
+	var st unix.Stat_t
+	if unix.Fstatat(dirfd, base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
+		return fs.ErrExist
+	}
+	return unix.Renameat(dirfd, tmp, dirfd, base)
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -245,18 +338,14 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// Get implements Store.
+// Get implements Store. It never follows a symbolic link below the root.
 func (l *Local) Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
-	p, err := l.path(name)
-	if err != nil {
-		return err
-	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	f, err := os.Open(p)
+	f, err := l.openObject(name)
 	if err != nil {
-		return fmt.Errorf("%s: %w", name, translateFS(err))
+		return err
 	}
 	defer f.Close()
 	st, err := f.Stat()
@@ -275,23 +364,46 @@ func (l *Local) Get(ctx context.Context, name string, off, length int64, fn func
 	return fn(io.NewSectionReader(f, off, length))
 }
 
-// Stat implements Store.
+// openObject opens name for reading without following a symbolic link
+// anywhere below the root.
+func (l *Local) openObject(name string) (*os.File, error) {
+	dir, base, err := l.openDir(name, false)
+	if err != nil {
+		return nil, err
+	}
+	defer dir.Close()
+	fd, err := unix.Openat(int(dir.Fd()), base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, symlinkError(name, name)
+		}
+		return nil, fmt.Errorf("%s: %w", name, translateFS(err))
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(dir.Name(), base)), nil
+}
+
+// Stat implements Store. It never follows a symbolic link below the root.
 func (l *Local) Stat(ctx context.Context, name string) (Info, error) {
-	p, err := l.path(name)
+	dir, base, err := l.openDir(name, false)
 	if err != nil {
 		return Info{}, err
 	}
-	st, err := os.Stat(p)
-	if err != nil {
+	defer dir.Close()
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return Info{}, fmt.Errorf("%s: %w", name, translateFS(err))
 	}
-	if st.IsDir() { // a name prefix, not an object
-		return Info{}, fmt.Errorf("%s: %w", name, ErrNotFound)
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return Info{Name: name, Size: st.Size, ModTime: time.Unix(st.Mtim.Unix())}, nil
+	case unix.S_IFLNK:
+		return Info{}, symlinkError(name, name)
 	}
-	return Info{Name: name, Size: st.Size(), ModTime: st.ModTime()}, nil
+	return Info{}, fmt.Errorf("%s: %w", name, ErrNotFound) // a name prefix, not an object
 }
 
-// List implements Store.
+// List implements Store. Symbolic links are skipped, never followed; a
+// symlinked directory on the way to the prefix is an ErrSymlink error.
 func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) error {
 	if err := validPrefix(prefix); err != nil {
 		return err
@@ -302,6 +414,18 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) er
 		dir = prefix[:i]
 	}
 	start := filepath.Join(l.root, filepath.FromSlash(dir))
+	if dir != "" {
+		// The directories down to start must not be symbolic links
+		// (WalkDir follows all but the last).
+		d, _, err := l.openDir(dir+"/x", false)
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		d.Close()
+	}
 	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) && p == start {
@@ -318,8 +442,8 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) er
 			}
 			return nil
 		}
-		if strings.HasPrefix(d.Name(), ".") { // temporary files
-			return nil
+		if strings.HasPrefix(d.Name(), ".") {
+			return nil // temporary files
 		}
 		rel, err := filepath.Rel(l.root, p)
 		if err != nil {
@@ -327,6 +451,14 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) er
 		}
 		name := filepath.ToSlash(rel)
 		if !strings.HasPrefix(name, prefix) {
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			// Symbolic links and other non-files are never objects
+			// (WalkDir does not follow symlinked directories either).
+			if d.Type()&fs.ModeSymlink != 0 {
+				l.noteLink(name)
+			}
 			return nil
 		}
 		info, err := d.Info()
@@ -341,22 +473,115 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) er
 	return err
 }
 
-// Delete implements Store.
+// Delete implements Store. A symbolic link below the root is never
+// followed: one on the way fails the delete (ErrSymlink), and one at the
+// object's name is removed itself, never what it points to.
 func (l *Local) Delete(ctx context.Context, name string) error {
-	p, err := l.path(name)
+	dir, base, err := l.openDir(name, false)
+	if errors.Is(err, ErrNotFound) {
+		return nil // its directory may be missing too
+	}
 	if err != nil {
 		return err
 	}
-	if st, err := os.Lstat(p); err == nil && st.IsDir() {
+	defer dir.Close()
+	var st unix.Stat_t
+	if err := unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return nil // a name prefix, not an object
 	}
-	if err := os.Remove(p); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil // its directory may be missing too
+	if err := unix.Unlinkat(int(dir.Fd()), base, 0); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
 		}
 		return fmt.Errorf("%s: %w", name, translateFS(err))
 	}
-	return syncDir(filepath.Dir(p))
+	if err := dir.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("%s: fsync directory: %w", name, translateFS(err))
+	}
+	return nil
+}
+
+// ErrSymlink is wrapped by the error of a local store operation that met a
+// symbolic link below the store's root. Coffer never makes one, and never
+// follows one: a link planted inside the store could otherwise make it read
+// or write files outside it.
+var ErrSymlink = errors.New("is a symbolic link, which Coffer never creates or follows")
+
+func symlinkError(name, link string) error {
+	return &PermanentError{Err: fmt.Errorf("%s: %s %w; remove the link from the store (after checking where it points and who made it)", name, link, ErrSymlink)}
+}
+
+// openDir opens the directory that holds name's last component, walking
+// from the root one component at a time without following symbolic links
+// (O_NOFOLLOW), and returns it with that last component. With create it
+// makes missing directories. A symlinked directory on the way is an
+// ErrSymlink error naming it; a missing one is ErrNotFound.
+func (l *Local) openDir(name string, create bool) (*os.File, string, error) {
+	if err := ValidName(name); err != nil {
+		return nil, "", err
+	}
+	parts := strings.Split(name, "/")
+	fd, err := unix.Open(l.root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", name, translateFS(err))
+	}
+	for i, part := range parts[:len(parts)-1] {
+		next, err := openDirAt(fd, part, create)
+		if err != nil {
+			unix.Close(fd)
+			if errors.Is(err, ErrSymlink) {
+				return nil, "", symlinkError(name, strings.Join(parts[:i+1], "/"))
+			}
+			return nil, "", fmt.Errorf("%s: %w", name, translateFS(err))
+		}
+		unix.Close(fd)
+		fd = next
+	}
+	dir := filepath.Join(l.root, filepath.FromSlash(strings.Join(parts[:len(parts)-1], "/")))
+	return os.NewFile(uintptr(fd), dir), parts[len(parts)-1], nil
+}
+
+// openDirAt opens the directory part inside dirfd without following a
+// symbolic link, making it first when create is set and it is missing.
+func openDirAt(dirfd int, part string, create bool) (int, error) {
+	const flags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(dirfd, part, flags, 0)
+	if errors.Is(err, unix.ENOENT) && create {
+		if err := unix.Mkdirat(dirfd, part, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return -1, err
+		}
+		fd, err = unix.Openat(dirfd, part, flags, 0)
+	}
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		var st unix.Stat_t
+		if unix.Fstatat(dirfd, part, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return -1, ErrSymlink
+		}
+	}
+	return fd, err
+}
+
+// checkAbsent returns nil when nothing is stored under base in dir (nil:
+// look name up afresh), ErrExists when an object is, and an ErrSymlink
+// error when a symbolic link is.
+func (l *Local) checkAbsent(dir *os.File, name, base string) error {
+	if dir == nil {
+		d, b, err := l.openDir(name, false)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		dir, base = d, b
+	}
+	var st unix.Stat_t
+	err := unix.Fstatat(int(dir.Fd()), base, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err != nil:
+		return nil
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		return symlinkError(name, name)
+	}
+	return fmt.Errorf("%s: %w", name, ErrExists)
 }
 
 // translateFS maps file-system errors to the store sentinels.
@@ -387,4 +612,49 @@ func writeObject(f *os.File, r io.ReaderAt, size int64) (int64, error) {
 	}
 	m, err := f.WriteAt(b[n:], int64(n))
 	return int64(n + m), err
+}
+
+// TempSweepInterval is how often a long-running process (cofferd serve)
+// sweeps its local directory store for the temporary files of dead
+// writers: often enough that a file too young at one sweep goes at the
+// next, rarely enough that the walk costs nothing noticeable.
+const TempSweepInterval = 10 * time.Minute
+
+// SweepTemp runs RemoveStaleTemp on s at once and then every interval
+// until ctx ends, calling report after each sweep that removed something,
+// left something young, or failed. A store without temporary files (S3)
+// returns at once.
+func SweepTemp(ctx context.Context, s Store, interval time.Duration, report func(TempReport, error)) {
+	if !hasTempCleaner(s) {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		rep, err := RemoveStaleTemp(ctx, s)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil || rep != (TempReport{}) {
+			report(rep, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func hasTempCleaner(s Store) bool {
+	for {
+		if _, ok := s.(TempCleaner); ok {
+			return true
+		}
+		w, ok := s.(Wrapper)
+		if !ok {
+			return false
+		}
+		s = w.Unwrap()
+	}
 }

@@ -169,9 +169,9 @@ func TestLocalRemoveStaleTemp(t *testing.T) {
 	}
 
 	// Through the decorators, as the backup calls it.
-	n, size, err := store.RemoveStaleTemp(ctx, store.WithRetry(store.NewCounting(l), store.DefaultRetry, nil, nil))
-	if err != nil || n != 2 || size != int64(len("half a pack")+len("a config")) {
-		t.Fatalf("RemoveStaleTemp = %d files, %d bytes, %v; want 2, %d", n, size, err, len("half a pack")+len("a config"))
+	rep, err := store.RemoveStaleTemp(ctx, store.WithRetry(store.NewCounting(l), store.DefaultRetry, nil, nil))
+	if err != nil || rep.Removed != 2 || rep.Bytes != int64(len("half a pack")+len("a config")) || rep.Young != 1 {
+		t.Fatalf("RemoveStaleTemp = %+v, %v; want 2 removed, %d bytes, 1 young", rep, err, len("half a pack")+len("a config"))
 	}
 	want := []string{"data/cd/.tmp-00112233445566aa", "data/cd/.tmp-aaaaaaaaaaaaaaaa", "data/cd/.tmp-notours",
 		"data/cd/.tmpx-0123456789abcdef", "data/cd/object", strings.TrimPrefix(pending, root+"/")}
@@ -191,11 +191,11 @@ func TestLocalRemoveStaleTemp(t *testing.T) {
 	// Once its writer is gone, the held file goes too; a store with
 	// nothing to clean (S3) removes nothing.
 	hf.Close()
-	if n, _, err := store.RemoveStaleTemp(ctx, l); err != nil || n != 1 {
-		t.Fatalf("after the writer closed: %d files, %v; want 1", n, err)
+	if rep, err := store.RemoveStaleTemp(ctx, l); err != nil || rep.Removed != 1 {
+		t.Fatalf("after the writer closed: %+v, %v; want 1 removed", rep, err)
 	}
-	if n, _, err := store.RemoveStaleTemp(ctx, store.NewFaulty(newLocal(t))); err != nil || n != 0 {
-		t.Fatalf("an empty store: %d, %v", n, err)
+	if rep, err := store.RemoveStaleTemp(ctx, store.NewFaulty(newLocal(t))); err != nil || rep != (store.TempReport{}) {
+		t.Fatalf("an empty store: %+v, %v", rep, err)
 	}
 }
 
@@ -364,4 +364,54 @@ func directIOWorks(dir string) bool {
 	buf := make([]byte, 1<<20)
 	_, err = f.Write(buf)
 	return err == nil
+}
+
+// TestSweepTemp: a long-running sweeper (cofferd serve) removes a dead
+// writer's temporary file at a later sweep when it was too young at the
+// first, and reports what it did.
+func TestSweepTemp(t *testing.T) {
+	root := t.TempDir()
+	l, err := store.OpenLocal(root, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := filepath.Join(root, "data", "ab", ".tmp-0123456789abcdef")
+	if err := os.MkdirAll(filepath.Dir(half), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(half, []byte("half a pack"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	reports := make(chan store.TempReport, 16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		store.SweepTemp(ctx, store.NewCounting(l), 20*time.Millisecond, func(r store.TempReport, err error) {
+			if err != nil {
+				t.Errorf("sweep: %v", err)
+			}
+			reports <- r
+		})
+	}()
+	if r := <-reports; r.Young != 1 || r.Removed != 0 {
+		t.Fatalf("first sweep: %+v; want the young file left", r)
+	}
+	if _, err := os.Stat(half); err != nil {
+		t.Fatalf("a young file was removed: %v", err)
+	}
+	past := time.Now().Add(-2 * store.TempGrace)
+	if err := os.Chtimes(half, past, past); err != nil {
+		t.Fatal(err)
+	}
+	for r := range reports {
+		if r.Removed == 1 {
+			break
+		}
+	}
+	if _, err := os.Stat(half); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the stale file is still there: %v", err)
+	}
+	cancel()
+	<-done
 }

@@ -75,18 +75,28 @@ func PutDeferred(ctx context.Context, s Store, name string, r io.ReaderAt, size 
 // that are gone.
 type TempCleaner interface {
 	// RemoveStaleTemp removes temporary files no live writer holds and
-	// returns how many it removed and their bytes.
-	RemoveStaleTemp(ctx context.Context) (files int, size int64, err error)
+	// says what it removed and what it left for a later run.
+	RemoveStaleTemp(ctx context.Context) (TempReport, error)
+}
+
+// TempReport is what RemoveStaleTemp did.
+type TempReport struct {
+	Removed int   // temporary files of dead writers removed
+	Bytes   int64 // their size
+	// Young counts temporary files too recent to judge (see
+	// Local.RemoveStaleTemp): a dead writer's, or a live one's, left for
+	// a later run to look at again.
+	Young int
 }
 
 // RemoveStaleTemp runs s's TempCleaner, found with As;
 // a store without one (S3 writes nothing until a put completes) removes
 // nothing.
-func RemoveStaleTemp(ctx context.Context, s Store) (files int, size int64, err error) {
+func RemoveStaleTemp(ctx context.Context, s Store) (TempReport, error) {
 	if c, ok := As[TempCleaner](s); ok {
 		return c.RemoveStaleTemp(ctx)
 	}
-	return 0, 0, nil
+	return TempReport{}, nil
 }
 
 // DefersPuts reports whether PutDeferred on s returns before durability.

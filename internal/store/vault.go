@@ -17,8 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 
+	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
@@ -666,18 +666,14 @@ func transportError(err error) error {
 	return err
 }
 
-// cleanOutside makes text from the vault safe to print: control characters
-// (terminal escapes) become spaces, and it is cut at n bytes.
+// cleanOutside makes text from the vault safe to print on a terminal: it is
+// cut at n bytes, and control characters, escape sequences and bidi
+// overrides become visible escapes (termtext.Clean).
 func cleanOutside(s string, n int) string {
 	if len(s) > n {
 		s = s[:n] + "..."
 	}
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) || r == unicode.ReplacementChar {
-			return ' '
-		}
-		return r
-	}, s)
+	return termtext.Clean(s)
 }
 
 func clipOutside(s string) string { return cleanOutside(s, 80) }
@@ -768,6 +764,10 @@ func Enroll(ctx context.Context, cfg VaultConfig, req vaultapi.EnrollRequest) (*
 	if err := json.NewDecoder(io.LimitReader(resp.Body, vaultMaxErrorBody)).Decode(&out); err != nil {
 		return nil, fmt.Errorf("enrolling at %s: reading the vault's reply: %v", c.base, err)
 	}
+	// Printed by init: terminal-safe, whatever answers at the URL.
+	out.TenantName = cleanOutside(out.TenantName, 128)
+	out.TenantID = cleanOutside(out.TenantID, 64)
+	out.CredentialID = cleanOutside(out.CredentialID, 64)
 	return &out, nil
 }
 

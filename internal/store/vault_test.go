@@ -41,7 +41,7 @@ type fakeVault struct {
 	mu      sync.Mutex
 	objs    map[string][]byte
 	mods    map[string]time.Time // when each object was put
-	puts    atomic.Int64 // PUT requests seen
+	puts    atomic.Int64         // PUT requests seen
 	enrolls []vaultapi.EnrollRequest
 	tokens  map[string]string // token -> credential sha256 it was used with ("" = unused)
 	// hook, when set, sees every request first; it returns true when it
@@ -853,5 +853,62 @@ func TestVaultTLS(t *testing.T) {
 	}
 	if _, err := store.NewVault(cfg); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Fatalf("NewVault with a bad CA file = %v", err)
+	}
+}
+
+// TestVaultErrorMessageIsTerminalSafe: a vault (or whatever answers at its
+// address) cannot reach the user's terminal with escape sequences, C1
+// controls or bidi overrides through its error message, code or request ID.
+func TestVaultErrorMessageIsTerminalSafe(t *testing.T) {
+	f, srv := newFakeVault(t, true)
+	v := newVaultClient(t, f, srv)
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		var b vaultapi.ErrorBody
+		b.Error = vaultapi.ErrorDetail{Code: vaultapi.CodeTenantSuspended + "\u009b2J", RequestID: "req\x1b[31m",
+			Message: "suspended\x1b]0;owned\x07 \u202eexe.txt\r\nfake line"}
+		_ = json.NewEncoder(w).Encode(b)
+		return true
+	}
+	err := v.Put(t.Context(), packName([]byte("x")), bytes.NewReader([]byte("x")), 1)
+	if !errors.Is(err, store.ErrDenied) {
+		t.Fatalf("err = %v; want ErrDenied", err)
+	}
+	msg := err.Error()
+	for _, bad := range []string{"\x1b", "\x07", "\u202e", "\r", "\n", "\u009b"} {
+		if strings.Contains(msg, bad) {
+			t.Errorf("error %q holds %q", msg, bad)
+		}
+	}
+	for _, want := range []string{`suspended\x1b]0;owned\x07`, `\u202eexe.txt`, `\x0d\x0afake line`, `req\x1b[31m`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not show %q as a visible escape", msg, want)
+		}
+	}
+}
+
+// TestVaultEnrollReplyIsTerminalSafe: the tenant name and IDs a vault
+// answers enrollment with, which init prints, carry no terminal escapes.
+func TestVaultEnrollReplyIsTerminalSafe(t *testing.T) {
+	f, srv := newFakeVault(t, true)
+	cfg := f.config(t, srv)
+	cfg.Credential = ""
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != vaultapi.RouteEnroll {
+			return false
+		}
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(vaultapi.EnrollResponse{TenantName: "acme\x1b[2J\u202e", TenantID: "id\x07", CredentialID: "c\x1b"})
+		return true
+	}
+	tok, _, _, _ := vaultapi.NewToken()
+	_, id, sha, _ := vaultapi.NewCredential()
+	resp, err := store.Enroll(t.Context(), cfg, vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sha[:])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.TenantName != `acme\x1b[2J\u202e` || resp.TenantID != `id\x07` || resp.CredentialID != `c\x1b` {
+		t.Fatalf("enroll reply %+v; want visible escapes", resp)
 	}
 }
