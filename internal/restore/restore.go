@@ -33,8 +33,8 @@ type Options struct {
 	// OverwriteDevice allows restoring onto a block device whose first or
 	// last MiB holds data.
 	OverwriteDevice bool
-	NoVerify  bool // skip comparing the output with the recorded hashes (not recommended)
-	Sync      bool // fsync the output before returning
+	NoVerify        bool // skip comparing the output with the recorded hashes (not recommended)
+	Sync            bool // fsync the output before returning
 	// ReadBack reads every written block back from the output to compare
 	// it, rather than hashing the blocks inside one chunk as they are
 	// written: slower, and it also catches a file system that loses or
