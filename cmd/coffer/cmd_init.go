@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,6 +53,11 @@ fingerprint: compare it with the one your provider gives you. Without
 				return usageError{Err: errors.New("init needs --repo URL")}
 			}
 			ctx := cmd.Context()
+			// The config is read later from other directories (cron,
+			// systemd): paths in it must not depend on this one.
+			if err := g.absolutePaths(); err != nil {
+				return err
+			}
 			if err := checkConfigWritable(g.configPath, g.repoURL); err != nil {
 				return err
 			}
@@ -300,4 +306,24 @@ func writeConfig(path string, c agentConfig) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// absolutePaths makes a repository given as a relative directory, and the
+// vault CA file, absolute, as init saves them in the config.
+func (g *globals) absolutePaths() error {
+	t, err := store.ParseURL(g.repoURL)
+	if err != nil {
+		return usageError{Err: err}
+	}
+	if t.Dir != "" && !strings.Contains(g.repoURL, "://") {
+		if g.repoURL, err = filepath.Abs(t.Dir); err != nil {
+			return fmt.Errorf("repository %s: %w", t.Dir, err)
+		}
+	}
+	if g.vaultCA != "" {
+		if g.vaultCA, err = filepath.Abs(g.vaultCA); err != nil {
+			return fmt.Errorf("--vault-ca %s: %w", g.vaultCA, err)
+		}
+	}
+	return nil
 }
