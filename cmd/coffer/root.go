@@ -44,6 +44,13 @@ type agentConfig struct {
 	Credential vaultapi.Secret `yaml:"credential,omitempty"`
 	// Enrolled is set once the vault accepted Credential.
 	Enrolled bool `yaml:"enrolled,omitempty"`
+	// PendingCredential was sent to the vault with an enrollment token
+	// that has not been accepted yet (or whose reply was lost): a retry
+	// sends it again, and only once accepted does it replace Credential.
+	PendingCredential vaultapi.Secret `yaml:"pending_credential,omitempty"`
+	// EnrollTokenID is the ID (never the secret) of the token that
+	// enrolled Credential: init again with that token enrolls nothing.
+	EnrollTokenID string `yaml:"enroll_token_id,omitempty"`
 	// VaultCA is a PEM file of CA certificates for the vault's TLS.
 	VaultCA string `yaml:"vault_ca,omitempty"`
 }
