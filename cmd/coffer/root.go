@@ -31,6 +31,8 @@ type globals struct {
 	quiet        bool
 	profile      cli.Profile
 	vaultCA      string
+	// retryPatience is --retry-patience (vault.go, retryPolicy).
+	retryPatience string
 
 	stdout, stderr io.Writer
 	counting       *store.Counting
@@ -53,6 +55,9 @@ type agentConfig struct {
 	EnrollTokenID string `yaml:"enroll_token_id,omitempty"`
 	// VaultCA is a PEM file of CA certificates for the vault's TLS.
 	VaultCA string `yaml:"vault_ca,omitempty"`
+	// RetryPatience is how long to keep retrying a store or vault that
+	// fails or is away (a duration: 10m, 1h); --retry-patience overrides.
+	RetryPatience string `yaml:"retry_patience,omitempty"`
 }
 
 func defaultConfigPath() string {
@@ -80,6 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&g.repoURL, "repo", os.Getenv("COFFER_REPOSITORY"), "repository URL, overriding the config file: file:///dir, s3://host:port/bucket/prefix or https://vault-host[:port] (env COFFER_REPOSITORY)")
 	pf.StringVar(&g.passwordFile, "password-file", os.Getenv("COFFER_PASSWORD_FILE"), "read the passphrase from this file (env COFFER_PASSWORD_FILE; or set COFFER_PASSWORD)")
 	pf.StringVar(&g.vaultCA, "vault-ca", os.Getenv(store.EnvVaultCA), "PEM file of CA certificates to trust for the vault (env COFFER_VAULT_CA; init saves it in the config)")
+	pf.StringVar(&g.retryPatience, "retry-patience", os.Getenv(EnvRetryPatience), "how long to keep retrying a vault or store that fails or is away, e.g. 10m or 1h (env "+EnvRetryPatience+", config retry_patience; default 10m)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	pf.BoolVar(&g.quiet, "quiet", false, "print only errors")
 	g.profile.AddFlag(pf)
@@ -147,13 +153,17 @@ func (g *globals) repository() (string, error) {
 // openStore opens the store at url with the decorators every command uses,
 // assembled here and nowhere else: counting below one retry layer.
 func (g *globals) openStore(ctx context.Context, url string, create bool) (store.Store, error) {
+	policy, err := g.retryPolicy()
+	if err != nil {
+		return nil, err
+	}
 	o := store.OpenOptions{Create: create}
 	if vaultURL(url) != nil {
-		var err error
 		if o, err = g.vaultOptions(create); err != nil {
 			return nil, err
 		}
 	}
+	o.Retry = policy
 	base, err := store.OpenWith(ctx, url, o)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) && !create {
@@ -162,7 +172,7 @@ func (g *globals) openStore(ctx context.Context, url string, create bool) (store
 		return nil, err
 	}
 	g.counting = store.NewCounting(base)
-	return store.WithRetry(g.counting, store.DefaultRetry, nil, nil), nil
+	return store.WithRetry(g.counting, policy, nil, nil), nil
 }
 
 // openRepo opens the repository with the passphrase.

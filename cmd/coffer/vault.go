@@ -127,6 +127,10 @@ func (g *globals) enrollAgent(ctx context.Context, base *url.URL, tok vaultapi.S
 // sendEnrollment enrolls cfg's pending credential (drawing and saving one
 // if there is none) with the token.
 func (g *globals) sendEnrollment(ctx context.Context, base *url.URL, tok vaultapi.Secret, escrow bool, cfg *agentConfig) (*vaultapi.EnrollResponse, error) {
+	policy, err := g.retryPolicy()
+	if err != nil {
+		return nil, err
+	}
 	host, _ := os.Hostname()
 	vc := store.VaultConfig{BaseURL: base, CAFile: cfg.VaultCA}
 	if vc.CAFile == "" {
@@ -149,7 +153,7 @@ func (g *globals) sendEnrollment(ctx context.Context, base *url.URL, tok vaultap
 		}
 		sum := vaultapi.SecretSHA256(secret)
 		req := vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sum[:]), Host: host, Escrow: escrow}
-		resp, err := enrollRetrying(ctx, vc, req)
+		resp, err := enrollRetrying(ctx, vc, req, policy)
 		if errors.Is(err, store.ErrExists) && redraw < 2 {
 			cfg.PendingCredential = "" // credential id taken: draw another
 			continue
@@ -158,27 +162,48 @@ func (g *globals) sendEnrollment(ctx context.Context, base *url.URL, tok vaultap
 	}
 }
 
-// enrollRetrying sends the enrollment, retrying transient failures: the
-// request is idempotent (same token, same credential hash).
-func enrollRetrying(ctx context.Context, vc store.VaultConfig, req vaultapi.EnrollRequest) (*vaultapi.EnrollResponse, error) {
-	wait := time.Second
-	for attempt := 1; ; attempt++ {
-		resp, err := store.Enroll(ctx, vc, req)
-		if err == nil || store.IsPermanent(err) || attempt == 4 {
-			return resp, err
+// enrollRetrying sends the enrollment, retrying transient failures as
+// every store request is retried (policy): the request is idempotent (same
+// token, same credential hash).
+func enrollRetrying(ctx context.Context, vc store.VaultConfig, req vaultapi.EnrollRequest, policy store.RetryPolicy) (*vaultapi.EnrollResponse, error) {
+	var resp *vaultapi.EnrollResponse
+	err := store.Do(ctx, policy, nil, nil, "enroll", vc.BaseURL.String(), func() error {
+		var err error
+		resp, err = store.Enroll(ctx, vc, req)
+		return err
+	})
+	return resp, err
+}
+
+// EnvRetryPatience sets --retry-patience.
+const EnvRetryPatience = "COFFER_RETRY_PATIENCE"
+
+// retryPolicy is how the agent retries a store or vault that fails or is
+// away: store.DefaultRetry for up to --retry-patience (env
+// COFFER_RETRY_PATIENCE, else the config's retry_patience, else
+// store.DefaultPatience), which also bounds waiting on a throttling vault
+// from below.
+func (g *globals) retryPolicy() (store.RetryPolicy, error) {
+	p := store.DefaultRetry
+	p.Patience = store.DefaultPatience
+	v, from := g.retryPatience, "--retry-patience (or "+EnvRetryPatience+")"
+	if v == "" {
+		c, err := g.loadConfig()
+		if err != nil {
+			return p, err
 		}
-		d := wait
-		var ra *store.RetryAfterError
-		if errors.As(err, &ra) && ra.Wait > d {
-			d = min(ra.Wait, 30*time.Second)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(d):
-		}
-		wait *= 2
+		v, from = c.RetryPatience, "retry_patience in "+g.configPath
 	}
+	if v == "" {
+		return p, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return p, usageError{Err: fmt.Errorf("%s is %q; give a positive duration such as 10m or 1h", from, v)}
+	}
+	p.Patience = d
+	p.ThrottleBudget = max(p.ThrottleBudget, d)
+	return p, nil
 }
 
 // quotaHint completes a quota refusal with what the user can do.

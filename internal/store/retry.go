@@ -22,6 +22,11 @@ type RetryPolicy struct {
 	// MaxThrottleWait caps one wait asked for by a RetryAfterError. Zero
 	// means DefaultMaxThrottleWait.
 	MaxThrottleWait time.Duration
+	// Patience, when set, bounds by time instead of by Attempts how long an
+	// operation that keeps failing (transient errors, 503) is retried:
+	// it gives up once the next wait would end more than Patience after
+	// its first failure. Throttled waits keep their own budget.
+	Patience time.Duration
 }
 
 // Defaults for the throttling fields of RetryPolicy.
@@ -30,9 +35,15 @@ const (
 	DefaultMaxThrottleWait = time.Minute
 )
 
-// DefaultRetry is the policy the command line uses: 8 attempts, backing off
-// from 250 ms to 20 s with full jitter (about a minute of patience in all),
-// and up to 30 minutes of waiting while a vault throttles this agent.
+// DefaultPatience is the agent's default RetryPolicy.Patience: how long
+// it keeps retrying a store or vault that fails or is away, long enough to
+// outlast a restart of cofferd or of its host.
+const DefaultPatience = 10 * time.Minute
+
+// DefaultRetry is the policy both commands start from: 8 attempts, backing
+// off from 250 ms to 20 s with full jitter (about a minute in all), and up
+// to 30 minutes of waiting while a vault throttles this agent. The agent
+// sets Patience (DefaultPatience unless configured) to wait longer.
 var DefaultRetry = RetryPolicy{Attempts: 8, Base: 250 * time.Millisecond, Max: 20 * time.Second,
 	ThrottleBudget: DefaultThrottleBudget, MaxThrottleWait: DefaultMaxThrottleWait}
 
@@ -76,6 +87,8 @@ func Do(ctx context.Context, p RetryPolicy, clock Clock, log *slog.Logger, op, n
 func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error {
 	var err error
 	var throttled time.Duration // total sleep on throttled errors
+	var firstFail time.Time     // when a non-throttled failure first came
+	failed := false
 	for attempt := 1; ; {
 		err = fn()
 		if err == nil || IsPermanent(err) {
@@ -101,16 +114,22 @@ func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error 
 			}
 			continue
 		}
-		if attempt >= r.policy.Attempts {
-			return fmt.Errorf("%s %s: giving up after %d attempts: %w", op, name, attempt, err)
-		}
 		var d time.Duration
 		if ra != nil {
 			d = r.throttleWait(ra, attempt)
+		} else {
+			d = r.backoff(attempt)
+		}
+		if !failed {
+			firstFail, failed = r.clock.Now(), true
+		}
+		if gerr := r.giveUp(attempt, r.clock.Now().Sub(firstFail), d); gerr != "" {
+			return fmt.Errorf("%s %s: %s: %w", op, name, gerr, err)
+		}
+		if ra != nil {
 			r.log.Warn("store unavailable, retrying when the server asked", "op", op, "object", name, "attempt", attempt,
 				"reason", ra.Reason, "wait", d.String())
 		} else {
-			d = r.backoff(attempt)
 			r.log.Warn("store operation failed, retrying", "op", op, "object", name, "attempt", attempt, "wait", d.String(), "err", err.Error())
 		}
 		attempt++
@@ -118,6 +137,23 @@ func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error 
 			return fmt.Errorf("%s %s: %w (last error: %w)", op, name, serr, err)
 		}
 	}
+}
+
+// giveUp says why to stop retrying after attempt attempts, the first
+// failure failing ago, before a wait of d; "" means go on.
+func (r *Retry) giveUp(attempt int, failing, d time.Duration) string {
+	p := r.policy
+	if p.Patience <= 0 {
+		if attempt >= p.Attempts {
+			return fmt.Sprintf("giving up after %d attempts", attempt)
+		}
+		return ""
+	}
+	if failing+d > p.Patience {
+		return fmt.Sprintf("giving up after %d attempts in %s (retry patience %s)",
+			attempt, failing.Round(time.Second), p.Patience)
+	}
+	return ""
 }
 
 // throttleWait is the wait for a RetryAfterError: what the server asked,
