@@ -21,10 +21,12 @@ import (
 type awayVault struct {
 	*testVault
 	away atomic.Int32
+	// only, if set, picks the requests that find the vault away.
+	only func(*http.Request) bool
 }
 
 func (a *awayVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if a.away.Add(-1) >= 0 {
+	if (a.only == nil || a.only(r)) && a.away.Add(-1) >= 0 {
 		w.Header().Set("Retry-After", "1")
 		vaultErr(w, vaultapi.CodeStoreUnavailable, "the vault is restarting")
 		return
@@ -117,5 +119,38 @@ func TestDefaultPatienceOutlastsRestart(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("after %d calls: %v", calls, err)
+	}
+}
+
+// The backup summary's time includes waiting for a vault that was away
+// while the index was loaded, and says how much of it that was.
+func TestBackupTimeIncludesVaultWait(t *testing.T) {
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	t.Setenv("COFFER_PASSWORD", "pw")
+	t.Setenv(store.EnvCredential, "")
+	t.Setenv(EnvEnrollToken, "")
+	t.Setenv(EnvRetryPatience, "")
+	tv, _ := newTestVault(t)
+	av := &awayVault{testVault: tv, only: func(r *http.Request) bool {
+		return r.URL.Path == vaultapi.RouteList && r.URL.Query().Get("prefix") == "index/"
+	}}
+	srv := httptest.NewServer(av)
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "coffer.yaml")
+	tv.configPath = conf
+	if r := runCoffer(t, "--config", conf, "init", "--repo", srv.URL, "--token", tv.token()); r.code != 0 {
+		t.Fatalf("init: exit %d\n%s", r.code, r.stderr)
+	}
+	img := writeImage(t, dir, "vm.img", 256<<10, "vm data ")
+	av.away.Store(1)
+	r := runCoffer(t, "--config", conf, "--json", "backup", "--image", img)
+	if r.code != 0 {
+		t.Fatalf("backup: exit %d\n%s", r.code, r.stderr)
+	}
+	s := lastJSON(t, r.stdout)
+	secs, wait := s["duration_seconds"].(float64), s["retry_wait_seconds"].(float64)
+	if wait < 1 || secs < wait {
+		t.Fatalf("summary says %.2fs, %.2fs of it waiting to retry; the vault was away for a second (Retry-After: 1)", secs, wait)
 	}
 }

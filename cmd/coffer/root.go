@@ -36,6 +36,7 @@ type globals struct {
 
 	stdout, stderr io.Writer
 	counting       *store.Counting
+	retry          *store.Retry // the retry layer openStore made
 }
 
 // agentConfig is the agent's config file (coffer.yaml, mode 0600).
@@ -172,7 +173,8 @@ func (g *globals) openStore(ctx context.Context, url string, create bool) (store
 		return nil, err
 	}
 	g.counting = store.NewCounting(base)
-	return store.WithRetry(g.counting, policy, nil, nil), nil
+	g.retry = store.WithRetry(g.counting, policy, nil, nil)
+	return g.retry, nil
 }
 
 // openRepo opens the repository with the passphrase.

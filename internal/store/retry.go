@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 )
 
@@ -55,6 +56,17 @@ type Retry struct {
 	policy RetryPolicy
 	clock  Clock
 	log    *slog.Logger
+	waited atomic.Int64 // nanoseconds slept before retries
+}
+
+// Waited is the time spent so far waiting to retry (backoff, a server's
+// Retry-After, throttling), summed over concurrent operations.
+func (r *Retry) Waited() time.Duration { return time.Duration(r.waited.Load()) }
+
+// sleep waits d before a retry and counts it in Waited.
+func (r *Retry) sleep(ctx context.Context, d time.Duration) error {
+	r.waited.Add(int64(d))
+	return r.clock.Sleep(ctx, d)
 }
 
 // WithRetry wraps s. A nil logger discards retry notices.
@@ -109,7 +121,7 @@ func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error 
 			}
 			throttled += d
 			r.log.Info("vault asked to slow down", "op", op, "object", name, "reason", ra.Reason, "wait", d.String())
-			if serr := r.clock.Sleep(ctx, d); serr != nil {
+			if serr := r.sleep(ctx, d); serr != nil {
 				return fmt.Errorf("%s %s: %w (last error: %w)", op, name, serr, err)
 			}
 			continue
@@ -133,7 +145,7 @@ func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error 
 			r.log.Warn("store operation failed, retrying", "op", op, "object", name, "attempt", attempt, "wait", d.String(), "err", err.Error())
 		}
 		attempt++
-		if serr := r.clock.Sleep(ctx, d); serr != nil {
+		if serr := r.sleep(ctx, d); serr != nil {
 			return fmt.Errorf("%s %s: %w (last error: %w)", op, name, serr, err)
 		}
 	}
