@@ -24,6 +24,9 @@ import (
 type Options struct {
 	ReadData bool // download and verify every blob of every pack
 	Workers  int  // parallel reads; default 2*GOMAXPROCS
+	// PackDone, if set, is called (from several goroutines) as each pack
+	// is checked, with its size: a progress hook.
+	PackDone func(size int64)
 }
 
 // Problem is one finding. Warnings do not make a check fail.
@@ -165,6 +168,9 @@ func (c *checker) packFiles(ctx context.Context) error {
 			c.problem(o.Name, errors.New("pack is in no intact index file (left by an interrupted backup, or listed in a damaged one); the next backup indexes it from its header"), true)
 		}
 		g.Go(func() error {
+			if c.opt.PackDone != nil {
+				defer c.opt.PackDone(o.Size)
+			}
 			if c.opt.ReadData {
 				c.readPack(gctx, id, o.Size, indexed, ok)
 				return nil

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cofferhq/coffer/crypto"
@@ -379,4 +380,29 @@ func TestCheckStrayObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, run(t, f, false), nil, [][2]string{{repo.DataPrefix + "stray", "not a pack name"}})
+}
+
+// The PackDone hook sees every pack once, with its size, so a caller can
+// show progress of check --read-data.
+func TestCheckPackDoneProgress(t *testing.T) {
+	f, _ := setup(t, nil)
+	var want int64
+	for _, p := range packs(t, f) {
+		want += p.size
+	}
+	var mu sync.Mutex
+	var got int64
+	calls := 0
+	rep, err := Run(ctx, f.Open(), Options{ReadData: true, Workers: 3, PackDone: func(size int64) {
+		mu.Lock()
+		got += size
+		calls++
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want || calls != rep.Packs {
+		t.Fatalf("progress saw %d packs, %d bytes; want %d, %d", calls, got, rep.Packs, want)
+	}
 }
