@@ -149,7 +149,11 @@ func (g *globals) restoreSummary(snap *repo.SnapshotInfo, disk int, to string, r
 		return
 	}
 	g.say("restored snapshot %s of %s (taken %s) disk %d to %s", snap.ID[:12], snap.Name, snap.Time.Local().Format("2006-01-02 15:04:05 MST"), disk, to)
-	g.say("  disk      %s, wrote %s (the rest left as holes), fetched %s", humanBytes(res.Size), humanBytes(res.Written), humanBytes(res.Fetched))
+	rest := "the rest left as holes"
+	if res.Device {
+		rest = "the rest zeroed"
+	}
+	g.say("  disk      %s, wrote %s (%s), fetched %s", humanBytes(res.Size), humanBytes(res.Written), rest, humanBytes(res.Fetched))
 	if res.Verified {
 		g.say("  verified  every block matches the digest recorded at backup (%s...)", res.Digest[:16])
 	} else {

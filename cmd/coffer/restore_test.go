@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -97,4 +98,55 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// restore --to a block device that holds data needs --overwrite-device
+// (exit 1 and the flag named without it, the device unchanged); with it the
+// device holds the disk.
+func TestRestoreToDeviceFlag(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root for losetup")
+		}
+		t.Skip("needs root for losetup")
+	}
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	t.Setenv("COFFER_PASSWORD", "pw")
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "coffer.yaml")
+	if r := runCoffer(t, "--config", conf, "init", "--repo", filepath.Join(dir, "repo")); r.code != 0 {
+		t.Fatalf("init: exit %d\n%s", r.code, r.stderr)
+	}
+	img := writeImage(t, dir, "vm.img", 1<<20, "vm disk ")
+	if r := runCoffer(t, "--config", conf, "--quiet", "backup", "--image", img, "--name", "vm"); r.code != 0 {
+		t.Fatalf("backup: exit %d\n%s", r.code, r.stderr)
+	}
+	backing := writeImage(t, dir, "backing.img", 2<<20, "old data ")
+	out, err := exec.Command("losetup", "--find", "--show", backing).CombinedOutput()
+	if err != nil {
+		t.Skipf("losetup: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "--detach", dev).Run() })
+
+	r := runCoffer(t, "--config", conf, "restore", "latest", "--to", dev)
+	if r.code != 1 || !strings.Contains(r.stderr, "--overwrite-device") {
+		t.Fatalf("restore onto a device with data: exit %d\n%s", r.code, r.stderr)
+	}
+	if got := mustRead(t, backing); !bytes.Equal(got, mustRead(t, writeImage(t, dir, "want.img", 2<<20, "old data "))) {
+		t.Fatal("a refused restore changed the device")
+	}
+	r = runCoffer(t, "--config", conf, "restore", "latest", "--to", dev, "--overwrite-device")
+	if r.code != 0 || !strings.Contains(r.stdout, "the rest zeroed") {
+		t.Fatalf("restore --overwrite-device: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	f, err := os.Open(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got := make([]byte, 1<<20)
+	if _, err := f.ReadAt(got, 0); err != nil || !bytes.Equal(got, mustRead(t, img)) {
+		t.Fatalf("the device does not hold the disk (%v)", err)
+	}
 }

@@ -81,7 +81,7 @@ func TestRestoreOntoDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Verified || res.Done != size {
+	if !res.Verified || res.Done != size || !res.Device {
 		t.Fatalf("result %+v", res)
 	}
 	got := readDevice(t, dev, devSize)

@@ -54,6 +54,7 @@ type Progress struct {
 type Result struct {
 	Progress
 	Chunks   int
+	Device   bool // restored onto a block device: its empty parts were zeroed
 	Verified bool
 	Digest   string
 	Duration time.Duration
@@ -138,7 +139,7 @@ func (rs *Restorer) restoreInto(ctx context.Context, out *output) (*Result, erro
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Progress: rs.Progress(), Chunks: chunks, Digest: rs.disk.Digest}
+	res := &Result{Progress: rs.Progress(), Chunks: chunks, Digest: rs.disk.Digest, Device: out.device}
 	if !rs.opt.NoVerify {
 		if got := manifest.DiskDigest(rs.disk.Size, regionHashes).String(); got != rs.disk.Digest {
 			return nil, fmt.Errorf("%w: digest %s, recorded %s", ErrMismatch, got, rs.disk.Digest)

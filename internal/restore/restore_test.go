@@ -91,7 +91,7 @@ func TestRestoreRoundTrip(t *testing.T) {
 	for _, p := range im.Pieces {
 		data += int64(len(p.Data))
 	}
-	if res.Written != data || res.Size != im.Size || res.Fetched <= 0 || res.Chunks != 7 {
+	if res.Written != data || res.Size != im.Size || res.Done != im.Size || res.Fetched <= 0 || res.Chunks != 7 {
 		t.Fatalf("counters %+v; want %d bytes written", res.Progress, data)
 	}
 	if p := rs.Progress(); p != res.Progress {
