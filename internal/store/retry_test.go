@@ -407,9 +407,15 @@ func TestRetryPatience(t *testing.T) {
 	if err := r.Put(t.Context(), "config", bytes.NewReader([]byte("cfg")), 3); err != nil {
 		t.Fatal(err)
 	}
-	f.Add(store.FaultRule{Op: "stat", Times: 12}) // about three minutes of failures
+	f.Add(store.FaultRule{Op: "stat", Times: 12}) // minutes of failures
 	if _, err := r.Stat(t.Context(), "config"); err != nil {
-		t.Fatalf("a three-minute outage with five minutes of patience: %v", err)
+		t.Fatalf("an outage shorter than the patience: %v", err)
+	}
+	if w := r.Waited(); w < time.Minute || w > p.Patience {
+		t.Fatalf("waited %v in all; want minutes, within the patience", w)
+	}
+	if got := c.Now().Sub(time.Time{}); got != r.Waited() {
+		t.Fatalf("Waited() = %v, the clock slept %v", r.Waited(), got)
 	}
 	if n := f.Ops("stat"); n != 13 {
 		t.Fatalf("tried %d times, want 13", n)
