@@ -122,3 +122,29 @@ func TestRestoreOntoDeviceChecks(t *testing.T) {
 		t.Fatal("a refused restore changed the smaller device")
 	}
 }
+
+// A restore that runs out of space (a full file system) fails saying so and
+// removes its temporary file, freeing the space.
+func TestRestoreFullDiskLeavesNothing(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to mount a small tmpfs")
+		}
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	f := repofixture.New(t, pass)
+	im := repofixture.SampleImage()
+	snap := f.Snapshot("s", f.Disk(0, im, nil))
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+	_, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(dir, "disk.img"))
+	if err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("restore onto a full file system: %v", err)
+	}
+	if names := dirEntries(t, dir); len(names) != 0 {
+		t.Fatalf("a restore that ran out of space left %v", names)
+	}
+}
