@@ -116,6 +116,12 @@ func (rs *Restorer) Run(ctx context.Context, path string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if out.device {
+		// A device held other data before: every block is read back
+		// (holes included, see classify), so what is checked is what the
+		// device returns, not what was meant to be written.
+		rs.opt.ReadBack = true
+	}
 	res, err := rs.restoreInto(ctx, out)
 	if err == nil {
 		err = out.commit(rs.opt.Sync)
