@@ -197,6 +197,10 @@ func (b *Backup) Run(ctx context.Context) (res *Result, err error) {
 		})
 	}
 	err = g.Wait()
+	if err == nil {
+		// A disk that shrank or grew while it was read is not saved.
+		err = b.src.Recheck()
+	}
 	var lists []string
 	if err == nil {
 		lists, err = b.storeLists(ctx, regionIDs)

@@ -20,6 +20,7 @@ type regionScanner struct {
 	nblocks int
 
 	hasData []bool // block may hold data (overlaps a data range)
+	wasRead []bool // block was read at least once (readBytes counts it once)
 	blocks  []manifest.BlockSum
 
 	probe      []byte // the block nextRun looked at
@@ -38,6 +39,8 @@ func (s *regionScanner) reset(src Source, off, length int64) error {
 	s.src, s.off, s.length = src, off, length
 	s.nblocks = int((length + manifest.BlockSize - 1) / manifest.BlockSize)
 	s.hasData = resize(s.hasData, s.nblocks)
+	s.wasRead = resize(s.wasRead, s.nblocks)
+	clear(s.wasRead)
 	s.blocks = resizeHashes(s.blocks, s.nblocks)
 	clear(s.hasData)
 	for b := range s.blocks {
@@ -65,17 +68,34 @@ func (s *regionScanner) blockLen(b int) int {
 // readAt reads len(p) bytes of the region at region offset off.
 func (s *regionScanner) readAt(p []byte, off int64) error {
 	n, err := s.src.ReadAt(p, s.off+off)
-	s.readBytes += int64(n)
+	s.countRead(off, int64(n))
 	if err == io.EOF && n == len(p) {
 		err = nil
 	}
 	if err == io.EOF {
-		return fmt.Errorf("reading %s at %d: the disk is shorter than its size (%w)", s.src.Path(), s.off+off, io.ErrUnexpectedEOF)
+		return sourceErrorf(s.src.Path(), "reading %s at %d: %w: it ends before the %d bytes it had when the backup started (%w); no snapshot was saved",
+			s.src.Path(), s.off+off, ErrSourceChanged, s.src.Size(), io.ErrUnexpectedEOF)
 	}
 	if err != nil {
-		return fmt.Errorf("reading %s at %d: %w", s.src.Path(), s.off+off, err)
+		return sourceErrorf(s.src.Path(), "reading %s at %d: %w", s.src.Path(), s.off+off, err)
 	}
 	return nil
+}
+
+// countRead adds the blocks in n bytes read at region offset off that were
+// not read before to readBytes: a block after a run's end is read with the
+// run and again when the next run is looked for, but counts once, so what
+// a backup reports as read never exceeds the disk.
+func (s *regionScanner) countRead(off, n int64) {
+	if n <= 0 {
+		return
+	}
+	for b := off / manifest.BlockSize; b <= (off+n-1)/manifest.BlockSize && b < int64(s.nblocks); b++ {
+		if !s.wasRead[b] {
+			s.wasRead[b] = true
+			s.readBytes += int64(s.blockLen(int(b)))
+		}
+	}
 }
 
 // nextRun moves to the first non-zero block at or after the current

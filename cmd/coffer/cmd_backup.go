@@ -48,6 +48,9 @@ interrupted backup resumes without uploading stored packs again.`,
 			if err != nil {
 				return err
 			}
+			// The summary's time runs from here: loading the index and
+			// waiting for the store count, the passphrase prompt does not.
+			start := time.Now()
 			if err := g.loadIndex(ctx, r); err != nil {
 				return err
 			}
@@ -61,6 +64,7 @@ interrupted backup resumes without uploading stored packs again.`,
 			if err != nil {
 				return quotaHint(err)
 			}
+			res.Duration = time.Since(start)
 			g.rememberSnapshot(r, res)
 			g.backupSummary(res)
 			return nil
@@ -147,8 +151,8 @@ func (g *globals) backupSummary(res *uploader.Result) {
 			"bytes_stored_new": res.StoredBytes, "packs_new": res.Packs, "orphan_scan": res.OrphanScan, "recovered_packs": res.RecoveredPacks,
 			"temp_files_removed": res.TempRemoved, "temp_bytes_removed": res.TempRemovedBytes,
 			"store_requests": g.counting.Requests(), "duration_seconds": secs,
-			"store_wait_seconds": res.StoreWait.Seconds(),
-			"digest":             res.Snapshot.Disks[0].Digest,
+			"store_wait_seconds": res.StoreWait.Seconds(), "retry_wait_seconds": g.retry.Waited().Seconds(),
+			"digest": res.Snapshot.Disks[0].Digest,
 		})
 		return
 	}
@@ -163,6 +167,9 @@ func (g *globals) backupSummary(res *uploader.Result) {
 		g.say("  cleaned   %d temporary files (%s) an interrupted backup left", res.TempRemoved, humanBytes(res.TempRemovedBytes))
 	}
 	g.say("  time      %.1fs, %s/s", secs, humanBytes(int64(float64(res.Size)/max(secs, 1e-9))))
+	if w := g.retry.Waited(); w > 0 {
+		g.say("  note      %.1fs of that was spent waiting to retry the store (failures, a vault that was away or throttled)", w.Seconds())
+	}
 	if w := res.StoreWait.Seconds(); w > secs/10 {
 		g.say("  note      readers waited %.1fs for uploads: the store, not the CPU, set the pace (--uploaders raises concurrency)", w)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,6 +53,11 @@ fingerprint: compare it with the one your provider gives you. Without
 				return usageError{Err: errors.New("init needs --repo URL")}
 			}
 			ctx := cmd.Context()
+			// The config is read later from other directories (cron,
+			// systemd): paths in it must not depend on this one.
+			if err := g.absolutePaths(); err != nil {
+				return err
+			}
 			if err := checkConfigWritable(g.configPath, g.repoURL); err != nil {
 				return err
 			}
@@ -76,6 +82,14 @@ fingerprint: compare it with the one your provider gives you. Without
 					return err
 				}
 			}
+			var joinPass []byte
+			if base != nil && tok != "" {
+				// An agent that can read the repository already has its
+				// passphrase checked before a token is spent.
+				if joinPass, err = g.precheckPassphrase(ctx); err != nil {
+					return err
+				}
+			}
 			if base != nil {
 				if conf, enrolled, err = g.enrollAgent(ctx, base, tok, escrow); err != nil {
 					return err
@@ -96,7 +110,7 @@ fingerprint: compare it with the one your provider gives you. Without
 				}
 				if exists {
 					// Another agent of this tenant made the repository: join it.
-					return g.joinVaultRepo(ctx, st, conf, enrolled, escrow)
+					return g.joinVaultRepo(ctx, st, conf, enrolled, escrow, joinPass)
 				}
 			}
 			pw, err := g.passphrase("New passphrase: ", true)
@@ -237,18 +251,24 @@ func vaultRepoExists(ctx context.Context, st store.Store) (bool, error) {
 // agent's config is written. Nothing in the vault changes; the agents share
 // the repository, and chunks one agent stored are not stored again by
 // another.
-func (g *globals) joinVaultRepo(ctx context.Context, st store.Store, conf agentConfig, enrolled *vaultapi.EnrollResponse, escrow bool) error {
+// pw is the passphrase when precheckPassphrase checked it already.
+func (g *globals) joinVaultRepo(ctx context.Context, st store.Store, conf agentConfig, enrolled *vaultapi.EnrollResponse, escrow bool, pw []byte) error {
 	if escrow {
 		return usageError{Err: errors.New("--escrow: this tenant's repository exists already, and escrow was decided when it was created; " +
 			"this agent is enrolled: run init again without --escrow to join it")}
 	}
-	pw, err := g.passphrase("Passphrase of the tenant's repository: ", false)
-	if err != nil {
-		return err
+	var err error
+	if pw == nil {
+		if pw, err = g.passphrase("Passphrase of the tenant's repository: ", false); err != nil {
+			return err
+		}
 	}
 	r, err := repo.Open(ctx, st, pw)
 	if err != nil {
-		return fmt.Errorf("joining the tenant's existing repository: %w", err)
+		// The vault accepted this agent, and the config keeps its
+		// credential: the retry needs the passphrase, not a new token.
+		return fmt.Errorf("joining the tenant's existing repository: %w; this agent is enrolled (credential saved in %s): "+
+			"run coffer init again with the tenant's passphrase (the same token, or none)", err, g.configPath)
 	}
 	if err := writeConfig(g.configPath, conf); err != nil {
 		return err
@@ -300,4 +320,57 @@ func writeConfig(path string, c agentConfig) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// absolutePaths makes a repository given as a relative directory, and the
+// vault CA file, absolute, as init saves them in the config.
+func (g *globals) absolutePaths() error {
+	t, err := store.ParseURL(g.repoURL)
+	if err != nil {
+		return usageError{Err: err}
+	}
+	if t.Dir != "" && !strings.Contains(g.repoURL, "://") {
+		if g.repoURL, err = filepath.Abs(t.Dir); err != nil {
+			return fmt.Errorf("repository %s: %w", t.Dir, err)
+		}
+	}
+	if g.vaultCA != "" {
+		if g.vaultCA, err = filepath.Abs(g.vaultCA); err != nil {
+			return fmt.Errorf("--vault-ca %s: %w", g.vaultCA, err)
+		}
+	}
+	return nil
+}
+
+// precheckPassphrase checks the passphrase against the tenant's existing
+// repository before init spends a token, when the agent can read it
+// already (an enrolled credential in the config or COFFER_CREDENTIAL). It
+// returns the passphrase that opened it, or nil when there was nothing to
+// check it against (no credential, a refused one, no repository yet).
+func (g *globals) precheckPassphrase(ctx context.Context) ([]byte, error) {
+	c, err := g.loadConfig()
+	if err != nil {
+		return nil, err
+	}
+	if os.Getenv(store.EnvCredential) == "" && (c.Credential == "" || !c.Enrolled || c.Repository != g.repoURL) {
+		return nil, nil
+	}
+	st, err := g.openStore(ctx, g.repoURL, false)
+	if err != nil {
+		return nil, nil // e.g. a revoked credential: the token decides
+	}
+	defer st.Close()
+	if exists, err := vaultRepoExists(ctx, st); err != nil || !exists {
+		return nil, nil
+	}
+	pw, err := g.passphrase("Passphrase of the tenant's repository: ", false)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := repo.Open(ctx, st, pw); errors.Is(err, crypto.ErrWrongPassphrase) {
+		return nil, fmt.Errorf("the tenant's repository at %s: %w; nothing was changed and the token was not used: run coffer init again with the tenant's passphrase", g.repoURL, err)
+	} else if err != nil {
+		return nil, nil
+	}
+	return pw, nil
 }

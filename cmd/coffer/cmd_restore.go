@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/restore"
 )
 
@@ -16,16 +21,22 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		to        string
 		format    string
 		overwrite bool
-		noVerify  bool
-		readBack  bool
-		sync      bool
-		workers   int
+		// overwriteDevice allows replacing the data on a block device.
+		overwriteDevice bool
+		noVerify        bool
+		readBack        bool
+		sync            bool
+		workers         int
 	)
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --to PATH",
 		Short: "Restore a disk of a snapshot to a raw image file",
 		Long: `Restore one disk of a snapshot (an ID prefix, or "latest" with --name) to a
-new raw image file. The output is sparse where the disk was empty. Every
+new raw image file or onto a block device. A file is sparse where the disk
+was empty; it is written under a temporary name beside --to and gets its
+name only once verified, so a failed or interrupted restore leaves nothing
+behind. On a device, the empty parts are zeroed; a device that holds data is
+overwritten only with --overwrite-device. Every
 64 KiB block is compared with the hash recorded at backup time, as it is
 written (blocks shared by two chunks are read back from the output; with
 --read-back, every block is), and then the whole-disk digest; a mismatch exits
@@ -48,7 +59,7 @@ non-zero.`,
 			if err != nil {
 				return err
 			}
-			snap, err := g.findSnapshot(ctx, r, args[0], name)
+			snap, err := g.findRestoreSnapshot(ctx, r, args[0], name)
 			if err != nil {
 				return err
 			}
@@ -60,40 +71,91 @@ non-zero.`,
 			}
 			// Packs that no intact index lists are looked for only if a
 			// chunk is missing from the index (repo.Locate).
-			res, err := restore.New(r, &snap.Disks[disk], restore.Options{Overwrite: overwrite, NoVerify: noVerify, ReadBack: readBack, Sync: sync, Workers: workers}).Run(ctx, to)
+			opt := restore.Options{Overwrite: overwrite, OverwriteDevice: overwriteDevice, NoVerify: noVerify, ReadBack: readBack, Sync: sync, Workers: workers}
+			rs := restore.New(r, &snap.Disks[disk], opt)
+			stop := g.showRestoreProgress(ctx, rs)
+			res, err := rs.Run(ctx, to)
+			stop()
 			if err != nil {
 				return err
 			}
-			secs := res.Duration.Seconds()
-			if g.json {
-				g.printJSON(map[string]any{
-					"type": "summary", "snapshot_id": snap.ID, "disk": disk, "to": to, "size": res.Size,
-					"bytes_written": res.Written, "bytes_fetched": res.Fetched, "chunks": res.Chunks,
-					"verified": res.Verified, "digest": res.Digest, "store_requests": g.counting.Requests(),
-					"duration_seconds": secs,
-				})
-				return nil
-			}
-			g.say("restored snapshot %s disk %d to %s", snap.ID[:12], disk, to)
-			g.say("  disk      %s, wrote %s (the rest left as holes), fetched %s", humanBytes(res.Size), humanBytes(res.Written), humanBytes(res.Fetched))
-			if res.Verified {
-				g.say("  verified  every block matches the digest recorded at backup (%s...)", res.Digest[:16])
-			} else {
-				g.say("  NOT verified (--no-verify)")
-			}
-			g.say("  time      %.1fs, %s/s", secs, humanBytes(int64(float64(res.Size)/max(secs, 1e-9))))
+			g.restoreSummary(snap, disk, to, res)
 			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&name, "name", "", "with latest: the newest snapshot of this name")
+	f.StringVar(&name, "name", "", "with latest: the newest snapshot of this name (VM); needed when the repository holds several")
 	f.IntVar(&disk, "disk", 0, "which disk of the snapshot")
-	f.StringVar(&to, "to", "", "output file (must not exist unless --overwrite)")
+	f.StringVar(&to, "to", "", "output file (must not exist unless --overwrite), or a block device at least as large as the disk")
 	f.StringVar(&format, "format", "raw", "output format (raw; vhd and qcow2 come later)")
-	f.BoolVar(&overwrite, "overwrite", false, "replace an existing output file")
+	f.BoolVar(&overwrite, "overwrite", false, "replace an existing output file (only once the restored disk is verified)")
+	f.BoolVar(&overwriteDevice, "overwrite-device", false, "restore onto a block device (--to /dev/...) even though it holds data")
 	f.BoolVar(&noVerify, "no-verify", false, "skip comparing the output with the hashes and digest recorded at backup")
 	f.BoolVar(&readBack, "read-back", false, "verify by reading every written block back from the output (slower; also catches a file system that loses a write)")
 	f.IntVar(&workers, "workers", 0, "concurrent pack reads (default two per core)")
 	f.BoolVar(&sync, "sync", false, "fsync the output before exiting (like cp, coffer otherwise leaves writeback to the kernel)")
 	return cmd
+}
+
+// findRestoreSnapshot resolves the snapshot to restore. "latest" without a
+// name is refused when the repository holds snapshots of several names
+// (VMs): the newest of any of them is rarely the one meant.
+func (g *globals) findRestoreSnapshot(ctx context.Context, r *repo.Repo, ref, name string) (*repo.SnapshotInfo, error) {
+	if ref != "latest" || name != "" {
+		return g.findSnapshot(ctx, r, ref, name)
+	}
+	all, err := r.Snapshots(ctx, g.skippedSnapshot(r))
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, s := range all {
+		if !slices.Contains(names, s.Name) {
+			names = append(names, s.Name)
+		}
+	}
+	if len(names) > 1 {
+		slices.Sort(names)
+		return nil, usageError{Err: fmt.Errorf("the repository holds snapshots of %d names (%s); say which with --name NAME, or give a snapshot ID",
+			len(names), strings.Join(names, ", "))}
+	}
+	g.warnRollback(r, all, name)
+	return repo.Latest(all, "")
+}
+
+// showRestoreProgress shows a running restore's progress (showProgress).
+func (g *globals) showRestoreProgress(ctx context.Context, rs *restore.Restorer) (stop func()) {
+	return g.showProgress(ctx, "restore", rs.Progress().Size, func() progressSample {
+		p := rs.Progress()
+		return progressSample{done: p.Done, desc: fmt.Sprintf("restore (fetched %s)", humanBytes(p.Fetched)),
+			json: map[string]any{"bytes_written": p.Written, "bytes_fetched": p.Fetched}}
+	})
+}
+
+// restoreSummary reports a finished restore: which snapshot (ID, name,
+// time) and disk went where, and how it was verified.
+func (g *globals) restoreSummary(snap *repo.SnapshotInfo, disk int, to string, res *restore.Result) {
+	secs := res.Duration.Seconds()
+	if g.json {
+		g.printJSON(map[string]any{
+			"type": "summary", "snapshot_id": snap.ID, "name": snap.Name, "time": snap.Time.UTC().Format(time.RFC3339),
+			"host": snap.Host, "disk": disk, "to": to, "size": res.Size,
+			"bytes_written": res.Written, "bytes_fetched": res.Fetched, "chunks": res.Chunks,
+			"verified": res.Verified, "digest": res.Digest, "store_requests": g.counting.Requests(),
+			"duration_seconds": secs,
+		})
+		return
+	}
+	g.say("restored snapshot %s of %s (taken %s) disk %d to %s", snap.ID[:12], snap.Name, snap.Time.Local().Format("2006-01-02 15:04:05 MST"), disk, to)
+	rest := "the rest left as holes"
+	if res.Device {
+		rest = "the rest zeroed"
+	}
+	g.say("  disk      %s, wrote %s (%s), fetched %s", humanBytes(res.Size), humanBytes(res.Written), rest, humanBytes(res.Fetched))
+	if res.Verified {
+		g.say("  verified  every block matches the digest recorded at backup (%s...)", res.Digest[:16])
+	} else {
+		g.say("  NOT verified (--no-verify)")
+	}
+	g.say("  time      %.1fs, %s/s", secs, humanBytes(int64(float64(res.Size)/max(secs, 1e-9))))
 }

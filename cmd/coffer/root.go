@@ -32,9 +32,12 @@ type globals struct {
 	quiet        bool
 	profile      cli.Profile
 	vaultCA      string
+	// retryPatience is --retry-patience (vault.go, retryPolicy).
+	retryPatience string
 
 	stdout, stderr io.Writer
 	counting       *store.Counting
+	retry          *store.Retry // the retry layer openStore made
 }
 
 // agentConfig is the agent's config file (coffer.yaml, mode 0600).
@@ -45,8 +48,18 @@ type agentConfig struct {
 	Credential vaultapi.Secret `yaml:"credential,omitempty"`
 	// Enrolled is set once the vault accepted Credential.
 	Enrolled bool `yaml:"enrolled,omitempty"`
+	// PendingCredential was sent to the vault with an enrollment token
+	// that has not been accepted yet (or whose reply was lost): a retry
+	// sends it again, and only once accepted does it replace Credential.
+	PendingCredential vaultapi.Secret `yaml:"pending_credential,omitempty"`
+	// EnrollTokenID is the ID (never the secret) of the token that
+	// enrolled Credential: init again with that token enrolls nothing.
+	EnrollTokenID string `yaml:"enroll_token_id,omitempty"`
 	// VaultCA is a PEM file of CA certificates for the vault's TLS.
 	VaultCA string `yaml:"vault_ca,omitempty"`
+	// RetryPatience is how long to keep retrying a store or vault that
+	// fails or is away (a duration: 10m, 1h); --retry-patience overrides.
+	RetryPatience string `yaml:"retry_patience,omitempty"`
 }
 
 func defaultConfigPath() string {
@@ -74,6 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&g.repoURL, "repo", os.Getenv("COFFER_REPOSITORY"), "repository URL, overriding the config file: file:///dir, s3://host:port/bucket/prefix or https://vault-host[:port] (env COFFER_REPOSITORY)")
 	pf.StringVar(&g.passwordFile, "password-file", os.Getenv("COFFER_PASSWORD_FILE"), "read the passphrase from this file (env COFFER_PASSWORD_FILE; or set COFFER_PASSWORD)")
 	pf.StringVar(&g.vaultCA, "vault-ca", os.Getenv(store.EnvVaultCA), "PEM file of CA certificates to trust for the vault (env COFFER_VAULT_CA; init saves it in the config)")
+	pf.StringVar(&g.retryPatience, "retry-patience", os.Getenv(EnvRetryPatience), "how long to keep retrying a vault or store that fails or is away, e.g. 10m or 1h (env "+EnvRetryPatience+", config retry_patience; default 10m)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	pf.BoolVar(&g.quiet, "quiet", false, "print only errors")
 	g.profile.AddFlag(pf)
@@ -135,13 +149,17 @@ func (g *globals) repository() (string, error) {
 // openStore opens the store at url with the decorators every command uses,
 // assembled here and nowhere else: counting below one retry layer.
 func (g *globals) openStore(ctx context.Context, url string, create bool) (store.Store, error) {
+	policy, err := g.retryPolicy()
+	if err != nil {
+		return nil, err
+	}
 	o := store.OpenOptions{Create: create}
 	if vaultURL(url) != nil {
-		var err error
 		if o, err = g.vaultOptions(create); err != nil {
 			return nil, err
 		}
 	}
+	o.Retry = policy
 	base, err := store.OpenWith(ctx, url, o)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) && !create {
@@ -150,7 +168,8 @@ func (g *globals) openStore(ctx context.Context, url string, create bool) (store
 		return nil, err
 	}
 	g.counting = store.NewCounting(base)
-	return store.WithRetry(g.counting, store.DefaultRetry, nil, nil), nil
+	g.retry = store.WithRetry(g.counting, policy, nil, nil)
+	return g.retry, nil
 }
 
 // openRepo opens the repository with the passphrase.

@@ -76,10 +76,14 @@ func readToken(flag, file string) (vaultapi.Secret, error) {
 }
 
 // enrollAgent makes sure the agent has an enrolled credential for the vault
-// at base. The credential is made here and written to the config (0600)
-// before the vault hears of it, so a lost reply is retried with the same
-// credential and never burns the token. escrow is the tenant's escrow
-// choice, recorded by the vault. It returns the config to keep.
+// at base. A new credential is made here and written to the config (0600)
+// as pending before the vault hears of it, so a lost reply is retried with
+// the same credential and never burns the token; it becomes the config's
+// credential only once the vault accepted it, so a failed enrollment (a
+// wrong, used or expired token) never replaces a working credential. A
+// token that already enrolled this agent is not sent again. escrow is the
+// tenant's escrow choice, recorded by the vault. It returns the config to
+// keep.
 func (g *globals) enrollAgent(ctx context.Context, base *url.URL, tok vaultapi.Secret, escrow bool) (agentConfig, *vaultapi.EnrollResponse, error) {
 	cfg, err := g.loadConfig()
 	if err != nil {
@@ -89,19 +93,43 @@ func (g *globals) enrollAgent(ctx context.Context, base *url.URL, tok vaultapi.S
 	if g.vaultCA != "" {
 		cfg.VaultCA = g.vaultCA
 	}
+	if cfg.Credential != "" && !cfg.Enrolled && cfg.PendingCredential == "" {
+		// Written by an older agent before the vault accepted it.
+		cfg.PendingCredential, cfg.Credential = cfg.Credential, ""
+	}
 	if tok == "" {
 		switch {
 		case os.Getenv(store.EnvCredential) != "" || cfg.Credential != "" && cfg.Enrolled:
 			return cfg, nil, nil // enrolled before; init goes on
-		case cfg.Credential != "":
+		case cfg.PendingCredential != "":
 			return cfg, nil, usageError{Err: fmt.Errorf("the enrollment of this agent did not finish: run coffer init again with the same token (%s or --token)", EnvEnrollToken)}
 		}
 		return cfg, nil, usageError{Err: fmt.Errorf("a repository in a vault needs an enrollment token: set %s (or pass --token or --token-file); your provider makes one with cofferd tenant create or cofferd tenant token", EnvEnrollToken)}
 	}
-	if cfg.Credential != "" && cfg.Enrolled {
-		// A new token on an enrolled agent: re-enroll with a new credential
-		// (the old one may be revoked).
-		cfg.Credential = ""
+	tokID, _, err := vaultapi.ParseToken(tok.Reveal())
+	if err != nil {
+		return cfg, nil, usageError{Err: fmt.Errorf("the enrollment token is not valid: %w", err)}
+	}
+	if cfg.Credential != "" && cfg.Enrolled && cfg.EnrollTokenID == tokID {
+		return cfg, nil, nil // this token enrolled this agent: a retry of init
+	}
+	resp, err := g.sendEnrollment(ctx, base, tok, escrow, &cfg)
+	if err != nil {
+		return cfg, nil, err
+	}
+	cfg.Credential, cfg.PendingCredential, cfg.Enrolled, cfg.EnrollTokenID = cfg.PendingCredential, "", true, tokID
+	if err := writeConfig(g.configPath, cfg); err != nil {
+		return cfg, nil, err
+	}
+	return cfg, resp, nil
+}
+
+// sendEnrollment enrolls cfg's pending credential (drawing and saving one
+// if there is none) with the token.
+func (g *globals) sendEnrollment(ctx context.Context, base *url.URL, tok vaultapi.Secret, escrow bool, cfg *agentConfig) (*vaultapi.EnrollResponse, error) {
+	policy, err := g.retryPolicy()
+	if err != nil {
+		return nil, err
 	}
 	host, _ := os.Hostname()
 	vc := store.VaultConfig{BaseURL: base, CAFile: cfg.VaultCA}
@@ -109,59 +137,73 @@ func (g *globals) enrollAgent(ctx context.Context, base *url.URL, tok vaultapi.S
 		vc.CAFile = os.Getenv(store.EnvVaultCA)
 	}
 	for redraw := 0; ; redraw++ {
-		if cfg.Credential == "" {
+		if cfg.PendingCredential == "" {
 			cred, _, _, err := vaultapi.NewCredential()
 			if err != nil {
-				return cfg, nil, err
+				return nil, err
 			}
-			cfg.Credential, cfg.Enrolled = cred, false
-			if err := writeConfig(g.configPath, cfg); err != nil {
-				return cfg, nil, err
+			cfg.PendingCredential = cred
+			if err := writeConfig(g.configPath, *cfg); err != nil {
+				return nil, err
 			}
 		}
-		id, secret, err := vaultapi.ParseCredential(cfg.Credential.Reveal())
+		id, secret, err := vaultapi.ParseCredential(cfg.PendingCredential.Reveal())
 		if err != nil {
-			return cfg, nil, fmt.Errorf("config %s: %w", g.configPath, err)
+			return nil, fmt.Errorf("config %s: pending_credential: %w", g.configPath, err)
 		}
 		sum := vaultapi.SecretSHA256(secret)
 		req := vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sum[:]), Host: host, Escrow: escrow}
-		resp, err := enrollRetrying(ctx, vc, req)
+		resp, err := enrollRetrying(ctx, vc, req, policy)
 		if errors.Is(err, store.ErrExists) && redraw < 2 {
-			cfg.Credential = "" // credential id taken: draw another
+			cfg.PendingCredential = "" // credential id taken: draw another
 			continue
 		}
-		if err != nil {
-			return cfg, nil, err
-		}
-		cfg.Enrolled = true
-		if err := writeConfig(g.configPath, cfg); err != nil {
-			return cfg, nil, err
-		}
-		return cfg, resp, nil
+		return resp, err
 	}
 }
 
-// enrollRetrying sends the enrollment, retrying transient failures: the
-// request is idempotent (same token, same credential hash).
-func enrollRetrying(ctx context.Context, vc store.VaultConfig, req vaultapi.EnrollRequest) (*vaultapi.EnrollResponse, error) {
-	wait := time.Second
-	for attempt := 1; ; attempt++ {
-		resp, err := store.Enroll(ctx, vc, req)
-		if err == nil || store.IsPermanent(err) || attempt == 4 {
-			return resp, err
+// enrollRetrying sends the enrollment, retrying transient failures as
+// every store request is retried (policy): the request is idempotent (same
+// token, same credential hash).
+func enrollRetrying(ctx context.Context, vc store.VaultConfig, req vaultapi.EnrollRequest, policy store.RetryPolicy) (*vaultapi.EnrollResponse, error) {
+	var resp *vaultapi.EnrollResponse
+	err := store.Do(ctx, policy, nil, nil, "enroll", vc.BaseURL.String(), func() error {
+		var err error
+		resp, err = store.Enroll(ctx, vc, req)
+		return err
+	})
+	return resp, err
+}
+
+// EnvRetryPatience sets --retry-patience.
+const EnvRetryPatience = "COFFER_RETRY_PATIENCE"
+
+// retryPolicy is how the agent retries a store or vault that fails or is
+// away: store.DefaultRetry for up to --retry-patience (env
+// COFFER_RETRY_PATIENCE, else the config's retry_patience, else
+// store.DefaultPatience), which also bounds waiting on a throttling vault
+// from below.
+func (g *globals) retryPolicy() (store.RetryPolicy, error) {
+	p := store.DefaultRetry
+	p.Patience = store.DefaultPatience
+	v, from := g.retryPatience, "--retry-patience (or "+EnvRetryPatience+")"
+	if v == "" {
+		c, err := g.loadConfig()
+		if err != nil {
+			return p, err
 		}
-		d := wait
-		var ra *store.RetryAfterError
-		if errors.As(err, &ra) && ra.Wait > d {
-			d = min(ra.Wait, 30*time.Second)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(d):
-		}
-		wait *= 2
+		v, from = c.RetryPatience, "retry_patience in "+g.configPath
 	}
+	if v == "" {
+		return p, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return p, usageError{Err: fmt.Errorf("%s is %q; give a positive duration such as 10m or 1h", from, v)}
+	}
+	p.Patience = d
+	p.ThrottleBudget = max(p.ThrottleBudget, d)
+	return p, nil
 }
 
 // quotaHint completes a quota refusal with what the user can do.

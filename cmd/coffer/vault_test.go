@@ -165,12 +165,12 @@ func (v *testVault) enroll(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = yaml.Unmarshal(b, &c)
 	}
-	_, secret, perr := vaultapi.ParseCredential(c.Credential.Reveal())
+	_, secret, perr := vaultapi.ParseCredential(c.PendingCredential.Reveal())
 	sum := vaultapi.SecretSHA256(secret)
 	if err != nil || perr != nil || hex.EncodeToString(sum[:]) != req.CredentialSHA256 {
-		v.t.Errorf("enroll before the credential was in the config (%v, %v)", err, perr)
+		v.t.Errorf("enroll before the credential was in the config as pending (%v, %v)", err, perr)
 	}
-	if strings.Contains(string(raw), c.Credential.Reveal()) {
+	if strings.Contains(string(raw), c.PendingCredential.Reveal()) {
 		v.t.Error("the enroll request holds the credential itself")
 	}
 	v.mu.Lock()
@@ -375,8 +375,8 @@ func TestInitVaultTokenErrors(t *testing.T) {
 	var c1 agentConfig
 	b, _ := os.ReadFile(conf)
 	_ = yaml.Unmarshal(b, &c1)
-	if c1.Credential == "" || c1.Enrolled {
-		t.Fatalf("config after a failed enrollment = %+v; want a pending credential", c1)
+	if c1.PendingCredential == "" || c1.Credential != "" || c1.Enrolled {
+		t.Fatalf("config after a failed enrollment = %+v; want a pending credential only", c1)
 	}
 	// --token on a non-vault repository is a usage error.
 	r = runCoffer(t, "--config", filepath.Join(dir, "other.yaml"), "init", "--repo", filepath.Join(dir, "local"), "--token", v.token())

@@ -30,6 +30,9 @@ type Options struct {
 	// indexed, so packs in no index file are then counted in
 	// Report.Unindexed instead of being warned about one by one.
 	BackupRunning bool
+	// PackDone, if set, is called (from several goroutines) as each pack
+	// is checked, with its size: a progress hook.
+	PackDone func(size int64)
 }
 
 // Problem is one finding. Warnings do not make a check fail. A foreign
@@ -205,6 +208,9 @@ func (c *checker) packFiles(ctx context.Context) error {
 		seen[id] = true
 		indexed, ok := c.packs[id]
 		g.Go(func() error {
+			if c.opt.PackDone != nil {
+				defer c.opt.PackDone(o.Size)
+			}
 			if c.opt.ReadData {
 				c.readPack(gctx, id, o.Size, indexed, ok)
 				return nil

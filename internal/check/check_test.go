@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cofferhq/coffer/crypto"
@@ -399,4 +400,29 @@ func TestCheckExtentLength(t *testing.T) {
 	})
 	want := fmt.Sprintf("disk 0 region 1: the extent at offset %d is %d bytes but the index says chunk %s is %d", short.Offset, short.Length, short.ID, short.Length+1)
 	expect(t, run(t, f, false), [][2]string{{repo.SnapshotsPrefix + snap.ID, want}}, nil)
+}
+
+// The PackDone hook sees every pack once, with its size, so a caller can
+// show progress of check --read-data.
+func TestCheckPackDoneProgress(t *testing.T) {
+	f, _ := setup(t, nil)
+	var want int64
+	for _, p := range packs(t, f) {
+		want += p.size
+	}
+	var mu sync.Mutex
+	var got int64
+	calls := 0
+	rep, err := Run(ctx, f.Open(), Options{ReadData: true, Workers: 3, PackDone: func(size int64) {
+		mu.Lock()
+		got += size
+		calls++
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want || calls != rep.Packs {
+		t.Fatalf("progress saw %d packs, %d bytes; want %d, %d", calls, got, rep.Packs, want)
+	}
 }

@@ -30,8 +30,11 @@ var ErrMismatch = errors.New("restored disk does not match the digest recorded a
 type Options struct {
 	Workers   int  // concurrent pack fetches; default 2*GOMAXPROCS
 	Overwrite bool // allow replacing an existing output file
-	NoVerify  bool // skip comparing the output with the recorded hashes (not recommended)
-	Sync      bool // fsync the output before returning
+	// OverwriteDevice allows restoring onto a block device whose first or
+	// last MiB holds data.
+	OverwriteDevice bool
+	NoVerify        bool // skip comparing the output with the recorded hashes (not recommended)
+	Sync            bool // fsync the output before returning
 	// ReadBack reads every written block back from the output to compare
 	// it, rather than hashing the blocks inside one chunk as they are
 	// written: slower, and it also catches a file system that loses or
@@ -42,6 +45,7 @@ type Options struct {
 // Progress counts a running restore.
 type Progress struct {
 	Size    int64 // disk size
+	Done    int64 // bytes of the disk restored and verified (regions, holes included)
 	Written int64 // plaintext bytes written
 	Fetched int64 // bytes fetched from the store
 }
@@ -50,6 +54,7 @@ type Progress struct {
 type Result struct {
 	Progress
 	Chunks   int
+	Device   bool // restored onto a block device: its empty parts were zeroed
 	Verified bool
 	Digest   string
 	Duration time.Duration
@@ -61,6 +66,7 @@ type Restorer struct {
 	disk    *manifest.Disk
 	opt     Options
 	written atomic.Int64
+	done    atomic.Int64
 	fetched atomic.Int64
 	scratch chan *scratch
 	// writeMu serializes writes to the output. File systems serialize
@@ -86,7 +92,7 @@ func New(r *repo.Repo, d *manifest.Disk, opt Options) *Restorer {
 
 // Progress returns the current counters.
 func (rs *Restorer) Progress() Progress {
-	return Progress{Size: rs.disk.Size, Written: rs.written.Load(), Fetched: rs.fetched.Load()}
+	return Progress{Size: rs.disk.Size, Done: rs.done.Load(), Written: rs.written.Load(), Fetched: rs.fetched.Load()}
 }
 
 // windowRegions is the most regions (of 64 MiB) planned at once, which
@@ -100,50 +106,52 @@ const (
 	windowGrowth  = 4
 )
 
-// Run restores the disk into the file at path.
-func (rs *Restorer) Run(ctx context.Context, path string) (res *Result, err error) {
+// Run restores the disk into the file or block device at path. A file is
+// written under a temporary name beside path and renamed to path only once
+// it is verified: a restore that fails or is interrupted leaves nothing
+// behind, and running it again starts afresh.
+func (rs *Restorer) Run(ctx context.Context, path string) (*Result, error) {
 	start := time.Now()
-	flags := os.O_RDWR | os.O_CREATE | os.O_EXCL
-	if rs.opt.Overwrite {
-		flags = os.O_RDWR | os.O_CREATE | os.O_TRUNC
-	}
-	f, err := os.OpenFile(path, flags, 0o600)
+	out, err := openOutput(path, rs.disk.Size, rs.opt)
 	if err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return nil, fmt.Errorf("%s exists; choose a new path (restore never overwrites a file unless told to)", path)
-		}
-		return nil, fmt.Errorf("creating the output: %w", err)
+		return nil, err
 	}
-	defer func() {
-		if cerr := f.Close(); err == nil && cerr != nil {
-			err = cerr
-		}
-	}()
-	if err := f.Truncate(rs.disk.Size); err != nil {
-		return nil, fmt.Errorf("sizing the output: %w", err)
+	if out.device {
+		// A device held other data before: every block is read back
+		// (holes included, see classify), so what is checked is what the
+		// device returns, not what was meant to be written.
+		rs.opt.ReadBack = true
 	}
+	res, err := rs.restoreInto(ctx, out)
+	if err == nil {
+		err = out.commit(rs.opt.Sync)
+	}
+	if err != nil {
+		out.abort()
+		return nil, err
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// restoreInto writes and verifies the disk in out.
+func (rs *Restorer) restoreInto(ctx context.Context, out *output) (*Result, error) {
 	regions, err := rs.r.DiskRegions(ctx, rs.disk)
 	if err != nil {
 		return nil, err
 	}
 	regionHashes := make([]manifest.Hash, len(regions))
-	chunks, err := rs.pipeline(ctx, f, regions, regionHashes)
+	chunks, err := rs.pipeline(ctx, out, regions, regionHashes)
 	if err != nil {
 		return nil, err
 	}
-	if rs.opt.Sync {
-		if err := f.Sync(); err != nil {
-			return nil, fmt.Errorf("flushing the output: %w", err)
-		}
-	}
-	res = &Result{Progress: rs.Progress(), Chunks: chunks, Digest: rs.disk.Digest}
+	res := &Result{Progress: rs.Progress(), Chunks: chunks, Digest: rs.disk.Digest, Device: out.device}
 	if !rs.opt.NoVerify {
 		if got := manifest.DiskDigest(rs.disk.Size, regionHashes).String(); got != rs.disk.Digest {
 			return nil, fmt.Errorf("%w: digest %s, recorded %s", ErrMismatch, got, rs.disk.Digest)
 		}
 		res.Verified = true
 	}
-	res.Duration = time.Since(start)
 	return res, nil
 }
 
@@ -191,7 +199,8 @@ type window struct {
 // are checked as the chunk is written; the rest of a region is checked as
 // soon as the last batch that writes into it is done, while its pages are
 // still cached and while later regions are fetched.
-func (rs *Restorer) pipeline(ctx context.Context, f *os.File, regions []crypto.ID, regionHashes []manifest.Hash) (int, error) {
+func (rs *Restorer) pipeline(ctx context.Context, out *output, regions []crypto.ID, regionHashes []manifest.Hash) (int, error) {
+	f := out.f
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	fail := func(err error) error {
@@ -205,13 +214,18 @@ func (rs *Restorer) pipeline(ctx context.Context, f *os.File, regions []crypto.I
 	verifies.SetLimit(runtime.GOMAXPROCS(0))
 	verify := func(w *window, i int) {
 		if rs.opt.NoVerify {
+			rs.regionDone(w.first + i)
 			return
 		}
 		verifies.Go(func() error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fail(verifyRegion(f, rs.disk.Size, w.first+i, w.maps[i], w.readBack[i], &regionHashes[w.first+i]))
+			err := verifyRegion(f, rs.disk.Size, w.first+i, w.maps[i], w.readBack[i], &regionHashes[w.first+i])
+			if err == nil {
+				rs.regionDone(w.first + i)
+			}
+			return fail(err)
 		})
 	}
 
@@ -225,9 +239,9 @@ func (rs *Restorer) pipeline(ctx context.Context, f *os.File, regions []crypto.I
 				size = min(windowGrowth*size, windowRegions)
 			}
 			end := min(first+size, len(regions))
-			w, err := rs.plan(ctx, regions[first:end], first)
+			w, err := rs.plan(ctx, regions[first:end], first, out.device)
 			if err == nil {
-				err = w.allocate(f)
+				err = rs.prepare(out, w)
 			}
 			if err != nil {
 				fail(err)
@@ -270,7 +284,9 @@ func (rs *Restorer) pipeline(ctx context.Context, f *os.File, regions []crypto.I
 	}
 	ferr := fetches.Wait()
 	verr := verifies.Wait()
-	if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
+	// A failure's cause, or the caller's cancellation: either way some
+	// regions were not restored, so the digest must not be computed.
+	if cause := context.Cause(ctx); cause != nil {
 		return 0, cause
 	}
 	if ferr != nil {
@@ -282,7 +298,7 @@ func (rs *Restorer) pipeline(ctx context.Context, f *os.File, regions []crypto.I
 // plan loads the maps of the regions whose map IDs are given (the first
 // being region first), and groups the chunks they need into pack range
 // reads: every chunk once, with every place it goes.
-func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int) (*window, error) {
+func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int, device bool) (*window, error) {
 	w := &window{first: first, maps: make([]*manifest.RegionMap, len(regions)),
 		pending: make([]atomic.Int32, len(regions)), readBack: make([][]int32, len(regions))}
 	// The maps of a window were mostly written next to each other, so
@@ -295,7 +311,7 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int) (*
 			return fmt.Errorf("region %d map %s: %w", ri, regions[i], err)
 		}
 		if !rs.opt.NoVerify {
-			if w.readBack[i], err = classify(m, regionLen, int64(ri)*manifest.RegionSize, rs.opt.ReadBack); err != nil {
+			if w.readBack[i], err = classify(m, regionLen, int64(ri)*manifest.RegionSize, rs.opt.ReadBack, device); err != nil {
 				return err
 			}
 		}
@@ -338,6 +354,43 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int) (*
 		}
 	}
 	return w, nil
+}
+
+// regionDone counts region ri as restored.
+func (rs *Restorer) regionDone(ri int) {
+	rs.done.Add(min(manifest.RegionSize, rs.disk.Size-int64(ri)*manifest.RegionSize))
+}
+
+// prepare readies the output for window w's writes: a file is allocated
+// under the chunks; on a device, which may hold older data, everything
+// between the chunks is zeroed.
+func (rs *Restorer) prepare(out *output, w *window) error {
+	if !out.device {
+		return w.allocate(out.f)
+	}
+	return w.zeroHoles(out.f, rs.disk.Size)
+}
+
+// zeroHoles zeroes the parts of the window's regions that no chunk covers.
+func (w *window) zeroHoles(f *os.File, size int64) error {
+	for i, m := range w.maps {
+		base := int64(w.first+i) * manifest.RegionSize
+		pos, end := base, min(base+manifest.RegionSize, size)
+		for _, e := range m.Extents {
+			if lo := base + int64(e.Offset); lo > pos {
+				if err := zeroRange(f, pos, lo-pos); err != nil {
+					return err
+				}
+			}
+			pos = max(pos, base+int64(e.Offset)+int64(e.Length))
+		}
+		if end > pos {
+			if err := zeroRange(f, pos, end-pos); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // allocate reserves the output's blocks under the window's chunks
@@ -471,9 +524,10 @@ func (rs *Restorer) writeBlob(f *os.File, h *crypto.IDHasher, j *blobJob, pack s
 //     chunk's edge and a hole) is read back from the output once the region
 //     is written (verifyRegion).
 //
-// It returns the blocks of the last kind, and with all set those of the
-// first kind too (Options.ReadBack).
-func classify(m *manifest.RegionMap, regionLen, base int64, all bool) (readBack []int32, err error) {
+// It returns the blocks of the last kind, with all set those of the first
+// kind too (Options.ReadBack), and with holes set the holes too (a device,
+// whose holes were zeroed rather than left unwritten).
+func classify(m *manifest.RegionMap, regionLen, base int64, all, holes bool) (readBack []int32, err error) {
 	e := 0 // the first extent that ends after the block starts
 	for b := range m.Blocks {
 		lo := int64(b) * manifest.BlockSize
@@ -485,6 +539,9 @@ func classify(m *manifest.RegionMap, regionLen, base int64, all bool) (readBack 
 		case e == len(m.Extents) || int64(m.Extents[e].Offset) >= hi:
 			if m.Blocks[b] != manifest.ZeroBlockHash(int(hi-lo)) {
 				return nil, blockMismatch(base + lo)
+			}
+			if holes {
+				readBack = append(readBack, int32(b))
 			}
 		case all || int64(m.Extents[e].Offset) > lo || int64(m.Extents[e].Offset)+int64(m.Extents[e].Length) < hi:
 			readBack = append(readBack, int32(b))

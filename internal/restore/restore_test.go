@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -92,7 +93,7 @@ func TestRestoreRoundTrip(t *testing.T) {
 	for _, p := range im.Pieces {
 		data += int64(len(p.Data))
 	}
-	if res.Written != data || res.Size != im.Size || res.Fetched <= 0 || res.Chunks != 7 {
+	if res.Written != data || res.Size != im.Size || res.Done != im.Size || res.Fetched <= 0 || res.Chunks != 7 {
 		t.Fatalf("counters %+v; want %d bytes written", res.Progress, data)
 	}
 	if p := rs.Progress(); p != res.Progress {
@@ -277,22 +278,22 @@ func TestClassify(t *testing.T) {
 	for _, b := range []int{4, 5} { // holes
 		m.Blocks[b] = manifest.ZeroBlockHash(bs)
 	}
-	got, err := classify(m, regionLen, 0, false)
+	got, err := classify(m, regionLen, 0, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []int32{3, 6}; !slices.Equal(got, want) {
 		t.Fatalf("read back %v, want %v", got, want)
 	}
-	if got, err = classify(m, regionLen, 0, true); err != nil || !slices.Equal(got, []int32{0, 1, 2, 3, 6}) {
+	if got, err = classify(m, regionLen, 0, true, false); err != nil || !slices.Equal(got, []int32{0, 1, 2, 3, 6}) {
 		t.Fatalf("read back all: %v (%v), want every block but the holes", got, err)
 	}
 	m.Extents[3] = manifest.Extent{Offset: 6 * bs, Length: 100} // the last block inside one chunk
-	if got, err = classify(m, regionLen, 0, false); err != nil || !slices.Equal(got, []int32{3}) {
+	if got, err = classify(m, regionLen, 0, false, false); err != nil || !slices.Equal(got, []int32{3}) {
 		t.Fatalf("read back %v (%v), want [3]", got, err)
 	}
 	m.Blocks[5] = manifest.BlockHash([]byte("x")) // a hole that was not zero at backup
-	if _, err := classify(m, regionLen, 7*manifest.RegionSize, false); !errors.Is(err, ErrMismatch) ||
+	if _, err := classify(m, regionLen, 7*manifest.RegionSize, false, false); !errors.Is(err, ErrMismatch) ||
 		!strings.Contains(err.Error(), strconv.Itoa(7*manifest.RegionSize+5*bs)) {
 		t.Fatalf("hole with a non-zero hash: %v", err)
 	}
@@ -497,5 +498,117 @@ func TestRestoreUnevenMapLists(t *testing.T) {
 	_, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(t.TempDir(), "a.img"))
 	if !errors.Is(err, manifest.ErrFormat) || !strings.Contains(err.Error(), "map list 0") || !strings.Contains(err.Error(), "names 1000 region maps") {
 		t.Fatalf("uneven map lists: err = %v, want a malformed-list error naming list 0", err)
+	}
+}
+
+// dirEntries lists the names in dir.
+func dirEntries(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// A pack found damaged in the middle of a restore fails it, and leaves
+// neither the output nor a temporary file; once the damage is gone (here:
+// a restore of an intact copy), the same command succeeds.
+func TestRestoreFailureLeavesNothing(t *testing.T) {
+	f := repofixture.New(t, pass)
+	im := repofixture.SampleImage()
+	snap := f.Snapshot("s", f.Disk(0, im, nil))
+	dir := t.TempDir()
+	out := filepath.Join(dir, "disk.img")
+	damageBlob(t, f, f.Reopen(), f.ID(im.Pieces[len(im.Pieces)-1].Data))
+	_, err := New(f.Reopen(), &snap.Disks[0], Options{Workers: 1}).Run(ctx, out)
+	if !errors.Is(err, crypto.ErrAuth) {
+		t.Fatalf("damaged pack: err = %v, want ErrAuth", err)
+	}
+	if names := dirEntries(t, dir); len(names) != 0 {
+		t.Fatalf("a failed restore left %v", names)
+	}
+}
+
+// cancelAfter cancels a context at the n-th ranged read of a pack.
+type cancelAfter struct {
+	store.Store
+	n      atomic.Int32
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
+	if strings.HasPrefix(name, repo.DataPrefix) && c.n.Add(-1) == 0 {
+		c.cancel()
+	}
+	return c.Store.Get(ctx, name, off, length, fn)
+}
+
+// An interrupted restore (the context is canceled, as Ctrl-C or SIGTERM
+// do) removes its temporary file and writes nothing under the final name;
+// running it again succeeds.
+func TestRestoreInterruptedLeavesNothing(t *testing.T) {
+	f := repofixture.New(t, pass)
+	im := repofixture.SampleImage()
+	snap := f.Snapshot("s", f.Disk(0, im, nil))
+	dir := t.TempDir()
+	out := filepath.Join(dir, "disk.img")
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ca := &cancelAfter{Store: f.Store, cancel: cancel}
+	ca.n.Store(2)
+	r, err := repo.Open(ctx, ca, []byte(f.Passphrase))
+	if err == nil {
+		err = r.LoadIndex(ctx, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(r, &snap.Disks[0], Options{Workers: 1}).Run(cctx, out); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted restore: err = %v, want context.Canceled", err)
+	}
+	if names := dirEntries(t, dir); len(names) != 0 {
+		t.Fatalf("an interrupted restore left %v", names)
+	}
+	if _, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, out); err != nil {
+		t.Fatalf("the rerun: %v", err)
+	}
+	checkOutput(t, out, im)
+	if names := dirEntries(t, dir); !slices.Equal(names, []string{"disk.img"}) {
+		t.Fatalf("after the rerun the directory holds %v", names)
+	}
+}
+
+// The temporary file of a killed restore (unlocked) is removed by the next
+// restore to the same name; one still in use (locked) is left alone.
+func TestRestoreRemovesStaleTemp(t *testing.T) {
+	f := repofixture.New(t, pass)
+	im := &repofixture.Image{Size: 3 * manifest.BlockSize, Pieces: []repofixture.Piece{{Off: 1, Data: []byte("data")}}}
+	snap := f.Snapshot("s", f.Disk(0, im, nil))
+	dir := t.TempDir()
+	stale := filepath.Join(dir, ".disk.img"+tempInfix+"123")
+	busy := filepath.Join(dir, ".disk.img"+tempInfix+"456")
+	for _, p := range []string{stale, busy} {
+		if err := os.WriteFile(p, make([]byte, 4096), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held, err := os.Open(busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if err := unix.Flock(int(held.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(f.Reopen(), &snap.Disks[0], Options{}).Run(ctx, filepath.Join(dir, "disk.img")); err != nil {
+		t.Fatal(err)
+	}
+	if names := dirEntries(t, dir); !slices.Equal(names, []string{".disk.img" + tempInfix + "456", "disk.img"}) {
+		t.Fatalf("directory holds %v", names)
 	}
 }

@@ -194,6 +194,9 @@ type OpenOptions struct {
 	// CAFile is a PEM file of CA certificates for a vault; "" falls back to
 	// COFFER_VAULT_CA (and then the system roots).
 	CAFile string
+	// Retry is how a vault's first request (the tenant check) is retried;
+	// the zero value means DefaultRetry.
+	Retry RetryPolicy
 }
 
 // Open opens the store a repository URL names: OpenWith with only Create
@@ -254,7 +257,11 @@ func openVault(ctx context.Context, base *url.URL, o OpenOptions) (Store, error)
 	// The check is a request like any other: a vault that is throttling
 	// this tenant (429) or briefly unavailable is waited for, as the
 	// retry layer waits for every later request.
-	check := WithRetry(v, DefaultRetry, nil, nil)
+	policy := o.Retry
+	if policy.Attempts == 0 {
+		policy = DefaultRetry
+	}
+	check := WithRetry(v, policy, nil, nil)
 	if err := check.do(ctx, "tenant check", "", func() error { return v.TenantCheck(ctx) }); err != nil {
 		v.Close()
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/cofferhq/coffer/internal/clock"
@@ -24,6 +25,11 @@ type RetryPolicy struct {
 	// MaxThrottleWait caps one wait asked for by a RetryAfterError. Zero
 	// means DefaultMaxThrottleWait.
 	MaxThrottleWait time.Duration
+	// Patience, when set, bounds by time instead of by Attempts how long an
+	// operation that keeps failing (transient errors, 503) is retried:
+	// it gives up once the next wait would end more than Patience after
+	// its first failure. Throttled waits keep their own budget.
+	Patience time.Duration
 }
 
 // Defaults for the throttling fields of RetryPolicy.
@@ -32,9 +38,15 @@ const (
 	DefaultMaxThrottleWait = time.Minute
 )
 
-// DefaultRetry is the policy the command line uses: 8 attempts, backing off
-// from 250 ms to 20 s with full jitter (about a minute of patience in all),
-// and up to 30 minutes of waiting while a vault throttles this agent.
+// DefaultPatience is the agent's default RetryPolicy.Patience: how long
+// it keeps retrying a store or vault that fails or is away, long enough to
+// outlast a restart of cofferd or of its host.
+const DefaultPatience = 10 * time.Minute
+
+// DefaultRetry is the policy both commands start from: 8 attempts, backing
+// off from 250 ms to 20 s with full jitter (about a minute in all), and up
+// to 30 minutes of waiting while a vault throttles this agent. The agent
+// sets Patience (DefaultPatience unless configured) to wait longer.
 var DefaultRetry = RetryPolicy{Attempts: 8, Base: 250 * time.Millisecond, Max: 20 * time.Second,
 	ThrottleBudget: DefaultThrottleBudget, MaxThrottleWait: DefaultMaxThrottleWait}
 
@@ -46,6 +58,17 @@ type Retry struct {
 	policy RetryPolicy
 	clock  clock.Clock
 	log    *slog.Logger
+	waited atomic.Int64 // nanoseconds slept before retries
+}
+
+// Waited is the time spent so far waiting to retry (backoff, a server's
+// Retry-After, throttling), summed over concurrent operations.
+func (r *Retry) Waited() time.Duration { return time.Duration(r.waited.Load()) }
+
+// sleep waits d before a retry and counts it in Waited.
+func (r *Retry) sleep(ctx context.Context, d time.Duration) error {
+	r.waited.Add(int64(d))
+	return r.clock.Sleep(ctx, d)
 }
 
 // WithRetry wraps s. A nil logger discards retry notices.
@@ -75,6 +98,8 @@ func Do(ctx context.Context, p RetryPolicy, clk clock.Clock, log *slog.Logger, o
 func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error {
 	var err error
 	var throttled time.Duration // total sleep on throttled errors
+	var firstFail time.Time     // when a non-throttled failure first came
+	failed := false
 	for attempt := 1; ; {
 		err = fn()
 		if err == nil || IsPermanent(err) {
@@ -95,28 +120,51 @@ func (r *Retry) do(ctx context.Context, op, name string, fn func() error) error 
 			}
 			throttled += d
 			r.log.Info("vault asked to slow down", "op", op, "object", name, "reason", ra.Reason, "wait", d.String())
-			if serr := r.clock.Sleep(ctx, d); serr != nil {
+			if serr := r.sleep(ctx, d); serr != nil {
 				return fmt.Errorf("%s %s: %w (last error: %w)", op, name, serr, err)
 			}
 			continue
 		}
-		if attempt >= r.policy.Attempts {
-			return fmt.Errorf("%s %s: giving up after %d attempts: %w", op, name, attempt, err)
-		}
 		var d time.Duration
 		if ra != nil {
 			d = r.throttleWait(ra, attempt)
+		} else {
+			d = r.backoff(attempt)
+		}
+		if !failed {
+			firstFail, failed = r.clock.Now(), true
+		}
+		if gerr := r.giveUp(attempt, r.clock.Now().Sub(firstFail), d); gerr != "" {
+			return fmt.Errorf("%s %s: %s: %w", op, name, gerr, err)
+		}
+		if ra != nil {
 			r.log.Warn("store unavailable, retrying when the server asked", "op", op, "object", name, "attempt", attempt,
 				"reason", ra.Reason, "wait", d.String())
 		} else {
-			d = r.backoff(attempt)
 			r.log.Warn("store operation failed, retrying", "op", op, "object", name, "attempt", attempt, "wait", d.String(), "err", err.Error())
 		}
 		attempt++
-		if serr := r.clock.Sleep(ctx, d); serr != nil {
+		if serr := r.sleep(ctx, d); serr != nil {
 			return fmt.Errorf("%s %s: %w (last error: %w)", op, name, serr, err)
 		}
 	}
+}
+
+// giveUp says why to stop retrying after attempt attempts, the first
+// failure failing ago, before a wait of d; "" means go on.
+func (r *Retry) giveUp(attempt int, failing, d time.Duration) string {
+	p := r.policy
+	if p.Patience <= 0 {
+		if attempt >= p.Attempts {
+			return fmt.Sprintf("giving up after %d attempts", attempt)
+		}
+		return ""
+	}
+	if failing+d > p.Patience {
+		return fmt.Sprintf("giving up after %d attempts in %s (retry patience %s)",
+			attempt, failing.Round(time.Second), p.Patience)
+	}
+	return ""
 }
 
 // throttleWait is the wait for a RetryAfterError: what the server asked,

@@ -395,3 +395,43 @@ func TestRetryErrorTypes(t *testing.T) {
 		t.Errorf("QuotaError text %v", qe)
 	}
 }
+
+// With Patience, a store that is away is retried by time, not by attempts:
+// an outage shorter than the patience (a restart) is outlasted, a longer
+// one gives up once the next wait would end past it, saying so.
+func TestRetryPatience(t *testing.T) {
+	p := store.RetryPolicy{Attempts: 3, Base: time.Second, Max: 20 * time.Second, Patience: 5 * time.Minute}
+	unavailable := &store.RetryAfterError{Wait: 10 * time.Second, Reason: "store_unavailable", Err: errors.New("503")}
+
+	r, f, c := retryStack(t, p)
+	if err := r.Put(t.Context(), "config", bytes.NewReader([]byte("cfg")), 3); err != nil {
+		t.Fatal(err)
+	}
+	f.Add(store.FaultRule{Op: "stat", Times: 12}) // minutes of failures
+	if _, err := r.Stat(t.Context(), "config"); err != nil {
+		t.Fatalf("an outage shorter than the patience: %v", err)
+	}
+	if w := r.Waited(); w < time.Minute || w > p.Patience {
+		t.Fatalf("waited %v in all; want minutes, within the patience", w)
+	}
+	if got := c.Now().Sub(time.Time{}); got != r.Waited() {
+		t.Fatalf("Waited() = %v, the clock slept %v", r.Waited(), got)
+	}
+	if n := f.Ops("stat"); n != 13 {
+		t.Fatalf("tried %d times, want 13", n)
+	}
+
+	r, f, c = retryStack(t, p)
+	f.Add(store.FaultRule{Op: "stat", Times: -1, Err: unavailable})
+	_, err := r.Stat(t.Context(), "config")
+	if !errors.Is(err, unavailable) || !strings.Contains(err.Error(), "retry patience 5m0s") {
+		t.Fatalf("Stat = %v; want the 503 and the patience named", err)
+	}
+	var slept time.Duration
+	for _, d := range c.Sleeps() {
+		slept += d
+	}
+	if slept > p.Patience || slept < p.Patience-p.Max*6/5 || f.Ops("stat") <= p.Attempts {
+		t.Fatalf("gave up after %d attempts and %v of waiting; want close to %v", f.Ops("stat"), slept, p.Patience)
+	}
+}

@@ -756,7 +756,11 @@ func Enroll(ctx context.Context, cfg VaultConfig, req vaultapi.EnrollRequest) (*
 		case ve.Code == vaultapi.CodeCredentialIDTaken:
 			return nil, fmt.Errorf("enrolling at %s: %w: %w", c.base, ErrExists, ve)
 		case ve.Status == http.StatusUnauthorized || ve.Code == vaultapi.CodeTokenUsed:
-			return nil, &PermanentError{Err: fmt.Errorf("the vault at %s refused the enrollment token: %w; ask your provider for a new one (cofferd tenant token NAME)", c.base, ve)}
+			hint := "; ask your provider for a new one (cofferd tenant token NAME)"
+			if strings.Contains(ve.Message, "ask your provider") {
+				hint = "" // the vault said what to do
+			}
+			return nil, &PermanentError{Err: fmt.Errorf("the vault at %s refused the enrollment token: %w%s", c.base, ve, hint)}
 		}
 		return nil, fmt.Errorf("enrolling at %s: %w", c.base, mapVaultError(ve, retryAfter(resp, ve.retryAfter), http.MethodPost))
 	}

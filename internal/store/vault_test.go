@@ -111,7 +111,7 @@ func (f *fakeVault) enroll(w http.ResponseWriter, r *http.Request) {
 		fakeError(w, vaultapi.CodeTokenExpired, "enrollment token expired on 2024-01-01; ask your provider for a new one", 0)
 		return
 	case used != "" && used != req.CredentialSHA256:
-		fakeError(w, vaultapi.CodeTokenUsed, "enrollment token already used", 0)
+		fakeError(w, vaultapi.CodeTokenUsed, "this enrollment token was already used by another agent; ask your provider for a new one: cofferd tenant token acme", 0)
 		return
 	}
 	f.tokens[req.Token.Reveal()] = req.CredentialSHA256
@@ -762,7 +762,8 @@ func TestVaultEnroll(t *testing.T) {
 	_, id2, sha2, _ := vaultapi.NewCredential()
 	req2 := vaultapi.EnrollRequest{Token: tok, CredentialID: id2, CredentialSHA256: hex.EncodeToString(sha2[:])}
 	_, err := store.Enroll(t.Context(), cfg, req2)
-	if err == nil || !store.IsPermanent(err) || !strings.Contains(err.Error(), "token_used") || strings.Contains(err.Error(), tok.Reveal()) {
+	if err == nil || !store.IsPermanent(err) || !strings.Contains(err.Error(), "token_used") || strings.Contains(err.Error(), tok.Reveal()) ||
+		strings.Count(err.Error(), "ask your provider") != 1 {
 		t.Fatalf("Enroll with a used token = %v", err)
 	}
 	// Unknown/expired token.
