@@ -142,6 +142,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *Principal
 		}
 		return fail(Errorf(http.StatusForbidden, vaultapi.CodeTenantSuspended, "%s", msg))
 	}
+	markAuthenticated(r)
 	return p
 }
 

@@ -23,6 +23,10 @@ func readSmallJSON(w http.ResponseWriter, r *http.Request, max int64, v any) *Er
 		if errors.As(err, &mbe) {
 			return Errorf(http.StatusRequestEntityTooLarge, vaultapi.CodeTooLarge, "request body over %d bytes", max)
 		}
+		if isTimeout(err) {
+			w.Header().Set("Connection", "close")
+			return Errorf(http.StatusRequestTimeout, vaultapi.CodeTooSlow, "the request body did not arrive in time; send it with the request")
+		}
 		return Errorf(http.StatusBadRequest, vaultapi.CodeTruncated, "request body could not be read")
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))

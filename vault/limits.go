@@ -26,6 +26,14 @@ type Limits struct {
 	AuthFailRPS     float64       // authentication failures per second per client IP (10)
 	AuthFailBurst   int           // (20)
 	IdleEvict       time.Duration // per-tenant limiter state dropped after this idle time (10m)
+
+	// Connections of the agent API (applied by Server.Listener and
+	// Server.HTTPServer).
+	MaxConns       int           // open connections; more are closed at once (4096)
+	MaxUnauthConns int           // of those, not yet authenticated (3/4 of MaxConns)
+	HeaderTimeout  time.Duration // a request's headers, and the TLS handshake (10s)
+	BodyTimeout    time.Duration // a request body other than an upload's (10s)
+	IdleTimeout    time.Duration // a keep-alive connection between requests (60s)
 }
 
 // DefaultLimits returns the documented defaults (design §6). The
@@ -41,6 +49,7 @@ func DefaultLimits() Limits {
 		TenantRPS: 200, TenantBurst: 400, SlotWait: 2 * time.Second,
 		MinUploadRate: 32 << 10, RateWindow: 30 * time.Second, AuthCacheTTL: 2 * time.Second,
 		AuthFailRPS: 10, AuthFailBurst: 20, IdleEvict: 10 * time.Minute,
+		MaxConns: 4096, HeaderTimeout: 10 * time.Second, BodyTimeout: 10 * time.Second, IdleTimeout: time.Minute,
 	}
 }
 
@@ -78,6 +87,25 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.IdleEvict <= 0 {
 		l.IdleEvict = d.IdleEvict
+	}
+	return l.connDefaults(d)
+}
+
+func (l Limits) connDefaults(d Limits) Limits {
+	if l.MaxConns <= 0 {
+		l.MaxConns = d.MaxConns
+	}
+	if l.MaxUnauthConns <= 0 || l.MaxUnauthConns > l.MaxConns {
+		l.MaxUnauthConns = max(1, l.MaxConns*3/4)
+	}
+	if l.HeaderTimeout <= 0 {
+		l.HeaderTimeout = d.HeaderTimeout
+	}
+	if l.BodyTimeout <= 0 {
+		l.BodyTimeout = d.BodyTimeout
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = d.IdleTimeout
 	}
 	return l
 }

@@ -116,6 +116,7 @@ type Server struct {
 	clock   store.Clock
 	probe   func(ctx context.Context) error
 	cache   *authCache
+	conns   *connLimiter
 	sizes   *lru.Cache[string, int64] // sizes of content-named objects, which never change
 
 	draining atomic.Bool
@@ -176,6 +177,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.limits = newLimiter(s.lim, s.now)
 	s.cache = newAuthCache(s.lim.AuthCacheTTL, s.now)
+	s.conns = newConnLimiter(s.lim.MaxConns, s.lim.MaxUnauthConns, s.m)
 	return s, nil
 }
 

@@ -47,9 +47,14 @@ func newVerifyReader(r io.Reader, size int64, want []byte) *verifyReader {
 	return &verifyReader{r: r, size: size, want: want, h: sha256.New()}
 }
 
-// startDeadlines arms the slow-client floor.
+// startDeadlines arms the slow-client floor in place of the body deadline;
+// with no floor the body has no deadline.
 func (v *verifyReader) startDeadlines(rc *http.ResponseController, now func() time.Time, floor int64, window time.Duration) {
-	if floor <= 0 || window <= 0 || rc == nil {
+	if rc == nil {
+		return
+	}
+	if floor <= 0 || window <= 0 {
+		_ = rc.SetReadDeadline(time.Time{})
 		return
 	}
 	v.rc, v.clock, v.window = rc, now, window

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,20 +61,13 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 		return err
 	}
 	errLog := slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)
-	api := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
-		// HTTP/1.1 only: per-request deadlines and slots stay per connection.
-		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
-		ErrorLog:     errLog,
-	}
-	ln, err := net.Listen("tcp", sc.Listen)
+	api := srv.HTTPServer()
+	api.ErrorLog = errLog
+	rawLn, err := net.Listen("tcp", sc.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
+	ln := srv.Listener(rawLn)
 	servers := []*http.Server{api}
 	errc := make(chan error, 2)
 	go func() {
