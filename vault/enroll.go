@@ -38,22 +38,13 @@ func readSmallJSON(w http.ResponseWriter, r *http.Request, max int64, v any) *Er
 }
 
 func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
-	ip := remoteIP(r)
-	if blocked, wait := s.limits.authBlocked(ip); blocked {
-		writeError(w, r, &Error{Status: http.StatusTooManyRequests, Code: vaultapi.CodeTooManyAuthFails,
-			Message: "too many failed attempts from this address; retry later", RetryAfter: wait})
-		return
-	}
 	var req vaultapi.EnrollRequest
 	if e := readSmallJSON(w, r, vaultapi.MaxEnrollBody, &req); e != nil {
 		writeError(w, r, e)
 		return
 	}
 	if _, _, err := vaultapi.ParseToken(req.Token.Reveal()); err != nil {
-		s.limits.authFailure(ip)
-		s.m.authFailures.WithLabelValues(vaultapi.CodeInvalidCredential).Inc()
-		w.Header().Set("WWW-Authenticate", bearerChallenge)
-		writeError(w, r, Errorf(http.StatusUnauthorized, vaultapi.CodeInvalidCredential, "invalid enrollment token"))
+		s.refuseCredential(w, r, Errorf(http.StatusUnauthorized, vaultapi.CodeInvalidCredential, "invalid enrollment token"))
 		return
 	}
 	if !vaultapi.ValidID(req.CredentialID) || !vaultapi.ValidSHA256Hex(req.CredentialSHA256) || len(req.Host) > 255 {
@@ -64,15 +55,13 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, Errorf(http.StatusServiceUnavailable, vaultapi.CodeStoreUnavailable, "enrollment is not available on this server"))
 		return
 	}
-	resp, err := s.enroll.Enroll(r.Context(), req)
+	resp, err := s.enrollChecked(r.Context(), req)
 	if err != nil {
-		e := s.apiError(r, err)
-		if e.Status == http.StatusUnauthorized {
-			s.limits.authFailure(ip)
-			s.m.authFailures.WithLabelValues(e.Code).Inc()
-			w.Header().Set("WWW-Authenticate", bearerChallenge)
+		if e := s.apiError(r, err); e.Status == http.StatusUnauthorized {
+			s.refuseCredential(w, r, e)
+		} else {
+			writeError(w, r, e)
 		}
-		writeError(w, r, e)
 		return
 	}
 	reqInfoFrom(r.Context()).tenant = resp.TenantID

@@ -10,22 +10,23 @@ import (
 )
 
 // Limits are the fairness and size limits of one replica. New fills zero
-// fields from DefaultLimits, except AuthCacheTTL and MinUploadRate, where 0
-// means "off".
+// fields from DefaultLimits, except AuthCacheTTL, AuthFailCacheTTL and
+// MinUploadRate, where 0 means "off".
 type Limits struct {
-	MaxObjectSize   int64         // largest pack accepted (default 300 MiB)
-	TenantUploads   int           // concurrent uploads per tenant (4)
-	TenantDownloads int           // concurrent downloads per tenant (8)
-	GlobalUploads   int           // concurrent uploads per replica (64)
-	TenantRPS       float64       // requests per second per tenant (200)
-	TenantBurst     int           // token bucket depth (400)
-	SlotWait        time.Duration // how long a request waits for an upload or download slot (2s)
-	MinUploadRate   int64         // bytes/s an upload must sustain per RateWindow (0: no floor)
-	RateWindow      time.Duration // window of the upload floor (30s)
-	AuthCacheTTL    time.Duration // how long an authentication is reused (0: never)
-	AuthFailRPS     float64       // authentication failures per second per client IP (10)
-	AuthFailBurst   int           // (20)
-	IdleEvict       time.Duration // per-tenant limiter state dropped after this idle time (10m)
+	MaxObjectSize    int64         // largest pack accepted (default 300 MiB)
+	TenantUploads    int           // concurrent uploads per tenant (4)
+	TenantDownloads  int           // concurrent downloads per tenant (8)
+	GlobalUploads    int           // concurrent uploads per replica (64)
+	TenantRPS        float64       // requests per second per tenant (200)
+	TenantBurst      int           // token bucket depth (400)
+	SlotWait         time.Duration // how long a request waits for an upload or download slot (2s)
+	MinUploadRate    int64         // bytes/s an upload must sustain per RateWindow (0: no floor)
+	RateWindow       time.Duration // window of the upload floor (30s)
+	AuthCacheTTL     time.Duration // how long an authentication is reused (0: never)
+	AuthFailCacheTTL time.Duration // how long a refused credential is refused without asking the store (0: never)
+	AuthFailRPS      float64       // authentication failures per second per client IP (10)
+	AuthFailBurst    int           // (20)
+	IdleEvict        time.Duration // per-tenant limiter state dropped after this idle time (10m)
 
 	// Connections of the agent API (applied by Server.Listener and
 	// Server.HTTPServer).
@@ -47,7 +48,7 @@ func DefaultLimits() Limits {
 	return Limits{
 		MaxObjectSize: 300 << 20, TenantUploads: 4, TenantDownloads: 8, GlobalUploads: 64,
 		TenantRPS: 200, TenantBurst: 400, SlotWait: 2 * time.Second,
-		MinUploadRate: 32 << 10, RateWindow: 30 * time.Second, AuthCacheTTL: 2 * time.Second,
+		MinUploadRate: 32 << 10, RateWindow: 30 * time.Second, AuthCacheTTL: 2 * time.Second, AuthFailCacheTTL: 10 * time.Second,
 		AuthFailRPS: 10, AuthFailBurst: 20, IdleEvict: 10 * time.Minute,
 		MaxConns: 4096, HeaderTimeout: 10 * time.Second, BodyTimeout: 10 * time.Second, IdleTimeout: time.Minute,
 	}
@@ -211,9 +212,9 @@ func jitterRetry() time.Duration {
 	return 2*time.Second + time.Duration(rand.Int64N(int64(2*time.Second)))
 }
 
-// authFailure records one failed authentication from ip and reports whether
-// the client is now over its failure budget.
-func (l *limiter) authFailure(ip string) {
+// authFailure records one failed authentication from ip. It reports false,
+// and how long to wait, when ip had already used up its failure budget.
+func (l *limiter) authFailure(ip string) (ok bool, wait time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.authFails[ip]
@@ -222,20 +223,8 @@ func (l *limiter) authFailure(ip string) {
 		l.authFails[ip] = b
 	}
 	b.lastUsed = l.now()
-	b.rate.AllowN(l.now(), 1)
-}
-
-// authBlocked reports whether ip has used up its failure budget, and how long
-// until it may try again.
-func (l *limiter) authBlocked(ip string) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.authFails[ip]
-	if b == nil {
-		return false, 0
+	if b.rate.AllowN(l.now(), 1) {
+		return true, 0
 	}
-	if b.rate.TokensAt(l.now()) >= 1 {
-		return false, 0
-	}
-	return true, time.Second
+	return false, time.Second
 }
