@@ -24,6 +24,7 @@ type Limits struct {
 	RateWindow       time.Duration // window of the upload floor (30s)
 	AuthCacheTTL     time.Duration // how long an authentication is reused (0: never)
 	AuthFailCacheTTL time.Duration // how long a refused credential is refused without asking the store (0: never)
+	UploadRecheck    time.Duration // how often a streaming upload's credential is checked again (10s; also before the last bytes)
 	AuthFailRPS      float64       // authentication failures per second per client IP (10)
 	AuthFailBurst    int           // (20)
 	IdleEvict        time.Duration // per-tenant limiter state dropped after this idle time (10m)
@@ -49,7 +50,8 @@ func DefaultLimits() Limits {
 		MaxObjectSize: 300 << 20, TenantUploads: 4, TenantDownloads: 8, GlobalUploads: 64,
 		TenantRPS: 200, TenantBurst: 400, SlotWait: 2 * time.Second,
 		MinUploadRate: 32 << 10, RateWindow: 30 * time.Second, AuthCacheTTL: 2 * time.Second, AuthFailCacheTTL: 10 * time.Second,
-		AuthFailRPS: 10, AuthFailBurst: 20, IdleEvict: 10 * time.Minute,
+		UploadRecheck: 10 * time.Second,
+		AuthFailRPS:   10, AuthFailBurst: 20, IdleEvict: 10 * time.Minute,
 		MaxConns: 4096, HeaderTimeout: 10 * time.Second, BodyTimeout: 10 * time.Second, IdleTimeout: time.Minute,
 	}
 }
@@ -88,6 +90,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.IdleEvict <= 0 {
 		l.IdleEvict = d.IdleEvict
+	}
+	if l.UploadRecheck <= 0 {
+		l.UploadRecheck = d.UploadRecheck
 	}
 	return l.connDefaults(d)
 }
