@@ -93,7 +93,8 @@ func (s *stateServer) repoListing() string {
 // attempts only; a valid agent and a valid enrollment from it are served.
 func TestValidCredentialServedFromLockedAddress(t *testing.T) {
 	lim := DefaultLimits()
-	lim.AuthCacheTTL = 0 // every valid request is checked against the store
+	lim.AuthCacheTTL = 0   // every valid request is checked against the store
+	lim.AuthFailRPS = 0.05 // the bucket does not refill during the test
 	s := newStateServer(t, lim)
 	ctx := context.Background()
 	tenant, tok, _, err := s.reg.CreateTenant(ctx, "acme", 0, 0)

@@ -87,11 +87,14 @@ func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleEscrow(w http.ResponseWriter, r *http.Request) {
 	noEscrow := Errorf(http.StatusNotFound, vaultapi.CodeNoEscrow, "this vault offers no escrow key")
+	if !s.admitAnonymous(w, r) {
+		return
+	}
 	if s.escrow == nil {
 		writeError(w, r, noEscrow)
 		return
 	}
-	rcpt, fp, err := s.escrow.EscrowRecipient(r.Context())
+	rcpt, fp, err := s.escrows.escrowRecipient(r.Context(), s.escrow, s.now(), s.lim.EscrowCacheTTL)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, r, noEscrow)
 		return

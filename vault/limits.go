@@ -27,6 +27,9 @@ type Limits struct {
 	UploadRecheck    time.Duration // how often a streaming upload's credential is checked again (10s; also before the last bytes)
 	AuthFailRPS      float64       // authentication failures per second per client IP (10)
 	AuthFailBurst    int           // (20)
+	AnonRPS          float64       // GET /v1/escrow per second per client IP (5)
+	AnonBurst        int           // (20)
+	EscrowCacheTTL   time.Duration // how long the escrow recipient (or its absence) is reused (1m)
 	IdleEvict        time.Duration // per-tenant limiter state dropped after this idle time (10m)
 
 	// Connections of the agent API (applied by Server.Listener and
@@ -50,8 +53,8 @@ func DefaultLimits() Limits {
 		MaxObjectSize: 300 << 20, TenantUploads: 4, TenantDownloads: 8, GlobalUploads: 64,
 		TenantRPS: 200, TenantBurst: 400, SlotWait: 2 * time.Second,
 		MinUploadRate: 32 << 10, RateWindow: 30 * time.Second, AuthCacheTTL: 2 * time.Second, AuthFailCacheTTL: 10 * time.Second,
-		UploadRecheck: 10 * time.Second,
-		AuthFailRPS:   10, AuthFailBurst: 20, IdleEvict: 10 * time.Minute,
+		UploadRecheck: 10 * time.Second, AnonRPS: 5, AnonBurst: 20, EscrowCacheTTL: time.Minute,
+		AuthFailRPS: 10, AuthFailBurst: 20, IdleEvict: 10 * time.Minute,
 		MaxConns: 4096, HeaderTimeout: 10 * time.Second, BodyTimeout: 10 * time.Second, IdleTimeout: time.Minute,
 	}
 }
@@ -94,6 +97,12 @@ func (l Limits) withDefaults() Limits {
 	if l.UploadRecheck <= 0 {
 		l.UploadRecheck = d.UploadRecheck
 	}
+	if l.AnonRPS <= 0 || l.AnonBurst <= 0 {
+		l.AnonRPS, l.AnonBurst = d.AnonRPS, d.AnonBurst
+	}
+	if l.EscrowCacheTTL <= 0 {
+		l.EscrowCacheTTL = d.EscrowCacheTTL
+	}
 	return l.connDefaults(d)
 }
 
@@ -132,6 +141,7 @@ type limiter struct {
 	mu        sync.Mutex
 	tenants   map[string]*tenantLimits
 	authFails map[string]*ipBucket
+	anon      map[string]*ipBucket // unauthenticated requests that cost a lookup, per IP
 	lastSweep time.Time
 }
 
@@ -143,7 +153,7 @@ type ipBucket struct {
 func newLimiter(lim Limits, now func() time.Time) *limiter {
 	return &limiter{
 		lim: lim, now: now, global: make(chan struct{}, lim.GlobalUploads),
-		tenants: map[string]*tenantLimits{}, authFails: map[string]*ipBucket{}, lastSweep: now(),
+		tenants: map[string]*tenantLimits{}, authFails: map[string]*ipBucket{}, anon: map[string]*ipBucket{}, lastSweep: now(),
 	}
 }
 
@@ -151,19 +161,7 @@ func (l *limiter) tenant(id string) *tenantLimits {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	if now.Sub(l.lastSweep) > time.Minute {
-		l.lastSweep = now
-		for k, t := range l.tenants {
-			if now.Sub(t.lastUsed) > l.lim.IdleEvict && len(t.up) == 0 && len(t.down) == 0 {
-				delete(l.tenants, k)
-			}
-		}
-		for k, b := range l.authFails {
-			if now.Sub(b.lastUsed) > l.lim.IdleEvict {
-				delete(l.authFails, k)
-			}
-		}
-	}
+	l.sweep(now)
 	t := l.tenants[id]
 	if t == nil {
 		t = &tenantLimits{
@@ -174,6 +172,26 @@ func (l *limiter) tenant(id string) *tenantLimits {
 	}
 	t.lastUsed = now
 	return t
+}
+
+// sweep drops idle per-tenant and per-address state. The caller holds l.mu.
+func (l *limiter) sweep(now time.Time) {
+	if now.Sub(l.lastSweep) <= time.Minute {
+		return
+	}
+	l.lastSweep = now
+	for k, t := range l.tenants {
+		if now.Sub(t.lastUsed) > l.lim.IdleEvict && len(t.up) == 0 && len(t.down) == 0 {
+			delete(l.tenants, k)
+		}
+	}
+	for _, m := range []map[string]*ipBucket{l.authFails, l.anon} {
+		for k, b := range m {
+			if now.Sub(b.lastUsed) > l.lim.IdleEvict {
+				delete(m, k)
+			}
+		}
+	}
 }
 
 // allow takes one token from the tenant's bucket; when none is available it
@@ -220,16 +238,31 @@ func jitterRetry() time.Duration {
 // authFailure records one failed authentication from ip. It reports false,
 // and how long to wait, when ip had already used up its failure budget.
 func (l *limiter) authFailure(ip string) (ok bool, wait time.Duration) {
+	return l.take(l.authFails, ip, l.lim.AuthFailRPS, l.lim.AuthFailBurst)
+}
+
+// anonymous takes one token of ip's bucket for unauthenticated requests
+// (GET /v1/escrow); it reports false, and how long to wait, when it is empty.
+func (l *limiter) anonymous(ip string) (ok bool, wait time.Duration) {
+	return l.take(l.anon, ip, l.lim.AnonRPS, l.lim.AnonBurst)
+}
+
+// take takes one token of ip's bucket in m, made with rps and burst.
+func (l *limiter) take(m map[string]*ipBucket, ip string, rps float64, burst int) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.authFails[ip]
+	now := l.now()
+	l.sweep(now)
+	b := m[ip]
 	if b == nil {
-		b = &ipBucket{rate: rate.NewLimiter(rate.Limit(l.lim.AuthFailRPS), l.lim.AuthFailBurst)}
-		l.authFails[ip] = b
+		b = &ipBucket{rate: rate.NewLimiter(rate.Limit(rps), burst)}
+		m[ip] = b
 	}
-	b.lastUsed = l.now()
-	if b.rate.AllowN(l.now(), 1) {
-		return true, 0
+	b.lastUsed = now
+	r := b.rate.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, max(time.Second, d)
 	}
-	return false, time.Second
+	return true, 0
 }

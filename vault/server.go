@@ -118,6 +118,7 @@ type Server struct {
 	cache     *ttlCache[Principal]
 	failCache *ttlCache[*Error]
 	conns     *connLimiter
+	escrows   escrowCache
 	sizes     *lru.Cache[string, int64] // sizes of content-named objects, which never change
 
 	draining atomic.Bool
