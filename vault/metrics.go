@@ -3,6 +3,8 @@ package vault
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/cofferhq/coffer/internal/buildinfo"
 )
 
 // metrics are the server's Prometheus series. The tenant label is always the
@@ -66,7 +68,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cofferd_connections_closed_total", Help: "Connections closed by the connection limits, by reason (full: refused at once; evicted: an idle unauthenticated one closed to make room).",
 		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.tenantRequests, m.bytesIn, m.bytesOut,
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "coffer_build_info", Help: "Always 1; the version label is the running build's version.",
+	}, []string{"version"})
+	buildInfo.WithLabelValues(buildinfo.Version()).Set(1)
+	for _, c := range []prometheus.Collector{buildInfo, m.requests, m.duration, m.tenantRequests, m.bytesIn, m.bytesOut,
 		m.tenantErrors, m.uploadsInFlight, m.throttled, m.quotaRefusals, m.digestMismatch, m.authFailures,
 		m.conns, m.connsRefused} {
 		if err := reg.Register(c); err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/buildinfo"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
@@ -126,6 +127,9 @@ func TestServeEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(mb), "cofferd_tenant_bytes_in_total") {
 		t.Fatal("metrics lack bytes in")
+	}
+	if !strings.Contains(string(mb), `coffer_build_info{version="`+buildinfo.Version()+`"} 1`) {
+		t.Fatal("metrics lack coffer_build_info with the build's version")
 	}
 	if resp, err = http.Get("http://" + metrics + "/healthz"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("healthz: %v %v", err, resp)
