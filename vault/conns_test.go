@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -237,4 +238,34 @@ func TestUploadOutlivesBodyDeadline(t *testing.T) {
 			t.Fatalf("floor %d: paced upload of 800ms: %v %v", floor, err, resp)
 		}
 	}
+}
+
+// TestConnLimitOverTLS: the limits see through TLS: a TLS connection that
+// authenticates is promoted, and it is released when it closes.
+func TestConnLimitOverTLS(t *testing.T) {
+	f := newFixture(t, DefaultLimits())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(nil)
+	ts.Listener.Close()
+	ts.Listener, ts.Config = f.srv.Listener(ln), f.srv.HTTPServer()
+	ts.StartTLS()
+	defer ts.Close()
+	c := ts.Client()
+	r, _ := http.NewRequest("GET", ts.URL+"/v1/repo/config", nil)
+	r.Header.Set("Authorization", "Bearer "+f.credA.Reveal())
+	resp, err := c.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET over TLS: %d", resp.StatusCode)
+	}
+	waitCounts(t, f.srv, 0, 1)
+	c.CloseIdleConnections()
+	waitCounts(t, f.srv, 0, 0)
 }

@@ -85,7 +85,8 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 			return fmt.Errorf("--metrics-listen: %w", err)
 		}
 		metricsAddr = mln.Addr().String()
-		ms := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+		ms := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: sc.HeaderTimeout, ReadTimeout: sc.HeaderTimeout,
+			IdleTimeout: sc.IdleTimeout, ErrorLog: errLog}
 		servers = append(servers, ms)
 		go func() { errc <- ms.Serve(mln) }()
 	}
