@@ -38,7 +38,7 @@ type Limits struct {
 	MaxUnauthConns int           // of those, not yet authenticated (3/4 of MaxConns)
 	HeaderTimeout  time.Duration // a request's headers, and the TLS handshake (10s)
 	BodyTimeout    time.Duration // a request body other than an upload's (10s)
-	IdleTimeout    time.Duration // a keep-alive connection between requests (60s)
+	IdleTimeout    time.Duration // a keep-alive connection between requests (2m: longer than the agent keeps one)
 }
 
 // DefaultLimits returns the documented defaults (design §6). The
@@ -55,7 +55,7 @@ func DefaultLimits() Limits {
 		MinUploadRate: 32 << 10, RateWindow: 30 * time.Second, AuthCacheTTL: 2 * time.Second, AuthFailCacheTTL: 10 * time.Second,
 		UploadRecheck: 10 * time.Second, AnonRPS: 5, AnonBurst: 20, EscrowCacheTTL: time.Minute,
 		AuthFailRPS: 10, AuthFailBurst: 20, IdleEvict: 10 * time.Minute,
-		MaxConns: 4096, HeaderTimeout: 10 * time.Second, BodyTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+		MaxConns: 4096, HeaderTimeout: 10 * time.Second, BodyTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 	}
 }
 
