@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -60,6 +61,7 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 	if err != nil {
 		return err
 	}
+	warnNoFile(g.log, sc.Limits().MaxConns)
 	errLog := slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)
 	api := srv.HTTPServer()
 	api.ErrorLog = errLog
@@ -111,4 +113,22 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 		return fmt.Errorf("serving: %w", serveErr)
 	}
 	return nil
+}
+
+// noFileMargin is the descriptors cofferd needs beside the agent API's
+// connections: the store's connections, the metrics listener, files.
+const noFileMargin = 256
+
+// warnNoFile warns when the open-file limit is too low for --max-conns:
+// the process would run out of descriptors before the connection limits
+// apply, and then refuse agents too.
+func warnNoFile(log *slog.Logger, maxConns int) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	if need := uint64(maxConns) + noFileMargin; rl.Cur < need {
+		log.Warn(fmt.Sprintf("the open-file limit (%d) is below --max-conns plus %d: raise it (LimitNOFILE= in the systemd unit, ulimit -n) to at least %d, or lower --max-conns",
+			rl.Cur, noFileMargin, need), "nofile", rl.Cur, "max_conns", maxConns)
+	}
 }

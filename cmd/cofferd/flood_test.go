@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -144,4 +146,25 @@ func metricOf(page, series string) float64 {
 	}
 	v, _ := strconv.ParseFloat(m[1], 64)
 	return v
+}
+
+// TestServeWarnsAboutOpenFileLimit: --max-conns above what the open-file
+// limit allows is logged at start-up with the fix; a fitting one is not.
+func TestServeWarnsAboutOpenFileLimit(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sv := startServe(t, dir, "--max-conns", strconv.FormatUint(rl.Cur, 10))
+	want := fmt.Sprintf("the open-file limit (%d) is below --max-conns", rl.Cur)
+	if logs := sv.stderr.String(); !strings.Contains(logs, want) || !strings.Contains(logs, "LimitNOFILE") {
+		t.Fatalf("no warning about the open-file limit:\n%s", logs)
+	}
+	if rl.Cur > 1000 {
+		sv2 := startServe(t, dir, "--max-conns", "500")
+		if strings.Contains(sv2.stderr.String(), "open-file limit") {
+			t.Fatalf("warning with --max-conns 500 under a limit of %d", rl.Cur)
+		}
+	}
 }
