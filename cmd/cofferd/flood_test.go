@@ -67,7 +67,8 @@ func TestServeAgentsServedDuringSilentFlood(t *testing.T) {
 	dir := t.TempDir()
 	tokA := tokenRE.FindString(cofferd(t, dir, "tenant", "create", "acme").stdout)
 	tokB := tokenRE.FindString(cofferd(t, dir, "tenant", "create", "bravo").stdout)
-	sv := startServe(t, dir, "--max-conns", "1000", "--max-unauth-conns", "600", "--header-timeout", "2s")
+	const headerTimeout = 3 * time.Second
+	sv := startServe(t, dir, "--max-conns", "1000", "--max-unauth-conns", "600", "--header-timeout", headerTimeout.String())
 	base := "http://" + sv.listen
 	credA, st := enroll(t, base, tokA)
 	if st != 201 {
@@ -79,6 +80,7 @@ func TestServeAgentsServedDuringSilentFlood(t *testing.T) {
 			c.Close()
 		}
 	}()
+	floodStart := time.Now()
 	for len(silent) < n {
 		c, err := net.Dial("tcp", sv.listen)
 		if err != nil {
@@ -100,12 +102,21 @@ func TestServeAgentsServedDuringSilentFlood(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("agent request during the flood: %d", resp.StatusCode)
 	}
-	if took := time.Since(start); took > 2*time.Second {
+	if took := time.Since(start); took > 5*time.Second {
 		t.Errorf("enrollment and agent request took %s during the flood", took)
 	}
 	metrics := scrape(t, sv.metrics)
-	if u := metricOf(metrics, `cofferd_connections{state="unauthenticated"}`); u > 600 || u < 500 {
-		t.Errorf("server holds %v unauthenticated connections, want at most 600 (and the flood's share)", u)
+	u := metricOf(metrics, `cofferd_connections{state="unauthenticated"}`)
+	if u > 600 || u < 0 {
+		t.Errorf("server holds %v unauthenticated connections, want at most 600", u)
+	}
+	// Unless the machine was too slow for it, the flood still filled the
+	// unauthenticated share when the agent was served.
+	if time.Since(floodStart) < headerTimeout-500*time.Millisecond && u < 500 {
+		t.Errorf("server holds only %v unauthenticated connections: the flood did not fill its share", u)
+	}
+	if a := metricOf(metrics, `cofferd_connections{state="authenticated"}`); a < 1 {
+		t.Errorf("the agent's connection is not counted as authenticated (%v)", a)
 	}
 	if e := metricOf(metrics, `cofferd_connections_closed_total{reason="evicted"}`); e < float64(n-600) {
 		t.Errorf("%v silent connections evicted, want at least %d", e, n-600)
@@ -121,8 +132,8 @@ func TestServeAgentsServedDuringSilentFlood(t *testing.T) {
 	if _, err := io.Copy(io.Discard, c); err != nil {
 		t.Fatalf("silent connection not closed by the server: %v", err)
 	}
-	if took := time.Since(opened); took < 1500*time.Millisecond || took > 6*time.Second {
-		t.Errorf("silent connection closed after %s, want about the 2s header deadline", took)
+	if took := time.Since(opened); took < headerTimeout-500*time.Millisecond || took > 2*headerTimeout+time.Second {
+		t.Errorf("silent connection closed after %s, want about the %s header deadline", took, headerTimeout)
 	}
 }
 
