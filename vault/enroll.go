@@ -94,7 +94,7 @@ func (s *Server) handleEscrow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, noEscrow)
 		return
 	}
-	rcpt, fp, err := s.escrows.escrowRecipient(r.Context(), s.escrow, s.now(), s.lim.EscrowCacheTTL)
+	rcpt, fp, err := s.escrows.escrowRecipient(r.Context(), s.escrow, s.now, s.lim.EscrowCacheTTL)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, r, noEscrow)
 		return

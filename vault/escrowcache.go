@@ -2,49 +2,63 @@ package vault
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"sync"
 	"time"
 
-	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
-// escrowCache keeps the vault's escrow recipient, or its absence, for
-// EscrowCacheTTL: GET /v1/escrow needs no credential, and the recipient is
-// created once and rarely changes, so the store is asked at most once per
-// TTL however often the route is called. Store failures are not kept.
+// escrowCache answers GET /v1/escrow, which needs no credential, without a
+// store round trip per request. A recipient, once found, is kept for
+// EscrowCacheTTL (it is created once and rarely changes). While there is
+// none, or the store fails, nothing is kept, so `cofferd escrow init`
+// reaches agents at once; but requests that arrive while a lookup is under
+// way wait for the next one and share it, so a flood costs one store round
+// trip at a time.
 type escrowCache struct {
-	mu          sync.Mutex
-	at          time.Time
-	recipient   string
-	fingerprint string
-	absent      bool
+	mu sync.Mutex
+
+	found                  bool
+	foundAt                time.Time
+	recipient, fingerprint string
+
+	last escrowLookup // the newest lookup
 }
 
-// escrowRecipient answers from the cache, asking src when the entry is
-// older than ttl. Callers wait for one another's store round trip.
-func (c *escrowCache) escrowRecipient(ctx context.Context, src Escrow, now time.Time, ttl time.Duration) (string, string, error) {
+type escrowLookup struct {
+	done                   bool
+	started                time.Time
+	recipient, fingerprint string
+	err                    error
+}
+
+// lookupTimeout bounds one escrow lookup, which serves every waiting request.
+const lookupTimeout = 10 * time.Second
+
+// escrowRecipient answers from the cache or from a lookup in src that
+// started no earlier than this request arrived.
+func (c *escrowCache) escrowRecipient(ctx context.Context, src Escrow, now func() time.Time, ttl time.Duration) (string, string, error) {
+	arrived := now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.at.IsZero() || now.Sub(c.at) >= ttl {
-		rcpt, fp, err := src.EscrowRecipient(ctx)
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			c.recipient, c.fingerprint, c.absent = "", "", true
-		case err != nil:
-			return "", "", err
-		default:
-			c.recipient, c.fingerprint, c.absent = rcpt, fp, false
-		}
-		c.at = now
+	if c.found && arrived.Sub(c.foundAt) < ttl {
+		return c.recipient, c.fingerprint, nil
 	}
-	if c.absent {
-		return "", "", store.ErrNotFound
+	if c.last.done && !c.last.started.Before(arrived) {
+		return c.last.recipient, c.last.fingerprint, c.last.err
 	}
-	return c.recipient, c.fingerprint, nil
+	// The lookup answers other requests too: it does not end with this one.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
+	defer cancel()
+	l := escrowLookup{done: true, started: now()}
+	l.recipient, l.fingerprint, l.err = src.EscrowRecipient(lctx)
+	c.last = l
+	if l.err == nil {
+		c.found, c.foundAt, c.recipient, c.fingerprint = true, l.started, l.recipient, l.fingerprint
+	}
+	return l.recipient, l.fingerprint, l.err
 }
 
 // admitAnonymous applies the per-address rate of unauthenticated lookups

@@ -7,8 +7,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/testutil/clocktest"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
@@ -40,9 +42,9 @@ func (e *countingEscrow) count() int {
 }
 
 // TestEscrowCachedAndRateLimited: GET /v1/escrow asks the store once per
-// cache TTL, not per request (an absent key too, a store failure not), and
-// one address over its rate gets 429 rate_limited with Retry-After while
-// another is served.
+// cache TTL, not per request, once a key exists (an absent key and a store
+// failure are not kept), and one address over its rate gets 429
+// rate_limited with Retry-After while another is served.
 func TestEscrowCachedAndRateLimited(t *testing.T) {
 	f := newFixture(t, DefaultLimits())
 	esc := &countingEscrow{}
@@ -73,17 +75,38 @@ func TestEscrowCachedAndRateLimited(t *testing.T) {
 		t.Fatalf("another address: %d %+v", st, e)
 	}
 
-	// No escrow key: the absence is cached as well.
+	// No escrow key: the absence is not kept, so a key made meanwhile
+	// (cofferd escrow init) is seen by the next request; only requests
+	// that arrived before a lookup started share it. The frozen clock makes
+	// every request arrive at the instant the first lookup started.
 	g := newFixture(t, DefaultLimits())
+	clk := clocktest.New(time.Now())
+	g.srv.clock = clk
 	absent := &countingEscrow{err: store.ErrNotFound}
 	g.srv.escrow = absent
-	for i := 0; i < 5; i++ {
+	noEscrow := func() {
+		t.Helper()
 		if w := g.do(req{method: "GET", target: "/v1/escrow"}); w.Code != 404 || errorOf(t, w).Code != vaultapi.CodeNoEscrow {
 			t.Fatalf("no escrow: %d %s", w.Code, w.Body.String())
 		}
 	}
+	for i := 0; i < 5; i++ {
+		noEscrow()
+	}
 	if n := absent.count(); n != 1 {
-		t.Fatalf("store asked %d times for 5 requests without a key, want 1", n)
+		t.Fatalf("store asked %d times for 5 requests that arrived as one lookup started, want 1", n)
+	}
+	clk.Advance(time.Millisecond)
+	noEscrow()
+	if n := absent.count(); n != 2 {
+		t.Fatalf("store asked %d times, want a new lookup for a later request", n)
+	}
+	absent.mu.Lock()
+	absent.err = nil // cofferd escrow init
+	absent.mu.Unlock()
+	clk.Advance(time.Millisecond)
+	if w := g.do(req{method: "GET", target: "/v1/escrow"}); w.Code != 200 {
+		t.Fatalf("escrow key made meanwhile: %d %s", w.Code, w.Body.String())
 	}
 	// A store failure is not kept: the next request asks again.
 	h := newFixture(t, DefaultLimits())

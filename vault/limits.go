@@ -29,7 +29,7 @@ type Limits struct {
 	AuthFailBurst    int           // (20)
 	AnonRPS          float64       // GET /v1/escrow per second per client IP (5)
 	AnonBurst        int           // (20)
-	EscrowCacheTTL   time.Duration // how long the escrow recipient (or its absence) is reused (1m)
+	EscrowCacheTTL   time.Duration // how long a found escrow recipient is reused (1m)
 	IdleEvict        time.Duration // per-tenant limiter state dropped after this idle time (10m)
 
 	// Connections of the agent API (applied by Server.Listener and

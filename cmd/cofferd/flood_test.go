@@ -98,6 +98,7 @@ func TestServeAgentsServedDuringSilentFlood(t *testing.T) {
 	if err != nil {
 		t.Fatalf("agent request during the flood: %v", err)
 	}
+	_, _ = io.Copy(io.Discard, resp.Body) // read to the end: the connection stays open, kept alive
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("agent request during the flood: %d", resp.StatusCode)
