@@ -34,11 +34,11 @@ func newStateServer(t *testing.T, lim Limits) *stateServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := registry.New(data, store.RealClock)
+	reg, err := registry.New(data, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	led, err := ledger.New(data, data, store.RealClock, nil)
+	led, err := ledger.New(data, data, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

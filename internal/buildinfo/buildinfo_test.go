@@ -1,34 +1,32 @@
 package buildinfo
 
 import (
-	"runtime/debug"
+	"runtime"
+	"strings"
 	"testing"
 )
 
-func TestVersion(t *testing.T) {
-	defer func(v string, r func() (*debug.BuildInfo, bool)) { version, readBuildInfo = v, r }(version, readBuildInfo)
-	info := func(main string, settings ...debug.BuildSetting) func() (*debug.BuildInfo, bool) {
-		return func() (*debug.BuildInfo, bool) {
-			return &debug.BuildInfo{Main: debug.Module{Version: main}, Settings: settings}, true
+func TestPick(t *testing.T) {
+	for _, c := range []struct{ linked, module, commit, want string }{
+		{"v9.9.9", "v1.0.0", "abc", "v9.9.9"},
+		{"", "v1.2.3", "0123456789abcdef", "v1.2.3"},
+		{"", "(devel)", "0123456789abcdef", "devel+0123456789ab"},
+		{"", "(devel)", "", "devel"},
+		{"", "", "", "devel"},
+	} {
+		if got := pick(c.linked, c.module, c.commit); got != c.want {
+			t.Errorf("pick(%q, %q, %q) = %q, want %q", c.linked, c.module, c.commit, got, c.want)
 		}
 	}
-	rev := debug.BuildSetting{Key: "vcs.revision", Value: "0eac4b8c1d2e3f405162738495a6b7c8d9e0f1a2"}
-	cases := []struct {
-		name, linked string
-		read         func() (*debug.BuildInfo, bool)
-		want         string
-	}{
-		{"link-time value wins", "v1.4.0", info("v1.3.0", rev), "v1.4.0"},
-		{"module version", "", info("v1.3.0", rev), "v1.3.0"},
-		{"checkout", "", info("(devel)", rev), "devel-0eac4b8c1d2e"},
-		{"modified checkout", "", info("(devel)", rev, debug.BuildSetting{Key: "vcs.modified", Value: "true"}), "devel-0eac4b8c1d2e-dirty"},
-		{"no VCS", "", info("(devel)"), "devel"},
-		{"no build info", "", func() (*debug.BuildInfo, bool) { return nil, false }, "devel"},
+}
+
+func TestInfo(t *testing.T) {
+	b := Info()
+	if b.GoVersion != runtime.Version() || b.Version == "" || b.Version != Version() || b.OS != runtime.GOOS {
+		t.Fatalf("Info() = %+v", b)
 	}
-	for _, c := range cases {
-		version, readBuildInfo = c.linked, c.read
-		if got := Version(); got != c.want {
-			t.Errorf("%s: Version() = %q, want %q", c.name, got, c.want)
-		}
+	s := Build{Version: "v1.0.0", GoVersion: "go1.26.8", Commit: "0123456789abcdef0123", Modified: true, OS: "linux", Arch: "amd64"}.String()
+	if s != "v1.0.0 (commit 0123456789ab with local changes, go1.26.8 linux/amd64)" || !strings.HasPrefix(Build{Version: "devel", GoVersion: "go1", OS: "a", Arch: "b"}.String(), "devel (go1 a/b)") {
+		t.Fatalf("String() = %q", s)
 	}
 }
