@@ -35,6 +35,13 @@ func newTTLCache[V any](ttl time.Duration, now func() time.Time) *ttlCache[V] {
 	return &ttlCache[V]{ttl: ttl, now: now, m: map[[32]byte]ttlEntry[V]{}}
 }
 
+// authCache keeps successful authentications.
+type authCache = ttlCache[Principal]
+
+func newAuthCache(ttl time.Duration, now func() time.Time) *authCache {
+	return newTTLCache[Principal](ttl, now)
+}
+
 func (c *ttlCache[V]) get(k [32]byte) (V, bool) {
 	var zero V
 	if c.ttl <= 0 {

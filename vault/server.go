@@ -102,29 +102,30 @@ type Config struct {
 
 // Server is the vault's HTTP API. It is safe for concurrent use.
 type Server struct {
-	data      store.Store
-	auth      Authenticator
-	enroll    Enroller
-	tenants   TenantSource
-	ledger    Ledger
-	escrow    Escrow
-	lim       Limits
-	limits    *limiter
-	log       *slog.Logger
-	m         *metrics
-	gather    prometheus.Gatherer
-	clock     store.Clock
-	probe     func(ctx context.Context) error
-	cache     *ttlCache[Principal]
-	failCache *ttlCache[*Error]
-	conns     *connLimiter
-	escrows   escrowCache
-	sizes     *lru.Cache[string, int64] // sizes of content-named objects, which never change
+	data    store.Store
+	auth    Authenticator
+	enroll  Enroller
+	tenants TenantSource
+	ledger  Ledger
+	escrow  Escrow
+	lim     Limits
+	limits  *limiter
+	log     *slog.Logger
+	m       *metrics
+	gather  prometheus.Gatherer
+	clock   store.Clock
+	probe   func(ctx context.Context) error
+	cache   *authCache
+	sizes   *lru.Cache[string, int64] // sizes of content-named objects, which never change
 
 	draining atomic.Bool
 	healthMu sync.Mutex
 	healthAt time.Time
 	healthOK error
+
+	failCache *ttlCache[*Error] // refused credentials and tokens
+	conns     *connLimiter
+	escrows   escrowCache
 }
 
 // New checks cfg and builds a Server.
@@ -178,7 +179,7 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s.limits = newLimiter(s.lim, s.now)
-	s.cache = newTTLCache[Principal](s.lim.AuthCacheTTL, s.now)
+	s.cache = newAuthCache(s.lim.AuthCacheTTL, s.now)
 	s.failCache = newTTLCache[*Error](s.lim.AuthFailCacheTTL, s.now)
 	s.conns = newConnLimiter(s.lim.MaxConns, s.lim.MaxUnauthConns, s.m)
 	return s, nil
