@@ -168,6 +168,9 @@ func TestServeWarnsAboutOpenFileLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
+	if r := cofferd(t, dir, "tenant", "create", "acme"); r.code != 0 { // a vault to serve
+		t.Fatalf("tenant create: %+v", r)
+	}
 	sv := startServe(t, dir, "--max-conns", strconv.FormatUint(rl.Cur, 10))
 	want := fmt.Sprintf("the open-file limit (%d) is below --max-conns", rl.Cur)
 	if logs := sv.stderr.String(); !strings.Contains(logs, want) || !strings.Contains(logs, "LimitNOFILE") {
