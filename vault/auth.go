@@ -1,7 +1,9 @@
 package vault
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,46 +14,53 @@ import (
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
-// maxAuthCache bounds the authentication cache.
+// maxAuthCache bounds each authentication cache.
 const maxAuthCache = 10000
 
-// authCache remembers successful authentications for a short TTL, keyed by
-// the SHA-256 of the whole bearer (so a wrong secret never hits an entry).
-type authCache struct {
+// ttlCache remembers authentication results for a short TTL, keyed by the
+// SHA-256 of the whole bearer (so a different secret never hits an entry).
+type ttlCache[V any] struct {
 	ttl time.Duration
 	now func() time.Time
 	mu  sync.Mutex
-	m   map[[32]byte]authEntry
+	m   map[[32]byte]ttlEntry[V]
 }
 
-type authEntry struct {
-	p       Principal
+type ttlEntry[V any] struct {
+	v       V
 	expires time.Time
 }
 
-func newAuthCache(ttl time.Duration, now func() time.Time) *authCache {
-	return &authCache{ttl: ttl, now: now, m: map[[32]byte]authEntry{}}
+func newTTLCache[V any](ttl time.Duration, now func() time.Time) *ttlCache[V] {
+	return &ttlCache[V]{ttl: ttl, now: now, m: map[[32]byte]ttlEntry[V]{}}
 }
 
-func (c *authCache) get(k [32]byte) (*Principal, bool) {
+// authCache keeps successful authentications.
+type authCache = ttlCache[Principal]
+
+func newAuthCache(ttl time.Duration, now func() time.Time) *authCache {
+	return newTTLCache[Principal](ttl, now)
+}
+
+func (c *ttlCache[V]) get(k [32]byte) (V, bool) {
+	var zero V
 	if c.ttl <= 0 {
-		return nil, false
+		return zero, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.m[k]
 	if !ok {
-		return nil, false
+		return zero, false
 	}
 	if !c.now().Before(e.expires) {
 		delete(c.m, k)
-		return nil, false
+		return zero, false
 	}
-	p := e.p
-	return &p, true
+	return e.v, true
 }
 
-func (c *authCache) put(k [32]byte, p *Principal) {
+func (c *ttlCache[V]) put(k [32]byte, v V) {
 	if c.ttl <= 0 {
 		return
 	}
@@ -68,7 +77,7 @@ func (c *authCache) put(k [32]byte, p *Principal) {
 			clear(c.m)
 		}
 	}
-	c.m[k] = authEntry{p: *p, expires: now.Add(c.ttl)}
+	c.m[k] = ttlEntry[V]{v: v, expires: now.Add(c.ttl)}
 }
 
 func remoteIP(r *http.Request) string {
@@ -80,69 +89,146 @@ func remoteIP(r *http.Request) string {
 }
 
 // authenticate checks the request's bearer credential and the tenant's
-// state. On refusal it has already answered and returns nil.
+// state. On refusal it has already answered and returns nil. The credential
+// is checked before the client address's failure budget, so a valid
+// credential is served whatever others sent from the same address.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) *Principal {
-	ip := remoteIP(r)
-	if blocked, wait := s.limits.authBlocked(ip); blocked {
-		s.m.throttled.WithLabelValues("", "auth_failures").Inc()
-		writeError(w, r, &Error{Status: http.StatusTooManyRequests, Code: vaultapi.CodeTooManyAuthFails,
-			Message: fmt.Sprintf("too many failed authentications from this address; retry after %ds", retrySeconds(wait)), RetryAfter: wait})
+	bearer, e := bearerOf(r)
+	if e != nil {
+		s.refuseCredential(w, r, e)
 		return nil
 	}
-	fail := func(e *Error) *Principal {
-		if e.Status == http.StatusUnauthorized {
-			s.limits.authFailure(ip)
-			w.Header().Set("WWW-Authenticate", bearerChallenge)
+	p, err := s.checkCredential(r.Context(), bearer)
+	if err != nil {
+		e := s.apiError(r, err)
+		if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
+			s.refuseCredential(w, r, e)
+		} else {
+			writeError(w, r, e)
 		}
-		s.m.authFailures.WithLabelValues(e.Code).Inc()
-		writeError(w, r, e)
 		return nil
 	}
+	if p == nil || !vaultapi.ValidTenantID(p.TenantID) {
+		s.log.Error("authenticator returned no valid tenant", "req_id", reqInfoFrom(r.Context()).id)
+		writeError(w, r, Errorf(http.StatusInternalServerError, vaultapi.CodeInternal, "internal error"))
+		return nil
+	}
+	reqInfoFrom(r.Context()).tenant = p.TenantID
+	if e := suspendedError(p); e != nil {
+		s.refuseCredential(w, r, e)
+		return nil
+	}
+	markAuthenticated(r)
+	return p
+}
+
+// bearerOf returns the request's one well-formed bearer credential.
+func bearerOf(r *http.Request) (vaultapi.Secret, *Error) {
 	vals := r.Header.Values("Authorization")
 	if len(vals) == 0 {
-		return fail(Errorf(http.StatusUnauthorized, vaultapi.CodeUnauthenticated, "missing credential: send Authorization: Bearer <agent credential>"))
+		return "", Errorf(http.StatusUnauthorized, vaultapi.CodeUnauthenticated, "missing credential: send Authorization: Bearer <agent credential>")
 	}
 	invalid := Errorf(http.StatusUnauthorized, vaultapi.CodeInvalidCredential, "invalid credential")
 	if len(vals) > 1 {
-		return fail(invalid)
+		return "", invalid
 	}
 	raw, ok := strings.CutPrefix(vals[0], "Bearer ")
 	if !ok {
-		return fail(invalid)
+		return "", invalid
 	}
-	bearer := vaultapi.Secret(raw)
-	if _, _, err := vaultapi.ParseCredential(bearer.Reveal()); err != nil {
-		return fail(invalid)
+	if _, _, err := vaultapi.ParseCredential(raw); err != nil {
+		return "", invalid
 	}
+	return vaultapi.Secret(raw), nil
+}
+
+// checkCredential authenticates bearer through the caches: a success is
+// reused for AuthCacheTTL, a refusal (401) for AuthFailCacheTTL, so a flood
+// of the same bad credential costs no store round trip each.
+func (s *Server) checkCredential(ctx context.Context, bearer vaultapi.Secret) (*Principal, error) {
 	key := sha256.Sum256([]byte(bearer.Reveal()))
-	p, ok := s.cache.get(key)
-	if !ok {
-		var err error
-		p, err = s.auth.Authenticate(r.Context(), bearer)
-		if err != nil {
-			e := s.apiError(r, err)
-			if e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
-				return fail(e)
-			}
-			writeError(w, r, e)
-			return nil
-		}
-		if p == nil || !vaultapi.ValidTenantID(p.TenantID) {
-			s.log.Error("authenticator returned no valid tenant", "req_id", reqInfoFrom(r.Context()).id)
-			writeError(w, r, Errorf(http.StatusInternalServerError, vaultapi.CodeInternal, "internal error"))
-			return nil
-		}
-		s.cache.put(key, p)
+	if p, ok := s.cache.get(key); ok {
+		cp := p
+		return &cp, nil
 	}
-	reqInfoFrom(r.Context()).tenant = p.TenantID
-	if p.Suspended {
-		msg := p.SuspendedMessage
-		if msg == "" {
-			msg = fmt.Sprintf("tenant %s is suspended by your provider", p.TenantName)
-		}
-		return fail(Errorf(http.StatusForbidden, vaultapi.CodeTenantSuspended, "%s", msg))
+	if e, ok := s.failCache.get(key); ok {
+		return nil, e
 	}
-	return p
+	p, err := s.auth.Authenticate(ctx, bearer)
+	if err != nil {
+		if e := refusal(err); e != nil {
+			s.failCache.put(key, e)
+		}
+		return nil, err
+	}
+	if p != nil && vaultapi.ValidTenantID(p.TenantID) {
+		s.cache.put(key, *p)
+	}
+	return p, nil
+}
+
+// refusal returns err as an API error when it refuses the credential (401),
+// else nil.
+func refusal(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) && e.Status == http.StatusUnauthorized {
+		return e
+	}
+	var ve *vaultapi.Error
+	if errors.As(err, &ve) {
+		st := ve.Status
+		if st == 0 {
+			st = vaultapi.StatusOf(ve.Code)
+		}
+		if st == http.StatusUnauthorized {
+			return &Error{Status: st, Code: ve.Code, Message: ve.Message}
+		}
+	}
+	return nil
+}
+
+// enrollChecked runs an enrollment; a token refused (401) is refused again
+// for AuthFailCacheTTL without asking the store.
+func (s *Server) enrollChecked(ctx context.Context, req vaultapi.EnrollRequest) (*vaultapi.EnrollResponse, error) {
+	key := sha256.Sum256([]byte("enroll\x00" + req.Token.Reveal()))
+	if e, ok := s.failCache.get(key); ok {
+		return nil, e
+	}
+	resp, err := s.enroll.Enroll(ctx, req)
+	if e := refusal(err); e != nil {
+		s.failCache.put(key, e)
+	}
+	return resp, err
+}
+
+// suspendedError is the refusal of a suspended tenant's principal, or nil.
+func suspendedError(p *Principal) *Error {
+	if !p.Suspended {
+		return nil
+	}
+	msg := p.SuspendedMessage
+	if msg == "" {
+		msg = fmt.Sprintf("tenant %s is suspended by your provider", p.TenantName)
+	}
+	return Errorf(http.StatusForbidden, vaultapi.CodeTenantSuspended, "%s", msg)
+}
+
+// refuseCredential answers a refused credential or enrollment token. Each
+// 401 spends one token of the client address's failure budget; once it is
+// spent, refusals are answered 429 too_many_auth_failures with Retry-After
+// instead. Valid credentials never reach here.
+func (s *Server) refuseCredential(w http.ResponseWriter, r *http.Request, e *Error) {
+	s.m.authFailures.WithLabelValues(e.Code).Inc()
+	if e.Status == http.StatusUnauthorized {
+		if ok, wait := s.limits.authFailure(remoteIP(r)); !ok {
+			s.m.throttled.WithLabelValues("", "auth_failures").Inc()
+			e = &Error{Status: http.StatusTooManyRequests, Code: vaultapi.CodeTooManyAuthFails, RetryAfter: wait,
+				Message: fmt.Sprintf("too many failed authentications from this address; check the credential or token, and retry after %ds", retrySeconds(wait))}
+		} else {
+			w.Header().Set("WWW-Authenticate", bearerChallenge)
+		}
+	}
+	writeError(w, r, e)
 }
 
 // admit authenticates and applies the tenant's request rate.

@@ -1,7 +1,8 @@
 // Package vault is cofferd's HTTP server: the agent API of the multi-tenant
 // vault (objects, listing, enrollment, tenant info, health), the raw request
-// path sanitiser in front of it, per-request authentication with a short
-// cache, per-tenant fairness limits, the SHA-256-verifying streaming upload
+// path sanitiser in front of it, the connection limits and deadlines of its
+// listener (conns.go), per-request authentication with short positive and
+// negative caches, per-tenant fairness limits, the SHA-256-verifying streaming upload
 // path, Prometheus metrics and one JSON access log line per request.
 //
 // It owns no state: tenants, credentials and usage live in the store and are

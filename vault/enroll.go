@@ -23,6 +23,10 @@ func readSmallJSON(w http.ResponseWriter, r *http.Request, max int64, v any) *Er
 		if errors.As(err, &mbe) {
 			return Errorf(http.StatusRequestEntityTooLarge, vaultapi.CodeTooLarge, "request body over %d bytes", max)
 		}
+		if isTimeout(err) {
+			w.Header().Set("Connection", "close")
+			return Errorf(http.StatusRequestTimeout, vaultapi.CodeTooSlow, "the request body did not arrive in time; send it with the request")
+		}
 		return Errorf(http.StatusBadRequest, vaultapi.CodeTruncated, "request body could not be read")
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
@@ -34,22 +38,13 @@ func readSmallJSON(w http.ResponseWriter, r *http.Request, max int64, v any) *Er
 }
 
 func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
-	ip := remoteIP(r)
-	if blocked, wait := s.limits.authBlocked(ip); blocked {
-		writeError(w, r, &Error{Status: http.StatusTooManyRequests, Code: vaultapi.CodeTooManyAuthFails,
-			Message: "too many failed attempts from this address; retry later", RetryAfter: wait})
-		return
-	}
 	var req vaultapi.EnrollRequest
 	if e := readSmallJSON(w, r, vaultapi.MaxEnrollBody, &req); e != nil {
 		writeError(w, r, e)
 		return
 	}
 	if _, _, err := vaultapi.ParseToken(req.Token.Reveal()); err != nil {
-		s.limits.authFailure(ip)
-		s.m.authFailures.WithLabelValues(vaultapi.CodeInvalidCredential).Inc()
-		w.Header().Set("WWW-Authenticate", bearerChallenge)
-		writeError(w, r, Errorf(http.StatusUnauthorized, vaultapi.CodeInvalidCredential, "invalid enrollment token"))
+		s.refuseCredential(w, r, Errorf(http.StatusUnauthorized, vaultapi.CodeInvalidCredential, "invalid enrollment token"))
 		return
 	}
 	if !vaultapi.ValidID(req.CredentialID) || !vaultapi.ValidSHA256Hex(req.CredentialSHA256) || len(req.Host) > 255 {
@@ -60,15 +55,13 @@ func (s *Server) handleEnroll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, Errorf(http.StatusServiceUnavailable, vaultapi.CodeStoreUnavailable, "enrollment is not available on this server"))
 		return
 	}
-	resp, err := s.enroll.Enroll(r.Context(), req)
+	resp, err := s.enrollChecked(r.Context(), req)
 	if err != nil {
-		e := s.apiError(r, err)
-		if e.Status == http.StatusUnauthorized {
-			s.limits.authFailure(ip)
-			s.m.authFailures.WithLabelValues(e.Code).Inc()
-			w.Header().Set("WWW-Authenticate", bearerChallenge)
+		if e := s.apiError(r, err); e.Status == http.StatusUnauthorized {
+			s.refuseCredential(w, r, e)
+		} else {
+			writeError(w, r, e)
 		}
-		writeError(w, r, e)
 		return
 	}
 	reqInfoFrom(r.Context()).tenant = resp.TenantID
@@ -94,11 +87,14 @@ func (s *Server) handleTenant(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) handleEscrow(w http.ResponseWriter, r *http.Request) {
 	noEscrow := Errorf(http.StatusNotFound, vaultapi.CodeNoEscrow, "this vault offers no escrow key")
+	if !s.admitAnonymous(w, r) {
+		return
+	}
 	if s.escrow == nil {
 		writeError(w, r, noEscrow)
 		return
 	}
-	rcpt, fp, err := s.escrow.EscrowRecipient(r.Context())
+	rcpt, fp, err := s.escrows.escrowRecipient(r.Context(), s.escrow, s.now, s.lim.EscrowCacheTTL)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, r, noEscrow)
 		return

@@ -10,22 +10,35 @@ import (
 )
 
 // Limits are the fairness and size limits of one replica. New fills zero
-// fields from DefaultLimits, except AuthCacheTTL and MinUploadRate, where 0
-// means "off".
+// fields from DefaultLimits, except AuthCacheTTL, AuthFailCacheTTL and
+// MinUploadRate, where 0 means "off".
 type Limits struct {
-	MaxObjectSize   int64         // largest pack accepted (default 300 MiB)
-	TenantUploads   int           // concurrent uploads per tenant (4)
-	TenantDownloads int           // concurrent downloads per tenant (8)
-	GlobalUploads   int           // concurrent uploads per replica (64)
-	TenantRPS       float64       // requests per second per tenant (200)
-	TenantBurst     int           // token bucket depth (400)
-	SlotWait        time.Duration // how long a request waits for an upload or download slot (2s)
-	MinUploadRate   int64         // bytes/s an upload must sustain per RateWindow (0: no floor)
-	RateWindow      time.Duration // window of the upload floor (30s)
-	AuthCacheTTL    time.Duration // how long an authentication is reused (0: never)
-	AuthFailRPS     float64       // authentication failures per second per client IP (10)
-	AuthFailBurst   int           // (20)
-	IdleEvict       time.Duration // per-tenant limiter state dropped after this idle time (10m)
+	MaxObjectSize    int64         // largest pack accepted (default 300 MiB)
+	TenantUploads    int           // concurrent uploads per tenant (4)
+	TenantDownloads  int           // concurrent downloads per tenant (8)
+	GlobalUploads    int           // concurrent uploads per replica (64)
+	TenantRPS        float64       // requests per second per tenant (200)
+	TenantBurst      int           // token bucket depth (400)
+	SlotWait         time.Duration // how long a request waits for an upload or download slot (2s)
+	MinUploadRate    int64         // bytes/s an upload must sustain per RateWindow (0: no floor)
+	RateWindow       time.Duration // window of the upload floor (30s)
+	AuthCacheTTL     time.Duration // how long an authentication is reused (0: never)
+	AuthFailCacheTTL time.Duration // how long a refused credential is refused without asking the store (0: never)
+	UploadRecheck    time.Duration // how often a streaming upload's credential is checked again (10s; also before the last bytes)
+	AuthFailRPS      float64       // authentication failures per second per client IP (10)
+	AuthFailBurst    int           // (20)
+	AnonRPS          float64       // GET /v1/escrow per second per client IP (5)
+	AnonBurst        int           // (20)
+	EscrowCacheTTL   time.Duration // how long a found escrow recipient is reused (1m)
+	IdleEvict        time.Duration // per-tenant limiter state dropped after this idle time (10m)
+
+	// Connections of the agent API (applied by Server.Listener and
+	// Server.HTTPServer).
+	MaxConns       int           // open connections; more are closed at once (4096)
+	MaxUnauthConns int           // of those, not yet authenticated (3/4 of MaxConns)
+	HeaderTimeout  time.Duration // a request's headers, and the TLS handshake (10s)
+	BodyTimeout    time.Duration // a request body other than an upload's (10s)
+	IdleTimeout    time.Duration // a keep-alive connection between requests (2m: longer than the agent keeps one)
 }
 
 // DefaultLimits returns the documented defaults (design §6). The
@@ -39,8 +52,10 @@ func DefaultLimits() Limits {
 	return Limits{
 		MaxObjectSize: 300 << 20, TenantUploads: 4, TenantDownloads: 8, GlobalUploads: 64,
 		TenantRPS: 200, TenantBurst: 400, SlotWait: 2 * time.Second,
-		MinUploadRate: 32 << 10, RateWindow: 30 * time.Second, AuthCacheTTL: 2 * time.Second,
+		MinUploadRate: 32 << 10, RateWindow: 30 * time.Second, AuthCacheTTL: 2 * time.Second, AuthFailCacheTTL: 10 * time.Second,
+		UploadRecheck: 10 * time.Second, AnonRPS: 5, AnonBurst: 20, EscrowCacheTTL: time.Minute,
 		AuthFailRPS: 10, AuthFailBurst: 20, IdleEvict: 10 * time.Minute,
+		MaxConns: 4096, HeaderTimeout: 10 * time.Second, BodyTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 	}
 }
 
@@ -79,6 +94,34 @@ func (l Limits) withDefaults() Limits {
 	if l.IdleEvict <= 0 {
 		l.IdleEvict = d.IdleEvict
 	}
+	if l.UploadRecheck <= 0 {
+		l.UploadRecheck = d.UploadRecheck
+	}
+	if l.AnonRPS <= 0 || l.AnonBurst <= 0 {
+		l.AnonRPS, l.AnonBurst = d.AnonRPS, d.AnonBurst
+	}
+	if l.EscrowCacheTTL <= 0 {
+		l.EscrowCacheTTL = d.EscrowCacheTTL
+	}
+	return l.connDefaults(d)
+}
+
+func (l Limits) connDefaults(d Limits) Limits {
+	if l.MaxConns <= 0 {
+		l.MaxConns = d.MaxConns
+	}
+	if l.MaxUnauthConns <= 0 || l.MaxUnauthConns > l.MaxConns {
+		l.MaxUnauthConns = max(1, l.MaxConns*3/4)
+	}
+	if l.HeaderTimeout <= 0 {
+		l.HeaderTimeout = d.HeaderTimeout
+	}
+	if l.BodyTimeout <= 0 {
+		l.BodyTimeout = d.BodyTimeout
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = d.IdleTimeout
+	}
 	return l
 }
 
@@ -98,6 +141,7 @@ type limiter struct {
 	mu        sync.Mutex
 	tenants   map[string]*tenantLimits
 	authFails map[string]*ipBucket
+	anon      map[string]*ipBucket // unauthenticated requests that cost a lookup, per IP
 	lastSweep time.Time
 }
 
@@ -109,7 +153,7 @@ type ipBucket struct {
 func newLimiter(lim Limits, now func() time.Time) *limiter {
 	return &limiter{
 		lim: lim, now: now, global: make(chan struct{}, lim.GlobalUploads),
-		tenants: map[string]*tenantLimits{}, authFails: map[string]*ipBucket{}, lastSweep: now(),
+		tenants: map[string]*tenantLimits{}, authFails: map[string]*ipBucket{}, anon: map[string]*ipBucket{}, lastSweep: now(),
 	}
 }
 
@@ -117,19 +161,7 @@ func (l *limiter) tenant(id string) *tenantLimits {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	if now.Sub(l.lastSweep) > time.Minute {
-		l.lastSweep = now
-		for k, t := range l.tenants {
-			if now.Sub(t.lastUsed) > l.lim.IdleEvict && len(t.up) == 0 && len(t.down) == 0 {
-				delete(l.tenants, k)
-			}
-		}
-		for k, b := range l.authFails {
-			if now.Sub(b.lastUsed) > l.lim.IdleEvict {
-				delete(l.authFails, k)
-			}
-		}
-	}
+	l.sweep(now)
 	t := l.tenants[id]
 	if t == nil {
 		t = &tenantLimits{
@@ -140,6 +172,26 @@ func (l *limiter) tenant(id string) *tenantLimits {
 	}
 	t.lastUsed = now
 	return t
+}
+
+// sweep drops idle per-tenant and per-address state. The caller holds l.mu.
+func (l *limiter) sweep(now time.Time) {
+	if now.Sub(l.lastSweep) <= time.Minute {
+		return
+	}
+	l.lastSweep = now
+	for k, t := range l.tenants {
+		if now.Sub(t.lastUsed) > l.lim.IdleEvict && len(t.up) == 0 && len(t.down) == 0 {
+			delete(l.tenants, k)
+		}
+	}
+	for _, m := range []map[string]*ipBucket{l.authFails, l.anon} {
+		for k, b := range m {
+			if now.Sub(b.lastUsed) > l.lim.IdleEvict {
+				delete(m, k)
+			}
+		}
+	}
 }
 
 // allow takes one token from the tenant's bucket; when none is available it
@@ -183,31 +235,34 @@ func jitterRetry() time.Duration {
 	return 2*time.Second + time.Duration(rand.Int64N(int64(2*time.Second)))
 }
 
-// authFailure records one failed authentication from ip and reports whether
-// the client is now over its failure budget.
-func (l *limiter) authFailure(ip string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.authFails[ip]
-	if b == nil {
-		b = &ipBucket{rate: rate.NewLimiter(rate.Limit(l.lim.AuthFailRPS), l.lim.AuthFailBurst)}
-		l.authFails[ip] = b
-	}
-	b.lastUsed = l.now()
-	b.rate.AllowN(l.now(), 1)
+// authFailure records one failed authentication from ip. It reports false,
+// and how long to wait, when ip had already used up its failure budget.
+func (l *limiter) authFailure(ip string) (ok bool, wait time.Duration) {
+	return l.take(l.authFails, ip, l.lim.AuthFailRPS, l.lim.AuthFailBurst)
 }
 
-// authBlocked reports whether ip has used up its failure budget, and how long
-// until it may try again.
-func (l *limiter) authBlocked(ip string) (bool, time.Duration) {
+// anonymous takes one token of ip's bucket for unauthenticated requests
+// (GET /v1/escrow); it reports false, and how long to wait, when it is empty.
+func (l *limiter) anonymous(ip string) (ok bool, wait time.Duration) {
+	return l.take(l.anon, ip, l.lim.AnonRPS, l.lim.AnonBurst)
+}
+
+// take takes one token of ip's bucket in m, made with rps and burst.
+func (l *limiter) take(m map[string]*ipBucket, ip string, rps float64, burst int) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b := l.authFails[ip]
+	now := l.now()
+	l.sweep(now)
+	b := m[ip]
 	if b == nil {
-		return false, 0
+		b = &ipBucket{rate: rate.NewLimiter(rate.Limit(rps), burst)}
+		m[ip] = b
 	}
-	if b.rate.TokensAt(l.now()) >= 1 {
-		return false, 0
+	b.lastUsed = now
+	r := b.rate.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, max(time.Second, d)
 	}
-	return true, time.Second
+	return true, 0
 }

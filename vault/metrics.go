@@ -3,6 +3,8 @@ package vault
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/cofferhq/coffer/internal/buildinfo"
 )
 
 // metrics are the server's Prometheus series. The tenant label is always the
@@ -19,6 +21,8 @@ type metrics struct {
 	quotaRefusals   *prometheus.CounterVec   // tenant
 	digestMismatch  *prometheus.CounterVec   // tenant
 	authFailures    *prometheus.CounterVec   // reason
+	conns           *prometheus.GaugeVec     // state
+	connsRefused    *prometheus.CounterVec   // reason
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -57,9 +61,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cofferd_auth_failures_total", Help: "Failed authentications by reason (error code).",
 		}, []string{"reason"}),
+		conns: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cofferd_connections", Help: "Open agent API connections, by state (authenticated, unauthenticated).",
+		}, []string{"state"}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cofferd_connections_closed_total", Help: "Connections closed by the connection limits, by reason (full: refused at once; evicted: an idle unauthenticated one closed to make room).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.tenantRequests, m.bytesIn, m.bytesOut,
-		m.tenantErrors, m.uploadsInFlight, m.throttled, m.quotaRefusals, m.digestMismatch, m.authFailures} {
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "coffer_build_info", Help: "Always 1; the version label is the running build's version.",
+	}, []string{"version"})
+	buildInfo.WithLabelValues(buildinfo.Version()).Set(1)
+	for _, c := range []prometheus.Collector{buildInfo, m.requests, m.duration, m.tenantRequests, m.bytesIn, m.bytesOut,
+		m.tenantErrors, m.uploadsInFlight, m.throttled, m.quotaRefusals, m.digestMismatch, m.authFailures,
+		m.conns, m.connsRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

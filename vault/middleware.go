@@ -120,6 +120,7 @@ func (s *Server) outer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info.route = routeOf(path)
+	s.armBodyDeadline(sw, r)
 	s.route(sw, r, path, query)
 }
 

@@ -185,6 +185,7 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, p *Principal,
 
 	vr := newVerifyReader(r.Body, size, want)
 	vr.progress = func(n int) { info.bytesIn.Add(int64(n)) }
+	vr.recheck(s.now, s.lim.UploadRecheck, func() error { return s.stillAuthorized(r) })
 	rc := http.NewResponseController(w)
 	vr.startDeadlines(rc, s.now, s.lim.MinUploadRate, s.lim.RateWindow)
 	putCtx, cancel := context.WithDeadline(ctx, s.now().Add(ttl-time.Minute))
@@ -202,7 +203,13 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, p *Principal,
 		return
 	}
 	settle(false)
-	if vr.n < size {
+	s.uploadFailed(w, r, p, name, vr, err)
+}
+
+// uploadFailed answers an upload whose Put failed; vr tells why.
+func (s *Server) uploadFailed(w http.ResponseWriter, r *http.Request, p *Principal, name string, vr *verifyReader, err error) {
+	var revoked *refusedMidUpload
+	if vr.n < vr.size {
 		// The rest of the body is unread: close instead of draining it.
 		w.Header().Set("Connection", "close")
 	}
@@ -211,18 +218,49 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, p *Principal,
 		writeError(w, r, Errorf(http.StatusConflict, vaultapi.CodeExists, "%s already exists", name))
 	case vr.err == errDigestMismatch:
 		s.digestMismatch(w, r, p, name)
+	case errors.As(vr.err, &revoked):
+		e := *revoked.e
+		e.Message += fmt.Sprintf("; the upload of %s was stopped and nothing was stored", name)
+		writeError(w, r, &e)
 	case vr.err != nil && isTimeout(vr.err):
 		writeError(w, r, Errorf(http.StatusRequestTimeout, vaultapi.CodeTooSlow,
 			"upload of %s too slow: under %d bytes/s over %s; nothing was stored", name, s.lim.MinUploadRate, s.lim.RateWindow))
 	case vr.err != nil:
-		s.log.Info("upload truncated", "req_id", info.id, "tenant", p.TenantID, "got", vr.n, "want", size)
+		s.log.Info("upload truncated", "req_id", reqInfoFrom(r.Context()).id, "tenant", p.TenantID, "got", vr.n, "want", vr.size)
 		writeError(w, r, Errorf(http.StatusBadRequest, vaultapi.CodeTruncated,
-			"upload of %s ended after %d of %d bytes; nothing was stored", name, vr.n, size))
+			"upload of %s ended after %d of %d bytes; nothing was stored", name, vr.n, vr.size))
 	case errors.Is(err, store.ErrNoSpace):
 		writeError(w, r, Errorf(http.StatusInsufficientStorage, vaultapi.CodeStoreFull, "the vault's store is full; nothing was stored"))
 	default:
 		writeError(w, r, s.apiError(r, err))
 	}
+}
+
+// refusedMidUpload ends an upload whose credential was revoked, or whose
+// tenant was suspended, while it streamed.
+type refusedMidUpload struct{ e *Error }
+
+func (r *refusedMidUpload) Error() string { return r.e.Error() }
+
+// stillAuthorized checks the request's credential again (through the
+// authentication cache) while its upload streams. Only a refusal stops the
+// upload: a store that cannot answer now does not.
+func (s *Server) stillAuthorized(r *http.Request) error {
+	bearer, e := bearerOf(r)
+	if e != nil {
+		return &refusedMidUpload{e}
+	}
+	p, err := s.checkCredential(r.Context(), bearer)
+	if err != nil {
+		if e := s.apiError(r, err); e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden {
+			return &refusedMidUpload{e}
+		}
+		return nil
+	}
+	if e := suspendedError(p); e != nil {
+		return &refusedMidUpload{e}
+	}
+	return nil
 }
 
 func isTimeout(err error) bool {

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/buildinfo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
@@ -284,6 +285,7 @@ func TestMetricsAndLogs(t *testing.T) {
 		`cofferd_tenant_bytes_out_total{tenant="` + tenantA + `"}`,
 		"cofferd_http_request_duration_seconds_bucket",
 		"process_resident_memory_bytes",
+		`coffer_build_info{version="` + buildinfo.Version() + `"} 1`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)

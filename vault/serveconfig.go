@@ -28,6 +28,11 @@ type ServeConfig struct {
 	MinUploadRate   string // e.g. 32KiB/s; 0 turns the floor off
 	AuthCacheTTL    time.Duration
 	ShutdownTimeout time.Duration
+	MaxConns        int
+	MaxUnauthConns  int
+	HeaderTimeout   time.Duration
+	BodyTimeout     time.Duration
+	IdleTimeout     time.Duration
 
 	limits Limits // set by Validate
 }
@@ -50,6 +55,11 @@ func ServeFlags(fs *pflag.FlagSet) *ServeConfig {
 	fs.StringVar(&c.MinUploadRate, "min-upload-rate", "32KiB/s", "slowest upload accepted, measured over 30 s windows (0: no floor)")
 	fs.DurationVar(&c.AuthCacheTTL, "auth-cache-ttl", d.AuthCacheTTL, "how long a checked credential is trusted (revocation reaches this replica that late)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "how long in-flight requests may finish on SIGTERM")
+	fs.IntVar(&c.MaxConns, "max-conns", d.MaxConns, "open connections to the agent API; more are closed at once")
+	fs.IntVar(&c.MaxUnauthConns, "max-unauth-conns", 0, "of --max-conns, how many may be unauthenticated (0: three quarters); the rest is kept for agents")
+	fs.DurationVar(&c.HeaderTimeout, "header-timeout", d.HeaderTimeout, "time to send a request's headers (and the TLS handshake)")
+	fs.DurationVar(&c.BodyTimeout, "body-timeout", d.BodyTimeout, "time to send a request body other than an upload (uploads have --min-upload-rate)")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "an idle keep-alive connection is closed after this time")
 	return c
 }
 
@@ -123,7 +133,31 @@ func (c *ServeConfig) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		return errors.New("--shutdown-timeout must be positive")
 	}
+	if err := c.connLimits(&l); err != nil {
+		return err
+	}
 	c.limits = l
+	return nil
+}
+
+// connLimits checks the connection flags into l.
+func (c *ServeConfig) connLimits(l *Limits) error {
+	if c.MaxConns < 2 {
+		return errors.New("--max-conns must be at least 2")
+	}
+	if c.MaxUnauthConns < 0 || c.MaxUnauthConns >= c.MaxConns {
+		return fmt.Errorf("--max-unauth-conns must be below --max-conns (%d), or 0 for three quarters of it", c.MaxConns)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"--header-timeout", c.HeaderTimeout}, {"--body-timeout", c.BodyTimeout}, {"--idle-timeout", c.IdleTimeout}} {
+		if d.v < 100*time.Millisecond || d.v > time.Hour {
+			return fmt.Errorf("%s %s: want a duration from 100ms to 1h", d.name, d.v)
+		}
+	}
+	l.MaxConns, l.MaxUnauthConns = c.MaxConns, c.MaxUnauthConns
+	l.HeaderTimeout, l.BodyTimeout, l.IdleTimeout = c.HeaderTimeout, c.BodyTimeout, c.IdleTimeout
 	return nil
 }
 

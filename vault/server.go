@@ -123,6 +123,10 @@ type Server struct {
 	healthMu sync.Mutex
 	healthAt time.Time
 	healthOK error
+
+	failCache *ttlCache[*Error] // refused credentials and tokens
+	conns     *connLimiter
+	escrows   escrowCache
 }
 
 // New checks cfg and builds a Server.
@@ -175,6 +179,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.limits = newLimiter(s.lim, s.now)
 	s.cache = newAuthCache(s.lim.AuthCacheTTL, s.now)
+	s.failCache = newTTLCache[*Error](s.lim.AuthFailCacheTTL, s.now)
+	s.conns = newConnLimiter(s.lim.MaxConns, s.lim.MaxUnauthConns, s.m)
 	return s, nil
 }
 

@@ -113,6 +113,7 @@ type req struct {
 	body           []byte
 	noLength       bool // chunked: no Content-Length
 	header         map[string][]string
+	remote         string // RemoteAddr; default 192.0.2.7:5555
 }
 
 func (f *fixture) do(q req) *httptest.ResponseRecorder {
@@ -123,6 +124,9 @@ func (f *fixture) do(q req) *httptest.ResponseRecorder {
 		r.URL = u
 	} else {
 		r.URL = &url.URL{Path: "/"}
+	}
+	if q.remote != "" {
+		r.RemoteAddr = q.remote
 	}
 	if q.cred != "" {
 		r.Header.Set("Authorization", "Bearer "+q.cred.Reveal())

@@ -41,15 +41,26 @@ type verifyReader struct {
 	perWindow int64 // bytes needed per window; 0 = no floor
 	inWindow  int64
 	progress  func(n int)
+
+	// check, if set, is called every checkEvery while bytes arrive and
+	// before the last bytes are returned; its error ends the upload.
+	check      func() error
+	checkEvery time.Duration
+	checkedAt  time.Time
 }
 
 func newVerifyReader(r io.Reader, size int64, want []byte) *verifyReader {
 	return &verifyReader{r: r, size: size, want: want, h: sha256.New()}
 }
 
-// startDeadlines arms the slow-client floor.
+// startDeadlines arms the slow-client floor in place of the body deadline;
+// with no floor the body has no deadline.
 func (v *verifyReader) startDeadlines(rc *http.ResponseController, now func() time.Time, floor int64, window time.Duration) {
-	if floor <= 0 || window <= 0 || rc == nil {
+	if rc == nil {
+		return
+	}
+	if floor <= 0 || window <= 0 {
+		_ = rc.SetReadDeadline(time.Time{})
 		return
 	}
 	v.rc, v.clock, v.window = rc, now, window
@@ -83,6 +94,13 @@ func (v *verifyReader) Read(p []byte) (int, error) {
 			}
 		}
 	}
+	if n > 0 && v.check != nil && (v.n == v.size || v.clock().Sub(v.checkedAt) >= v.checkEvery) {
+		v.checkedAt = v.clock()
+		if cerr := v.check(); cerr != nil {
+			v.err = cerr
+			return 0, v.err
+		}
+	}
 	if v.n == v.size {
 		if v.want != nil && subtle.ConstantTimeCompare(v.h.Sum(nil), v.want) != 1 {
 			v.err = errDigestMismatch
@@ -99,6 +117,13 @@ func (v *verifyReader) Read(p []byte) (int, error) {
 		return n, err
 	}
 	return n, nil
+}
+
+// recheck makes the upload call check every interval while bytes arrive,
+// and once more before the last bytes go to the store.
+func (v *verifyReader) recheck(now func() time.Time, every time.Duration, check func() error) {
+	v.clock, v.checkEvery, v.check = now, every, check
+	v.checkedAt = now()
 }
 
 // errNotSequential is what seqReaderAt answers to an out-of-order read: the

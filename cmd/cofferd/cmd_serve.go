@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -69,21 +69,15 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 	if err != nil {
 		return err
 	}
+	warnNoFile(g.log, sc.Limits().MaxConns)
 	errLog := slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)
-	api := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
-		// HTTP/1.1 only: per-request deadlines and slots stay per connection.
-		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){},
-		ErrorLog:     errLog,
-	}
-	ln, err := net.Listen("tcp", sc.Listen)
+	api := srv.HTTPServer()
+	api.ErrorLog = errLog
+	rawLn, err := net.Listen("tcp", sc.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
+	ln := srv.Listener(rawLn)
 	servers := []*http.Server{api}
 	errc := make(chan error, 2)
 	go func() {
@@ -101,7 +95,8 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 			return fmt.Errorf("--metrics-listen: %w", err)
 		}
 		metricsAddr = mln.Addr().String()
-		ms := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
+		ms := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: sc.HeaderTimeout, ReadTimeout: sc.HeaderTimeout,
+			IdleTimeout: sc.IdleTimeout, ErrorLog: errLog}
 		servers = append(servers, ms)
 		go func() { errc <- ms.Serve(mln) }()
 	}
@@ -126,4 +121,22 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 		return fmt.Errorf("serving: %w", serveErr)
 	}
 	return nil
+}
+
+// noFileMargin is the descriptors cofferd needs beside the agent API's
+// connections: the store's connections, the metrics listener, files.
+const noFileMargin = 256
+
+// warnNoFile warns when the open-file limit is too low for --max-conns:
+// the process would run out of descriptors before the connection limits
+// apply, and then refuse agents too.
+func warnNoFile(log *slog.Logger, maxConns int) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	if need := uint64(maxConns) + noFileMargin; rl.Cur < need {
+		log.Warn(fmt.Sprintf("the open-file limit (%d) is below --max-conns plus %d: raise it (LimitNOFILE= in the systemd unit, ulimit -n) to at least %d, or lower --max-conns",
+			rl.Cur, noFileMargin, need), "nofile", rl.Cur, "max_conns", maxConns)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/buildinfo"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
@@ -31,6 +32,38 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// served is a `cofferd serve` running in-process.
+type served struct {
+	listen, metrics string
+	stderr          *syncBuffer
+	done            chan int
+	cancel          context.CancelFunc
+}
+
+// startServe runs `cofferd serve` on loopback over the store in dir, with
+// extra serve flags, and waits until it listens. It is stopped at cleanup.
+func startServe(t *testing.T, dir string, extra ...string) *served {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	sv := &served{stderr: &syncBuffer{}, done: make(chan int, 1), cancel: cancel}
+	t.Cleanup(cancel)
+	args := append([]string{"--store", "file://" + dir, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, extra...)
+	go func() { sv.done <- run(ctx, args, io.Discard, sv.stderr) }()
+	for deadline := time.Now().Add(10 * time.Second); sv.listen == ""; {
+		for _, line := range strings.Split(sv.stderr.String(), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "cofferd serving" {
+				sv.listen, sv.metrics = m["listen"].(string), m["metrics"].(string)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start: %s", sv.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return sv
 }
 
 func TestServeRefusesPlainHTTPOffLoopback(t *testing.T) {
@@ -53,26 +86,8 @@ func TestServeEndToEnd(t *testing.T) {
 	if tok == "" {
 		t.Fatal("no token")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stderr syncBuffer
-	done := make(chan int)
-	go func() {
-		done <- run(ctx, []string{"--store", "file://" + dir, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, io.Discard, &stderr)
-	}()
-	var listen, metrics string
-	for deadline := time.Now().Add(10 * time.Second); listen == ""; {
-		for _, line := range strings.Split(stderr.String(), "\n") {
-			var m map[string]any
-			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "cofferd serving" {
-				listen, metrics = m["listen"].(string), m["metrics"].(string)
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not start: %s", stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	sv := startServe(t, dir)
+	listen, metrics, stderr, done, cancel := sv.listen, sv.metrics, sv.stderr, sv.done, sv.cancel
 	base := "http://" + listen
 	cred, id, sum, _ := vaultapi.NewCredential()
 	body, _ := vaultapi.EnrollRequest{Token: vaultapi.Secret(tok), CredentialID: id, CredentialSHA256: hex.EncodeToString(sum[:]), Host: "xen1"}.Encode()
@@ -112,6 +127,9 @@ func TestServeEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(mb), "cofferd_tenant_bytes_in_total") {
 		t.Fatal("metrics lack bytes in")
+	}
+	if !strings.Contains(string(mb), `coffer_build_info{version="`+buildinfo.Version()+`"} 1`) {
+		t.Fatal("metrics lack coffer_build_info with the build's version")
 	}
 	if resp, err = http.Get("http://" + metrics + "/healthz"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("healthz: %v %v", err, resp)
