@@ -89,7 +89,7 @@ func TestRetryPatienceSetting(t *testing.T) {
 	}
 }
 
-// fakeSleeper is a store.Clock whose sleeps only move its time.
+// fakeSleeper is a clock.Clock whose sleeps only move its time.
 type fakeSleeper struct{ now time.Time }
 
 func (c *fakeSleeper) Now() time.Time { return c.now }
