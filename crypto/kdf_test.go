@@ -53,7 +53,7 @@ func TestKDFLimit(t *testing.T) {
 		}
 	}
 	over := []KDFParams{
-		{Name: "argon2id", Time: 20, MemoryKiB: 1 << 20, Threads: 4},  // the slot
+		{Name: "argon2id", Time: 20, MemoryKiB: 1 << 20, Threads: 4},    // the slot
 		{Name: "argon2id", Time: 1, MemoryKiB: 256<<10 + 1, Threads: 4}, // memory
 		{Name: "argon2id", Time: 17, MemoryKiB: 64 << 10, Threads: 4},   // work
 	}

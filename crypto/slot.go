@@ -24,9 +24,9 @@ var ErrWrongPassphrase = errors.New("wrong passphrase: no key slot of this repos
 // Slot is one key slot: the master key wrapped for one way of unlocking it.
 // It is stored as JSON in the object keys/<sha256 of the JSON bytes>.
 type Slot struct {
-	Version int        `json:"version"`
-	Type    string     `json:"type"`
-	Created time.Time  `json:"created"`
+	Version int       `json:"version"`
+	Type    string    `json:"type"`
+	Created time.Time `json:"created"`
 	// Host, Note and Credential are what the writer claims about
 	// itself: its host name, a free note, and the id (never the secret) of
 	// the vault credential it wrote through. Nobody checks them.
