@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -31,6 +30,7 @@ type globals struct {
 	quiet        bool
 	profile      cli.Profile
 	vaultCA      string
+	noKeyCache   bool
 
 	stdout, stderr io.Writer
 	counting       *store.Counting
@@ -46,6 +46,8 @@ type agentConfig struct {
 	Enrolled bool `yaml:"enrolled,omitempty"`
 	// VaultCA is a PEM file of CA certificates for the vault's TLS.
 	VaultCA string `yaml:"vault_ca,omitempty"`
+	// KeyCache false stops the agent keeping unlocked keys (unlock.go).
+	KeyCache *bool `yaml:"key_cache,omitempty"`
 }
 
 func defaultConfigPath() string {
@@ -73,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&g.repoURL, "repo", os.Getenv("COFFER_REPOSITORY"), "repository URL, overriding the config file: file:///dir, s3://host:port/bucket/prefix or https://vault-host[:port] (env COFFER_REPOSITORY)")
 	pf.StringVar(&g.passwordFile, "password-file", os.Getenv("COFFER_PASSWORD_FILE"), "read the passphrase from this file (env COFFER_PASSWORD_FILE; or set COFFER_PASSWORD)")
 	pf.StringVar(&g.vaultCA, "vault-ca", os.Getenv(store.EnvVaultCA), "PEM file of CA certificates to trust for the vault (env COFFER_VAULT_CA; init saves it in the config)")
+	pf.BoolVar(&g.noKeyCache, "no-key-cache", false, "neither use nor keep the unlocked key in the config directory (also key_cache: false in the config)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	pf.BoolVar(&g.quiet, "quiet", false, "print only errors")
 	g.profile.AddFlag(pf)
@@ -158,8 +161,14 @@ func (g *globals) openStore(ctx context.Context, url string, create bool) (store
 	return store.WithRetry(g.counting, store.DefaultRetry, nil, nil), nil
 }
 
-// openRepo opens the repository with the passphrase.
+// openRepo opens the repository: with the key this agent kept for it,
+// else with the passphrase (unlock.go).
 func (g *globals) openRepo(ctx context.Context) (*repo.Repo, error) {
+	return g.openRepoWith(ctx, true)
+}
+
+// openRepoWith is openRepo; useKept false always asks for the passphrase.
+func (g *globals) openRepoWith(ctx context.Context, useKept bool) (*repo.Repo, error) {
 	url, err := g.repository()
 	if err != nil {
 		return nil, err
@@ -169,18 +178,11 @@ func (g *globals) openRepo(ctx context.Context) (*repo.Repo, error) {
 		return nil, err
 	}
 	// Fail fast with exit 10 before asking for a passphrase.
-	if _, _, _, err := repo.ReadConfig(ctx, st); err != nil {
-		return nil, err
-	}
-	pw, err := g.passphrase("Passphrase: ", false)
+	cfg, _, _, err := repo.ReadConfig(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, st, pw)
-	// argon2id just used 64 MiB that nothing needs any more; give it back
-	// before the pipeline allocates its buffers, so the peak stays low.
-	debug.FreeOSMemory()
-	return r, err
+	return g.unlockRepo(ctx, st, cfg, useKept)
 }
 
 // loadIndex loads the repository index, warning about damaged index files

@@ -126,7 +126,8 @@ type Repo struct {
 	indexSkipped int
 }
 
-// OpenedSlot names the key slot the passphrase opened ("" after Init).
+// OpenedSlot names the key slot that opened the repository: the one the
+// passphrase or kept key came from, or the one Init made.
 func (r *Repo) OpenedSlot() string { return r.slot }
 
 // Store returns the underlying store.
@@ -167,7 +168,7 @@ func Init(ctx context.Context, st store.Store, passphrase []byte, cfg Config) (*
 	}
 	// The key slot goes first: a config without a key would be a repository
 	// nobody can open, while a lone key slot is harmless.
-	if _, err := r.AddPassphraseSlot(ctx, passphrase); err != nil {
+	if r.slot, err = r.AddPassphraseSlot(ctx, passphrase); err != nil {
 		return nil, err
 	}
 	body, err := json.Marshal(cfg)
