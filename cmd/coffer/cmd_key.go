@@ -132,8 +132,16 @@ type keySlotJSON struct {
 	Error   string `json:"error,omitempty"`
 	Created string `json:"created,omitempty"`
 	// Claimed is what the slot says about its writer; nobody checked it.
-	Claimed *keyClaimJSON     `json:"claimed,omitempty"`
-	KDF     *crypto.KDFParams `json:"kdf,omitempty"`
+	Claimed *keyClaimJSON `json:"claimed,omitempty"`
+	KDF     *keyKDFJSON   `json:"kdf,omitempty"`
+}
+
+// keyKDFJSON is a slot's argon2id parameters, without the salt.
+type keyKDFJSON struct {
+	Name      string `json:"name"`
+	Time      uint32 `json:"time"`
+	MemoryKiB uint32 `json:"memory_kib"`
+	Threads   uint8  `json:"threads"`
 }
 
 type keyClaimJSON struct {
@@ -185,7 +193,7 @@ func slotJSON(s repo.SlotInfo, current string) keySlotJSON {
 		j.Claimed = &keyClaimJSON{Host: s.Slot.Host, Note: s.Slot.Note, Credential: s.Slot.Credential}
 	}
 	if k := s.Slot.KDF; k != nil {
-		j.KDF = &crypto.KDFParams{Name: k.Name, Time: k.Time, MemoryKiB: k.MemoryKiB, Threads: k.Threads}
+		j.KDF = &keyKDFJSON{Name: k.Name, Time: k.Time, MemoryKiB: k.MemoryKiB, Threads: k.Threads}
 		if crypto.DefaultKDFLimit.Check(*k) != nil {
 			j.State = "over_limit"
 		}

@@ -272,12 +272,12 @@ func TestPlantedCostlySlotSkipped(t *testing.T) {
 	var out struct {
 		Slots []keySlotJSON
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out.Slots) != 2 {
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || len(out.Slots) != 2 || strings.Contains(r.stdout, "salt") {
 		t.Fatalf("key list --json: %q %v", r.stdout, err)
 	}
 	for _, sl := range out.Slots {
 		costly := "keys/"+sl.ID == name
-		if costly != (sl.State == "over_limit") || costly == sl.Current || sl.Claimed == nil || sl.KDF == nil || sl.KDF.Salt != nil {
+		if costly != (sl.State == "over_limit") || costly == sl.Current || sl.Claimed == nil || sl.KDF == nil || sl.KDF.Name != "argon2id" {
 			t.Errorf("slot %+v", sl)
 		}
 	}
