@@ -122,12 +122,19 @@ func ParseSlot(b []byte, what string) (*Slot, error) {
 func (s *Slot) Marshal() ([]byte, error) { return json.Marshal(s) }
 
 // OpenWithPassphrase unwraps the master key. It returns ErrWrongPassphrase
-// (wrapped) when the passphrase does not open the slot. It runs argon2id
-// with whatever parameters the slot holds: check them against a KDFLimit
-// first.
+// (wrapped) when the passphrase does not open the slot, and refuses,
+// without running argon2id, a slot over DefaultKDFLimit.
 func (s *Slot) OpenWithPassphrase(passphrase []byte) (*MasterKey, error) {
+	return s.OpenWithPassphraseLimit(passphrase, DefaultKDFLimit)
+}
+
+// OpenWithPassphraseLimit is OpenWithPassphrase under another KDF limit.
+func (s *Slot) OpenWithPassphraseLimit(passphrase []byte, limit KDFLimit) (*MasterKey, error) {
 	if s.Type != SlotPassphrase || s.KDF == nil {
 		return nil, fmt.Errorf("not a passphrase slot")
+	}
+	if err := limit.Check(*s.KDF); err != nil {
+		return nil, fmt.Errorf("key slot not tried: %w", err)
 	}
 	sealer, err := NewSealer(deriveSlotKey(passphrase, s.KDF, s.Form))
 	if err != nil {

@@ -123,7 +123,7 @@ func unlock(st store.Store, cfg Config, body, mac []byte, slots []SlotInfo, o *O
 			o.warn("key slot %s (%s) skipped: %v. If you did not make it, ask your provider to remove it", s.Name, s.Claimed(), err)
 			continue
 		}
-		mk, err := s.Slot.OpenWithPassphrase(o.Passphrase)
+		mk, err := s.Slot.OpenWithPassphraseLimit(o.Passphrase, limit)
 		if err != nil {
 			continue
 		}
