@@ -120,7 +120,8 @@ func unlock(st store.Store, cfg Config, body, mac []byte, slots []SlotInfo, o *O
 	for _, s := range try {
 		if err := limit.Check(*s.Slot.KDF); err != nil {
 			skipped++
-			o.warn("key slot %s (%s) skipped: %v. If you did not make it, ask your provider to remove it", s.Name, s.Claimed(), err)
+			o.warn("key slot %s (%s) was skipped: %v. If nobody here made it, remove it; through a vault, ask your provider: cofferd tenant remove-key <tenant> %s",
+				s.Name, s.Claimed(), err, strings.TrimPrefix(s.Name, KeysPrefix))
 			continue
 		}
 		mk, err := s.Slot.OpenWithPassphraseLimit(o.Passphrase, limit)
