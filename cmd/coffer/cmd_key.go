@@ -219,7 +219,8 @@ func (g *globals) printSlots(slots []keySlotJSON) error {
 		if s.Current {
 			state += " (current)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID[:min(12, len(s.ID))], dash(s.Type), dash(s.Created), dash(c.Host), dash(c.Credential), dash(c.Note), state)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID[:min(12, len(s.ID))], dash(s.Type), dash(s.Created),
+			dash(repo.CleanClaim(c.Host)), dash(repo.CleanClaim(c.Credential)), dash(repo.CleanClaim(c.Note)), state)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

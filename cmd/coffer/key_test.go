@@ -247,7 +247,7 @@ func TestKeyPasswdRefreshesKeptKey(t *testing.T) {
 // the command stays fast even when every slot must be tried.
 func TestPlantedCostlySlotSkipped(t *testing.T) {
 	a := newKeyAgent(t)
-	s, err := crypto.NewPassphraseSlot(mustMaster(t), []byte("x"), crypto.DefaultKDF(), time.Now(), "mallory-host")
+	s, err := crypto.NewPassphraseSlot(mustMaster(t), []byte("x"), crypto.DefaultKDF(), time.Now(), "mallory-host\x1b[2J")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,8 @@ func TestPlantedCostlySlotSkipped(t *testing.T) {
 		}
 	}
 	r = a.mustRun("key", "list")
-	if !strings.Contains(r.stdout, "CLAIMED HOST") || !strings.Contains(r.stdout, "mallory-host") || !strings.Contains(r.stdout, "over this agent's KDF limit") {
+	if !strings.Contains(r.stdout, "CLAIMED HOST") || !strings.Contains(r.stdout, "mallory-host?[2J") || !strings.Contains(r.stdout, "over this agent's KDF limit") ||
+		strings.Contains(r.stdout+r.stderr, "\x1b") {
 		t.Fatalf("key list:\n%s", r.stdout)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/store"
@@ -134,6 +135,8 @@ func unlock(st store.Store, cfg Config, body, mac []byte, slots []SlotInfo, o *O
 		}
 		if !r.keys.CheckConfigMAC(body, mac) {
 			foreign = append(foreign, s.Name)
+			o.warn("key slot %s (%s) opens with this passphrase, but its key does not authenticate the repository's config: "+
+				"it was passed over (it belongs to another repository, or the config was changed)", s.Name, s.Claimed())
 			continue
 		}
 		r.slot = s.Name
@@ -265,17 +268,33 @@ func (s SlotInfo) Claimed() string {
 	if s.Slot == nil {
 		return "damaged"
 	}
-	parts := []string{"created " + s.Slot.Created.Format("2006-01-02 15:04 UTC")}
+	parts := []string{"created " + s.Slot.Created.UTC().Format("2006-01-02 15:04 UTC")}
 	if s.Slot.Host != "" {
-		parts = append(parts, "host "+s.Slot.Host)
+		parts = append(parts, "host "+CleanClaim(s.Slot.Host))
 	}
 	if s.Slot.Credential != "" {
-		parts = append(parts, "credential "+s.Slot.Credential)
+		parts = append(parts, "credential "+CleanClaim(s.Slot.Credential))
 	}
 	if s.Slot.Note != "" {
-		parts = append(parts, "note "+s.Slot.Note)
+		parts = append(parts, "note "+CleanClaim(s.Slot.Note))
 	}
 	return "claims " + strings.Join(parts, ", ")
+}
+
+// CleanClaim makes a slot's claim safe to print on a terminal: anyone who
+// can add a slot writes it. Characters that are not printable (escape
+// sequences, line breaks) become '?', and it is cut at 80 characters.
+func CleanClaim(s string) string {
+	out := []rune(strings.Map(func(r rune) rune {
+		if !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?")))
+	if len(out) > 80 {
+		return string(out[:80]) + "…"
+	}
+	return string(out)
 }
 
 // ListSlots reads every key slot, checking each against its name.

@@ -148,7 +148,11 @@ func TestForeignSlotDoesNotOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	foreign := putSlot(t, r, s)
-	o, err := Open(ctx, st, []byte(pass))
+	var warned string
+	o, err := OpenWith(ctx, st, OpenOptions{Passphrase: []byte(pass), Warn: func(s string) { warned += s }})
+	if !strings.Contains(warned, foreign) || !strings.Contains(warned, "does not authenticate") {
+		t.Errorf("no warning naming the foreign slot: %q", warned)
+	}
 	if err != nil || o.OpenedSlot() != own || !o.Keys().Master().Equal(r.Keys().Master()) {
 		t.Fatalf("with a foreign slot planted: %v (slot %s)", err, o.OpenedSlot())
 	}
@@ -238,4 +242,19 @@ func TestSlotClaims(t *testing.T) {
 		return
 	}
 	t.Fatal("slot not listed")
+}
+
+// Claims are written by whoever adds a slot: printing them cannot move the
+// cursor, clear the screen or forge lines.
+func TestCleanClaim(t *testing.T) {
+	for in, want := range map[string]string{
+		"web01":                    "web01",
+		"evil\x1b[2J\nforged line": "evil?[2J?forged line",
+		"bad\xffutf8\u202eRTL":     "bad?utf8?RTL",
+		strings.Repeat("é", 100):   strings.Repeat("é", 80) + "…",
+	} {
+		if got := CleanClaim(in); got != want {
+			t.Errorf("CleanClaim(%q) = %q, want %q", in, got, want)
+		}
+	}
 }
