@@ -95,18 +95,25 @@ func OpenWithKey(ctx context.Context, st store.Store, mk *crypto.MasterKey, slot
 	if err != nil {
 		return nil, err
 	}
-	r, err := newRepo(st, cfg, mk)
-	if err != nil {
-		return nil, err
-	}
-	if !r.keys.CheckConfigMAC(body, mac) {
+	if !authenticates(mk, body, mac) {
 		return nil, fmt.Errorf("repository %s: %w", cfg.ID, ErrKeyMismatch)
 	}
 	if _, err := st.Stat(ctx, slot); err != nil {
 		return nil, fmt.Errorf("key slot %s the key came from: %w", slot, err)
 	}
+	r, err := newRepo(st, cfg, mk)
+	if err != nil {
+		return nil, err
+	}
 	r.slot = slot
 	return r, nil
+}
+
+// authenticates reports whether mk is the key of the config whose body
+// and MAC are given.
+func authenticates(mk *crypto.MasterKey, body, mac []byte) bool {
+	k, err := crypto.Derive(mk)
+	return err == nil && k.CheckConfigMAC(body, mac)
 }
 
 // unlock tries the passphrase on the slots in order.
@@ -129,15 +136,15 @@ func unlock(st store.Store, cfg Config, body, mac []byte, slots []SlotInfo, o *O
 		if err != nil {
 			continue
 		}
-		r, err := newRepo(st, cfg, mk)
-		if err != nil {
-			return nil, err
-		}
-		if !r.keys.CheckConfigMAC(body, mac) {
+		if !authenticates(mk, body, mac) {
 			foreign = append(foreign, s.Name)
 			o.warn("key slot %s (%s) opens with this passphrase, but its key does not authenticate the repository's config: "+
 				"it was passed over (it belongs to another repository, or the config was changed)", s.Name, s.Claimed())
 			continue
+		}
+		r, err := newRepo(st, cfg, mk)
+		if err != nil {
+			return nil, err
 		}
 		r.slot = s.Name
 		return r, nil
@@ -236,11 +243,14 @@ func reopen(ctx context.Context, st store.Store, cfg Config, body, mac, passphra
 	if !ok {
 		return nil
 	}
-	r, err := newRepo(st, cfg, e.mk)
-	if err != nil || !r.keys.CheckConfigMAC(body, mac) {
+	if !authenticates(e.mk, body, mac) {
 		return nil
 	}
 	if _, err := st.Stat(ctx, e.slot); err != nil {
+		return nil
+	}
+	r, err := newRepo(st, cfg, e.mk)
+	if err != nil {
 		return nil
 	}
 	r.slot = e.slot
