@@ -17,6 +17,7 @@ import (
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/vault"
 )
 
 const strongPass = "tulip orbit canyon mosaic"
@@ -409,5 +410,52 @@ func checkPasswdThroughVault(t *testing.T, conf string, st store.Store) {
 	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || out.OldSlotRemoved ||
 		out.OperatorCommand != "cofferd tenant remove-key acme "+strings.TrimPrefix(out.OldSlot, "keys/") {
 		t.Fatalf("key passwd --json through a vault: exit %d %q %v\n%s", r.code, r.stdout, err, r.stderr)
+	}
+}
+
+// Through the real vault, a 65th key slot is refused: key passwd exits 1
+// with the vault's reason and what to do, nothing is stored, and the
+// repository still opens.
+func TestKeyPasswdOverSlotLimitThroughRealVault(t *testing.T) {
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	t.Setenv("COFFER_PASSWORD", strongPass)
+	t.Setenv(store.EnvCredential, "")
+	t.Setenv(EnvEnrollToken, "")
+	ctx := t.Context()
+	reg, data, ts := realVault(t)
+	ten, tok, _, err := reg.CreateTenant(ctx, "acme", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(t.TempDir(), "coffer.yaml")
+	if r := runCoffer(t, "--config", conf, "init", "--repo", ts.URL, "--token", tok.Reveal()); r.code != 0 {
+		t.Fatalf("init: exit %d\n%s", r.code, r.stderr)
+	}
+	mk := mustMaster(t)
+	for i := 1; i < vault.MaxKeySlots; i++ {
+		s, err := crypto.NewPassphraseSlot(mk, []byte("other"), crypto.DefaultKDF(), time.Now(), "filler")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := s.Marshal()
+		if err := data.Put(ctx, "repos/"+ten.ID+"/keys/"+sha256Hex(b), bytes.NewReader(b), int64(len(b))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int {
+		n := 0
+		_ = data.List(ctx, "repos/"+ten.ID+"/keys/", func(store.Info) error { n++; return nil })
+		return n
+	}
+	t.Setenv("COFFER_NEW_PASSWORD", "another fine passphrase here")
+	r := runCoffer(t, "--config", conf, "key", "passwd")
+	if r.code != 1 || !strings.Contains(r.stderr, "too_many_key_slots") || !strings.Contains(r.stderr, "cofferd tenant remove-key") {
+		t.Fatalf("key passwd over the slot limit: exit %d\n%s", r.code, r.stderr)
+	}
+	if n := count(); n != vault.MaxKeySlots {
+		t.Fatalf("%d key slots stored, want %d", n, vault.MaxKeySlots)
+	}
+	if r := runCoffer(t, "--config", conf, "--no-key-cache", "snapshots"); r.code != 0 {
+		t.Fatalf("the old passphrase after the refusal: exit %d\n%s", r.code, r.stderr)
 	}
 }
