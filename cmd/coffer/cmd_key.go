@@ -95,7 +95,7 @@ func (g *globals) keyPasswd(ctx context.Context, newFile string, insecure bool) 
 	}
 	ro, err := repo.OpenWithKey(ctx, r.Store(), r.Keys().Master(), name)
 	if err != nil {
-		return fmt.Errorf("the new key slot %s was stored, but reading it back failed: %w", name, err)
+		return fmt.Errorf("the new key slot %s was stored, but the repository does not show it: %w", name, err)
 	}
 	g.keepUnlocked(ro)
 	if g.json {
