@@ -148,8 +148,8 @@ func NewEscrowSlot(mk *MasterKey, recipient string, now time.Time, host string) 
 }
 
 func validateEscrowSlot(s *Slot) error {
-	if s.KDF != nil {
-		return errors.New("escrow slot with KDF parameters")
+	if s.KDF != nil || s.Form != FormRaw {
+		return errors.New("escrow slot with KDF parameters or a passphrase_form")
 	}
 	if _, err := ParseEscrowRecipient(s.Recipient); err != nil {
 		return err

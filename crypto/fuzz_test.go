@@ -52,7 +52,7 @@ func FuzzParseSlot(f *testing.F) {
 		case s.Version != SlotVersion:
 			t.Fatalf("accepted slot %+v", s)
 		case s.Type == SlotPassphrase:
-			if s.KDF == nil || s.Recipient != "" {
+			if s.KDF == nil || s.Recipient != "" || (s.Form != FormRaw && s.Form != FormNFC) {
 				t.Fatalf("accepted slot %+v", s)
 			}
 			if err := s.KDF.validate(); err != nil {
@@ -83,7 +83,7 @@ func FuzzParseSlot(f *testing.F) {
 		if !bytes.Equal(out, out2) {
 			t.Fatalf("slot changed across Marshal/ParseSlot:\n%s\n%s", out, out2)
 		}
-		if !reflect.DeepEqual(s.KDF, s2.KDF) || !bytes.Equal(s.Sealed, s2.Sealed) || s.Recipient != s2.Recipient {
+		if !reflect.DeepEqual(s.KDF, s2.KDF) || !bytes.Equal(s.Sealed, s2.Sealed) || s.Recipient != s2.Recipient || s.Form != s2.Form {
 			t.Fatal("KDF or sealed key changed across Marshal/ParseSlot")
 		}
 	})

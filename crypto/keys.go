@@ -150,3 +150,12 @@ func (k *Keys) ConfigMAC(body []byte) []byte {
 func (k *Keys) CheckConfigMAC(body, mac []byte) bool {
 	return subtle.ConstantTimeCompare(k.ConfigMAC(body), mac) == 1
 }
+
+// RevealMasterKey returns a copy of the master key's bytes, for the one
+// place that keeps it outside a key slot: the agent's key cache (a 0600
+// file in its config directory). Never print or log the result.
+func RevealMasterKey(k *MasterKey) []byte { return append([]byte(nil), k.raw[:]...) }
+
+// MasterKeyFromBytes is RevealMasterKey's inverse. A key read this way is
+// unverified: check it against the repository's config MAC before use.
+func MasterKeyFromBytes(b []byte) (*MasterKey, error) { return masterKeyFromBytes(b) }

@@ -136,6 +136,12 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, p *Principal,
 	if !s.absent(w, r, key, name) {
 		return
 	}
+	if kind == vaultapi.KindKey {
+		if err := s.checkKeySlots(ctx, p.TenantID); err != nil {
+			writeError(w, r, s.apiError(r, err))
+			return
+		}
+	}
 	ttl := 5 * time.Minute
 	if s.lim.MinUploadRate > 0 {
 		ttl += time.Duration(float64(size)/float64(s.lim.MinUploadRate)) * time.Second

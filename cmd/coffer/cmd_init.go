@@ -24,7 +24,7 @@ import (
 
 func newInitCmd(g *globals) *cobra.Command {
 	var token, tokenFile string
-	var escrow bool
+	var escrow, insecurePass bool
 	cmd := &cobra.Command{
 		Use:   "init --repo URL [--token T]",
 		Short: "Create a repository and write the agent's config file",
@@ -117,6 +117,9 @@ fingerprint: compare it with the one your provider gives you. Without
 			if err != nil {
 				return err
 			}
+			if err := g.checkNewPassphrase(pw, insecurePass); err != nil { // unlock.go
+				return err
+			}
 			r, err := repo.Init(ctx, st, pw, repo.DefaultConfig())
 			if err != nil {
 				return err
@@ -124,6 +127,7 @@ fingerprint: compare it with the one your provider gives you. Without
 			if err := writeConfig(g.configPath, conf); err != nil {
 				return fmt.Errorf("the repository was created, but %w", err)
 			}
+			g.keepUnlocked(r) // unlock.go
 			var escrowSlot string
 			if escrowKey != nil {
 				if escrowSlot, err = g.addEscrowSlot(ctx, st, r, base, conf, escrowKey); err != nil {
@@ -155,6 +159,7 @@ fingerprint: compare it with the one your provider gives you. Without
 	f := cmd.Flags()
 	f.StringVar(&token, "token", "", "one-time enrollment token for a vault (prefer env "+EnvEnrollToken+": argv is visible to other users)")
 	f.StringVar(&tokenFile, "token-file", "", "read the enrollment token from this file")
+	f.BoolVar(&insecurePass, "insecure-passphrase", false, "accept a passphrase that the strength check refuses")
 	f.BoolVar(&escrow, "escrow", false, "also seal the master key to the vault's escrow key (your provider can then recover the backups)")
 	return cmd
 }
@@ -273,6 +278,7 @@ func (g *globals) joinVaultRepo(ctx context.Context, st store.Store, conf agentC
 	if err := writeConfig(g.configPath, conf); err != nil {
 		return err
 	}
+	g.keepUnlocked(r) // unlock.go
 	if g.json {
 		out := map[string]any{"type": "init", "repository": st.Location(), "id": r.Config().ID, "config": g.configPath, "joined": true}
 		if enrolled != nil {

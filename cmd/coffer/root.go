@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -34,6 +33,7 @@ type globals struct {
 	vaultCA      string
 	// retryPatience is --retry-patience (vault.go, retryPolicy).
 	retryPatience string
+	noKeyCache    bool
 
 	stdout, stderr io.Writer
 	counting       *store.Counting
@@ -60,6 +60,8 @@ type agentConfig struct {
 	// RetryPatience is how long to keep retrying a store or vault that
 	// fails or is away (a duration: 10m, 1h); --retry-patience overrides.
 	RetryPatience string `yaml:"retry_patience,omitempty"`
+	// KeyCache false stops the agent keeping unlocked keys (unlock.go).
+	KeyCache *bool `yaml:"key_cache,omitempty"`
 }
 
 func defaultConfigPath() string {
@@ -88,6 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&g.passwordFile, "password-file", os.Getenv("COFFER_PASSWORD_FILE"), "read the passphrase from this file (env COFFER_PASSWORD_FILE; or set COFFER_PASSWORD)")
 	pf.StringVar(&g.vaultCA, "vault-ca", os.Getenv(store.EnvVaultCA), "PEM file of CA certificates to trust for the vault (env COFFER_VAULT_CA; init saves it in the config)")
 	pf.StringVar(&g.retryPatience, "retry-patience", os.Getenv(EnvRetryPatience), "how long to keep retrying a vault or store that fails or is away, e.g. 10m or 1h (env "+EnvRetryPatience+", config retry_patience; default 10m)")
+	pf.BoolVar(&g.noKeyCache, "no-key-cache", false, "neither use nor keep the unlocked key in the config directory (also key_cache: false in the config)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
 	pf.BoolVar(&g.quiet, "quiet", false, "print only errors")
 	g.profile.AddFlag(pf)
@@ -172,8 +175,14 @@ func (g *globals) openStore(ctx context.Context, url string, create bool) (store
 	return g.retry, nil
 }
 
-// openRepo opens the repository with the passphrase.
+// openRepo opens the repository: with the key this agent kept for it,
+// else with the passphrase (unlock.go).
 func (g *globals) openRepo(ctx context.Context) (*repo.Repo, error) {
+	return g.openRepoWith(ctx, true)
+}
+
+// openRepoWith is openRepo; useKept false always asks for the passphrase.
+func (g *globals) openRepoWith(ctx context.Context, useKept bool) (*repo.Repo, error) {
 	url, err := g.repository()
 	if err != nil {
 		return nil, err
@@ -183,18 +192,11 @@ func (g *globals) openRepo(ctx context.Context) (*repo.Repo, error) {
 		return nil, err
 	}
 	// Fail fast with exit 10 before asking for a passphrase.
-	if _, _, _, err := repo.ReadConfig(ctx, st); err != nil {
-		return nil, err
-	}
-	pw, err := g.passphrase("Passphrase: ", false)
+	cfg, _, _, err := repo.ReadConfig(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	r, err := repo.Open(ctx, st, pw)
-	// argon2id just used 64 MiB that nothing needs any more; give it back
-	// before the pipeline allocates its buffers, so the peak stays low.
-	debug.FreeOSMemory()
-	return r, err
+	return g.unlockRepo(ctx, st, cfg, useKept)
 }
 
 // loadIndex loads the repository index, warning about index files it

@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -300,11 +301,13 @@ func TestInitThroughVault(t *testing.T) {
 	// through the vault, which is said, not hidden.
 	t.Setenv("COFFER_NEW_PASSWORD", "battery staple")
 	r = runCoffer(t, "--config", conf, "key", "passwd")
-	if r.code != 0 || !strings.Contains(r.stderr, "append-only") || !strings.Contains(r.stderr, "OLD passphrase still opens") {
+	if r.code != 0 || !strings.Contains(r.stderr, "append-only") || !strings.Contains(r.stderr, "OLD passphrase still opens") ||
+		!regexp.MustCompile(`ask your provider to remove it with: cofferd tenant remove-key acme [0-9a-f]{64}\n`).MatchString(r.stderr) {
 		t.Fatalf("key passwd: exit %d\n%s", r.code, r.stderr)
 	}
+	checkPasswdThroughVault(t, conf, v.st)
 	t.Setenv("COFFER_PASSWORD", "battery staple")
-	if r := runCoffer(t, "--config", conf, "--quiet", "snapshots"); r.code != 0 {
+	if r := runCoffer(t, "--config", conf, "--quiet", "--no-key-cache", "snapshots"); r.code != 0 {
 		t.Fatalf("snapshots with the new passphrase: exit %d\n%s", r.code, r.stderr)
 	}
 

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -134,7 +133,8 @@ type Repo struct {
 // (the time of new key slots), for tests.
 func (r *Repo) SetClock(c clock.Clock) { r.clock = clock.Or(c) }
 
-// OpenedSlot names the key slot the passphrase opened ("" after Init).
+// OpenedSlot names the key slot that opened the repository: the one the
+// passphrase or kept key came from, or the one Init made.
 func (r *Repo) OpenedSlot() string { return r.slot }
 
 // Store returns the underlying store.
@@ -177,7 +177,7 @@ func Init(ctx context.Context, st store.Store, passphrase []byte, cfg Config) (*
 	}
 	// The key slot goes first: a config without a key would be a repository
 	// nobody can open, while a lone key slot is harmless.
-	if _, err := r.AddPassphraseSlot(ctx, passphrase); err != nil {
+	if r.slot, err = r.AddPassphraseSlot(ctx, passphrase); err != nil {
 		return nil, err
 	}
 	body, err := json.Marshal(cfg)
@@ -244,125 +244,6 @@ func ParseConfig(raw []byte) (Config, []byte, []byte, error) {
 		return Config{}, nil, nil, err
 	}
 	return cfg, cf.Config, mac, nil
-}
-
-// Open opens a repository with a passphrase.
-func Open(ctx context.Context, st store.Store, passphrase []byte) (*Repo, error) {
-	cfg, body, mac, err := ReadConfig(ctx, st)
-	if err != nil {
-		return nil, err
-	}
-	slots, err := ListSlots(ctx, st)
-	if err != nil {
-		return nil, err
-	}
-	var damaged []error
-	for _, s := range slots {
-		if s.Err != nil {
-			damaged = append(damaged, s.Err)
-			continue
-		}
-		if s.Slot.Type != crypto.SlotPassphrase {
-			continue
-		}
-		mk, err := s.Slot.OpenWithPassphrase(passphrase)
-		if err != nil {
-			continue
-		}
-		r, err := newRepo(st, cfg, mk)
-		if err != nil {
-			return nil, err
-		}
-		if !r.keys.CheckConfigMAC(body, mac) {
-			return nil, fmt.Errorf("config object failed authentication: it was changed or damaged since init; restore it from another copy of the repository")
-		}
-		r.slot = s.Name
-		return r, nil
-	}
-	if len(slots) == 0 {
-		return nil, fmt.Errorf("%s has no key slots: the repository cannot be opened", st.Location())
-	}
-	if len(damaged) > 0 {
-		return nil, fmt.Errorf("%w (and %d key slot(s) are damaged: %v)", crypto.ErrWrongPassphrase, len(damaged), errors.Join(damaged...))
-	}
-	return nil, crypto.ErrWrongPassphrase
-}
-
-// SlotInfo is one key slot as listed.
-type SlotInfo struct {
-	Name string
-	Slot *crypto.Slot
-	Err  error // the slot object is damaged
-}
-
-// ListSlots reads every key slot, checking each against its name.
-func ListSlots(ctx context.Context, st store.Store) ([]SlotInfo, error) {
-	var names []string
-	if err := st.List(ctx, KeysPrefix, func(i store.Info) error {
-		names = append(names, i.Name)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("listing key slots: %w", err)
-	}
-	var out []SlotInfo
-	for _, n := range names {
-		raw, err := store.ReadAll(ctx, st, n)
-		if err != nil {
-			return nil, fmt.Errorf("reading key slot %s: %w", n, err)
-		}
-		si := SlotInfo{Name: n}
-		if err := checkContentName(n, KeysPrefix, raw); err != nil {
-			si.Err = err
-		} else if s, err := crypto.ParseSlot(raw, n); err != nil {
-			si.Err = err
-		} else {
-			si.Slot = s
-		}
-		out = append(out, si)
-	}
-	return out, nil
-}
-
-// AddPassphraseSlot stores a new passphrase slot for the open repository's
-// master key and returns its name.
-func (r *Repo) AddPassphraseSlot(ctx context.Context, passphrase []byte) (string, error) {
-	host, _ := os.Hostname()
-	slot, err := crypto.NewPassphraseSlot(r.keys.Master(), passphrase, crypto.DefaultKDF(), r.clock.Now(), host)
-	if err != nil {
-		return "", err
-	}
-	b, err := slot.Marshal()
-	if err != nil {
-		return "", err
-	}
-	name, err := r.putContentNamed(ctx, KeysPrefix, b)
-	if err != nil {
-		return "", fmt.Errorf("storing the key slot: %w", err)
-	}
-	return name, nil
-}
-
-// RemoveSlot deletes a key slot. It refuses to delete the last one.
-func (r *Repo) RemoveSlot(ctx context.Context, name string) error {
-	slots, err := ListSlots(ctx, r.st)
-	if err != nil {
-		return err
-	}
-	found, usable := false, 0
-	for _, s := range slots {
-		if s.Name == name {
-			found = true
-		} else if s.Err == nil {
-			usable++
-		}
-	}
-	if !found {
-		return fmt.Errorf("key slot %s: %w", name, store.ErrNotFound)
-	}
-	if usable == 0 {
-		return errors.New("refusing to remove the last usable key slot: the repository would be lost")
-	}
-	return r.st.Delete(ctx, name)
 }
 
 // contentName returns prefix + hex SHA-256 of b.

@@ -85,12 +85,13 @@ func TestInitOpen(t *testing.T) {
 	if len(cfg.ID) != 32 || cfg.Created.IsZero() || cfg.Version != FormatVersion {
 		t.Fatalf("config %+v", cfg)
 	}
-	if r.OpenedSlot() != "" {
-		t.Fatalf("OpenedSlot after Init = %q", r.OpenedSlot())
-	}
 	names := slotNames(t, st)
 	if len(names) != 1 || !strings.HasPrefix(names[0], KeysPrefix) {
 		t.Fatalf("slots after Init: %v", names)
+	}
+	// The slot Init made is the one the agent remembers and tries first.
+	if r.OpenedSlot() != names[0] {
+		t.Fatalf("OpenedSlot after Init = %q, want %s", r.OpenedSlot(), names[0])
 	}
 
 	o, err := Open(ctx, st, []byte(pass))

@@ -72,6 +72,8 @@ const (
 	CodeURITooLong        = "uri_too_long"
 	CodeTooManyDownloads  = "too_many_downloads"
 	CodeTooManyAuthFails  = "too_many_auth_failures"
+	// CodeTooManyKeySlots refuses a key slot over the tenant's limit.
+	CodeTooManyKeySlots = "too_many_key_slots"
 )
 
 var codeStatus = map[string]int{
@@ -110,6 +112,7 @@ var codeStatus = map[string]int{
 	CodeDraining:          http.StatusServiceUnavailable,
 	CodeStoreUnreachable:  http.StatusServiceUnavailable,
 	CodeMethodNotAllowed:  http.StatusMethodNotAllowed,
+	CodeTooManyKeySlots:   http.StatusForbidden,
 }
 
 // StatusOf returns the HTTP status a code is answered with (500 for an
