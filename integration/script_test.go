@@ -1,11 +1,10 @@
 package integration
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -47,27 +46,27 @@ func TestScripts(t *testing.T) {
 	})
 }
 
-// cmdJSONShape reads a file of JSON lines (stdout or stderr of the last
-// command, or a file) and writes the shape of each line to stdout: one line
-// per leaf, "path: type", keys sorted, array elements merged under "[]".
-// A line that is not JSON fails the script.
+// cmdJSONShape reads a file of JSON values (stdout or stderr of the last
+// command, or a file; one a line or indented) and writes the shape of each
+// to stdout: one line per leaf, "path: type", keys sorted, array elements
+// merged under "[]", values separated by "--". Anything that is not JSON
+// fails the script.
 //
 //	jsonshape stdout
 func cmdJSONShape(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: jsonshape FILE")
 	}
-	sc := bufio.NewScanner(strings.NewReader(ts.ReadFile(args[0])))
-	sc.Buffer(nil, 1<<20)
+	dec := json.NewDecoder(strings.NewReader(ts.ReadFile(args[0])))
 	n := 0
-	for sc.Scan() {
-		line := bytes.TrimSpace(sc.Bytes())
-		if len(line) == 0 {
-			continue
-		}
+	for {
 		var v any
-		if err := json.Unmarshal(line, &v); err != nil {
-			ts.Fatalf("line %d of %s is not JSON: %v: %q", n+1, args[0], err, line)
+		err := dec.Decode(&v)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			ts.Fatalf("value %d of %s is not JSON: %v", n+1, args[0], err)
 		}
 		if n > 0 {
 			fmt.Fprintln(ts.Stdout(), "--")

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/spf13/cobra"
 
@@ -37,7 +38,18 @@ has uploaded but not indexed yet are counted, not warned about.`,
 			if dir := stateDir(r); dir != "" {
 				running = uploader.RunInProgress(dir)
 			}
-			rep, err := check.Run(ctx, r, check.Options{ReadData: readData, BackupRunning: running})
+			var checked atomic.Int64
+			stop := func() {}
+			opt := check.Options{ReadData: readData, BackupRunning: running,
+				PackDone: func(size int64) { checked.Add(size) },
+				PacksFound: func(n int, size int64) {
+					stop = g.showProgress(ctx, "check", size, func() progressSample {
+						return progressSample{done: checked.Load(), desc: fmt.Sprintf("check (%d packs)", n),
+							json: map[string]any{"what": "check", "packs": n}}
+					})
+				}}
+			rep, err := check.Run(ctx, r, opt)
+			stop()
 			if err != nil {
 				return err
 			}

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 	"gopkg.in/yaml.v3"
 
+	"github.com/cofferhq/coffer/internal/buildinfo"
 	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
@@ -95,7 +96,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.BoolVar(&g.quiet, "quiet", false, "print only errors")
 	g.profile.AddFlag(pf)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
-	root.AddCommand(newInitCmd(g), newBackupCmd(g), newSnapshotsCmd(g), newRestoreCmd(g), newCheckCmd(g), newKeyCmd(g), newDebugCmd(g))
+	root.AddCommand(newInitCmd(g), newBackupCmd(g), newSnapshotsCmd(g), newRestoreCmd(g), newCheckCmd(g), newKeyCmd(g), newDebugCmd(g), newVersionCmd(g))
+	root.Version = buildinfo.Version()
 
 	err := root.ExecuteContext(ctx)
 	g.profile.Stop()

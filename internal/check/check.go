@@ -33,6 +33,9 @@ type Options struct {
 	// PackDone, if set, is called (from several goroutines) as each pack
 	// is checked, with its size: a progress hook.
 	PackDone func(size int64)
+	// PacksFound, if set, is called once the packs are listed, with their
+	// count and total size, before any is checked: the progress total.
+	PacksFound func(count int, size int64)
 }
 
 // Problem is one finding. Warnings do not make a check fail. A foreign
@@ -196,6 +199,13 @@ func (c *checker) packFiles(ctx context.Context) error {
 		return fmt.Errorf("listing packs: %w", err)
 	}
 	c.report.Packs = len(objs)
+	if c.opt.PacksFound != nil {
+		var total int64
+		for _, o := range objs {
+			total += o.Size
+		}
+		c.opt.PacksFound(len(objs), total)
+	}
 	seen := map[pack.ID]bool{}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opt.Workers)

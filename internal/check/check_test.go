@@ -413,10 +413,18 @@ func TestCheckPackDoneProgress(t *testing.T) {
 	var mu sync.Mutex
 	var got int64
 	calls := 0
+	found, foundN, foundSize := 0, 0, int64(0)
 	rep, err := Run(ctx, f.Open(), Options{ReadData: true, Workers: 3, PackDone: func(size int64) {
 		mu.Lock()
 		got += size
 		calls++
+		mu.Unlock()
+	}, PacksFound: func(n int, size int64) {
+		mu.Lock()
+		found, foundN, foundSize = found+1, n, size
+		if calls != 0 {
+			t.Error("PacksFound came after a pack was checked")
+		}
 		mu.Unlock()
 	}})
 	if err != nil {
@@ -424,5 +432,8 @@ func TestCheckPackDoneProgress(t *testing.T) {
 	}
 	if got != want || calls != rep.Packs {
 		t.Fatalf("progress saw %d packs, %d bytes; want %d, %d", calls, got, rep.Packs, want)
+	}
+	if found != 1 || foundN != rep.Packs || foundSize != want {
+		t.Fatalf("PacksFound called %d times with %d packs, %d bytes; want once with %d, %d", found, foundN, foundSize, rep.Packs, want)
 	}
 }
