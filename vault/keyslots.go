@@ -8,10 +8,10 @@ import (
 	"sort"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault/ledger"
 	"github.com/cofferhq/coffer/vault/registry"
@@ -101,34 +101,16 @@ func readSlot(ctx context.Context, data store.Store, t *registry.Tenant, id stri
 	s, err := crypto.ParseSlot(raw, id)
 	if err != nil {
 		msg := strings.TrimLeft(strings.TrimPrefix(err.Error(), "key slot "+id), ": ")
-		ks.Problem = Printable(msg, maxShown)
+		ks.Problem = termtext.Clip(msg, maxShown)
 		return ks, nil
 	}
 	ks.Type, ks.Created = s.Type, s.Created.UTC()
-	ks.Host, ks.Note = Printable(s.Host, maxShown), Printable(s.Note, maxShown)
+	ks.Host, ks.Note = termtext.Clip(s.Host, maxShown), termtext.Clip(s.Note, maxShown)
 	if s.Type == crypto.SlotEscrowAge {
 		ks.EscrowFingerprint = s.EscrowFingerprint()
 	}
 	ks.Escrow = t.Escrow.Slot == ks.Name
 	return ks, nil
-}
-
-// Printable makes text a tenant wrote safe to show an operator: control,
-// format (bidi overrides) and other unprintable characters become '?', and
-// it is cut at n runes.
-func Printable(s string, n int) string {
-	var b strings.Builder
-	for i, r := range []rune(s) {
-		if i == n {
-			b.WriteString("...")
-			break
-		}
-		if !unicode.IsPrint(r) || unicode.Is(unicode.Cf, r) {
-			r = '?'
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // FindKeySlot picks the slot keyID names: its full hex, "keys/<hex>", or a
@@ -137,7 +119,7 @@ func FindKeySlot(slots []KeySlot, tenant, keyID string) (*KeySlot, error) {
 	id := strings.ToLower(strings.TrimPrefix(keyID, "keys/"))
 	if len(id) < 8 || len(id) > 64 || strings.Trim(id, "0123456789abcdef") != "" {
 		return nil, vaultapi.Errorf(vaultapi.CodeBadRequest,
-			"key id %q: give the slot's hex name or a prefix of at least 8 hex digits (cofferd tenant keys %s lists them)", Printable(keyID, maxShown), tenant)
+			"key id %q: give the slot's hex name or a prefix of at least 8 hex digits (cofferd tenant keys %s lists them)", termtext.Clip(keyID, maxShown), tenant)
 	}
 	var found []*KeySlot
 	for i := range slots {

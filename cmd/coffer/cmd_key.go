@@ -15,6 +15,7 @@ import (
 	"github.com/cofferhq/coffer/internal/keycache"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
@@ -220,7 +221,7 @@ func (g *globals) printSlots(slots []keySlotJSON) error {
 			state += " (current)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID[:min(12, len(s.ID))], dash(s.Type), dash(s.Created),
-			dash(repo.CleanClaim(c.Host)), dash(repo.CleanClaim(c.Credential)), dash(repo.CleanClaim(c.Note)), state)
+			dash(termtext.Clip(c.Host, 80)), dash(termtext.Clip(c.Credential, 80)), dash(termtext.Clip(c.Note, 80)), state)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -283,7 +283,7 @@ func TestPlantedCostlySlotSkipped(t *testing.T) {
 		}
 	}
 	r = a.mustRun("key", "list")
-	if !strings.Contains(r.stdout, "CLAIMED HOST") || !strings.Contains(r.stdout, "mallory-host?[2J") || !strings.Contains(r.stdout, "over this agent's KDF limit") ||
+	if !strings.Contains(r.stdout, "CLAIMED HOST") || !strings.Contains(r.stdout, `mallory-host\x1b[2J`) || !strings.Contains(r.stdout, "over this agent's KDF limit") ||
 		strings.Contains(r.stdout+r.stderr, "\x1b") {
 		t.Fatalf("key list:\n%s", r.stdout)
 	}

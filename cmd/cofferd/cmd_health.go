@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
-	"github.com/cofferhq/coffer/vault"
 )
 
 // newHealthCmd is `cofferd health --url URL`: a probe for container
@@ -70,7 +70,7 @@ type healthOut struct {
 func unhealthyText(status string, body []byte) string {
 	var eb vaultapi.ErrorBody
 	if json.Unmarshal(body, &eb) == nil && eb.Error.Code != "" {
-		return fmt.Sprintf("%s %s: %s", status, eb.Error.Code, vault.Printable(eb.Error.Message, 200))
+		return fmt.Sprintf("%s %s: %s", status, eb.Error.Code, termtext.Clip(eb.Error.Message, 200))
 	}
-	return fmt.Sprintf("%s %s", status, vault.Printable(string(body), 200))
+	return fmt.Sprintf("%s %s", status, termtext.Clip(string(body), 200))
 }

@@ -125,7 +125,7 @@ func TestTenantKeys(t *testing.T) {
 			lines[id] = l
 		}
 	}
-	if l := lines[f.second]; !strings.Contains(l, "passphrase") || !strings.Contains(l, f.credID) || !strings.Contains(l, "evil?]0;owned??host") {
+	if l := lines[f.second]; !strings.Contains(l, "passphrase") || !strings.Contains(l, f.credID) || !strings.Contains(l, `evil\x1b]0;owned\x07\u202ehost`) {
 		t.Errorf("uploaded slot: %q", l)
 	}
 	if l := lines[f.first]; !strings.Contains(l, "passphrase") || strings.Contains(l, f.credID) {

@@ -17,6 +17,7 @@ import (
 	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault"
 	"github.com/cofferhq/coffer/vault/ledger"
@@ -233,7 +234,7 @@ func checkEmpty(ctx context.Context, base store.Store) error {
 	})
 	if errors.Is(err, errNotEmpty) {
 		return fmt.Errorf("refusing to make a vault in %s: it holds objects (%s, ...) but no vault/format; is --store a repository or the wrong bucket prefix? A new vault needs an empty directory, bucket or prefix",
-			base.Location(), vault.Printable(first, 80))
+			base.Location(), termtext.Clip(first, 80))
 	}
 	if err != nil {
 		return fmt.Errorf("listing %s: %w", base.Location(), err)

@@ -12,10 +12,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"unicode"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/termtext"
 )
 
 // ErrKeyMismatch is returned (wrapped) by OpenWithKey when the key does not
@@ -279,32 +279,19 @@ func (s SlotInfo) Claimed() string {
 	}
 	parts := []string{"created " + s.Slot.Created.UTC().Format("2006-01-02 15:04 UTC")}
 	if s.Slot.Host != "" {
-		parts = append(parts, "host "+CleanClaim(s.Slot.Host))
+		parts = append(parts, "host "+termtext.Clip(s.Slot.Host, maxClaim))
 	}
 	if s.Slot.Credential != "" {
-		parts = append(parts, "credential "+CleanClaim(s.Slot.Credential))
+		parts = append(parts, "credential "+termtext.Clip(s.Slot.Credential, maxClaim))
 	}
 	if s.Slot.Note != "" {
-		parts = append(parts, "note "+CleanClaim(s.Slot.Note))
+		parts = append(parts, "note "+termtext.Clip(s.Slot.Note, maxClaim))
 	}
 	return "claims " + strings.Join(parts, ", ")
 }
 
-// CleanClaim makes a slot's claim safe to print on a terminal: anyone who
-// can add a slot writes it. Characters that are not printable (escape
-// sequences, line breaks) become '?', and it is cut at 80 characters.
-func CleanClaim(s string) string {
-	out := []rune(strings.Map(func(r rune) rune {
-		if !unicode.IsPrint(r) {
-			return '?'
-		}
-		return r
-	}, strings.ToValidUTF8(s, "?")))
-	if len(out) > 80 {
-		return string(out[:80]) + "…"
-	}
-	return string(out)
-}
+// maxClaim bounds each claim of a slot shown to a user.
+const maxClaim = 80
 
 // ListSlots reads every key slot, checking each against its name.
 func ListSlots(ctx context.Context, st store.Store) ([]SlotInfo, error) {

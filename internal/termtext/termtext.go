@@ -87,3 +87,14 @@ func unsafeRune(r rune) bool {
 	}
 	return false
 }
+
+// Clip is Clean for a short field another party wrote (a key slot's host or
+// note, a name): cleaned, then cut to at most n characters of the cleaned
+// text, with "…" marking the cut.
+func Clip(s string, n int) string {
+	c := Clean(s)
+	if utf8.RuneCountInString(c) <= n {
+		return c
+	}
+	return string([]rune(c)[:n]) + "…"
+}

@@ -72,3 +72,18 @@ func FuzzClean(f *testing.F) {
 		}
 	})
 }
+
+// TestClip: fields another party wrote cannot move the cursor, clear the
+// screen or forge lines, and are bounded.
+func TestClip(t *testing.T) {
+	for in, want := range map[string]string{
+		"web01":                    "web01",
+		"evil\x1b[2J\nforged line": `evil\x1b[2J\x0aforged line`,
+		"bad\xffutf8\u202eRTL":     "bad\ufffdutf8\\u202eRTL",
+		strings.Repeat("é", 100):   strings.Repeat("é", 80) + "…",
+	} {
+		if got := Clip(in, 80); got != want {
+			t.Errorf("Clip(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
