@@ -213,7 +213,9 @@ func testVaultDistributed(t *testing.T, sig string) {
 
 	certFile, keyFile, caFile := dmTLS(t, dmReplicaHosts)
 	c.caFile = caFile
-	// Tenants first: this makes the bucket before two replicas race to.
+	// The vault first (only an explicit command creates one), then the
+	// tenants: this makes the bucket before two replicas race to.
+	c.admin("init")
 	_, acmeToken := dmCreateTenant(c, "acme")
 	_, globexToken := dmCreateTenant(c, "globex")
 	c.startReplica(0, dmReplicaHosts[0], 0, certFile, keyFile)
