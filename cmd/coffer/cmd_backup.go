@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/internal/repo"
@@ -78,60 +77,14 @@ interrupted backup resumes without uploading stored packs again.`,
 	return cmd
 }
 
-// showBackupProgress draws a bar on a terminal, or JSON progress lines with
-// --json, until the returned stop is called.
+// showBackupProgress shows a running backup's progress (showProgress).
 func (g *globals) showBackupProgress(ctx context.Context, b *uploader.Backup) (stop func()) {
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	tty := isTerminal(g.stderr)
-	if g.quiet || (!g.json && !tty) {
-		return func() {}
-	}
-	var bar *progressbar.ProgressBar
-	if !g.json {
-		bar = progressbar.NewOptions64(b.Progress().Size,
-			progressbar.OptionSetWriter(g.stderr),
-			progressbar.OptionShowBytes(true),
-			progressbar.OptionSetDescription("backup"),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionThrottle(200*time.Millisecond),
-			progressbar.OptionClearOnFinish(),
-		)
-	}
-	start := time.Now()
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(time.Second)
-		if bar != nil {
-			t.Reset(250 * time.Millisecond)
-		}
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				if bar != nil {
-					_ = bar.Finish()
-				}
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				p := b.Progress()
-				if bar != nil {
-					bar.Describe(fmt.Sprintf("backup (new %s)", humanBytes(p.NewBytes)))
-					_ = bar.Set64(p.Done)
-					continue
-				}
-				g.printJSON(map[string]any{
-					"type": "progress", "seconds": time.Since(start).Seconds(),
-					"size": p.Size, "done": p.Done, "bytes_read": p.Read,
-					"chunks": p.Chunks, "new_chunks": p.NewChunks, "bytes_new": p.NewBytes,
-					"bytes_stored_new": p.StoredBytes, "packs": p.Packs,
-				})
-			}
-		}
-	}()
-	return func() { close(done); <-finished }
+	return g.showProgress(ctx, "backup", b.Progress().Size, func() progressSample {
+		p := b.Progress()
+		return progressSample{done: p.Done, desc: fmt.Sprintf("backup (new %s)", humanBytes(p.NewBytes)),
+			json: map[string]any{"bytes_read": p.Read, "chunks": p.Chunks, "new_chunks": p.NewChunks,
+				"bytes_new": p.NewBytes, "bytes_stored_new": p.StoredBytes, "packs": p.Packs}}
+	})
 }
 
 func (g *globals) backupSummary(res *uploader.Result) {
