@@ -9,32 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/clock/clocktest"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
-
-// frozenClock reads the same time until advanced.
-type frozenClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *frozenClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *frozenClock) Sleep(ctx context.Context, d time.Duration) error {
-	c.Advance(d)
-	return ctx.Err()
-}
-
-func (c *frozenClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // countingEscrow answers EscrowRecipient with err, or a fixed recipient.
 type countingEscrow struct {
@@ -102,7 +80,7 @@ func TestEscrowCachedAndRateLimited(t *testing.T) {
 	// that arrived before a lookup started share it. The frozen clock makes
 	// every request arrive at the instant the first lookup started.
 	g := newFixture(t, DefaultLimits())
-	clk := &frozenClock{now: time.Now()}
+	clk := clocktest.New(time.Now())
 	g.srv.clock = clk
 	absent := &countingEscrow{err: store.ErrNotFound}
 	g.srv.escrow = absent
