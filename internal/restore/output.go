@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cofferhq/coffer/internal/fsx"
 )
 
 // tempInfix marks a restore's temporary file: ".NAME.coffer-restore-RANDOM"
@@ -110,7 +112,7 @@ func (o *output) commit(sync bool) error {
 		return fmt.Errorf("closing the output %s: %w", o.tmp, err)
 	}
 	o.f = nil
-	rename := renameNoReplace
+	rename := fsx.RenameNoReplace
 	if o.overwrite {
 		rename = os.Rename
 	}
@@ -122,7 +124,7 @@ func (o *output) commit(sync bool) error {
 	}
 	o.tmp = ""
 	if sync {
-		return syncDir(filepath.Dir(o.final))
+		return fsx.SyncDir(filepath.Dir(o.final))
 	}
 	return nil
 }
@@ -137,38 +139,6 @@ func (o *output) abort() {
 	if o.tmp != "" {
 		os.Remove(o.tmp)
 	}
-}
-
-// renameNoReplace moves tmp to p unless p exists.
-func renameNoReplace(tmp, p string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p, unix.RENAME_NOREPLACE)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, unix.EEXIST):
-		return fs.ErrExist
-	case !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP):
-		return err
-	}
-	// No RENAME_NOREPLACE on this file system: a hard link is create-only.
-	if err := os.Link(tmp, p); err == nil {
-		return os.Remove(tmp)
-	} else if errors.Is(err, fs.ErrExist) {
-		return fs.ErrExist
-	}
-	if _, err := os.Lstat(p); err == nil {
-		return fs.ErrExist
-	}
-	return os.Rename(tmp, p)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // probeSize is how much of a device's start and end is read to see whether

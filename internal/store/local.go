@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cofferhq/coffer/internal/fsx"
 )
 
 // Local is a store in a directory of the local file system. Object names map
@@ -272,32 +274,6 @@ func (l *Local) PutDeferred(ctx context.Context, name string, r io.ReaderAt, siz
 // DefersPuts implements DeferredPutter.
 func (l *Local) DefersPuts() bool { return true }
 
-// renameNoReplace moves tmp to p unless p exists.
-func renameNoReplace(tmp, p string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p, unix.RENAME_NOREPLACE)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, unix.EEXIST) {
-		return fs.ErrExist
-	}
-	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP) {
-		return err
-	}
-	// The file system lacks RENAME_NOREPLACE: a hard link is create-only too.
-	if err := os.Link(tmp, p); err == nil {
-		return os.Remove(tmp)
-	} else if errors.Is(err, fs.ErrExist) {
-		return fs.ErrExist
-	}
-	// No hard links either (FAT, exFAT): check, then rename. The window is
-	// harmless for Coffer, whose objects are named by their content.
-	if _, err := os.Lstat(p); err == nil {
-		return fs.ErrExist
-	}
-	return os.Rename(tmp, p)
-}
-
 // renameatNoReplace is renameNoReplace within the directory dirfd, so no
 // path is resolved again after openDir checked it.
 func renameatNoReplace(dirfd int, tmp, base string) error {
@@ -327,12 +303,7 @@ func renameatNoReplace(dirfd int, tmp, base string) error {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return translateFS(err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+	if err := fsx.SyncDir(dir); err != nil {
 		return fmt.Errorf("fsync directory %s: %w", dir, translateFS(err))
 	}
 	return nil

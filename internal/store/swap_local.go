@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cofferhq/coffer/internal/fsx"
 )
 
 // locksDir holds Local's lock files. Its name starts with a dot, so it can
@@ -88,7 +90,7 @@ func (l *Local) Swap(ctx context.Context, name string, b []byte, ifVersion strin
 	}
 	if ifVersion == "" {
 		// Create-only, also against a Put that does not take the lock.
-		err = renameNoReplace(tmp, p)
+		err = fsx.RenameNoReplace(tmp, p)
 		if errors.Is(err, fs.ErrExist) {
 			_ = os.Remove(tmp)
 			return "", fmt.Errorf("%s: object exists: %w", name, ErrConflict)
