@@ -123,7 +123,7 @@ func (b *Backup) Progress() Progress {
 // Run backs the source up and writes the snapshot. Nothing is visible as a
 // snapshot unless Run returns without error.
 func (b *Backup) Run(ctx context.Context) (res *Result, err error) {
-	start := time.Now()
+	start := clock.Start()
 	var warnings []string
 	// Packs a killed or failed run uploaded but did not index are indexed
 	// (and an index file written for them), so they are not uploaded
@@ -244,7 +244,7 @@ func (b *Backup) Run(ctx context.Context) (res *Result, err error) {
 		return nil, err
 	}
 	return &Result{SnapshotID: id, Snapshot: snap, Progress: b.Progress(), OrphanScan: scan, RecoveredPacks: recovered,
-		TempRemoved: temp.Removed, TempRemovedBytes: temp.Bytes, Warnings: warnings, Duration: time.Since(start)}, nil
+		TempRemoved: temp.Removed, TempRemovedBytes: temp.Bytes, Warnings: warnings, Duration: start.Elapsed()}, nil
 }
 
 // recoverDeadRuns indexes the packs of runs that did not end cleanly (and

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/index"
 	"github.com/cofferhq/coffer/internal/pack"
 	"github.com/cofferhq/coffer/internal/repo"
@@ -112,10 +112,10 @@ func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen
 	if op == nil {
 		p.mu.Unlock()
 		var buf []byte
-		t0 := time.Now()
+		t0 := clock.Start()
 		select {
 		case buf = <-p.free:
-			p.waited.Add(int64(time.Since(t0)))
+			p.waited.Add(int64(t0.Elapsed()))
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -171,8 +171,8 @@ func (p *packer) bufSize() int {
 
 func (p *packer) send(ctx context.Context, b *pack.Builder, pooled bool) error {
 	buf, entries := b.Finish(p.r.Keys().Data())
-	t0 := time.Now()
-	defer func() { p.waited.Add(int64(time.Since(t0))) }()
+	t0 := clock.Start()
+	defer func() { p.waited.Add(int64(t0.Elapsed())) }()
 	select {
 	case p.uploads <- finishedPack{buf: buf, entries: entries, pooled: pooled}:
 		return nil

@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/uploader"
 )
@@ -49,7 +49,7 @@ interrupted backup resumes without uploading stored packs again.`,
 			}
 			// The summary's time runs from here: loading the index and
 			// waiting for the store count, the passphrase prompt does not.
-			start := time.Now()
+			start := clock.Start()
 			if err := g.loadIndex(ctx, r); err != nil {
 				return err
 			}
@@ -63,7 +63,7 @@ interrupted backup resumes without uploading stored packs again.`,
 			if err != nil {
 				return quotaHint(err)
 			}
-			res.Duration = time.Since(start)
+			res.Duration = start.Elapsed()
 			g.rememberSnapshot(r, res)
 			g.backupSummary(res)
 			return nil

@@ -11,12 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
@@ -207,7 +207,7 @@ func clipFP(s string) string {
 // records it with the vault. It returns the slot's name.
 func (g *globals) addEscrowSlot(ctx context.Context, st store.Store, r *repo.Repo, base *url.URL, conf agentConfig, k *store.EscrowKey) (string, error) {
 	host, _ := os.Hostname()
-	slot, err := crypto.NewEscrowSlot(r.Keys().Master(), k.Recipient, time.Now(), host)
+	slot, err := crypto.NewEscrowSlot(r.Keys().Master(), k.Recipient, clock.Real.Now(), host)
 	if err != nil {
 		return "", err
 	}

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+
+	"github.com/cofferhq/coffer/internal/clock"
 )
 
 // progressSample is one look at a running operation: how many of its total
@@ -35,7 +37,7 @@ func (g *globals) showProgress(ctx context.Context, label string, total int64, s
 		)
 	}
 	done, finished := make(chan struct{}), make(chan struct{})
-	start := time.Now()
+	start := clock.Start()
 	go func() {
 		defer close(finished)
 		t := time.NewTicker(time.Second)
@@ -59,7 +61,7 @@ func (g *globals) showProgress(ctx context.Context, label string, total int64, s
 					_ = bar.Set64(s.done)
 					continue
 				}
-				line := map[string]any{"type": "progress", "seconds": time.Since(start).Seconds(), "size": total, "done": s.done}
+				line := map[string]any{"type": "progress", "seconds": start.Elapsed().Seconds(), "size": total, "done": s.done}
 				for k, v := range s.json {
 					line[k] = v
 				}

@@ -8,9 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"time"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/keycache"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
@@ -118,7 +118,7 @@ func (g *globals) keepUnlocked(r *repo.Repo) {
 	if !state || r.OpenedSlot() == "" {
 		return
 	}
-	e := keycache.Entry{Repository: r.Config().ID, Slot: r.OpenedSlot(), Saved: time.Now().UTC()}
+	e := keycache.Entry{Repository: r.Config().ID, Slot: r.OpenedSlot(), Saved: clock.Real.Now().UTC()}
 	if keepKey {
 		e.Key = crypto.RevealMasterKey(r.Keys().Master())
 	}

@@ -72,7 +72,7 @@ X25519) unless --classic. It is made once: a second init fails.`,
 				if err != nil {
 					return err
 				}
-				if err := writeIdentity(out, kp); err != nil {
+				if err := writeIdentity(out, kp, g.clock.Now()); err != nil {
 					return err
 				}
 				k, err := reg.InitEscrow(ctx, kp.Recipient)
@@ -97,7 +97,7 @@ X25519) unless --classic. It is made once: a second init fails.`,
 }
 
 // writeIdentity creates path (0600, never overwriting) with the identity.
-func writeIdentity(path string, kp *crypto.EscrowKeyPair) error {
+func writeIdentity(path string, kp *crypto.EscrowKeyPair, now time.Time) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -106,7 +106,7 @@ func writeIdentity(path string, kp *crypto.EscrowKeyPair) error {
 		return fmt.Errorf("creating the identity file: %w", err)
 	}
 	_, err = fmt.Fprintf(f, "# Coffer vault escrow identity, created %s\n# fingerprint: %s\n# public key: %s\n# Keep offline: it opens every escrowed repository. cofferd never needs it.\n%s\n",
-		time.Now().UTC().Format(time.RFC3339), crypto.EscrowFingerprint(kp.Recipient), kp.Recipient, kp.Identity())
+		now.UTC().Format(time.RFC3339), crypto.EscrowFingerprint(kp.Recipient), kp.Recipient, kp.Identity())
 	if err == nil {
 		err = f.Sync()
 	}

@@ -37,3 +37,14 @@ func Or(c Clock) Clock {
 	}
 	return c
 }
+
+// Stopwatch measures how long work took, on the monotonic clock. It is for
+// reports (durations, rates, waits), never for decisions, so it is not part
+// of Clock and tests do not move it.
+type Stopwatch struct{ start time.Time }
+
+// Start starts a stopwatch.
+func Start() Stopwatch { return Stopwatch{start: time.Now()} }
+
+// Elapsed is the time since Start.
+func (s Stopwatch) Elapsed() time.Duration { return time.Since(s.start) }

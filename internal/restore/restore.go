@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/index"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/repo"
@@ -111,7 +112,7 @@ const (
 // it is verified: a restore that fails or is interrupted leaves nothing
 // behind, and running it again starts afresh.
 func (rs *Restorer) Run(ctx context.Context, path string) (*Result, error) {
-	start := time.Now()
+	start := clock.Start()
 	out, err := openOutput(path, rs.disk.Size, rs.opt)
 	if err != nil {
 		return nil, err
@@ -130,7 +131,7 @@ func (rs *Restorer) Run(ctx context.Context, path string) (*Result, error) {
 		out.abort()
 		return nil, err
 	}
-	res.Duration = time.Since(start)
+	res.Duration = start.Elapsed()
 	return res, nil
 }
 

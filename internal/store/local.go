@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/fsx"
 )
 
@@ -30,7 +31,12 @@ type Local struct {
 
 	linksMu sync.Mutex
 	links   map[string]bool // symbolic links List skipped
+
+	clock clock.Clock // ages temporary files
 }
+
+// SetClock replaces the wall clock that ages temporary files, for tests.
+func (l *Local) SetClock(c clock.Clock) { l.clock = clock.Or(c) }
 
 // SkippedLinks names the symbolic links below the root that List has met
 // and skipped, sorted, so that check can report them.
@@ -89,7 +95,7 @@ const TempGrace = time.Minute
 // look again later.
 func (l *Local) RemoveStaleTemp(ctx context.Context) (TempReport, error) {
 	var rep TempReport
-	cutoff := time.Now().Add(-TempGrace)
+	cutoff := l.clock.Now().Add(-TempGrace)
 	err := filepath.WalkDir(l.root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -172,7 +178,7 @@ func OpenLocal(root string, create bool) (*Local, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("repository path %s is not a directory", abs)
 	}
-	return &Local{root: abs}, nil
+	return &Local{root: abs, clock: clock.Real}, nil
 }
 
 // Location implements Store.
