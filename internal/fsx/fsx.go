@@ -12,7 +12,14 @@ import (
 // RenameNoReplace moves tmp to p unless p exists, when it returns an
 // error that is fs.ErrExist.
 func RenameNoReplace(tmp, p string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, p, unix.RENAME_NOREPLACE)
+	return RenameatNoReplace(unix.AT_FDCWD, tmp, p)
+}
+
+// RenameatNoReplace is RenameNoReplace for two names in the directory
+// dirfd (or relative to the working directory with unix.AT_FDCWD), so that
+// no path is resolved again after the caller checked the directory.
+func RenameatNoReplace(dirfd int, tmp, p string) error {
+	err := unix.Renameat2(dirfd, tmp, dirfd, p, unix.RENAME_NOREPLACE)
 	if err == nil {
 		return nil
 	}
@@ -23,17 +30,19 @@ func RenameNoReplace(tmp, p string) error {
 		return err
 	}
 	// The file system lacks RENAME_NOREPLACE: a hard link is create-only too.
-	if err := os.Link(tmp, p); err == nil {
-		return os.Remove(tmp)
-	} else if errors.Is(err, fs.ErrExist) {
+	if err := unix.Linkat(dirfd, tmp, dirfd, p, 0); err == nil {
+		return unix.Unlinkat(dirfd, tmp, 0)
+	} else if errors.Is(err, unix.EEXIST) {
 		return fs.ErrExist
 	}
 	// No hard links either (FAT, exFAT): check, then rename. The window is
-	// harmless for Coffer, whose objects are named by their content.
-	if _, err := os.Lstat(p); err == nil {
+	// harmless for Coffer's callers, whose files are named by their content
+	// or are their own temporary files.
+	var st unix.Stat_t
+	if unix.Fstatat(dirfd, p, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
 		return fs.ErrExist
 	}
-	return os.Rename(tmp, p)
+	return unix.Renameat(dirfd, tmp, dirfd, p)
 }
 
 // SyncDir fsyncs the directory dir, so that a rename or a new entry in it

@@ -259,7 +259,7 @@ func (l *Local) PutDeferred(ctx context.Context, name string, r io.ReaderAt, siz
 		}
 		// Renamed before it is closed, so the lock covers the file for
 		// as long as it has its temporary name.
-		if err := renameatNoReplace(int(dir.Fd()), tmp, base); err != nil {
+		if err := fsx.RenameatNoReplace(int(dir.Fd()), tmp, base); err != nil {
 			discard()
 			if errors.Is(err, fs.ErrExist) {
 				return l.checkAbsent(nil, name, base)
@@ -279,34 +279,6 @@ func (l *Local) PutDeferred(ctx context.Context, name string, r io.ReaderAt, siz
 
 // DefersPuts implements DeferredPutter.
 func (l *Local) DefersPuts() bool { return true }
-
-// renameatNoReplace is renameNoReplace within the directory dirfd, so no
-// path is resolved again after openDir checked it.
-func renameatNoReplace(dirfd int, tmp, base string) error {
-	err := unix.Renameat2(dirfd, tmp, dirfd, base, unix.RENAME_NOREPLACE)
-	if err == nil {
-		return nil
-	}
-	if errors.Is(err, unix.EEXIST) {
-		return fs.ErrExist
-	}
-	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.ENOTSUP) {
-		return err
-	}
-	// The file system lacks RENAME_NOREPLACE: a hard link is create-only too.
-	if err := unix.Linkat(dirfd, tmp, dirfd, base, 0); err == nil {
-		return unix.Unlinkat(dirfd, tmp, 0)
-	} else if errors.Is(err, unix.EEXIST) {
-		return fs.ErrExist
-	}
-	// No hard links either (FAT, exFAT): check, then rename. The window is
-	// harmless for Coffer, whose objects are named by their content.
-	var st unix.Stat_t
-	if unix.Fstatat(dirfd, base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil {
-		return fs.ErrExist
-	}
-	return unix.Renameat(dirfd, tmp, dirfd, base)
-}
 
 func syncDir(dir string) error {
 	if err := fsx.SyncDir(dir); err != nil {
