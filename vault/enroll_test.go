@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -22,27 +21,15 @@ import (
 // token enrolls a new credential afterwards.
 func TestEnrollRevokedCredentialOverHTTP(t *testing.T) {
 	ctx := context.Background()
-	data, err := store.OpenLocal(t.TempDir(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, _ := registry.New(data, clock.Real)
-	led, _ := ledger.New(data, data, clock.Real, nil)
-	cfg := Config{Data: data}
-	(&State{Registry: reg, Ledger: led}).Configure(&cfg)
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer ts.Close()
+	srv := newStateServer(t, Limits{})
+	reg := srv.reg
 	acme, tok, _, err := reg.CreateTenant(ctx, "acme", 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	enroll := func(tok vaultapi.Secret, id, sha string) (int, vaultapi.ErrorDetail) {
 		body, _ := vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: sha, Host: "h1"}.Encode()
-		resp, err := http.Post(ts.URL+vaultapi.RouteEnroll, "application/json", bytes.NewReader(body))
+		resp, err := http.Post(srv.url+vaultapi.RouteEnroll, "application/json", bytes.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}

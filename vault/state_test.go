@@ -6,15 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
-	"github.com/cofferhq/coffer/internal/clock"
-	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
-	"github.com/cofferhq/coffer/vault/ledger"
-	"github.com/cofferhq/coffer/vault/registry"
 )
 
 // TestWithRegistryAndLedger runs the server over the real store-backed
@@ -22,33 +17,15 @@ import (
 // revocation and suspension.
 func TestWithRegistryAndLedger(t *testing.T) {
 	ctx := context.Background()
-	data, err := store.OpenLocal(t.TempDir(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := registry.New(data, clock.Real)
-	if err != nil {
-		t.Fatal(err)
-	}
-	led, err := ledger.New(data, data, clock.Real, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{Data: data}
-	(&State{Registry: reg, Ledger: led}).Configure(&cfg)
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer ts.Close()
+	srv := newStateServer(t, Limits{})
+	reg := srv.reg
 	tenant, tok, _, err := reg.CreateTenant(ctx, "acme", 1<<20, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	call := func(method, path string, cred vaultapi.Secret, body []byte) (int, vaultapi.ErrorDetail, []byte) {
 		t.Helper()
-		r, _ := http.NewRequest(method, ts.URL+path, bytes.NewReader(body))
+		r, _ := http.NewRequest(method, srv.url+path, bytes.NewReader(body))
 		if cred != "" {
 			r.Header.Set("Authorization", "Bearer "+cred.Reveal())
 		}

@@ -7,31 +7,17 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 
-	"github.com/cofferhq/coffer/internal/clock"
-	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
-	"github.com/cofferhq/coffer/vault/ledger"
-	"github.com/cofferhq/coffer/vault/registry"
 )
 
 // GET /v1/tenant keeps what agents reported with a snapshot apart from
 // what the vault measured.
 func TestTenantUsageLabelsReported(t *testing.T) {
 	ctx := context.Background()
-	data, _ := store.OpenLocal(t.TempDir(), true)
-	reg, _ := registry.New(data, clock.Real)
-	led, _ := ledger.New(data, data, clock.Real, nil)
-	cfg := Config{Data: data}
-	(&State{Registry: reg, Ledger: led}).Configure(&cfg)
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv.Handler())
-	defer ts.Close()
+	srv := newStateServer(t, Limits{})
+	reg := srv.reg
 	_, tok, _, _ := reg.CreateTenant(ctx, "acme", 0, 0)
 	cred, id, sum, _ := vaultapi.NewCredential()
 	if _, _, err := reg.Enroll(ctx, vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sum[:])}); err != nil {
@@ -39,7 +25,7 @@ func TestTenantUsageLabelsReported(t *testing.T) {
 	}
 	snap := bytes.Repeat([]byte("s"), 500)
 	h := sha256.Sum256(snap)
-	req, _ := http.NewRequest("PUT", ts.URL+"/v1/repo/snapshots/"+hex.EncodeToString(h[:]), bytes.NewReader(snap))
+	req, _ := http.NewRequest("PUT", srv.url+"/v1/repo/snapshots/"+hex.EncodeToString(h[:]), bytes.NewReader(snap))
 	req.Header.Set("Authorization", "Bearer "+cred.Reveal())
 	req.Header.Set(vaultapi.HeaderLogicalBytes, "10737418240")
 	req.Header.Set(vaultapi.HeaderDataBytes, "3221225472")
@@ -48,7 +34,7 @@ func TestTenantUsageLabelsReported(t *testing.T) {
 		t.Fatalf("put snapshot: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	req, _ = http.NewRequest("GET", ts.URL+vaultapi.RouteTenant, nil)
+	req, _ = http.NewRequest("GET", srv.url+vaultapi.RouteTenant, nil)
 	req.Header.Set("Authorization", "Bearer "+cred.Reveal())
 	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
