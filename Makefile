@@ -42,10 +42,13 @@ test-short:
 minio:
 	bash scripts/install-minio.sh
 
+# The benchmark's peers, restic and kopia at the versions of
+# integration/bench/peers.env (restic 0.19.1, kopia 0.23.1), installed as
+# $(COFFER_TOOLS)/restic-VERSION and kopia-VERSION.
 peers:
 	bash scripts/install-peers.sh
 
-# Coffer against restic 0.18.1 and kopia 0.22.3 on the same generated images.
+# Coffer against restic 0.19.1 and kopia 0.23.1 on the same generated images.
 bench: minio peers
 	$(GO) run ./integration/bench $(BENCHFLAGS)
 

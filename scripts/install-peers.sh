@@ -1,35 +1,49 @@
 #!/usr/bin/env bash
-# Installs the benchmark peers, restic 0.18.1 and kopia 0.22.3, into
-# $COFFER_TOOLS (default ${XDG_CACHE_HOME:-$HOME/.cache}/coffer-dev/bin).
+# Installs the benchmark peers into $COFFER_TOOLS (default
+# ${XDG_CACHE_HOME:-$HOME/.cache}/coffer-dev/bin) as restic-VERSION and
+# kopia-VERSION, the versions set in integration/bench/peers.env (the one
+# place they are set; the bench reads the same file). Versioned file names
+# keep an older peer from being benchmarked by accident: the bench runs only
+# the file of the version it was built for, and checks what it prints.
 # Idempotent: a peer already installed at the right version is kept.
 # Both are built from source with the Go toolchain; nothing is committed.
 set -euo pipefail
 
-RESTIC_VERSION=0.18.1
-KOPIA_VERSION=0.22.3
+# shellcheck source=../integration/bench/peers.env
+source "$(dirname "${BASH_SOURCE[0]}")/../integration/bench/peers.env"
 COFFER_TOOLS="${COFFER_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/coffer-dev/bin}"
 mkdir -p "$COFFER_TOOLS"
 
 log() { echo "install-peers: $*" >&2; }
 
 install_restic() {
-	local bin="$COFFER_TOOLS/restic"
+	local bin="$COFFER_TOOLS/restic-$RESTIC_VERSION"
 	if [[ -x "$bin" ]] && "$bin" version 2>/dev/null | grep -q "restic $RESTIC_VERSION "; then
 		log "restic $RESTIC_VERSION already installed at $bin"
 		return
 	fi
 	log "building restic $RESTIC_VERSION (a few minutes)"
 	local t0=$SECONDS
-	GOBIN="$COFFER_TOOLS" go install -trimpath \
-		"github.com/restic/restic/cmd/restic@v$RESTIC_VERSION"
+	# go install names the binary restic; it is built into a directory of
+	# its own and renamed, so that no unversioned restic lands in the tools.
+	local gobin
+	gobin="$(mktemp -d "$COFFER_TOOLS/.restic-build.XXXXXX")"
+	if ! GOBIN="$gobin" go install -trimpath \
+		"github.com/restic/restic/cmd/restic@v$RESTIC_VERSION"; then
+		rm -rf "$gobin"
+		log "building restic $RESTIC_VERSION failed"
+		exit 1
+	fi
+	mv "$gobin/restic" "$bin"
+	rmdir "$gobin"
 	log "restic $RESTIC_VERSION installed in $((SECONDS - t0))s"
 }
 
-# kopia cannot be installed with `go install ...@v0.22.3`: the module proxy
+# kopia cannot be installed with `go install ...@vX.Y.Z`: the module proxy
 # refuses its version list. It is built from a throwaway module that requires
 # it, kept in the cache next to the binaries.
 install_kopia() {
-	local bin="$COFFER_TOOLS/kopia"
+	local bin="$COFFER_TOOLS/kopia-$KOPIA_VERSION"
 	if [[ -x "$bin" ]] && "$bin" --version 2>/dev/null | grep -q "^$KOPIA_VERSION\b"; then
 		log "kopia $KOPIA_VERSION already installed at $bin"
 		return

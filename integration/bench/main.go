@@ -1,5 +1,5 @@
-// Command bench measures Coffer side by side with restic 0.18.1 and kopia
-// 0.22.3 (the peers of /work/shared/PRODUCT.md "Numbers to beat") on the same
+// Command bench measures Coffer side by side with restic and kopia at the
+// versions of peers.env (the peers of PRODUCT.md "Numbers to beat") on the same
 // generated disk images, to a local repository and to one MinIO on loopback,
 // and Coffer alone through its vault (cofferd serve on loopback over MinIO).
 //

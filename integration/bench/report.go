@@ -375,7 +375,7 @@ func report(w io.Writer, r *Results) {
 		}
 	}
 	if len(r.Checks) > 0 {
-		fmt.Fprintln(w, "\nTargets (PRODUCT.md, Coffer against restic 0.18.1)")
+		fmt.Fprintf(w, "\nTargets (PRODUCT.md, Coffer against restic %s)\n", peerVersions[toolRestic])
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, c := range r.Checks {
 			target := c.Target

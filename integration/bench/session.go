@@ -197,13 +197,16 @@ func (b *bench) findTools(ctx context.Context) {
 		case toolCoffer:
 			path, err = b.buildCoffer(ctx)
 		default:
-			path = filepath.Join(b.cfg.ToolsDir, tool)
+			path = peerPath(b.cfg.ToolsDir, tool)
 			if _, serr := os.Stat(path); serr != nil {
-				err = fmt.Errorf("not installed at %s (run scripts/install-peers.sh)", path)
+				err = fmt.Errorf("%s %s not installed at %s (run scripts/install-peers.sh)", tool, peerVersions[tool], path)
 			}
 		}
 		if err == nil {
 			info.Version, err = toolVersion(ctx, tool, path)
+		}
+		if err == nil && tool != toolCoffer {
+			err = checkPeerVersion(tool, path, info.Version)
 		}
 		if err != nil {
 			info.Missing = err.Error()
@@ -295,9 +298,9 @@ func toolVersion(ctx context.Context, tool, path string) (string, error) {
 	switch {
 	case tool == toolCoffer:
 		return "dev (./cmd/coffer)", nil
-	case tool == toolRestic && len(f) >= 2: // "restic 0.18.1 compiled with ..."
+	case tool == toolRestic && len(f) >= 2: // "restic 0.19.1 compiled with ..."
 		return f[1], nil
-	case tool == toolKopia && len(f) >= 1: // "0.22.3 build: ..."
+	case tool == toolKopia && len(f) >= 1: // "0.23.1 build: ..."
 		return f[0], nil
 	}
 	return "unknown", nil

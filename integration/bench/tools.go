@@ -84,7 +84,7 @@ func (d cofferDriver) restore(_ *bench, s *Session, bin, outDir string) ([]strin
 	return []string{bin, "--config", d.config(s), "restore", "latest", "--name", "disk", "--to", out}, out
 }
 
-// restic 0.18.1.
+// restic, at the version of peers.env.
 type resticDriver struct{}
 
 func (resticDriver) env(b *bench, s *Session, password string) []string {
@@ -122,7 +122,7 @@ func (resticDriver) restore(b *bench, s *Session, bin, outDir string) ([]string,
 		filepath.Join(outDir, b.live)
 }
 
-// kopia 0.22.3.
+// kopia, at the version of peers.env.
 type kopiaDriver struct{}
 
 func (kopiaDriver) global(s *Session) []string {
