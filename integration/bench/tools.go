@@ -14,13 +14,20 @@ type driver interface {
 	env(b *bench, s *Session, password string) []string
 	// setup returns the unmeasured commands that create the repository.
 	setup(b *bench, s *Session, bin string) [][]string
-	// backup returns the command that backs up b.live.
-	backup(b *bench, s *Session, bin string) []string
+	// backup returns the command that backs up the image at path under
+	// the name (Coffer's --name; the others name it by its path).
+	backup(s *Session, bin, path, name string) []string
 	// parseBackup reads the backup's stdout: its summary and snapshot ID.
 	parseBackup(stdout []byte) (map[string]any, string, error)
-	// restore returns the command that restores the last snapshot into
+	// restore returns the command that restores the backup ref into
 	// outDir, and the path of the restored image.
-	restore(b *bench, s *Session, bin, outDir string) ([]string, string)
+	restore(s *Session, bin string, ref backupRef, outDir string) ([]string, string)
+}
+
+// backupRef names what a backup stored: the image's path and name, and
+// the snapshot ID the tool printed.
+type backupRef struct {
+	path, name, snapshot string
 }
 
 var drivers = map[string]driver{
@@ -66,8 +73,8 @@ func (d cofferDriver) setup(b *bench, s *Session, bin string) [][]string {
 	return [][]string{{bin, "--config", d.config(s), "init", "--repo", repo}}
 }
 
-func (d cofferDriver) backup(b *bench, s *Session, bin string) []string {
-	return []string{bin, "--config", d.config(s), "backup", "--image", b.live, "--name", "disk", "--json"}
+func (d cofferDriver) backup(s *Session, bin, path, name string) []string {
+	return []string{bin, "--config", d.config(s), "backup", "--image", path, "--name", name, "--json"}
 }
 
 func (cofferDriver) parseBackup(out []byte) (map[string]any, string, error) {
@@ -79,9 +86,9 @@ func (cofferDriver) parseBackup(out []byte) (map[string]any, string, error) {
 	return m, id, nil
 }
 
-func (d cofferDriver) restore(_ *bench, s *Session, bin, outDir string) ([]string, string) {
+func (d cofferDriver) restore(s *Session, bin string, ref backupRef, outDir string) ([]string, string) {
 	out := filepath.Join(outDir, "disk.img")
-	return []string{bin, "--config", d.config(s), "restore", "latest", "--name", "disk", "--to", out}, out
+	return []string{bin, "--config", d.config(s), "restore", "latest", "--name", ref.name, "--to", out}, out
 }
 
 // restic, at the version of peers.env.
@@ -100,8 +107,8 @@ func (resticDriver) setup(_ *bench, _ *Session, bin string) [][]string {
 	return [][]string{{bin, "init"}}
 }
 
-func (resticDriver) backup(b *bench, _ *Session, bin string) []string {
-	return []string{bin, "backup", "--compression", "auto", "--json", b.live}
+func (resticDriver) backup(_ *Session, bin, path, _ string) []string {
+	return []string{bin, "backup", "--compression", "auto", "--json", path}
 }
 
 func (resticDriver) parseBackup(out []byte) (map[string]any, string, error) {
@@ -116,10 +123,10 @@ func (resticDriver) parseBackup(out []byte) (map[string]any, string, error) {
 	return m, id, nil
 }
 
-func (resticDriver) restore(b *bench, s *Session, bin, outDir string) ([]string, string) {
+func (resticDriver) restore(_ *Session, bin string, ref backupRef, outDir string) ([]string, string) {
 	// restic restores a file under its full original path.
-	return []string{bin, "restore", s.snapshot, "--target", outDir, "--sparse"},
-		filepath.Join(outDir, b.live)
+	return []string{bin, "restore", ref.snapshot, "--target", outDir, "--sparse"},
+		filepath.Join(outDir, ref.path)
 }
 
 // kopia, at the version of peers.env.
@@ -150,8 +157,8 @@ func (d kopiaDriver) setup(b *bench, s *Session, bin string) [][]string {
 	}
 }
 
-func (d kopiaDriver) backup(b *bench, s *Session, bin string) []string {
-	return append(append([]string{bin, "snapshot", "create"}, d.global(s)...), "--json", b.live)
+func (d kopiaDriver) backup(s *Session, bin, path, _ string) []string {
+	return append(append([]string{bin, "snapshot", "create"}, d.global(s)...), "--json", path)
 }
 
 func (kopiaDriver) parseBackup(out []byte) (map[string]any, string, error) {
@@ -164,7 +171,7 @@ func (kopiaDriver) parseBackup(out []byte) (map[string]any, string, error) {
 	return m, id, nil
 }
 
-func (d kopiaDriver) restore(_ *bench, s *Session, bin, outDir string) ([]string, string) {
+func (d kopiaDriver) restore(s *Session, bin string, ref backupRef, outDir string) ([]string, string) {
 	out := filepath.Join(outDir, "disk.img")
-	return append(append([]string{bin, "snapshot", "restore"}, d.global(s)...), s.snapshot, out, "--write-sparse-files"), out
+	return append(append([]string{bin, "snapshot", "restore"}, d.global(s)...), ref.snapshot, out, "--write-sparse-files"), out
 }
