@@ -27,9 +27,9 @@ func TestParseFlags(t *testing.T) {
 	if !slices.Equal(cfg.Tools, allTools) || !slices.Equal(cfg.Targets, allTargets) {
 		t.Errorf("defaults: tools %v targets %v", cfg.Tools, cfg.Targets)
 	}
-	if !slices.Equal(cfg.Scenarios, allScenarios) || cfg.Ext4Size != 4<<30 || cfg.Ext4Data != 320<<20 {
-		t.Errorf("defaults: scenarios %v, ext4 %d bytes with %d of files",
-			cfg.Scenarios, cfg.Ext4Size, cfg.Ext4Data)
+	if !slices.Equal(cfg.Scenarios, allScenarios) || cfg.Ext4Size != 4<<30 || cfg.Ext4Data != 320<<20 || cfg.StartupRuns != 3 {
+		t.Errorf("defaults: scenarios %v, ext4 %d bytes with %d of files, %d start-up runs",
+			cfg.Scenarios, cfg.Ext4Size, cfg.Ext4Data, cfg.StartupRuns)
 	}
 
 	cfg, err = parseFlags([]string{"--quick", "--targets", "local"}, io.Discard)
@@ -66,6 +66,7 @@ func TestParseFlags(t *testing.T) {
 		{"--scenarios", ""},
 		{"--ext4-data", "3GiB"},
 		{"--ext4-data", "1KiB"},
+		{"--startup-runs", "0"},
 		{"extra"},
 	} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {

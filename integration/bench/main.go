@@ -21,6 +21,13 @@
 // needed. Each scenario has its own repositories; its restore ratio against
 // restic is checked on its own.
 //
+// Start-up cost (startup.go): in the first scenario, after its second
+// night, each session runs `snapshots` (no data), a backup of a new 1 MiB
+// image and its restore, 3 times each (--startup-runs), with the session's
+// own configuration as a user would; the median wall and CPU time of each
+// command is reported as rows of their own, with the wall time against
+// restic's.
+//
 // Each step is one child process, measured by wall time, CPU time (user+sys
 // from its rusage), peak RSS (ru_maxrss) and, for backups, the bytes the
 // repository holds afterwards (file sizes under the directory, or object
@@ -90,6 +97,7 @@ type config struct {
 	Scenarios   []string      `json:"scenarios"`
 	Ext4Size    int64         `json:"ext4_size"`
 	Ext4Data    int64         `json:"ext4_data"`
+	StartupRuns int           `json:"startup_runs"`
 	StepTimeout time.Duration `json:"step_timeout_ns"`
 	RestoreRuns int           `json:"restore_runs"`
 	Workdir     string        `json:"workdir"`
@@ -169,7 +177,7 @@ func parseList(v string, known []string) ([]string, error) {
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
-	cfg := config{Size: 4 << 30, RestoreRuns: 3, Ext4Size: 4 << 30, Ext4Data: 320 << 20}
+	cfg := config{Size: 4 << 30, RestoreRuns: 3, StartupRuns: 3, Ext4Size: 4 << 30, Ext4Data: 320 << 20}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	size := &sizeValue{n: &cfg.Size}
@@ -181,6 +189,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Var(ext4Size, "ext4-size", "size of the real ext4 disk (default 4GiB; 1GiB with --quick)")
 	fs.Var(ext4Data, "ext4-data", "bytes of files on the real ext4 disk (default 320MiB; 48MiB with --quick)")
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios: mix (the reference image), ext4 (a real ext4 system disk made by mkfs.ext4 -d)")
+	fs.IntVar(&cfg.StartupRuns, "startup-runs", cfg.StartupRuns, "times each start-up command is run; the median is reported")
 	fs.BoolVar(&cfg.Quick, "quick", false, "smoke run on a 512 MiB image")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "image seed (night 2 uses seed+1)")
 	fs.Float64Var(&cfg.Changed, "changed", 0.01, "share of 64 KiB blocks rewritten on night 2")
@@ -212,6 +221,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if cfg.Ext4Data < 1<<20 || cfg.Ext4Data > cfg.Ext4Size/2 {
 		return cfg, errors.New("--ext4-data must be at least 1MiB and at most half of --ext4-size")
+	}
+	if cfg.StartupRuns < 1 || cfg.StartupRuns > 9 {
+		return cfg, errors.New("--startup-runs must be within [1, 9]")
 	}
 	if !insert.set {
 		cfg.Insert = cfg.Size / 128 / (64 << 10) * (64 << 10)
@@ -271,7 +283,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 	if cfg.Workdir, err = filepath.Abs(cfg.Workdir); err != nil {
 		return err
 	}
-	b := &bench{cfg: cfg, out: stdout, res: &Results{Config: cfg, Started: time.Now().UTC()}}
+	b := &bench{cfg: cfg, out: stdout, res: &Results{Config: cfg, Started: time.Now().UTC()}, quietLimit: quietLimit}
 	for _, d := range []string{"images", "runs", "logs", "live", "bin"} {
 		if err := os.MkdirAll(filepath.Join(cfg.Workdir, d), 0o755); err != nil {
 			return err

@@ -55,6 +55,9 @@ type Ratio struct {
 	RestoreThroughput num `json:"restore_throughput"`
 	PeakRSS           num `json:"peak_rss"`
 	CPU               num `json:"cpu"`
+	// StartupWall is tool/peer wall time per start-up command (lower is
+	// better); absent when the scenario measured no start-up rows.
+	StartupWall map[string]num `json:"startup_wall,omitempty"`
 }
 
 func ratio(a, b float64) num {
@@ -114,7 +117,29 @@ func compare(r *Results, scenario, tool, peer, target string) (Ratio, bool) {
 		rt.PeakRSS = ratio(a.peakRSS(), b.peakRSS())
 		rt.CPU = ratio(a.cpu(), b.cpu())
 	}
+	for _, c := range startupCommands {
+		x, y := a.startupStep(c), b.startupStep(c)
+		if x != nil && y != nil {
+			if rt.StartupWall == nil {
+				rt.StartupWall = map[string]num{}
+			}
+			rt.StartupWall[c] = ratio(x.WallSeconds, y.WallSeconds)
+		}
+	}
 	return rt, true
+}
+
+// startupStep returns a successful start-up row of the session, or nil.
+func (s *Session) startupStep(name string) *Step {
+	if s == nil {
+		return nil
+	}
+	for _, st := range s.Startup {
+		if st.Name == name && st.Error == "" {
+			return st
+		}
+	}
+	return nil
 }
 
 // checks evaluates the targets of PRODUCT.md against restic, per target,
@@ -310,6 +335,7 @@ func report(w io.Writer, r *Results) {
 			}
 		}
 	}
+	startupTables(w, r)
 	if len(r.Ratios) > 0 {
 		fmt.Fprintln(w, "\nRatios (throughput: higher is better; stored, RSS, CPU: lower is better)")
 		for _, rt := range r.Ratios {

@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"math"
+	"text/tabwriter"
 )
 
 // realDiskChecks are the targets on the real ext4 disk, per target: a
@@ -46,6 +48,63 @@ func realDiskChecks(r *Results) []Check {
 }
 
 func wall(st *Step) float64 { return st.WallSeconds }
+
+// startupTables prints the start-up rows of every target: per command and
+// tool, the median wall time, CPU time and peak RSS, and the wall time
+// against restic's (lower is better).
+func startupTables(w io.Writer, r *Results) {
+	for _, scenario := range r.scenarios() {
+		for _, target := range r.Config.Targets {
+			if !hasStartup(r, scenario, target) {
+				continue
+			}
+			fmt.Fprintf(w, "\nStart-up cost, target %s (%s repository after its second night; median of %d; wall vs restic: lower is better)\n",
+				target, scenario, r.Config.StartupRuns)
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "command\ttool\twall s\tCPU s\tpeak RSS MiB\twall vs restic\t")
+			for _, c := range startupCommands {
+				startupRows(tw, r, scenario, target, c)
+			}
+			tw.Flush()
+		}
+	}
+}
+
+func hasStartup(r *Results, scenario, target string) bool {
+	for _, tool := range r.Config.Tools {
+		if s := r.sessionIn(scenario, tool, target); s != nil && len(s.Startup) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func startupRows(tw io.Writer, r *Results, scenario, target, command string) {
+	restic := r.sessionIn(scenario, toolRestic, target).startupStep(command)
+	for _, tool := range r.Config.Tools {
+		s := r.sessionIn(scenario, tool, target)
+		if s == nil {
+			continue
+		}
+		st := s.startupStep(command)
+		if st == nil {
+			why := "not run"
+			for _, x := range s.Startup {
+				if x.Name == command && x.Error != "" {
+					why = "failed: " + shorten(x.Error, 120)
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\n", command, tool, why)
+			continue
+		}
+		vs := "-"
+		if restic != nil && tool != toolRestic {
+			vs = fx(ratio(st.WallSeconds, restic.WallSeconds))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.2f\t%.2f\t%.0f\t%s\t\n", command, tool, st.WallSeconds, st.CPUSeconds,
+			float64(st.MaxRSSKiB)/1024, vs)
+	}
+}
 
 // scenarios are the run's scenarios; results written before there were
 // scenarios hold the reference mix only.

@@ -67,6 +67,7 @@ type bench struct {
 	bins       map[string]string // tool -> binary; absent when missing
 	scenarios  []*scenario       // the images made, in the order of cfg.Scenarios
 	minioDir   string            // MinIO's data directory
+	quietLimit time.Duration     // how long a start-up row waits for a quiet machine
 	noDrop     bool              // the page cache cannot be dropped here
 	// endlessReporting: the guest reports free pages to its host without
 	// a pause (see settle).
@@ -137,6 +138,9 @@ type Session struct {
 	Scenario string  `json:"scenario"`
 	Error    string  `json:"error,omitempty"` // why the session stopped early
 	Steps    []*Step `json:"steps"`
+	// Startup holds the start-up cost rows (startup.go), apart from Steps
+	// so that they do not count in the session's CPU and peak RSS.
+	Startup []*Step `json:"startup,omitempty"`
 
 	sc       *scenario
 	dir      string
@@ -515,6 +519,9 @@ func (b *bench) runSession(ctx context.Context, sc *scenario, tool, target strin
 
 	if tool == toolCoffer && target == targetLocal && sc.name == scenarioMix {
 		b.diskIndexMemory(ctx, s, bin)
+	}
+	if sc == b.scenarios[0] {
+		b.startup(ctx, s, drv, bin)
 	}
 
 	// What the restore reads, cached before each run: the tool's own

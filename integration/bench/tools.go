@@ -19,6 +19,9 @@ type driver interface {
 	backup(s *Session, bin, path, name string) []string
 	// parseBackup reads the backup's stdout: its summary and snapshot ID.
 	parseBackup(stdout []byte) (map[string]any, string, error)
+	// snapshots returns the command that lists the repository's snapshots:
+	// a command that opens the repository and reads no data.
+	snapshots(s *Session, bin string) []string
 	// restore returns the command that restores the backup ref into
 	// outDir, and the path of the restored image.
 	restore(s *Session, bin string, ref backupRef, outDir string) ([]string, string)
@@ -86,6 +89,10 @@ func (cofferDriver) parseBackup(out []byte) (map[string]any, string, error) {
 	return m, id, nil
 }
 
+func (d cofferDriver) snapshots(s *Session, bin string) []string {
+	return []string{bin, "--config", d.config(s), "snapshots"}
+}
+
 func (d cofferDriver) restore(s *Session, bin string, ref backupRef, outDir string) ([]string, string) {
 	out := filepath.Join(outDir, "disk.img")
 	return []string{bin, "--config", d.config(s), "restore", "latest", "--name", ref.name, "--to", out}, out
@@ -121,6 +128,10 @@ func (resticDriver) parseBackup(out []byte) (map[string]any, string, error) {
 		return m, "", errors.New("restic summary has no snapshot_id")
 	}
 	return m, id, nil
+}
+
+func (resticDriver) snapshots(_ *Session, bin string) []string {
+	return []string{bin, "snapshots"}
 }
 
 func (resticDriver) restore(_ *Session, bin string, ref backupRef, outDir string) ([]string, string) {
@@ -169,6 +180,10 @@ func (kopiaDriver) parseBackup(out []byte) (map[string]any, string, error) {
 	id, _ := m["id"].(string)
 	delete(m, "rootEntry")
 	return m, id, nil
+}
+
+func (d kopiaDriver) snapshots(s *Session, bin string) []string {
+	return append([]string{bin, "snapshot", "list"}, d.global(s)...)
 }
 
 func (d kopiaDriver) restore(s *Session, bin string, ref backupRef, outDir string) ([]string, string) {
