@@ -7,6 +7,8 @@
 # the file of the version it was built for, and checks what it prints.
 # Idempotent: a peer already installed at the right version is kept.
 # Both are built from source with the Go toolchain; nothing is committed.
+# It also installs e2fsprogs (apt-get, as root) when mkfs.ext4, debugfs or
+# e2fsck is missing: the bench's real ext4 disk needs them.
 set -euo pipefail
 
 # shellcheck source=../integration/bench/peers.env
@@ -70,15 +72,36 @@ GOMOD
 	log "kopia $KOPIA_VERSION installed in $((SECONDS - t0))s"
 }
 
+# The bench's real VM disk is made with mkfs.ext4 -d and changed with
+# debugfs, checked with e2fsck: all from e2fsprogs, in /sbin on Debian.
+install_e2fsprogs() {
+	local missing=()
+	for p in mkfs.ext4 debugfs e2fsck; do
+		PATH="$PATH:/usr/sbin:/sbin" command -v "$p" >/dev/null || missing+=("$p")
+	done
+	if ((${#missing[@]} == 0)); then
+		log "e2fsprogs already installed"
+		return
+	fi
+	if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+		log "${missing[*]} missing: install e2fsprogs as root (apt-get install -y e2fsprogs); the bench skips its ext4 disk without it"
+		return
+	fi
+	log "installing e2fsprogs (${missing[*]} missing)"
+	apt-get install -y e2fsprogs >/dev/null || { apt-get update >/dev/null && apt-get install -y e2fsprogs >/dev/null; }
+}
+
 case "${1:-all}" in
 restic) install_restic ;;
 kopia) install_kopia ;;
+e2fsprogs) install_e2fsprogs ;;
 all)
 	install_restic
 	install_kopia
+	install_e2fsprogs
 	;;
 *)
-	echo "usage: $0 [restic|kopia|all]" >&2
+	echo "usage: $0 [restic|kopia|e2fsprogs|all]" >&2
 	exit 2
 	;;
 esac
