@@ -275,6 +275,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 // run is the whole benchmark. Everything it starts is stopped before it
 // returns, also on error or interrupt.
 func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
+	if peersErr != nil {
+		return peersErr
+	}
 	if cfg.Workdir == "" {
 		if cfg.Workdir, err = os.MkdirTemp("", "coffer-bench-"); err != nil {
 			return err
