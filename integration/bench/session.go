@@ -434,70 +434,87 @@ func randomSecret() string {
 	return hex.EncodeToString(b[:])
 }
 
-// runSession runs init, full and second for one tool on one target, and
-// returns what its restores need (they run later, in rounds: restoreRounds),
-// or nil when a step failed. A failed step ends the session; the error is
-// recorded, not returned.
+// runSession runs init, full and second for one tool on one target in one
+// scenario, then the start-up rows in the first scenario, and returns what
+// its restores need (they run later, in rounds: restoreRounds), or nil when
+// a step failed. A failed step ends the session; the error is recorded, not
+// returned.
 func (b *bench) runSession(ctx context.Context, sc *scenario, tool, target string) *restoreJob {
 	s := &Session{Tool: tool, Target: target, Scenario: sc.name, sc: sc}
 	b.res.Sessions = append(b.res.Sessions, s)
-	name := s.key() // for progress lines
-	fail := func(err error) {
+	drv := drivers[tool]
+	bin, err := b.prepare(ctx, s, drv)
+	if err == nil {
+		err = b.backupNights(ctx, s, drv, bin)
+	}
+	if err != nil {
 		s.Error = err.Error()
-		b.logf("%s: %v", name, err)
-	}
-	bin, ok := b.bins[tool]
-	if !ok {
-		fail(errors.New("missing"))
+		b.logf("%s: %v", s.key(), err)
 		return nil
 	}
-	if (target == targetS3 || target == targetVault) && b.minio == nil {
-		fail(errors.New("no MinIO"))
-		return nil
+	if tool == toolCoffer && target == targetLocal && sc.name == scenarioMix {
+		b.diskIndexMemory(ctx, s, bin)
 	}
-	if target == targetVault && b.vault == nil {
-		fail(errors.New("no vault"))
-		return nil
+	if sc == b.scenarios[0] {
+		b.startup(ctx, s, drv, bin)
+	}
+	return &restoreJob{s: s, drv: drv, bin: bin, outDir: filepath.Join(s.dir, "restore"), repoData: b.restoreInput(s)}
+}
+
+// prepare makes the session's directory and environment and runs the
+// tool's unmeasured set-up; it returns the tool's binary.
+func (b *bench) prepare(ctx context.Context, s *Session, drv driver) (string, error) {
+	bin, ok := b.bins[s.Tool]
+	switch {
+	case !ok:
+		return "", errors.New("missing")
+	case (s.Target == targetS3 || s.Target == targetVault) && b.minio == nil:
+		return "", errors.New("no MinIO")
+	case s.Target == targetVault && b.vault == nil:
+		return "", errors.New("no vault")
 	}
 	s.dir = filepath.Join(b.cfg.Workdir, "runs", s.key())
 	home := filepath.Join(s.dir, "home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
-		fail(err)
-		return nil
+		return "", err
 	}
 	s.env = cleanEnv(home)
-	if target == targetS3 {
-		s.s3Prefix = strings.TrimSuffix(s.key(), "-"+target) + "/"
+	// The repository's name: the key without the target.
+	repoName := strings.TrimSuffix(s.key(), "-"+s.Target)
+	switch s.Target {
+	case targetS3:
+		s.s3Prefix = repoName + "/"
 		s.env = append(s.env, "AWS_ACCESS_KEY_ID="+b.minio.User, "AWS_SECRET_ACCESS_KEY="+b.minio.Password)
-	} else if target == targetVault {
-		id, token, err := b.vault.createTenant(ctx, "bench-"+strings.TrimSuffix(s.key(), "-"+target))
+	case targetVault:
+		id, token, err := b.vault.createTenant(ctx, "bench-"+repoName)
 		if err != nil {
-			fail(err)
-			return nil
+			return "", err
 		}
 		s.tenantID = id
 		s.env = append(s.env, "COFFER_ENROLL_TOKEN="+token.Reveal())
-	} else {
+	default:
 		s.repoDir = filepath.Join(s.dir, "repo")
 	}
-	drv := drivers[tool]
-	password := randomSecret()
-	s.env = append(s.env, drv.env(b, s, password)...)
-
-	b.logf("%s: init", name)
+	s.env = append(s.env, drv.env(b, s, randomSecret())...)
+	b.logf("%s: init", s.key())
 	for i, argv := range drv.setup(b, s, bin) {
 		if _, _, err := b.exec(ctx, s, fmt.Sprintf("init%d", i), argv); err != nil {
-			fail(fmt.Errorf("init: %w", err))
-			return nil
+			return "", fmt.Errorf("init: %w", err)
 		}
 	}
+	return bin, nil
+}
+
+// backupNights backs up night 1 then night 2 of the session's scenario from
+// the same path, measuring each and the bytes the repository holds after.
+func (b *bench) backupNights(ctx context.Context, s *Session, drv driver, bin string) error {
+	sc := s.sc
 	var prev int64
 	for _, night := range []struct{ name, image string }{{stepFull, sc.night1}, {stepSecond, sc.night2}} {
 		if err := relink(night.image, sc.live); err != nil {
-			fail(err)
-			return nil
+			return err
 		}
-		b.logf("%s: %s backup", name, night.name)
+		b.logf("%s: %s backup", s.key(), night.name)
 		st, out, err := b.measuredStep(ctx, s, night.name, drv.backup(s, bin, sc.live, "disk"), fileSize(sc.live), sc.live)
 		s.Steps = append(s.Steps, st)
 		if err == nil {
@@ -510,34 +527,27 @@ func (b *bench) runSession(ctx context.Context, sc *scenario, tool, target strin
 		}
 		if err != nil {
 			st.Error = err.Error()
-			fail(fmt.Errorf("%s backup: %w", night.name, err))
-			return nil
+			return fmt.Errorf("%s backup: %w", night.name, err)
 		}
-		b.logf("%s: %s: %.1fs, %.0f MB/s, stored %s (+%s)", name, night.name,
+		b.logf("%s: %s: %.1fs, %.0f MB/s, stored %s (+%s)", s.key(), night.name,
 			st.WallSeconds, st.MBps, humanize.IBytes(uint64(st.StoredBytes)), humanize.IBytes(uint64(st.StoredDelta)))
 	}
+	return nil
+}
 
-	if tool == toolCoffer && target == targetLocal && sc.name == scenarioMix {
-		b.diskIndexMemory(ctx, s, bin)
-	}
-	if sc == b.scenarios[0] {
-		b.startup(ctx, s, drv, bin)
-	}
-
-	// What the restore reads, cached before each run: the tool's own
-	// objects in MinIO's data directory, not the whole directory. The other
-	// tools' repositories are not this step's input, and caching gigabytes
-	// of them made writing the restored image dearer on the bench VM
-	// (Coffer's system time per restore 1.5 -> 3.1 s with 4 GiB more cached,
-	// restic's 2.1 -> 3.3 s), by amounts that depended on which tools ran.
-	repoData := s.repoDir
-	switch target {
+// restoreInput is what a session's restore reads, cached before each run:
+// the tool's own objects in MinIO's data directory, not the whole
+// directory. The other tools' repositories are not this step's input, and
+// caching gigabytes of them made writing the restored image dearer on the
+// bench VM, by amounts that depended on which tools ran.
+func (b *bench) restoreInput(s *Session) string {
+	switch s.Target {
 	case targetS3:
-		repoData = filepath.Join(b.minioDir, b.minio.Bucket, strings.TrimSuffix(s.s3Prefix, "/"))
+		return filepath.Join(b.minioDir, b.minio.Bucket, strings.TrimSuffix(s.s3Prefix, "/"))
 	case targetVault:
-		repoData = filepath.Join(b.minioDir, vaultBucket, "repos", s.tenantID)
+		return filepath.Join(b.minioDir, vaultBucket, "repos", s.tenantID)
 	}
-	return &restoreJob{s: s, drv: drv, bin: bin, outDir: filepath.Join(s.dir, "restore"), repoData: repoData}
+	return s.repoDir
 }
 
 // restoreJob is a session whose backups are done and whose restores are to
