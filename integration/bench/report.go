@@ -307,9 +307,13 @@ func fx(v num) string {
 // report prints the tables, ratios and checks.
 func report(w io.Writer, r *Results) {
 	im := r.Images
-	fmt.Fprintf(w, "\n== Coffer benchmark: %s image, seed %d (%.0f MiB data); night 2: %d of 64 KiB blocks changed (%d in holes), %s inserted\n",
-		humanize.IBytes(uint64(im.Night1Size)), r.Config.Seed, float64(im.Night1Allocated)/mib,
-		im.ChangedBlocks, im.ChangedInHoles, humanize.IBytes(uint64(im.InsertBytes)))
+	if im.Night1Size > 0 {
+		fmt.Fprintf(w, "\n== Coffer benchmark: %s image, seed %d (%.0f MiB data); night 2: %d of 64 KiB blocks changed (%d in holes), %s inserted\n",
+			humanize.IBytes(uint64(im.Night1Size)), r.Config.Seed, float64(im.Night1Allocated)/mib,
+			im.ChangedBlocks, im.ChangedInHoles, humanize.IBytes(uint64(im.InsertBytes)))
+	} else {
+		fmt.Fprintf(w, "\n== Coffer benchmark: seed %d; the reference mix not run\n", r.Config.Seed)
+	}
 	fmt.Fprintf(w, "   %d CPUs, %s/%s, %s. Warm page cache (image read once before each backup). MB/s = image size in 10^6 bytes / wall.\n",
 		r.Machine.CPUs, r.Machine.GOOS, r.Machine.GOARCH, r.Machine.GoVersion)
 	for _, t := range r.Tools {
