@@ -65,8 +65,13 @@ func (b *bench) makeExt4(ctx context.Context) (*scenario, error) {
 	sc := &scenario{name: scenarioExt4, night1: filepath.Join(dir, "ext4-night1.img"),
 		night2: filepath.Join(dir, "ext4-night2.img"), live: filepath.Join(b.cfg.Workdir, "live", "ext4.img")}
 	tree, staging := filepath.Join(dir, "ext4-tree"), filepath.Join(dir, "ext4-staging")
-	defer os.RemoveAll(tree)
-	defer os.RemoveAll(staging)
+	for _, d := range []string{tree, staging} {
+		// A run killed midway, in the same work directory, left them.
+		if err := os.RemoveAll(d); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+	}
 	start := time.Now()
 	rd, err := buildExt4(ctx, tree, staging, sc.night1, sc.night2, b.cfg.Ext4Size, b.cfg.Ext4Data, b.cfg.Seed)
 	if err != nil {

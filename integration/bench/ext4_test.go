@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,6 +193,37 @@ func TestRealDiskChecks(t *testing.T) {
 	} {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("report lacks %s:\n%s", re, text)
+		}
+	}
+}
+
+// A run killed midway leaves its tree in the work directory; the next run
+// in the same directory must not put those files on its disk.
+func TestMakeExt4ClearsLeftovers(t *testing.T) {
+	needE2fs(t)
+	dir := t.TempDir()
+	for _, d := range []string{"images/ext4-tree", "live"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "images/ext4-tree/stale.txt"), []byte("old run"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := &bench{cfg: config{Workdir: dir, Ext4Size: 64 << 20, Ext4Data: 4 << 20, Seed: 2}, out: io.Discard, res: &Results{}}
+	sc, err := b.makeExt4(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, exists := catExt4(t, sc.night1, "stale.txt"); exists {
+		t.Error("a file left by an earlier run is on the new disk")
+	}
+	if b.res.RealDisk == nil || b.res.RealDisk.Files == 0 {
+		t.Errorf("real disk not recorded: %+v", b.res.RealDisk)
+	}
+	for _, d := range []string{"ext4-tree", "ext4-staging"} {
+		if _, err := os.Stat(filepath.Join(dir, "images", d)); err == nil {
+			t.Errorf("%s left behind", d)
 		}
 	}
 }
