@@ -45,10 +45,16 @@ test-short:
 minio:
 	bash scripts/install-minio.sh
 
+# The benchmark's peers, restic and kopia at the versions of
+# integration/bench/peers.env (restic 0.19.1, kopia 0.23.1), installed as
+# $(COFFER_TOOLS)/restic-VERSION and kopia-VERSION; and e2fsprogs (apt-get)
+# when mkfs.ext4, debugfs or e2fsck is missing, for the real ext4 disk.
 peers:
 	bash scripts/install-peers.sh
 
-# Coffer against restic 0.18.1 and kopia 0.22.3 on the same generated images.
+# Coffer against restic 0.19.1 and kopia 0.23.1 on the same generated images
+# (the reference mix and a real ext4 disk), with start-up cost per command.
+# A smaller run: make bench BENCHFLAGS="--quick --targets local --peers restic"
 bench: minio peers
 	$(GO) run ./integration/bench $(BENCHFLAGS)
 

@@ -27,6 +27,10 @@ func TestParseFlags(t *testing.T) {
 	if !slices.Equal(cfg.Tools, allTools) || !slices.Equal(cfg.Targets, allTargets) {
 		t.Errorf("defaults: tools %v targets %v", cfg.Tools, cfg.Targets)
 	}
+	if !slices.Equal(cfg.Scenarios, allScenarios) || cfg.Ext4Size != 4<<30 || cfg.Ext4Data != 320<<20 || cfg.StartupRuns != 3 {
+		t.Errorf("defaults: scenarios %v, ext4 %d bytes with %d of files, %d start-up runs",
+			cfg.Scenarios, cfg.Ext4Size, cfg.Ext4Data, cfg.StartupRuns)
+	}
 
 	cfg, err = parseFlags([]string{"--quick", "--targets", "local"}, io.Discard)
 	if err != nil {
@@ -34,6 +38,13 @@ func TestParseFlags(t *testing.T) {
 	}
 	if cfg.Size != 512<<20 || cfg.Insert != 4<<20 || !slices.Equal(cfg.Targets, []string{"local"}) {
 		t.Errorf("--quick: size %d insert %d targets %v", cfg.Size, cfg.Insert, cfg.Targets)
+	}
+	if cfg.Ext4Size != 1<<30 || cfg.Ext4Data != 48<<20 {
+		t.Errorf("--quick: ext4 %d bytes with %d of files", cfg.Ext4Size, cfg.Ext4Data)
+	}
+	cfg, err = parseFlags([]string{"--scenarios", "ext4", "--ext4-size", "2GiB", "--ext4-data", "1GiB"}, io.Discard)
+	if err != nil || !slices.Equal(cfg.Scenarios, []string{"ext4"}) || cfg.Ext4Size != 2<<30 || cfg.Ext4Data != 1<<30 {
+		t.Errorf("--scenarios ext4: %v %d %d, %v", cfg.Scenarios, cfg.Ext4Size, cfg.Ext4Data, err)
 	}
 
 	cfg, err = parseFlags([]string{"--quick", "--size", "1GiB", "--insert", "0", "--peers", "kopia"}, io.Discard)
@@ -51,6 +62,11 @@ func TestParseFlags(t *testing.T) {
 		{"--targets", "gcs"},
 		{"--size", "1MiB"},
 		{"--changed", "1.5"},
+		{"--scenarios", "windows"},
+		{"--scenarios", ""},
+		{"--ext4-data", "3GiB"},
+		{"--ext4-data", "1KiB"},
+		{"--startup-runs", "0"},
 		{"extra"},
 	} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
@@ -184,7 +200,7 @@ func TestCleanEnv(t *testing.T) {
 // session builds a finished session with the given throughputs (MB/s),
 // stored bytes, night-2 increment and peak RSS.
 func fakeSession(tool, target string, full, second, restore float64, storedFull, delta, rss int64) *Session {
-	return &Session{Tool: tool, Target: target, Steps: []*Step{
+	return &Session{Tool: tool, Target: target, Scenario: scenarioMix, Steps: []*Step{
 		{Name: stepFull, MBps: full, StoredBytes: storedFull, StoredDelta: storedFull, MaxRSSKiB: rss, CPUSeconds: 10,
 			Summary: map[string]any{"store_requests": float64(30)}},
 		{Name: stepSecond, MBps: second, StoredBytes: storedFull + delta, StoredDelta: delta, MaxRSSKiB: rss, Objects: 20,
@@ -203,7 +219,7 @@ func TestChecks(t *testing.T) {
 		Sessions: []*Session{
 			fakeSession(toolCoffer, targetLocal, 250, 150, 300, 1<<30, 10<<20, 50<<10),
 			fakeSession(toolRestic, targetLocal, 100, 100, 100, 1<<30, 40<<20, 100<<10),
-			{Tool: toolKopia, Target: targetLocal, Error: "missing"},
+			{Tool: toolKopia, Target: targetLocal, Scenario: scenarioMix, Error: "missing"},
 		},
 	}
 	r.Checks = checks(r)

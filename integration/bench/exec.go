@@ -101,7 +101,7 @@ func lastLines(p []byte, n int) []byte {
 }
 
 func (b *bench) logPath(s *Session, name string) string {
-	return filepath.Join(b.cfg.Workdir, "logs", s.Tool+"-"+s.Target+"-"+name+".log")
+	return filepath.Join(b.cfg.Workdir, "logs", s.key()+"-"+name+".log")
 }
 
 // exec runs an unmeasured child of a session.

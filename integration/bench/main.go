@@ -1,10 +1,11 @@
-// Command bench measures Coffer side by side with restic 0.18.1 and kopia
-// 0.22.3 (the peers of /work/shared/PRODUCT.md "Numbers to beat") on the same
+// Command bench measures Coffer side by side with restic and kopia at the
+// versions of peers.env (the peers of PRODUCT.md "Numbers to beat") on the same
 // generated disk images, to a local repository and to one MinIO on loopback,
 // and Coffer alone through its vault (cofferd serve on loopback over MinIO).
 //
 //	go run ./integration/bench [--quick] [--size 4GiB] [--workdir DIR] [--keep]
 //	    [--tools coffer,restic,kopia | --peers restic,kopia] [--targets local,s3,vault]
+//	    [--scenarios mix,ext4] [--ext4-size 4GiB] [--ext4-data 320MiB]
 //
 // It generates night 1 (the reference mix: 1 MiB regions, half holes, a fifth
 // random, the rest text-like) and night 2 (1% of the 64 KiB blocks rewritten
@@ -12,6 +13,20 @@
 // target and tool: creates a repository (not timed), backs up night 1, backs
 // up night 2 from the same path (so every tool sees the next night of the
 // same file), restores night 2 to a fresh file and compares it with night 2.
+//
+// The ext4 scenario (ext4.go) does the same on a real VM disk: a 4 GiB ext4
+// image that mkfs.ext4 -d fills from a generated system tree of 320 MiB
+// (diskgen.Tree), and its next night, in which debugfs grows the logs,
+// rewrites some files, adds and removes others. No loop device or mount is
+// needed. Each scenario has its own repositories; its restore ratio against
+// restic is checked on its own.
+//
+// Start-up cost (startup.go): in the first scenario, after its second
+// night, each session runs `snapshots` (no data), a backup of a new 1 MiB
+// image and its restore, 3 times each (--startup-runs), with the session's
+// own configuration as a user would; the median wall and CPU time of each
+// command is reported as rows of their own, with the wall time against
+// restic's.
 //
 // Each step is one child process, measured by wall time, CPU time (user+sys
 // from its rusage), peak RSS (ru_maxrss) and, for backups, the bytes the
@@ -79,6 +94,10 @@ type config struct {
 	Insert      int64         `json:"insert_bytes"`
 	Tools       []string      `json:"tools"`
 	Targets     []string      `json:"targets"`
+	Scenarios   []string      `json:"scenarios"`
+	Ext4Size    int64         `json:"ext4_size"`
+	Ext4Data    int64         `json:"ext4_data"`
+	StartupRuns int           `json:"startup_runs"`
 	StepTimeout time.Duration `json:"step_timeout_ns"`
 	RestoreRuns int           `json:"restore_runs"`
 	Workdir     string        `json:"workdir"`
@@ -158,13 +177,19 @@ func parseList(v string, known []string) ([]string, error) {
 }
 
 func parseFlags(args []string, stderr io.Writer) (config, error) {
-	cfg := config{Size: 4 << 30, RestoreRuns: 3}
+	cfg := config{Size: 4 << 30, RestoreRuns: 3, StartupRuns: 3, Ext4Size: 4 << 30, Ext4Data: 320 << 20}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	size := &sizeValue{n: &cfg.Size}
 	insert := &sizeValue{n: &cfg.Insert}
 	fs.Var(size, "size", "image size (default 4GiB; 512MiB with --quick)")
 	fs.Var(insert, "insert", "bytes inserted in the middle on night 2 (default size/128: 32MiB on 4GiB)")
+	ext4Size := &sizeValue{n: &cfg.Ext4Size}
+	ext4Data := &sizeValue{n: &cfg.Ext4Data}
+	fs.Var(ext4Size, "ext4-size", "size of the real ext4 disk (default 4GiB; 1GiB with --quick)")
+	fs.Var(ext4Data, "ext4-data", "bytes of files on the real ext4 disk (default 320MiB; 48MiB with --quick)")
+	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios: mix (the reference image), ext4 (a real ext4 system disk made by mkfs.ext4 -d)")
+	fs.IntVar(&cfg.StartupRuns, "startup-runs", cfg.StartupRuns, "times each start-up command is run; the median is reported")
 	fs.BoolVar(&cfg.Quick, "quick", false, "smoke run on a 512 MiB image")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "image seed (night 2 uses seed+1)")
 	fs.Float64Var(&cfg.Changed, "changed", 0.01, "share of 64 KiB blocks rewritten on night 2")
@@ -187,6 +212,18 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if cfg.Quick && !size.set {
 		cfg.Size = 512 << 20
+	}
+	if cfg.Quick && !ext4Size.set {
+		cfg.Ext4Size = 1 << 30
+	}
+	if cfg.Quick && !ext4Data.set {
+		cfg.Ext4Data = 48 << 20
+	}
+	if cfg.Ext4Data < 1<<20 || cfg.Ext4Data > cfg.Ext4Size/2 {
+		return cfg, errors.New("--ext4-data must be at least 1MiB and at most half of --ext4-size")
+	}
+	if cfg.StartupRuns < 1 || cfg.StartupRuns > 9 {
+		return cfg, errors.New("--startup-runs must be within [1, 9]")
 	}
 	if !insert.set {
 		cfg.Insert = cfg.Size / 128 / (64 << 10) * (64 << 10)
@@ -223,8 +260,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.Targets, err = parseList(*targets, allTargets); err != nil {
 		return cfg, fmt.Errorf("--targets: %w", err)
 	}
-	if len(cfg.Tools) == 0 || len(cfg.Targets) == 0 {
-		return cfg, errors.New("nothing to run: no tools or no targets")
+	if cfg.Scenarios, err = parseList(*scenarios, allScenarios); err != nil {
+		return cfg, fmt.Errorf("--scenarios: %w", err)
+	}
+	if len(cfg.Tools) == 0 || len(cfg.Targets) == 0 || len(cfg.Scenarios) == 0 {
+		return cfg, errors.New("nothing to run: no tools, targets or scenarios")
 	}
 	if cfg.MinioBin == "" {
 		cfg.MinioBin = filepath.Join(cfg.ToolsDir, "minio")
@@ -235,6 +275,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 // run is the whole benchmark. Everything it starts is stopped before it
 // returns, also on error or interrupt.
 func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
+	if peersErr != nil {
+		return peersErr
+	}
 	if cfg.Workdir == "" {
 		if cfg.Workdir, err = os.MkdirTemp("", "coffer-bench-"); err != nil {
 			return err
@@ -243,7 +286,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 	if cfg.Workdir, err = filepath.Abs(cfg.Workdir); err != nil {
 		return err
 	}
-	b := &bench{cfg: cfg, out: stdout, res: &Results{Config: cfg, Started: time.Now().UTC()}}
+	b := &bench{cfg: cfg, out: stdout, res: &Results{Config: cfg, Started: time.Now().UTC()}, quietLimit: quietLimit}
 	for _, d := range []string{"images", "runs", "logs", "live", "bin"} {
 		if err := os.MkdirAll(filepath.Join(cfg.Workdir, d), 0o755); err != nil {
 			return err
@@ -261,7 +304,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 	b.logf("work directory %s", cfg.Workdir)
 
 	b.findTools(ctx)
-	if err := b.makeImages(); err != nil {
+	if err := b.makeImages(ctx); err != nil {
 		return err
 	}
 	if slices.Contains(cfg.Targets, targetS3) || slices.Contains(cfg.Targets, targetVault) {
@@ -291,16 +334,18 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 		}
 	}
 	var restores []*restoreJob
-	for _, target := range cfg.Targets {
-		for _, tool := range cfg.Tools {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if target == targetVault && tool != toolCoffer {
-				continue // only coffer speaks the vault's API
-			}
-			if j := b.runSession(ctx, tool, target); j != nil {
-				restores = append(restores, j)
+	for _, sc := range b.scenarios {
+		for _, target := range cfg.Targets {
+			for _, tool := range cfg.Tools {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if target == targetVault && tool != toolCoffer {
+					continue // only coffer speaks the vault's API
+				}
+				if j := b.runSession(ctx, sc, tool, target); j != nil {
+					restores = append(restores, j)
+				}
 			}
 		}
 	}

@@ -39,11 +39,13 @@ type Check struct {
 	Note   string `json:"note,omitempty"`
 }
 
-// Ratio compares Coffer (or, without it, kopia) with a peer on one target.
+// Ratio compares Coffer (or, without it, kopia) with a peer on one target,
+// in one scenario.
 type Ratio struct {
-	Tool   string `json:"tool"`
-	Peer   string `json:"peer"`
-	Target string `json:"target"`
+	Tool     string `json:"tool"`
+	Peer     string `json:"peer"`
+	Target   string `json:"target"`
+	Scenario string `json:"scenario"`
 	// Throughput ratios are tool/peer MB/s (higher is better); stored, RSS
 	// and CPU ratios are tool/peer (lower is better). NaN when unknown.
 	FullThroughput    num `json:"full_throughput"`
@@ -53,6 +55,9 @@ type Ratio struct {
 	RestoreThroughput num `json:"restore_throughput"`
 	PeakRSS           num `json:"peak_rss"`
 	CPU               num `json:"cpu"`
+	// StartupWall is tool/peer wall time per start-up command (lower is
+	// better); absent when the scenario measured no start-up rows.
+	StartupWall map[string]num `json:"startup_wall,omitempty"`
 }
 
 func ratio(a, b float64) num {
@@ -94,12 +99,12 @@ func mbps(st *Step) float64   { return st.MBps }
 func stored(st *Step) float64 { return float64(st.StoredBytes) }
 func delta(st *Step) float64  { return float64(st.StoredDelta) }
 
-func compare(r *Results, tool, peer, target string) (Ratio, bool) {
-	a, b := r.session(tool, target), r.session(peer, target)
+func compare(r *Results, scenario, tool, peer, target string) (Ratio, bool) {
+	a, b := r.sessionIn(scenario, tool, target), r.sessionIn(scenario, peer, target)
 	if a == nil || b == nil || a.step(stepFull) == nil || b.step(stepFull) == nil {
 		return Ratio{}, false
 	}
-	rt := Ratio{Tool: tool, Peer: peer, Target: target,
+	rt := Ratio{Tool: tool, Peer: peer, Target: target, Scenario: scenario,
 		FullThroughput:    ratio(metric(a, stepFull, mbps), metric(b, stepFull, mbps)),
 		FullStored:        ratio(metric(a, stepFull, stored), metric(b, stepFull, stored)),
 		SecondThroughput:  ratio(metric(a, stepSecond, mbps), metric(b, stepSecond, mbps)),
@@ -112,20 +117,44 @@ func compare(r *Results, tool, peer, target string) (Ratio, bool) {
 		rt.PeakRSS = ratio(a.peakRSS(), b.peakRSS())
 		rt.CPU = ratio(a.cpu(), b.cpu())
 	}
+	for _, c := range startupCommands {
+		x, y := a.startupStep(c), b.startupStep(c)
+		if x != nil && y != nil {
+			if rt.StartupWall == nil {
+				rt.StartupWall = map[string]num{}
+			}
+			rt.StartupWall[c] = ratio(x.WallSeconds, y.WallSeconds)
+		}
+	}
 	return rt, true
+}
+
+// startupStep returns a successful start-up row of the session, or nil.
+func (s *Session) startupStep(name string) *Step {
+	if s == nil {
+		return nil
+	}
+	for _, st := range s.Startup {
+		if st.Name == name && st.Error == "" {
+			return st
+		}
+	}
+	return nil
 }
 
 // checks evaluates the targets of PRODUCT.md against restic, per target,
 // and fills r.Ratios.
 func checks(r *Results) []Check {
 	r.Ratios = nil
-	for _, target := range r.Config.Targets {
-		for _, pair := range [][2]string{{toolCoffer, toolRestic}, {toolCoffer, toolKopia}, {toolKopia, toolRestic}} {
-			if pair[0] == toolKopia && r.session(toolCoffer, target) != nil {
-				continue // kopia vs restic only when Coffer is not in the run
-			}
-			if rt, ok := compare(r, pair[0], pair[1], target); ok {
-				r.Ratios = append(r.Ratios, rt)
+	for _, sc := range r.scenarios() {
+		for _, target := range r.Config.Targets {
+			for _, pair := range [][2]string{{toolCoffer, toolRestic}, {toolCoffer, toolKopia}, {toolKopia, toolRestic}} {
+				if pair[0] == toolKopia && r.sessionIn(sc, toolCoffer, target) != nil {
+					continue // kopia vs restic only when Coffer is not in the run
+				}
+				if rt, ok := compare(r, sc, pair[0], pair[1], target); ok {
+					r.Ratios = append(r.Ratios, rt)
+				}
 			}
 		}
 	}
@@ -148,7 +177,7 @@ func checks(r *Results) []Check {
 		if r.session(toolCoffer, target) == nil || r.session(toolRestic, target) == nil {
 			continue
 		}
-		rt, ok := compare(r, toolCoffer, toolRestic, target)
+		rt, ok := compare(r, scenarioMix, toolCoffer, toolRestic, target)
 		if !ok {
 			nan := num(math.NaN())
 			rt = Ratio{FullThroughput: nan, FullStored: nan, SecondThroughput: nan, SecondIncrement: nan,
@@ -180,6 +209,7 @@ func checks(r *Results) []Check {
 				Limit: "info (16-64 MiB packs: 16-64 per GiB)", Status: "info", Note: note})
 		}
 	}
+	cs = append(cs, realDiskChecks(r)...)
 	cs = append(cs, vaultChecks(r)...)
 	if r.session(toolCoffer, targetLocal) != nil || r.session(toolCoffer, targetS3) != nil {
 		c := Check{Name: "index memory per stored chunk, 10M entries (bytes)", Value: num(math.NaN()), Limit: "<= 40", Status: "n/a",
@@ -277,9 +307,13 @@ func fx(v num) string {
 // report prints the tables, ratios and checks.
 func report(w io.Writer, r *Results) {
 	im := r.Images
-	fmt.Fprintf(w, "\n== Coffer benchmark: %s image, seed %d (%.0f MiB data); night 2: %d of 64 KiB blocks changed (%d in holes), %s inserted\n",
-		humanize.IBytes(uint64(im.Night1Size)), r.Config.Seed, float64(im.Night1Allocated)/mib,
-		im.ChangedBlocks, im.ChangedInHoles, humanize.IBytes(uint64(im.InsertBytes)))
+	if im.Night1Size > 0 {
+		fmt.Fprintf(w, "\n== Coffer benchmark: %s image, seed %d (%.0f MiB data); night 2: %d of 64 KiB blocks changed (%d in holes), %s inserted\n",
+			humanize.IBytes(uint64(im.Night1Size)), r.Config.Seed, float64(im.Night1Allocated)/mib,
+			im.ChangedBlocks, im.ChangedInHoles, humanize.IBytes(uint64(im.InsertBytes)))
+	} else {
+		fmt.Fprintf(w, "\n== Coffer benchmark: seed %d; the reference mix not run\n", r.Config.Seed)
+	}
 	fmt.Fprintf(w, "   %d CPUs, %s/%s, %s. Warm page cache (image read once before each backup). MB/s = image size in 10^6 bytes / wall.\n",
 		r.Machine.CPUs, r.Machine.GOOS, r.Machine.GOARCH, r.Machine.GoVersion)
 	for _, t := range r.Tools {
@@ -292,90 +326,34 @@ func report(w io.Writer, r *Results) {
 	if r.MinIO != nil {
 		fmt.Fprintf(w, "   s3: MinIO %s on %s\n", r.MinIO.Version, r.MinIO.Endpoint)
 	}
-	for _, step := range []string{stepFull, stepSecond, stepRestore} {
-		for _, target := range r.Config.Targets {
-			fmt.Fprintf(w, "\n%s, target %s\n", stepTitles[step], target)
-			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-			head := "tool\twall s\tMB/s\tCPU s\tpeak RSS MiB\t"
-			switch step {
-			case stepFull:
-				head += "stored MiB\t"
-			case stepSecond:
-				head += "stored MiB\t+stored MiB\t"
-			case stepRestore:
-				head += "allocated MiB\tverified\t"
-			}
-			switch target {
-			case targetS3:
-				head += "MinIO CPU s\t"
-			case targetVault:
-				head += "MinIO CPU s\tcofferd CPU s\tcofferd peak RSS MiB\t"
-			}
-			fmt.Fprintln(tw, head)
-			var failures []string
-			for _, tool := range r.Config.Tools {
-				s := r.session(tool, target)
-				if s == nil {
-					continue
-				}
-				var st *Step
-				for _, x := range s.Steps {
-					if x.Name == step {
-						st = x
-					}
-				}
-				if st == nil || st.Error != "" {
-					why, short := s.Error, "not run"
-					switch {
-					case st != nil:
-						why, short = st.Error, "failed"
-					case why == "missing" || why == "no MinIO":
-						short = why
-					}
-					fmt.Fprintf(tw, "%s\t%s\t\n", tool, short)
-					if why != "" && why != short {
-						failures = append(failures, fmt.Sprintf("  %s: %s", tool, shorten(why, 300)))
-					}
-					continue
-				}
-				row := fmt.Sprintf("%s\t%.1f\t%.0f\t%.1f\t%.0f\t", tool, st.WallSeconds, st.MBps, st.CPUSeconds,
-					float64(st.MaxRSSKiB)/1024)
-				switch step {
-				case stepFull:
-					row += fmt.Sprintf("%.1f\t", float64(st.StoredBytes)/mib)
-				case stepSecond:
-					row += fmt.Sprintf("%.1f\t%.1f\t", float64(st.StoredBytes)/mib, float64(st.StoredDelta)/mib)
-				case stepRestore:
-					ok := "no"
-					if st.Verified != nil && *st.Verified {
-						ok = "yes"
-					}
-					row += fmt.Sprintf("%.1f\t%s\t", float64(st.RestoredAlloc)/mib, ok)
-				}
-				switch target {
-				case targetS3:
-					row += fmt.Sprintf("%.1f\t", st.ServerCPU)
-				case targetVault:
-					row += fmt.Sprintf("%.1f\t%.1f\t%.0f\t", st.ServerCPU, st.VaultCPU, float64(st.VaultRSSKiB)/1024)
-				}
-				fmt.Fprintln(tw, row)
-			}
-			tw.Flush()
-			for _, f := range failures {
-				fmt.Fprintln(w, f)
+	if r.RealDisk != nil {
+		d := r.RealDisk
+		fmt.Fprintf(w, "   real ext4 disk: %s, %d files (%.0f MiB) in %d directories, %.0f MiB allocated; night 2: %d files written (%.1f MiB), %d removed\n",
+			humanize.IBytes(uint64(d.Size)), d.Files, float64(d.DataBytes)/mib, d.Dirs, float64(d.Night1Allocated)/mib,
+			d.ChangedFiles, float64(d.WrittenBytes)/mib, d.RemovedFiles)
+	}
+	for _, scenario := range r.scenarios() {
+		for _, step := range []string{stepFull, stepSecond, stepRestore} {
+			for _, target := range r.Config.Targets {
+				stepTable(w, r, scenario, step, target)
 			}
 		}
 	}
+	startupTables(w, r)
 	if len(r.Ratios) > 0 {
 		fmt.Fprintln(w, "\nRatios (throughput: higher is better; stored, RSS, CPU: lower is better)")
 		for _, rt := range r.Ratios {
+			where := rt.Target
+			if rt.Scenario != scenarioMix {
+				where += ", " + rt.Scenario
+			}
 			fmt.Fprintf(w, "%s vs %s [%s]: full throughput %s, stored %s; second night throughput %s, stored %s; restore throughput %s; peak RSS %s, CPU %s\n",
-				rt.Tool, rt.Peer, rt.Target, fx(rt.FullThroughput), fx(rt.FullStored), fx(rt.SecondThroughput),
+				rt.Tool, rt.Peer, where, fx(rt.FullThroughput), fx(rt.FullStored), fx(rt.SecondThroughput),
 				fx(rt.SecondIncrement), fx(rt.RestoreThroughput), fx(rt.PeakRSS), fx(rt.CPU))
 		}
 	}
 	if len(r.Checks) > 0 {
-		fmt.Fprintln(w, "\nTargets (PRODUCT.md, Coffer against restic 0.18.1)")
+		fmt.Fprintf(w, "\nTargets (PRODUCT.md, Coffer against restic %s)\n", peerVersions[toolRestic])
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		for _, c := range r.Checks {
 			target := c.Target
@@ -402,6 +380,80 @@ func report(w io.Writer, r *Results) {
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "note: %s\n", n)
+	}
+}
+
+// stepTable prints one step of one scenario on one target, a row per tool.
+func stepTable(w io.Writer, r *Results, scenario, step, target string) {
+	fmt.Fprintf(w, "\n%s%s, target %s\n", scenarioTitles[scenario], stepTitles[step], target)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := "tool\twall s\tMB/s\tCPU s\tpeak RSS MiB\t"
+	switch step {
+	case stepFull:
+		head += "stored MiB\t"
+	case stepSecond:
+		head += "stored MiB\t+stored MiB\t"
+	case stepRestore:
+		head += "allocated MiB\tverified\t"
+	}
+	switch target {
+	case targetS3:
+		head += "MinIO CPU s\t"
+	case targetVault:
+		head += "MinIO CPU s\tcofferd CPU s\tcofferd peak RSS MiB\t"
+	}
+	fmt.Fprintln(tw, head)
+	var failures []string
+	for _, tool := range r.Config.Tools {
+		s := r.sessionIn(scenario, tool, target)
+		if s == nil {
+			continue
+		}
+		var st *Step
+		for _, x := range s.Steps {
+			if x.Name == step {
+				st = x
+			}
+		}
+		if st == nil || st.Error != "" {
+			why, short := s.Error, "not run"
+			switch {
+			case st != nil:
+				why, short = st.Error, "failed"
+			case why == "missing" || why == "no MinIO":
+				short = why
+			}
+			fmt.Fprintf(tw, "%s\t%s\t\n", tool, short)
+			if why != "" && why != short {
+				failures = append(failures, fmt.Sprintf("  %s: %s", tool, shorten(why, 300)))
+			}
+			continue
+		}
+		row := fmt.Sprintf("%s\t%.1f\t%.0f\t%.1f\t%.0f\t", tool, st.WallSeconds, st.MBps, st.CPUSeconds,
+			float64(st.MaxRSSKiB)/1024)
+		switch step {
+		case stepFull:
+			row += fmt.Sprintf("%.1f\t", float64(st.StoredBytes)/mib)
+		case stepSecond:
+			row += fmt.Sprintf("%.1f\t%.1f\t", float64(st.StoredBytes)/mib, float64(st.StoredDelta)/mib)
+		case stepRestore:
+			ok := "no"
+			if st.Verified != nil && *st.Verified {
+				ok = "yes"
+			}
+			row += fmt.Sprintf("%.1f\t%s\t", float64(st.RestoredAlloc)/mib, ok)
+		}
+		switch target {
+		case targetS3:
+			row += fmt.Sprintf("%.1f\t", st.ServerCPU)
+		case targetVault:
+			row += fmt.Sprintf("%.1f\t%.1f\t%.0f\t", st.ServerCPU, st.VaultCPU, float64(st.VaultRSSKiB)/1024)
+		}
+		fmt.Fprintln(tw, row)
+	}
+	tw.Flush()
+	for _, f := range failures {
+		fmt.Fprintln(w, f)
 	}
 }
 

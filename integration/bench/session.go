@@ -37,6 +37,25 @@ var stepTitles = map[string]string{
 	stepRestore: "Restore (night 2)",
 }
 
+// Scenarios: the pairs of nights every tool backs up and restores.
+const (
+	scenarioMix  = "mix"  // the reference mix of diskgen
+	scenarioExt4 = "ext4" // a mostly empty ext4 system disk (ext4.go)
+)
+
+var (
+	allScenarios   = []string{scenarioMix, scenarioExt4}
+	scenarioTitles = map[string]string{scenarioMix: "", scenarioExt4: "Real ext4 disk: "}
+)
+
+// scenario is one pair of images, backed up from one path.
+type scenario struct {
+	name   string
+	night1 string
+	night2 string
+	live   string // the path every tool backs up, a hard link to a night
+}
+
 // bench holds the state of one benchmark run.
 type bench struct {
 	cfg        config
@@ -46,11 +65,10 @@ type bench struct {
 	vault      *vaultServer // the vault target's cofferd
 	moduleRoot string
 	bins       map[string]string // tool -> binary; absent when missing
-	night1     string
-	night2     string
-	live       string // the path every tool backs up
-	minioDir   string // MinIO's data directory
-	noDrop     bool   // the page cache cannot be dropped here
+	scenarios  []*scenario       // the images made, in the order of cfg.Scenarios
+	minioDir   string            // MinIO's data directory
+	quietLimit time.Duration     // how long a start-up row waits for a quiet machine
+	noDrop     bool              // the page cache cannot be dropped here
 	// endlessReporting: the guest reports free pages to its host without
 	// a pause (see settle).
 	endlessReporting bool
@@ -63,6 +81,7 @@ type Results struct {
 	Finished           time.Time  `json:"finished"`
 	Machine            Machine    `json:"machine"`
 	Images             Images     `json:"images"`
+	RealDisk           *RealDisk  `json:"real_disk,omitempty"` // the ext4 scenario's images
 	Tools              []ToolInfo `json:"tools"`
 	Sessions           []*Session `json:"sessions"`
 	IndexBytesPerEntry *float64   `json:"index_bytes_per_entry"`
@@ -112,13 +131,18 @@ type MinIOInfo struct {
 	Version  string `json:"version"`
 }
 
-// Session is one tool on one target.
+// Session is one tool on one target, in one scenario.
 type Session struct {
-	Tool   string  `json:"tool"`
-	Target string  `json:"target"`
-	Error  string  `json:"error,omitempty"` // why the session stopped early
-	Steps  []*Step `json:"steps"`
+	Tool     string  `json:"tool"`
+	Target   string  `json:"target"`
+	Scenario string  `json:"scenario"`
+	Error    string  `json:"error,omitempty"` // why the session stopped early
+	Steps    []*Step `json:"steps"`
+	// Startup holds the start-up cost rows (startup.go), apart from Steps
+	// so that they do not count in the session's CPU and peak RSS.
+	Startup []*Step `json:"startup,omitempty"`
 
+	sc       *scenario
 	dir      string
 	env      []string
 	repoDir  string // local target: the repository directory
@@ -161,13 +185,27 @@ type RunFigures struct {
 	Log         string  `json:"log"`
 }
 
+// session returns a session of the reference mix.
 func (r *Results) session(tool, target string) *Session {
+	return r.sessionIn(scenarioMix, tool, target)
+}
+
+func (r *Results) sessionIn(scenario, tool, target string) *Session {
 	for _, s := range r.Sessions {
-		if s.Tool == tool && s.Target == target {
+		if s.Tool == tool && s.Target == target && s.Scenario == scenario {
 			return s
 		}
 	}
 	return nil
+}
+
+// key names the session's directory, logs, S3 prefix and vault tenant:
+// tool-target for the reference mix, as before scenarios existed.
+func (s *Session) key() string {
+	if s.Scenario == scenarioMix {
+		return s.Tool + "-" + s.Target
+	}
+	return s.Scenario + "-" + s.Tool + "-" + s.Target
 }
 
 func (s *Session) step(name string) *Step {
@@ -197,13 +235,16 @@ func (b *bench) findTools(ctx context.Context) {
 		case toolCoffer:
 			path, err = b.buildCoffer(ctx)
 		default:
-			path = filepath.Join(b.cfg.ToolsDir, tool)
+			path = peerPath(b.cfg.ToolsDir, tool)
 			if _, serr := os.Stat(path); serr != nil {
-				err = fmt.Errorf("not installed at %s (run scripts/install-peers.sh)", path)
+				err = fmt.Errorf("%s %s not installed at %s (run scripts/install-peers.sh)", tool, peerVersions[tool], path)
 			}
 		}
 		if err == nil {
 			info.Version, err = toolVersion(ctx, tool, path)
+		}
+		if err == nil && tool != toolCoffer {
+			err = checkPeerVersion(tool, path, info.Version)
 		}
 		if err != nil {
 			info.Missing = err.Error()
@@ -295,28 +336,52 @@ func toolVersion(ctx context.Context, tool, path string) (string, error) {
 	switch {
 	case tool == toolCoffer:
 		return "dev (./cmd/coffer)", nil
-	case tool == toolRestic && len(f) >= 2: // "restic 0.18.1 compiled with ..."
+	case tool == toolRestic && len(f) >= 2: // "restic 0.19.1 compiled with ..."
 		return f[1], nil
-	case tool == toolKopia && len(f) >= 1: // "0.22.3 build: ..."
+	case tool == toolKopia && len(f) >= 1: // "0.23.1 build: ..."
 		return f[0], nil
 	}
 	return "unknown", nil
 }
 
-// makeImages writes night 1 and night 2.
-func (b *bench) makeImages() error {
-	dir := filepath.Join(b.cfg.Workdir, "images")
-	b.night1 = filepath.Join(dir, "night1.img")
-	b.night2 = filepath.Join(dir, "night2.img")
-	b.live = filepath.Join(b.cfg.Workdir, "live", "disk.img")
-	start := time.Now()
-	if err := diskgen.Generate(b.night1, b.cfg.Size, b.cfg.Seed, diskgen.Options{}); err != nil {
-		return err
+// makeImages writes the images of every scenario. The ext4 scenario is
+// skipped, with a note, when its tools are missing.
+func (b *bench) makeImages(ctx context.Context) error {
+	for _, name := range b.cfg.Scenarios {
+		var sc *scenario
+		var err error
+		switch name {
+		case scenarioMix:
+			sc, err = b.makeMix()
+		case scenarioExt4:
+			sc, err = b.makeExt4(ctx)
+			if errors.Is(err, errNoExt4Tools) {
+				b.logf("ext4 scenario skipped: %v", err)
+				b.res.Notes = append(b.res.Notes, "ext4 scenario skipped: "+err.Error())
+				continue
+			}
+		}
+		if err != nil {
+			return err
+		}
+		b.scenarios = append(b.scenarios, sc)
 	}
-	st, err := diskgen.Mutate(b.night1, b.night2, b.cfg.Seed+1, diskgen.MutateOptions{
+	return nil
+}
+
+// makeMix writes night 1 and night 2 of the reference mix.
+func (b *bench) makeMix() (*scenario, error) {
+	dir := filepath.Join(b.cfg.Workdir, "images")
+	sc := &scenario{name: scenarioMix, night1: filepath.Join(dir, "night1.img"),
+		night2: filepath.Join(dir, "night2.img"), live: filepath.Join(b.cfg.Workdir, "live", "disk.img")}
+	start := time.Now()
+	if err := diskgen.Generate(sc.night1, b.cfg.Size, b.cfg.Seed, diskgen.Options{}); err != nil {
+		return nil, err
+	}
+	st, err := diskgen.Mutate(sc.night1, sc.night2, b.cfg.Seed+1, diskgen.MutateOptions{
 		ChangedFraction: b.cfg.Changed, InsertBytes: b.cfg.Insert})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	im := Images{
 		Night1Size: st.SrcSize, Night2Size: st.DstSize, ChangedBlocks: st.ChangedBlocks,
@@ -326,14 +391,14 @@ func (b *bench) makeImages() error {
 	// Write the images out now, so that their write-back does not run
 	// during the first measured step.
 	syscall.Sync()
-	im.Night1Allocated, _ = allocated(b.night1)
-	im.Night2Allocated, _ = allocated(b.night2)
+	im.Night1Allocated, _ = allocated(sc.night1)
+	im.Night2Allocated, _ = allocated(sc.night2)
 	b.res.Images = im
 	b.logf("images: night 1 %s (%s data), night 2 %s (%d of %d blocks changed, %s inserted), made in %.1fs",
 		humanize.IBytes(uint64(im.Night1Size)), humanize.IBytes(uint64(im.Night1Allocated)),
 		humanize.IBytes(uint64(im.Night2Size)), st.ChangedBlocks, st.Blocks,
 		humanize.IBytes(uint64(st.InsertBytes)), im.GenerateSeconds)
-	return nil
+	return sc, nil
 }
 
 // allocated returns the bytes the file system allocated for path.
@@ -369,70 +434,88 @@ func randomSecret() string {
 	return hex.EncodeToString(b[:])
 }
 
-// runSession runs init, full and second for one tool on one target, and
-// returns what its restores need (they run later, in rounds: restoreRounds),
-// or nil when a step failed. A failed step ends the session; the error is
-// recorded, not returned.
-func (b *bench) runSession(ctx context.Context, tool, target string) *restoreJob {
-	s := &Session{Tool: tool, Target: target}
+// runSession runs init, full and second for one tool on one target in one
+// scenario, then the start-up rows in the first scenario, and returns what
+// its restores need (they run later, in rounds: restoreRounds), or nil when
+// a step failed. A failed step ends the session; the error is recorded, not
+// returned.
+func (b *bench) runSession(ctx context.Context, sc *scenario, tool, target string) *restoreJob {
+	s := &Session{Tool: tool, Target: target, Scenario: sc.name, sc: sc}
 	b.res.Sessions = append(b.res.Sessions, s)
-	fail := func(err error) {
+	drv := drivers[tool]
+	bin, err := b.prepare(ctx, s, drv)
+	if err == nil {
+		err = b.backupNights(ctx, s, drv, bin)
+	}
+	if err != nil {
 		s.Error = err.Error()
-		b.logf("%s/%s: %v", tool, target, err)
-	}
-	bin, ok := b.bins[tool]
-	if !ok {
-		fail(errors.New("missing"))
+		b.logf("%s: %v", s.key(), err)
 		return nil
 	}
-	if (target == targetS3 || target == targetVault) && b.minio == nil {
-		fail(errors.New("no MinIO"))
-		return nil
+	if tool == toolCoffer && target == targetLocal && sc.name == scenarioMix {
+		b.diskIndexMemory(ctx, s, bin)
 	}
-	if target == targetVault && b.vault == nil {
-		fail(errors.New("no vault"))
-		return nil
+	if sc == b.scenarios[0] {
+		b.startup(ctx, s, drv, bin)
 	}
-	s.dir = filepath.Join(b.cfg.Workdir, "runs", tool+"-"+target)
+	return &restoreJob{s: s, drv: drv, bin: bin, outDir: filepath.Join(s.dir, "restore"), repoData: b.restoreInput(s)}
+}
+
+// prepare makes the session's directory and environment and runs the
+// tool's unmeasured set-up; it returns the tool's binary.
+func (b *bench) prepare(ctx context.Context, s *Session, drv driver) (string, error) {
+	bin, ok := b.bins[s.Tool]
+	switch {
+	case !ok:
+		return "", errors.New("missing")
+	case (s.Target == targetS3 || s.Target == targetVault) && b.minio == nil:
+		return "", errors.New("no MinIO")
+	case s.Target == targetVault && b.vault == nil:
+		return "", errors.New("no vault")
+	}
+	s.dir = filepath.Join(b.cfg.Workdir, "runs", s.key())
 	home := filepath.Join(s.dir, "home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
-		fail(err)
-		return nil
+		return "", err
 	}
 	s.env = cleanEnv(home)
-	if target == targetS3 {
-		s.s3Prefix = tool + "/"
+	// The repository's name: the key without the target.
+	repoName := strings.TrimSuffix(s.key(), "-"+s.Target)
+	switch s.Target {
+	case targetS3:
+		s.s3Prefix = repoName + "/"
 		s.env = append(s.env, "AWS_ACCESS_KEY_ID="+b.minio.User, "AWS_SECRET_ACCESS_KEY="+b.minio.Password)
-	} else if target == targetVault {
-		id, token, err := b.vault.createTenant(ctx, "bench-"+tool)
+	case targetVault:
+		id, token, err := b.vault.createTenant(ctx, "bench-"+repoName)
 		if err != nil {
-			fail(err)
-			return nil
+			return "", err
 		}
 		s.tenantID = id
 		s.env = append(s.env, "COFFER_ENROLL_TOKEN="+token.Reveal())
-	} else {
+	default:
 		s.repoDir = filepath.Join(s.dir, "repo")
 	}
-	drv := drivers[tool]
-	password := randomSecret()
-	s.env = append(s.env, drv.env(b, s, password)...)
-
-	b.logf("%s/%s: init", tool, target)
+	s.env = append(s.env, drv.env(b, s, randomSecret())...)
+	b.logf("%s: init", s.key())
 	for i, argv := range drv.setup(b, s, bin) {
 		if _, _, err := b.exec(ctx, s, fmt.Sprintf("init%d", i), argv); err != nil {
-			fail(fmt.Errorf("init: %w", err))
-			return nil
+			return "", fmt.Errorf("init: %w", err)
 		}
 	}
+	return bin, nil
+}
+
+// backupNights backs up night 1 then night 2 of the session's scenario from
+// the same path, measuring each and the bytes the repository holds after.
+func (b *bench) backupNights(ctx context.Context, s *Session, drv driver, bin string) error {
+	sc := s.sc
 	var prev int64
-	for _, night := range []struct{ name, image string }{{stepFull, b.night1}, {stepSecond, b.night2}} {
-		if err := b.relink(night.image); err != nil {
-			fail(err)
-			return nil
+	for _, night := range []struct{ name, image string }{{stepFull, sc.night1}, {stepSecond, sc.night2}} {
+		if err := relink(night.image, sc.live); err != nil {
+			return err
 		}
-		b.logf("%s/%s: %s backup", tool, target, night.name)
-		st, out, err := b.measuredStep(ctx, s, night.name, drv.backup(b, s, bin), fileSize(b.live), b.live)
+		b.logf("%s: %s backup", s.key(), night.name)
+		st, out, err := b.measuredStep(ctx, s, night.name, drv.backup(s, bin, sc.live, "disk"), fileSize(sc.live), sc.live)
 		s.Steps = append(s.Steps, st)
 		if err == nil {
 			st.Summary, s.snapshot, err = drv.parseBackup(out)
@@ -444,31 +527,27 @@ func (b *bench) runSession(ctx context.Context, tool, target string) *restoreJob
 		}
 		if err != nil {
 			st.Error = err.Error()
-			fail(fmt.Errorf("%s backup: %w", night.name, err))
-			return nil
+			return fmt.Errorf("%s backup: %w", night.name, err)
 		}
-		b.logf("%s/%s: %s: %.1fs, %.0f MB/s, stored %s (+%s)", tool, target, night.name,
+		b.logf("%s: %s: %.1fs, %.0f MB/s, stored %s (+%s)", s.key(), night.name,
 			st.WallSeconds, st.MBps, humanize.IBytes(uint64(st.StoredBytes)), humanize.IBytes(uint64(st.StoredDelta)))
 	}
+	return nil
+}
 
-	if tool == toolCoffer && target == targetLocal {
-		b.diskIndexMemory(ctx, s, bin)
-	}
-
-	// What the restore reads, cached before each run: the tool's own
-	// objects in MinIO's data directory, not the whole directory. The other
-	// tools' repositories are not this step's input, and caching gigabytes
-	// of them made writing the restored image dearer on the bench VM
-	// (Coffer's system time per restore 1.5 -> 3.1 s with 4 GiB more cached,
-	// restic's 2.1 -> 3.3 s), by amounts that depended on which tools ran.
-	repoData := s.repoDir
-	switch target {
+// restoreInput is what a session's restore reads, cached before each run:
+// the tool's own objects in MinIO's data directory, not the whole
+// directory. The other tools' repositories are not this step's input, and
+// caching gigabytes of them made writing the restored image dearer on the
+// bench VM, by amounts that depended on which tools ran.
+func (b *bench) restoreInput(s *Session) string {
+	switch s.Target {
 	case targetS3:
-		repoData = filepath.Join(b.minioDir, b.minio.Bucket, strings.TrimSuffix(s.s3Prefix, "/"))
+		return filepath.Join(b.minioDir, b.minio.Bucket, strings.TrimSuffix(s.s3Prefix, "/"))
 	case targetVault:
-		repoData = filepath.Join(b.minioDir, vaultBucket, "repos", s.tenantID)
+		return filepath.Join(b.minioDir, vaultBucket, "repos", s.tenantID)
 	}
-	return &restoreJob{s: s, drv: drv, bin: bin, outDir: filepath.Join(s.dir, "restore"), repoData: repoData}
+	return s.repoDir
 }
 
 // restoreJob is a session whose backups are done and whose restores are to
@@ -497,14 +576,14 @@ func (b *bench) restoreRounds(ctx context.Context, jobs []*restoreJob) {
 			if j.err != nil || ctx.Err() != nil {
 				continue
 			}
-			b.logf("%s/%s: restore (run %d of %d)", j.s.Tool, j.s.Target, round+1, b.cfg.RestoreRuns)
+			b.logf("%s: restore (run %d of %d)", j.s.key(), round+1, b.cfg.RestoreRuns)
 			st, err := b.restoreOnce(ctx, j, round)
 			if err != nil {
 				j.err = err
 				st.Name, st.Error = stepRestore, err.Error()
 				j.s.Steps = append(j.s.Steps, st)
 				j.s.Error = "restore: " + err.Error()
-				b.logf("%s/%s: restore: %v", j.s.Tool, j.s.Target, err)
+				b.logf("%s: restore: %v", j.s.key(), err)
 				continue
 			}
 			j.runs = append(j.runs, st)
@@ -526,7 +605,7 @@ func (b *bench) restoreRounds(ctx context.Context, jobs []*restoreJob) {
 			}
 		}
 		j.s.Steps = append(j.s.Steps, st)
-		b.logf("%s/%s: restore: %.1fs (median of %d), %.0f MB/s, verified, %s allocated", j.s.Tool, j.s.Target,
+		b.logf("%s: restore: %.1fs (median of %d), %.0f MB/s, verified, %s allocated", j.s.key(),
 			st.WallSeconds, len(j.runs), st.MBps, humanize.IBytes(uint64(st.RestoredAlloc)))
 	}
 }
@@ -540,16 +619,16 @@ func (b *bench) restoreOnce(ctx context.Context, j *restoreJob, round int) (*Ste
 	if err := os.MkdirAll(j.outDir, 0o755); err != nil {
 		return &Step{}, err
 	}
-	argv, restored := j.drv.restore(b, s, j.bin, j.outDir)
+	argv, restored := j.drv.restore(s, j.bin, backupRef{path: s.sc.live, name: "disk", snapshot: s.snapshot}, j.outDir)
 	name := stepRestore
 	if round > 0 {
 		name = fmt.Sprintf("%s-%d", stepRestore, round+1)
 	}
-	st, _, err := b.measuredStep(ctx, s, name, argv, fileSize(b.night2), j.repoData)
+	st, _, err := b.measuredStep(ctx, s, name, argv, fileSize(s.sc.night2), j.repoData)
 	if err != nil {
 		return st, err
 	}
-	same, err := testfile.Equal(restored, b.night2)
+	same, err := testfile.Equal(restored, s.sc.night2)
 	if err != nil {
 		return st, err
 	}
@@ -588,11 +667,11 @@ func fileSize(path string) int64 {
 
 // relink makes the live path a hard link to image, so that every night is
 // backed up from the same path.
-func (b *bench) relink(image string) error {
-	if err := os.Remove(b.live); err != nil && !errors.Is(err, fs.ErrNotExist) {
+func relink(image, live string) error {
+	if err := os.Remove(live); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return os.Link(image, b.live)
+	return os.Link(image, live)
 }
 
 // warmTree reads a file, or every file below a directory, once so that the

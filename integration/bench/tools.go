@@ -14,13 +14,23 @@ type driver interface {
 	env(b *bench, s *Session, password string) []string
 	// setup returns the unmeasured commands that create the repository.
 	setup(b *bench, s *Session, bin string) [][]string
-	// backup returns the command that backs up b.live.
-	backup(b *bench, s *Session, bin string) []string
+	// backup returns the command that backs up the image at path under
+	// the name (Coffer's --name; the others name it by its path).
+	backup(s *Session, bin, path, name string) []string
 	// parseBackup reads the backup's stdout: its summary and snapshot ID.
 	parseBackup(stdout []byte) (map[string]any, string, error)
-	// restore returns the command that restores the last snapshot into
+	// snapshots returns the command that lists the repository's snapshots:
+	// a command that opens the repository and reads no data.
+	snapshots(s *Session, bin string) []string
+	// restore returns the command that restores the backup ref into
 	// outDir, and the path of the restored image.
-	restore(b *bench, s *Session, bin, outDir string) ([]string, string)
+	restore(s *Session, bin string, ref backupRef, outDir string) ([]string, string)
+}
+
+// backupRef names what a backup stored: the image's path and name, and
+// the snapshot ID the tool printed.
+type backupRef struct {
+	path, name, snapshot string
 }
 
 var drivers = map[string]driver{
@@ -66,8 +76,8 @@ func (d cofferDriver) setup(b *bench, s *Session, bin string) [][]string {
 	return [][]string{{bin, "--config", d.config(s), "init", "--repo", repo}}
 }
 
-func (d cofferDriver) backup(b *bench, s *Session, bin string) []string {
-	return []string{bin, "--config", d.config(s), "backup", "--image", b.live, "--name", "disk", "--json"}
+func (d cofferDriver) backup(s *Session, bin, path, name string) []string {
+	return []string{bin, "--config", d.config(s), "backup", "--image", path, "--name", name, "--json"}
 }
 
 func (cofferDriver) parseBackup(out []byte) (map[string]any, string, error) {
@@ -79,12 +89,16 @@ func (cofferDriver) parseBackup(out []byte) (map[string]any, string, error) {
 	return m, id, nil
 }
 
-func (d cofferDriver) restore(_ *bench, s *Session, bin, outDir string) ([]string, string) {
-	out := filepath.Join(outDir, "disk.img")
-	return []string{bin, "--config", d.config(s), "restore", "latest", "--name", "disk", "--to", out}, out
+func (d cofferDriver) snapshots(s *Session, bin string) []string {
+	return []string{bin, "--config", d.config(s), "snapshots"}
 }
 
-// restic 0.18.1.
+func (d cofferDriver) restore(s *Session, bin string, ref backupRef, outDir string) ([]string, string) {
+	out := filepath.Join(outDir, "disk.img")
+	return []string{bin, "--config", d.config(s), "restore", "latest", "--name", ref.name, "--to", out}, out
+}
+
+// restic, at the version of peers.env.
 type resticDriver struct{}
 
 func (resticDriver) env(b *bench, s *Session, password string) []string {
@@ -100,8 +114,8 @@ func (resticDriver) setup(_ *bench, _ *Session, bin string) [][]string {
 	return [][]string{{bin, "init"}}
 }
 
-func (resticDriver) backup(b *bench, _ *Session, bin string) []string {
-	return []string{bin, "backup", "--compression", "auto", "--json", b.live}
+func (resticDriver) backup(_ *Session, bin, path, _ string) []string {
+	return []string{bin, "backup", "--compression", "auto", "--json", path}
 }
 
 func (resticDriver) parseBackup(out []byte) (map[string]any, string, error) {
@@ -116,13 +130,17 @@ func (resticDriver) parseBackup(out []byte) (map[string]any, string, error) {
 	return m, id, nil
 }
 
-func (resticDriver) restore(b *bench, s *Session, bin, outDir string) ([]string, string) {
-	// restic restores a file under its full original path.
-	return []string{bin, "restore", s.snapshot, "--target", outDir, "--sparse"},
-		filepath.Join(outDir, b.live)
+func (resticDriver) snapshots(_ *Session, bin string) []string {
+	return []string{bin, "snapshots"}
 }
 
-// kopia 0.22.3.
+func (resticDriver) restore(_ *Session, bin string, ref backupRef, outDir string) ([]string, string) {
+	// restic restores a file under its full original path.
+	return []string{bin, "restore", ref.snapshot, "--target", outDir, "--sparse"},
+		filepath.Join(outDir, ref.path)
+}
+
+// kopia, at the version of peers.env.
 type kopiaDriver struct{}
 
 func (kopiaDriver) global(s *Session) []string {
@@ -150,8 +168,8 @@ func (d kopiaDriver) setup(b *bench, s *Session, bin string) [][]string {
 	}
 }
 
-func (d kopiaDriver) backup(b *bench, s *Session, bin string) []string {
-	return append(append([]string{bin, "snapshot", "create"}, d.global(s)...), "--json", b.live)
+func (d kopiaDriver) backup(s *Session, bin, path, _ string) []string {
+	return append(append([]string{bin, "snapshot", "create"}, d.global(s)...), "--json", path)
 }
 
 func (kopiaDriver) parseBackup(out []byte) (map[string]any, string, error) {
@@ -164,7 +182,11 @@ func (kopiaDriver) parseBackup(out []byte) (map[string]any, string, error) {
 	return m, id, nil
 }
 
-func (d kopiaDriver) restore(_ *bench, s *Session, bin, outDir string) ([]string, string) {
+func (d kopiaDriver) snapshots(s *Session, bin string) []string {
+	return append([]string{bin, "snapshot", "list"}, d.global(s)...)
+}
+
+func (d kopiaDriver) restore(s *Session, bin string, ref backupRef, outDir string) ([]string, string) {
 	out := filepath.Join(outDir, "disk.img")
-	return append(append([]string{bin, "snapshot", "restore"}, d.global(s)...), s.snapshot, out, "--write-sparse-files"), out
+	return append(append([]string{bin, "snapshot", "restore"}, d.global(s)...), ref.snapshot, out, "--write-sparse-files"), out
 }

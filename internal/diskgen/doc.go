@@ -17,4 +17,11 @@
 // Mutate derives "the next night" of an image: a sparse copy in which a
 // fraction of the 64 KiB blocks is overwritten and new text is inserted in the
 // middle, shifting the tail.
+//
+// Tree writes a directory tree shaped like a mostly empty system disk
+// (configuration files, logs, binaries-like random files with a text string
+// table, many small files), from which the benchmark makes a real ext4 image
+// with mkfs.ext4 -d; TreeNight plans and stages its next night (logs grow,
+// some files are rewritten, added or removed). Both are deterministic from
+// their seed.
 package diskgen
