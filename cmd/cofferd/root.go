@@ -17,6 +17,7 @@ import (
 	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/storeurl"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault"
 	"github.com/cofferhq/coffer/vault/ledger"
@@ -158,7 +159,7 @@ func (g *globals) storeTarget() (string, error) {
 		}
 		raw = "file://" + abs
 	}
-	t, err := store.ParseURL(raw)
+	t, err := storeurl.Parse(raw)
 	if err != nil {
 		return "", usageError{Err: fmt.Errorf("--store: %w", err)}
 	}
@@ -174,7 +175,7 @@ func (g *globals) openStore(ctx context.Context, raw string, wait time.Duration)
 	var base store.Store
 	open := func() error {
 		var err error
-		base, err = store.Open(ctx, raw, g.createVault)
+		base, err = storeurl.OpenProvider(ctx, raw, storeurl.Options{Create: g.createVault})
 		return err
 	}
 	var err error

@@ -18,8 +18,9 @@ func WithObjectMeta(ctx context.Context, m ObjectMeta) context.Context {
 	return context.WithValue(ctx, objectMetaKey{}, m)
 }
 
-// objectMeta returns the metadata ctx carries, if any.
-func objectMeta(ctx context.Context) (ObjectMeta, bool) {
+// ObjectMetaFrom returns the metadata ctx carries, if any (for the vault
+// client, which sends it with the Put).
+func ObjectMetaFrom(ctx context.Context) (ObjectMeta, bool) {
 	m, ok := ctx.Value(objectMetaKey{}).(ObjectMeta)
 	return m, ok
 }
