@@ -151,8 +151,8 @@ func (g *globals) repository() (string, error) {
 	return c.Repository, nil
 }
 
-// openStore opens the store at url with the decorators every command uses,
-// assembled here and nowhere else: counting below one retry layer.
+// openStore opens the store at url with the decorators every command uses
+// (storeurl assembles them: counting below one retry layer).
 func (g *globals) openStore(ctx context.Context, url string, create bool) (store.Store, error) {
 	policy, err := g.retryPolicy()
 	if err != nil {
@@ -165,15 +165,14 @@ func (g *globals) openStore(ctx context.Context, url string, create bool) (store
 		}
 	}
 	o.Retry = policy
-	base, err := storeurl.OpenProvider(ctx, url, o)
+	st, err := storeurl.Open(ctx, url, o)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) && !create {
 			return nil, fmt.Errorf("%w at %s (%v)", repo.ErrNoRepository, url, err)
 		}
 		return nil, err
 	}
-	g.counting = store.NewCounting(base)
-	g.retry = store.WithRetry(g.counting, policy, nil, nil)
+	g.counting, g.retry = st.Counting, st.Retry
 	return g.retry, nil
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/storeurl"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/internal/vaultclient"
 )
@@ -350,7 +351,7 @@ func (b *bench) storm(ctx context.Context) *Storm {
 				st.Error = err.Error()
 				return st
 			}
-			clients = append(clients, client{s: store.WithRetry(conn, store.DefaultRetry, nil, nil), tid: t, conn: conn})
+			clients = append(clients, client{s: storeurl.Decorate(conn, storeurl.Options{Retry: store.DefaultRetry}).Retry, tid: t, conn: conn})
 		}
 	}
 	b.logf("vault: %d clients of %d tenants put %d MiB packs, %d rounds", len(clients), stormTenants, stormPackBytes>>20, rounds)

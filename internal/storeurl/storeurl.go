@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/internal/vaultclient"
@@ -185,7 +187,7 @@ func checkS3Prefix(prefix string) error {
 	return nil
 }
 
-// Options are the options of OpenProvider.
+// Options are the options of Open, OpenProvider and Decorate.
 type Options struct {
 	// Create makes a missing directory or bucket (a vault has nothing to
 	// make: enrollment made the tenant).
@@ -196,9 +198,14 @@ type Options struct {
 	// CAFile is a PEM file of CA certificates for a vault; "" falls back to
 	// COFFER_VAULT_CA (and then the system roots).
 	CAFile string
-	// Retry is how a vault's first request (the tenant check) is retried;
-	// the zero value means DefaultRetry.
+	// Retry is how the retry layer (Open, Decorate) and a vault's first
+	// request (the tenant check) retry; the zero value means
+	// store.DefaultRetry.
 	Retry store.RetryPolicy
+	// Clock and Log are the retry layer's (nil: the real clock, and retry
+	// notices discarded). The vault's tenant check uses neither, as before.
+	Clock clock.Clock
+	Log   *slog.Logger
 }
 
 // OpenProvider opens the store a repository URL names (see Parse), with
@@ -253,11 +260,7 @@ func openVault(ctx context.Context, base *url.URL, o Options) (store.Store, erro
 	// The check is a request like any other: a vault that is throttling
 	// this tenant (429) or briefly unavailable is waited for, as the
 	// retry layer waits for every later request.
-	policy := o.Retry
-	if policy.Attempts == 0 {
-		policy = store.DefaultRetry
-	}
-	if err := store.Do(ctx, policy, nil, nil, "tenant check", "", func() error { return v.TenantCheck(ctx) }); err != nil {
+	if err := store.Do(ctx, retryPolicy(o), nil, nil, "tenant check", "", func() error { return v.TenantCheck(ctx) }); err != nil {
 		v.Close()
 		return nil, err
 	}
