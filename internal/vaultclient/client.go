@@ -244,6 +244,16 @@ func (v *Client) newRequest(ctx context.Context, method, target string, body io.
 // r. The body can be made again (GetBody), so Go may resend it on a
 // keep-alive connection that died.
 func (v *Client) Put(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	return v.put(ctx, name, r, size, nil)
+}
+
+// PutMeta implements store.MetaPutter: Put, with the sizes in m sent in
+// the Coffer-Logical-Bytes and Coffer-Data-Bytes headers.
+func (v *Client) PutMeta(ctx context.Context, name string, r io.ReaderAt, size int64, m store.ObjectMeta) error {
+	return v.put(ctx, name, r, size, &m)
+}
+
+func (v *Client) put(ctx context.Context, name string, r io.ReaderAt, size int64, m *store.ObjectMeta) error {
 	if err := store.ValidName(name); err != nil {
 		return err
 	}
@@ -273,7 +283,7 @@ func (v *Client) Put(ctx context.Context, name string, r io.ReaderAt, size int64
 	// resend it when a kept-alive connection turns out dead.
 	req.Header.Set("Idempotency-Key", name)
 	req.Header.Set("Content-Type", "application/octet-stream")
-	if m, ok := store.ObjectMetaFrom(ctx); ok {
+	if m != nil {
 		req.Header.Set(vaultapi.HeaderLogicalBytes, strconv.FormatInt(m.LogicalBytes, 10))
 		req.Header.Set(vaultapi.HeaderDataBytes, strconv.FormatInt(m.DataBytes, 10))
 	}

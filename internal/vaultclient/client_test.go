@@ -915,3 +915,40 @@ func TestVaultEnrollReplyIsTerminalSafe(t *testing.T) {
 		t.Fatalf("enroll reply %+v; want visible escapes", resp)
 	}
 }
+
+// TestVaultPutMeta checks that a snapshot's sizes reach the vault in the
+// Coffer-*-Bytes headers when put with metadata through the agent's
+// decorators, and that a plain Put sends none.
+func TestVaultPutMeta(t *testing.T) {
+	f, srv := newFakeVault(t, false)
+	var mu sync.Mutex
+	seen := map[string][2]string{}
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPut {
+			mu.Lock()
+			seen[r.URL.Path] = [2]string{r.Header.Get(vaultapi.HeaderLogicalBytes), r.Header.Get(vaultapi.HeaderDataBytes)}
+			mu.Unlock()
+		}
+		return false
+	}
+	st := storeurl.Decorate(newVaultClient(t, f, srv), storeurl.Options{}).Retry
+	body := store.Bytes("sealed snapshot")
+	m := store.ObjectMeta{LogicalBytes: 10 << 30, DataBytes: 3 << 30}
+	if err := store.PutWithMeta(t.Context(), st, "snapshots/a", body, int64(len(body)), m); err != nil {
+		t.Fatalf("PutWithMeta: %v", err)
+	}
+	if err := st.Put(t.Context(), "snapshots/b", body, int64(len(body))); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := seen[vaultapi.RouteRepo+"snapshots/a"]; got != [2]string{"10737418240", "3221225472"} {
+		t.Errorf("put with metadata sent sizes %q; want [10737418240 3221225472]", got)
+	}
+	if got := seen[vaultapi.RouteRepo+"snapshots/b"]; got != [2]string{} {
+		t.Errorf("plain put sent sizes %q; want none", got)
+	}
+	if got, err := store.ReadAll(t.Context(), st, "snapshots/a"); err != nil || string(got) != string(body) {
+		t.Errorf("the vault holds %q, %v", got, err)
+	}
+}
