@@ -13,7 +13,7 @@ import (
 	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
-// TestAgentClient drives the server with the agent's vaultclient.Client client:
+// TestAgentClient drives the server with the agent's vault client:
 // the two sides of the wire contract must agree.
 func TestAgentClient(t *testing.T) {
 	lim := DefaultLimits()

@@ -579,13 +579,13 @@ func TestVaultBadCredential(t *testing.T) {
 	if _, err := vaultclient.New(cfg); !errors.Is(err, store.ErrDenied) {
 		t.Fatalf("NewVault without a credential = %v; want ErrDenied", err)
 	}
-	// OpenWith checks the credential at once (GET /v1/tenant).
+	// OpenProvider checks the credential at once (GET /v1/tenant).
 	if _, err := storeurl.OpenProvider(t.Context(), srv.URL, storeurl.Options{Credential: other}); !errors.Is(err, store.ErrDenied) {
-		t.Fatalf("OpenWith with a wrong credential = %v; want ErrDenied", err)
+		t.Fatalf("OpenProvider with a wrong credential = %v; want ErrDenied", err)
 	}
 	s, err := storeurl.OpenProvider(t.Context(), srv.URL+"/", storeurl.Options{Credential: f.cred})
 	if err != nil {
-		t.Fatalf("OpenWith: %v", err)
+		t.Fatalf("OpenProvider: %v", err)
 	}
 	s.Close()
 }
@@ -788,7 +788,7 @@ func TestParseVaultURL(t *testing.T) {
 	for raw, want := range good {
 		tg, err := storeurl.Parse(raw)
 		if err != nil || tg.Vault == nil || tg.Vault.String() != want {
-			t.Errorf("ParseURL(%q) = %+v, %v; want vault %s", raw, tg, err, want)
+			t.Errorf("Parse(%q) = %+v, %v; want vault %s", raw, tg, err, want)
 		}
 	}
 	bad := map[string]string{
@@ -806,10 +806,10 @@ func TestParseVaultURL(t *testing.T) {
 	for raw, want := range bad {
 		_, err := storeurl.Parse(raw)
 		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("ParseURL(%q) = %v; want an error mentioning %q", raw, err, want)
+			t.Errorf("Parse(%q) = %v; want an error mentioning %q", raw, err, want)
 		}
 		if err != nil && strings.Contains(err.Error(), "pw") {
-			t.Errorf("ParseURL(%q) error repeats the password: %v", raw, err)
+			t.Errorf("Parse(%q) error repeats the password: %v", raw, err)
 		}
 	}
 }
@@ -847,7 +847,7 @@ func TestVaultTLS(t *testing.T) {
 	t.Setenv(vaultclient.EnvVaultCA, ca)
 	s, err := storeurl.OpenProvider(t.Context(), srv.URL, storeurl.Options{Credential: f.cred})
 	if err != nil {
-		t.Fatalf("OpenWith with COFFER_VAULT_CA: %v", err)
+		t.Fatalf("OpenProvider with COFFER_VAULT_CA: %v", err)
 	}
 	s.Close()
 	// A file without a certificate is a clear error.
