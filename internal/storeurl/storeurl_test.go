@@ -102,3 +102,41 @@ func TestOpenURLs(t *testing.T) {
 		t.Errorf("Open of S3 without credentials = %v; want ErrDenied naming the variables", err)
 	}
 }
+
+func TestParseVaultURL(t *testing.T) {
+	good := map[string]string{
+		"https://vault.example.com":          "https://vault.example.com",
+		"https://vault.example.com:8443/":    "https://vault.example.com:8443",
+		"https://Vault.example.com/base/v2/": "https://vault.example.com/base/v2",
+		"http://127.0.0.1:9000":              "http://127.0.0.1:9000",
+		"http://localhost:9000/x":            "http://localhost:9000/x",
+		"http://[::1]:9000":                  "http://[::1]:9000",
+	}
+	for raw, want := range good {
+		tg, err := storeurl.Parse(raw)
+		if err != nil || tg.Vault == nil || tg.Vault.String() != want {
+			t.Errorf("Parse(%q) = %+v, %v; want vault %s", raw, tg, err, want)
+		}
+	}
+	bad := map[string]string{
+		"http://vault.example.com":          "clear text",
+		"http://10.0.0.1:80":                "clear text",
+		"https://user:pw@vault.example.com": "credentials",
+		"https://vault.example.com?x=1":     "no query",
+		"https://vault.example.com/#frag":   "fragment",
+		"https://vault.example.com:99999":   "port",
+		"https://vault.example.com/a/../b":  "segment",
+		"https://vault.example.com/a%20b":   "base path",
+		"https:///nohost":                   "host",
+		"https:vault":                       "malformed",
+	}
+	for raw, want := range bad {
+		_, err := storeurl.Parse(raw)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%q) = %v; want an error mentioning %q", raw, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "pw") {
+			t.Errorf("Parse(%q) error repeats the password: %v", raw, err)
+		}
+	}
+}
