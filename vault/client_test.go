@@ -10,9 +10,10 @@ import (
 	"testing"
 
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
-// TestAgentClient drives the server with the agent's store.Vault client:
+// TestAgentClient drives the server with the agent's vault client:
 // the two sides of the wire contract must agree.
 func TestAgentClient(t *testing.T) {
 	lim := DefaultLimits()
@@ -21,7 +22,7 @@ func TestAgentClient(t *testing.T) {
 	ts := httptest.NewServer(f.h)
 	defer ts.Close()
 	u, _ := url.Parse(ts.URL)
-	v, err := store.NewVault(store.VaultConfig{BaseURL: u, Credential: f.credA})
+	v, err := vaultclient.New(vaultclient.Config{BaseURL: u, Credential: f.credA})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,9 @@ import (
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/storeurl"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 func newInitCmd(g *globals) *cobra.Command {
@@ -67,7 +69,7 @@ fingerprint: compare it with the one your provider gives you. Without
 			}
 			conf := agentConfig{Repository: g.repoURL}
 			var enrolled *vaultapi.EnrollResponse
-			target, err := store.ParseURL(g.repoURL)
+			target, err := storeurl.Parse(g.repoURL)
 			if err != nil {
 				return err
 			}
@@ -75,7 +77,7 @@ fingerprint: compare it with the one your provider gives you. Without
 			if base == nil && tok != "" {
 				return usageError{Err: errors.New("--token is for a repository in a vault (--repo https://…)")}
 			}
-			var escrowKey *store.EscrowKey
+			var escrowKey *vaultclient.EscrowKey
 			if escrow {
 				// Before anything is created: no escrow key, no init.
 				if escrowKey, err = g.fetchEscrowKey(ctx, base); err != nil {
@@ -166,21 +168,21 @@ fingerprint: compare it with the one your provider gives you. Without
 
 // fetchEscrowKey reads and checks the vault's escrow key for init
 // --escrow, and prints its fingerprint for comparison out of band.
-func (g *globals) fetchEscrowKey(ctx context.Context, base *url.URL) (*store.EscrowKey, error) {
+func (g *globals) fetchEscrowKey(ctx context.Context, base *url.URL) (*vaultclient.EscrowKey, error) {
 	if base == nil {
 		return nil, usageError{Err: errors.New("--escrow is for a repository in a vault (--repo https://…): the escrow key is the vault's")}
 	}
-	vc := store.VaultConfig{BaseURL: base, CAFile: g.vaultCA}
+	vc := vaultclient.Config{BaseURL: base, CAFile: g.vaultCA}
 	if vc.CAFile == "" {
-		vc.CAFile = os.Getenv(store.EnvVaultCA)
+		vc.CAFile = os.Getenv(vaultclient.EnvVaultCA)
 	}
 	if vc.CAFile == "" {
 		if c, err := g.loadConfig(); err == nil {
 			vc.CAFile = c.VaultCA
 		}
 	}
-	k, err := store.FetchEscrow(ctx, vc)
-	if errors.Is(err, store.ErrNoEscrow) {
+	k, err := vaultclient.FetchEscrow(ctx, vc)
+	if errors.Is(err, vaultclient.ErrNoEscrow) {
 		return nil, usageError{Err: fmt.Errorf("--escrow: the vault at %s offers no escrow key (your provider makes one with cofferd escrow init); nothing was created", base)}
 	}
 	if err != nil {
@@ -205,7 +207,7 @@ func clipFP(s string) string {
 
 // addEscrowSlot stores an escrow-age key slot for r's master key in st and
 // records it with the vault. It returns the slot's name.
-func (g *globals) addEscrowSlot(ctx context.Context, st store.Store, r *repo.Repo, base *url.URL, conf agentConfig, k *store.EscrowKey) (string, error) {
+func (g *globals) addEscrowSlot(ctx context.Context, st store.Store, r *repo.Repo, base *url.URL, conf agentConfig, k *vaultclient.EscrowKey) (string, error) {
 	host, _ := os.Hostname()
 	slot, err := crypto.NewEscrowSlot(r.Keys().Master(), k.Recipient, clock.Real.Now(), host)
 	if err != nil {
@@ -227,7 +229,7 @@ func (g *globals) addEscrowSlot(ctx context.Context, st store.Store, r *repo.Rep
 	if opts.Credential == "" {
 		opts.Credential = conf.Credential
 	}
-	v, err := store.NewVault(store.VaultConfig{BaseURL: base, Credential: opts.Credential, CAFile: opts.CAFile})
+	v, err := vaultclient.New(vaultclient.Config{BaseURL: base, Credential: opts.Credential, CAFile: opts.CAFile})
 	if err != nil {
 		return "", err
 	}
@@ -331,7 +333,7 @@ func writeConfig(path string, c agentConfig) error {
 // absolutePaths makes a repository given as a relative directory, and the
 // vault CA file, absolute, as init saves them in the config.
 func (g *globals) absolutePaths() error {
-	t, err := store.ParseURL(g.repoURL)
+	t, err := storeurl.Parse(g.repoURL)
 	if err != nil {
 		return usageError{Err: err}
 	}
@@ -358,7 +360,7 @@ func (g *globals) precheckPassphrase(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if os.Getenv(store.EnvCredential) == "" && (c.Credential == "" || !c.Enrolled || c.Repository != g.repoURL) {
+	if os.Getenv(vaultclient.EnvCredential) == "" && (c.Credential == "" || !c.Enrolled || c.Repository != g.repoURL) {
 		return nil, nil
 	}
 	st, err := g.openStore(ctx, g.repoURL, false)

@@ -17,6 +17,7 @@ import (
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 func newKeyCmd(g *globals) *cobra.Command {
@@ -285,7 +286,7 @@ func (g *globals) vaultTenant(ctx context.Context, base *url.URL) string {
 	if err != nil {
 		return "<tenant>"
 	}
-	v, err := store.NewVault(store.VaultConfig{BaseURL: base, Credential: o.Credential, CAFile: o.CAFile})
+	v, err := vaultclient.New(vaultclient.Config{BaseURL: base, Credential: o.Credential, CAFile: o.CAFile})
 	if err != nil {
 		return "<tenant>"
 	}

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // A second agent that joins a tenant with a mistyped passphrase (exit 12)
@@ -19,7 +19,7 @@ import (
 // the real vault server, in process.
 func TestJoinRetryAfterWrongPassphrase(t *testing.T) {
 	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
-	t.Setenv(store.EnvCredential, "")
+	t.Setenv(vaultclient.EnvCredential, "")
 	t.Setenv(EnvEnrollToken, "")
 	ctx := context.Background()
 	reg, _, ts := realVault(t)

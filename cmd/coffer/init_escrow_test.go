@@ -13,6 +13,7 @@ import (
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 	"github.com/cofferhq/coffer/vault"
 	"github.com/cofferhq/coffer/vault/ledger"
 	"github.com/cofferhq/coffer/vault/registry"
@@ -48,7 +49,7 @@ func realVault(t *testing.T) (*registry.Registry, store.Store, *httptest.Server)
 func TestInitEscrowThroughRealVault(t *testing.T) {
 	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
 	t.Setenv("COFFER_PASSWORD", "correct horse")
-	t.Setenv(store.EnvCredential, "")
+	t.Setenv(vaultclient.EnvCredential, "")
 	t.Setenv(EnvEnrollToken, "")
 	ctx := context.Background()
 	reg, data, ts := realVault(t)

@@ -9,7 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // readConfig reads an agent config file.
@@ -58,7 +58,7 @@ func TestInitSavesAbsoluteVaultCA(t *testing.T) {
 	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
 	t.Setenv("COFFER_PASSWORD", "pw")
 	t.Setenv("COFFER_VAULT_CA", "")
-	t.Setenv(store.EnvCredential, "")
+	t.Setenv(vaultclient.EnvCredential, "")
 	t.Setenv(EnvEnrollToken, "")
 	v, _ := newTestVault(t)
 	srv := httptest.NewTLSServer(v)

@@ -17,6 +17,7 @@ import (
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 	"github.com/cofferhq/coffer/vault"
 )
 
@@ -419,7 +420,7 @@ func checkPasswdThroughVault(t *testing.T, conf string, st store.Store) {
 func TestKeyPasswdOverSlotLimitThroughRealVault(t *testing.T) {
 	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
 	t.Setenv("COFFER_PASSWORD", strongPass)
-	t.Setenv(store.EnvCredential, "")
+	t.Setenv(vaultclient.EnvCredential, "")
 	t.Setenv(EnvEnrollToken, "")
 	ctx := t.Context()
 	reg, data, ts := realVault(t)

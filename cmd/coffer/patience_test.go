@@ -14,6 +14,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // awayVault answers 503 (Retry-After: 1) to the first requests after away
@@ -40,7 +41,7 @@ func (a *awayVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestRetryPatienceSetting(t *testing.T) {
 	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
 	t.Setenv("COFFER_PASSWORD", "pw")
-	t.Setenv(store.EnvCredential, "")
+	t.Setenv(vaultclient.EnvCredential, "")
 	t.Setenv(EnvEnrollToken, "")
 	t.Setenv(EnvRetryPatience, "")
 	tv, _ := newTestVault(t)
@@ -127,7 +128,7 @@ func TestDefaultPatienceOutlastsRestart(t *testing.T) {
 func TestBackupTimeIncludesVaultWait(t *testing.T) {
 	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
 	t.Setenv("COFFER_PASSWORD", "pw")
-	t.Setenv(store.EnvCredential, "")
+	t.Setenv(vaultclient.EnvCredential, "")
 	t.Setenv(EnvEnrollToken, "")
 	t.Setenv(EnvRetryPatience, "")
 	tv, _ := newTestVault(t)

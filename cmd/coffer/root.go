@@ -19,8 +19,10 @@ import (
 	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/storeurl"
 	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // globals are the flags every command takes.
@@ -89,7 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&g.configPath, "config", envOr("COFFER_CONFIG", defaultConfigPath()), "agent config file (env COFFER_CONFIG)")
 	pf.StringVar(&g.repoURL, "repo", os.Getenv("COFFER_REPOSITORY"), "repository URL, overriding the config file: file:///dir, s3://host:port/bucket/prefix or https://vault-host[:port] (env COFFER_REPOSITORY)")
 	pf.StringVar(&g.passwordFile, "password-file", os.Getenv("COFFER_PASSWORD_FILE"), "read the passphrase from this file (env COFFER_PASSWORD_FILE; or set COFFER_PASSWORD)")
-	pf.StringVar(&g.vaultCA, "vault-ca", os.Getenv(store.EnvVaultCA), "PEM file of CA certificates to trust for the vault (env COFFER_VAULT_CA; init saves it in the config)")
+	pf.StringVar(&g.vaultCA, "vault-ca", os.Getenv(vaultclient.EnvVaultCA), "PEM file of CA certificates to trust for the vault (env COFFER_VAULT_CA; init saves it in the config)")
 	pf.StringVar(&g.retryPatience, "retry-patience", os.Getenv(EnvRetryPatience), "how long to keep retrying a vault or store that fails or is away, e.g. 10m or 1h (env "+EnvRetryPatience+", config retry_patience; default 10m)")
 	pf.BoolVar(&g.noKeyCache, "no-key-cache", false, "neither use nor keep the unlocked key in the config directory (also key_cache: false in the config)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
@@ -151,29 +153,28 @@ func (g *globals) repository() (string, error) {
 	return c.Repository, nil
 }
 
-// openStore opens the store at url with the decorators every command uses,
-// assembled here and nowhere else: counting below one retry layer.
+// openStore opens the store at url with the decorators every command uses
+// (storeurl assembles them: counting below one retry layer).
 func (g *globals) openStore(ctx context.Context, url string, create bool) (store.Store, error) {
 	policy, err := g.retryPolicy()
 	if err != nil {
 		return nil, err
 	}
-	o := store.OpenOptions{Create: create}
+	o := storeurl.Options{Create: create}
 	if vaultURL(url) != nil {
 		if o, err = g.vaultOptions(create); err != nil {
 			return nil, err
 		}
 	}
 	o.Retry = policy
-	base, err := store.OpenWith(ctx, url, o)
+	st, err := storeurl.Open(ctx, url, o)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) && !create {
 			return nil, fmt.Errorf("%w at %s (%v)", repo.ErrNoRepository, url, err)
 		}
 		return nil, err
 	}
-	g.counting = store.NewCounting(base)
-	g.retry = store.WithRetry(g.counting, policy, nil, nil)
+	g.counting, g.retry = st.Counting, st.Retry
 	return g.retry, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // agentEnv is a local repository and the agent's environment (config,
@@ -35,7 +36,7 @@ func newAgentEnv(t *testing.T) *agentEnv {
 	t.Setenv("COFFER_PASSWORD", "correct horse")
 	t.Setenv("XDG_STATE_HOME", e.state)
 	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
-	t.Setenv(store.EnvCredential, "")
+	t.Setenv(vaultclient.EnvCredential, "")
 	t.Setenv(EnvEnrollToken, "")
 	if r := e.run("init", "--repo", e.repoURL); r.code != 0 {
 		t.Fatalf("init: %+v", r)

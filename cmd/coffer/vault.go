@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/storeurl"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // EnvEnrollToken holds the one-time enrollment token for coffer init.
@@ -19,7 +21,7 @@ const EnvEnrollToken = "COFFER_ENROLL_TOKEN"
 
 // vaultURL returns the vault base URL when raw names a vault, else nil.
 func vaultURL(raw string) *url.URL {
-	t, err := store.ParseURL(raw)
+	t, err := storeurl.Parse(raw)
 	if err != nil {
 		return nil
 	}
@@ -29,8 +31,8 @@ func vaultURL(raw string) *url.URL {
 // vaultOptions returns how to reach a vault: the credential from
 // COFFER_CREDENTIAL or the config file, the CA from --vault-ca /
 // COFFER_VAULT_CA or the config file.
-func (g *globals) vaultOptions(create bool) (store.OpenOptions, error) {
-	o := store.OpenOptions{Create: create, Credential: vaultapi.Secret(os.Getenv(store.EnvCredential)), CAFile: g.vaultCA}
+func (g *globals) vaultOptions(create bool) (storeurl.Options, error) {
+	o := storeurl.Options{Create: create, Credential: vaultapi.Secret(os.Getenv(vaultclient.EnvCredential)), CAFile: g.vaultCA}
 	if o.Credential != "" && o.CAFile != "" {
 		return o, nil
 	}
@@ -45,7 +47,7 @@ func (g *globals) vaultOptions(create bool) (store.OpenOptions, error) {
 		o.CAFile = c.VaultCA
 	}
 	if o.Credential == "" {
-		return o, usageError{Err: fmt.Errorf("no agent credential for the vault: enroll with coffer init --repo URL --token TOKEN (or set %s), config %s has none", store.EnvCredential, g.configPath)}
+		return o, usageError{Err: fmt.Errorf("no agent credential for the vault: enroll with coffer init --repo URL --token TOKEN (or set %s), config %s has none", vaultclient.EnvCredential, g.configPath)}
 	}
 	return o, nil
 }
@@ -99,7 +101,7 @@ func (g *globals) enrollAgent(ctx context.Context, base *url.URL, tok vaultapi.S
 	}
 	if tok == "" {
 		switch {
-		case os.Getenv(store.EnvCredential) != "" || cfg.Credential != "" && cfg.Enrolled:
+		case os.Getenv(vaultclient.EnvCredential) != "" || cfg.Credential != "" && cfg.Enrolled:
 			return cfg, nil, nil // enrolled before; init goes on
 		case cfg.PendingCredential != "":
 			return cfg, nil, usageError{Err: fmt.Errorf("the enrollment of this agent did not finish: run coffer init again with the same token (%s or --token)", EnvEnrollToken)}
@@ -132,9 +134,9 @@ func (g *globals) sendEnrollment(ctx context.Context, base *url.URL, tok vaultap
 		return nil, err
 	}
 	host, _ := os.Hostname()
-	vc := store.VaultConfig{BaseURL: base, CAFile: cfg.VaultCA}
+	vc := vaultclient.Config{BaseURL: base, CAFile: cfg.VaultCA}
 	if vc.CAFile == "" {
-		vc.CAFile = os.Getenv(store.EnvVaultCA)
+		vc.CAFile = os.Getenv(vaultclient.EnvVaultCA)
 	}
 	for redraw := 0; ; redraw++ {
 		if cfg.PendingCredential == "" {
@@ -165,11 +167,11 @@ func (g *globals) sendEnrollment(ctx context.Context, base *url.URL, tok vaultap
 // enrollRetrying sends the enrollment, retrying transient failures as
 // every store request is retried (policy): the request is idempotent (same
 // token, same credential hash).
-func enrollRetrying(ctx context.Context, vc store.VaultConfig, req vaultapi.EnrollRequest, policy store.RetryPolicy) (*vaultapi.EnrollResponse, error) {
+func enrollRetrying(ctx context.Context, vc vaultclient.Config, req vaultapi.EnrollRequest, policy store.RetryPolicy) (*vaultapi.EnrollResponse, error) {
 	var resp *vaultapi.EnrollResponse
 	err := store.Do(ctx, policy, nil, nil, "enroll", vc.BaseURL.String(), func() error {
 		var err error
-		resp, err = store.Enroll(ctx, vc, req)
+		resp, err = vaultclient.Enroll(ctx, vc, req)
 		return err
 	})
 	return resp, err

@@ -16,8 +16,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cofferhq/coffer/internal/repo"
-	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // TestJunkThroughVault: junk a stolen agent credential can plant through a
@@ -30,7 +30,7 @@ func TestJunkThroughVault(t *testing.T) {
 	t.Setenv("COFFER_PASSWORD", "correct horse")
 	t.Setenv("XDG_STATE_HOME", filepath.Join(dir, "state"))
 	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
-	t.Setenv(store.EnvCredential, "")
+	t.Setenv(vaultclient.EnvCredential, "")
 	v, _ := newTestVault(t)
 	var packLists atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

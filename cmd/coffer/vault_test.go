@@ -25,6 +25,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // testVault is a small fake of cofferd's agent API over a Local store: one
@@ -223,7 +224,7 @@ func noSecretIn(t *testing.T, s string, dirs ...string) {
 func TestInitThroughVault(t *testing.T) {
 	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
 	t.Setenv("COFFER_PASSWORD", "correct horse")
-	t.Setenv(store.EnvCredential, "")
+	t.Setenv(vaultclient.EnvCredential, "")
 	t.Setenv(EnvEnrollToken, "")
 	v, srv := newTestVault(t)
 	dir := t.TempDir()
@@ -313,12 +314,12 @@ func TestInitThroughVault(t *testing.T) {
 
 	// A wrong credential: exit 1 and the re-enroll hint, no secret.
 	bad, _, _, _ := vaultapi.NewCredential()
-	t.Setenv(store.EnvCredential, bad.Reveal())
+	t.Setenv(vaultclient.EnvCredential, bad.Reveal())
 	r = runCoffer(t, "--config", conf, "snapshots")
 	if r.code != 1 || !strings.Contains(r.stderr, "re-enroll") || strings.Contains(r.stderr, bad.Reveal()) {
 		t.Fatalf("snapshots with a bad credential: exit %d\n%s", r.code, r.stderr)
 	}
-	t.Setenv(store.EnvCredential, "")
+	t.Setenv(vaultclient.EnvCredential, "")
 
 	// A second agent of the same tenant joins its repository: the tenant's
 	// passphrase opens it, nothing in the vault changes, and the second
@@ -350,7 +351,7 @@ func TestInitThroughVault(t *testing.T) {
 
 func TestInitVaultTokenErrors(t *testing.T) {
 	t.Setenv("COFFER_PASSWORD", "pw")
-	t.Setenv(store.EnvCredential, "")
+	t.Setenv(vaultclient.EnvCredential, "")
 	t.Setenv(EnvEnrollToken, "")
 	v, srv := newTestVault(t)
 	dir := t.TempDir()

@@ -17,6 +17,7 @@ import (
 	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/storeurl"
 	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault"
@@ -127,11 +128,11 @@ func (g *globals) openStateWait(ctx context.Context, wait time.Duration) (store.
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	base, err := g.openStore(ctx, raw, wait)
+	st, err := g.openStore(ctx, raw, wait)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	meta := store.WithRetry(base, store.DefaultRetry, g.clock, g.log)
+	base, meta := st.Provider, st.Retry
 	reg, err := registry.New(meta, g.clock)
 	if err == nil {
 		err = g.checkVault(ctx, reg, base)
@@ -159,7 +160,7 @@ func (g *globals) storeTarget() (string, error) {
 		}
 		raw = "file://" + abs
 	}
-	t, err := store.ParseURL(raw)
+	t, err := storeurl.Parse(raw)
 	if err != nil {
 		return "", usageError{Err: fmt.Errorf("--store: %w", err)}
 	}
@@ -170,12 +171,13 @@ func (g *globals) storeTarget() (string, error) {
 }
 
 // openStore opens the store, making a missing directory or bucket only
-// when g.createVault is set.
-func (g *globals) openStore(ctx context.Context, raw string, wait time.Duration) (store.Store, error) {
-	var base store.Store
+// when g.createVault is set. The registry and ledger use the stack's retry
+// layer (store.DefaultRetry on g.clock, logged); the rest its provider.
+func (g *globals) openStore(ctx context.Context, raw string, wait time.Duration) (*storeurl.Stack, error) {
+	var st *storeurl.Stack
 	open := func() error {
 		var err error
-		base, err = store.Open(ctx, raw, g.createVault)
+		st, err = storeurl.Open(ctx, raw, storeurl.Options{Create: g.createVault, Retry: store.DefaultRetry, Clock: g.clock, Log: g.log})
 		return err
 	}
 	var err error
@@ -190,7 +192,7 @@ func (g *globals) openStore(ctx context.Context, raw string, wait time.Duration)
 	if err != nil {
 		return nil, fmt.Errorf("opening the vault store: %w", err)
 	}
-	return base, nil
+	return st, nil
 }
 
 // checkVault checks vault/format, or with g.createVault makes it (on a

@@ -27,7 +27,9 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/storeurl"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // The vault target: coffer through `cofferd serve` on 127.0.0.1 (plain
@@ -215,7 +217,7 @@ func (b *bench) vaultUsage(ctx context.Context, tenantID string) (size, n int64,
 }
 
 // Storm is the "16 uploads in flight" measurement: 4 tenants x 4 clients
-// (store.Vault, as the agent uses it) each PUT fresh 16 MiB packs with
+// (vaultclient.Client, as the agent uses it) each PUT fresh 16 MiB packs with
 // correct names, round after round, while cofferd's memory is sampled.
 type Storm struct {
 	Tenants     int      `json:"tenants"`
@@ -304,7 +306,7 @@ func (v *vaultServer) enroll(ctx context.Context, token vaultapi.Secret) (vaulta
 		return "", err
 	}
 	req := vaultapi.EnrollRequest{Token: token, CredentialID: id, CredentialSHA256: hex.EncodeToString(sum[:]), Host: "bench-storm"}
-	if _, err := store.Enroll(ctx, store.VaultConfig{BaseURL: base}, req); err != nil {
+	if _, err := vaultclient.Enroll(ctx, vaultclient.Config{BaseURL: base}, req); err != nil {
 		return "", err
 	}
 	return cred, nil
@@ -321,7 +323,7 @@ func (b *bench) storm(ctx context.Context) *Storm {
 	type client struct {
 		s    store.Store // conn with the agent's retries (429s are waited out)
 		tid  int
-		conn *store.Vault
+		conn *vaultclient.Client
 	}
 	var clients []client
 	defer func() {
@@ -344,12 +346,12 @@ func (b *bench) storm(ctx context.Context) *Storm {
 		}
 		base, _ := url.Parse(v.URL)
 		for range stormPerTenant {
-			conn, err := store.NewVault(store.VaultConfig{BaseURL: base, Credential: cred})
+			conn, err := vaultclient.New(vaultclient.Config{BaseURL: base, Credential: cred})
 			if err != nil {
 				st.Error = err.Error()
 				return st
 			}
-			clients = append(clients, client{s: store.WithRetry(conn, store.DefaultRetry, nil, nil), tid: t, conn: conn})
+			clients = append(clients, client{s: storeurl.Decorate(conn, storeurl.Options{Retry: store.DefaultRetry}).Retry, tid: t, conn: conn})
 		}
 	}
 	b.logf("vault: %d clients of %d tenants put %d MiB packs, %d rounds", len(clients), stormTenants, stormPackBytes>>20, rounds)

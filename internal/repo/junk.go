@@ -11,6 +11,7 @@ import (
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/pack"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // ErrForeign is wrapped by ForeignError.
@@ -77,7 +78,7 @@ func (r *Repo) RemovalHint(name string) string {
 // isVault reports whether s is, below its decorators, a vault client.
 func isVault(s store.Store) bool {
 	for {
-		if _, ok := s.(*store.Vault); ok {
+		if _, ok := s.(*vaultclient.Client); ok {
 			return true
 		}
 		w, ok := s.(store.Wrapper)

@@ -35,7 +35,7 @@ func (r *Repo) SaveSnapshot(ctx context.Context, s *manifest.Snapshot) (string, 
 		m.LogicalBytes += d.Size
 		m.DataBytes += d.Stats.DataBytes
 	}
-	name, err := r.SaveSealed(store.WithObjectMeta(ctx, m), SnapshotsPrefix, b, manifest.SnapshotAD)
+	name, err := r.saveSealedMeta(ctx, SnapshotsPrefix, b, manifest.SnapshotAD, m)
 	if err != nil {
 		return "", fmt.Errorf("storing the snapshot: %w", err)
 	}

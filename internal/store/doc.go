@@ -1,6 +1,8 @@
 // Package store owns "bytes under a name": the narrow interface every place a
-// repository can live implements (a local directory, an S3 bucket, and later
-// the vault), the sentinel errors providers translate their failures into, and
-// the decorators that wrap a store (retry with backoff, fault injection for
-// tests). Stores know nothing about what the bytes mean.
+// repository can live implements, the sentinel errors providers translate
+// their failures into, the optional capabilities found with As, the
+// decorators that wrap a store (retry with backoff, request counting, fault
+// injection for tests), and two providers: a local directory and an S3
+// bucket. The vault's client is internal/vaultclient; turning a URL into a
+// store is internal/storeurl. Stores know nothing about what the bytes mean.
 package store

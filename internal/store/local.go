@@ -354,7 +354,7 @@ func (l *Local) Stat(ctx context.Context, name string) (Info, error) {
 // List implements Store. Symbolic links are skipped, never followed; a
 // symlinked directory on the way to the prefix is an ErrSymlink error.
 func (l *Local) List(ctx context.Context, prefix string, fn func(Info) error) error {
-	if err := validPrefix(prefix); err != nil {
+	if err := ValidPrefix(prefix); err != nil {
 		return err
 	}
 	// Walk the deepest directory the prefix names completely.

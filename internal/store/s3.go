@@ -133,16 +133,16 @@ func (s *S3) key(name string) string {
 	return s.cfg.Prefix + "/" + name
 }
 
-// errShortSource reports a Put source that ended before its declared size.
+// ErrShortSource reports a Put source that ended before its declared size.
 var (
-	errShortSource    = errors.New("source ended before its declared size")
+	ErrShortSource    = errors.New("source ended before its declared size")
 	errSourceReleased = errors.New("request body read after the put returned")
 )
 
-// sourceReader bounds r to size bytes and records whether r ended early, so
-// Put can tell a short source from a network failure however minio-go wraps
-// the error.
-type sourceReader struct {
+// PutSource bounds r to size bytes and records whether r ended early, so
+// a provider's Put can tell a short source from a network failure however
+// its HTTP client wraps the error.
+type PutSource struct {
 	r     io.ReaderAt
 	size  int64
 	short atomic.Bool
@@ -156,14 +156,22 @@ type sourceReader struct {
 	done bool
 }
 
-// finish ends every use of the source; Put defers it.
-func (s *sourceReader) finish() {
+// NewPutSource returns the source of a Put of size bytes read from r.
+func NewPutSource(r io.ReaderAt, size int64) *PutSource {
+	return &PutSource{r: r, size: size}
+}
+
+// Short reports whether r ended before size bytes.
+func (s *PutSource) Short() bool { return s.short.Load() }
+
+// Finish ends every use of the source; Put defers it.
+func (s *PutSource) Finish() {
 	s.mu.Lock()
 	s.done = true
 	s.mu.Unlock()
 }
 
-func (s *sourceReader) ReadAt(p []byte, off int64) (int, error) {
+func (s *PutSource) ReadAt(p []byte, off int64) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.done {
@@ -178,7 +186,7 @@ func (s *sourceReader) ReadAt(p []byte, off int64) (int, error) {
 	n, err := s.r.ReadAt(p, off)
 	if n < len(p) && (err == nil || err == io.EOF) {
 		s.short.Store(true)
-		return n, errShortSource
+		return n, ErrShortSource
 	}
 	if n == len(p) && err == io.EOF {
 		err = nil
@@ -194,8 +202,8 @@ func (s *S3) Put(ctx context.Context, name string, r io.ReaderAt, size int64) er
 	if size < 0 || size > MaxS3ObjectSize {
 		return &PermanentError{Err: fmt.Errorf("%s: size %d outside 0..%d bytes", name, size, int64(MaxS3ObjectSize))}
 	}
-	src := &sourceReader{r: r, size: size}
-	defer src.finish()
+	src := NewPutSource(r, size)
+	defer src.Finish()
 	opts := minio.PutObjectOptions{
 		ContentType:      "application/octet-stream",
 		DisableMultipart: true,
@@ -210,8 +218,8 @@ func (s *S3) Put(ctx context.Context, name string, r io.ReaderAt, size int64) er
 	if err == nil {
 		return nil
 	}
-	if src.short.Load() {
-		return &PermanentError{Err: fmt.Errorf("%s: %w (want %d bytes)", name, errShortSource, size)}
+	if src.Short() {
+		return &PermanentError{Err: fmt.Errorf("%s: %w (want %d bytes)", name, ErrShortSource, size)}
 	}
 	return fmt.Errorf("%s: put: %w", name, translateS3(err))
 }
@@ -225,7 +233,7 @@ func (s *S3) Get(ctx context.Context, name string, off, length int64, fn func(io
 		return fmt.Errorf("%s: negative offset %d: %w", name, off, ErrInvalidRange)
 	}
 	if length == 0 {
-		return getEmpty(ctx, s, name, off, length, fn)
+		return GetEmpty(ctx, s, name, off, length, fn)
 	}
 	var opts minio.GetObjectOptions
 	switch {
@@ -246,7 +254,7 @@ func (s *S3) Get(ctx context.Context, name string, off, length int64, fn func(io
 		if errors.Is(err, ErrInvalidRange) && length < 0 {
 			// "bytes=off-" with off at the end is unsatisfiable to S3,
 			// but an empty read to Store.
-			return getEmpty(ctx, s, name, off, length, fn)
+			return GetEmpty(ctx, s, name, off, length, fn)
 		}
 		return fmt.Errorf("%s: get: %w", name, err)
 	}
@@ -256,6 +264,12 @@ func (s *S3) Get(ctx context.Context, name string, off, length int64, fn func(io
 		return fmt.Errorf("%s: range %d+%d runs past the end of the object: %w", name, off, length, ErrInvalidRange)
 	}
 	return fn(&exactReader{r: body, left: info.Size, name: name})
+}
+
+// NewExactReader returns a reader of the n bytes a provider's response
+// body r announced for the object name: it fails when r ends early.
+func NewExactReader(r io.Reader, n int64, name string) io.Reader {
+	return &exactReader{r: r, left: n, name: name}
 }
 
 // exactReader fails a body that ends before the announced length.
@@ -308,10 +322,10 @@ func (s *S3) List(ctx context.Context, prefix string, fn func(Info) error) error
 // after a given key (ListObjectsV2 StartAfter), so a caller paging through a
 // large prefix does not list it from the start for every page.
 func (s *S3) ListFrom(ctx context.Context, prefix, after string, fn func(Info) error) error {
-	if err := validPrefix(prefix); err != nil {
+	if err := ValidPrefix(prefix); err != nil {
 		return err
 	}
-	if err := validPrefix(after); err != nil {
+	if err := ValidPrefix(after); err != nil {
 		return fmt.Errorf("list after %q: %w", truncate(after), err)
 	}
 	base := ""

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/store/storetest"
+	"github.com/cofferhq/coffer/internal/storeurl"
 	"github.com/cofferhq/coffer/internal/testutil/miniotest"
 )
 
@@ -47,7 +48,7 @@ func minioServer(t *testing.T) *miniotest.Server {
 
 func openURL(t *testing.T, raw string) store.Store {
 	t.Helper()
-	s, err := store.Open(t.Context(), raw, false)
+	s, err := storeurl.OpenProvider(t.Context(), raw, storeurl.Options{Create: false})
 	if err != nil {
 		t.Fatalf("Open(%s): %v", raw, err)
 	}
@@ -62,7 +63,7 @@ func TestS3Conformance(t *testing.T) {
 func TestS3ConformanceBucketRoot(t *testing.T) {
 	srv := minioServer(t)
 	storetest.Run(t, func(t *testing.T) store.Store {
-		tg, err := store.ParseURL(srv.NewBucket(t))
+		tg, err := storeurl.Parse(srv.NewBucket(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,7 +75,7 @@ func TestS3ConformanceBucketRoot(t *testing.T) {
 // and the store's own key prefix.
 func TestS3ListFrom(t *testing.T) {
 	srv := minioServer(t)
-	tg, _ := store.ParseURL(srv.NewBucket(t))
+	tg, _ := storeurl.Parse(srv.NewBucket(t))
 	s, other := openURL(t, srv.URL(tg.S3.Bucket, "repo")), openURL(t, srv.URL(tg.S3.Bucket, "repo0"))
 	names := []string{"data/00/a", "data/00/b", "data/01/a", "data/ff/z", "index/x", "snapshots/y"}
 	for _, n := range append(names, "config") {
@@ -126,7 +127,7 @@ func TestS3ListFrom(t *testing.T) {
 
 func TestS3PrefixIsolation(t *testing.T) {
 	srv := minioServer(t)
-	tg, _ := store.ParseURL(srv.NewBucket(t))
+	tg, _ := storeurl.Parse(srv.NewBucket(t))
 	b := tg.S3.Bucket
 	a, a2, root := openURL(t, srv.URL(b, "repo")), openURL(t, srv.URL(b, "repo2")), openURL(t, srv.URL(b, ""))
 	for _, s := range []store.Store{a, a2} {
@@ -156,15 +157,15 @@ func TestS3PrefixIsolation(t *testing.T) {
 func TestS3BadCredentials(t *testing.T) {
 	srv := minioServer(t)
 	raw := srv.NewBucket(t)
-	tg, _ := store.ParseURL(raw)
+	tg, _ := storeurl.Parse(raw)
 	for _, c := range []struct{ name, key, secret string }{
 		{"wrong secret", srv.AccessKey, "not-the-secret-0123456789"},
 		{"unknown key", "nobody-at-all", srv.SecretKey},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			t.Setenv(store.EnvAccessKey, c.key)
-			t.Setenv(store.EnvSecretKey, c.secret)
-			if _, err := store.Open(t.Context(), raw, false); !errors.Is(err, store.ErrDenied) {
+			t.Setenv(storeurl.EnvAccessKey, c.key)
+			t.Setenv(storeurl.EnvSecretKey, c.secret)
+			if _, err := storeurl.OpenProvider(t.Context(), raw, storeurl.Options{Create: false}); !errors.Is(err, store.ErrDenied) {
 				t.Errorf("Open = %v; want ErrDenied", err)
 			}
 
@@ -198,11 +199,11 @@ func TestS3BadCredentials(t *testing.T) {
 func TestS3MissingBucket(t *testing.T) {
 	srv := minioServer(t)
 	raw := srv.URL("coffer-missing-bucket", "repo")
-	_, err := store.Open(t.Context(), raw, false)
+	_, err := storeurl.OpenProvider(t.Context(), raw, storeurl.Options{Create: false})
 	if !errors.Is(err, store.ErrNotFound) || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("Open of a missing bucket = %v; want ErrNotFound saying it does not exist", err)
 	}
-	s, err := store.Open(t.Context(), raw, true)
+	s, err := storeurl.OpenProvider(t.Context(), raw, storeurl.Options{Create: true})
 	if err != nil {
 		t.Fatalf("Open(create) = %v", err)
 	}
@@ -210,7 +211,7 @@ func TestS3MissingBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, create := range []bool{false, true} {
-		s, err := store.Open(t.Context(), raw, create)
+		s, err := storeurl.OpenProvider(t.Context(), raw, storeurl.Options{Create: create})
 		if err != nil {
 			t.Fatalf("Open(create=%v) of the existing bucket = %v", create, err)
 		}
@@ -227,7 +228,7 @@ func TestS3LocationHasNoSecrets(t *testing.T) {
 	if s.Location() != raw {
 		t.Errorf("Location = %q, want %q", s.Location(), raw)
 	}
-	tg, _ := store.ParseURL(raw)
+	tg, _ := storeurl.Parse(raw)
 	cfg := *tg.S3
 	cfg.AccessKey, cfg.SecretKey, cfg.SessionToken = srv.AccessKey, srv.SecretKey, "session-token-secret"
 	s3, err := store.NewS3(cfg)
@@ -265,7 +266,7 @@ func (c *countingTransport) count() int {
 
 func TestS3PutIsOneConditionalPut(t *testing.T) {
 	srv := minioServer(t)
-	tg, _ := store.ParseURL(srv.NewBucket(t))
+	tg, _ := storeurl.Parse(srv.NewBucket(t))
 	cfg := *tg.S3
 	cfg.AccessKey, cfg.SecretKey, cfg.Region = srv.AccessKey, srv.SecretKey, "us-east-1"
 	rt := &countingTransport{}
@@ -404,99 +405,5 @@ func TestS3ShortBodyIsError(t *testing.T) {
 	got, err := store.ReadAll(t.Context(), s, "data/x")
 	if err == nil || store.IsPermanent(err) {
 		t.Errorf("ReadAll of a truncated body = %d bytes, %v; want a transient error", len(got), err)
-	}
-}
-
-func TestParseURL(t *testing.T) {
-	s3 := func(endpoint, bucket, prefix, region string, secure bool) store.Target {
-		return store.Target{S3: &store.S3Config{Endpoint: endpoint, Bucket: bucket, Prefix: prefix, Region: region, Secure: secure}}
-	}
-	good := []struct {
-		raw  string
-		want store.Target
-	}{
-		{"file:///srv/backup", store.Target{Dir: "/srv/backup"}},
-		{"file://localhost/srv/backup/", store.Target{Dir: "/srv/backup"}},
-		{"/srv/backup", store.Target{Dir: "/srv/backup"}},
-		{"relative/dir", store.Target{Dir: "relative/dir"}},
-		{"./x:y", store.Target{Dir: "x:y"}},
-		{"s3://s3.example.com/bucket", s3("s3.example.com", "bucket", "", "", true)},
-		{"s3://s3.example.com/bucket/", s3("s3.example.com", "bucket", "", "", true)},
-		{"s3://127.0.0.1:9000/bkt/laptop/home?tls=false", s3("127.0.0.1:9000", "bkt", "laptop/home", "", false)},
-		{"s3://h:443/bkt/P_re.fix-1?region=eu-west-1&tls=true", s3("h:443", "bkt", "P_re.fix-1", "eu-west-1", true)},
-		{"S3://[::1]:9000/b1c/p/", s3("[::1]:9000", "b1c", "p", "", true)},
-	}
-	for _, c := range good {
-		got, err := store.ParseURL(c.raw)
-		if err != nil {
-			t.Errorf("ParseURL(%q): %v", c.raw, err)
-			continue
-		}
-		if got.Dir != c.want.Dir || (got.S3 == nil) != (c.want.S3 == nil) ||
-			(got.S3 != nil && *got.S3 != *c.want.S3) {
-			t.Errorf("ParseURL(%q) = %+v %+v; want %+v %+v", c.raw, got, got.S3, c.want, c.want.S3)
-		}
-	}
-	bad := []struct{ raw, msg string }{
-		{"", "empty repository URL"},
-		{"sftp://host/dir", `unsupported repository URL scheme "sftp": use file:///dir, s3://host:port/bucket/prefix`},
-		{"http://host/bucket", "plain http is allowed only on a loopback address"},
-		{"s3:bucket/prefix", "malformed repository URL"},
-		{"file:/abs", "malformed repository URL"},
-		{"file://relative/dir", "three slashes"},
-		{"file:///a?x=1", "no query"},
-		{"s3:///bucket", "needs a host"},
-		{"s3://host", "needs a bucket"},
-		{"s3://host/", "needs a bucket"},
-		{"s3://host/Bad_Bucket", "invalid bucket name"},
-		{"s3://host:0/b", "invalid port"},
-		{"s3://host:99999/b", "invalid port"},
-		{"s3://host/bkt/a//c", "invalid key prefix"},
-		{"s3://host/bkt/a/../c", "invalid key prefix"},
-		{"s3://host/bkt/a%20c", "invalid key prefix"},
-		{"s3://host/bkt?tls=maybe", "tls="},
-		{"s3://host/bkt?region=", "empty region"},
-		{"s3://host/bkt?secure=false", `unknown parameter "secure"`},
-		{"s3://host/bkt?tls=false&tls=true", "given 2 times"},
-		{"s3://host/b#frag", "fragment"},
-		{"s3://AKIAKEY:topsecret@host/b", "secrets never go in argv or URLs"},
-		{"s3://AKIAKEY@host/b", "secrets never go in argv or URLs"},
-		{"file://user:topsecret@/srv", "secrets never go in argv or URLs"},
-		{"s3://AKIAKEY:topsecret@host:bad/b", "invalid repository URL"},
-	}
-	for _, c := range bad {
-		_, err := store.ParseURL(c.raw)
-		if err == nil || !strings.Contains(err.Error(), c.msg) {
-			t.Errorf("ParseURL(%q) = %v; want an error containing %q", c.raw, err, c.msg)
-			continue
-		}
-		if strings.Contains(err.Error(), "topsecret") {
-			t.Errorf("ParseURL(%q) error repeats the secret: %v", c.raw, err)
-		}
-	}
-}
-
-func TestOpenURLs(t *testing.T) {
-	dir := t.TempDir()
-	for _, raw := range []string{"file://" + dir, dir} {
-		s, err := store.Open(t.Context(), raw, false)
-		if err != nil {
-			t.Fatalf("Open(%q): %v", raw, err)
-		}
-		if _, ok := s.(*store.Local); !ok || s.Location() != "file://"+dir {
-			t.Errorf("Open(%q) = %T at %s; want *store.Local at file://%s", raw, s, s.Location(), dir)
-		}
-	}
-	if _, err := store.Open(t.Context(), "file://"+dir+"/missing", false); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("Open of a missing directory = %v; want ErrNotFound", err)
-	}
-	if _, err := store.Open(t.Context(), "ftp://x/y", false); err == nil {
-		t.Error("Open of an ftp URL succeeded")
-	}
-	t.Setenv(store.EnvAccessKey, "")
-	t.Setenv(store.EnvSecretKey, "")
-	_, err := store.Open(t.Context(), "s3://127.0.0.1:1/bucket/p?tls=false", false)
-	if !errors.Is(err, store.ErrDenied) || !strings.Contains(err.Error(), "AWS_SECRET_ACCESS_KEY") {
-		t.Errorf("Open of S3 without credentials = %v; want ErrDenied naming the variables", err)
 	}
 }

@@ -10,12 +10,12 @@ import (
 // caller's buffer again.
 func TestSourceReaderReleased(t *testing.T) {
 	buf := Bytes("pack bytes")
-	src := &sourceReader{r: buf, size: int64(len(buf))}
+	src := &PutSource{r: buf, size: int64(len(buf))}
 	p := make([]byte, 4)
 	if n, err := src.ReadAt(p, 0); n != 4 || err != nil || string(p) != "pack" {
 		t.Fatalf("read before finish: %d %v %q", n, err, p)
 	}
-	src.finish()
+	src.Finish()
 	if n, err := src.ReadAt(p, 5); n != 0 || !errors.Is(err, errSourceReleased) {
 		t.Fatalf("read after finish: %d, %v; want 0, errSourceReleased", n, err)
 	}

@@ -182,7 +182,9 @@ type OrderedLister interface {
 	ListFrom(ctx context.Context, prefix, after string, fn func(Info) error) error
 }
 
-func validPrefix(prefix string) error {
+// ValidPrefix checks a List prefix: "" or a valid name, with or without a
+// trailing slash.
+func ValidPrefix(prefix string) error {
 	if prefix == "" {
 		return nil
 	}
@@ -221,10 +223,10 @@ func ReadRange(ctx context.Context, s Store, name string, off, length int64) ([]
 	return buf, err
 }
 
-// getEmpty serves a zero-length read at off of an object in st (a remote
+// GetEmpty serves a zero-length read at off of an object in st (a remote
 // store whose ranged GET cannot express one): valid when off is at most the
 // object's size.
-func getEmpty(ctx context.Context, st Store, name string, off, length int64, fn func(io.Reader) error) error {
+func GetEmpty(ctx context.Context, st Store, name string, off, length int64, fn func(io.Reader) error) error {
 	info, err := st.Stat(ctx, name)
 	if err != nil {
 		return err

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/storeurl"
 )
 
 func TestBinaryPath(t *testing.T) {
@@ -72,7 +72,7 @@ func TestStartServesAndStopCleansUp(t *testing.T) {
 		t.Error("credentials not in the environment")
 	}
 	raw := s.NewBucket(t)
-	tg, err := store.ParseURL(raw)
+	tg, err := storeurl.Parse(raw)
 	if err != nil || tg.S3 == nil || tg.S3.Secure || tg.S3.Endpoint != s.Endpoint {
 		t.Fatalf("NewBucket URL %q parses to %+v, %v", raw, tg.S3, err)
 	}
@@ -80,9 +80,9 @@ func TestStartServesAndStopCleansUp(t *testing.T) {
 	if err != nil || !ok {
 		t.Fatalf("bucket %s exists = %v, %v", tg.S3.Bucket, ok, err)
 	}
-	st, err := store.Open(t.Context(), raw, false)
+	st, err := storeurl.OpenProvider(t.Context(), raw, storeurl.Options{Create: false})
 	if err != nil {
-		t.Fatalf("store.Open(%s): %v", raw, err)
+		t.Fatalf("storeurl.OpenProvider(%s): %v", raw, err)
 	}
 	st.Close()
 	if other := s.NewBucket(t); other == raw {

@@ -1,4 +1,4 @@
-package store_test
+package vaultclient_test
 
 import (
 	"bytes"
@@ -25,7 +25,9 @@ import (
 
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/store/storetest"
+	"github.com/cofferhq/coffer/internal/storeurl"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // fakeVault is a minimal in-memory cofferd: the agent routes of the wire
@@ -260,17 +262,17 @@ func (f *fakeVault) list(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(page)
 }
 
-func (f *fakeVault) config(t *testing.T, srv *httptest.Server) store.VaultConfig {
+func (f *fakeVault) config(t *testing.T, srv *httptest.Server) vaultclient.Config {
 	u, err := url.Parse(srv.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return store.VaultConfig{BaseURL: u, Credential: f.cred}
+	return vaultclient.Config{BaseURL: u, Credential: f.cred}
 }
 
-func newVaultClient(t *testing.T, f *fakeVault, srv *httptest.Server) *store.Vault {
+func newVaultClient(t *testing.T, f *fakeVault, srv *httptest.Server) *vaultclient.Client {
 	t.Helper()
-	v, err := store.NewVault(f.config(t, srv))
+	v, err := vaultclient.New(f.config(t, srv))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -560,7 +562,7 @@ func TestVaultBadCredential(t *testing.T) {
 	cfg := f.config(t, srv)
 	other, _, _, _ := vaultapi.NewCredential()
 	cfg.Credential = other
-	v, err := store.NewVault(cfg)
+	v, err := vaultclient.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,20 +572,20 @@ func TestVaultBadCredential(t *testing.T) {
 		t.Fatalf("Stat with an unknown credential = %v; want ErrDenied without the secret", err)
 	}
 	cfg.Credential = "cfa1_nonsense"
-	if _, err := store.NewVault(cfg); !errors.Is(err, store.ErrDenied) || strings.Contains(err.Error(), "nonsense") {
+	if _, err := vaultclient.New(cfg); !errors.Is(err, store.ErrDenied) || strings.Contains(err.Error(), "nonsense") {
 		t.Fatalf("NewVault with a malformed credential = %v; want ErrDenied without the value", err)
 	}
 	cfg.Credential = ""
-	if _, err := store.NewVault(cfg); !errors.Is(err, store.ErrDenied) {
+	if _, err := vaultclient.New(cfg); !errors.Is(err, store.ErrDenied) {
 		t.Fatalf("NewVault without a credential = %v; want ErrDenied", err)
 	}
-	// OpenWith checks the credential at once (GET /v1/tenant).
-	if _, err := store.OpenWith(t.Context(), srv.URL, store.OpenOptions{Credential: other}); !errors.Is(err, store.ErrDenied) {
-		t.Fatalf("OpenWith with a wrong credential = %v; want ErrDenied", err)
+	// OpenProvider checks the credential at once (GET /v1/tenant).
+	if _, err := storeurl.OpenProvider(t.Context(), srv.URL, storeurl.Options{Credential: other}); !errors.Is(err, store.ErrDenied) {
+		t.Fatalf("OpenProvider with a wrong credential = %v; want ErrDenied", err)
 	}
-	s, err := store.OpenWith(t.Context(), srv.URL+"/", store.OpenOptions{Credential: f.cred})
+	s, err := storeurl.OpenProvider(t.Context(), srv.URL+"/", storeurl.Options{Credential: f.cred})
 	if err != nil {
-		t.Fatalf("OpenWith: %v", err)
+		t.Fatalf("OpenProvider: %v", err)
 	}
 	s.Close()
 }
@@ -749,7 +751,7 @@ func TestVaultEnroll(t *testing.T) {
 	cred, id, sha, _ := vaultapi.NewCredential()
 	req := vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sha[:]), Host: "web01"}
 	for i := range 2 { // the same request again is idempotent
-		resp, err := store.Enroll(t.Context(), cfg, req)
+		resp, err := vaultclient.Enroll(t.Context(), cfg, req)
 		if err != nil || resp.CredentialID != id || resp.TenantName != "acme" {
 			t.Fatalf("Enroll #%d = %+v, %v", i, resp, err)
 		}
@@ -761,7 +763,7 @@ func TestVaultEnroll(t *testing.T) {
 	// Another credential with the used token: refused, permanent, no secret.
 	_, id2, sha2, _ := vaultapi.NewCredential()
 	req2 := vaultapi.EnrollRequest{Token: tok, CredentialID: id2, CredentialSHA256: hex.EncodeToString(sha2[:])}
-	_, err := store.Enroll(t.Context(), cfg, req2)
+	_, err := vaultclient.Enroll(t.Context(), cfg, req2)
 	if err == nil || !store.IsPermanent(err) || !strings.Contains(err.Error(), "token_used") || strings.Contains(err.Error(), tok.Reveal()) ||
 		strings.Count(err.Error(), "ask your provider") != 1 {
 		t.Fatalf("Enroll with a used token = %v", err)
@@ -769,46 +771,8 @@ func TestVaultEnroll(t *testing.T) {
 	// Unknown/expired token.
 	tok2, _, _, _ := vaultapi.NewToken()
 	req2.Token = tok2
-	if _, err := store.Enroll(t.Context(), cfg, req2); err == nil || !strings.Contains(err.Error(), "expired") || strings.Contains(err.Error(), tok2.Reveal()) {
+	if _, err := vaultclient.Enroll(t.Context(), cfg, req2); err == nil || !strings.Contains(err.Error(), "expired") || strings.Contains(err.Error(), tok2.Reveal()) {
 		t.Fatalf("Enroll with an expired token = %v", err)
-	}
-}
-
-func TestParseVaultURL(t *testing.T) {
-	good := map[string]string{
-		"https://vault.example.com":          "https://vault.example.com",
-		"https://vault.example.com:8443/":    "https://vault.example.com:8443",
-		"https://Vault.example.com/base/v2/": "https://vault.example.com/base/v2",
-		"http://127.0.0.1:9000":              "http://127.0.0.1:9000",
-		"http://localhost:9000/x":            "http://localhost:9000/x",
-		"http://[::1]:9000":                  "http://[::1]:9000",
-	}
-	for raw, want := range good {
-		tg, err := store.ParseURL(raw)
-		if err != nil || tg.Vault == nil || tg.Vault.String() != want {
-			t.Errorf("ParseURL(%q) = %+v, %v; want vault %s", raw, tg, err, want)
-		}
-	}
-	bad := map[string]string{
-		"http://vault.example.com":          "clear text",
-		"http://10.0.0.1:80":                "clear text",
-		"https://user:pw@vault.example.com": "credentials",
-		"https://vault.example.com?x=1":     "no query",
-		"https://vault.example.com/#frag":   "fragment",
-		"https://vault.example.com:99999":   "port",
-		"https://vault.example.com/a/../b":  "segment",
-		"https://vault.example.com/a%20b":   "base path",
-		"https:///nohost":                   "host",
-		"https:vault":                       "malformed",
-	}
-	for raw, want := range bad {
-		_, err := store.ParseURL(raw)
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("ParseURL(%q) = %v; want an error mentioning %q", raw, err, want)
-		}
-		if err != nil && strings.Contains(err.Error(), "pw") {
-			t.Errorf("ParseURL(%q) error repeats the password: %v", raw, err)
-		}
 	}
 }
 
@@ -818,9 +782,9 @@ func TestVaultTLS(t *testing.T) {
 	srv := httptest.NewTLSServer(f)
 	defer srv.Close()
 	u, _ := url.Parse(srv.URL)
-	cfg := store.VaultConfig{BaseURL: u, Credential: f.cred}
+	cfg := vaultclient.Config{BaseURL: u, Credential: f.cred}
 	// Without the CA the certificate is refused.
-	v, err := store.NewVault(cfg)
+	v, err := vaultclient.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -834,7 +798,7 @@ func TestVaultTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.CAFile = ca
-	if v, err = store.NewVault(cfg); err != nil {
+	if v, err = vaultclient.New(cfg); err != nil {
 		t.Fatal(err)
 	}
 	defer v.Close()
@@ -842,17 +806,17 @@ func TestVaultTLS(t *testing.T) {
 		t.Fatalf("Stat with the CA = %v; want ErrNotFound", err)
 	}
 	// The same through COFFER_VAULT_CA.
-	t.Setenv(store.EnvVaultCA, ca)
-	s, err := store.OpenWith(t.Context(), srv.URL, store.OpenOptions{Credential: f.cred})
+	t.Setenv(vaultclient.EnvVaultCA, ca)
+	s, err := storeurl.OpenProvider(t.Context(), srv.URL, storeurl.Options{Credential: f.cred})
 	if err != nil {
-		t.Fatalf("OpenWith with COFFER_VAULT_CA: %v", err)
+		t.Fatalf("OpenProvider with COFFER_VAULT_CA: %v", err)
 	}
 	s.Close()
 	// A file without a certificate is a clear error.
 	if err := os.WriteFile(ca, []byte("nothing"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.NewVault(cfg); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+	if _, err := vaultclient.New(cfg); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Fatalf("NewVault with a bad CA file = %v", err)
 	}
 }
@@ -905,11 +869,48 @@ func TestVaultEnrollReplyIsTerminalSafe(t *testing.T) {
 	}
 	tok, _, _, _ := vaultapi.NewToken()
 	_, id, sha, _ := vaultapi.NewCredential()
-	resp, err := store.Enroll(t.Context(), cfg, vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sha[:])})
+	resp, err := vaultclient.Enroll(t.Context(), cfg, vaultapi.EnrollRequest{Token: tok, CredentialID: id, CredentialSHA256: hex.EncodeToString(sha[:])})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.TenantName != `acme\x1b[2J\u202e` || resp.TenantID != `id\x07` || resp.CredentialID != `c\x1b` {
 		t.Fatalf("enroll reply %+v; want visible escapes", resp)
+	}
+}
+
+// TestVaultPutMeta checks that a snapshot's sizes reach the vault in the
+// Coffer-*-Bytes headers when put with metadata through the agent's
+// decorators, and that a plain Put sends none.
+func TestVaultPutMeta(t *testing.T) {
+	f, srv := newFakeVault(t, false)
+	var mu sync.Mutex
+	seen := map[string][2]string{}
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPut {
+			mu.Lock()
+			seen[r.URL.Path] = [2]string{r.Header.Get(vaultapi.HeaderLogicalBytes), r.Header.Get(vaultapi.HeaderDataBytes)}
+			mu.Unlock()
+		}
+		return false
+	}
+	st := storeurl.Decorate(newVaultClient(t, f, srv), storeurl.Options{}).Retry
+	body := store.Bytes("sealed snapshot")
+	m := store.ObjectMeta{LogicalBytes: 10 << 30, DataBytes: 3 << 30}
+	if err := store.PutWithMeta(t.Context(), st, "snapshots/a", body, int64(len(body)), m); err != nil {
+		t.Fatalf("PutWithMeta: %v", err)
+	}
+	if err := st.Put(t.Context(), "snapshots/b", body, int64(len(body))); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := seen[vaultapi.RouteRepo+"snapshots/a"]; got != [2]string{"10737418240", "3221225472"} {
+		t.Errorf("put with metadata sent sizes %q; want [10737418240 3221225472]", got)
+	}
+	if got := seen[vaultapi.RouteRepo+"snapshots/b"]; got != [2]string{} {
+		t.Errorf("plain put sent sizes %q; want none", got)
+	}
+	if got, err := store.ReadAll(t.Context(), st, "snapshots/a"); err != nil || string(got) != string(body) {
+		t.Errorf("the vault holds %q, %v", got, err)
 	}
 }

@@ -1,4 +1,4 @@
-package store
+package vaultclient
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 // Tenant returns the tenant the credential belongs to (GET /v1/tenant):
 // the agent names it in the operator commands it prints.
-func (v *Vault) Tenant(ctx context.Context) (*vaultapi.TenantInfo, error) {
+func (v *Client) Tenant(ctx context.Context) (*vaultapi.TenantInfo, error) {
 	req, err := v.newRequest(ctx, http.MethodGet, v.endpoint(vaultapi.RouteTenant, nil), nil)
 	if err != nil {
 		return nil, err

@@ -1,9 +1,10 @@
-package store
+package storeurl
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -12,7 +13,10 @@ import (
 
 	"github.com/minio/minio-go/v7/pkg/s3utils"
 
+	"github.com/cofferhq/coffer/internal/clock"
+	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // Environment variables that hold S3 credentials. Secrets never come from
@@ -26,14 +30,14 @@ const (
 // Target is a parsed repository URL: exactly one of Dir, S3 and Vault is
 // set.
 type Target struct {
-	Dir   string    // absolute or relative directory of a local store
-	S3    *S3Config // S3 store, without credentials
-	Vault *url.URL  // vault base URL: https://host[:port][/base] (http only on loopback)
+	Dir   string          // absolute or relative directory of a local store
+	S3    *store.S3Config // S3 store, without credentials
+	Vault *url.URL        // vault base URL: https://host[:port][/base] (http only on loopback)
 }
 
 const urlForms = "use file:///dir, s3://host:port/bucket/prefix or https://vault-host[:port]"
 
-// ParseURL parses a repository URL:
+// Parse parses a repository URL:
 //
 //	file:///abs/dir                              a local directory
 //	some/dir, /abs/dir                           a local directory (no scheme)
@@ -45,7 +49,7 @@ const urlForms = "use file:///dir, s3://host:port/bucket/prefix or https://vault
 // is refused unless the host is a loopback address, since the agent's
 // credential would travel in clear text. Error messages never repeat the URL's
 // user-info part.
-func ParseURL(raw string) (Target, error) {
+func Parse(raw string) (Target, error) {
 	if raw == "" {
 		return Target{}, fmt.Errorf("empty repository URL: %s", urlForms)
 	}
@@ -80,7 +84,7 @@ func ParseURL(raw string) (Target, error) {
 	case "file":
 		return parseFileURL(u)
 	case "https", "http":
-		v, err := checkVaultURL(u)
+		v, err := vaultclient.CheckURL(u)
 		if err != nil {
 			return Target{}, err
 		}
@@ -133,7 +137,7 @@ func parseS3URL(u *url.URL) (Target, error) {
 	if err := checkS3Prefix(prefix); err != nil {
 		return Target{}, err
 	}
-	cfg := &S3Config{Endpoint: u.Host, Bucket: bucket, Prefix: prefix, Secure: true}
+	cfg := &store.S3Config{Endpoint: u.Host, Bucket: bucket, Prefix: prefix, Secure: true}
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
 		return Target{}, fmt.Errorf("s3 URL: invalid query: %v", err)
@@ -183,8 +187,8 @@ func checkS3Prefix(prefix string) error {
 	return nil
 }
 
-// OpenOptions are the options of OpenWith.
-type OpenOptions struct {
+// Options are the options of Open, OpenProvider and Decorate.
+type Options struct {
 	// Create makes a missing directory or bucket (a vault has nothing to
 	// make: enrollment made the tenant).
 	Create bool
@@ -194,26 +198,25 @@ type OpenOptions struct {
 	// CAFile is a PEM file of CA certificates for a vault; "" falls back to
 	// COFFER_VAULT_CA (and then the system roots).
 	CAFile string
-	// Retry is how a vault's first request (the tenant check) is retried;
-	// the zero value means DefaultRetry.
-	Retry RetryPolicy
+	// Retry is how the retry layer (Open, Decorate) and a vault's first
+	// request (the tenant check) retry; the zero value means
+	// store.DefaultRetry.
+	Retry store.RetryPolicy
+	// Clock and Log are the retry layer's (nil: the real clock, and retry
+	// notices discarded). The vault's tenant check uses neither, as before.
+	Clock clock.Clock
+	Log   *slog.Logger
 }
 
-// Open opens the store a repository URL names: OpenWith with only Create
-// set, so a vault's credential comes from COFFER_CREDENTIAL.
-func Open(ctx context.Context, rawURL string, create bool) (Store, error) {
-	return OpenWith(ctx, rawURL, OpenOptions{Create: create})
-}
-
-// OpenWith opens the store a repository URL names (see ParseURL). S3
-// credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
-// AWS_SESSION_TOKEN if set). With Create, a missing directory or bucket is
+// OpenProvider opens the store a repository URL names (see Parse), with
+// none of the decorators. S3 credentials come from AWS_ACCESS_KEY_ID and
+// AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if set). With Create, a missing directory or bucket is
 // made; without, it is an ErrNotFound error. For S3 this checks the bucket
 // over the network, and for a vault the credential (GET /v1/tenant), so bad
 // credentials fail here with ErrDenied.
-func OpenWith(ctx context.Context, rawURL string, o OpenOptions) (Store, error) {
+func OpenProvider(ctx context.Context, rawURL string, o Options) (store.Store, error) {
 	create := o.Create
-	t, err := ParseURL(rawURL)
+	t, err := Parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +224,7 @@ func OpenWith(ctx context.Context, rawURL string, o OpenOptions) (Store, error) 
 		return openVault(ctx, t.Vault, o)
 	}
 	if t.S3 == nil {
-		l, err := OpenLocal(t.Dir, create)
+		l, err := store.OpenLocal(t.Dir, create)
 		if err != nil {
 			return nil, err
 		}
@@ -233,36 +236,31 @@ func OpenWith(ctx context.Context, rawURL string, o OpenOptions) (Store, error) 
 	cfg.SessionToken = os.Getenv(EnvSessionToken)
 	if cfg.AccessKey == "" || cfg.SecretKey == "" {
 		return nil, fmt.Errorf("%s: S3 credentials missing: set %s and %s in the environment: %w",
-			cfg, EnvAccessKey, EnvSecretKey, ErrDenied)
+			cfg, EnvAccessKey, EnvSecretKey, store.ErrDenied)
 	}
-	s, err := OpenS3(ctx, cfg, create)
+	s, err := store.OpenS3(ctx, cfg, create)
 	if err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func openVault(ctx context.Context, base *url.URL, o OpenOptions) (Store, error) {
-	cfg := VaultConfig{BaseURL: base, Credential: o.Credential, CAFile: o.CAFile}
+func openVault(ctx context.Context, base *url.URL, o Options) (store.Store, error) {
+	cfg := vaultclient.Config{BaseURL: base, Credential: o.Credential, CAFile: o.CAFile}
 	if cfg.Credential == "" {
-		cfg.Credential = vaultapi.Secret(os.Getenv(EnvCredential))
+		cfg.Credential = vaultapi.Secret(os.Getenv(vaultclient.EnvCredential))
 	}
 	if cfg.CAFile == "" {
-		cfg.CAFile = os.Getenv(EnvVaultCA)
+		cfg.CAFile = os.Getenv(vaultclient.EnvVaultCA)
 	}
-	v, err := NewVault(cfg)
+	v, err := vaultclient.New(cfg)
 	if err != nil {
 		return nil, err
 	}
 	// The check is a request like any other: a vault that is throttling
 	// this tenant (429) or briefly unavailable is waited for, as the
 	// retry layer waits for every later request.
-	policy := o.Retry
-	if policy.Attempts == 0 {
-		policy = DefaultRetry
-	}
-	check := WithRetry(v, policy, nil, nil)
-	if err := check.do(ctx, "tenant check", "", func() error { return v.TenantCheck(ctx) }); err != nil {
+	if err := store.Do(ctx, retryPolicy(o), nil, nil, "tenant check", "", func() error { return v.TenantCheck(ctx) }); err != nil {
 		v.Close()
 		return nil, err
 	}

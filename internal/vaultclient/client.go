@@ -1,4 +1,4 @@
-package store
+package vaultclient
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
@@ -44,8 +45,8 @@ const (
 	vaultMaxMessage            = 512
 )
 
-// VaultConfig says where a vault is and how the agent authenticates.
-type VaultConfig struct {
+// Config says where a vault is and how the agent authenticates.
+type Config struct {
 	// BaseURL is https://host[:port][/base], or http:// on a loopback host.
 	BaseURL *url.URL
 	// Credential is the agent credential (cfa1_…). Enroll does not need it.
@@ -57,34 +58,34 @@ type VaultConfig struct {
 	Transport http.RoundTripper
 }
 
-// Vault is a store reached through cofferd's HTTP API: one tenant's
+// Client is a store reached through cofferd's HTTP API: one tenant's
 // repository, selected by the credential. The vault is append-only for
-// agents: Put creates, Delete is always refused with ErrDenied. Errors are
+// agents: Put creates, Delete is always refused with store.ErrDenied. Errors are
 // mapped to the store sentinels from the JSON error code (the HTTP status
 // is the fallback), so Retry treats them as it treats every other store's.
-type Vault struct {
+type Client struct {
 	base   *url.URL
 	cred   vaultapi.Secret
 	client *http.Client
 	own    *http.Transport // closed by Close; nil with an injected transport
 }
 
-// NewVault builds a vault client without contacting the vault.
-func NewVault(cfg VaultConfig) (*Vault, error) {
+// New builds a vault client without contacting the vault.
+func New(cfg Config) (*Client, error) {
 	if cfg.Credential == "" {
 		return nil, fmt.Errorf("vault %s: no agent credential: enroll with coffer init --repo URL --token TOKEN, or set %s: %w",
-			safeURL(cfg.BaseURL), EnvCredential, ErrDenied)
+			safeURL(cfg.BaseURL), EnvCredential, store.ErrDenied)
 	}
 	if _, _, err := vaultapi.ParseCredential(cfg.Credential.Reveal()); err != nil {
 		// The parser's error never repeats the secret.
 		return nil, fmt.Errorf("vault %s: the agent credential is malformed (%v); re-enroll with coffer init --repo URL --token TOKEN: %w",
-			safeURL(cfg.BaseURL), err, ErrDenied)
+			safeURL(cfg.BaseURL), err, store.ErrDenied)
 	}
 	c, own, err := vaultClient(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &Vault{base: c.base, cred: cfg.Credential, client: c.client, own: own}, nil
+	return &Client{base: c.base, cred: cfg.Credential, client: c.client, own: own}, nil
 }
 
 type vaultConn struct {
@@ -93,11 +94,11 @@ type vaultConn struct {
 }
 
 // vaultClient checks the base URL and builds the HTTP client.
-func vaultClient(cfg VaultConfig) (vaultConn, *http.Transport, error) {
+func vaultClient(cfg Config) (vaultConn, *http.Transport, error) {
 	if cfg.BaseURL == nil {
 		return vaultConn{}, nil, errors.New("vault: no URL")
 	}
-	base, err := checkVaultURL(cfg.BaseURL)
+	base, err := CheckURL(cfg.BaseURL)
 	if err != nil {
 		return vaultConn{}, nil, err
 	}
@@ -147,9 +148,9 @@ func vaultTransport(caFile string) (*http.Transport, error) {
 	}, nil
 }
 
-// checkVaultURL validates a vault base URL and returns a copy without a
+// CheckURL validates a vault base URL and returns a copy without a
 // trailing slash.
-func checkVaultURL(u *url.URL) (*url.URL, error) {
+func CheckURL(u *url.URL) (*url.URL, error) {
 	if u.User != nil {
 		return nil, errors.New("vault URL must not contain credentials: the agent credential lives in the config file or " + EnvCredential)
 	}
@@ -210,17 +211,17 @@ func safeURL(u *url.URL) string {
 }
 
 // Location implements Store: the vault URL, never the credential.
-func (v *Vault) Location() string { return v.base.String() }
+func (v *Client) Location() string { return v.base.String() }
 
 // Close implements Store.
-func (v *Vault) Close() error {
+func (v *Client) Close() error {
 	if v.own != nil {
 		v.own.CloseIdleConnections()
 	}
 	return nil
 }
 
-func (v *Vault) endpoint(route string, q url.Values) string {
+func (v *Client) endpoint(route string, q url.Values) string {
 	u := *v.base
 	u.Path = v.base.Path + route
 	if q != nil {
@@ -229,10 +230,10 @@ func (v *Vault) endpoint(route string, q url.Values) string {
 	return u.String()
 }
 
-func (v *Vault) newRequest(ctx context.Context, method, target string, body io.Reader) (*http.Request, error) {
+func (v *Client) newRequest(ctx context.Context, method, target string, body io.Reader) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
-		return nil, &PermanentError{Err: fmt.Errorf("vault request: %v", err)}
+		return nil, &store.PermanentError{Err: fmt.Errorf("vault request: %v", err)}
 	}
 	req.Header.Set("Authorization", "Bearer "+v.cred.Reveal())
 	req.Header.Set("User-Agent", "coffer-agent")
@@ -242,15 +243,25 @@ func (v *Vault) newRequest(ctx context.Context, method, target string, body io.R
 // Put implements Store: a PUT with the exact Content-Length, streamed from
 // r. The body can be made again (GetBody), so Go may resend it on a
 // keep-alive connection that died.
-func (v *Vault) Put(ctx context.Context, name string, r io.ReaderAt, size int64) error {
-	if err := ValidName(name); err != nil {
+func (v *Client) Put(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	return v.put(ctx, name, r, size, nil)
+}
+
+// PutMeta implements store.MetaPutter: Put, with the sizes in m sent in
+// the Coffer-Logical-Bytes and Coffer-Data-Bytes headers.
+func (v *Client) PutMeta(ctx context.Context, name string, r io.ReaderAt, size int64, m store.ObjectMeta) error {
+	return v.put(ctx, name, r, size, &m)
+}
+
+func (v *Client) put(ctx context.Context, name string, r io.ReaderAt, size int64, m *store.ObjectMeta) error {
+	if err := store.ValidName(name); err != nil {
 		return err
 	}
 	if size < 0 {
-		return &PermanentError{Err: fmt.Errorf("%s: negative size %d", name, size)}
+		return &store.PermanentError{Err: fmt.Errorf("%s: negative size %d", name, size)}
 	}
-	src := &sourceReader{r: r, size: size}
-	defer src.finish()
+	src := store.NewPutSource(r, size)
+	defer src.Finish()
 	var body io.Reader = http.NoBody
 	if size > 0 {
 		body = io.NewSectionReader(src, 0, size)
@@ -272,14 +283,14 @@ func (v *Vault) Put(ctx context.Context, name string, r io.ReaderAt, size int64)
 	// resend it when a kept-alive connection turns out dead.
 	req.Header.Set("Idempotency-Key", name)
 	req.Header.Set("Content-Type", "application/octet-stream")
-	if m, ok := objectMeta(ctx); ok {
+	if m != nil {
 		req.Header.Set(vaultapi.HeaderLogicalBytes, strconv.FormatInt(m.LogicalBytes, 10))
 		req.Header.Set(vaultapi.HeaderDataBytes, strconv.FormatInt(m.DataBytes, 10))
 	}
 	resp, err := v.client.Do(req)
 	if err != nil {
-		if src.short.Load() {
-			return &PermanentError{Err: fmt.Errorf("%s: %w (want %d bytes)", name, errShortSource, size)}
+		if src.Short() {
+			return &store.PermanentError{Err: fmt.Errorf("%s: %w (want %d bytes)", name, store.ErrShortSource, size)}
 		}
 		return fmt.Errorf("%s: put: %w", name, transportError(err))
 	}
@@ -288,7 +299,7 @@ func (v *Vault) Put(ctx context.Context, name string, r io.ReaderAt, size int64)
 		return nil
 	}
 	err = v.statusError(resp, http.MethodPut, name)
-	if errors.As(err, new(*QuotaError)) {
+	if errors.As(err, new(*store.QuotaError)) {
 		return fmt.Errorf("vault refused %s: %w", name, err)
 	}
 	return fmt.Errorf("%s: put: %w", name, err)
@@ -296,15 +307,15 @@ func (v *Vault) Put(ctx context.Context, name string, r io.ReaderAt, size int64)
 
 // Get implements Store with a ranged GET. The Content-Range of the reply
 // must be exactly the range asked for.
-func (v *Vault) Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
-	if err := ValidName(name); err != nil {
+func (v *Client) Get(ctx context.Context, name string, off, length int64, fn func(io.Reader) error) error {
+	if err := store.ValidName(name); err != nil {
 		return err
 	}
 	if off < 0 {
-		return fmt.Errorf("%s: negative offset %d: %w", name, off, ErrInvalidRange)
+		return fmt.Errorf("%s: negative offset %d: %w", name, off, store.ErrInvalidRange)
 	}
 	if length == 0 {
-		return getEmpty(ctx, v, name, off, length, fn)
+		return store.GetEmpty(ctx, v, name, off, length, fn)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -342,7 +353,7 @@ func (v *Vault) Get(ctx context.Context, name string, off, length int64, fn func
 		}
 		if first != off || last < wantLast {
 			if last < wantLast && first == off {
-				return fmt.Errorf("%s: range %d+%d runs past the end of the object (%d bytes): %w", name, off, length, size, ErrInvalidRange)
+				return fmt.Errorf("%s: range %d+%d runs past the end of the object (%d bytes): %w", name, off, length, size, store.ErrInvalidRange)
 			}
 			return fmt.Errorf("%s: get: the vault answered range %d-%d for %d-%d", name, first, last, off, wantLast)
 		}
@@ -357,16 +368,16 @@ func (v *Vault) Get(ctx context.Context, name string, off, length int64, fn func
 		return fmt.Errorf("%s: get: the vault answered %d to a request with%s a Range", name, resp.StatusCode, map[bool]string{true: "", false: "out"}[ranged])
 	default:
 		err := v.statusError(resp, http.MethodGet, name)
-		if errors.Is(err, ErrInvalidRange) && length < 0 {
+		if errors.Is(err, store.ErrInvalidRange) && length < 0 {
 			// "bytes=off-" with off at the end is unsatisfiable over HTTP,
 			// but an empty read to Store.
-			return getEmpty(ctx, v, name, off, length, fn)
+			return store.GetEmpty(ctx, v, name, off, length, fn)
 		}
 		return fmt.Errorf("%s: get: %w", name, err)
 	}
 	body := newIdleReader(resp.Body, vaultIdleTimeout, cancel)
 	defer body.stop()
-	return fn(&exactReader{r: body, left: n, name: name})
+	return fn(store.NewExactReader(body, n, name))
 }
 
 // parseContentRange parses "bytes first-last/size".
@@ -394,30 +405,30 @@ func parseContentRange(s string) (first, last, size int64, err error) {
 }
 
 // Stat implements Store with a HEAD.
-func (v *Vault) Stat(ctx context.Context, name string) (Info, error) {
-	if err := ValidName(name); err != nil {
-		return Info{}, err
+func (v *Client) Stat(ctx context.Context, name string) (store.Info, error) {
+	if err := store.ValidName(name); err != nil {
+		return store.Info{}, err
 	}
 	req, err := v.newRequest(ctx, http.MethodHead, v.endpoint(vaultapi.RouteRepo+name, nil), nil)
 	if err != nil {
-		return Info{}, err
+		return store.Info{}, err
 	}
 	resp, err := v.client.Do(req)
 	if err != nil {
-		return Info{}, fmt.Errorf("%s: stat: %w", name, transportError(err))
+		return store.Info{}, fmt.Errorf("%s: stat: %w", name, transportError(err))
 	}
 	defer drainClose(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return Info{}, fmt.Errorf("%s: stat: %w", name, v.statusError(resp, http.MethodHead, name))
+		return store.Info{}, fmt.Errorf("%s: stat: %w", name, v.statusError(resp, http.MethodHead, name))
 	}
 	if resp.ContentLength < 0 {
-		return Info{}, fmt.Errorf("%s: stat: the vault sent no Content-Length", name)
+		return store.Info{}, fmt.Errorf("%s: stat: the vault sent no Content-Length", name)
 	}
-	info := Info{Name: name, Size: resp.ContentLength}
+	info := store.Info{Name: name, Size: resp.ContentLength}
 	if lm := resp.Header.Get("Last-Modified"); lm != "" {
 		t, err := http.ParseTime(lm)
 		if err != nil {
-			return Info{}, fmt.Errorf("%s: stat: the vault sent a malformed Last-Modified %q", name, clipOutside(lm))
+			return store.Info{}, fmt.Errorf("%s: stat: the vault sent a malformed Last-Modified %q", name, clipOutside(lm))
 		}
 		info.ModTime = t
 	}
@@ -426,8 +437,8 @@ func (v *Vault) Stat(ctx context.Context, name string) (Info, error) {
 
 // List implements Store: GET /v1/list page by page, each page starting
 // after the previous page's "next". Names come in byte order.
-func (v *Vault) List(ctx context.Context, prefix string, fn func(Info) error) error {
-	if err := validPrefix(prefix); err != nil {
+func (v *Client) List(ctx context.Context, prefix string, fn func(store.Info) error) error {
+	if err := store.ValidPrefix(prefix); err != nil {
 		return err
 	}
 	after := ""
@@ -438,25 +449,25 @@ func (v *Vault) List(ctx context.Context, prefix string, fn func(Info) error) er
 		}
 		last := after
 		for _, o := range page.Objects {
-			if ValidName(o.Name) != nil || !strings.HasPrefix(o.Name, prefix) || o.Name <= last || o.Size < 0 {
+			if store.ValidName(o.Name) != nil || !strings.HasPrefix(o.Name, prefix) || o.Name <= last || o.Size < 0 {
 				return fmt.Errorf("list %q: the vault sent an object %q out of order or outside the prefix", prefix, clipOutside(o.Name))
 			}
 			last = o.Name
-			if err := fn(Info{Name: o.Name, Size: o.Size, ModTime: o.Modified}); err != nil {
+			if err := fn(store.Info{Name: o.Name, Size: o.Size, ModTime: o.Modified}); err != nil {
 				return err
 			}
 		}
 		if page.Next == "" {
 			return nil
 		}
-		if page.Next <= after || ValidName(page.Next) != nil || !strings.HasPrefix(page.Next, prefix) {
+		if page.Next <= after || store.ValidName(page.Next) != nil || !strings.HasPrefix(page.Next, prefix) {
 			return fmt.Errorf("list %q: the vault sent a page that does not advance (next %q)", prefix, clipOutside(page.Next))
 		}
 		after = page.Next
 	}
 }
 
-func (v *Vault) listPage(ctx context.Context, prefix, after string) (*vaultapi.ListPage, error) {
+func (v *Client) listPage(ctx context.Context, prefix, after string) (*vaultapi.ListPage, error) {
 	q := url.Values{"prefix": {prefix}}
 	if after != "" {
 		q.Set("after", after)
@@ -488,9 +499,9 @@ func (v *Vault) listPage(ctx context.Context, prefix, after string) (*vaultapi.L
 }
 
 // Delete implements Store. Agents cannot delete through a vault: it
-// answers 403 and Delete returns ErrDenied.
-func (v *Vault) Delete(ctx context.Context, name string) error {
-	if err := ValidName(name); err != nil {
+// answers 403 and Delete returns store.ErrDenied.
+func (v *Client) Delete(ctx context.Context, name string) error {
+	if err := store.ValidName(name); err != nil {
 		return err
 	}
 	req, err := v.newRequest(ctx, http.MethodDelete, v.endpoint(vaultapi.RouteRepo+name, nil), nil)
@@ -506,7 +517,7 @@ func (v *Vault) Delete(ctx context.Context, name string) error {
 		return nil
 	}
 	err = v.statusError(resp, http.MethodDelete, name)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
 	return fmt.Errorf("%s: delete: %w", name, err)
@@ -514,7 +525,7 @@ func (v *Vault) Delete(ctx context.Context, name string) error {
 
 // TenantCheck asks the vault who the credential belongs to (GET
 // /v1/tenant), so a bad credential fails before any work starts.
-func (v *Vault) TenantCheck(ctx context.Context) error {
+func (v *Client) TenantCheck(ctx context.Context) error {
 	req, err := v.newRequest(ctx, http.MethodGet, v.endpoint(vaultapi.RouteTenant, nil), nil)
 	if err != nil {
 		return err
@@ -530,9 +541,9 @@ func (v *Vault) TenantCheck(ctx context.Context) error {
 	return nil
 }
 
-// VaultError is an error reply of the vault. Store errors from a Vault wrap
+// Error is an error reply of the vault. Store errors from a Client wrap
 // it beside the sentinel it maps to, so errors.As finds the wire code.
-type VaultError struct {
+type Error struct {
 	Status    int
 	Code      string // vaultapi.Code*; "" when the reply had no JSON body
 	Message   string // the server's message, cleaned of control characters
@@ -541,7 +552,7 @@ type VaultError struct {
 	retryAfter int // retry_after_seconds of the body
 }
 
-func (e *VaultError) Error() string {
+func (e *Error) Error() string {
 	msg := e.Message
 	if msg == "" {
 		msg = http.StatusText(e.Status)
@@ -557,8 +568,8 @@ func (e *VaultError) Error() string {
 }
 
 // readVaultError reads the JSON error body of resp (HEAD replies have none).
-func readVaultError(resp *http.Response) *VaultError {
-	ve := &VaultError{Status: resp.StatusCode, RequestID: cleanOutside(resp.Header.Get(vaultapi.HeaderRequestID), 64)}
+func readVaultError(resp *http.Response) *Error {
+	ve := &Error{Status: resp.StatusCode, RequestID: cleanOutside(resp.Header.Get(vaultapi.HeaderRequestID), 64)}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, vaultMaxErrorBody))
 	var eb vaultapi.ErrorBody
 	if len(b) > 0 && json.Unmarshal(b, &eb) == nil {
@@ -592,29 +603,29 @@ func retryAfter(resp *http.Response, body int) time.Duration {
 // statusError maps an error reply to the store sentinels (the table in the
 // design, "Status -> store sentinel"). The JSON code decides; the status is
 // the fallback.
-func (v *Vault) statusError(resp *http.Response, method, name string) error {
+func (v *Client) statusError(resp *http.Response, method, name string) error {
 	ve := readVaultError(resp)
 	return mapVaultError(ve, retryAfter(resp, ve.retryAfter), method)
 }
 
-func mapVaultError(ve *VaultError, wait time.Duration, method string) error {
+func mapVaultError(ve *Error, wait time.Duration, method string) error {
 	switch ve.Code {
 	case vaultapi.CodeBadName, vaultapi.CodeBadPath, vaultapi.CodeBadPrefix:
-		return fmt.Errorf("%w: %w", ErrInvalidName, ve)
+		return fmt.Errorf("%w: %w", store.ErrInvalidName, ve)
 	case vaultapi.CodeQuotaExceeded:
 		msg := ve.Message
 		if msg == "" {
 			msg = "the tenant's quota is exceeded"
 		}
-		return &QuotaError{Msg: msg}
+		return &store.QuotaError{Msg: msg}
 	case vaultapi.CodeStoreFull:
-		return fmt.Errorf("%w: %w", ErrNoSpace, ve)
+		return fmt.Errorf("%w: %w", store.ErrNoSpace, ve)
 	case vaultapi.CodeExists:
-		return fmt.Errorf("%w: %w", ErrExists, ve)
+		return fmt.Errorf("%w: %w", store.ErrExists, ve)
 	case vaultapi.CodeAppendOnly:
-		return fmt.Errorf("%w: the vault is append-only: agents cannot delete objects (%w)", ErrDenied, ve)
+		return fmt.Errorf("%w: the vault is append-only: agents cannot delete objects (%w)", store.ErrDenied, ve)
 	case vaultapi.CodeTenantSuspended:
-		return fmt.Errorf("%w: %w; contact your provider", ErrDenied, ve)
+		return fmt.Errorf("%w: %w; contact your provider", store.ErrDenied, ve)
 	}
 	switch s := ve.Status; {
 	case s == http.StatusUnauthorized:
@@ -623,37 +634,37 @@ func mapVaultError(ve *VaultError, wait time.Duration, method string) error {
 			code = "unauthenticated"
 		}
 		return fmt.Errorf("%w: the vault refused this agent's credential (%s); re-enroll: coffer init --repo URL --token NEW (ask your provider for a token: cofferd tenant token NAME): %w",
-			ErrDenied, code, ve)
+			store.ErrDenied, code, ve)
 	case s == http.StatusForbidden:
 		if method == http.MethodDelete {
-			return fmt.Errorf("%w: the vault is append-only: agents cannot delete objects", ErrDenied)
+			return fmt.Errorf("%w: the vault is append-only: agents cannot delete objects", store.ErrDenied)
 		}
-		return fmt.Errorf("%w: the vault refused the request; contact your provider: %w", ErrDenied, ve)
+		return fmt.Errorf("%w: the vault refused the request; contact your provider: %w", store.ErrDenied, ve)
 	case s == http.StatusNotFound:
-		return fmt.Errorf("%w: %w", ErrNotFound, ve)
+		return fmt.Errorf("%w: %w", store.ErrNotFound, ve)
 	case s == http.StatusConflict:
-		return fmt.Errorf("%w: %w", ErrExists, ve)
+		return fmt.Errorf("%w: %w", store.ErrExists, ve)
 	case s == http.StatusRequestedRangeNotSatisfiable:
-		return fmt.Errorf("%w: %w", ErrInvalidRange, ve)
+		return fmt.Errorf("%w: %w", store.ErrInvalidRange, ve)
 	case s == http.StatusTooManyRequests:
 		// Throttled: Retry waits without counting an attempt.
-		return &RetryAfterError{Wait: wait, Reason: ReasonThrottled, Err: ve}
+		return &store.RetryAfterError{Wait: wait, Reason: store.ReasonThrottled, Err: ve}
 	case s == http.StatusServiceUnavailable:
 		reason := ve.Code
 		if reason == "" {
 			reason = "unavailable"
 		}
-		return &RetryAfterError{Wait: wait, Reason: reason, Err: ve}
+		return &store.RetryAfterError{Wait: wait, Reason: reason, Err: ve}
 	case s == http.StatusInsufficientStorage:
-		return fmt.Errorf("%w: %w", ErrNoSpace, ve)
+		return fmt.Errorf("%w: %w", store.ErrNoSpace, ve)
 	case s == http.StatusRequestTimeout || s >= 500:
 		return ve // transient
 	case s >= 400:
-		return &PermanentError{Err: ve}
+		return &store.PermanentError{Err: ve}
 	}
 	// 1xx or 3xx (a redirect is never followed: it would carry the
 	// credential elsewhere).
-	return &PermanentError{Err: fmt.Errorf("unexpected reply: %w", ve)}
+	return &store.PermanentError{Err: fmt.Errorf("unexpected reply: %w", ve)}
 }
 
 // transportError strips the URL from a *url.Error (it holds no secret, but
@@ -725,7 +736,7 @@ func (ir *idleReader) stop() { ir.timer.Stop() }
 // POST /v1/enroll with the token and the credential's SHA-256 only. The
 // same request may be sent again after a lost reply (the vault treats it
 // as done). cfg.Credential is not used.
-func Enroll(ctx context.Context, cfg VaultConfig, req vaultapi.EnrollRequest) (*vaultapi.EnrollResponse, error) {
+func Enroll(ctx context.Context, cfg Config, req vaultapi.EnrollRequest) (*vaultapi.EnrollResponse, error) {
 	c, own, err := vaultClient(cfg)
 	if err != nil {
 		return nil, err
@@ -754,13 +765,13 @@ func Enroll(ctx context.Context, cfg VaultConfig, req vaultapi.EnrollRequest) (*
 		ve := readVaultError(resp)
 		switch {
 		case ve.Code == vaultapi.CodeCredentialIDTaken:
-			return nil, fmt.Errorf("enrolling at %s: %w: %w", c.base, ErrExists, ve)
+			return nil, fmt.Errorf("enrolling at %s: %w: %w", c.base, store.ErrExists, ve)
 		case ve.Status == http.StatusUnauthorized || ve.Code == vaultapi.CodeTokenUsed:
 			hint := "; ask your provider for a new one (cofferd tenant token NAME)"
 			if strings.Contains(ve.Message, "ask your provider") {
 				hint = "" // the vault said what to do
 			}
-			return nil, &PermanentError{Err: fmt.Errorf("the vault at %s refused the enrollment token: %w%s", c.base, ve, hint)}
+			return nil, &store.PermanentError{Err: fmt.Errorf("the vault at %s refused the enrollment token: %w%s", c.base, ve, hint)}
 		}
 		return nil, fmt.Errorf("enrolling at %s: %w", c.base, mapVaultError(ve, retryAfter(resp, ve.retryAfter), http.MethodPost))
 	}
@@ -786,9 +797,9 @@ type EscrowKey struct {
 }
 
 // FetchEscrow reads the vault's escrow public key. It needs no credential.
-// The error Is ErrNoEscrow (and ErrNotFound) when the vault has none. The
+// The error Is ErrNoEscrow (and store.ErrNotFound) when the vault has none. The
 // caller must check that the fingerprint matches the recipient.
-func FetchEscrow(ctx context.Context, cfg VaultConfig) (*EscrowKey, error) {
+func FetchEscrow(ctx context.Context, cfg Config) (*EscrowKey, error) {
 	c, own, err := vaultClient(cfg)
 	if err != nil {
 		return nil, err
@@ -811,13 +822,13 @@ func FetchEscrow(ctx context.Context, cfg VaultConfig) (*EscrowKey, error) {
 	if resp.StatusCode != http.StatusOK {
 		ve := readVaultError(resp)
 		if ve.Code == vaultapi.CodeNoEscrow || ve.Status == http.StatusNotFound {
-			return nil, fmt.Errorf("vault %s: %w: %w", c.base, ErrNoEscrow, ErrNotFound)
+			return nil, fmt.Errorf("vault %s: %w: %w", c.base, ErrNoEscrow, store.ErrNotFound)
 		}
 		return nil, fmt.Errorf("asking %s for its escrow key: %w", c.base, mapVaultError(ve, retryAfter(resp, ve.retryAfter), http.MethodGet))
 	}
 	var k EscrowKey
 	if err := json.NewDecoder(io.LimitReader(resp.Body, vaultMaxErrorBody)).Decode(&k); err != nil || k.Recipient == "" {
-		return nil, &PermanentError{Err: fmt.Errorf("vault %s: malformed escrow key reply", c.base)}
+		return nil, &store.PermanentError{Err: fmt.Errorf("vault %s: malformed escrow key reply", c.base)}
 	}
 	return &k, nil
 }
@@ -825,7 +836,7 @@ func FetchEscrow(ctx context.Context, cfg VaultConfig) (*EscrowKey, error) {
 // RecordEscrowSlot tells the vault that the key slot named slot
 // (keys/<sha256>, already stored) is the tenant's escrow slot: POST
 // /v1/escrow/slot. The vault checks the slot before it records it.
-func (v *Vault) RecordEscrowSlot(ctx context.Context, slot string) error {
+func (v *Client) RecordEscrowSlot(ctx context.Context, slot string) error {
 	body, err := json.Marshal(map[string]string{"slot": slot})
 	if err != nil {
 		return err

@@ -1,0 +1,89 @@
+package storeurl_test
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cofferhq/coffer/internal/clock/clocktest"
+	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/storeurl"
+)
+
+// TestOpenStack checks the order of the decorators Open assembles: the
+// provider the URL names, counting on it, one retry layer on top.
+func TestOpenStack(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "repo")
+	if _, err := storeurl.Open(t.Context(), "file://"+dir, storeurl.Options{}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Open of a missing directory without Create = %v; want ErrNotFound", err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Open without Create made %s (%v)", dir, err)
+	}
+	st, err := storeurl.Open(t.Context(), "file://"+dir, storeurl.Options{Create: true})
+	if err != nil {
+		t.Fatalf("Open with Create: %v", err)
+	}
+	defer st.Retry.Close()
+	if _, ok := st.Provider.(*store.Local); !ok {
+		t.Fatalf("Provider is %T; want *store.Local", st.Provider)
+	}
+	if st.Retry.Unwrap() != store.Store(st.Counting) || st.Counting.Unwrap() != st.Provider {
+		t.Fatalf("stack is %T over %T; want Retry over Counting over the provider", st.Retry.Unwrap(), st.Counting.Unwrap())
+	}
+	if err := st.Retry.Put(t.Context(), "config", store.Bytes("cfg"), 3); err != nil {
+		t.Fatal(err)
+	}
+	if st.Counting.Requests() != 1 || st.Counting.PutBytes() != 3 {
+		t.Errorf("counted %d requests, %d bytes put; want 1, 3", st.Counting.Requests(), st.Counting.PutBytes())
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "config")); err != nil || string(got) != "cfg" {
+		t.Errorf("the provider holds %q, %v; want \"cfg\"", got, err)
+	}
+}
+
+// TestDecorateRetry checks that the retry layer sits above the counter
+// (each attempt is counted) and retries under the options' policy, clock
+// and logger, with store.DefaultRetry for the zero policy.
+func TestDecorateRetry(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		policy   store.RetryPolicy
+		attempts int
+	}{
+		{"given policy", store.RetryPolicy{Attempts: 3, Base: time.Millisecond, Max: time.Millisecond}, 3},
+		{"zero policy", store.RetryPolicy{}, store.DefaultRetry.Attempts},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			local, err := store.OpenLocal(t.TempDir(), false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			faulty := store.NewFaulty(local)
+			faulty.Add(store.FaultRule{Op: "put", Times: -1})
+			clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+			var log bytes.Buffer
+			st := storeurl.Decorate(faulty, storeurl.Options{Retry: c.policy, Clock: clk, Log: slog.New(slog.NewTextHandler(&log, nil))})
+			start := clk.Now()
+			if err := st.Retry.Put(t.Context(), "config", store.Bytes("cfg"), 3); !errors.Is(err, store.ErrInjected) {
+				t.Fatalf("Put = %v; want the injected error", err)
+			}
+			if faulty.Ops("put") != c.attempts || st.Counting.Requests() != int64(c.attempts) {
+				t.Errorf("%d puts tried, %d counted; want %d of each", faulty.Ops("put"), st.Counting.Requests(), c.attempts)
+			}
+			if !clk.Now().After(start) || st.Retry.Waited() != clk.Now().Sub(start) {
+				t.Errorf("waited %s on the given clock, Waited = %s; want the same, above 0", clk.Now().Sub(start), st.Retry.Waited())
+			}
+			if log.Len() == 0 {
+				t.Error("nothing logged to the given logger")
+			}
+			if _, err := local.Stat(t.Context(), "config"); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("after the failed puts Stat = %v; want ErrNotFound", err)
+			}
+		})
+	}
+}

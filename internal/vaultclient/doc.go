@@ -1,0 +1,7 @@
+// Package vaultclient owns the agent's side of cofferd's HTTP API: Client,
+// a Store over one tenant's repository in the vault (TLS setup, request
+// signing with the agent credential, the mapping of the vault's error
+// codes and statuses to the store sentinels, quota included), enrollment,
+// the escrow calls, and the environment variables that name the
+// credential and the vault's CA. The wire contract itself is vaultapi's.
+package vaultclient
