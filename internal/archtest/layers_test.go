@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -170,5 +171,57 @@ func TestRules(t *testing.T) {
 		if ok, _ := allowed(c.from, c.to); ok != c.ok {
 			t.Errorf("allowed(%s, %s) = %v, want %v", c.from, c.to, ok, c.ok)
 		}
+	}
+}
+
+// clockExempt are the folders that may read the wall clock directly: the
+// clock itself, and test harnesses and generators that run no product code.
+var clockExempt = []string{"internal/clock", "integration", "internal/testutil", "internal/diskgen", "internal/store/storetest"}
+
+// wallClock matches a direct reading of the wall clock.
+var wallClock = regexp.MustCompile(`\btime\.(Now|Since|Until)\(`)
+
+// TestOneClock fails when product code reads the wall clock itself instead
+// of the injected internal/clock (Clock for decisions, Stopwatch for
+// measuring), so that tests can move time for every decision.
+func TestOneClock(t *testing.T) {
+	root := moduleRoot(t)
+	var bad []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if path != root && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "deploy") {
+				return filepath.SkipDir
+			}
+			for _, ex := range clockExempt {
+				if rel == ex {
+					return filepath.SkipDir
+				}
+			}
+			return nil
+		}
+		if !strings.HasSuffix(rel, ".go") || strings.HasSuffix(rel, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if wallClock.MatchString(line) && !strings.HasPrefix(strings.TrimSpace(line), "//") {
+				bad = append(bad, fmt.Sprintf("%s:%d: %s", rel, i+1, strings.TrimSpace(line)))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bad {
+		t.Errorf("reads the wall clock; take a clock.Clock (or clock.Start for a duration): %s", b)
 	}
 }

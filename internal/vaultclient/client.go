@@ -583,15 +583,18 @@ func readVaultError(resp *http.Response) *Error {
 	return ve
 }
 
-// retryAfter reads Retry-After (seconds or an HTTP date), falling back to
-// the body's retry_after_seconds.
+// retryAfter reads Retry-After (seconds, or an HTTP date measured against
+// the reply's own Date, so the two machines' clocks need not agree), falling
+// back to the body's retry_after_seconds.
 func retryAfter(resp *http.Response, body int) time.Duration {
 	if h := resp.Header.Get("Retry-After"); h != "" {
 		if s, err := strconv.Atoi(h); err == nil && s >= 0 {
 			return time.Duration(min(s, 3600)) * time.Second
 		}
-		if t, err := http.ParseTime(h); err == nil {
-			return min(max(time.Until(t), 0), time.Hour)
+		t, terr := http.ParseTime(h)
+		sent, derr := http.ParseTime(resp.Header.Get("Date"))
+		if terr == nil && derr == nil {
+			return min(max(t.Sub(sent), 0), time.Hour)
 		}
 	}
 	if body > 0 {
