@@ -68,7 +68,7 @@ func (g *globals) keyPasswd(ctx context.Context, newFile string, insecure bool) 
 	if err != nil {
 		return err
 	}
-	pw, err := readSecret("COFFER_NEW_PASSWORD", newFile, "New passphrase: ", true, g.stderr)
+	pw, err := readSecret(EnvNewPassword, newFile, "New passphrase: ", true, g.stderr)
 	if err != nil {
 		return err
 	}

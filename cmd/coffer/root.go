@@ -80,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root := &cobra.Command{
 		Use:           "coffer",
 		Short:         "Coffer agent: encrypted, deduplicated backups of VM disks",
+		Long:          "Coffer agent: encrypted, deduplicated backups of VM disks.\n\n" + cli.EnvHelp(environment),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -88,9 +89,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{Err: err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.configPath, "config", envOr("COFFER_CONFIG", defaultConfigPath()), "agent config file (env COFFER_CONFIG)")
-	pf.StringVar(&g.repoURL, "repo", os.Getenv("COFFER_REPOSITORY"), "repository URL, overriding the config file: file:///dir, s3://host:port/bucket/prefix or https://vault-host[:port] (env COFFER_REPOSITORY)")
-	pf.StringVar(&g.passwordFile, "password-file", os.Getenv("COFFER_PASSWORD_FILE"), "read the passphrase from this file (env COFFER_PASSWORD_FILE; or set COFFER_PASSWORD)")
+	pf.StringVar(&g.configPath, "config", envOr(EnvConfig, defaultConfigPath()), "agent config file (env COFFER_CONFIG)")
+	pf.StringVar(&g.repoURL, "repo", os.Getenv(EnvRepository), "repository URL, overriding the config file: file:///dir, s3://host:port/bucket/prefix or https://vault-host[:port] (env COFFER_REPOSITORY)")
+	pf.StringVar(&g.passwordFile, "password-file", os.Getenv(EnvPasswordFile), "read the passphrase from this file (env COFFER_PASSWORD_FILE; or set COFFER_PASSWORD)")
 	pf.StringVar(&g.vaultCA, "vault-ca", os.Getenv(vaultclient.EnvVaultCA), "PEM file of CA certificates to trust for the vault (env COFFER_VAULT_CA; init saves it in the config)")
 	pf.StringVar(&g.retryPatience, "retry-patience", os.Getenv(EnvRetryPatience), "how long to keep retrying a vault or store that fails or is away, e.g. 10m or 1h (env "+EnvRetryPatience+", config retry_patience; default 10m)")
 	pf.BoolVar(&g.noKeyCache, "no-key-cache", false, "neither use nor keep the unlocked key in the config directory (also key_cache: false in the config)")
@@ -218,7 +219,7 @@ func (g *globals) loadIndex(ctx context.Context, r *repo.Repo) error {
 // passphrase reads the passphrase from COFFER_PASSWORD, --password-file, or
 // the terminal (twice when confirm is set). It never comes from argv.
 func (g *globals) passphrase(prompt string, confirm bool) ([]byte, error) {
-	return readSecret("COFFER_PASSWORD", g.passwordFile, prompt, confirm, g.stderr)
+	return readSecret(EnvPassword, g.passwordFile, prompt, confirm, g.stderr)
 }
 
 func readSecret(env, file, prompt string, confirm bool, stderr io.Writer) ([]byte, error) {

@@ -90,6 +90,7 @@ func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "cofferd",
 		Short:         "Coffer vault: the multi-tenant backup server and its tenant tools",
+		Long:          "Coffer vault: the multi-tenant backup server and its tenant tools.\n\n" + cli.EnvHelp(environment),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

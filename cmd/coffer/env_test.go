@@ -1,0 +1,19 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/cofferhq/coffer/internal/cli"
+)
+
+// TestEnvironmentTable: every variable the agent's code names is in its one
+// table, and README documents every entry.
+func TestEnvironmentTable(t *testing.T) {
+	unlisted, undocumented, err := cli.EnvGaps(environment, ".", "../../README.md", "COFFER_INSECURE_TEST_KDF")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(unlisted) > 0 || len(undocumented) > 0 {
+		t.Fatalf("not in the environment table: %v; not in README: %v", unlisted, undocumented)
+	}
+}
