@@ -111,7 +111,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	code := exitCode(ctx, err)
 	if err != nil {
 		cli.Report(stderr, "coffer", err, code, "", cli.WantsJSON(g.json, args),
-			"interrupted; nothing half-done is visible: run the same command again to resume")
+			"interrupted; nothing half-done is visible: run the same command again (a backup resumes where it stopped; a restore starts over)")
 	}
 	return code
 }
