@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"runtime"
 	"slices"
 	"testing"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/pack"
+	"github.com/cofferhq/coffer/internal/testutil/allocs"
 )
 
 // filesEqual compares index files, treating nil and empty lists alike.
@@ -101,14 +101,6 @@ func TestDecodeFileRejects(t *testing.T) {
 	}
 }
 
-func allocated(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
-
 // TestDecodeFileHugeCounts: counts of 2^31 (or 2^32-1) in a 100-byte file are
 // rejected without allocating for them.
 func TestDecodeFileHugeCounts(t *testing.T) {
@@ -129,7 +121,7 @@ func TestDecodeFileHugeCounts(t *testing.T) {
 		cases["blobs"] = b
 		for name, b := range cases {
 			var err error
-			if a := allocated(func() { _, err = DecodeFile(b) }); a > 8192 {
+			if a := allocs.Least(func() { _, err = DecodeFile(b) }); a > 8192 {
 				t.Errorf("%s = %d: allocated %d bytes for a 100-byte file", name, n, a)
 			}
 			if !errors.Is(err, ErrFormat) {
@@ -151,7 +143,7 @@ func TestDecodeFileManyPacksTruncated(t *testing.T) {
 	// bytes after it decode as blobs with length 0, which is rejected.
 	binary.LittleEndian.PutUint32(b[12+32:], uint32(size/fileEntrySize))
 	var err error
-	if a := allocated(func() { _, err = DecodeFile(b) }); a > 4*size {
+	if a := allocs.Least(func() { _, err = DecodeFile(b) }); a > 4*size {
 		t.Errorf("allocated %d bytes for a %d-byte file", a, size)
 	}
 	if !errors.Is(err, ErrFormat) {

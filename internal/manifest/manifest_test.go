@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/testutil/allocs"
 )
 
 func idOf(i int) crypto.ID {
@@ -247,32 +247,24 @@ func TestDecodeRegionMapRejects(t *testing.T) {
 	}
 }
 
-func allocated(f func()) uint64 {
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	f()
-	runtime.ReadMemStats(&after)
-	return after.TotalAlloc - before.TotalAlloc
-}
-
 func TestDecodeHugeCounts(t *testing.T) {
 	for _, n := range []uint32{1 << 31, 1<<32 - 1} {
 		b := make([]byte, 100)
 		copy(b, regionMagic)
 		binary.LittleEndian.PutUint32(b[4:], n)
 		var err error
-		if a := allocated(func() { _, err = DecodeRegionMap(b, RegionSize) }); a > 4096 || !errors.Is(err, ErrFormat) {
+		if a := allocs.Least(func() { _, err = DecodeRegionMap(b, RegionSize) }); a > 4096 || !errors.Is(err, ErrFormat) {
 			t.Errorf("region map with %d extents: %d bytes allocated, err %v", n, a, err)
 		}
 		binary.LittleEndian.PutUint32(b[4:], 0)
 		binary.LittleEndian.PutUint32(b[8:], n)
-		if a := allocated(func() { _, err = DecodeRegionMap(b, 1<<62) }); a > 4096 || !errors.Is(err, ErrFormat) {
+		if a := allocs.Least(func() { _, err = DecodeRegionMap(b, 1<<62) }); a > 4096 || !errors.Is(err, ErrFormat) {
 			t.Errorf("region map with %d blocks: %d bytes allocated, err %v", n, a, err)
 		}
 		b = make([]byte, 100)
 		copy(b, listMagic)
 		binary.LittleEndian.PutUint32(b[4:], n)
-		if a := allocated(func() { _, err = DecodeList(b) }); a > 4096 || !errors.Is(err, ErrFormat) {
+		if a := allocs.Least(func() { _, err = DecodeList(b) }); a > 4096 || !errors.Is(err, ErrFormat) {
 			t.Errorf("list with %d IDs: %d bytes allocated, err %v", n, a, err)
 		}
 	}
