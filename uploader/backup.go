@@ -20,6 +20,7 @@ import (
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/zstdenc"
+	"github.com/cofferhq/coffer/uploader/source"
 )
 
 // Options tune a backup.
@@ -74,7 +75,7 @@ type Result struct {
 // Backup is one run of the pipeline over one source.
 type Backup struct {
 	r    *repo.Repo
-	src  Source
+	src  source.Source
 	opt  Options
 	pk   *packer
 	done atomic.Int64
@@ -88,7 +89,7 @@ type Backup struct {
 
 // New prepares a backup of src into r. The repository's index must be
 // loaded.
-func New(r *repo.Repo, src Source, opt Options) (*Backup, error) {
+func New(r *repo.Repo, src source.Source, opt Options) (*Backup, error) {
 	if err := manifest.ValidName(opt.Name); err != nil {
 		return nil, fmt.Errorf("snapshot name: %v", err)
 	}

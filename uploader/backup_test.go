@@ -16,6 +16,7 @@ import (
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/testutil/testfile"
 	"github.com/cofferhq/coffer/uploader"
+	"github.com/cofferhq/coffer/uploader/source"
 )
 
 func init() { os.Setenv("COFFER_INSECURE_TEST_KDF", "1") }
@@ -70,7 +71,7 @@ func initRepo(t *testing.T, st store.Store) *repo.Repo {
 // backupImage backs the image at path up into r.
 func backupImage(t *testing.T, r *repo.Repo, path string, opt uploader.Options) (*uploader.Result, error) {
 	t.Helper()
-	src, err := uploader.OpenImage(path)
+	src, err := source.OpenImage(path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/cofferhq/coffer/internal/restore"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/uploader"
+	"github.com/cofferhq/coffer/uploader/source"
 )
 
 var updateVectors = flag.Bool("update-vectors", false, "regenerate testdata/format-v1 (a format change: update FORMAT.md too)")
@@ -415,7 +416,7 @@ func TestFormatV1Rewrite(t *testing.T) {
 			// Readers must restore an empty disk, but today's writer
 			// refuses to back up a 0-byte source (it is nearly always a
 			// mistake: a detached disk, /dev/null).
-			if src, err := uploader.OpenImage(path); err == nil {
+			if src, err := source.OpenImage(path); err == nil {
 				src.Close()
 				t.Fatalf("%s: a 0-byte image was accepted for backup", vs.Name)
 			}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/sparse"
+	"github.com/cofferhq/coffer/uploader/source"
 )
 
 // regionScanner reads one region of a source block by block. It hashes every
@@ -14,7 +15,7 @@ import (
 // ends, so a chunker can be reset at every run. It reads straight into the
 // reader's buffer (the chunker's), so data is copied from the page cache once.
 type regionScanner struct {
-	src     Source
+	src     source.Source
 	off     int64 // region start on the disk
 	length  int64 // region length
 	nblocks int
@@ -35,7 +36,7 @@ func newRegionScanner() *regionScanner {
 }
 
 // reset prepares the scanner for a region.
-func (s *regionScanner) reset(src Source, off, length int64) error {
+func (s *regionScanner) reset(src source.Source, off, length int64) error {
 	s.src, s.off, s.length = src, off, length
 	s.nblocks = int((length + manifest.BlockSize - 1) / manifest.BlockSize)
 	s.hasData = resize(s.hasData, s.nblocks)
@@ -73,11 +74,11 @@ func (s *regionScanner) readAt(p []byte, off int64) error {
 		err = nil
 	}
 	if err == io.EOF {
-		return sourceErrorf(s.src.Path(), "reading %s at %d: %w: it ends before the %d bytes it had when the backup started (%w); no snapshot was saved",
-			s.src.Path(), s.off+off, ErrSourceChanged, s.src.Size(), io.ErrUnexpectedEOF)
+		return source.Errorf(s.src.Path(), "reading %s at %d: %w: it ends before the %d bytes it had when the backup started (%w); no snapshot was saved",
+			s.src.Path(), s.off+off, source.ErrSourceChanged, s.src.Size(), io.ErrUnexpectedEOF)
 	}
 	if err != nil {
-		return sourceErrorf(s.src.Path(), "reading %s at %d: %w", s.src.Path(), s.off+off, err)
+		return source.Errorf(s.src.Path(), "reading %s at %d: %w", s.src.Path(), s.off+off, err)
 	}
 	return nil
 }

@@ -12,28 +12,13 @@ import (
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/uploader"
+	"github.com/cofferhq/coffer/uploader/source"
 )
-
-// An empty file and a character device (/dev/null) are refused with a
-// SourceError that says what is wrong, not backed up as an empty disk.
-func TestOpenImageRefusesNothing(t *testing.T) {
-	empty := filepath.Join(t.TempDir(), "empty.img")
-	if err := os.WriteFile(empty, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for path, want := range map[string]string{empty: "is empty (0 bytes)", "/dev/null": "character device"} {
-		src, err := uploader.OpenImage(path)
-		var se *uploader.SourceError
-		if !errors.As(err, &se) || se.Path != path || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
-			t.Errorf("OpenImage(%s) = %v, %v; want a SourceError saying %q", path, src, err, want)
-		}
-	}
-}
 
 // shrinkingSource is an image whose file is cut short after the first
 // region is read, as a disk that shrinks during the backup.
 type shrinkingSource struct {
-	*uploader.ImageSource
+	*source.ImageSource
 	path string
 	at   int64
 	once bool
@@ -71,7 +56,7 @@ func TestBackupFailsWhenSourceChangesSize(t *testing.T) {
 	img := filepath.Join(dir, "disk.img")
 	t.Run("shrinks", func(t *testing.T) {
 		writeImage(t, img, 3<<26, 5)
-		src, err := uploader.OpenImage(img)
+		src, err := source.OpenImage(img)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,7 +70,7 @@ func TestBackupFailsWhenSourceChangesSize(t *testing.T) {
 	})
 	t.Run("grows", func(t *testing.T) {
 		writeImage(t, img, 1<<20, 6)
-		src, err := uploader.OpenImage(img)
+		src, err := source.OpenImage(img)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,8 +95,8 @@ func TestBackupFailsWhenSourceChangesSize(t *testing.T) {
 
 func checkChanged(t *testing.T, err error, path string) {
 	t.Helper()
-	var se *uploader.SourceError
-	if !errors.Is(err, uploader.ErrSourceChanged) || !errors.As(err, &se) || se.Path != path {
+	var se *source.SourceError
+	if !errors.Is(err, source.ErrSourceChanged) || !errors.As(err, &se) || se.Path != path {
 		t.Fatalf("backup of a disk that changed size: %v; want a SourceError with ErrSourceChanged for %s", err, path)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/uploader"
+	"github.com/cofferhq/coffer/uploader/source"
 )
 
 func newBackupCmd(g *globals) *cobra.Command {
@@ -38,7 +39,7 @@ interrupted backup resumes without uploading stored packs again.`,
 				name = filepath.Base(image)
 			}
 			ctx := cmd.Context()
-			src, err := uploader.OpenImage(image)
+			src, err := source.OpenImage(image)
 			if err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package uploader
+package source
 
 import (
 	"errors"
@@ -41,7 +41,8 @@ type SourceError struct {
 func (e *SourceError) Error() string { return e.Err.Error() }
 func (e *SourceError) Unwrap() error { return e.Err }
 
-func sourceErrorf(path, format string, a ...any) error {
+// Errorf returns a *SourceError for the disk at path.
+func Errorf(path, format string, a ...any) error {
 	return &SourceError{Path: path, Err: fmt.Errorf(format, a...)}
 }
 
@@ -66,7 +67,7 @@ func OpenImage(path string) (*ImageSource, error) {
 	}
 	if size == 0 {
 		f.Close()
-		return nil, sourceErrorf(path, "%s is empty (0 bytes): there is nothing to back up; check the path (is the disk attached?)", path)
+		return nil, Errorf(path, "%s is empty (0 bytes): there is nothing to back up; check the path (is the disk attached?)", path)
 	}
 	return &ImageSource{f: f, size: size}, nil
 }
@@ -85,13 +86,13 @@ func sizeOf(f *os.File) (int64, error) {
 		// A block device's size is where its end is.
 		size, err := f.Seek(0, io.SeekEnd)
 		if err != nil {
-			return 0, sourceErrorf(f.Name(), "finding the size of %s: %w", f.Name(), err)
+			return 0, Errorf(f.Name(), "finding the size of %s: %w", f.Name(), err)
 		}
 		return size, nil
 	case m&os.ModeCharDevice != 0:
-		return 0, sourceErrorf(f.Name(), "%s is a character device, not a disk: back up a raw image file or a block device", f.Name())
+		return 0, Errorf(f.Name(), "%s is a character device, not a disk: back up a raw image file or a block device", f.Name())
 	}
-	return 0, sourceErrorf(f.Name(), "%s is neither a regular file nor a block device", f.Name())
+	return 0, Errorf(f.Name(), "%s is neither a regular file nor a block device", f.Name())
 }
 
 // Recheck implements Source: the disk's size must be what it was when it
