@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/clock"
@@ -34,9 +35,14 @@ type packer struct {
 	r        *repo.Repo
 	packSize int
 
-	mu       sync.Mutex
-	open     [2]*openPack
-	inflight map[crypto.ID]struct{}
+	mu   sync.Mutex
+	open [2]*openPack
+	// inflight maps each chunk claimed and not yet in an uploaded pack to
+	// the sequence number of its claim; settled is closed and replaced
+	// whenever chunks leave it.
+	inflight map[crypto.ID]uint64
+	seq      uint64
+	settled  chan struct{}
 
 	free    chan []byte
 	uploads chan finishedPack
@@ -56,7 +62,8 @@ func newPacker(r *repo.Repo, buffers int) *packer {
 	p := &packer{
 		r:        r,
 		packSize: r.Config().PackSize,
-		inflight: map[crypto.ID]struct{}{},
+		inflight: map[crypto.ID]uint64{},
+		settled:  make(chan struct{}),
 		free:     make(chan []byte, buffers),
 		uploads:  make(chan finishedPack),
 	}
@@ -77,7 +84,8 @@ func (p *packer) claim(id crypto.ID) bool {
 	if p.r.Index.Has(id) {
 		return false
 	}
-	p.inflight[id] = struct{}{}
+	p.seq++
+	p.inflight[id] = p.seq
 	return true
 }
 
@@ -88,6 +96,7 @@ type openPack struct {
 	b        *pack.Builder
 	writers  int
 	detached bool
+	minSeq   uint64 // the earliest claim among its blobs
 }
 
 // add seals a chunk's payload into the open pack of its type; a full pack
@@ -129,6 +138,9 @@ func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen
 			p.free <- buf // another worker opened one meanwhile
 		}
 		op = p.open[typ]
+	}
+	if q, ok := p.inflight[id]; ok && (op.minSeq == 0 || q < op.minSeq) {
+		op.minSeq = q
 	}
 	var dst []byte
 	if typ == pack.TypeMeta {
@@ -181,21 +193,68 @@ func (p *packer) send(ctx context.Context, b *pack.Builder, pooled bool) error {
 	}
 }
 
-// flush sends the open packs.
-func (p *packer) flush(ctx context.Context) error {
+// flushOpen sends the open packs that hold a chunk claimed at or before
+// seq. A pack a worker is still sealing into is detached, and that worker
+// sends it when it is done.
+func (p *packer) flushOpen(ctx context.Context, seq uint64) error {
+	var send []*openPack
+	var types []uint8
 	p.mu.Lock()
-	open := p.open
-	p.open = [2]*openPack{}
+	for typ, op := range p.open {
+		if op == nil || op.b.Count() == 0 || op.minSeq > seq {
+			continue
+		}
+		op.detached = true
+		p.open[typ] = nil
+		if op.writers == 0 {
+			send, types = append(send, op), append(types, uint8(typ))
+		}
+	}
 	p.mu.Unlock()
-	for typ, op := range open {
-		// Called when the workers are done, so no writer is left.
-		if op != nil && op.b.Count() > 0 {
-			if err := p.send(ctx, op.b, typ == int(pack.TypeData)); err != nil {
-				return err
-			}
+	for i, op := range send {
+		if err := p.send(ctx, op.b, types[i] == pack.TypeData); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// settle waits until every chunk claimed before it was called is in an
+// uploaded pack and in the index: in memory, and in the pending index file
+// (which a forced addToIndexFile then writes). Chunks claimed later, by
+// disks still being backed up, are not waited for.
+func (p *packer) settle(ctx context.Context) error {
+	p.mu.Lock()
+	seq := p.seq
+	p.mu.Unlock()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		// A claimed chunk reaches an open pack only after it is compressed
+		// and sealed, so the open packs are flushed again until none is
+		// left waiting.
+		if err := p.flushOpen(ctx, seq); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		waiting := 0
+		for _, q := range p.inflight {
+			if q <= seq {
+				waiting++
+			}
+		}
+		settled := p.settled
+		p.mu.Unlock()
+		if waiting == 0 {
+			return nil
+		}
+		select {
+		case <-settled:
+		case <-tick.C:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
 }
 
 // uploader stores finished packs until the uploads channel closes.
@@ -224,16 +283,20 @@ func (p *packer) uploader(ctx context.Context) error {
 		}
 		p.storedBytes.Add(size)
 		p.packs.Add(1)
-		// Indexed only once durable.
+		// Indexed only once durable, and in the pending index file before
+		// the chunks leave inflight, so that a commit that saw them leave
+		// writes them in its index file.
 		p.r.Index.AddPack(id, fp.entries)
+		if err := p.addToIndexFile(ctx, id, fp.entries, false); err != nil {
+			return err
+		}
 		p.mu.Lock()
 		for _, e := range fp.entries {
 			delete(p.inflight, e.ID)
 		}
+		close(p.settled)
+		p.settled = make(chan struct{})
 		p.mu.Unlock()
-		if err := p.addToIndexFile(ctx, id, fp.entries, false); err != nil {
-			return err
-		}
 	}
 	return nil
 }

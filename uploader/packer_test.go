@@ -61,7 +61,7 @@ func TestPackerManyWritersLargeBlobs(t *testing.T) {
 		})
 	}
 	addErr := g.Wait()
-	flushErr := p.flush(ctx)
+	flushErr := p.flushOpen(ctx, ^uint64(0))
 	close(p.uploads) // the uploaders finish before the test's directory goes
 	if err := errors.Join(addErr, flushErr, ups.Wait()); err != nil {
 		t.Fatal(err)

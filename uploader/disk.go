@@ -1,0 +1,237 @@
+package uploader
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	"github.com/restic/chunker"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/manifest"
+	"github.com/cofferhq/coffer/internal/pack"
+	"github.com/cofferhq/coffer/internal/zstdenc"
+	"github.com/cofferhq/coffer/uploader/source"
+)
+
+// DiskJob is one disk to back up into a session.
+type DiskJob struct {
+	Source source.Source
+	Index  int    // the disk's index in its snapshot
+	Name   string // the disk's name in its snapshot; default "disk<Index>"
+	// Counters, when set, receive the disk's progress as it goes.
+	Counters *DiskCounters
+}
+
+// DiskCounters are one disk's progress, updated as its regions finish.
+// All byte counts are of the disk's logical bytes unless named otherwise.
+type DiskCounters struct {
+	Done      atomic.Int64 // bytes of finished regions
+	Read      atomic.Int64 // bytes read from the source (holes are not read)
+	Data      atomic.Int64 // bytes in chunks
+	Chunks    atomic.Int64
+	NewChunks atomic.Int64
+	NewBytes  atomic.Int64 // plaintext bytes of new chunks
+	Stored    atomic.Int64 // sealed bytes of the new chunks and maps
+}
+
+// BackupDisk backs a disk up into the session and returns its record for a
+// snapshot. Nothing is visible until a snapshot naming the disk is
+// committed (Commit). Disks may be backed up at the same time; each uses
+// the session's Workers region workers.
+func (s *Session) BackupDisk(ctx context.Context, job DiskJob) (manifest.Disk, error) {
+	ctx, done, err := s.diskContext(ctx)
+	if err != nil {
+		return manifest.Disk{}, err
+	}
+	defer done()
+	d := &diskRun{s: s, src: job.Source, size: job.Source.Size(), c: job.Counters}
+	if d.c == nil {
+		d.c = &DiskCounters{}
+	}
+	regionIDs, regionHashes, err := d.regions(ctx)
+	if err == nil {
+		// A disk that shrank or grew while it was read is not saved.
+		err = d.src.Recheck()
+	}
+	var lists []string
+	if err == nil {
+		lists, err = d.storeLists(ctx, regionIDs)
+	}
+	if err != nil {
+		return manifest.Disk{}, s.cause(err)
+	}
+	name := job.Name
+	if name == "" {
+		name = fmt.Sprintf("disk%d", job.Index)
+	}
+	c := d.c
+	return manifest.Disk{
+		Index: job.Index, Name: name, Size: d.size,
+		BlockSize: manifest.BlockSize, RegionSize: manifest.RegionSize,
+		Digest: manifest.DiskDigest(d.size, regionHashes).String(),
+		Lists:  lists,
+		Stats: manifest.DiskStats{
+			DataBytes: c.Data.Load(), ReadBytes: c.Read.Load(), NewBytes: c.NewBytes.Load(),
+			StoredBytes: c.Stored.Load(), Chunks: c.Chunks.Load(), NewChunks: c.NewChunks.Load(),
+		},
+	}, nil
+}
+
+// diskRun is one disk being backed up.
+type diskRun struct {
+	s    *Session
+	src  source.Source
+	size int64
+	c    *DiskCounters
+}
+
+// regions backs up every region of the disk with the session's workers and
+// returns the region maps' IDs and the region hashes, in disk order.
+func (d *diskRun) regions(ctx context.Context) ([]crypto.ID, []manifest.Hash, error) {
+	nreg := manifest.Regions(d.size)
+	ids := make([]crypto.ID, nreg)
+	hashes := make([]manifest.Hash, nreg)
+	g, gctx := errgroup.WithContext(ctx)
+	var next atomic.Int64
+	for w := 0; w < min(d.s.opt.Workers, max(nreg, 1)); w++ {
+		g.Go(func() error {
+			wk := d.newWorker()
+			for {
+				ri := int(next.Add(1) - 1)
+				if ri >= nreg {
+					return nil
+				}
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				id, h, err := wk.region(gctx, ri)
+				if err != nil {
+					return err
+				}
+				ids[ri], hashes[ri] = id, h
+			}
+		})
+	}
+	return ids, hashes, g.Wait()
+}
+
+// storeLists stores the list chunks naming the region maps.
+func (d *diskRun) storeLists(ctx context.Context, regions []crypto.ID) ([]string, error) {
+	w := d.newWorker()
+	lists := []string{}
+	for i := 0; i < len(regions); i += manifest.ListFanout {
+		data := manifest.EncodeList(regions[i:min(i+manifest.ListFanout, len(regions))])
+		id := w.hasher.Sum(data)
+		if d.s.pk.claim(id) {
+			if err := w.store(ctx, pack.TypeMeta, id, data); err != nil {
+				return nil, err
+			}
+		}
+		lists = append(lists, hex.EncodeToString(id[:]))
+	}
+	return lists, nil
+}
+
+// worker holds one goroutine's buffers; none of it is shared.
+type worker struct {
+	d       *diskRun
+	scan    *regionScanner
+	ch      *chunker.Chunker
+	hasher  *crypto.IDHasher
+	enc     *zstdenc.Encoder
+	chunk   []byte
+	comp    []byte
+	sealed  []byte
+	extents []manifest.Extent
+}
+
+func (d *diskRun) newWorker() *worker {
+	r := d.s.r
+	cp := r.Config().Chunker
+	return &worker{
+		d:      d,
+		scan:   newRegionScanner(),
+		ch:     chunker.NewWithBoundaries(nil, r.Polynomial(), cp.Min, cp.Max),
+		hasher: r.Keys().NewIDHasher(),
+		enc:    zstdenc.New(),
+		chunk:  make([]byte, cp.Max),
+	}
+}
+
+// region backs up region ri and returns its map's ID and its hash.
+func (w *worker) region(ctx context.Context, ri int) (crypto.ID, manifest.Hash, error) {
+	d, pk, r := w.d, w.d.s.pk, w.d.s.r
+	off := int64(ri) * manifest.RegionSize
+	length := min(manifest.RegionSize, d.size-off)
+	if err := w.scan.reset(d.src, off, length); err != nil {
+		return crypto.ID{}, manifest.Hash{}, err
+	}
+	cp := r.Config().Chunker
+	w.extents = w.extents[:0]
+	for {
+		ok, err := w.scan.nextRun()
+		if err != nil {
+			return crypto.ID{}, manifest.Hash{}, err
+		}
+		if !ok {
+			break
+		}
+		runStart := w.scan.pos
+		w.ch.ResetWithBoundaries(w.scan, r.Polynomial(), cp.Min, cp.Max)
+		w.ch.SetAverageBits(cp.AvgBits)
+		for {
+			c, err := w.ch.Next(w.chunk)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return crypto.ID{}, manifest.Hash{}, err
+			}
+			id := w.hasher.Sum(c.Data)
+			w.extents = append(w.extents, manifest.Extent{Offset: uint32(runStart) + uint32(c.Start), Length: uint32(c.Length), ID: id})
+			d.c.Chunks.Add(1)
+			d.c.Data.Add(int64(c.Length))
+			if pk.claim(id) {
+				d.c.NewChunks.Add(1)
+				d.c.NewBytes.Add(int64(c.Length))
+				if err := w.store(ctx, pack.TypeData, id, c.Data); err != nil {
+					return crypto.ID{}, manifest.Hash{}, err
+				}
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return crypto.ID{}, manifest.Hash{}, err
+		}
+	}
+	d.c.Read.Add(w.scan.readBytes)
+	m := manifest.RegionMap{Extents: w.extents, Blocks: w.scan.blocks}
+	data := m.Encode()
+	id := w.hasher.Sum(data)
+	if pk.claim(id) {
+		if err := w.store(ctx, pack.TypeMeta, id, data); err != nil {
+			return crypto.ID{}, manifest.Hash{}, err
+		}
+	}
+	d.c.Done.Add(length)
+	return id, manifest.RegionHash(w.scan.blocks), nil
+}
+
+// store compresses a chunk (when that saves at least 1/32) and hands it to
+// the packer, which seals it.
+func (w *worker) store(ctx context.Context, typ uint8, id crypto.ID, data []byte) error {
+	payload, flags := data, uint8(0)
+	comp, err := w.enc.Encode(w.comp, data)
+	if err != nil {
+		return fmt.Errorf("compressing chunk %s: %w", id, err)
+	}
+	w.comp = comp
+	if len(w.comp) < len(data)-len(data)/32 {
+		payload, flags = w.comp, pack.FlagZstd
+	}
+	w.d.c.Stored.Add(int64(len(payload) + crypto.Overhead))
+	return w.d.s.pk.add(ctx, typ, flags, id, len(data), payload, &w.sealed)
+}
