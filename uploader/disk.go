@@ -24,6 +24,10 @@ type DiskJob struct {
 	Name   string // the disk's name in its snapshot; default "disk<Index>"
 	// Counters, when set, receive the disk's progress as it goes.
 	Counters *DiskCounters
+	// Changes, when set, are the blocks that may have changed since an
+	// earlier snapshot of the disk: only they are read (see Changes). The
+	// caller checks them first (Changes.Check).
+	Changes *Changes
 }
 
 // DiskCounters are one disk's progress, updated as its regions finish.
@@ -36,6 +40,9 @@ type DiskCounters struct {
 	NewChunks atomic.Int64
 	NewBytes  atomic.Int64 // plaintext bytes of new chunks
 	Stored    atomic.Int64 // sealed bytes of the new chunks and maps
+	// Fetched is the plaintext of earlier chunks read back from the
+	// repository to re-cut chunks around changed blocks.
+	Fetched atomic.Int64
 }
 
 // BackupDisk backs a disk up into the session and returns its record for a
@@ -52,7 +59,16 @@ func (s *Session) BackupDisk(ctx context.Context, job DiskJob) (manifest.Disk, e
 	if d.c == nil {
 		d.c = &DiskCounters{}
 	}
-	regionIDs, regionHashes, err := d.regions(ctx)
+	var regionIDs []crypto.ID
+	var regionHashes []manifest.Hash
+	if job.Changes != nil {
+		if err := job.Changes.Check(d.size); err != nil {
+			return manifest.Disk{}, err
+		}
+		regionIDs, regionHashes, err = d.changedRegions(ctx, job.Changes)
+	} else {
+		regionIDs, regionHashes, err = d.regions(ctx)
+	}
 	if err == nil {
 		// A disk that shrank or grew while it was read is not saved.
 		err = d.src.Recheck()
@@ -164,7 +180,7 @@ func (d *diskRun) newWorker() *worker {
 
 // region backs up region ri and returns its map's ID and its hash.
 func (w *worker) region(ctx context.Context, ri int) (crypto.ID, manifest.Hash, error) {
-	d, pk, r := w.d, w.d.s.pk, w.d.s.r
+	d, r := w.d, w.d.s.r
 	off := int64(ri) * manifest.RegionSize
 	length := min(manifest.RegionSize, d.size-off)
 	if err := w.scan.reset(d.src, off, length); err != nil {
@@ -191,16 +207,9 @@ func (w *worker) region(ctx context.Context, ri int) (crypto.ID, manifest.Hash, 
 			if err != nil {
 				return crypto.ID{}, manifest.Hash{}, err
 			}
-			id := w.hasher.Sum(c.Data)
-			w.extents = append(w.extents, manifest.Extent{Offset: uint32(runStart) + uint32(c.Start), Length: uint32(c.Length), ID: id})
-			d.c.Chunks.Add(1)
-			d.c.Data.Add(int64(c.Length))
-			if pk.claim(id) {
-				d.c.NewChunks.Add(1)
-				d.c.NewBytes.Add(int64(c.Length))
-				if err := w.store(ctx, pack.TypeData, id, c.Data); err != nil {
-					return crypto.ID{}, manifest.Hash{}, err
-				}
+			e := manifest.Extent{Offset: uint32(runStart) + uint32(c.Start), Length: uint32(c.Length), ID: w.hasher.Sum(c.Data)}
+			if err := w.addChunk(ctx, e, c.Data); err != nil {
+				return crypto.ID{}, manifest.Hash{}, err
 			}
 		}
 		if err := ctx.Err(); err != nil {
@@ -208,13 +217,9 @@ func (w *worker) region(ctx context.Context, ri int) (crypto.ID, manifest.Hash, 
 		}
 	}
 	d.c.Read.Add(w.scan.readBytes)
-	m := manifest.RegionMap{Extents: w.extents, Blocks: w.scan.blocks}
-	data := m.Encode()
-	id := w.hasher.Sum(data)
-	if pk.claim(id) {
-		if err := w.store(ctx, pack.TypeMeta, id, data); err != nil {
-			return crypto.ID{}, manifest.Hash{}, err
-		}
+	id, err := w.storeMap(ctx, manifest.RegionMap{Extents: w.extents, Blocks: w.scan.blocks})
+	if err != nil {
+		return crypto.ID{}, manifest.Hash{}, err
 	}
 	d.c.Done.Add(length)
 	return id, manifest.RegionHash(w.scan.blocks), nil
