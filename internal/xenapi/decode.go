@@ -10,16 +10,55 @@ import (
 	"time"
 )
 
-// ParseDateTime reads a XenAPI datetime: "20240115T10:20:30Z", the same
-// without the Z (UTC as well), or RFC 3339. xapi writes
-// "19700101T00:00:00Z" for an unset time; that is returned as is.
+// ParseDateTime reads a XenAPI datetime as xapi and its SDKs write it:
+// the date as 20240115 or 2024-01-15, "T", the time as 10:20:30 or 102030
+// with optional fractional seconds, and an optional zone (Z, +03, +0300,
+// +03:00; none means UTC). xapi writes "19700101T00:00:00Z" for an unset
+// time; that is returned as is (the Unix epoch).
 func ParseDateTime(s string) (time.Time, error) {
-	for _, layout := range []string{"20060102T15:04:05Z", "20060102T15:04:05", time.RFC3339} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t.UTC(), nil
-		}
+	bad := fmt.Errorf("%.60q is not a XenAPI datetime (like 20240115T10:20:30Z)", s)
+	date, clock, ok := strings.Cut(s, "T")
+	if !ok {
+		return time.Time{}, bad
 	}
-	return time.Time{}, fmt.Errorf("%.60q is not a XenAPI datetime (like 20240115T10:20:30Z)", s)
+	date = strings.ReplaceAll(date, "-", "")
+	if len(date) != 8 {
+		return time.Time{}, bad
+	}
+	zone := "Z"
+	if k := strings.IndexAny(clock, "Z+-"); k >= 0 {
+		clock, zone = clock[:k], clock[k:]
+	}
+	frac := ""
+	if k := strings.IndexByte(clock, '.'); k >= 0 {
+		clock, frac = clock[:k], clock[k:]
+	}
+	clock = strings.ReplaceAll(clock, ":", "")
+	zone, zok := normalZone(zone)
+	if len(clock) != 6 || !zok || len(frac) == 1 {
+		return time.Time{}, bad
+	}
+	norm := date[:4] + "-" + date[4:6] + "-" + date[6:] + "T" + clock[:2] + ":" + clock[2:4] + ":" + clock[4:] + frac + zone
+	t, err := time.Parse(time.RFC3339Nano, norm)
+	if err != nil {
+		return time.Time{}, bad
+	}
+	return t.UTC(), nil
+}
+
+// normalZone turns Z, +03, +0300 and +03:00 into RFC 3339's Z or +03:00.
+func normalZone(z string) (string, bool) {
+	if z == "Z" {
+		return z, true
+	}
+	digits := strings.ReplaceAll(z[1:], ":", "")
+	switch len(digits) {
+	case 2:
+		return z[:1] + digits + ":00", true
+	case 4:
+		return z[:1] + digits[:2] + ":" + digits[2:], true
+	}
+	return "", false
 }
 
 // validRef reports whether r looks like "OpaqueRef:<uuid>" (or NullRef).

@@ -16,8 +16,8 @@ import (
 )
 
 // maxRPCBody caps one JSON-RPC answer (get_all_records of a large pool
-// stays far below it).
-const maxRPCBody = 64 << 20
+// stays far below it); a variable so tests can lower it.
+var maxRPCBody int64 = 64 << 20
 
 // apiVersion is the version login_with_password announces.
 const apiVersion = "2.21"
@@ -63,7 +63,7 @@ func Login(ctx context.Context, cfg Config) (*Session, error) {
 		var xe *Error
 		switch {
 		case errors.As(err, &xe) && xe.Code == ErrAuthFailed:
-			return nil, fmt.Errorf("xenapi: %s refused the user name or password for %q (SESSION_AUTHENTICATION_FAILED): check --xen-user and the password", ep.host, cfg.User)
+			return nil, fmt.Errorf("xenapi: %s refused the user name or password for %q: check --xen-user and the password (%w)", ep.host, cfg.User, xe)
 		case errors.As(err, &xe) && xe.Code == ErrHostIsSlave && redirects < maxMasterRedirects:
 			if len(xe.Params) == 0 {
 				return nil, fmt.Errorf("xenapi: %s is not the pool master and did not name the master", ep.host)
