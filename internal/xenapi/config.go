@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -89,6 +90,9 @@ func (e endpoint) withHost(addr string) (endpoint, error) {
 	host, port := addr, e.port
 	if h, p, err := net.SplitHostPort(addr); err == nil {
 		host, port = h, p
+	}
+	if n, err := strconv.Atoi(port); port != "" && (err != nil || n < 1 || n > 65535) {
+		return endpoint{}, fmt.Errorf("xenapi: the pool master's address %.80q has an invalid port", addr)
 	}
 	if !validHostName(host) {
 		return endpoint{}, fmt.Errorf("xenapi: the pool master's address %.80q is not a host name or IP address", addr)

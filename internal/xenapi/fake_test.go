@@ -3,6 +3,8 @@ package xenapi
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -41,7 +43,9 @@ func newFakeXapi(t *testing.T) *fakeXapi {
 	t.Helper()
 	f := &fakeXapi{t: t, mux: http.NewServeMux(), methods: map[string]handlerFunc{}, params: map[string][][]any{}}
 	f.mux.HandleFunc("POST /jsonrpc", f.serveRPC)
-	f.srv = httptest.NewTLSServer(f.mux)
+	f.srv = httptest.NewUnstartedServer(f.mux)
+	f.srv.Config.ErrorLog = quietLog
+	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
 	f.handle("session.login_with_password", func(p []json.RawMessage) (any, []string) {
 		if len(p) != 4 {
@@ -62,9 +66,13 @@ func (f *fakeXapi) startOn(t *testing.T, l net.Listener) {
 	f.srv = httptest.NewUnstartedServer(f.mux)
 	f.srv.Listener.Close()
 	f.srv.Listener = l
+	f.srv.Config.ErrorLog = quietLog
 	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
 }
+
+// quietLog drops the TLS handshake errors the refusal tests provoke.
+var quietLog = log.New(io.Discard, "", 0)
 
 func str(raw json.RawMessage) string {
 	var s string
@@ -179,4 +187,11 @@ func (f *fakeXapi) login(t *testing.T) *Session {
 		t.Fatalf("Login: %v", err)
 	}
 	return s
+}
+
+// newPlainServer serves f's handlers over plain HTTP too, and returns its URL.
+func newPlainServer(t *testing.T, f *fakeXapi) string {
+	srv := httptest.NewServer(f.mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
