@@ -195,3 +195,13 @@ func newPlainServer(t *testing.T, f *fakeXapi) string {
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
+
+// newRawServer is a TLS server with the fake's certificate that answers
+// every request with serve; it returns its base URL.
+func newRawServer(t *testing.T, serve func(w http.ResponseWriter)) string {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serve(w) }))
+	srv.Config.ErrorLog = quietLog
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
