@@ -3,6 +3,7 @@ package xenapi
 import (
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"io"
 	"log"
 	"net"
@@ -205,3 +206,5 @@ func newRawServer(t *testing.T, serve func(w http.ResponseWriter)) string {
 	t.Cleanup(srv.Close)
 	return srv.URL
 }
+
+func xmlEscape(w io.Writer, s string) error { return xml.EscapeText(w, []byte(s)) }
