@@ -33,11 +33,10 @@ type fakeXapi struct {
 	srv *httptest.Server
 	mux *http.ServeMux
 
-	mu       sync.Mutex
-	methods  map[string]handlerFunc
-	calls    []string           // methods in call order
-	params   map[string][][]any // params of each call, by method
-	requests []map[string]any   // raw decoded requests
+	mu      sync.Mutex
+	methods map[string]handlerFunc
+	calls   []string           // methods in call order
+	params  map[string][][]any // params of each call, by method
 }
 
 func newFakeXapi(t *testing.T) *fakeXapi {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/cofferhq/coffer/internal/clock"
 )
@@ -28,12 +29,14 @@ const maxMasterRedirects = 2
 // Session is a logged-in XenAPI session on one host (the pool master).
 // It is safe for concurrent use.
 type Session struct {
-	ep     endpoint
-	ref    Ref // secret: never printed
-	http   *http.Client
-	rpcURL string
-	clock  clock.Clock
-	nextID atomic.Int64
+	ep      endpoint
+	ref     Ref         // secret: never printed; set once by Login
+	closed  atomic.Bool // logged out
+	http    *http.Client
+	rpcURL  string
+	clock   clock.Clock
+	timeout time.Duration // per RPC
+	nextID  atomic.Int64
 }
 
 // Login logs in to the pool: session.login_with_password(user, password,
@@ -53,7 +56,10 @@ func Login(ctx context.Context, cfg Config) (*Session, error) {
 	if originator == "" {
 		originator = defaultOriginator
 	}
-	s := &Session{http: hc, clock: clock.Or(cfg.Clock)}
+	s := &Session{http: hc, clock: clock.Or(cfg.Clock), timeout: cfg.HTTPTimeout}
+	if s.timeout <= 0 {
+		s.timeout = defaultTimeout
+	}
 	for redirects := 0; ; redirects++ {
 		s.setHost(ep)
 		raw, err := s.rpc(ctx, "session.login_with_password", cfg.User, cfg.Password, apiVersion, originator)
@@ -70,6 +76,9 @@ func Login(ctx context.Context, cfg Config) (*Session, error) {
 			}
 			if ep, err = ep.withHost(xe.Params[0]); err != nil {
 				return nil, err
+			}
+			if ep.scheme == "http" && !isLoopback(ep.host) {
+				return nil, fmt.Errorf("xenapi: the pool master %s is not a loopback host, and plain http goes only to loopback: use https", ep.host)
 			}
 		case errors.As(err, &xe) && xe.Code == ErrHostIsSlave:
 			return nil, fmt.Errorf("xenapi: login was redirected to a pool master more than %d times (last %s): give the master's address", maxMasterRedirects, ep.host)
@@ -134,12 +143,9 @@ func (s *Session) Host() string { return s.ep.host }
 // Logout ends the session (session.logout). xapi keeps at most 500 sessions
 // per user and originator: always log out.
 func (s *Session) Logout(ctx context.Context) error {
-	if s.ref == "" {
-		return errors.New("xenapi: logout: not logged in")
-	}
 	_, err := s.Call(ctx, "session.logout")
 	if err == nil || IsCode(err, ErrSessionInvalid) {
-		s.ref = ""
+		s.closed.Store(true)
 		return nil
 	}
 	return err
@@ -148,7 +154,7 @@ func (s *Session) Logout(ctx context.Context) error {
 // Call calls method with the session reference prepended to params, and
 // returns the raw JSON result.
 func (s *Session) Call(ctx context.Context, method string, params ...any) (json.RawMessage, error) {
-	if s.ref == "" {
+	if s.closed.Load() {
 		return nil, fmt.Errorf("xenapi: %s: the session is logged out", method)
 	}
 	return s.rpc(ctx, method, append([]any{string(s.ref)}, params...)...)
@@ -156,6 +162,8 @@ func (s *Session) Call(ctx context.Context, method string, params ...any) (json.
 
 // rpc posts one JSON-RPC request and decodes its answer.
 func (s *Session) rpc(ctx context.Context, method string, params ...any) (json.RawMessage, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	id := s.nextID.Add(1)
 	body, err := json.Marshal(rpcRequest{JSONRPC: "2.0", Method: method, Params: params, ID: id})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoginLogout(t *testing.T) {
@@ -198,5 +199,49 @@ func TestCallCancelled(t *testing.T) {
 	_, err := s.Call(ctx, "VM.get_all")
 	if !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), string(testSession)) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestRPCTimeout(t *testing.T) {
+	f := newFakeXapi(t)
+	cfg := f.config()
+	cfg.HTTPTimeout = 200 * time.Millisecond
+	s, err := Login(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	defer close(release)
+	f.handle("VM.get_all", func([]json.RawMessage) (any, []string) {
+		<-release
+		return []string{}, nil
+	})
+	_, err = s.Call(context.Background(), "VM.get_all")
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "VM.get_all") {
+		t.Fatalf("err = %v, want a deadline naming the method", err)
+	}
+}
+
+func TestPlainMasterMustBeLoopback(t *testing.T) {
+	f := newFakeXapi(t)
+	slaveOf(f, "10.0.0.1")
+	cfg := f.config()
+	cfg.URL, cfg.AllowPlainLoopback = newPlainServer(t, f), true
+	if _, err := Login(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestLogoutTwice(t *testing.T) {
+	f := newFakeXapi(t)
+	s := f.login(t)
+	if err := s.Logout(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Logout(context.Background()); err == nil {
+		t.Fatal("second Logout succeeded")
+	}
+	if f.called("session.logout") != 1 {
+		t.Fatalf("session.logout sent %d times", f.called("session.logout"))
 	}
 }

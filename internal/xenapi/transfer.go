@@ -19,7 +19,7 @@ var errorPagePrefix = []byte("HTTP/")
 // get starts a GET of path on the session's host with the session in the
 // query, following one redirect, and checks the status.
 func (s *Session) get(ctx context.Context, what, path string, q url.Values) (*http.Response, error) {
-	if s.ref == "" {
+	if s.closed.Load() {
 		return nil, fmt.Errorf("xenapi: %s: the session is logged out", what)
 	}
 	q.Set("session_id", string(s.ref))
