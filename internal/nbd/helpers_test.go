@@ -103,8 +103,9 @@ func exportServer(t testing.TB, m map[string]ServerExport, conf *tls.Config) (*S
 
 // testCert is a self-signed certificate as xapi makes one per host.
 type testCert struct {
-	pem  string
-	conf *tls.Config
+	pem    string
+	keyPEM string
+	conf   *tls.Config
 }
 
 func newTestCert(t testing.TB, subject string) testCert {
@@ -117,6 +118,7 @@ func newTestCert(t testing.TB, subject string) testCert {
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: subject},
 		DNSNames:              []string{subject},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
 		NotBefore:             time.Unix(0, 0),
 		NotAfter:              time.Unix(1<<33, 0),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
@@ -128,17 +130,17 @@ func newTestCert(t testing.TB, subject string) testCert {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testCert{pem: string(certPEM), conf: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}}
+	return testCert{pem: string(certPEM), keyPEM: string(keyPEM), conf: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}}
 }
 
 // eventually waits up to 5 s for cond.
