@@ -192,7 +192,9 @@ func TestJudgeNbdkitRequiresTLS(t *testing.T) {
 	}
 	sock := startNbdkit(t, file, "--tls=require", "--tls-certificates="+dir)
 	opt := DialOptions{AllowPlain: true, Timeout: 10 * time.Second,
-		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) { return (&net.Dialer{}).DialContext(ctx, "unix", sock) }}
+		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}
 	c, err := Dial(context.Background(), Export{Address: "127.0.0.1", Port: 10809, Name: "x"}, opt)
 	if err == nil {
 		c.Close()
