@@ -5,7 +5,7 @@ GO ?= go
 # outside the checkout, so a fresh clone on the same machine reuses them.
 export COFFER_TOOLS ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/coffer-dev/bin
 
-.PHONY: build demo test test-short test-deploy bench lint fuzz minio peers clean
+.PHONY: build demo test test-short test-deploy bench lint fuzz minio peers judges clean
 
 build:
 	$(GO) build -o bin/coffer ./cmd/coffer
@@ -18,8 +18,8 @@ demo: build
 # Every test, including the S3 ones against a real MinIO started on loopback.
 # -count=1: the integration tests build the coffer binary themselves, which
 # the test cache cannot see, so cached results could be stale.
-test: minio test-deploy lint
-	COFFER_MINIO_BIN=$(COFFER_TOOLS)/minio $(GO) test -count=1 -timeout 25m ./...
+test: minio judges test-deploy lint
+	COFFER_REQUIRE_JUDGES=1 COFFER_MINIO_BIN=$(COFFER_TOOLS)/minio $(GO) test -count=1 -timeout 25m ./...
 
 # The linters the project uses: go vet, gofmt, staticcheck (installed
 # into $(COFFER_TOOLS) the first time) and the layering test, which fails
@@ -44,6 +44,11 @@ test-short:
 
 minio:
 	bash scripts/install-minio.sh
+
+# The independent NBD judges internal/nbd is tested against: qemu-img,
+# nbdinfo, nbdcopy (libnbd) and nbdkit, installed with apt-get when missing.
+judges:
+	bash scripts/install-judges.sh
 
 # The benchmark's peers, restic and kopia at the versions of
 # integration/bench/peers.env (restic 0.19.1, kopia 0.23.1), installed as
