@@ -26,9 +26,6 @@ type State struct {
 	Switches map[string]string `json:"switches"`
 	// NBDConns counts the NBD connections a running serve holds.
 	NBDConns int `json:"nbd_conns"`
-	// Opening lists VDI refs whose NBD connection is being set up
-	// (the nbd-in-use-race switch).
-	Opening map[string]int `json:"opening,omitempty"`
 }
 
 // PasswordHash is the root password, salted and hashed; it never holds the

@@ -39,7 +39,7 @@ func newState(password string) *State {
 	st := &State{Version: stateVersion, Password: PasswordHash{Salt: salt, Hash: hashPassword(salt, password)},
 		SRs: map[string]*SR{}, Networks: map[string]*Network{}, VMs: map[string]*VM{}, VBDs: map[string]*VBD{},
 		VDIs: map[string]*VDI{}, Sessions: map[string]*Session{}, Tasks: map[string]*Task{},
-		Switches: map[string]string{}, Opening: map[string]int{}}
+		Switches: map[string]string{}}
 	pu, pref := newRef()
 	hu, href := newRef()
 	su, sref := newRef()

@@ -119,9 +119,6 @@ func decodeState(b []byte) (*State, error) {
 	if st.Networks == nil {
 		st.Networks = map[string]*Network{}
 	}
-	if st.Opening == nil {
-		st.Opening = map[string]int{}
-	}
 	for ref, vbd := range st.VBDs {
 		if st.VMs[vbd.VM] == nil || (vbd.VDI != nullRef && st.VDIs[vbd.VDI] == nil) {
 			return nil, fmt.Errorf("VBD %s points at a missing VM or VDI", ref)
