@@ -268,3 +268,22 @@ func (s *Sim) Migrate(d DiskRef) (string, error) {
 	})
 	return uuid, err
 }
+
+// exportVDI writes any VDI holding data into a sparse file.
+func (s *Sim) exportVDI(ref, file string) error {
+	var r *chainReader
+	err := s.View(func(st *State) error {
+		v := st.VDIs[ref]
+		if v == nil {
+			return fmt.Errorf("no VDI %s", ref)
+		}
+		var err error
+		r, err = s.openChain(v.Chain, v.VirtualSize)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return writeSparse(r, file)
+}

@@ -181,9 +181,6 @@ func (s *Sim) listChangedBlocks(st *State, fromRef, toRef string) (string, error
 	if st.attached(toRef, true) {
 		return "", apiErr(errVDIInUse, toRef, "list_changed_blocks")
 	}
-	if to.Type == "cbt_metadata" {
-		return "", apiErr(errIncompatibleType, toRef, to.Type)
-	}
 	if fromRef == toRef {
 		return "", lcbError("Source and target VDI are same")
 	}
