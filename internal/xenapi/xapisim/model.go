@@ -160,10 +160,10 @@ func newUUID() string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
-// newRef returns a fresh uuid and its ref.
+// newRef returns a fresh object uuid and a ref; like xapi's, the ref is
+// not made from the uuid, so a client cannot mix them up unnoticed.
 func newRef() (uuid, ref string) {
-	u := newUUID()
-	return u, refPrefix + u
+	return newUUID(), refPrefix + newUUID()
 }
 
 // validRef reports whether s has the form of a ref xapi hands out.
