@@ -24,9 +24,10 @@ type fixture struct {
 	t     *testing.T
 	sim   *Sim
 	clock *clocktest.Clock
-	h     *Handler
-	srv   *httptest.Server
-	vm    string // uuid of web
+	h      *Handler
+	url    string // base URL of the served simulator
+	client *http.Client
+	vm     string // uuid of web
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -42,15 +43,16 @@ func newFixture(t *testing.T) *fixture {
 	}
 	f := &fixture{t: t, sim: sim, clock: c, vm: vm}
 	f.h = &Handler{Sim: sim, NBD: &NBDInfo{Address: "127.0.0.1", Port: 10809, CertPEM: "PEM", Subject: "localhost"}}
-	f.srv = httptest.NewServer(f.h)
-	t.Cleanup(f.srv.Close)
+	srv := httptest.NewServer(f.h)
+	t.Cleanup(srv.Close)
+	f.url, f.client = srv.URL, srv.Client()
 	return f
 }
 
 // post sends a raw body to /jsonrpc.
 func (f *fixture) post(body string) (int, []byte) {
 	f.t.Helper()
-	resp, err := http.Post(f.srv.URL+"/jsonrpc", "application/json", bytes.NewBufferString(body))
+	resp, err := f.client.Post(f.url+"/jsonrpc", "application/json", bytes.NewBufferString(body))
 	if err != nil {
 		f.t.Fatal(err)
 	}
