@@ -287,3 +287,34 @@ func (s *Sim) exportVDI(ref, file string) error {
 	defer r.Close()
 	return writeSparse(r, file)
 }
+
+// writeStream writes n bytes of r onto v from offset 0, block by block; a
+// last partial block keeps the rest of what the disk held there.
+func (s *Sim) writeStream(v *VDI, r io.Reader, n int64) error {
+	cur, err := s.openChain(v.Chain, v.VirtualSize)
+	if err != nil {
+		return err
+	}
+	defer cur.Close()
+	w, err := s.openWriter(v)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, BlockSize)
+	for b := int64(0); b*BlockSize < n; b++ {
+		data := buf[:min(BlockSize, v.VirtualSize-b*BlockSize)]
+		if _, err := cur.ReadAt(data, b*BlockSize); err != nil && !errors.Is(err, io.EOF) {
+			w.close()
+			return err
+		}
+		if _, err := io.ReadFull(r, data[:min(int64(len(data)), n-b*BlockSize)]); err != nil {
+			w.close()
+			return fmt.Errorf("the body ended early: %w", err)
+		}
+		if err := w.write(b, data); err != nil {
+			w.close()
+			return err
+		}
+	}
+	return w.close()
+}

@@ -21,9 +21,9 @@ const testPassword = "s3cret-test-pw"
 // fixture is a state folder with one VM "web" (two 1 MiB disks and a CD)
 // served over httptest.
 type fixture struct {
-	t     *testing.T
-	sim   *Sim
-	clock *clocktest.Clock
+	t      *testing.T
+	sim    *Sim
+	clock  *clocktest.Clock
 	h      *Handler
 	url    string // base URL of the served simulator
 	client *http.Client

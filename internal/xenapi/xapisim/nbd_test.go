@@ -256,4 +256,3 @@ func TestNBDInUseRace(t *testing.T) {
 	}
 	second.Close()
 }
-
