@@ -1,0 +1,242 @@
+package xapisim
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// httpSession authenticates an HTTP handler call: session_id in the query
+// or a cookie, or Basic auth as root. It answers 401 itself when it fails.
+func (h *Handler) httpSession(w http.ResponseWriter, r *http.Request, st *State) (string, bool) {
+	s := r.URL.Query().Get("session_id")
+	if s == "" {
+		if c, err := r.Cookie("session_id"); err == nil {
+			s = c.Value
+		}
+	}
+	if s != "" && st.Sessions[s] != nil {
+		return s, true
+	}
+	if u, p, ok := r.BasicAuth(); ok && s == "" && u == "root" && st.Password.check(p) {
+		return "", true
+	}
+	http.Error(w, "401 Unauthorized: log in (session_id query parameter or cookie, or Basic auth)", http.StatusUnauthorized)
+	return "", false
+}
+
+// vdiByRefOrUUID finds a VDI named by ref or uuid.
+func (st *State) vdiByRefOrUUID(id string) string {
+	if st.VDIs[id] != nil {
+		return id
+	}
+	for ref, v := range st.VDIs {
+		if v.UUID == id {
+			return ref
+		}
+	}
+	return ""
+}
+
+// serveExportRaw is GET /export_raw_vdi: the whole VDI, zeros included,
+// with Connection: close and neither Content-Length nor chunked encoding:
+// the body ends when the connection closes, as xapi sends it.
+func (h *Handler) serveExportRaw(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	format := strings.ToLower(q.Get("format"))
+	switch format {
+	case "", "raw":
+	case "vhd", "tar", "qcow2":
+		http.Error(w, "501 format "+format+" is not simulated: ask for format=raw", http.StatusNotImplemented)
+		return
+	default:
+		http.Error(w, "404 unknown format "+q.Get("format"), http.StatusNotFound)
+		return
+	}
+	if q.Get("base") != "" {
+		http.Error(w, "501 differential exports (base=) are not simulated", http.StatusNotImplemented)
+		return
+	}
+	var cr *chainReader
+	var uuid string
+	status, msg := 0, ""
+	err := h.Sim.View(func(st *State) error {
+		if _, ok := h.httpSession(w, r, st); !ok {
+			status = -1
+			return nil
+		}
+		ref := st.vdiByRefOrUUID(q.Get("vdi"))
+		v := st.VDIs[ref]
+		switch {
+		case v == nil:
+			status, msg = http.StatusNotFound, "404 no VDI "+q.Get("vdi")
+			return nil
+		case v.Type == "cbt_metadata":
+			status, msg = http.StatusInternalServerError, "500 VDI "+v.UUID+" is cbt_metadata: it holds no data"
+			return nil
+		}
+		uuid = v.UUID
+		var err error
+		cr, err = h.Sim.openChain(v.Chain, v.VirtualSize)
+		return err
+	})
+	switch {
+	case err != nil:
+		http.Error(w, "500 "+err.Error(), http.StatusInternalServerError)
+		return
+	case status < 0:
+		return
+	case status > 0:
+		http.Error(w, msg, status)
+		return
+	}
+	defer cr.Close()
+	h.streamRaw(w, cr, uuid, q.Get("task_id"))
+}
+
+// streamRaw writes the response on the hijacked connection.
+func (h *Handler) streamRaw(w http.ResponseWriter, cr *chainReader, uuid, task string) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "500 the connection cannot be taken over", http.StatusInternalServerError)
+		return
+	}
+	conn, bw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	fmt.Fprintf(bw, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/octet-stream\r\n"+
+		"Content-Disposition: attachment; filename=\"%s.raw\"\r\n", uuid)
+	if task != "" && validRef(task) {
+		fmt.Fprintf(bw, "task-id: %s\r\n", task)
+	}
+	bw.WriteString("\r\n")
+	if err := copyChain(bw, cr); err != nil {
+		h.logf("xapisim: export_raw_vdi %s: %v", uuid, err)
+		return
+	}
+	_ = bw.Flush()
+}
+
+func copyChain(bw *bufio.ReadWriter, cr *chainReader) error {
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < cr.size; {
+		n, err := cr.ReadAt(buf[:min(int64(len(buf)), cr.size-off)], off)
+		if n == 0 && err != nil {
+			return err
+		}
+		if _, err := bw.Write(buf[:n]); err != nil {
+			return err
+		}
+		off += int64(n)
+	}
+	return nil
+}
+
+// serveExportMetadata is GET /export_metadata?uuid=<vm uuid>: a tar
+// holding ova.xml, an XML-RPC value of the VM's record and those of its
+// VBDs, VDIs and SRs.
+func (h *Handler) serveExportMetadata(w http.ResponseWriter, r *http.Request) {
+	var body []byte
+	status, msg := 0, ""
+	err := h.Sim.View(func(st *State) error {
+		if _, ok := h.httpSession(w, r, st); !ok {
+			status = -1
+			return nil
+		}
+		vmRef := ""
+		for ref, vm := range st.VMs {
+			if vm.UUID == r.URL.Query().Get("uuid") {
+				vmRef = ref
+			}
+		}
+		if vmRef == "" {
+			status, msg = http.StatusNotFound, "404 no VM with uuid "+r.URL.Query().Get("uuid")
+			return nil
+		}
+		var err error
+		body, err = metadataTar(st.ovaXML(vmRef))
+		return err
+	})
+	switch {
+	case err != nil:
+		http.Error(w, "500 "+err.Error(), http.StatusInternalServerError)
+	case status < 0:
+	case status > 0:
+		http.Error(w, msg, status)
+	default:
+		w.Header().Set("Content-Type", "application/x-tar")
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		_, _ = w.Write(body)
+	}
+}
+
+func metadataTar(ova []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.WriteHeader(&tar.Header{Name: "ova.xml", Mode: 0o644, Size: int64(len(ova)), Typeflag: tar.TypeReg}); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(ova); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, errors.New("tar: " + err.Error())
+	}
+	return buf.Bytes(), nil
+}
+
+// serveImportRaw is PUT /import_raw_vdi?vdi=&format=raw: the body (with a
+// Content-Length, no chunked encoding) is written onto an unplugged VDI
+// from offset 0, as tapdisk would, so CBT records it.
+func (h *Handler) serveImportRaw(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if r.Method != http.MethodPut {
+		http.Error(w, "405 import_raw_vdi wants PUT", http.StatusMethodNotAllowed)
+		return
+	}
+	if f := strings.ToLower(q.Get("format")); f != "" && f != "raw" {
+		http.Error(w, "501 only format=raw imports are simulated", http.StatusNotImplemented)
+		return
+	}
+	if r.ContentLength < 0 || len(r.TransferEncoding) > 0 {
+		http.Error(w, "411 import_raw_vdi needs a Content-Length (chunked transfer encoding is refused)", http.StatusLengthRequired)
+		return
+	}
+	status, msg := 0, ""
+	err := h.Sim.Update(func(st *State) error {
+		if _, ok := h.httpSession(w, r, st); !ok {
+			status = -1
+			return nil
+		}
+		ref := st.vdiByRefOrUUID(q.Get("vdi"))
+		v := st.VDIs[ref]
+		switch {
+		case v == nil:
+			status, msg = http.StatusNotFound, "404 no VDI "+q.Get("vdi")
+		case len(v.Chain) == 0 || v.ReadOnly || v.IsSnapshot:
+			status, msg = http.StatusBadRequest, "400 VDI "+v.UUID+" cannot be written (snapshot, read-only or no data)"
+		case st.attached(ref, false):
+			status, msg = http.StatusConflict, "409 VDI_IN_USE: VDI "+v.UUID+" is attached; unplug it first"
+		case r.ContentLength > v.VirtualSize:
+			status, msg = http.StatusBadRequest, fmt.Sprintf("400 the body (%d bytes) is larger than VDI %s (%d bytes)", r.ContentLength, v.UUID, v.VirtualSize)
+		default:
+			return h.Sim.writeStream(v, r.Body, r.ContentLength)
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		http.Error(w, "500 "+err.Error(), http.StatusInternalServerError)
+	case status < 0:
+	case status > 0:
+		http.Error(w, msg, status)
+	default:
+		w.WriteHeader(http.StatusOK)
+	}
+}
