@@ -16,7 +16,7 @@ const testUUID = "3b1a2c4d-5e6f-4a0b-8c9d-0e1f2a3b4c5d"
 
 func dialPlain(t *testing.T, e Export) *Conn {
 	t.Helper()
-	c, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 5 * time.Second})
+	c, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestTLSOptionsPolicy(t *testing.T) {
 	e.Name = testName(testUUID)
 
 	// A plain client to a TLS server: EXPORT_NAME before STARTTLS closes.
-	_, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 5 * time.Second})
+	_, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 30 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "closed the connection") {
 		t.Errorf("plain Dial to a TLS server: %v", err)
 	}
@@ -160,7 +160,7 @@ func TestPlainServerPolicy(t *testing.T) {
 func TestOpenFailureClosesConnection(t *testing.T) {
 	_, e := exportServer(t, map[string]ServerExport{}, nil)
 	e.Name = testName(testUUID)
-	_, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 5 * time.Second})
+	_, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 30 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "closed the connection instead of opening export") {
 		t.Fatalf("Dial of a missing export: %v", err)
 	}
@@ -247,7 +247,7 @@ func TestServerConnectionCap(t *testing.T) {
 	if s.ActiveConns() != DefaultServerConns {
 		t.Fatalf("ActiveConns = %d", s.ActiveConns())
 	}
-	if c, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 5 * time.Second}); err == nil {
+	if c, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 30 * time.Second}); err == nil {
 		c.Close()
 		t.Fatal("connection 17 was served")
 	}
