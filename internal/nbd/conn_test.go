@@ -292,3 +292,44 @@ func noSecret(t *testing.T, err error) {
 		t.Errorf("error shows the session: %v", err)
 	}
 }
+
+func TestDialValidatesExport(t *testing.T) {
+	good := Export{Address: "127.0.0.1", Port: 10809, Name: testName(testUUID)}
+	cases := map[string]func(e *Export){
+		"no address":  func(e *Export) { e.Address = "" },
+		"port 0":      func(e *Export) { e.Port = 0 },
+		"port 70000":  func(e *Export) { e.Port = 70000 },
+		"long name":   func(e *Export) { e.Name = strings.Repeat("a", 5000) },
+		"NUL in name": func(e *Export) { e.Name = "/a\x00b?session_id=" + testSession },
+		"bad UTF-8":   func(e *Export) { e.Name = "/\xff?session_id=" + testSession },
+		"bad PEM":     func(e *Export) { e.CertPEM, e.Subject = "not a certificate", "x" },
+	}
+	for name, mutate := range cases {
+		e := good
+		mutate(&e)
+		dialed := false
+		opt := DialOptions{AllowPlain: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+			dialed = true
+			return nil, errors.New("must not dial")
+		}}
+		_, err := Dial(context.Background(), e, opt)
+		if err == nil || dialed {
+			t.Errorf("%s: Dial = %v, dialed %v; want a refusal before dialing", name, err, dialed)
+		}
+		noSecret(t, err)
+	}
+}
+
+func TestRedactName(t *testing.T) {
+	cases := map[string]string{
+		testName(testUUID):          "/" + testUUID + "?<redacted>",
+		"plain":                     "plain",
+		"/x/OpaqueRef:abc":          "/x/<redacted>",
+		"?session_id=OpaqueRef:abc": "?<redacted>",
+	}
+	for in, want := range cases {
+		if got := RedactName(in); got != want {
+			t.Errorf("RedactName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

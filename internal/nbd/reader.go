@@ -245,6 +245,9 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	want := p[:min(int64(len(p)), r.size-off)]
+	if len(want)%SectorSize != 0 {
+		return 0, fmt.Errorf("nbd: the export is %d bytes, not a whole number of sectors: its tail cannot be read", r.size)
+	}
 	n := 0
 	for n < len(want) {
 		k := min(len(want)-n, MaxRequest)

@@ -261,3 +261,29 @@ func TestReaderClose(t *testing.T) {
 	}
 	eventually(t, "the server saw the disconnect", func() bool { return s.ActiveConns() == 0 })
 }
+
+// An export whose size is not a whole number of sectors: the tail cannot
+// be read, and asking for it is refused without costing the connection.
+func TestReaderUnalignedTail(t *testing.T) {
+	data := randomBytes(8*SectorSize+100, 25)
+	_, e, _ := countingServer(t, &memExport{data: data})
+	d := &dialer{e: e}
+	r, err := NewReader(context.Background(), d.dial, fastRetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.ReadAt(make([]byte, 9*SectorSize), 0); err == nil || !strings.Contains(err.Error(), "whole number of sectors") {
+		t.Fatalf("ReadAt over the tail: %v", err)
+	}
+	got := make([]byte, 8*SectorSize)
+	if _, err := r.ReadAt(got, 0); err != nil || !bytes.Equal(got, data[:len(got)]) {
+		t.Fatalf("ReadAt of the whole sectors: %v", err)
+	}
+	if _, err := r.ReadAt(make([]byte, 100), 0); err == nil {
+		t.Fatal("an unaligned ReadAt succeeded")
+	}
+	if d.dials.Load() != 1 {
+		t.Errorf("%d dials: refusals must not cost connections", d.dials.Load())
+	}
+}
