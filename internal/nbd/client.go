@@ -57,6 +57,9 @@ type Conn struct {
 // NBD_OPT_STARTTLS unless the export is plain. TLS trusts CertPEM only and
 // checks it is issued for Subject.
 func Dial(ctx context.Context, e Export, opt DialOptions) (*Conn, error) {
+	if err := validateExport(e); err != nil {
+		return nil, err
+	}
 	tlsConf, err := clientTLS(e, opt)
 	if err != nil {
 		return nil, err
@@ -68,9 +71,6 @@ func Dial(ctx context.Context, e Export, opt DialOptions) (*Conn, error) {
 	dial := opt.Dial
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: timeout}).DialContext
-	}
-	if e.Port <= 0 || e.Port > 65535 {
-		return nil, fmt.Errorf("nbd: export %q has port %d: want 1 to 65535 (check VDI.get_nbd_info)", RedactName(e.Name), e.Port)
 	}
 	addr := net.JoinHostPort(e.Address, strconv.Itoa(e.Port))
 	raw, err := dial(ctx, "tcp", addr)
@@ -209,8 +209,8 @@ func startTLS(ctx context.Context, conn net.Conn, conf *tls.Config) (net.Conn, e
 
 // exportName asks for name and reads its size and flags.
 func exportName(conn net.Conn, name string) (int64, error) {
-	if len(name) > maxOptionLen {
-		return 0, fmt.Errorf("export name of %d bytes is too long", len(name))
+	if len(name) > maxNameLen {
+		return 0, fmt.Errorf("export name of %d bytes is longer than NBD allows (%d)", len(name), maxNameLen)
 	}
 	if err := writeOption(conn, optExportName, []byte(name)); err != nil {
 		return 0, err

@@ -55,11 +55,10 @@ func (m *memExport) ReadAt(p []byte, off int64) (int, error) {
 func (m *memExport) Close() error { m.closed.Add(1); return nil }
 
 func randomBytes(n int, seed uint64) []byte {
-	r := mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	var key [32]byte
+	key[0] = byte(seed)
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
+	mrand.NewChaCha8(key).Read(b)
 	return b
 }
 
