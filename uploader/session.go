@@ -9,11 +9,13 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/pack"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/zstdenc"
 )
 
 // SessionOptions tune a backup session.
@@ -290,4 +292,37 @@ func (s *Session) endMark(clean bool) {
 		s.mark.abandon()
 	}
 	s.mark = nil
+}
+
+// maxMetaChunk is the largest document PutMeta stores as one chunk.
+const maxMetaChunk = 64 << 20
+
+// PutMeta stores a document (a VM's metadata, say) as a metadata chunk,
+// once per repository, and returns its ID. Like a disk's chunks, it is
+// durable once a snapshot committed after it names it.
+func (s *Session) PutMeta(ctx context.Context, data []byte) (crypto.ID, error) {
+	if len(data) == 0 || len(data) > maxMetaChunk {
+		return crypto.ID{}, fmt.Errorf("a metadata document of %d bytes: it must have 1 byte to %d MiB", len(data), maxMetaChunk>>20)
+	}
+	ctx, done, err := s.diskContext(ctx)
+	if err != nil {
+		return crypto.ID{}, err
+	}
+	defer done()
+	d := &diskRun{s: s, c: &DiskCounters{}}
+	w := &worker{d: d, hasher: s.r.Keys().NewIDHasher(), enc: zstdenc.New()}
+	id := w.hasher.Sum(data)
+	if s.pk.claim(id) {
+		if err := w.store(ctx, pack.TypeMeta, id, data); err != nil {
+			return crypto.ID{}, s.cause(err)
+		}
+	}
+	return id, nil
+}
+
+// Stored returns the bytes and the number of packs the session uploaded
+// so far.
+func (s *Session) Stored() (bytes, packs int64) {
+	b, p, _ := s.stored()
+	return b, p
 }

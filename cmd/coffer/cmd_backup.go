@@ -21,19 +21,37 @@ func newBackupCmd(g *globals) *cobra.Command {
 		name      string
 		tags      []string
 		uploaders int
+		xen       xenFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "backup --image PATH [--name NAME]",
-		Short: "Back up a raw disk image or block device",
+		Use:   "backup (--image PATH [--name NAME] | --xen URL (--vm NAME|UUID ... | --all))",
+		Short: "Back up a raw disk image, a block device, or the VMs of a XenServer pool",
 		Long: `Back up a raw disk image file or block device. Holes and all-zero blocks
 are skipped, data is split into content-defined chunks, and only chunks the
 repository does not hold yet are compressed, encrypted and uploaded. The
 snapshot becomes visible only once everything it needs is stored; an
-interrupted backup resumes without uploading stored packs again.`,
+interrupted backup resumes without uploading stored packs again.
+
+With --xen, back up VMs of a XenServer / XCP-ng pool: each VM is snapshotted,
+its metadata recorded, and every disk (never a CD) read over NBD into one
+Coffer snapshot per VM; after the first night only the blocks changed since
+the last one are read (changed block tracking), or the whole disk when that
+cannot be, with the reason. One VM that fails does not stop the others
+(exit code 3). The config file's xen: section holds the same settings.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			conf, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			if xen.wantsXen(conf.Xen, image) {
+				if image != "" {
+					return usageError{Err: errors.New("back up either --image or --xen, not both")}
+				}
+				return g.backupXen(cmd.Context(), &xen, tags, uploaders)
+			}
 			if image == "" {
-				return usageError{Err: errors.New("backup needs --image PATH")}
+				return usageError{Err: errors.New("backup needs --image PATH, or --xen URL with --vm NAME or --all")}
 			}
 			if name == "" {
 				name = filepath.Base(image)
@@ -75,6 +93,7 @@ interrupted backup resumes without uploading stored packs again.`,
 	f.StringVar(&name, "name", "", "snapshot name (default: the image's file name)")
 	f.StringSliceVar(&tags, "tag", nil, "label the snapshot (repeatable)")
 	f.IntVar(&uploaders, "uploaders", 0, "concurrent pack uploads (default 4); to S3 each holds a 16 MiB pack in memory")
+	addXenFlags(cmd, &xen)
 	return cmd
 }
 

@@ -29,7 +29,10 @@ func exitCode(ctx context.Context, err error) int {
 	if code, ok := cli.ExitCode(ctx, err); ok {
 		return code
 	}
+	var pe partialError
 	switch {
+	case errors.As(err, &pe):
+		return exitPartial
 	case errors.Is(err, repo.ErrNoRepository):
 		return exitNoRepo
 	case errors.Is(err, crypto.ErrWrongPassphrase):

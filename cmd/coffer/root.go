@@ -65,6 +65,8 @@ type agentConfig struct {
 	RetryPatience string `yaml:"retry_patience,omitempty"`
 	// KeyCache false stops the agent keeping unlocked keys (unlock.go).
 	KeyCache *bool `yaml:"key_cache,omitempty"`
+	// Xen is the XenServer pool a nightly `coffer backup` backs up.
+	Xen *xenConfig `yaml:"xen,omitempty"`
 }
 
 func defaultConfigPath() string {

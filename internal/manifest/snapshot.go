@@ -36,8 +36,9 @@ type Snapshot struct {
 
 // Source says where the disks came from.
 type Source struct {
-	Kind string `json:"kind"` // "image" (a file or block device); "xen" later
+	Kind string `json:"kind"` // "image" (a file or block device) or "xen" (a XenServer VM)
 	Path string `json:"path,omitempty"`
+	Xen  *XenVM `json:"xen,omitempty"` // set for Kind "xen"
 }
 
 // Disk is one backed-up disk.
@@ -53,6 +54,7 @@ type Disk struct {
 	// disk order.
 	Lists []string  `json:"lists"`
 	Stats DiskStats `json:"stats"`
+	Xen   *XenDisk  `json:"xen,omitempty"` // set in a snapshot of Kind "xen"
 }
 
 // DiskStats are counters recorded at backup time.
@@ -113,6 +115,11 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 	if len(s.Disks) == 0 {
 		return nil, fmt.Errorf("snapshot has no disks: %w", ErrFormat)
 	}
+	if s.Source.Xen != nil {
+		if err := s.Source.Xen.check(); err != nil {
+			return nil, err
+		}
+	}
 	for i := range s.Disks {
 		d := &s.Disks[i]
 		if d.Index != i {
@@ -129,6 +136,11 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 		}
 		if _, err := d.ListIDs(); err != nil {
 			return nil, err
+		}
+		if d.Xen != nil {
+			if err := d.Xen.check(); err != nil {
+				return nil, fmt.Errorf("disk %d: %w", i, err)
+			}
 		}
 		if _, err := d.DigestHash(); err != nil || !isLowerHex(d.Digest) {
 			return nil, fmt.Errorf("disk %d: digest %q is not 64 lower-case hex characters: %w", i, d.Digest, ErrFormat)
