@@ -20,6 +20,7 @@ import (
 var (
 	cofferBin  string
 	cofferdBin string
+	xapisimBin string
 	minio      *miniotest.Server
 )
 
@@ -31,7 +32,8 @@ func TestMain(m *testing.M) {
 	}
 	cofferBin = filepath.Join(dir, "coffer")
 	cofferdBin = filepath.Join(dir, "cofferd")
-	for bin, pkg := range map[string]string{cofferBin: "../cmd/coffer", cofferdBin: "../cmd/cofferd"} {
+	xapisimBin = filepath.Join(dir, "xapisim")
+	for bin, pkg := range map[string]string{cofferBin: "../cmd/coffer", cofferdBin: "../cmd/cofferd", xapisimBin: "../cmd/xapisim"} {
 		build := exec.Command("go", "build", "-o", bin, pkg)
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
