@@ -333,3 +333,26 @@ func TestRedactName(t *testing.T) {
 		}
 	}
 }
+
+// Dial gives up when its context ends, even while the server says nothing.
+func TestDialContext(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			defer c.Close()
+			io.Copy(io.Discard, c) // a silent server
+		}
+	}()
+	a := l.Addr().(*net.TCPAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = Dial(ctx, Export{Address: a.IP.String(), Port: a.Port, Name: "x"}, DialOptions{AllowPlain: true})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Dial to a silent server: %v, want context.DeadlineExceeded", err)
+	}
+}
