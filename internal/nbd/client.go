@@ -26,6 +26,19 @@ type Export struct {
 	Name    string // "/<vdi-uuid>?session_id=<session>": a secret, never logged whole
 }
 
+// String shows e with its session redacted, so logging an Export is safe.
+func (e Export) String() string {
+	return fmt.Sprintf("nbd export %q at %s", RedactName(e.Name), net.JoinHostPort(e.Address, strconv.Itoa(e.Port)))
+}
+
+// GoString is String, so %#v does not show the session either.
+func (e Export) GoString() string { return e.String() }
+
+// Dialer returns a function that dials e with opt, as NewReader wants.
+func (e Export) Dialer(opt DialOptions) func(ctx context.Context) (*Conn, error) {
+	return func(ctx context.Context) (*Conn, error) { return Dial(ctx, e, opt) }
+}
+
 // DialOptions tune Dial.
 type DialOptions struct {
 	// AllowPlain connects without TLS when CertPEM is empty (xapi's

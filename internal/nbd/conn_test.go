@@ -356,3 +356,27 @@ func TestDialContext(t *testing.T) {
 		t.Fatalf("Dial to a silent server: %v, want context.DeadlineExceeded", err)
 	}
 }
+
+func TestExportPrintsWithoutSession(t *testing.T) {
+	e := Export{Address: "10.0.0.1", Port: 10809, Name: testName(testUUID), CertPEM: "pem", Subject: "host"}
+	for _, f := range []string{"%v", "%+v", "%#v", "%s"} {
+		if s := fmt.Sprintf(f, e); strings.Contains(s, "OpaqueRef") || !strings.Contains(s, testUUID) {
+			t.Errorf("%s of an Export = %q", f, s)
+		}
+	}
+}
+
+func TestExportDialer(t *testing.T) {
+	data := randomBytes(4*SectorSize, 41)
+	_, e := exportServer(t, map[string]ServerExport{"x": &memExport{data: data}}, nil)
+	e.Name = "x"
+	r, err := NewReader(context.Background(), e.Dialer(DialOptions{AllowPlain: true}), ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := make([]byte, len(data))
+	if _, err := r.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("ReadAt through Export.Dialer: %v", err)
+	}
+}
