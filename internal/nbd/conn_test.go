@@ -333,3 +333,50 @@ func TestRedactName(t *testing.T) {
 		}
 	}
 }
+
+// Dial gives up when its context ends, even while the server says nothing.
+func TestDialContext(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			defer c.Close()
+			io.Copy(io.Discard, c) // a silent server
+		}
+	}()
+	a := l.Addr().(*net.TCPAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = Dial(ctx, Export{Address: a.IP.String(), Port: a.Port, Name: "x"}, DialOptions{AllowPlain: true})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Dial to a silent server: %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestExportPrintsWithoutSession(t *testing.T) {
+	e := Export{Address: "10.0.0.1", Port: 10809, Name: testName(testUUID), CertPEM: "pem", Subject: "host"}
+	for _, f := range []string{"%v", "%+v", "%#v", "%s"} {
+		if s := fmt.Sprintf(f, e); strings.Contains(s, "OpaqueRef") || !strings.Contains(s, testUUID) {
+			t.Errorf("%s of an Export = %q", f, s)
+		}
+	}
+}
+
+func TestExportDialer(t *testing.T) {
+	data := randomBytes(4*SectorSize, 41)
+	_, e := exportServer(t, map[string]ServerExport{"x": &memExport{data: data}}, nil)
+	e.Name = "x"
+	r, err := NewReader(context.Background(), e.Dialer(DialOptions{AllowPlain: true}), ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := make([]byte, len(data))
+	if _, err := r.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("ReadAt through Export.Dialer: %v", err)
+	}
+}

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -69,19 +71,14 @@ func clientOver(stream []byte, useTLS bool) error {
 	return err
 }
 
-var fuzzCert testCert
-
-func init() {
-	// A fixed certificate for the fuzz targets; made once per process.
-	fuzzCert = newTestCert(&initTB{}, "fuzz.example")
-}
-
-// initTB lets newTestCert run outside a test; it panics on failure.
-type initTB struct{ testing.TB }
-
-func (initTB) Helper()                   {}
-func (initTB) Fatal(args ...any)         { panic(args) }
-func (initTB) Fatalf(f string, a ...any) { panic(f) }
+// fuzzCert is the certificate of the fuzz targets' TLS cases.
+var fuzzCert = func() testCert {
+	c, err := makeTestCert("fuzz.example")
+	if err != nil {
+		panic(err)
+	}
+	return c
+}()
 
 func TestClientTruncatedStreams(t *testing.T) {
 	data := randomBytes(2*SectorSize, 31)
@@ -245,5 +242,20 @@ func TestServerOptionsTranscript(t *testing.T) {
 	}
 	if out := serverOver(t, clientStream([][2]any{{optExportName, "x"}}), true); len(out) != 18 {
 		t.Fatalf("EXPORT_NAME before STARTTLS got %d bytes back, want the greeting only", len(out))
+	}
+}
+
+func TestServerAbortAndLogs(t *testing.T) {
+	if out := serverOver(t, clientStream([][2]any{{optAbort, ""}, {optExportName, "x"}}), false); len(out) != 18 {
+		t.Errorf("ABORT got %d bytes back, want the greeting only (xapi closes without a reply)", len(out))
+	}
+	var logs bytes.Buffer
+	s := &Server{Open: func(context.Context, string) (ServerExport, error) {
+		return nil, errors.New("VDI not found")
+	}, ctx: context.Background(), Logf: func(f string, a ...any) { fmt.Fprintf(&logs, f+"\n", a...) }}
+	conn := newScriptConn(clientStream([][2]any{{optExportName, testName(testUUID)}}))
+	s.handle(conn)
+	if !strings.Contains(logs.String(), testUUID) || strings.Contains(logs.String(), "OpaqueRef") {
+		t.Errorf("the log of a failed open names no VDI or shows the session: %q", logs.String())
 	}
 }

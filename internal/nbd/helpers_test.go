@@ -109,9 +109,17 @@ type testCert struct {
 
 func newTestCert(t testing.TB, subject string) testCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := makeTestCert(subject)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return c
+}
+
+func makeTestCert(subject string) (testCert, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return testCert{}, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -127,19 +135,20 @@ func newTestCert(t testing.TB, subject string) testCert {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return testCert{}, err
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return testCert{}, err
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		t.Fatal(err)
+		return testCert{}, err
 	}
-	return testCert{pem: string(certPEM), keyPEM: string(keyPEM), conf: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}}
+	conf := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	return testCert{pem: string(certPEM), keyPEM: string(keyPEM), conf: conf}, nil
 }
 
 // eventually waits up to 5 s for cond.

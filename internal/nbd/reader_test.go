@@ -287,3 +287,35 @@ func TestReaderUnalignedTail(t *testing.T) {
 		t.Errorf("%d dials: refusals must not cost connections", d.dials.Load())
 	}
 }
+
+// A read waiting for a busy connection gives up when the Reader's context
+// ends.
+func TestReaderContextEndsWait(t *testing.T) {
+	release := make(chan struct{})
+	exp := &memExport{data: make([]byte, 8*SectorSize), fail: func(int64) error { <-release; return nil }}
+	_, e, _ := countingServer(t, exp)
+	ctx, cancel := context.WithCancel(context.Background())
+	r, err := NewReader(ctx, (&dialer{e: e}).dial, ReaderOptions{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	first := make(chan error, 1)
+	go func() { _, err := r.ReadAt(make([]byte, SectorSize), 0); first <- err }()
+	eventually(t, "the first read reached the server", func() bool { return exp.reads.Load() == 1 })
+	second := make(chan error, 1)
+	go func() { _, err := r.ReadAt(make([]byte, SectorSize), 0); second <- err }()
+	cancel()
+	select {
+	case err := <-second:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("the waiting read: %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting read did not end with its context")
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Errorf("the read in flight: %v", err)
+	}
+}
