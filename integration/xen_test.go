@@ -179,6 +179,11 @@ func TestXenNightsCommandLine(t *testing.T) {
 		}
 	}
 	p.checkClean()
+	// A full read on demand reads whole disks and stores nothing new.
+	night = vmsOf(t, a.ok("backup", "--full-read", "--json"))
+	if d := night["mail"]["disks"].([]any)[0].(map[string]any); d["read"] != "full" || d["bytes_new"].(float64) != 0 {
+		t.Errorf("--full-read: disk read %v, %v new bytes; want a full read storing nothing", d["read"], d["bytes_new"])
+	}
 	for vm, disks := range map[string]int{"web": 2, "db": 1} {
 		for n := 0; n < disks; n++ {
 			want := filepath.Join(dir, fmt.Sprintf("%s%d.img", vm, n))

@@ -35,6 +35,7 @@ type xenConfig struct {
 type xenFlags struct {
 	xenConfig
 	plainLoopback bool
+	fullRead      bool
 }
 
 func addXenFlags(cmd *cobra.Command, x *xenFlags) {
@@ -48,6 +49,7 @@ func addXenFlags(cmd *cobra.Command, x *xenFlags) {
 	f.BoolVar(&x.All, "all", false, "back up every VM of the pool (not templates, snapshots or the control domain); config xen.all")
 	f.StringSliceVar(&x.Exclude, "exclude", nil, "VM not to back up, by name or UUID (repeatable); config xen.exclude")
 	f.IntVar(&x.Parallel, "parallel", 0, "VMs backed up at once (default 2); config xen.parallel")
+	f.BoolVar(&x.fullRead, "full-read", false, "read every disk whole even when its changed blocks are known (a periodic full read)")
 	f.BoolVar(&x.plainLoopback, "xen-plain-loopback", false, "allow a plain http:// pool URL on a loopback address (tests and the simulator)")
 	_ = f.MarkHidden("xen-plain-loopback")
 }
@@ -136,7 +138,7 @@ func (g *globals) backupXen(ctx context.Context, x *xenFlags, tags []string, upl
 	defer xs.Logout(context.WithoutCancel(ctx))
 	res, err := xenbackup.Run(ctx, xenbackup.Options{
 		Xen: xs, Repo: r, Session: uploader.SessionOptions{Uploaders: uploaders, StateDir: stateDir(r)},
-		VMs: c.VMs, All: c.All, Exclude: c.Exclude, Parallel: c.Parallel, Tags: tags,
+		VMs: c.VMs, All: c.All, Exclude: c.Exclude, Parallel: c.Parallel, Tags: tags, FullRead: x.fullRead,
 		Events: g.xenEvent,
 	})
 	if err != nil {

@@ -84,6 +84,9 @@ func (n *night) plan(ctx context.Context, vm xenapi.VM, d snapDisk, size int64, 
 	if noCBT != "" {
 		return nil, "", noCBT
 	}
+	if n.opt.FullRead {
+		return nil, "", "a full read was asked for (--full-read)"
+	}
 	if !d.snap.vdi.CBTEnabled {
 		return nil, "", "changed block tracking is off on the snapshot of the disk"
 	}

@@ -31,6 +31,9 @@ type Options struct {
 	// Parallel is how many VMs are backed up at once; 2 when 0.
 	Parallel int
 	Tags     []string // added to every Coffer snapshot
+	// FullRead reads every disk whole even when its changed blocks are
+	// known (a periodic full read, or to compare the two).
+	FullRead bool
 	NBD      NBDOptions
 	// Events, when set, hears what happens, one line at a time, as it
 	// happens (for the progress output).
