@@ -50,8 +50,6 @@ func (c *call) str(i int) string        { return c.args[i].(string) }
 func (c *call) strs(i int) []string     { return c.args[i].([]string) }
 func (c *call) vm(i int) *VM            { return c.st.VMs[c.str(i)] }
 func (c *call) vdi(i int) *VDI          { return c.st.VDIs[c.str(i)] }
-func (c *call) int(i int) int64         { return c.args[i].(int64) }
-func (c *call) bool(i int) bool         { return c.args[i].(bool) }
 func refParam(name, class string) param { return param{name: name, kind: kRef, class: class} }
 func strParam(name string) param        { return param{name: name, kind: kString} }
 
