@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -37,6 +39,8 @@ type NBDExports struct {
 
 	mu      sync.Mutex
 	opening map[string]bool // VDI refs whose connection is being set up
+	seen    os.FileInfo     // state.json when drop was read
+	drop    int
 }
 
 // nbdExport is one connection's view of a VDI.
@@ -135,14 +139,26 @@ func (e *nbdExport) ReadAt(p []byte, off int64) (int, error) {
 	return e.chainReader.ReadAt(p, off)
 }
 
-// dropEvery reads the nbd-drop-every switch now, so a running serve
-// honours a change at once.
+// dropEvery is the nbd-drop-every switch as state.json has it now, so a
+// running serve honours a change at once. Every save renames a new file
+// into place, so the state is read again only when the file changed.
 func (x *NBDExports) dropEvery() int {
+	fi, err := os.Stat(filepath.Join(x.Sim.Dir, "state.json"))
+	x.mu.Lock()
+	if err == nil && x.seen != nil && os.SameFile(fi, x.seen) {
+		n := x.drop
+		x.mu.Unlock()
+		return n
+	}
+	x.mu.Unlock()
 	n := 0
 	_ = x.Sim.View(func(st *State) error {
 		n = st.switchCount(SwitchNBDDropEvery)
 		return nil
 	})
+	x.mu.Lock()
+	x.seen, x.drop = fi, n
+	x.mu.Unlock()
 	return n
 }
 
