@@ -204,3 +204,15 @@ func TestSnapshotExportIsTheDiskAsItWas(t *testing.T) {
 		t.Fatal("the live disk after the writes is wrong")
 	}
 }
+
+func TestBlockedOperations(t *testing.T) {
+	f := newFixture(t)
+	s := f.login()
+	vm := f.vmRef(s)
+	f.ok("VM.add_to_blocked_operations", s, vm, "snapshot", "coffer night")
+	if d := f.fails(errOpBlocked, "VM.snapshot", s, vm, "n1"); d[0] != vm || d[1] != "coffer night" {
+		t.Fatalf("OPERATION_BLOCKED data %v", d)
+	}
+	f.ok("VM.remove_from_blocked_operations", s, vm, "snapshot")
+	f.ok("VM.snapshot", s, vm, "n1")
+}

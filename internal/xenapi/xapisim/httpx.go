@@ -116,11 +116,16 @@ func (h *Handler) streamRaw(w http.ResponseWriter, cr *chainReader, uuid, task s
 		fmt.Fprintf(bw, "task-id: %s\r\n", task)
 	}
 	bw.WriteString("\r\n")
-	if err := copyChain(bw, cr); err != nil {
+	err = copyChain(bw, cr)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
 		h.logf("xapisim: export_raw_vdi %s: %v", uuid, err)
+		h.finishHTTPTask(task, "", []string{errInternal, "export_raw_vdi: " + err.Error()})
 		return
 	}
-	_ = bw.Flush()
+	h.finishHTTPTask(task, "", nil)
 }
 
 func copyChain(bw *bufio.ReadWriter, cr *chainReader) error {
@@ -208,7 +213,7 @@ func (h *Handler) serveImportRaw(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "411 import_raw_vdi needs a Content-Length (chunked transfer encoding is refused)", http.StatusLengthRequired)
 		return
 	}
-	status, msg := 0, ""
+	status, msg, vdiRef := 0, "", ""
 	err := h.Sim.Update(func(st *State) error {
 		if _, ok := h.httpSession(w, r, st); !ok {
 			status = -1
@@ -216,6 +221,7 @@ func (h *Handler) serveImportRaw(w http.ResponseWriter, r *http.Request) {
 		}
 		ref := st.vdiByRefOrUUID(q.Get("vdi"))
 		v := st.VDIs[ref]
+		vdiRef = ref
 		switch {
 		case v == nil:
 			status, msg = http.StatusNotFound, "404 no VDI "+q.Get("vdi")
@@ -236,7 +242,9 @@ func (h *Handler) serveImportRaw(w http.ResponseWriter, r *http.Request) {
 	case status < 0:
 	case status > 0:
 		http.Error(w, msg, status)
+		h.finishHTTPTask(q.Get("task_id"), "", []string{errInternal, msg})
 	default:
+		h.finishHTTPTask(q.Get("task_id"), vdiRef, nil)
 		w.WriteHeader(http.StatusOK)
 	}
 }

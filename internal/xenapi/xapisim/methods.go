@@ -40,6 +40,7 @@ func init() {
 		"task.get_result":                   {params: []param{task}, run: func(c *call) (any, error) { return c.st.Tasks[c.str(0)].Result, nil }},
 		"task.get_error_info":               {params: []param{task}, run: func(c *call) (any, error) { return orEmpty(c.st.Tasks[c.str(0)].ErrorInfo), nil }},
 		"task.cancel":                       {params: []param{task}, async: true, run: taskCancel},
+		"task.create":                {params: []param{strParam("label"), strParam("description")}, run: taskCreate},
 		"task.destroy":                      {params: []param{task}, run: func(c *call) (any, error) { delete(c.st.Tasks, c.str(0)); return "", nil }},
 	}
 }
@@ -164,7 +165,7 @@ func vbdDestroy(c *call) (any, error) {
 func taskPoll(get func(c *call) any) func(c *call) (any, error) {
 	return func(c *call) (any, error) {
 		t := c.st.Tasks[c.str(0)]
-		if t.Status == "pending" {
+		if t.Status == "pending" && !t.HTTP {
 			if t.PendingPolls <= 0 {
 				c.h.finishTask(t, t.LaterResult, t.LaterError)
 			} else {
@@ -216,5 +217,33 @@ func (h *Handler) finishTask(t *Task, result string, errInfo []string) {
 	t.LaterResult, t.LaterError, t.PendingPolls = "", nil, 0
 	if errInfo != nil {
 		t.Status, t.Result = "failure", ""
+	}
+}
+
+// taskCreate is task.create: a pending task an HTTP handler finishes.
+func taskCreate(c *call) (any, error) {
+	u, ref := newRef()
+	c.st.Tasks[ref] = &Task{UUID: u, NameLabel: c.str(0), Session: c.session, Status: "pending",
+		Created: c.h.Sim.now(), HTTP: true}
+	return ref, nil
+}
+
+// finishHTTPTask finishes a task.create task named by an HTTP handler's
+// task_id: a result (a ref, or "") or an error.
+func (h *Handler) finishHTTPTask(task, result string, errInfo []string) {
+	if task == "" {
+		return
+	}
+	err := h.Sim.Update(func(st *State) error {
+		if t := st.Tasks[task]; t != nil && t.HTTP && t.Status == "pending" {
+			if result != "" {
+				result = "<value>" + html.EscapeString(result) + "</value>"
+			}
+			h.finishTask(t, result, errInfo)
+		}
+		return nil
+	})
+	if err != nil {
+		h.logf("xapisim: finishing task %s: %v", task, err)
 	}
 }

@@ -45,6 +45,11 @@ func (s *Sim) Serve(ctx context.Context, cfg ServeConfig) error {
 	if cfg.Plain && !isLoopback(cfg.Listen) {
 		return fmt.Errorf("--plain serves plain HTTP, which is allowed only on a loopback address, not %q", cfg.Listen)
 	}
+	// Connections of an earlier serve are gone; their attachments stay,
+	// as a crashed xapi-nbd leaves them.
+	if err := s.Update(func(st *State) error { st.NBDConns = 0; return nil }); err != nil {
+		return err
+	}
 	cert, certPEM, err := s.certificate()
 	if err != nil {
 		return err
