@@ -40,7 +40,7 @@ func init() {
 		"task.get_result":                   {params: []param{task}, run: func(c *call) (any, error) { return c.st.Tasks[c.str(0)].Result, nil }},
 		"task.get_error_info":               {params: []param{task}, run: func(c *call) (any, error) { return orEmpty(c.st.Tasks[c.str(0)].ErrorInfo), nil }},
 		"task.cancel":                       {params: []param{task}, async: true, run: taskCancel},
-		"task.create":                {params: []param{strParam("label"), strParam("description")}, run: taskCreate},
+		"task.create":                       {params: []param{strParam("label"), strParam("description")}, run: taskCreate},
 		"task.destroy":                      {params: []param{task}, run: func(c *call) (any, error) { delete(c.st.Tasks, c.str(0)); return "", nil }},
 	}
 }
