@@ -35,9 +35,13 @@
 //
 // Switches (field failures): no-cbt-licence, old-version, nbd-disabled,
 // nbd-in-use-race, nbd-drop-every=N, snapshot-fail=VM|all,
-// leak-attachments, lcb-slow=N; see switches.go. leak-attachments leaves
-// the dom0 VBD of every NBD connection attached when it ends: the NBD
-// server does not tell an export whether the client sent NBD_CMD_DISC.
+// leak-attachments, lcb-slow=N; see switches.go. For leak-attachments the
+// simulator must know whether a client sent NBD_CMD_DISC, which
+// internal/nbd's Server does not tell its export: NBDExports.Serve runs one
+// Server per connection over a watched connection and calls it a DISC when
+// the client's last bytes (after the server's last write) are at least a
+// TLS record holding an NBD request; a close_notify alone or a bare FIN is
+// an abrupt close.
 //
 // vm list --json prints a Listing, stable in this shape:
 //

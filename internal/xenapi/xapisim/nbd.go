@@ -41,12 +41,15 @@ type NBDExports struct {
 	opening map[string]bool // VDI refs whose connection is being set up
 	seen    os.FileInfo     // state.json when drop was read
 	drop    int
+	conns   map[*watchedConn]bool
+	closed  bool
 }
 
 // nbdExport is one connection's view of a VDI.
 type nbdExport struct {
 	*chainReader
 	x      *NBDExports
+	conn   *watchedConn // nil when opened through Open
 	vdi    string
 	vbd    string
 	mu     sync.Mutex
@@ -55,13 +58,19 @@ type nbdExport struct {
 	closed bool
 }
 
-// Open is internal/nbd's Server.Open.
+// Open is internal/nbd's Server.Open. Exports it opens cannot tell a
+// client's DISC from an abrupt close, so leak-attachments leaks them all;
+// Serve's exports can.
 func (x *NBDExports) Open(ctx context.Context, name string) (nbd.ServerExport, error) {
+	return x.open(name, nil)
+}
+
+func (x *NBDExports) open(name string, conn *watchedConn) (nbd.ServerExport, error) {
 	vdiUUID, session, err := ParseExportName(name)
 	if err != nil {
 		return nil, err
 	}
-	e := &nbdExport{x: x}
+	e := &nbdExport{x: x, conn: conn}
 	err = x.Sim.Update(func(st *State) error {
 		if st.Sessions[session] == nil {
 			return errors.New("the session is not valid (SESSION_INVALID)")
@@ -163,7 +172,8 @@ func (x *NBDExports) dropEvery() int {
 }
 
 // Close ends the connection's dom0 attachment, unless leak-attachments is
-// on: then the dom0 VBD stays plugged until VBD.unplug and VBD.destroy.
+// on and the client left without NBD_CMD_DISC: then the dom0 VBD stays
+// plugged until VBD.unplug and VBD.destroy.
 func (e *nbdExport) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -178,7 +188,7 @@ func (e *nbdExport) Close() error {
 	e.chainReader.Close()
 	return e.x.Sim.Update(func(st *State) error {
 		st.NBDConns = max(0, st.NBDConns-1)
-		if _, leak := st.Switches[SwitchLeakAttachments]; leak {
+		if _, leak := st.Switches[SwitchLeakAttachments]; leak && (e.conn == nil || !e.conn.sentDisc()) {
 			return nil
 		}
 		delete(st.VBDs, e.vbd)
