@@ -43,6 +43,7 @@ type NBDExports struct {
 	drop    int
 	conns   map[*watchedConn]bool
 	closed  bool
+	running sync.WaitGroup // serveConn goroutines
 }
 
 // nbdExport is one connection's view of a VDI.

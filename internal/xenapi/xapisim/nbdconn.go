@@ -112,6 +112,7 @@ func (x *NBDExports) admit(c *watchedConn) bool {
 		return false
 	}
 	x.conns[c] = true
+	x.running.Add(1)
 	return true
 }
 
@@ -123,10 +124,13 @@ func (x *NBDExports) serveConn(c *watchedConn, tlsConf *tls.Config, logf func(st
 	x.mu.Lock()
 	delete(x.conns, c)
 	x.mu.Unlock()
+	x.running.Done()
 }
 
-// Close closes every connection (their exports end as abrupt closes).
+// Close closes every connection (their exports end as abrupt closes) and
+// waits until each has ended.
 func (x *NBDExports) Close() {
+	defer x.running.Wait()
 	x.mu.Lock()
 	x.closed = true
 	conns := make([]*watchedConn, 0, len(x.conns))
