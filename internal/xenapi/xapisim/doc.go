@@ -28,7 +28,9 @@
 // codes and parameter lists; malformed requests get HTTP 500), GET
 // /export_raw_vdi (raw only, Connection: close, no Content-Length), GET
 // /export_metadata (a tar holding ova.xml) and PUT /import_raw_vdi (raw,
-// Content-Length required). NBDExports opens exports for internal/nbd's
+// Content-Length required; sr_id= makes a VDI sized to the body), and
+// task.create tasks that those handlers finish by task_id. VDI.create,
+// VBD.create and VBD.plug make restore targets. NBDExports opens exports for internal/nbd's
 // Server by xapi's export name "/<vdi-uuid>?session_id=<ref>", plugging
 // the VDI read-only into dom0 for the life of the connection. Serve runs
 // both with a self-signed certificate and writes DIR/serve.json.
