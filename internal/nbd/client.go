@@ -26,6 +26,19 @@ type Export struct {
 	Name    string // "/<vdi-uuid>?session_id=<session>": a secret, never logged whole
 }
 
+// String shows e with its session redacted, so logging an Export is safe.
+func (e Export) String() string {
+	return fmt.Sprintf("nbd export %q at %s", RedactName(e.Name), net.JoinHostPort(e.Address, strconv.Itoa(e.Port)))
+}
+
+// GoString is String, so %#v does not show the session either.
+func (e Export) GoString() string { return e.String() }
+
+// Dialer returns a function that dials e with opt, as NewReader wants.
+func (e Export) Dialer(opt DialOptions) func(ctx context.Context) (*Conn, error) {
+	return func(ctx context.Context) (*Conn, error) { return Dial(ctx, e, opt) }
+}
+
 // DialOptions tune Dial.
 type DialOptions struct {
 	// AllowPlain connects without TLS when CertPEM is empty (xapi's
@@ -57,6 +70,9 @@ type Conn struct {
 // NBD_OPT_STARTTLS unless the export is plain. TLS trusts CertPEM only and
 // checks it is issued for Subject.
 func Dial(ctx context.Context, e Export, opt DialOptions) (*Conn, error) {
+	if err := validateExport(e); err != nil {
+		return nil, err
+	}
 	tlsConf, err := clientTLS(e, opt)
 	if err != nil {
 		return nil, err
@@ -68,9 +84,6 @@ func Dial(ctx context.Context, e Export, opt DialOptions) (*Conn, error) {
 	dial := opt.Dial
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: timeout}).DialContext
-	}
-	if e.Port <= 0 || e.Port > 65535 {
-		return nil, fmt.Errorf("nbd: export %q has port %d: want 1 to 65535 (check VDI.get_nbd_info)", RedactName(e.Name), e.Port)
 	}
 	addr := net.JoinHostPort(e.Address, strconv.Itoa(e.Port))
 	raw, err := dial(ctx, "tcp", addr)
@@ -104,35 +117,46 @@ func clientTLS(e Export, opt DialOptions) (*tls.Config, error) {
 	return &tls.Config{RootCAs: pool, ServerName: e.Subject, MinVersion: tls.VersionTLS12}, nil
 }
 
-// handshake negotiates name on raw; tlsConf nil means plain.
+// handshake negotiates name on raw; tlsConf nil means plain. When ctx ends
+// first, the error is ctx's.
 func handshake(ctx context.Context, raw net.Conn, name string, tlsConf *tls.Config, timeout time.Duration) (*Conn, error) {
 	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if err := raw.SetDeadline(clock.Real.Now().Add(timeout)); err != nil {
 		return nil, err
 	}
-	conn := raw
-	if err := readGreeting(conn); err != nil {
-		return nil, err
+	conn, size, err := negotiate(ctx, raw, name, tlsConf)
+	if err == nil && !stop() {
+		err = ctx.Err() // the deadline was moved into the past
 	}
-	if tlsConf != nil {
-		tc, err := startTLS(ctx, conn, tlsConf)
-		if err != nil {
-			return nil, err
-		}
-		conn = tc
-	}
-	size, err := exportName(conn, name)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("negotiating export %q: %w", RedactName(name), ctx.Err())
+		}
 		return nil, err
-	}
-	if ctx.Err() != nil {
-		return nil, ctx.Err()
 	}
 	if err := conn.SetDeadline(time.Time{}); err != nil {
 		return nil, err
 	}
 	return &Conn{conn: conn, size: size, timeout: timeout, name: RedactName(name)}, nil
+}
+
+// negotiate runs the greeting, STARTTLS when tlsConf is set, and
+// EXPORT_NAME; conn is the TLS connection after STARTTLS.
+func negotiate(ctx context.Context, raw net.Conn, name string, tlsConf *tls.Config) (conn net.Conn, size int64, err error) {
+	conn = raw
+	if err := readGreeting(conn); err != nil {
+		return nil, 0, err
+	}
+	if tlsConf != nil {
+		if conn, err = startTLS(ctx, conn, tlsConf); err != nil {
+			return nil, 0, err
+		}
+	}
+	if size, err = exportName(conn, name); err != nil {
+		return nil, 0, err
+	}
+	return conn, size, nil
 }
 
 // readGreeting reads the server's greeting and answers with the client
@@ -209,8 +233,8 @@ func startTLS(ctx context.Context, conn net.Conn, conf *tls.Config) (net.Conn, e
 
 // exportName asks for name and reads its size and flags.
 func exportName(conn net.Conn, name string) (int64, error) {
-	if len(name) > maxOptionLen {
-		return 0, fmt.Errorf("export name of %d bytes is too long", len(name))
+	if len(name) > maxNameLen {
+		return 0, fmt.Errorf("export name of %d bytes is longer than NBD allows (%d)", len(name), maxNameLen)
 	}
 	if err := writeOption(conn, optExportName, []byte(name)); err != nil {
 		return 0, err

@@ -16,7 +16,7 @@ const testUUID = "3b1a2c4d-5e6f-4a0b-8c9d-0e1f2a3b4c5d"
 
 func dialPlain(t *testing.T, e Export) *Conn {
 	t.Helper()
-	c, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 5 * time.Second})
+	c, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestTLSOptionsPolicy(t *testing.T) {
 	e.Name = testName(testUUID)
 
 	// A plain client to a TLS server: EXPORT_NAME before STARTTLS closes.
-	_, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 5 * time.Second})
+	_, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 30 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "closed the connection") {
 		t.Errorf("plain Dial to a TLS server: %v", err)
 	}
@@ -160,7 +160,7 @@ func TestPlainServerPolicy(t *testing.T) {
 func TestOpenFailureClosesConnection(t *testing.T) {
 	_, e := exportServer(t, map[string]ServerExport{}, nil)
 	e.Name = testName(testUUID)
-	_, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 5 * time.Second})
+	_, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 30 * time.Second})
 	if err == nil || !strings.Contains(err.Error(), "closed the connection instead of opening export") {
 		t.Fatalf("Dial of a missing export: %v", err)
 	}
@@ -247,7 +247,7 @@ func TestServerConnectionCap(t *testing.T) {
 	if s.ActiveConns() != DefaultServerConns {
 		t.Fatalf("ActiveConns = %d", s.ActiveConns())
 	}
-	if c, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 5 * time.Second}); err == nil {
+	if c, err := Dial(context.Background(), e, DialOptions{AllowPlain: true, Timeout: 30 * time.Second}); err == nil {
 		c.Close()
 		t.Fatal("connection 17 was served")
 	}
@@ -290,5 +290,93 @@ func noSecret(t *testing.T, err error) {
 	t.Helper()
 	if err != nil && strings.Contains(err.Error(), "OpaqueRef") {
 		t.Errorf("error shows the session: %v", err)
+	}
+}
+
+func TestDialValidatesExport(t *testing.T) {
+	good := Export{Address: "127.0.0.1", Port: 10809, Name: testName(testUUID)}
+	cases := map[string]func(e *Export){
+		"no address":  func(e *Export) { e.Address = "" },
+		"port 0":      func(e *Export) { e.Port = 0 },
+		"port 70000":  func(e *Export) { e.Port = 70000 },
+		"long name":   func(e *Export) { e.Name = strings.Repeat("a", 5000) },
+		"NUL in name": func(e *Export) { e.Name = "/a\x00b?session_id=" + testSession },
+		"bad UTF-8":   func(e *Export) { e.Name = "/\xff?session_id=" + testSession },
+		"bad PEM":     func(e *Export) { e.CertPEM, e.Subject = "not a certificate", "x" },
+	}
+	for name, mutate := range cases {
+		e := good
+		mutate(&e)
+		dialed := false
+		opt := DialOptions{AllowPlain: true, Dial: func(context.Context, string, string) (net.Conn, error) {
+			dialed = true
+			return nil, errors.New("must not dial")
+		}}
+		_, err := Dial(context.Background(), e, opt)
+		if err == nil || dialed {
+			t.Errorf("%s: Dial = %v, dialed %v; want a refusal before dialing", name, err, dialed)
+		}
+		noSecret(t, err)
+	}
+}
+
+func TestRedactName(t *testing.T) {
+	cases := map[string]string{
+		testName(testUUID):          "/" + testUUID + "?<redacted>",
+		"plain":                     "plain",
+		"/x/OpaqueRef:abc":          "/x/<redacted>",
+		"?session_id=OpaqueRef:abc": "?<redacted>",
+	}
+	for in, want := range cases {
+		if got := RedactName(in); got != want {
+			t.Errorf("RedactName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Dial gives up when its context ends, even while the server says nothing.
+func TestDialContext(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err == nil {
+			defer c.Close()
+			io.Copy(io.Discard, c) // a silent server
+		}
+	}()
+	a := l.Addr().(*net.TCPAddr)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = Dial(ctx, Export{Address: a.IP.String(), Port: a.Port, Name: "x"}, DialOptions{AllowPlain: true})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Dial to a silent server: %v, want context.DeadlineExceeded", err)
+	}
+}
+
+func TestExportPrintsWithoutSession(t *testing.T) {
+	e := Export{Address: "10.0.0.1", Port: 10809, Name: testName(testUUID), CertPEM: "pem", Subject: "host"}
+	for _, f := range []string{"%v", "%+v", "%#v", "%s"} {
+		if s := fmt.Sprintf(f, e); strings.Contains(s, "OpaqueRef") || !strings.Contains(s, testUUID) {
+			t.Errorf("%s of an Export = %q", f, s)
+		}
+	}
+}
+
+func TestExportDialer(t *testing.T) {
+	data := randomBytes(4*SectorSize, 41)
+	_, e := exportServer(t, map[string]ServerExport{"x": &memExport{data: data}}, nil)
+	e.Name = "x"
+	r, err := NewReader(context.Background(), e.Dialer(DialOptions{AllowPlain: true}), ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got := make([]byte, len(data))
+	if _, err := r.ReadAt(got, 0); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("ReadAt through Export.Dialer: %v", err)
 	}
 }

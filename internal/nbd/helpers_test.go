@@ -55,11 +55,10 @@ func (m *memExport) ReadAt(p []byte, off int64) (int, error) {
 func (m *memExport) Close() error { m.closed.Add(1); return nil }
 
 func randomBytes(n int, seed uint64) []byte {
-	r := mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	var key [32]byte
+	key[0] = byte(seed)
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
+	mrand.NewChaCha8(key).Read(b)
 	return b
 }
 
@@ -110,9 +109,17 @@ type testCert struct {
 
 func newTestCert(t testing.TB, subject string) testCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := makeTestCert(subject)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return c
+}
+
+func makeTestCert(subject string) (testCert, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return testCert{}, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
@@ -128,19 +135,20 @@ func newTestCert(t testing.TB, subject string) testCert {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return testCert{}, err
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		t.Fatal(err)
+		return testCert{}, err
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		t.Fatal(err)
+		return testCert{}, err
 	}
-	return testCert{pem: string(certPEM), keyPEM: string(keyPEM), conf: &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}}
+	conf := &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	return testCert{pem: string(certPEM), keyPEM: string(keyPEM), conf: conf}, nil
 }
 
 // eventually waits up to 5 s for cond.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // The wire constants of the fixed-newstyle protocol, limited to what xapi's
@@ -223,10 +224,32 @@ func optReplyName(t uint32) string {
 
 // RedactName returns an export name fit for logs and errors: xapi's export
 // names carry the session reference after '?' ("/<vdi-uuid>?session_id=..."),
-// which is a secret, so everything from the '?' on is replaced.
+// which is a secret, so everything from the '?' on is replaced, as is
+// anything from an "OpaqueRef:" on in a name without '?'.
 func RedactName(name string) string {
 	if i := strings.IndexByte(name, '?'); i >= 0 {
 		return name[:i] + "?<redacted>"
 	}
+	if i := strings.Index(name, "OpaqueRef:"); i >= 0 {
+		return name[:i] + "<redacted>"
+	}
 	return name
+}
+
+// maxNameLen is the longest export name the protocol allows.
+const maxNameLen = 4096
+
+// validateExport checks what VDI.get_nbd_info reported before any dial.
+func validateExport(e Export) error {
+	switch {
+	case e.Address == "":
+		return fmt.Errorf("nbd: export %q has no address (check VDI.get_nbd_info)", RedactName(e.Name))
+	case e.Port <= 0 || e.Port > 65535:
+		return fmt.Errorf("nbd: export %q has port %d: want 1 to 65535 (check VDI.get_nbd_info)", RedactName(e.Name), e.Port)
+	case len(e.Name) > maxNameLen:
+		return fmt.Errorf("nbd: export name of %d bytes is longer than NBD allows (%d)", len(e.Name), maxNameLen)
+	case !utf8.ValidString(e.Name) || strings.IndexByte(e.Name, 0) >= 0:
+		return fmt.Errorf("nbd: export name %q is not valid UTF-8 without NUL bytes, as NBD requires", RedactName(e.Name))
+	}
+	return nil
 }

@@ -345,7 +345,7 @@ func (sc *serverConn) transmit(exp ServerExport) error {
 		case cmdWrite:
 			err = sc.refuseWrite(br, req)
 		default:
-			err = sc.reply(req.handle, EINVAL, nil)
+			err = sc.reply(req.handle, EINVAL)
 		}
 		if err != nil {
 			return err
@@ -353,10 +353,11 @@ func (sc *serverConn) transmit(exp ServerExport) error {
 	}
 }
 
-func (sc *serverConn) reply(handle uint64, errno uint32, data []byte) error {
+// reply sends an error reply (errno != 0) or an empty success.
+func (sc *serverConn) reply(handle uint64, errno uint32) error {
 	var b [replyLen]byte
 	simpleReply{errno: errno, handle: handle}.marshal(b[:])
-	if _, err := sc.conn.Write(append(b[:], data...)); err != nil {
+	if _, err := sc.conn.Write(b[:]); err != nil {
 		return fmt.Errorf("sending a reply: %w", err)
 	}
 	return nil
@@ -369,9 +370,10 @@ func (sc *serverConn) read(exp ServerExport, req request) error {
 	size := uint64(exp.Size())
 	if req.offset%SectorSize != 0 || req.length%SectorSize != 0 || req.length > maxServerRequest ||
 		req.offset > size || uint64(req.length) > size-req.offset {
-		return sc.reply(req.handle, EINVAL, nil)
+		return sc.reply(req.handle, EINVAL)
 	}
-	buf := make([]byte, req.length)
+	msg := make([]byte, replyLen+int(req.length))
+	buf := msg[replyLen:]
 	n, err := exp.ReadAt(buf, int64(req.offset))
 	if errors.Is(err, ErrDropConnection) {
 		return fmt.Errorf("dropping the connection on a read at offset %d: %w", req.offset, err)
@@ -381,9 +383,13 @@ func (sc *serverConn) read(exp ServerExport, req request) error {
 			err = io.ErrUnexpectedEOF
 		}
 		sc.s.logf("nbd: read of %d bytes at offset %d: %v", req.length, req.offset, err)
-		return sc.reply(req.handle, EIO, nil)
+		return sc.reply(req.handle, EIO)
 	}
-	return sc.reply(req.handle, 0, buf)
+	simpleReply{handle: req.handle}.marshal(msg)
+	if _, err := sc.conn.Write(msg); err != nil {
+		return fmt.Errorf("sending a reply: %w", err)
+	}
+	return nil
 }
 
 // refuseWrite skips a WRITE's payload and refuses it: exports are read-only.
@@ -394,5 +400,5 @@ func (sc *serverConn) refuseWrite(br *bufio.Reader, req request) error {
 	if _, err := br.Discard(int(req.length)); err != nil {
 		return fmt.Errorf("reading a write's payload: %w", err)
 	}
-	return sc.reply(req.handle, EINVAL, nil)
+	return sc.reply(req.handle, EINVAL)
 }
