@@ -149,3 +149,32 @@ func TestStateSurvivesAndRejectsDamage(t *testing.T) {
 		t.Fatal("an empty folder opened")
 	}
 }
+
+// TestResizeAfterShortLastBlock: a block that was the short last block
+// before a resize reads as its old bytes then zeros.
+func TestResizeAfterShortLastBlock(t *testing.T) {
+	f := newFixture(t)
+	s := f.login()
+	if _, err := f.sim.CreateVM("odd", []int64{BlockSize + 512}, false); err != nil {
+		t.Fatal(err)
+	}
+	d := DiskRef{VM: "odd", N: 0}
+	if err := f.sim.WriteBlocks(d, []int64{0, 1}, 3); err != nil {
+		t.Fatal(err)
+	}
+	vm := f.ok("VM.get_by_name_label", s, "odd").([]any)[0].(string)
+	f.snapshot(s, vm, "freeze") // block 1 now lives in a lower, shorter layer
+	if err := f.sim.Resize(d, 4*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "odd.img")
+	if err := f.sim.Export(d, out); err != nil {
+		t.Fatal(err)
+	}
+	got := readFile(t, out)
+	want := make([]byte, 512)
+	blockData(3, 1, want)
+	if len(got) != 4*BlockSize || !bytes.Equal(got[BlockSize:BlockSize+512], want) || !allZero(got[BlockSize+512:]) {
+		t.Fatal("the grown disk does not read as old bytes then zeros")
+	}
+}

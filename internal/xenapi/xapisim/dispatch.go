@@ -120,7 +120,7 @@ func (h *Handler) dispatch(st *State, fullName string, params []any) (any, error
 	}
 	c.args = args
 	if async {
-		return h.runAsync(c, m), nil
+		return h.runAsync(c, m)
 	}
 	return m.checkAndRun(c)
 }

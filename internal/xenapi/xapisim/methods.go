@@ -190,7 +190,7 @@ func taskCancel(c *call) (any, error) {
 
 // runAsync runs an Async. call at once and records its outcome in a new
 // task; Async.VDI.list_changed_blocks stays pending for lcb-slow polls.
-func (h *Handler) runAsync(c *call, m *method) string {
+func (h *Handler) runAsync(c *call, m *method) (string, error) {
 	u, ref := newRef()
 	t := &Task{UUID: u, NameLabel: "Async." + strings.TrimPrefix(c.name, "Async."), Session: c.session,
 		Status: "pending", Created: h.Sim.now()}
@@ -201,7 +201,7 @@ func (h *Handler) runAsync(c *call, m *method) string {
 	if err != nil {
 		ae, ok := err.(*APIError)
 		if !ok {
-			ae = apiErr(errInternal, err.Error())
+			return "", err // the simulator's own failure: nothing is saved
 		}
 		errInfo = append([]string{ae.Code}, ae.Params...)
 	} else if s, ok := res.(string); ok && s != "" {
@@ -209,10 +209,10 @@ func (h *Handler) runAsync(c *call, m *method) string {
 	}
 	if n := c.st.switchCount(SwitchLCBSlow); n > 0 && strings.HasSuffix(c.name, "VDI.list_changed_blocks") {
 		t.PendingPolls, t.LaterResult, t.LaterError = n, result, errInfo
-		return ref
+		return ref, nil
 	}
 	h.finishTask(t, result, errInfo)
-	return ref
+	return ref, nil
 }
 
 func (h *Handler) finishTask(t *Task, result string, errInfo []string) {
