@@ -76,9 +76,9 @@ func newInitCmd(g *globals) *cobra.Command {
 func newVMCmd(g *globals) *cobra.Command {
 	vm := &cobra.Command{Use: "vm", Short: "Create and list VMs"}
 	var disks []string
-	var cd, asJSON bool
+	var cd, halted, asJSON bool
 	create := &cobra.Command{
-		Use:   "create --state DIR NAME --disk SIZE [--disk SIZE ...] [--cd]",
+		Use:   "create --state DIR NAME --disk SIZE [--disk SIZE ...] [--cd] [--halted]",
 		Short: "Add a running VM with empty disks (SIZE like 64M, 1G, 16G) and print its uuid",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
@@ -94,7 +94,7 @@ func newVMCmd(g *globals) *cobra.Command {
 				}
 				sizes = append(sizes, n)
 			}
-			uuid, err := sim.CreateVM(args[0], sizes, cd)
+			uuid, err := sim.CreateVMState(args[0], sizes, cd, halted)
 			if err == nil {
 				fmt.Fprintln(g.stdout, uuid)
 			}
@@ -103,6 +103,7 @@ func newVMCmd(g *globals) *cobra.Command {
 	}
 	create.Flags().StringArrayVar(&disks, "disk", nil, "add a disk of this size (repeatable; userdevice 0, 1, ...)")
 	create.Flags().BoolVar(&cd, "cd", false, "add a CD drive holding the ISO library's ISO")
+	create.Flags().BoolVar(&halted, "halted", false, "make the VM halted (its disks unplugged) instead of running")
 	list := &cobra.Command{
 		Use:   "list --state DIR [--json]",
 		Short: "List VMs, snapshots, VDIs, dom0 attachments and NBD connections",

@@ -204,3 +204,41 @@ func TestSnapshotExportIsTheDiskAsItWas(t *testing.T) {
 		t.Fatal("the live disk after the writes is wrong")
 	}
 }
+
+func TestBlockedOperations(t *testing.T) {
+	f := newFixture(t)
+	s := f.login()
+	vm := f.vmRef(s)
+	f.ok("VM.add_to_blocked_operations", s, vm, "snapshot", "coffer night")
+	if d := f.fails(errOpBlocked, "VM.snapshot", s, vm, "n1"); d[0] != vm || d[1] != "coffer night" {
+		t.Fatalf("OPERATION_BLOCKED data %v", d)
+	}
+	f.ok("VM.remove_from_blocked_operations", s, vm, "snapshot")
+	f.ok("VM.snapshot", s, vm, "n1")
+}
+
+func TestHaltedVM(t *testing.T) {
+	f := newFixture(t)
+	s := f.login()
+	u, err := f.sim.CreateVMState("cold", []int64{1 << 20}, true, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := f.ok("VM.get_by_uuid", s, u).(string)
+	disk := f.disks(s, vm)[0]
+	f.ok("VDI.enable_cbt", s, disk)
+	snap := f.disks(s, f.snapshot(s, vm, "n1"))[0]
+	if err := f.sim.WriteBlocks(DiskRef{VM: "cold", N: 0}, []int64{4}, 1); err != nil {
+		t.Fatal(err)
+	}
+	// The live disk is not attached: it may be the newer side.
+	if got := setBits(t, f.ok("VDI.list_changed_blocks", s, snap, disk)); !sameBlocks(got, []int64{4}) {
+		t.Fatalf("changed blocks up to the live disk: %v", got)
+	}
+	if r := f.ok("VM.get_record", s, vm).(map[string]any); r["power_state"] != "Halted" || r["resident_on"] != nullRef {
+		t.Fatalf("halted VM record %v", r)
+	}
+	f.ok("VM.destroy", s, vm)
+	f.ok("VDI.get_record", s, disk) // VM.destroy keeps the VDIs
+	f.ok("VDI.destroy", s, disk)
+}

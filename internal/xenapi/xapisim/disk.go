@@ -161,9 +161,12 @@ func (c *chainReader) ReadAt(p []byte, off int64) (int, error) {
 		end := min(int64(len(p)), int64(n)+(blk+1)*BlockSize-pos)
 		piece := p[n:end]
 		if l := c.owner(blk); l >= 0 {
-			if _, err := c.files[l].ReadAt(piece, pos); err != nil && !errors.Is(err, io.EOF) {
+			// A layer made before a resize may end inside its last block.
+			got, err := c.files[l].ReadAt(piece, pos)
+			if err != nil && !errors.Is(err, io.EOF) {
 				return n, err
 			}
+			clear(piece[got:])
 		} else {
 			clear(piece)
 		}

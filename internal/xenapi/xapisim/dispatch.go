@@ -17,6 +17,8 @@ const (
 	kStrings
 	kBool
 	kInt
+	kMap    // a struct or map of strings (record parameters)
+	kRecord // a record: a struct whose fields the method checks
 )
 
 // param is one declared parameter (after the session).
@@ -46,14 +48,13 @@ type call struct {
 	args    []any
 }
 
-func (c *call) str(i int) string        { return c.args[i].(string) }
-func (c *call) strs(i int) []string     { return c.args[i].([]string) }
-func (c *call) vm(i int) *VM            { return c.st.VMs[c.str(i)] }
-func (c *call) vdi(i int) *VDI          { return c.st.VDIs[c.str(i)] }
-func (c *call) int(i int) int64         { return c.args[i].(int64) }
-func (c *call) bool(i int) bool         { return c.args[i].(bool) }
-func refParam(name, class string) param { return param{name: name, kind: kRef, class: class} }
-func strParam(name string) param        { return param{name: name, kind: kString} }
+func (c *call) str(i int) string         { return c.args[i].(string) }
+func (c *call) strs(i int) []string      { return c.args[i].([]string) }
+func (c *call) vm(i int) *VM             { return c.st.VMs[c.str(i)] }
+func (c *call) vdi(i int) *VDI           { return c.st.VDIs[c.str(i)] }
+func (c *call) rec(i int) map[string]any { return c.args[i].(map[string]any) }
+func refParam(name, class string) param  { return param{name: name, kind: kRef, class: class} }
+func strParam(name string) param         { return param{name: name, kind: kString} }
 
 // lookupMethod finds a method: the table first, then the generic getters
 // every class has.
@@ -119,7 +120,7 @@ func (h *Handler) dispatch(st *State, fullName string, params []any) (any, error
 	}
 	c.args = args
 	if async {
-		return h.runAsync(c, m), nil
+		return h.runAsync(c, m)
 	}
 	return m.checkAndRun(c)
 }
@@ -177,6 +178,9 @@ func convert(k kind, v any) (any, bool) {
 			i, err := strconv.ParseInt(n, 10, 64)
 			return i, err == nil
 		}
+	case kRecord:
+		m, ok := v.(map[string]any)
+		return m, ok
 	case kStrings:
 		list, ok := v.([]any)
 		if !ok {

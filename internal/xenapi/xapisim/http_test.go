@@ -142,3 +142,43 @@ func TestImportRawVDI(t *testing.T) {
 		t.Fatal("the disk does not hold the imported bytes")
 	}
 }
+
+func TestHTTPTasks(t *testing.T) {
+	f := newServedFixture(t)
+	s := f.login()
+	disk := f.disks(s, f.vmRef(s))[1]
+	task := f.ok("task.create", s, "export", "coffer").(string)
+	if st := f.ok("task.get_status", s, task); st != "pending" {
+		t.Fatalf("new task %v", st)
+	}
+	if st := f.ok("task.get_status", s, task); st != "pending" {
+		t.Fatalf("a polled task.create task finished by itself: %v", st)
+	}
+	resp := f.get("/export_raw_vdi?vdi=" + disk + "&session_id=" + s + "&task_id=" + task)
+	if resp.Header.Get("task-id") != task {
+		t.Fatalf("task-id header %q", resp.Header.Get("task-id"))
+	}
+	if n, err := io.Copy(io.Discard, resp.Body); err != nil || n != 1<<20 {
+		t.Fatalf("body %d bytes, %v", n, err)
+	}
+	waitFor(t, func() bool { return f.ok("task.get_status", s, task) == "success" })
+
+	vm := f.vmRef(s)
+	rec := f.ok("VM.get_record", s, vm).(map[string]any)
+	for _, b := range rec["VBDs"].([]any) {
+		if r := f.ok("VBD.get_record", s, b).(map[string]any); r["VDI"] == disk {
+			f.ok("VBD.unplug", s, b)
+		}
+	}
+	task = f.ok("task.create", s, "import", "coffer").(string)
+	req, _ := http.NewRequest(http.MethodPut, f.url+"/import_raw_vdi?vdi="+disk+"&session_id="+s+"&task_id="+task, bytes.NewReader(make([]byte, 4096)))
+	r2, err := f.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != http.StatusOK || f.ok("task.get_status", s, task) != "success" ||
+		f.ok("task.get_result", s, task) != "<value>"+disk+"</value>" {
+		t.Fatalf("import: HTTP %d, task %v", r2.StatusCode, f.ok("task.get_record", s, task))
+	}
+}

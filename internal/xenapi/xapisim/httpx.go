@@ -116,11 +116,16 @@ func (h *Handler) streamRaw(w http.ResponseWriter, cr *chainReader, uuid, task s
 		fmt.Fprintf(bw, "task-id: %s\r\n", task)
 	}
 	bw.WriteString("\r\n")
-	if err := copyChain(bw, cr); err != nil {
+	err = copyChain(bw, cr)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err != nil {
 		h.logf("xapisim: export_raw_vdi %s: %v", uuid, err)
+		h.finishHTTPTask(task, "", []string{errInternal, "export_raw_vdi: " + err.Error()})
 		return
 	}
-	_ = bw.Flush()
+	h.finishHTTPTask(task, "", nil)
 }
 
 func copyChain(bw *bufio.ReadWriter, cr *chainReader) error {
@@ -191,9 +196,10 @@ func metadataTar(ova []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// serveImportRaw is PUT /import_raw_vdi?vdi=&format=raw: the body (with a
-// Content-Length, no chunked encoding) is written onto an unplugged VDI
-// from offset 0, as tapdisk would, so CBT records it.
+// serveImportRaw is PUT /import_raw_vdi?vdi=&format=raw (or sr_id= to
+// make a new VDI sized to the body): the body (with a Content-Length, no
+// chunked encoding) is written onto an unplugged VDI from offset 0, as
+// tapdisk would, so CBT records it. The state stays locked while it runs.
 func (h *Handler) serveImportRaw(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if r.Method != http.MethodPut {
@@ -208,35 +214,82 @@ func (h *Handler) serveImportRaw(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "411 import_raw_vdi needs a Content-Length (chunked transfer encoding is refused)", http.StatusLengthRequired)
 		return
 	}
-	status, msg := 0, ""
+	var res importResult
 	err := h.Sim.Update(func(st *State) error {
 		if _, ok := h.httpSession(w, r, st); !ok {
-			status = -1
+			res.status = -1
 			return nil
 		}
-		ref := st.vdiByRefOrUUID(q.Get("vdi"))
-		v := st.VDIs[ref]
-		switch {
-		case v == nil:
-			status, msg = http.StatusNotFound, "404 no VDI "+q.Get("vdi")
-		case len(v.Chain) == 0 || v.ReadOnly || v.IsSnapshot:
-			status, msg = http.StatusBadRequest, "400 VDI "+v.UUID+" cannot be written (snapshot, read-only or no data)"
-		case st.attached(ref, false):
-			status, msg = http.StatusConflict, "409 VDI_IN_USE: VDI "+v.UUID+" is attached; unplug it first"
-		case r.ContentLength > v.VirtualSize:
-			status, msg = http.StatusBadRequest, fmt.Sprintf("400 the body (%d bytes) is larger than VDI %s (%d bytes)", r.ContentLength, v.UUID, v.VirtualSize)
-		default:
-			return h.Sim.writeStream(v, r.Body, r.ContentLength)
-		}
-		return nil
+		return h.importRaw(st, r, &res)
 	})
 	switch {
 	case err != nil:
 		http.Error(w, "500 "+err.Error(), http.StatusInternalServerError)
-	case status < 0:
-	case status > 0:
-		http.Error(w, msg, status)
+		h.finishHTTPTask(q.Get("task_id"), "", []string{errInternal, err.Error()})
+	case res.status < 0:
+	case res.status > 0:
+		http.Error(w, res.msg, res.status)
+		h.finishHTTPTask(q.Get("task_id"), "", []string{errInternal, res.msg})
 	default:
+		h.finishHTTPTask(q.Get("task_id"), res.vdi, nil)
 		w.WriteHeader(http.StatusOK)
 	}
+}
+
+// importResult is what importRaw decided: an HTTP refusal, or the VDI.
+type importResult struct {
+	status int
+	msg    string
+	vdi    string
+}
+
+func (h *Handler) importRaw(st *State, r *http.Request, res *importResult) error {
+	q := r.URL.Query()
+	ref := st.vdiByRefOrUUID(q.Get("vdi"))
+	if q.Get("vdi") == "" && q.Get("sr_id") != "" {
+		var err error
+		if ref, err = h.Sim.importTarget(st, q.Get("sr_id"), r.ContentLength); err != nil {
+			res.status, res.msg = http.StatusBadRequest, "400 "+err.Error()
+			return nil
+		}
+	}
+	v := st.VDIs[ref]
+	res.vdi = ref
+	switch {
+	case v == nil:
+		res.status, res.msg = http.StatusNotFound, "404 no VDI "+q.Get("vdi")
+	case len(v.Chain) == 0 || v.ReadOnly || v.IsSnapshot:
+		res.status, res.msg = http.StatusBadRequest, "400 VDI "+v.UUID+" cannot be written (snapshot, read-only or no data)"
+	case st.attached(ref, false):
+		res.status, res.msg = http.StatusConflict, "409 VDI_IN_USE: VDI "+v.UUID+" is attached; unplug it first"
+	case r.ContentLength > v.VirtualSize:
+		res.status, res.msg = http.StatusBadRequest, fmt.Sprintf("400 the body (%d bytes) is larger than VDI %s (%d bytes)", r.ContentLength, v.UUID, v.VirtualSize)
+	default:
+		return h.Sim.writeStream(v, r.Body, r.ContentLength)
+	}
+	return nil
+}
+
+// importTarget makes the VDI an import by sr_id writes into.
+func (s *Sim) importTarget(st *State, srID string, size int64) (string, error) {
+	sr := ""
+	for ref, x := range st.SRs {
+		if ref == srID || x.UUID == srID {
+			sr = ref
+		}
+	}
+	if sr == "" || st.SRs[sr].ContentType == "iso" {
+		return "", fmt.Errorf("no disk SR %s", srID)
+	}
+	if size <= 0 || size%512 != 0 {
+		return "", fmt.Errorf("a new VDI's size (the Content-Length, %d) must be a positive multiple of 512", size)
+	}
+	layer, err := s.newLayer(size)
+	if err != nil {
+		return "", err
+	}
+	u, ref := newRef()
+	st.VDIs[ref] = &VDI{UUID: u, NameLabel: "import", SR: sr, Type: "user", VirtualSize: size,
+		OtherConfig: map[string]string{}, Chain: []string{layer}}
+	return ref, nil
 }

@@ -26,6 +26,9 @@ func init() {
 		"VM.remove_from_other_config":       {params: []param{vm, strParam("key")}, run: vmRemoveOtherConfig},
 		"VM.add_to_blocked_operations":      {params: []param{vm, strParam("key"), value}, run: vmBlock},
 		"VM.remove_from_blocked_operations": {params: []param{vm, strParam("key")}, run: vmUnblock},
+		"VDI.create":                        {params: []param{{name: "args", kind: kRecord}}, async: true, run: vdiCreate},
+		"VBD.create":                        {params: []param{{name: "args", kind: kRecord}}, async: true, run: vbdCreate},
+		"VBD.plug":                          {params: []param{vbd}, async: true, run: vbdPlug},
 		"VBD.unplug":                        {params: []param{vbd}, async: true, run: vbdUnplug},
 		"VBD.destroy":                       {params: []param{vbd}, async: true, run: vbdDestroy},
 		"VDI.destroy":                       {params: []param{vdi}, async: true, run: func(c *call) (any, error) { return "", c.h.Sim.destroyVDI(c.st, c.str(0)) }},
@@ -40,6 +43,7 @@ func init() {
 		"task.get_result":                   {params: []param{task}, run: func(c *call) (any, error) { return c.st.Tasks[c.str(0)].Result, nil }},
 		"task.get_error_info":               {params: []param{task}, run: func(c *call) (any, error) { return orEmpty(c.st.Tasks[c.str(0)].ErrorInfo), nil }},
 		"task.cancel":                       {params: []param{task}, async: true, run: taskCancel},
+		"task.create":                       {params: []param{strParam("label"), strParam("description")}, run: taskCreate},
 		"task.destroy":                      {params: []param{task}, run: func(c *call) (any, error) { delete(c.st.Tasks, c.str(0)); return "", nil }},
 	}
 }
@@ -164,7 +168,7 @@ func vbdDestroy(c *call) (any, error) {
 func taskPoll(get func(c *call) any) func(c *call) (any, error) {
 	return func(c *call) (any, error) {
 		t := c.st.Tasks[c.str(0)]
-		if t.Status == "pending" {
+		if t.Status == "pending" && !t.HTTP {
 			if t.PendingPolls <= 0 {
 				c.h.finishTask(t, t.LaterResult, t.LaterError)
 			} else {
@@ -186,7 +190,7 @@ func taskCancel(c *call) (any, error) {
 
 // runAsync runs an Async. call at once and records its outcome in a new
 // task; Async.VDI.list_changed_blocks stays pending for lcb-slow polls.
-func (h *Handler) runAsync(c *call, m *method) string {
+func (h *Handler) runAsync(c *call, m *method) (string, error) {
 	u, ref := newRef()
 	t := &Task{UUID: u, NameLabel: "Async." + strings.TrimPrefix(c.name, "Async."), Session: c.session,
 		Status: "pending", Created: h.Sim.now()}
@@ -197,7 +201,7 @@ func (h *Handler) runAsync(c *call, m *method) string {
 	if err != nil {
 		ae, ok := err.(*APIError)
 		if !ok {
-			ae = apiErr(errInternal, err.Error())
+			return "", err // the simulator's own failure: nothing is saved
 		}
 		errInfo = append([]string{ae.Code}, ae.Params...)
 	} else if s, ok := res.(string); ok && s != "" {
@@ -205,10 +209,10 @@ func (h *Handler) runAsync(c *call, m *method) string {
 	}
 	if n := c.st.switchCount(SwitchLCBSlow); n > 0 && strings.HasSuffix(c.name, "VDI.list_changed_blocks") {
 		t.PendingPolls, t.LaterResult, t.LaterError = n, result, errInfo
-		return ref
+		return ref, nil
 	}
 	h.finishTask(t, result, errInfo)
-	return ref
+	return ref, nil
 }
 
 func (h *Handler) finishTask(t *Task, result string, errInfo []string) {
@@ -216,5 +220,33 @@ func (h *Handler) finishTask(t *Task, result string, errInfo []string) {
 	t.LaterResult, t.LaterError, t.PendingPolls = "", nil, 0
 	if errInfo != nil {
 		t.Status, t.Result = "failure", ""
+	}
+}
+
+// taskCreate is task.create: a pending task an HTTP handler finishes.
+func taskCreate(c *call) (any, error) {
+	u, ref := newRef()
+	c.st.Tasks[ref] = &Task{UUID: u, NameLabel: c.str(0), Session: c.session, Status: "pending",
+		Created: c.h.Sim.now(), HTTP: true}
+	return ref, nil
+}
+
+// finishHTTPTask finishes a task.create task named by an HTTP handler's
+// task_id: a result (a ref, or "") or an error.
+func (h *Handler) finishHTTPTask(task, result string, errInfo []string) {
+	if task == "" {
+		return
+	}
+	err := h.Sim.Update(func(st *State) error {
+		if t := st.Tasks[task]; t != nil && t.HTTP && t.Status == "pending" {
+			if result != "" {
+				result = "<value>" + html.EscapeString(result) + "</value>"
+			}
+			h.finishTask(t, result, errInfo)
+		}
+		return nil
+	})
+	if err != nil {
+		h.logf("xapisim: finishing task %s: %v", task, err)
 	}
 }

@@ -142,6 +142,9 @@ type Task struct {
 	PendingPolls int      `json:"pending_polls,omitempty"`
 	LaterResult  string   `json:"later_result,omitempty"`
 	LaterError   []string `json:"later_error,omitempty"`
+	// HTTP marks a task made by task.create: the HTTP handler given its
+	// task_id finishes it, not a poll.
+	HTTP bool `json:"http,omitempty"`
 }
 
 const (

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -37,12 +39,18 @@ type NBDExports struct {
 
 	mu      sync.Mutex
 	opening map[string]bool // VDI refs whose connection is being set up
+	seen    os.FileInfo     // state.json when drop was read
+	drop    int
+	conns   map[*watchedConn]bool
+	closed  bool
+	running sync.WaitGroup // serveConn goroutines
 }
 
 // nbdExport is one connection's view of a VDI.
 type nbdExport struct {
 	*chainReader
 	x      *NBDExports
+	conn   *watchedConn // nil when opened through Open
 	vdi    string
 	vbd    string
 	mu     sync.Mutex
@@ -51,13 +59,19 @@ type nbdExport struct {
 	closed bool
 }
 
-// Open is internal/nbd's Server.Open.
+// Open is internal/nbd's Server.Open. Exports it opens cannot tell a
+// client's DISC from an abrupt close, so leak-attachments leaks them all;
+// Serve's exports can.
 func (x *NBDExports) Open(ctx context.Context, name string) (nbd.ServerExport, error) {
+	return x.open(name, nil)
+}
+
+func (x *NBDExports) open(name string, conn *watchedConn) (nbd.ServerExport, error) {
 	vdiUUID, session, err := ParseExportName(name)
 	if err != nil {
 		return nil, err
 	}
-	e := &nbdExport{x: x}
+	e := &nbdExport{x: x, conn: conn}
 	err = x.Sim.Update(func(st *State) error {
 		if st.Sessions[session] == nil {
 			return errors.New("the session is not valid (SESSION_INVALID)")
@@ -135,19 +149,32 @@ func (e *nbdExport) ReadAt(p []byte, off int64) (int, error) {
 	return e.chainReader.ReadAt(p, off)
 }
 
-// dropEvery reads the nbd-drop-every switch now, so a running serve
-// honours a change at once.
+// dropEvery is the nbd-drop-every switch as state.json has it now, so a
+// running serve honours a change at once. Every save renames a new file
+// into place, so the state is read again only when the file changed.
 func (x *NBDExports) dropEvery() int {
+	fi, err := os.Stat(filepath.Join(x.Sim.Dir, "state.json"))
+	x.mu.Lock()
+	if err == nil && x.seen != nil && os.SameFile(fi, x.seen) {
+		n := x.drop
+		x.mu.Unlock()
+		return n
+	}
+	x.mu.Unlock()
 	n := 0
 	_ = x.Sim.View(func(st *State) error {
 		n = st.switchCount(SwitchNBDDropEvery)
 		return nil
 	})
+	x.mu.Lock()
+	x.seen, x.drop = fi, n
+	x.mu.Unlock()
 	return n
 }
 
 // Close ends the connection's dom0 attachment, unless leak-attachments is
-// on: then the dom0 VBD stays plugged until VBD.unplug and VBD.destroy.
+// on and the client left without NBD_CMD_DISC: then the dom0 VBD stays
+// plugged until VBD.unplug and VBD.destroy.
 func (e *nbdExport) Close() error {
 	e.mu.Lock()
 	if e.closed {
@@ -162,7 +189,7 @@ func (e *nbdExport) Close() error {
 	e.chainReader.Close()
 	return e.x.Sim.Update(func(st *State) error {
 		st.NBDConns = max(0, st.NBDConns-1)
-		if _, leak := st.Switches[SwitchLeakAttachments]; leak {
+		if _, leak := st.Switches[SwitchLeakAttachments]; leak && (e.conn == nil || !e.conn.sentDisc()) {
 			return nil
 		}
 		delete(st.VBDs, e.vbd)

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"net"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -177,11 +178,38 @@ func TestNBDLeakedAttachment(t *testing.T) {
 	if err := f.sim.SetSwitch(SwitchLeakAttachments); err != nil {
 		t.Fatal(err)
 	}
-	c, err := dial(t, f.export(s, snap))
+	e := f.export(s, snap)
+	// A client that says NBD_CMD_DISC leaves nothing behind.
+	c, err := dial(t, e)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := c.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
 	c.Close()
+	waitFor(t, func() bool { return f.listing().NBDConnections == 0 })
+	if l := f.listing(); len(l.Dom0Attachments) != 0 {
+		t.Fatalf("a clean disconnect left %+v", l.Dom0Attachments)
+	}
+	// A client that vanishes leaves its dom0 VBD attached.
+	var raw net.Conn
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err = nbd.Dial(ctx, e, nbd.DialOptions{Timeout: 10 * time.Second,
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, network, addr)
+			raw = conn
+			return conn, err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReadAt(make([]byte, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
 	waitFor(t, func() bool { return f.listing().NBDConnections == 0 })
 	l := f.listing()
 	if len(l.Dom0Attachments) != 1 || !l.Dom0Attachments[0].Attached {
@@ -204,6 +232,32 @@ func TestNBDLeakedAttachment(t *testing.T) {
 	f.fails(errDeviceNotAttached, "VBD.unplug", s, dom0VBD)
 	f.ok("VBD.destroy", s, dom0VBD)
 	f.ok("VDI.data_destroy", s, snap)
+}
+
+func TestNBDConnectionCap(t *testing.T) {
+	f := newServedFixture(t)
+	s := f.login()
+	e := f.export(s, f.disks(s, f.vmRef(s))[1])
+	var open []*nbd.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	for i := range maxNBDConns {
+		c, err := dial(t, e)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+		open = append(open, c)
+	}
+	if c, err := dial(t, e); err == nil {
+		c.Close()
+		t.Fatalf("connection %d was served", maxNBDConns+1)
+	}
+	if n := f.listing().NBDConnections; n != maxNBDConns {
+		t.Fatalf("%d connections counted", n)
+	}
 }
 
 func TestNBDDropEvery(t *testing.T) {

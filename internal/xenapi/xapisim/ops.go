@@ -108,6 +108,16 @@ func ParseSize(s string) (int64, error) {
 // CreateVM adds a running VM with one empty disk per size (userdevice 0, 1,
 // ...) and, with cd, a CD drive holding the ISO. It returns the VM's uuid.
 func (s *Sim) CreateVM(name string, sizes []int64, cd bool) (string, error) {
+	return s.CreateVMState(name, sizes, cd, false)
+}
+
+// CreateVMState is CreateVM; halted makes a halted VM whose VBDs are not
+// attached.
+func (s *Sim) CreateVMState(name string, sizes []int64, cd, halted bool) (string, error) {
+	power := "Running"
+	if halted {
+		power = "Halted"
+	}
 	if name == "" {
 		return "", errors.New("the VM needs a name")
 	}
@@ -115,7 +125,7 @@ func (s *Sim) CreateVM(name string, sizes []int64, cd bool) (string, error) {
 	err := s.Update(func(st *State) error {
 		u, ref := newRef()
 		uuid = u
-		st.VMs[ref] = &VM{UUID: u, NameLabel: name, PowerState: "Running", Tags: []string{},
+		st.VMs[ref] = &VM{UUID: u, NameLabel: name, PowerState: power, Tags: []string{},
 			OtherConfig: map[string]string{}, BlockedOps: map[string]string{}}
 		for i, size := range sizes {
 			layer, err := s.newLayer(size)
@@ -126,12 +136,12 @@ func (s *Sim) CreateVM(name string, sizes []int64, cd bool) (string, error) {
 			st.VDIs[vref] = &VDI{UUID: vu, NameLabel: fmt.Sprintf("%s disk %d", name, i), SR: st.Pool.DefaultSR,
 				Type: "user", VirtualSize: size, OtherConfig: map[string]string{}, Chain: []string{layer}}
 			bu, bref := newRef()
-			st.VBDs[bref] = &VBD{UUID: bu, VM: ref, VDI: vref, UserDevice: strconv.Itoa(i), Type: "Disk", Mode: "RW", Attached: true}
+			st.VBDs[bref] = &VBD{UUID: bu, VM: ref, VDI: vref, UserDevice: strconv.Itoa(i), Type: "Disk", Mode: "RW", Attached: !halted}
 		}
 		if cd {
 			bu, bref := newRef()
 			st.VBDs[bref] = &VBD{UUID: bu, VM: ref, VDI: st.isoVDI(), UserDevice: strconv.Itoa(max(3, len(sizes))),
-				Type: "CD", Mode: "RO", Attached: true}
+				Type: "CD", Mode: "RO", Attached: !halted}
 		}
 		return nil
 	})

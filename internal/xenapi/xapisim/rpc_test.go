@@ -186,3 +186,34 @@ func TestVMEdits(t *testing.T) {
 		t.Fatalf("record after removals %v", rec)
 	}
 }
+
+func TestFinishedTasksAreCollected(t *testing.T) {
+	f := newFixture(t)
+	s := f.login()
+	task := f.ok("Async.VM.snapshot", s, f.vmRef(s), "n1").(string)
+	pending := f.ok("task.create", s, "upload", "").(string)
+	f.clock.Advance(3800 * time.Second)
+	f.ok("task.get_status", s, task)
+	f.clock.Advance(200 * time.Second)
+	f.fails(errHandleInvalid, "task.get_status", s, task)
+	f.ok("task.get_status", s, pending) // pending tasks stay
+}
+
+func TestSessionsPerOriginatorAreCapped(t *testing.T) {
+	f := newFixture(t)
+	first := f.login()
+	f.clock.Advance(time.Second)
+	second := f.login()
+	for range sessionsPerUser - 2 {
+		f.clock.Advance(time.Second)
+		f.login()
+	}
+	f.clock.Advance(time.Second)
+	f.ok("VM.get_all", first) // 500 sessions, all valid; first is now the most recently used
+	f.clock.Advance(time.Second)
+	f.login()
+	f.fails(errSessionInvalid, "VM.get_all", second) // the 501st logs out the least recently used
+	f.ok("VM.get_all", first)
+	other := f.ok("session.login_with_password", "root", testPassword, "1.1", "another-originator").(string)
+	f.ok("VM.get_all", other)
+}

@@ -20,8 +20,6 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/cofferhq/coffer/internal/nbd"
 )
 
 // ServeConfig says where serve listens.
@@ -45,6 +43,11 @@ func (s *Sim) Serve(ctx context.Context, cfg ServeConfig) error {
 	if cfg.Plain && !isLoopback(cfg.Listen) {
 		return fmt.Errorf("--plain serves plain HTTP, which is allowed only on a loopback address, not %q", cfg.Listen)
 	}
+	// Connections of an earlier serve are gone; their attachments stay,
+	// as a crashed xapi-nbd leaves them.
+	if err := s.Update(func(st *State) error { st.NBDConns = 0; return nil }); err != nil {
+		return err
+	}
 	cert, certPEM, err := s.certificate()
 	if err != nil {
 		return err
@@ -52,7 +55,6 @@ func (s *Sim) Serve(ctx context.Context, cfg ServeConfig) error {
 	tlsConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	h := &Handler{Sim: s, Logf: cfg.Logf}
 	info := ServeInfo{Fingerprint: fingerprint(cert.Certificate[0]), CA: filepath.Join(s.Dir, "cert.pem")}
-	var nbdSrv *nbd.Server
 	if cfg.NBDListen != "" {
 		nl, err := net.Listen("tcp", cfg.NBDListen)
 		if err != nil {
@@ -62,9 +64,9 @@ func (s *Sim) Serve(ctx context.Context, cfg ServeConfig) error {
 		h.NBD = &NBDInfo{Address: addr.IP.String(), Port: addr.Port, CertPEM: string(certPEM), Subject: "localhost"}
 		info.NBD = addr.String()
 		x := &NBDExports{Sim: s}
-		nbdSrv = &nbd.Server{Open: x.Open, TLSConfig: tlsConf, Logf: cfg.Logf}
-		go func() { _ = nbdSrv.Serve(nl) }()
-		defer nbdSrv.Close()
+		go func() { _ = x.Serve(nl, tlsConf, cfg.Logf) }()
+		defer x.Close()
+		defer nl.Close()
 	}
 	return s.serveHTTP(ctx, cfg, h, tlsConf, info)
 }

@@ -119,12 +119,51 @@ func decodeState(b []byte) (*State, error) {
 	if st.Networks == nil {
 		st.Networks = map[string]*Network{}
 	}
-	for ref, vbd := range st.VBDs {
-		if st.VMs[vbd.VM] == nil || (vbd.VDI != nullRef && st.VDIs[vbd.VDI] == nil) {
-			return nil, fmt.Errorf("VBD %s points at a missing VM or VDI", ref)
-		}
+	if err := st.checkRefs(); err != nil {
+		return nil, err
 	}
 	return &st, nil
+}
+
+// checkRefs checks that every object is present and points at objects
+// that exist.
+func (st *State) checkRefs() error {
+	for ref, vm := range st.VMs {
+		if vm == nil {
+			return fmt.Errorf("VM %s is null", ref)
+		}
+	}
+	for ref, sr := range st.SRs {
+		if sr == nil {
+			return fmt.Errorf("SR %s is null", ref)
+		}
+	}
+	for ref, v := range st.VDIs {
+		if v == nil || st.SRs[v.SR] == nil {
+			return fmt.Errorf("VDI %s is null or on a missing SR", ref)
+		}
+	}
+	for ref, vbd := range st.VBDs {
+		if vbd == nil || st.VMs[vbd.VM] == nil || (vbd.VDI != nullRef && st.VDIs[vbd.VDI] == nil) {
+			return fmt.Errorf("VBD %s is null or points at a missing VM or VDI", ref)
+		}
+	}
+	for ref, n := range st.Networks {
+		if n == nil {
+			return fmt.Errorf("network %s is null", ref)
+		}
+	}
+	for ref, s := range st.Sessions {
+		if s == nil {
+			return fmt.Errorf("session %s is null", ref)
+		}
+	}
+	for ref, t := range st.Tasks {
+		if t == nil {
+			return fmt.Errorf("task %s is null", ref)
+		}
+	}
+	return nil
 }
 
 // save writes state.json atomically (temp file, rename); a simulator
