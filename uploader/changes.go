@@ -97,7 +97,9 @@ func (d *diskRun) changedRegions(ctx context.Context, ch *Changes) ([]crypto.ID,
 	nreg := len(base)
 	ids := make([]crypto.ID, nreg)
 	hashes := make([]manifest.Hash, nreg)
-	workers := make([]*worker, min(d.s.opt.Workers, max(nreg, 1)))
+	// Twice the workers of a full read: a patched region waits for its
+	// changed blocks and for chunks read back, one request at a time.
+	workers := make([]*worker, min(2*d.s.opt.Workers, max(nreg, 1)))
 	for i := range workers {
 		workers[i] = d.newWorker()
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/pack"
+	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/zstdenc"
 	"github.com/cofferhq/coffer/uploader/source"
 )
@@ -163,6 +164,10 @@ type worker struct {
 	comp    []byte
 	sealed  []byte
 	extents []manifest.Extent
+	// Reading back earlier chunks (changed-block backups): the reader and
+	// the buffers of chunks no longer needed.
+	blobs *repo.BlobReader
+	spare [][]byte
 }
 
 func (d *diskRun) newWorker() *worker {

@@ -33,14 +33,14 @@ type regionPatch struct {
 	newData [][]byte // changed blocks as read now
 	nonZero []bool
 	blocks  []manifest.BlockSum
-	cache   map[int][]byte // earlier extents read back, by index
+	cache   map[int]cachedExtent // earlier extents read back, by index
 	fetched int64
 }
 
 // patchRegion re-cuts region ri around its changed blocks.
 func (w *worker) patchRegion(ctx context.Context, ri int, old *manifest.RegionMap, bitmap []byte) (crypto.ID, manifest.Hash, error) {
 	d := w.d
-	p := &regionPatch{w: w, off: int64(ri) * manifest.RegionSize, length: d.regionLen(ri), old: old, cache: map[int][]byte{}}
+	p := &regionPatch{w: w, off: int64(ri) * manifest.RegionSize, length: d.regionLen(ri), old: old, cache: map[int]cachedExtent{}}
 	nb := len(old.Blocks)
 	p.starts = make(map[uint32]int, len(old.Extents))
 	p.oldData = make([]bool, nb)
@@ -73,6 +73,7 @@ func (w *worker) patchRegion(ctx context.Context, ri int, old *manifest.RegionMa
 		}
 		b = e
 	}
+	p.evict(p.length)
 	d.c.Fetched.Add(p.fetched)
 	id, err := w.storeMap(ctx, manifest.RegionMap{Extents: w.extents, Blocks: p.blocks})
 	if err != nil {
@@ -132,38 +133,84 @@ func (p *regionPatch) readChanged() error {
 
 // run cuts the run of non-zero blocks [start, end) (region offsets).
 func (p *regionPatch) run(ctx context.Context, start, end int64) error {
-	w := p.w
-	r := w.d.s.r
-	cp := r.Config().Chunker
 	for pos := start; pos < end; {
 		if e, ok := p.reusable(pos, end); ok {
-			w.addExtent(e, false)
+			p.w.addExtent(e, false)
 			pos += int64(e.Length)
 			continue
 		}
-		rd := &patchReader{p: p, ctx: ctx, pos: pos, end: end, block: -1}
+		var err error
+		if pos, err = p.cut(ctx, pos, end); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cut runs the chunker from pos, a cut, until one of its cuts meets an
+// earlier extent that can be reused, or the run ends, and returns where it
+// stopped.
+//
+// The chunker reads ahead (half a MiB at a time), and what it reads of the
+// unchanged bytes must be read back from the repository; so it is fed
+// segments that end one byte after an earlier cut. That byte is not read
+// back (a placeholder): if the chunker cuts at the earlier cut, which it
+// decides before it looks at the next byte, it resynchronises there; if it
+// does not, the chunk it makes ends at the segment's end, is thrown away,
+// and the chunker starts again at that chunk's start with a longer segment.
+func (p *regionPatch) cut(ctx context.Context, pos, end int64) (int64, error) {
+	w := p.w
+	r := w.d.s.r
+	cp := r.Config().Chunker
+	seg := p.segmentEnd(pos+int64(cp.Min), end)
+	for {
+		rd := &patchReader{p: p, ctx: ctx, pos: pos, end: seg, real: seg, block: -1}
+		if seg < end {
+			rd.real = seg - 1
+		}
+		if err := p.fetch(ctx, pos, rd.real); err != nil {
+			return 0, err
+		}
 		w.ch.ResetWithBoundaries(rd, r.Polynomial(), cp.Min, cp.Max)
 		w.ch.SetAverageBits(cp.AvgBits)
 		from := pos
-		for pos < end {
+		for {
 			c, err := w.ch.Next(w.chunk)
-			if err == io.EOF {
-				return fmt.Errorf("internal error: the chunker ended at %d before the run's end %d", pos, end)
-			}
 			if err != nil {
-				return err
+				return 0, fmt.Errorf("re-cutting around changed blocks at %d: %w", p.off+pos, err)
 			}
-			e := manifest.Extent{Offset: uint32(from) + uint32(c.Start), Length: uint32(c.Length), ID: w.hasher.Sum(c.Data)}
+			start, cutAt := from+int64(c.Start), from+int64(c.Start)+int64(c.Length)
+			if cutAt == seg && seg < end {
+				// Cut by the segment's end, not by its bytes: again, with more.
+				pos, seg = start, p.segmentEnd(seg, end)
+				break
+			}
+			e := manifest.Extent{Offset: uint32(start), Length: uint32(c.Length), ID: w.hasher.Sum(c.Data)}
 			if err := w.addChunk(ctx, e, c.Data); err != nil {
-				return err
+				return 0, err
 			}
-			pos = int64(e.Offset) + int64(e.Length)
-			if _, ok := p.reusable(pos, end); ok {
+			p.evict(cutAt)
+			if _, ok := p.reusable(cutAt, end); ok || cutAt >= end {
+				return cutAt, nil
+			}
+			if rd.pos > cutAt && rd.pos > rd.real {
+				// The chunker holds the placeholder: start again here.
+				pos, seg = cutAt, p.segmentEnd(max(cutAt+int64(cp.Min), seg), end)
 				break
 			}
 		}
 	}
-	return nil
+}
+
+// segmentEnd returns one byte past the first earlier cut at or after x, or
+// end.
+func (p *regionPatch) segmentEnd(x, end int64) int64 {
+	ext := p.old.Extents
+	i := sort.Search(len(ext), func(i int) bool { return int64(ext[i].Offset)+int64(ext[i].Length) >= x })
+	if i == len(ext) {
+		return end
+	}
+	return min(int64(ext[i].Offset)+int64(ext[i].Length)+1, end)
 }
 
 // reusable returns the earlier extent that starts at pos if the new
@@ -192,59 +239,132 @@ func (p *regionPatch) reusable(pos, end int64) (manifest.Extent, bool) {
 	return e, p.w.d.s.r.Index.Has(e.ID)
 }
 
-// oldExtent returns the plaintext of earlier extent i, read back from the
-// repository once.
-func (p *regionPatch) oldExtent(ctx context.Context, i int) ([]byte, error) {
-	if b, ok := p.cache[i]; ok {
-		return b, nil
+// overlapping returns the indexes [i, j) of the earlier extents that
+// overlap [from, to).
+func (p *regionPatch) overlapping(from, to int64) (int, int) {
+	ext := p.old.Extents
+	i := sort.Search(len(ext), func(i int) bool { return int64(ext[i].Offset)+int64(ext[i].Length) > from })
+	j := i
+	for j < len(ext) && int64(ext[j].Offset) < to {
+		j++
 	}
-	e := p.old.Extents[i]
-	b, err := p.w.d.s.r.LoadBlob(ctx, e.ID)
-	if err != nil {
-		return nil, fmt.Errorf("reading back chunk %s of the earlier snapshot to re-cut around changed blocks: %w", e.ID, err)
-	}
-	if len(b) != int(e.Length) {
-		return nil, fmt.Errorf("chunk %s of the earlier snapshot has %d bytes, its extent says %d: %w", e.ID, len(b), e.Length, manifest.ErrFormat)
-	}
-	p.fetched += int64(len(b))
-	p.cache[i] = b
-	return b, nil
+	return i, j
 }
 
-// oldBlock fills dst with unchanged block b as the earlier chunks hold it,
-// and checks it against the block's hash.
-func (p *regionPatch) oldBlock(ctx context.Context, b int, dst []byte) error {
-	start := int64(b) * manifest.BlockSize
-	end := start + int64(len(dst))
-	clear(dst)
-	ext := p.old.Extents
-	i := sort.Search(len(ext), func(i int) bool { return int64(ext[i].Offset)+int64(ext[i].Length) > start })
-	for ; i < len(ext) && int64(ext[i].Offset) < end; i++ {
-		data, err := p.oldExtent(ctx, i)
-		if err != nil {
-			return err
+// fetch reads back, in one coalesced batch, the earlier extents that hold
+// unchanged bytes of [from, to) and are not read back yet. Their IDs are
+// not checked here: every block served from them is checked against its
+// hash (oldBlock), and the extents of a block served in part are checked
+// by ID.
+func (p *regionPatch) fetch(ctx context.Context, from, to int64) error {
+	i, j := p.overlapping(from, to)
+	var want []int
+	var ids []crypto.ID
+	for k := i; k < j; k++ {
+		e := p.old.Extents[k]
+		if _, ok := p.cache[k]; ok || p.allChanged(int64(e.Offset), int64(e.Offset)+int64(e.Length)) {
+			continue
 		}
-		lo, hi := max(start, int64(ext[i].Offset)), min(end, int64(ext[i].Offset)+int64(ext[i].Length))
-		copy(dst[lo-start:hi-start], data[lo-int64(ext[i].Offset):hi-int64(ext[i].Offset)])
+		want, ids = append(want, k), append(ids, e.ID)
 	}
-	if manifest.BlockHash(dst) != p.old.Blocks[b] {
-		return fmt.Errorf("block %d of the earlier snapshot does not match its hash when read back from the repository (run coffer check): %w", p.off/manifest.BlockSize+int64(b), manifest.ErrFormat)
+	if len(ids) == 0 {
+		return nil
 	}
-	// Chunks that end before this block are not needed again.
-	for k := range p.cache {
-		if int64(ext[k].Offset)+int64(ext[k].Length) <= start {
-			delete(p.cache, k)
+	w := p.w
+	if w.blobs == nil {
+		w.blobs = w.d.s.r.NewBlobReader()
+	}
+	err := w.blobs.ReadUnchecked(ctx, ids, func(n int, plain []byte) error {
+		k := want[n]
+		if len(plain) != int(p.old.Extents[k].Length) {
+			return fmt.Errorf("chunk %s of the earlier snapshot has %d bytes, its extent says %d: %w", ids[n], len(plain), p.old.Extents[k].Length, manifest.ErrFormat)
 		}
+		p.cache[k] = cachedExtent{data: append(w.spareBuf(), plain...)}
+		p.fetched += int64(len(plain))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reading back chunks of the earlier snapshot to re-cut around changed blocks: %w", err)
 	}
 	return nil
 }
 
+// allChanged reports whether every block overlapping [from, to) changed.
+func (p *regionPatch) allChanged(from, to int64) bool {
+	for b := from / manifest.BlockSize; b <= (to-1)/manifest.BlockSize; b++ {
+		if !p.changed[b] {
+			return false
+		}
+	}
+	return true
+}
+
+// evict forgets the extents read back that end at or before pos: the
+// chunker never starts again before the last accepted cut.
+func (p *regionPatch) evict(pos int64) {
+	for k, ce := range p.cache {
+		if int64(p.old.Extents[k].Offset)+int64(p.old.Extents[k].Length) <= pos {
+			p.w.spare = append(p.w.spare, ce.data[:0])
+			delete(p.cache, k)
+		}
+	}
+}
+
+// spareBuf returns an empty buffer for a chunk read back, reusing those of
+// chunks forgotten.
+func (w *worker) spareBuf() []byte {
+	if n := len(w.spare); n > 0 {
+		b := w.spare[n-1]
+		w.spare = w.spare[:n-1]
+		return b
+	}
+	return nil
+}
+
+// oldBlock fills dst with the bytes of unchanged block b up to region
+// offset real (zeros after it) as the earlier chunks hold them, and checks
+// them: a whole block against its hash, a part of one through the IDs of
+// its extents.
+func (p *regionPatch) oldBlock(ctx context.Context, b int, dst []byte, real int64) error {
+	start := int64(b) * manifest.BlockSize
+	end := min(start+int64(len(dst)), real)
+	clear(dst)
+	if err := p.fetch(ctx, start, end); err != nil {
+		return err
+	}
+	i, j := p.overlapping(start, end)
+	for k := i; k < j; k++ {
+		e := p.old.Extents[k]
+		ce := p.cache[k]
+		if end < start+int64(len(dst)) && !ce.checked {
+			if p.w.hasher.Sum(ce.data) != e.ID {
+				return fmt.Errorf("chunk %s of the earlier snapshot does not match its ID when read back (run coffer check): %w", e.ID, manifest.ErrFormat)
+			}
+			ce.checked = true
+			p.cache[k] = ce
+		}
+		lo, hi := max(start, int64(e.Offset)), min(end, int64(e.Offset)+int64(e.Length))
+		copy(dst[lo-start:hi-start], ce.data[lo-int64(e.Offset):hi-int64(e.Offset)])
+	}
+	if end == start+int64(len(dst)) && manifest.BlockHash(dst) != p.old.Blocks[b] {
+		return fmt.Errorf("block %d of the earlier snapshot does not match its hash when read back from the repository (run coffer check): %w", p.off/manifest.BlockSize+int64(b), manifest.ErrFormat)
+	}
+	return nil
+}
+
+// cachedExtent is an earlier extent read back.
+type cachedExtent struct {
+	data    []byte
+	checked bool // its ID was checked
+}
+
 // patchReader serves the new bytes of a run from pos to end, block by
-// block, to the chunker.
+// block, to the chunker; bytes at and after real are placeholders (zeros).
 type patchReader struct {
 	p        *regionPatch
 	ctx      context.Context
 	pos, end int64
+	real     int64
 	block    int // the block in buf, or -1
 	buf      [manifest.BlockSize]byte
 }
@@ -274,7 +394,7 @@ func (r *patchReader) blockData(b int) ([]byte, error) {
 	}
 	data := r.buf[:p.blockLen(b)]
 	if r.block != b {
-		if err := p.oldBlock(r.ctx, b, data); err != nil {
+		if err := p.oldBlock(r.ctx, b, data, r.real); err != nil {
 			return nil, err
 		}
 		r.block = b
