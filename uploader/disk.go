@@ -230,17 +230,47 @@ func (w *worker) region(ctx context.Context, ri int) (crypto.ID, manifest.Hash, 
 	return id, manifest.RegionHash(w.scan.blocks), nil
 }
 
+// compressSample is the size of the samples compressible compresses.
+const compressSample = 4 << 10
+
+// compressible reports whether a chunk is worth compressing: a large
+// chunk is, unless samples of it (its start, middle and end) do not shrink.
+// Random and encrypted data do not, and compressing them whole costs as
+// much as all the rest of a backup's work on them.
+func (w *worker) compressible(data []byte) (bool, error) {
+	if len(data) < 8*compressSample {
+		return true, nil
+	}
+	for _, off := range []int{0, len(data)/2 - compressSample/2, len(data) - compressSample} {
+		comp, err := w.enc.Encode(w.comp, data[off:off+compressSample])
+		if err != nil {
+			return false, err
+		}
+		w.comp = comp
+		if len(comp) < compressSample-compressSample/32 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // store compresses a chunk (when that saves at least 1/32) and hands it to
 // the packer, which seals it.
 func (w *worker) store(ctx context.Context, typ uint8, id crypto.ID, data []byte) error {
 	payload, flags := data, uint8(0)
-	comp, err := w.enc.Encode(w.comp, data)
+	ok, err := w.compressible(data)
 	if err != nil {
 		return fmt.Errorf("compressing chunk %s: %w", id, err)
 	}
-	w.comp = comp
-	if len(w.comp) < len(data)-len(data)/32 {
-		payload, flags = w.comp, pack.FlagZstd
+	if ok {
+		comp, err := w.enc.Encode(w.comp, data)
+		if err != nil {
+			return fmt.Errorf("compressing chunk %s: %w", id, err)
+		}
+		w.comp = comp
+		if len(w.comp) < len(data)-len(data)/32 {
+			payload, flags = w.comp, pack.FlagZstd
+		}
 	}
 	w.d.c.Stored.Add(int64(len(payload) + crypto.Overhead))
 	return w.d.s.pk.add(ctx, typ, flags, id, len(data), payload, &w.sealed)
