@@ -286,13 +286,14 @@ func describe(raw json.RawMessage) string {
 	case '[':
 		return "an array"
 	case '"':
-		if len(s) > 40 {
+		var v string
+		if json.Unmarshal(raw, &v) != nil || len(v) > 40 {
 			return "a string"
 		}
-		if strings.Contains(s, "OpaqueRef:") {
+		if strings.Contains(v, "OpaqueRef:") {
 			return "a reference string"
 		}
-		return "the string " + s
+		return "the string " + strconv.QuoteToASCII(v)
 	case 't', 'f':
 		return "a boolean"
 	case 'n':

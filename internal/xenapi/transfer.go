@@ -56,6 +56,9 @@ func (s *Session) ExportMetadata(ctx context.Context, vmUUID string, limit int64
 	if !ValidUUID(vmUUID) {
 		return nil, fmt.Errorf("xenapi: %s: %.60q is not a VM UUID (8-4-4-4-12 hex digits)", what, vmUUID)
 	}
+	if limit <= 0 {
+		return nil, fmt.Errorf("xenapi: %s: the size limit must be positive, not %d", what, limit)
+	}
 	resp, err := s.get(ctx, what, "/export_metadata", url.Values{"uuid": {vmUUID}})
 	if err != nil {
 		return nil, err
