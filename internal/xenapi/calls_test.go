@@ -68,6 +68,7 @@ func TestRecordShapeErrors(t *testing.T) {
 		{"bool as string", `{"is_a_template": "true"}`, []string{"is_a_template", "boolean"}},
 		{"not an object", `["x"]`, []string{"VM.get_record", "record was expected"}},
 		{"null", `null`, []string{"record was expected"}},
+		{"bad uuid", `{"uuid": "../../etc/passwd"}`, []string{"field uuid", "not a UUID"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -127,6 +127,9 @@ func decodeRecord(method string, raw json.RawMessage, dst any) error {
 		if err := decodeValue(fraw, v.Field(i)); err != nil {
 			return fmt.Errorf("xenapi: %s: field %s: %w", method, name, err)
 		}
+		if name == "uuid" && v.Field(i).String() != "" && !ValidUUID(v.Field(i).String()) {
+			return fmt.Errorf("xenapi: %s: field uuid: %s is not a UUID", method, describe(fraw))
+		}
 	}
 	return nil
 }
