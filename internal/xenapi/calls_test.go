@@ -264,6 +264,19 @@ func TestBitmapLen(t *testing.T) {
 	}
 }
 
+func TestBlockChanged(t *testing.T) {
+	bitmap := []byte{0x80, 0x01, 0x08}
+	var changed []int64
+	for i := int64(-1); i < 30; i++ {
+		if BlockChanged(bitmap, i) {
+			changed = append(changed, i)
+		}
+	}
+	if fmt.Sprint(changed) != "[0 15 20]" {
+		t.Fatalf("changed blocks = %v, want [0 15 20]", changed)
+	}
+}
+
 func TestListChangedBlocks(t *testing.T) {
 	f := newFakeXapi(t)
 	s := f.login(t)
