@@ -232,3 +232,24 @@ func TestParseDateTime(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseDateTime: any string parses or fails without panic; a parsed
+// time, written back in xapi's form, parses to the same instant.
+func FuzzParseDateTime(f *testing.F) {
+	for _, s := range []string{"20240115T10:20:30Z", "20220101T123045+0300", "2022-01-01T12:30:45.123-01:30", "19700101T00:00:00Z", "T", "20220101T12:30:45+"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParseDateTime(s)
+		if err != nil {
+			return
+		}
+		if got.Location() != time.UTC {
+			t.Fatalf("ParseDateTime(%q) is not in UTC", s)
+		}
+		again, err := ParseDateTime(got.Format("20060102T15:04:05.999999999Z"))
+		if err != nil || !again.Equal(got) {
+			t.Fatalf("ParseDateTime(%q) = %v, which does not round-trip (%v, %v)", s, got, again, err)
+		}
+	})
+}

@@ -259,6 +259,16 @@ func BitmapLen(size int64) int64 {
 	return (blocks + 7) / 8
 }
 
+// BlockChanged reports whether a changed-block bitmap marks block i (the
+// 64 KiB at i*CBTBlockSize) as changed; bits are MSB-first. Blocks past the
+// bitmap's end are reported unchanged.
+func BlockChanged(bitmap []byte, i int64) bool {
+	if i < 0 || i>>3 >= int64(len(bitmap)) {
+		return false
+	}
+	return bitmap[i>>3]&(0x80>>(i&7)) != 0
+}
+
 // ListChangedBlocks returns the bitmap of the 64 KiB blocks that differ
 // between two VDIs of one CBT chain (Async.VDI.list_changed_blocks): block i
 // changed iff bitmap[i>>3] & (0x80 >> (i&7)) != 0. size is the disk's

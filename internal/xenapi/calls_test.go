@@ -68,6 +68,7 @@ func TestRecordShapeErrors(t *testing.T) {
 		{"bool as string", `{"is_a_template": "true"}`, []string{"is_a_template", "boolean"}},
 		{"not an object", `["x"]`, []string{"VM.get_record", "record was expected"}},
 		{"null", `null`, []string{"record was expected"}},
+		{"bad uuid", `{"uuid": "../../etc/passwd"}`, []string{"field uuid", "not a UUID"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -260,6 +261,19 @@ func TestBitmapLen(t *testing.T) {
 		if got := BitmapLen(size); got != want {
 			t.Errorf("BitmapLen(%d) = %d, want %d", size, got, want)
 		}
+	}
+}
+
+func TestBlockChanged(t *testing.T) {
+	bitmap := []byte{0x80, 0x01, 0x08}
+	var changed []int64
+	for i := int64(-1); i < 30; i++ {
+		if BlockChanged(bitmap, i) {
+			changed = append(changed, i)
+		}
+	}
+	if fmt.Sprint(changed) != "[0 15 20]" {
+		t.Fatalf("changed blocks = %v, want [0 15 20]", changed)
 	}
 }
 

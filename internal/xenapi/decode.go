@@ -127,6 +127,9 @@ func decodeRecord(method string, raw json.RawMessage, dst any) error {
 		if err := decodeValue(fraw, v.Field(i)); err != nil {
 			return fmt.Errorf("xenapi: %s: field %s: %w", method, name, err)
 		}
+		if name == "uuid" && v.Field(i).String() != "" && !ValidUUID(v.Field(i).String()) {
+			return fmt.Errorf("xenapi: %s: field uuid: %s is not a UUID", method, describe(fraw))
+		}
 	}
 	return nil
 }
@@ -286,13 +289,14 @@ func describe(raw json.RawMessage) string {
 	case '[':
 		return "an array"
 	case '"':
-		if len(s) > 40 {
+		var v string
+		if json.Unmarshal(raw, &v) != nil || len(v) > 40 {
 			return "a string"
 		}
-		if strings.Contains(s, "OpaqueRef:") {
+		if strings.Contains(v, "OpaqueRef:") {
 			return "a reference string"
 		}
-		return "the string " + s
+		return "the string " + strconv.QuoteToASCII(v)
 	case 't', 'f':
 		return "a boolean"
 	case 'n':

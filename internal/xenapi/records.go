@@ -206,3 +206,21 @@ func (n NBDInfo) String() string {
 
 // GoString is String, so %#v redacts too.
 func (n NBDInfo) GoString() string { return n.String() }
+
+// Values of the enum fields Coffer compares against.
+const (
+	PowerStateHalted    = "Halted"
+	PowerStateRunning   = "Running"
+	PowerStatePaused    = "Paused"
+	PowerStateSuspended = "Suspended"
+
+	VBDTypeDisk = "Disk"
+	VBDTypeCD   = "CD"
+
+	VDITypeUser        = "user"
+	VDITypeSystem      = "system"
+	VDITypeCBTMetadata = "cbt_metadata"
+
+	NetworkPurposeNBD         = "nbd"
+	NetworkPurposeInsecureNBD = "insecure_nbd"
+)

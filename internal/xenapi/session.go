@@ -146,6 +146,7 @@ func (s *Session) Logout(ctx context.Context) error {
 	_, err := s.Call(ctx, "session.logout")
 	if err == nil || IsCode(err, ErrSessionInvalid) {
 		s.closed.Store(true)
+		s.http.CloseIdleConnections()
 		return nil
 	}
 	return err

@@ -56,6 +56,9 @@ func (s *Session) ExportMetadata(ctx context.Context, vmUUID string, limit int64
 	if !ValidUUID(vmUUID) {
 		return nil, fmt.Errorf("xenapi: %s: %.60q is not a VM UUID (8-4-4-4-12 hex digits)", what, vmUUID)
 	}
+	if limit <= 0 {
+		return nil, fmt.Errorf("xenapi: %s: the size limit must be positive, not %d", what, limit)
+	}
 	resp, err := s.get(ctx, what, "/export_metadata", url.Values{"uuid": {vmUUID}})
 	if err != nil {
 		return nil, err
@@ -92,7 +95,8 @@ func checkTar(body []byte) error {
 // ExportRawVDI streams a VDI's raw contents (GET /export_raw_vdi,
 // format=raw). xapi ends the body by closing the connection, so the reader
 // checks the length itself: it returns an error wrapping
-// io.ErrUnexpectedEOF when the stream ends before size bytes, and an error
+// io.ErrUnexpectedEOF when the stream ends or breaks before size bytes (a
+// broken stream's error wraps its cause too), and an error
 // when it carries more than size bytes; io.EOF only after exactly size.
 // A body starting with an HTTP error page is refused.
 func (s *Session) ExportRawVDI(ctx context.Context, vdi Ref, size int64) (io.ReadCloser, error) {
@@ -157,7 +161,7 @@ func (z *sizedReader) Read(p []byte) (int, error) {
 		}
 		err = nil
 	} else if err != nil {
-		err = fmt.Errorf("xenapi: export_raw_vdi: after %d of %d bytes: %w", z.n, z.size, z.scrub(err))
+		err = fmt.Errorf("xenapi: export_raw_vdi: the stream broke after %d of %d bytes: %w (%w)", z.n, z.size, z.scrub(err), io.ErrUnexpectedEOF)
 	}
 	return k, err
 }

@@ -209,3 +209,26 @@ func TestExportRawVDIRefusals(t *testing.T) {
 	}
 	t.Logf("closed server: %v", err)
 }
+
+func TestExportRawVDIBrokenStream(t *testing.T) {
+	f := newFakeXapi(t)
+	s := f.login(t)
+	f.mux.HandleFunc("GET /export_raw_vdi", func(w http.ResponseWriter, r *http.Request) {
+		rawReply(w, "HTTP/1.1 200 OK\r\nConnection: close\r\n", make([]byte, 1000))
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	rc, err := s.ExportRawVDI(ctx, vdiRef, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	buf := make([]byte, 10)
+	if _, err := io.ReadFull(rc, buf); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	_, err = io.ReadAll(rc)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("err = %v, want one wrapping io.ErrUnexpectedEOF", err)
+	}
+}
