@@ -114,10 +114,22 @@ func (p *simPool) list() listing {
 	return l
 }
 
-// checkClean: no snapshot VM and no disk attached to the control domain.
+// checkClean: no snapshot VM, no disk attached to the control domain, and
+// at most one base (snapshot VDI) per disk of the pool's VMs.
 func (p *simPool) checkClean() {
 	p.t.Helper()
 	l := p.list()
+	bases, disks := 0, 0
+	for _, v := range l.VDIs {
+		if v.IsSnapshot {
+			bases++
+		} else if v.Type != "iso" {
+			disks++
+		}
+	}
+	if bases > disks {
+		p.t.Errorf("%d snapshot VDIs left for %d disks: older nights' bases were not removed", bases, disks)
+	}
 	for _, vm := range l.VMs {
 		if vm.IsSnapshot {
 			p.t.Errorf("snapshot %q left in the pool", vm.NameLabel)

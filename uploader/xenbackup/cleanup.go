@@ -68,10 +68,36 @@ func (n *night) cleanup(ctx context.Context) CleanupReport {
 			}
 		}
 	}
+	n.removeStaleBases(ctx, &rep)
 	if len(rep.Warnings) > 0 || rep.OrphanSnapshots > 0 || rep.Detached > 0 {
 		n.event("", "cleaned up after an earlier run: %d orphan snapshots removed, %d disks detached", rep.OrphanSnapshots, rep.Detached)
 	}
 	return rep
+}
+
+// removeStaleBases removes the bases of older nights that a run killed
+// after its commit left in the pool: only the newest Coffer snapshot of a
+// VM needs its base.
+func (n *night) removeStaleBases(ctx context.Context, rep *CleanupReport) {
+	if len(n.older) == 0 {
+		return
+	}
+	vdis, err := n.opt.Xen.GetAllVDIs(ctx)
+	if err != nil {
+		rep.Warnings = append(rep.Warnings, "listing the pool's VDIs to remove older bases: "+err.Error())
+		return
+	}
+	for ref, vdi := range vdis {
+		if !n.older[vdi.UUID] || n.kept[vdi.UUID] || !vdi.IsASnapshot {
+			continue
+		}
+		err := n.retryDetached(ctx, ref, &rep.Detached, func() error { return n.opt.Xen.DestroyVDI(ctx, ref) })
+		if err != nil && !gone(err) {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("removing an older night's base %s: %v", vdi.UUID, err))
+			continue
+		}
+		rep.StaleBases++
+	}
 }
 
 // reduce leaves of a committed night's snapshot VDI what its plan keeps.

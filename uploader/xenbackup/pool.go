@@ -29,6 +29,9 @@ type night struct {
 	// snapshot of this pool kept.
 	latest map[string]*repoSnapshot
 	kept   map[string]bool
+	// older names the snapshot VDIs earlier Coffer snapshots (not the
+	// newest of their VM) kept: bases a run that died may have left.
+	older map[string]bool
 
 	mu sync.Mutex // guards xapi calls that change the pool's VDIs in cleanup
 }
@@ -80,10 +83,18 @@ func (n *night) loadHistory(ctx context.Context) error {
 	sort.Slice(snaps, func(i, j int) bool { return snaps[i].Time.Before(snaps[j].Time) })
 	n.latest = map[string]*repoSnapshot{}
 	n.kept = map[string]bool{}
+	n.older = map[string]bool{}
 	for _, s := range snaps {
 		x := s.Source.Xen
 		if s.Source.Kind != "xen" || x == nil || x.Pool != n.poolUUID {
 			continue
+		}
+		if prev := n.latest[x.VM]; prev != nil {
+			for _, d := range prev.snap.Disks {
+				if d.Xen != nil && d.Xen.Kept != manifest.XenKeptNone {
+					n.older[d.Xen.SnapshotVDI] = true
+				}
+			}
 		}
 		n.latest[x.VM] = &repoSnapshot{id: s.ID, snap: s.Snapshot}
 	}
