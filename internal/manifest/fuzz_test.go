@@ -74,6 +74,10 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(b)
+	if b, err = xenSnapshot().Marshal(); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
 	f.Add([]byte(`{"version":1,"time":"2026-01-01T00:00:00Z","host":"h","name":"n","source":{"kind":"image"},"disks":[{"index":0,"name":"d","size":0,"block_size":65536,"region_size":67108864,"digest":"` + DiskDigest(0, nil).String() + `","lists":[],"stats":{}}]}`))
 	f.Add([]byte(`{"version":1,"name":"n","disks":[{"index":0,"size":1,"block_size":65536,"region_size":67108864,"digest":"` + DiskDigest(1, nil).String() + `","lists":["` + idOf(1).String() + `"]}]}`))
 	f.Add([]byte(`null`))

@@ -22,6 +22,9 @@ func (n *night) backupDisks(ctx context.Context, vm xenapi.VM, snap *vmSnapshot,
 		}
 		res.Disks = append(res.Disks, dr)
 		rec.Disks = append(rec.Disks, disk)
+		if dr.Read == manifest.XenReadChanged {
+			rec.Parent = n.latest[vm.UUID].id
+		}
 	}
 	return rec, nil
 }
