@@ -206,6 +206,9 @@ func TestXenNightsCommandLine(t *testing.T) {
 		}
 	}
 
+	if r := a.run("check", "--read-data"); r.code != 0 {
+		t.Fatalf("check --read-data after XenServer nights exited %d:\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	p.xapisim("switch", "snapshot-fail=web")
 	r := a.run("backup", "--json")
 	if r.code != exitPartialCode || !strings.Contains(r.stderr, `"kind":"partial"`) {

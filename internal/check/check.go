@@ -340,6 +340,7 @@ func (c *checker) snapshots(ctx context.Context) error {
 	done := map[crypto.ID]bool{} // region maps already checked
 	for _, s := range snaps {
 		obj := repo.SnapshotsPrefix + s.ID
+		c.vmMetadata(ctx, obj, s.Snapshot)
 		for di := range s.Disks {
 			d := &s.Disks[di]
 			regions, err := c.r.DiskRegions(ctx, d)
@@ -366,6 +367,27 @@ func (c *checker) snapshots(ctx context.Context) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// vmMetadata checks that a VM snapshot's metadata chunk is there, opens,
+// and has the length the snapshot records.
+func (c *checker) vmMetadata(ctx context.Context, obj string, s *manifest.Snapshot) {
+	x := s.Source.Xen
+	if x == nil || x.Metadata == "" {
+		return
+	}
+	var id crypto.ID
+	if _, err := hex.Decode(id[:], []byte(x.Metadata)); err != nil {
+		c.problem(obj, fmt.Errorf("VM metadata ID %q: %w", x.Metadata, manifest.ErrFormat), false)
+		return
+	}
+	b, err := c.r.LoadBlob(ctx, id)
+	switch {
+	case err != nil:
+		c.problem(obj, fmt.Errorf("the VM's metadata (chunk %s): %w", id, err), false)
+	case int64(len(b)) != x.MetadataSize:
+		c.problem(obj, fmt.Errorf("the VM's metadata (chunk %s) has %d bytes, the snapshot says %d: %w", id, len(b), x.MetadataSize, manifest.ErrFormat), false)
+	}
 }
 
 func (c *checker) region(ctx context.Context, obj string, d *manifest.Disk, ri int, rid crypto.ID) {
