@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"time"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -42,6 +43,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"jsonshape": cmdJSONShape,
 			"diskgen":   cmdDiskgen,
+			"simserve":  cmdSimServe,
 		},
 	})
 }
@@ -137,4 +139,26 @@ func cmdDiskgen(ts *testscript.TestScript, neg bool, args []string) {
 	seed, err := strconv.ParseUint(args[1], 10, 64)
 	ts.Check(err)
 	ts.Check(diskgen.Generate(ts.MkAbs(args[2]), int64(size), seed, diskgen.Options{}))
+}
+
+// cmdSimServe waits for a running xapisim serve on the state folder DIR
+// and sets XEN_URL and XEN_FP to its URL and certificate fingerprint.
+//
+//	exec xapisim serve --state DIR --listen 127.0.0.1:0 --nbd-listen 127.0.0.1:0 &
+//	simserve DIR
+func cmdSimServe(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: simserve DIR")
+	}
+	path := filepath.Join(ts.MkAbs(args[0]), "serve.json")
+	for i := 0; i < 1000; i++ {
+		var info struct{ URL, Fingerprint string }
+		if b, err := os.ReadFile(path); err == nil && json.Unmarshal(b, &info) == nil && info.URL != "" {
+			ts.Setenv("XEN_URL", info.URL)
+			ts.Setenv("XEN_FP", info.Fingerprint)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ts.Fatalf("xapisim serve did not start on %s", args[0])
 }

@@ -152,6 +152,12 @@ func (g *globals) backupXen(ctx context.Context, x *xenFlags, tags []string, upl
 		for i, f := range failed {
 			names[i] = f.Name
 		}
+		if len(failed) == len(res.VMs) {
+			if len(failed) == 1 {
+				return fmt.Errorf("VM %s was not backed up: %w", names[0], failed[0].Err)
+			}
+			return fmt.Errorf("none of the %d VMs was backed up: %s", len(failed), strings.Join(names, ", "))
+		}
 		return partialError{fmt.Errorf("%d of %d VMs were not backed up: %s", len(failed), len(res.VMs), strings.Join(names, ", "))}
 	}
 	return nil
