@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"time"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dustin/go-humanize"
 	"github.com/rogpeppe/go-internal/testscript"
