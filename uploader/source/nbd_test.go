@@ -1,0 +1,62 @@
+package source_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/cofferhq/coffer/internal/nbd"
+	"github.com/cofferhq/coffer/uploader/source"
+)
+
+// memExport is an NBD export of bytes in memory.
+type memExport struct{ data []byte }
+
+func (m *memExport) Size() int64 { return int64(len(m.data)) }
+func (m *memExport) ReadAt(p []byte, off int64) (int, error) {
+	return bytes.NewReader(m.data).ReadAt(p, off)
+}
+func (m *memExport) Close() error { return nil }
+
+// serve runs a plain NBD server of data on loopback.
+func serve(t *testing.T, data []byte) nbd.Export {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &nbd.Server{Open: func(context.Context, string) (nbd.ServerExport, error) { return &memExport{data: data}, nil }}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	addr := l.Addr().(*net.TCPAddr)
+	return nbd.Export{Address: addr.IP.String(), Port: addr.Port, Name: "/disk"}
+}
+
+// A VDI read over NBD gives its bytes; a server that says the disk has
+// another size than XenServer does is refused, naming both sizes.
+func TestOpenNBD(t *testing.T) {
+	data := bytes.Repeat([]byte("coffer nbd source"), 1<<16)[:1<<20]
+	exp := serve(t, data)
+	dial := exp.Dialer(nbd.DialOptions{AllowPlain: true})
+	src, err := source.OpenNBD(context.Background(), "VM web disk 0", int64(len(data)), dial, nbd.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 64<<10)
+	if _, err := src.ReadAt(got, 128<<10); err != nil || !bytes.Equal(got, data[128<<10:192<<10]) {
+		t.Fatalf("read %v, bytes equal %v", err, bytes.Equal(got, data[128<<10:192<<10]))
+	}
+	if r, _ := src.DataRanges(0, src.Size()); len(r) != 1 || r[0] != [2]int64{0, src.Size()} {
+		t.Fatalf("data ranges %v", r)
+	}
+	src.Close()
+
+	_, err = source.OpenNBD(context.Background(), "VM web disk 0", int64(len(data))+4096, dial, nbd.ReaderOptions{})
+	var se *source.SourceError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "1048576") || !strings.Contains(err.Error(), "1052672") {
+		t.Fatalf("a server that disagrees about the size: %v; want a SourceError naming both sizes", err)
+	}
+}
