@@ -48,6 +48,9 @@ cannot be, with the reason. One VM that fails does not stop the others
 				if image != "" {
 					return usageError{Err: errors.New("back up either --image or --xen, not both")}
 				}
+				if name != "" {
+					return usageError{Err: errors.New("--name is for --image: the snapshots of VMs are named after the VMs")}
+				}
 				return g.backupXen(cmd.Context(), &xen, tags, uploaders)
 			}
 			if image == "" {
