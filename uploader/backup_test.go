@@ -68,6 +68,18 @@ func initRepo(t *testing.T, st store.Store) *repo.Repo {
 	return r
 }
 
+// newLocalRepo makes a repository (passphrase "pw") in a new directory's
+// "repo" folder and returns the directory, the store and the repository.
+func newLocalRepo(t *testing.T) (string, store.Store, *repo.Repo) {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := store.OpenLocal(filepath.Join(dir, "repo"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, st, initRepo(t, st)
+}
+
 // backupImage backs the image at path up into r.
 func backupImage(t *testing.T, r *repo.Repo, path string, opt uploader.Options) (*uploader.Result, error) {
 	t.Helper()
@@ -85,12 +97,7 @@ func backupImage(t *testing.T, r *repo.Repo, path string, opt uploader.Options) 
 
 func TestBackupRestoreRoundTrip(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.OpenLocal(filepath.Join(dir, "repo"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := initRepo(t, st)
+	dir, st, r := newLocalRepo(t)
 	img := filepath.Join(dir, "disk.img")
 	// Not a multiple of the block or region size, to exercise the tails.
 	writeImage(t, img, 150<<20+12345, 1)
@@ -160,12 +167,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 // the image still restores byte-identical with the right digest.
 func TestZeroBlocksInsideData(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.OpenLocal(filepath.Join(dir, "repo"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := initRepo(t, st)
+	dir, _, r := newLocalRepo(t)
 	const bs = 64 << 10
 	size := int64(70<<20 + 4321) // two regions, a partial last block
 	buf := make([]byte, size)

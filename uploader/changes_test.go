@@ -9,7 +9,6 @@ import (
 
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/sparse"
-	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/uploader"
 	"github.com/cofferhq/coffer/uploader/source"
 )
@@ -109,12 +108,7 @@ func backupSource(t *testing.T, s *uploader.Session, path string, ch *uploader.C
 // same chunks) and the same digest; and it restores byte-identical.
 func TestChangedBlockNightEqualsFullRead(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.OpenLocal(filepath.Join(dir, "repo"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := initRepo(t, st)
+	dir, st, r := newLocalRepo(t)
 	img := filepath.Join(dir, "disk.img")
 	writeImage(t, img, 3*manifest.RegionSize+5*manifest.BlockSize+777, 7)
 	rng := rand.New(rand.NewPCG(7, 7))

@@ -23,12 +23,7 @@ import (
 // chunks another VM's disk claimed.
 func TestSessionCommitsVMsOneByOne(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := store.OpenLocal(filepath.Join(dir, "repo"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := initRepo(t, st)
+	dir, st, r := newLocalRepo(t)
 	// Shared content between VMs (same seed): the second VM's chunks are
 	// mostly claimed by the first.
 	vms := map[string][]uint64{"a": {1}, "b": {1, 2}, "c": {3}}

@@ -118,6 +118,19 @@ func (s *Sim) Import(d DiskRef, image string) error {
 }
 
 func (s *Sim) importInto(v *VDI, img io.ReaderAt) error {
+	return s.writeBlocks(v, blocksOf(v.VirtualSize), func(b int64, data []byte, cur *chainReader) (bool, error) {
+		n, err := img.ReadAt(data, b*BlockSize)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false, fmt.Errorf("read image: %w", err)
+		}
+		clear(data[n:])
+		return !allZero(data) || cur.owner(b) >= 0, nil
+	})
+}
+
+// writeBlocks writes the first n blocks of v: fill gets each block's
+// buffer and the disk's chain as it was, and says whether to write it.
+func (s *Sim) writeBlocks(v *VDI, n int64, fill func(b int64, data []byte, cur *chainReader) (bool, error)) error {
 	cur, err := s.openChain(v.Chain, v.VirtualSize)
 	if err != nil {
 		return err
@@ -128,18 +141,13 @@ func (s *Sim) importInto(v *VDI, img io.ReaderAt) error {
 		return err
 	}
 	buf := make([]byte, BlockSize)
-	for b := range blocksOf(v.VirtualSize) {
+	for b := int64(0); b < n; b++ {
 		data := buf[:min(BlockSize, v.VirtualSize-b*BlockSize)]
-		n, err := img.ReadAt(data, b*BlockSize)
-		if err != nil && !errors.Is(err, io.EOF) {
-			w.close()
-			return fmt.Errorf("read image: %w", err)
+		write, err := fill(b, data, cur)
+		if err == nil && write {
+			err = w.write(b, data)
 		}
-		clear(data[n:])
-		if allZero(data) && cur.owner(b) < 0 {
-			continue
-		}
-		if err := w.write(b, data); err != nil {
+		if err != nil {
 			w.close()
 			return err
 		}
@@ -291,30 +299,13 @@ func (s *Sim) exportVDI(ref, file string) error {
 // writeStream writes n bytes of r onto v from offset 0, block by block; a
 // last partial block keeps the rest of what the disk held there.
 func (s *Sim) writeStream(v *VDI, r io.Reader, n int64) error {
-	cur, err := s.openChain(v.Chain, v.VirtualSize)
-	if err != nil {
-		return err
-	}
-	defer cur.Close()
-	w, err := s.openWriter(v)
-	if err != nil {
-		return err
-	}
-	buf := make([]byte, BlockSize)
-	for b := int64(0); b*BlockSize < n; b++ {
-		data := buf[:min(BlockSize, v.VirtualSize-b*BlockSize)]
+	return s.writeBlocks(v, (n+BlockSize-1)/BlockSize, func(b int64, data []byte, cur *chainReader) (bool, error) {
 		if _, err := cur.ReadAt(data, b*BlockSize); err != nil && !errors.Is(err, io.EOF) {
-			w.close()
-			return err
+			return false, err
 		}
 		if _, err := io.ReadFull(r, data[:min(int64(len(data)), n-b*BlockSize)]); err != nil {
-			w.close()
-			return fmt.Errorf("the body ended early: %w", err)
+			return false, fmt.Errorf("the body ended early: %w", err)
 		}
-		if err := w.write(b, data); err != nil {
-			w.close()
-			return err
-		}
-	}
-	return w.close()
+		return true, nil
+	})
 }

@@ -128,15 +128,10 @@ func decodeState(b []byte) (*State, error) {
 // checkRefs checks that every object is present and points at objects
 // that exist.
 func (st *State) checkRefs() error {
-	for ref, vm := range st.VMs {
-		if vm == nil {
-			return fmt.Errorf("VM %s is null", ref)
-		}
-	}
-	for ref, sr := range st.SRs {
-		if sr == nil {
-			return fmt.Errorf("SR %s is null", ref)
-		}
+	err := errors.Join(noNil("VM", st.VMs), noNil("SR", st.SRs), noNil("network", st.Networks),
+		noNil("session", st.Sessions), noNil("task", st.Tasks))
+	if err != nil {
+		return err
 	}
 	for ref, v := range st.VDIs {
 		if v == nil || st.SRs[v.SR] == nil {
@@ -148,19 +143,14 @@ func (st *State) checkRefs() error {
 			return fmt.Errorf("VBD %s is null or points at a missing VM or VDI", ref)
 		}
 	}
-	for ref, n := range st.Networks {
-		if n == nil {
-			return fmt.Errorf("network %s is null", ref)
-		}
-	}
-	for ref, s := range st.Sessions {
-		if s == nil {
-			return fmt.Errorf("session %s is null", ref)
-		}
-	}
-	for ref, t := range st.Tasks {
-		if t == nil {
-			return fmt.Errorf("task %s is null", ref)
+	return nil
+}
+
+// noNil returns an error naming a null object of m.
+func noNil[K comparable, V any](class string, m map[K]*V) error {
+	for ref, v := range m {
+		if v == nil {
+			return fmt.Errorf("%s %v is null", class, ref)
 		}
 	}
 	return nil
