@@ -3,6 +3,8 @@ package source
 import (
 	"context"
 	"fmt"
+	"io"
+	"sync"
 
 	"github.com/cofferhq/coffer/internal/nbd"
 )
@@ -13,9 +15,10 @@ import (
 // every byte is data to the pipeline (zero blocks are still found, and
 // not stored); a changed-block night reads only the blocks that changed.
 type NBDSource struct {
-	r    *nbd.Reader
-	path string
-	size int64
+	r     *nbd.Reader
+	path  string
+	size  int64
+	ahead *spans // nil: no read-ahead
 }
 
 // OpenNBD opens a VDI of size bytes, as XenServer reports it, over NBD;
@@ -38,7 +41,15 @@ func OpenNBD(ctx context.Context, path string, size int64, dial func(context.Con
 }
 
 // ReadAt implements io.ReaderAt.
-func (s *NBDSource) ReadAt(p []byte, off int64) (int, error) { return s.r.ReadAt(p, off) }
+func (s *NBDSource) ReadAt(p []byte, off int64) (int, error) {
+	if ok, err := s.readAhead(p, off); ok {
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return s.r.ReadAt(p, off)
+}
 
 // Size implements Source.
 func (s *NBDSource) Size() int64 { return s.size }
@@ -63,3 +74,59 @@ func (s *NBDSource) Close() error { return s.r.Close() }
 
 // Stats returns the NBD reader's counters.
 func (s *NBDSource) Stats() nbd.ReaderStats { return s.r.Stats() }
+
+// readAheadSpan is what a small read of an NBDSource with read-ahead
+// fetches: the aligned span around it.
+const readAheadSpan = 1 << 20
+
+// readAheadSpans is how many spans an NBDSource keeps.
+const readAheadSpans = 16
+
+// spans is an NBDSource's read-ahead: the last spans fetched, by offset.
+type spans struct {
+	mu    sync.Mutex
+	data  map[int64][]byte
+	order []int64
+}
+
+// SetReadAhead makes small reads fetch the aligned MiB around them and
+// keep it for the next ones. A full read checks every 64 KiB block for
+// zeros one at a time (NBD says nothing of holes), and each check would
+// otherwise be a request; a changed-block read, which must read only the
+// changed blocks, leaves it off.
+func (s *NBDSource) SetReadAhead(on bool) {
+	if on {
+		s.ahead = &spans{data: map[int64][]byte{}}
+	} else {
+		s.ahead = nil
+	}
+}
+
+// readAhead serves p from the span around off, fetching it when needed,
+// and reports whether it could.
+func (s *NBDSource) readAhead(p []byte, off int64) (bool, error) {
+	a := s.ahead
+	base := off &^ (readAheadSpan - 1)
+	if a == nil || len(p) > readAheadSpan/4 || off+int64(len(p)) > base+readAheadSpan || off+int64(len(p)) > s.size {
+		return false, nil
+	}
+	a.mu.Lock()
+	span, ok := a.data[base]
+	a.mu.Unlock()
+	if !ok {
+		span = make([]byte, min(readAheadSpan, s.size-base))
+		if _, err := s.r.ReadAt(span, base); err != nil && err != io.EOF {
+			return true, err
+		}
+		a.mu.Lock()
+		a.data[base] = span
+		a.order = append(a.order, base)
+		if len(a.order) > readAheadSpans {
+			delete(a.data, a.order[0])
+			a.order = a.order[1:]
+		}
+		a.mu.Unlock()
+	}
+	copy(p, span[off-base:])
+	return true, nil
+}

@@ -46,6 +46,7 @@ func (n *night) backupDisk(ctx context.Context, vm xenapi.VM, i int, d snapDisk,
 	if err != nil {
 		return manifest.Disk{}, dr, err
 	}
+	src.SetReadAhead(ch == nil)
 	var c uploader.DiskCounters
 	disk, err := n.session.BackupDisk(ctx, uploader.DiskJob{Source: src, Index: i, Name: "xvd" + deviceLetter(dev), Counters: &c, Changes: ch})
 	dr.Reconnects = src.Stats().Reconnects
