@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/nbd"
 	"github.com/cofferhq/coffer/internal/xenapi"
@@ -48,6 +49,7 @@ func (n *night) backupDisk(ctx context.Context, vm xenapi.VM, i int, d snapDisk,
 	}
 	src.SetReadAhead(ch == nil)
 	var c uploader.DiskCounters
+	start := clock.Start()
 	disk, err := n.session.BackupDisk(ctx, uploader.DiskJob{Source: src, Index: i, Name: "xvd" + deviceLetter(dev), Counters: &c, Changes: ch})
 	dr.Reconnects = src.Stats().Reconnects
 	// Disconnecting detaches the VDI from the control domain, which the
@@ -57,6 +59,7 @@ func (n *night) backupDisk(ctx context.Context, vm xenapi.VM, i int, d snapDisk,
 		return manifest.Disk{}, dr, fmt.Errorf("disk %s of VM %s: %w", dev, vm.NameLabel, err)
 	}
 	dr.ReadBytes, dr.Fetched, dr.NewBytes = c.Read.Load(), c.Fetched.Load(), c.NewBytes.Load()
+	n.event(vm.NameLabel, "disk %s: read %.1f MiB, %.1f MiB new, in %.1fs", dev, mib(dr.ReadBytes), mib(dr.NewBytes), start.Elapsed().Seconds())
 	kept := manifest.XenKeptNone
 	switch {
 	case !d.snap.vdi.CBTEnabled:
@@ -73,6 +76,8 @@ func (n *night) backupDisk(ctx context.Context, vm xenapi.VM, i int, d snapDisk,
 	}
 	return disk, dr, nil
 }
+
+func mib(n int64) float64 { return float64(n) / (1 << 20) }
 
 // deviceLetter turns userdevice "0" into "a", "1" into "b", ...
 func deviceLetter(dev string) string {
