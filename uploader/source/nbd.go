@@ -48,7 +48,30 @@ func (s *NBDSource) ReadAt(p []byte, off int64) (int, error) {
 		}
 		return len(p), nil
 	}
-	return s.r.ReadAt(p, off)
+	// A large read that starts in a span fetched already takes that part
+	// from it.
+	n := s.cached(p, off)
+	if n == len(p) {
+		return n, nil
+	}
+	m, err := s.r.ReadAt(p[n:], off+int64(n))
+	return n + m, err
+}
+
+// cached copies into p what the read-ahead holds of the span p starts in.
+func (s *NBDSource) cached(p []byte, off int64) int {
+	a := s.ahead
+	if a == nil {
+		return 0
+	}
+	base := off &^ (readAheadSpan - 1)
+	a.mu.Lock()
+	span, ok := a.data[base]
+	a.mu.Unlock()
+	if !ok {
+		return 0
+	}
+	return copy(p, span[off-base:])
 }
 
 // Size implements Source.

@@ -93,6 +93,16 @@ func TestNBDReadAhead(t *testing.T) {
 				t.Fatalf("read-ahead %v: read at %d: %d, %v, equal %v", ahead, off, n, err, bytes.Equal(p, data[off:off+int64(len(p))]))
 			}
 		}
+		// A large read starting in a span fetched already reads only the
+		// rest.
+		reads.Store(0)
+		big := make([]byte, 960<<10)
+		if n, err := src.ReadAt(big, 1<<20+64<<10); err != nil || n != len(big) || !bytes.Equal(big, data[1<<20+64<<10:2<<20]) {
+			t.Fatalf("read-ahead %v: large read: %d, %v", ahead, n, err)
+		}
+		if want := map[bool]int64{true: 0, false: 1}[ahead]; reads.Load() != want {
+			t.Errorf("read-ahead %v: the large read made %d requests beyond the spans held, want %d", ahead, reads.Load(), want)
+		}
 		src.Close()
 		want := int64(4) // one per MiB
 		if !ahead {
