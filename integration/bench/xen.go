@@ -44,9 +44,10 @@ const (
 	xenResticFirst  = "restic-night1" // restic: night-1 image (not compared)
 	xenResticSecond = "restic-second" // restic: night-2 image, its second night
 	xenRestore      = "restore"       // coffer restore latest, compared with night 2
+	xenProfiled     = "cbt-profile"   // coffer: night 5, as night 2 with a CPU profile (not compared)
 )
 
-var xenSteps = []string{xenNight1, xenCBT, xenFullRead, xenUnchanged, xenResticFirst, xenResticSecond, xenRestore}
+var xenSteps = []string{xenNight1, xenCBT, xenFullRead, xenUnchanged, xenResticFirst, xenResticSecond, xenRestore, xenProfiled}
 
 var xenStepTitles = map[string]string{
 	xenNight1:       "coffer night 1 (full read)",
@@ -56,6 +57,7 @@ var xenStepTitles = map[string]string{
 	xenResticFirst:  "restic night 1 (not compared)",
 	xenResticSecond: "restic second night",
 	xenRestore:      "coffer restore latest",
+	xenProfiled:     "coffer night 5 (CBT, profiled)",
 }
 
 // XenResult is the xen scenario in bench.json.
@@ -78,6 +80,7 @@ type XenResult struct {
 	Steps         []*Step     `json:"steps"`
 	Disks         []XenDisk   `json:"disks"`                    // coffer's nights, as its summaries tell
 	ResticSkipped string      `json:"restic_skipped,omitempty"` // why restic did not run
+	CPUProfile    string      `json:"cpu_profile,omitempty"`    // pprof of night 5, a CBT night like night 2
 	Error         string      `json:"error,omitempty"`
 	Notes         []string    `json:"notes,omitempty"`
 	Pool          *XenPoolLog `json:"pool,omitempty"`
@@ -218,7 +221,11 @@ func (xr *xenRun) run(ctx context.Context) error {
 			return err
 		}
 	}
-	return xr.verify(ctx)
+	if err := xr.verify(ctx); err != nil {
+		return err
+	}
+	xr.profile(ctx)
+	return nil
 }
 
 // setup builds xapisim, makes the pool with the VM and its disk of the
@@ -268,12 +275,38 @@ func (xr *xenRun) backupArgv(fullRead bool) []string {
 	return argv
 }
 
-// cofferStep runs and measures one of coffer's nights and records what its
-// summary says of the disk.
+// profile runs night 5 after the guest has written as much again, with
+// coffer's CPU profile, after the measured steps so that profiling slows
+// none of them. A failure is a note.
+func (xr *xenRun) profile(ctx context.Context) {
+	b := xr.b
+	pct := strconv.FormatFloat(xr.x.ChangedPercent, 'g', -1, 64)
+	if err := xr.pool.run(ctx, "write5", "disk", "write", xenVM, "0", "--random-blocks", pct,
+		"--seed", strconv.FormatUint(b.cfg.Seed+2, 10)); err != nil {
+		xr.note("no CPU profile: " + err.Error())
+		return
+	}
+	path := filepath.Join(b.cfg.Workdir, "logs", "xen-cbt.pprof")
+	argv := xr.backupArgv(false)
+	argv = append([]string{argv[0], "--cpu-profile", path}, argv[1:]...)
+	if err := xr.cofferNight(ctx, xenProfiled, argv); err != nil {
+		xr.note("no CPU profile: " + err.Error())
+		return
+	}
+	xr.x.CPUProfile = path
+}
+
+// cofferStep runs and measures one of coffer's nights of the VM.
 func (xr *xenRun) cofferStep(ctx context.Context, name string) error {
+	return xr.cofferNight(ctx, name, xr.backupArgv(name == xenFullRead))
+}
+
+// cofferNight runs and measures a night of coffer's (argv) and records
+// what its summary says of the disk.
+func (xr *xenRun) cofferNight(ctx context.Context, name string, argv []string) error {
 	b, x := xr.b, xr.x
 	b.logf("xen: %s", xenStepTitles[name])
-	st, out, err := xr.measured(ctx, xr.coffer, name, xr.backupArgv(name == xenFullRead), xr.pool.state)
+	st, out, err := xr.measured(ctx, xr.coffer, name, argv, xr.pool.state)
 	x.Steps = append(x.Steps, st)
 	var d XenDisk
 	if err == nil {

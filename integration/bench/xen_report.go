@@ -97,6 +97,9 @@ func xenReport(w io.Writer, r *Results) {
 	}
 	tw.Flush()
 	xenSummaryLines(w, x)
+	if x.CPUProfile != "" {
+		fmt.Fprintf(w, "  coffer's CPU profile of night 5 (a CBT night like night 2, not compared): go tool pprof -top %s\n", x.CPUProfile)
+	}
 	for _, n := range x.Notes {
 		fmt.Fprintf(w, "  note: %s\n", n)
 	}

@@ -283,6 +283,9 @@ func TestXenScenario(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(b.cfg.Workdir, "runs", "xen-pool", "serve.json")); err == nil {
 		t.Error("xapisim serve still running: serve.json left")
 	}
+	if d := x.disk(xenProfiled); d == nil || d.Read != "changed" || d.ChangedBlocks == 0 || x.CPUProfile == "" || fileSize(x.CPUProfile) == 0 {
+		t.Errorf("profiled night: %+v, profile %q (%d bytes)", d, x.CPUProfile, fileSize(x.CPUProfile))
+	}
 	if _, ok := b.bins[toolRestic]; ok != (x.step(xenResticSecond) != nil) {
 		t.Errorf("restic installed %v, restic's second night %+v (skipped: %q)", ok, x.step(xenResticSecond), x.ResticSkipped)
 	}
@@ -291,7 +294,7 @@ func TestXenScenario(t *testing.T) {
 	var out bytes.Buffer
 	report(&out, b.res)
 	for _, s := range []string{"coffer night 2 (CBT)", "PASS  local  xen CBT night reads of the disk (%)",
-		"PASS  local  xen restore of the latest night equals night 2", "fixed cost of a run"} {
+		"PASS  local  xen restore of the latest night equals night 2", "fixed cost of a run", "go tool pprof -top "} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("report lacks %q:\n%s", s, out.String())
 		}
