@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/dustin/go-humanize"
@@ -90,12 +92,16 @@ func xenReport(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "  %s disk of the reference mix, seed %d (%.0f MiB data); before night 2 the guest wrote %g%% of its %d blocks of 64 KiB\n",
 		humanize.IBytes(uint64(x.DiskSize)), r.Config.Seed, float64(x.Night1Allocated)/mib, x.ChangedPercent, x.Blocks)
 	fmt.Fprintf(w, "  MB/s = disk size / wall; xapisim CPU is the simulator's, apart from the tool's\n")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	var table bytes.Buffer
+	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "step\twall s\tMB/s\tCPU s\tpeak RSS MiB\txapisim CPU s\tread\tchanged blocks\tread MiB\t% of disk\tfetched MiB\tnew MiB\t")
 	for _, name := range xenSteps {
 		xenRow(tw, x, name)
 	}
 	tw.Flush()
+	for _, line := range strings.Split(strings.TrimSuffix(table.String(), "\n"), "\n") {
+		fmt.Fprintln(w, strings.TrimRight(line, " ")) // without the empty cells' padding
+	}
 	xenSummaryLines(w, x)
 	if x.CPUProfile != "" {
 		fmt.Fprintf(w, "  coffer's CPU profile of night 5 (a CBT night like night 2, not compared): go tool pprof -top %s\n", x.CPUProfile)
@@ -121,7 +127,7 @@ func xenRow(tw io.Writer, x *XenResult, name string) {
 	}
 	title := xenStepTitles[name]
 	if st.Error != "" {
-		fmt.Fprintf(tw, "%s\tfailed\t\n", title)
+		fmt.Fprintf(tw, "%s\tfailed%s\n", title, strings.Repeat("\t", 11))
 		return
 	}
 	row := fmt.Sprintf("%s\t%.2f\t%.0f\t%.2f\t%.0f\t%.2f\t", title, st.WallSeconds, st.MBps, st.CPUSeconds,
@@ -131,9 +137,9 @@ func xenRow(tw io.Writer, x *XenResult, name string) {
 		row += fmt.Sprintf("%s\t%d\t%.1f\t%.2f\t%.1f\t%.1f\t", d.Read, d.ChangedBlocks, float64(d.BytesRead)/mib,
 			100*float64(d.BytesRead)/float64(x.DiskSize), float64(d.BytesFetched)/mib, float64(d.BytesNew)/mib)
 	case name == xenRestore && st.Verified != nil && *st.Verified:
-		row += "verified\t"
+		row += "verified\t\t\t\t\t\t" // every row has every cell, so that the columns stay aligned
 	default:
-		row += "-\t"
+		row += "-\t\t\t\t\t\t"
 	}
 	fmt.Fprintln(tw, row)
 }

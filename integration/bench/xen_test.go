@@ -213,6 +213,28 @@ func TestXenReport(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", s, out.String())
 		}
 	}
+	// Every row's read column lines up, also after rows without figures.
+	col := -1
+	for _, line := range strings.Split(out.String(), "\n") {
+		for _, cell := range []string{"   full  ", "   changed  ", "   verified", "   -"} {
+			if i := strings.Index(line, cell); i >= 0 && strings.HasPrefix(strings.TrimSpace(line), "coffer ") ||
+				i >= 0 && strings.HasPrefix(strings.TrimSpace(line), "restic ") {
+				end := i + len(strings.TrimRight(cell, " "))
+				if col >= 0 && end != col {
+					t.Errorf("read column ends at %d, not %d: %q", end, col, line)
+				}
+				col = end
+			}
+		}
+	}
+	if col < 0 {
+		t.Error("no read column found")
+	}
+	var section bytes.Buffer
+	xenReport(&section, r)
+	if strings.Contains(section.String(), " \n") {
+		t.Errorf("trailing blanks in the section:\n%s", section.String())
+	}
 	// The xen scenario prints no tables of the other scenarios.
 	if strings.Contains(out.String(), "Full backup (night 1)") {
 		t.Errorf("empty tables of other scenarios printed:\n%s", out.String())
