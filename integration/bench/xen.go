@@ -137,9 +137,10 @@ type xenRun struct {
 	pool           *xenPool
 	coffer, restic *Session
 	cofferBin      string
-	resticBin      string // "" when restic does not run
-	night1, night2 string // the disk exported after night 1 and before night 2
-	live           string // the path restic backs up, a hard link to a night
+	resticBin      string           // "" when restic does not run
+	night1, night2 string           // the disk exported after night 1 and before night 2
+	live           string           // the path restic backs up, a hard link to a night
+	stored         map[string]int64 // session key -> bytes its repository held after its last backup
 }
 
 // runXen runs the xen scenario. A failure is recorded in the result, not
@@ -147,7 +148,7 @@ type xenRun struct {
 func (b *bench) runXen(ctx context.Context) *XenResult {
 	x := &XenResult{Target: targetLocal, DiskSize: b.cfg.XenSize, ChangedPercent: b.cfg.Changed * 100,
 		Blocks: b.cfg.XenSize / xenBlock, ReadPercent: num(math.NaN())}
-	xr := &xenRun{b: b, x: x, cofferBin: b.bins[toolCoffer]}
+	xr := &xenRun{b: b, x: x, cofferBin: b.bins[toolCoffer], stored: map[string]int64{}}
 	b.logf("xen: a VM with a %s disk in a simulated XenServer pool, target local only",
 		humanize.IBytes(uint64(x.DiskSize)))
 	if xr.cofferBin == "" {
@@ -312,6 +313,9 @@ func (xr *xenRun) cofferNight(ctx context.Context, name string, argv []string) e
 	if err == nil {
 		st.Summary, d, err = parseXenSummary(out)
 	}
+	if err == nil {
+		err = xr.recordStored(ctx, xr.coffer, st)
+	}
 	if err != nil {
 		st.Error = err.Error()
 		return fmt.Errorf("%s: %w", xenStepTitles[name], err)
@@ -333,6 +337,16 @@ func (xr *xenRun) cofferNight(ctx context.Context, name string, argv []string) e
 		xenStepTitles[name], st.WallSeconds, st.MBps, how, d.ChangedBlocks,
 		humanize.IBytes(uint64(d.BytesRead)), humanize.IBytes(uint64(d.BytesNew)))
 	return nil
+}
+
+// recordStored records the bytes and files the session's repository holds
+// after a backup, and how much it grew.
+func (xr *xenRun) recordStored(ctx context.Context, s *Session, st *Step) error {
+	var err error
+	st.StoredBytes, st.Objects, err = xr.b.stored(ctx, s)
+	st.StoredDelta = st.StoredBytes - xr.stored[s.key()]
+	xr.stored[s.key()] = st.StoredBytes
+	return err
 }
 
 // measured runs a measured step of the scenario (b.measured) with the disk
@@ -370,6 +384,9 @@ func (xr *xenRun) resticFirst(ctx context.Context) error {
 	xr.x.Steps = append(xr.x.Steps, st)
 	if err == nil {
 		st.Summary, _, err = resticDriver{}.parseBackup(out)
+	}
+	if err == nil {
+		err = xr.recordStored(ctx, xr.restic, st)
 	}
 	if err != nil {
 		st.Error = err.Error()
@@ -425,6 +442,9 @@ func (xr *xenRun) resticSecond(ctx context.Context) error {
 	xr.x.Steps = append(xr.x.Steps, st)
 	if err == nil {
 		st.Summary, _, err = resticDriver{}.parseBackup(out)
+	}
+	if err == nil {
+		err = xr.recordStored(ctx, xr.restic, st)
 	}
 	if err != nil {
 		st.Error = err.Error()

@@ -91,10 +91,11 @@ func xenReport(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "\nXenServer VM through the simulator (xapisim), changed block tracking; target local only\n")
 	fmt.Fprintf(w, "  %s disk of the reference mix, seed %d (%.0f MiB data); before night 2 the guest wrote %g%% of its %d blocks of 64 KiB\n",
 		humanize.IBytes(uint64(x.DiskSize)), r.Config.Seed, float64(x.Night1Allocated)/mib, x.ChangedPercent, x.Blocks)
-	fmt.Fprintf(w, "  MB/s = disk size / wall; xapisim CPU is the simulator's, apart from the tool's\n")
+	fmt.Fprintf(w, "  MB/s = disk size / wall; xapisim CPU is the simulator's, apart from the tool's; +stored = the repository's growth;\n")
+	fmt.Fprintf(w, "  read, fetched (from the repository) and new are coffer's figures for the disk\n")
 	var table bytes.Buffer
 	tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "step\twall s\tMB/s\tCPU s\tpeak RSS MiB\txapisim CPU s\tread\tchanged blocks\tread MiB\t% of disk\tfetched MiB\tnew MiB\t")
+	fmt.Fprintln(tw, "step\twall s\tMB/s\tCPU s\tpeak RSS MiB\txapisim CPU s\t+stored MiB\tread\tchanged blocks\tread MiB\t% of disk\tfetched MiB\tnew MiB\t")
 	for _, name := range xenSteps {
 		xenRow(tw, x, name)
 	}
@@ -127,11 +128,15 @@ func xenRow(tw io.Writer, x *XenResult, name string) {
 	}
 	title := xenStepTitles[name]
 	if st.Error != "" {
-		fmt.Fprintf(tw, "%s\tfailed%s\n", title, strings.Repeat("\t", 11))
+		fmt.Fprintf(tw, "%s\tfailed%s\n", title, strings.Repeat("\t", 12))
 		return
 	}
-	row := fmt.Sprintf("%s\t%.2f\t%.0f\t%.2f\t%.0f\t%.2f\t", title, st.WallSeconds, st.MBps, st.CPUSeconds,
-		float64(st.MaxRSSKiB)/1024, st.ServerCPU)
+	stored := "-"
+	if st.StoredBytes > 0 {
+		stored = fmt.Sprintf("%.1f", float64(st.StoredDelta)/mib)
+	}
+	row := fmt.Sprintf("%s\t%.2f\t%.0f\t%.2f\t%.0f\t%.2f\t%s\t", title, st.WallSeconds, st.MBps, st.CPUSeconds,
+		float64(st.MaxRSSKiB)/1024, st.ServerCPU, stored)
 	switch d := x.disk(name); {
 	case d != nil:
 		row += fmt.Sprintf("%s\t%d\t%.1f\t%.2f\t%.1f\t%.1f\t", d.Read, d.ChangedBlocks, float64(d.BytesRead)/mib,

@@ -127,6 +127,7 @@ func cannedXen(cbtWall, resticWall float64, readBlocks int64) *XenResult {
 			{Step: xenUnchanged, Read: "changed", Size: size},
 		}}
 	x.Steps[4].Verified = &yes
+	x.Steps[1].StoredBytes, x.Steps[1].StoredDelta = 5<<30, 432<<20
 	if resticWall > 0 {
 		x.Steps = append(x.Steps, st(xenResticFirst, 200), st(xenResticSecond, resticWall))
 	} else {
@@ -200,7 +201,7 @@ func TestXenReport(t *testing.T) {
 	for _, s := range []string{
 		"XenServer VM through the simulator (xapisim), changed block tracking; target local only",
 		"16 GiB disk of the reference mix, seed 1",
-		"coffer night 2 (CBT)", "changed", "2621",
+		"coffer night 2 (CBT)", "changed", "2621", "432.0",
 		"coffer night 3 (--full-read)  failed",
 		"restic second night", "verified",
 		"CBT night: 2.00 s, 25.00x restic's second night (target >= 20x)",
@@ -213,22 +214,32 @@ func TestXenReport(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", s, out.String())
 		}
 	}
-	// Every row's read column lines up, also after rows without figures.
-	col := -1
-	for _, line := range strings.Split(out.String(), "\n") {
-		for _, cell := range []string{"   full  ", "   changed  ", "   verified", "   -"} {
-			if i := strings.Index(line, cell); i >= 0 && strings.HasPrefix(strings.TrimSpace(line), "coffer ") ||
-				i >= 0 && strings.HasPrefix(strings.TrimSpace(line), "restic ") {
-				end := i + len(strings.TrimRight(cell, " "))
-				if col >= 0 && end != col {
-					t.Errorf("read column ends at %d, not %d: %q", end, col, line)
-				}
-				col = end
-			}
+	// Every row's read cell ends under the header's, also after rows
+	// without figures.
+	lines := strings.Split(out.String(), "\n")
+	end := -1
+	for _, line := range lines {
+		if strings.HasPrefix(strings.TrimSpace(line), "step ") {
+			end = strings.Index(line, " read ") + len(" read")
 		}
 	}
-	if col < 0 {
-		t.Error("no read column found")
+	rows := 0
+	for _, line := range lines {
+		title := strings.TrimSpace(line)
+		if !strings.HasPrefix(title, "coffer ") && !strings.HasPrefix(title, "restic ") || strings.Contains(title, "failed") {
+			continue
+		}
+		rows++
+		ok := false
+		for _, v := range []string{" full", " changed", " verified", " -"} {
+			ok = ok || len(line) >= end && strings.HasSuffix(line[:end], v) && (len(line) == end || line[end] == ' ')
+		}
+		if !ok {
+			t.Errorf("read cell does not end at column %d: %q", end, line)
+		}
+	}
+	if end < 0 || rows != 6 {
+		t.Errorf("header's read column at %d, %d rows with figures, want 6", end, rows)
 	}
 	var section bytes.Buffer
 	xenReport(&section, r)
@@ -295,6 +306,10 @@ func TestXenScenario(t *testing.T) {
 	// 1% of 1024 blocks, read over NBD and nothing else.
 	if d := x.disk(xenCBT); d == nil || d.ChangedBlocks < 9 || d.ChangedBlocks > 11 || d.BytesRead != d.ChangedBlocks*xenBlock {
 		t.Errorf("CBT night: %+v, want about 10 blocks read", d)
+	}
+	if n1, cbt := x.step(xenNight1), x.step(xenCBT); n1 == nil || cbt == nil || cbt.StoredDelta <= 0 ||
+		cbt.StoredDelta > n1.StoredDelta/4 || cbt.StoredBytes != n1.StoredBytes+cbt.StoredDelta {
+		t.Errorf("stored: night 1 %+v, CBT night %+v", n1, cbt)
 	}
 	if d := x.disk(xenFullRead); d == nil || d.BytesRead != x.DiskSize {
 		t.Errorf("--full-read night: %+v, want the whole disk read", d)
