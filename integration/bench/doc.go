@@ -34,6 +34,8 @@
 // snapshot is restored and compared with the night-2 export. The checks: the
 // CBT night at least 20x restic's second night (disk size / wall time) and
 // reading at most 1.5% of the disk; the simulator's CPU is reported apart.
+// Then night 5, a CBT night like night 2, runs with coffer's --cpu-profile
+// (WORKDIR/logs/xen-cbt.pprof), after the measured steps.
 //
 // Start-up cost (startup.go): in the first scenario, after its second
 // night, each session runs `snapshots` (no data), a backup of a new 1 MiB
