@@ -58,7 +58,8 @@ peers:
 	bash scripts/install-peers.sh
 
 # Coffer against restic 0.19.1 and kopia 0.23.1 on the same generated images
-# (the reference mix and a real ext4 disk), with start-up cost per command.
+# (the reference mix and a real ext4 disk), with start-up cost per command;
+# then a XenServer VM's nights with changed block tracking through xapisim.
 # A smaller run: make bench BENCHFLAGS="--quick --targets local --peers restic"
 bench: minio peers
 	$(GO) run ./integration/bench $(BENCHFLAGS)

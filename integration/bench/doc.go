@@ -5,7 +5,7 @@
 //
 //	go run ./integration/bench [--quick] [--size 4GiB] [--workdir DIR] [--keep]
 //	    [--tools coffer,restic,kopia | --peers restic,kopia] [--targets local,s3,vault]
-//	    [--scenarios mix,ext4] [--ext4-size 4GiB] [--ext4-data 320MiB]
+//	    [--scenarios mix,ext4,xen] [--ext4-size 4GiB] [--ext4-data 320MiB] [--xen-size 16GiB]
 //
 // It generates night 1 (the reference mix: 1 MiB regions, half holes, a fifth
 // random, the rest text-like) and night 2 (1% of the 64 KiB blocks rewritten
@@ -20,6 +20,22 @@
 // rewrites some files, adds and removes others. No loop device or mount is
 // needed. Each scenario has its own repositories; its restore ratio against
 // restic is checked on its own.
+//
+// The xen scenario (xen.go) runs once, after the others, into local
+// repositories only: a VM of a simulated XenServer pool (cmd/xapisim, built
+// like coffer, served on loopback) with one 16 GiB disk of the reference mix
+// (--xen-size; 2 GiB with --quick). Coffer backs the VM up over NBD: night 1
+// reads the whole disk; then the guest writes 1% of the 64 KiB blocks
+// (--changed); night 2 reads only the blocks changed block tracking
+// reports; night 3 (--full-read) reads the whole disk again ("Coffer's full
+// read"); night 4, with nothing changed, is the fixed cost of a run. restic
+// backs up the disk exported after night 1 (not measured) and after the
+// guest's writes (its second night, which reads the whole image). The latest
+// snapshot is restored and compared with the night-2 export. The checks: the
+// CBT night at least 20x restic's second night (disk size / wall time) and
+// reading at most 1.5% of the disk; the simulator's CPU is reported apart.
+// Then night 5, a CBT night like night 2, runs with coffer's --cpu-profile
+// (WORKDIR/logs/xen-cbt.pprof), after the measured steps.
 //
 // Start-up cost (startup.go): in the first scenario, after its second
 // night, each session runs `snapshots` (no data), a backup of a new 1 MiB

@@ -120,15 +120,16 @@ func (b *bench) exec(ctx context.Context, s *Session, name string, argv []string
 // on a VM the host taking back the memory the dropped cache freed).
 func (b *bench) settle(inputs ...string) error {
 	syscall.Sync()
+	if b.keepCache {
+		return b.warm(inputs)
+	}
 	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200); err != nil && !b.noDrop {
 		b.noDrop = true
 		b.logf("page cache not dropped between steps (%v); results are noisier", err)
 		b.res.Notes = append(b.res.Notes, "page cache not dropped between steps: "+err.Error())
 	}
-	for _, in := range inputs {
-		if err := warmTree(in); err != nil {
-			return fmt.Errorf("warming %s: %w", in, err)
-		}
+	if err := b.warm(inputs); err != nil {
+		return err
 	}
 	// A guest whose kernel reports free pages without a pause, idle or
 	// not (seen on the bench VM: about 250 MB/s, for hours), would hold
@@ -146,6 +147,16 @@ func (b *bench) settle(inputs ...string) error {
 	}
 	if waited, ok := waitQuiet(quietWindow, quietLimit); !ok {
 		b.logf("the machine did not go quiet within %v (more than %.0f%% of a CPU busy); this step's figures are noisier", waited, quietBusy*100)
+	}
+	return nil
+}
+
+// warm reads each input once (warmTree).
+func (b *bench) warm(inputs []string) error {
+	for _, in := range inputs {
+		if err := warmTree(in); err != nil {
+			return fmt.Errorf("warming %s: %w", in, err)
+		}
 	}
 	return nil
 }

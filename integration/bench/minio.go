@@ -165,8 +165,12 @@ func (s *minioServer) usage(ctx context.Context, prefix string) (size, n int64, 
 }
 
 // cpuSeconds returns the CPU time MinIO has used so far, from /proc.
-func (s *minioServer) cpuSeconds() float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+func (s *minioServer) cpuSeconds() float64 { return processCPUSeconds(s.cmd.Process.Pid) }
+
+// processCPUSeconds returns the CPU time a running process has used so far,
+// from /proc; 0 when it cannot be read.
+func processCPUSeconds(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}

@@ -211,6 +211,7 @@ func checks(r *Results) []Check {
 	}
 	cs = append(cs, realDiskChecks(r)...)
 	cs = append(cs, vaultChecks(r)...)
+	cs = append(cs, xenChecks(r)...)
 	if r.session(toolCoffer, targetLocal) != nil || r.session(toolCoffer, targetS3) != nil {
 		c := Check{Name: "index memory per stored chunk, 10M entries (bytes)", Value: num(math.NaN()), Limit: "<= 40", Status: "n/a",
 			Note: "10 million entries: BenchmarkIndexMemory in ./internal/index"}
@@ -340,6 +341,7 @@ func report(w io.Writer, r *Results) {
 		}
 	}
 	startupTables(w, r)
+	xenReport(w, r)
 	if len(r.Ratios) > 0 {
 		fmt.Fprintln(w, "\nRatios (throughput: higher is better; stored, RSS, CPU: lower is better)")
 		for _, rt := range r.Ratios {

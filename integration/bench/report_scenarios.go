@@ -106,11 +106,18 @@ func startupRows(tw io.Writer, r *Results, scenario, target, command string) {
 	}
 }
 
-// scenarios are the run's scenarios; results written before there were
-// scenarios hold the reference mix only.
+// scenarios are the run's scenarios that every tool runs on every target
+// (not xen, which has a section of its own); results written before there
+// were scenarios hold the reference mix only.
 func (r *Results) scenarios() []string {
 	if len(r.Config.Scenarios) == 0 {
 		return []string{scenarioMix}
 	}
-	return r.Config.Scenarios
+	var out []string
+	for _, sc := range r.Config.Scenarios {
+		if sc != scenarioXen {
+			out = append(out, sc)
+		}
+	}
+	return out
 }

@@ -44,7 +44,7 @@ const (
 )
 
 var (
-	allScenarios   = []string{scenarioMix, scenarioExt4}
+	allScenarios   = []string{scenarioMix, scenarioExt4, scenarioXen}
 	scenarioTitles = map[string]string{scenarioMix: "", scenarioExt4: "Real ext4 disk: "}
 )
 
@@ -69,6 +69,9 @@ type bench struct {
 	minioDir   string            // MinIO's data directory
 	quietLimit time.Duration     // how long a start-up row waits for a quiet machine
 	noDrop     bool              // the page cache cannot be dropped here
+	// keepCache: settle neither drops the page cache nor waits for a quiet
+	// machine (the tests, on a machine shared with other work).
+	keepCache bool
 	// endlessReporting: the guest reports free pages to its host without
 	// a pause (see settle).
 	endlessReporting bool
@@ -93,6 +96,7 @@ type Results struct {
 	MinIO                  *MinIOInfo `json:"minio,omitempty"`
 	Vault                  *VaultInfo `json:"vault,omitempty"`
 	Storm                  *Storm     `json:"storm,omitempty"`
+	Xen                    *XenResult `json:"xen,omitempty"` // the xen scenario (xen.go)
 }
 
 // Machine describes where the run happened.
@@ -353,6 +357,8 @@ func (b *bench) makeImages(ctx context.Context) error {
 		switch name {
 		case scenarioMix:
 			sc, err = b.makeMix()
+		case scenarioXen:
+			continue // runXen makes its own disk, after the other scenarios
 		case scenarioExt4:
 			sc, err = b.makeExt4(ctx)
 			if errors.Is(err, errNoExt4Tools) {
