@@ -97,9 +97,9 @@ func (d *diskRun) changedRegions(ctx context.Context, ch *Changes) ([]crypto.ID,
 	nreg := len(base)
 	ids := make([]crypto.ID, nreg)
 	hashes := make([]manifest.Hash, nreg)
-	// Twice the workers of a full read: a patched region waits for its
-	// changed blocks and for chunks read back, one request at a time.
-	workers := make([]*worker, min(2*d.s.opt.Workers, max(nreg, 1)))
+	// Four times the workers of a full read: a patched region waits for
+	// its changed blocks and for the chunks it reads back.
+	workers := make([]*worker, min(4*d.s.opt.Workers, max(nreg, 1)))
 	for i := range workers {
 		workers[i] = d.newWorker()
 	}

@@ -2,9 +2,12 @@ package uploader
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/manifest"
@@ -55,7 +58,7 @@ func (w *worker) patchRegion(ctx context.Context, ri int, old *manifest.RegionMa
 	for b := range p.changed {
 		p.changed[b] = bitSet(bitmap, first+int64(b))
 	}
-	if err := p.readChanged(); err != nil {
+	if err := p.readChanged(ctx); err != nil {
 		return crypto.ID{}, manifest.Hash{}, err
 	}
 	w.extents = w.extents[:0]
@@ -88,14 +91,16 @@ func (p *regionPatch) blockLen(b int) int {
 }
 
 // readChanged reads the changed blocks from the source (runs of adjacent
-// ones in one read) and works out every block's hash and whether it holds
-// data.
-func (p *regionPatch) readChanged() error {
-	src := p.w.d.src
+// ones in one read, several reads at a time, while the earlier chunks that
+// hold changed blocks are read back meanwhile) and works out every block's
+// hash and whether it holds data.
+func (p *regionPatch) readChanged(ctx context.Context) error {
 	nb := len(p.changed)
 	p.newData = make([][]byte, nb)
 	p.nonZero = make([]bool, nb)
 	p.blocks = make([]manifest.BlockSum, nb)
+	var g errgroup.Group
+	g.SetLimit(changedReads)
 	for b := 0; b < nb; {
 		if !p.changed[b] {
 			p.nonZero[b], p.blocks[b] = p.oldData[b], p.old.Blocks[b]
@@ -106,27 +111,42 @@ func (p *regionPatch) readChanged() error {
 		for e < nb && p.changed[e] {
 			e++
 		}
-		start, end := int64(b)*manifest.BlockSize, min(int64(e)*manifest.BlockSize, p.length)
-		buf := make([]byte, end-start)
-		n, err := src.ReadAt(buf, p.off+start)
-		if err == io.EOF && n == len(buf) {
-			err = nil
-		}
-		if err != nil {
-			return source.Errorf(src.Path(), "reading the changed blocks of %s at %d: %w", src.Path(), p.off+start, err)
-		}
-		p.w.d.c.Read.Add(int64(n))
-		for i := b; i < e; i++ {
-			blk := buf[int64(i-b)*manifest.BlockSize:][:p.blockLen(i)]
-			p.newData[i] = blk
-			p.nonZero[i] = !sparse.IsZero(blk)
-			if p.nonZero[i] {
-				p.blocks[i] = manifest.BlockHash(blk)
-			} else {
-				p.blocks[i] = manifest.ZeroBlockHash(len(blk))
-			}
-		}
+		first, last := b, e
+		g.Go(func() error { return p.readRun(first, last) })
 		b = e
+	}
+	// The chunks a patch reads back first are those the changed blocks
+	// fall in; read them while the source is read.
+	ferr := p.fetch(ctx, 0, p.length, true)
+	return errors.Join(g.Wait(), ferr)
+}
+
+// changedReads is how many reads of changed blocks a patched region has in
+// flight.
+const changedReads = 4
+
+// readRun reads the changed blocks [b, e).
+func (p *regionPatch) readRun(b, e int) error {
+	src := p.w.d.src
+	start, end := int64(b)*manifest.BlockSize, min(int64(e)*manifest.BlockSize, p.length)
+	buf := make([]byte, end-start)
+	n, err := src.ReadAt(buf, p.off+start)
+	if err == io.EOF && n == len(buf) {
+		err = nil
+	}
+	if err != nil {
+		return source.Errorf(src.Path(), "reading the changed blocks of %s at %d: %w", src.Path(), p.off+start, err)
+	}
+	p.w.d.c.Read.Add(int64(n))
+	for i := b; i < e; i++ {
+		blk := buf[int64(i-b)*manifest.BlockSize:][:p.blockLen(i)]
+		p.newData[i] = blk
+		p.nonZero[i] = !sparse.IsZero(blk)
+		if p.nonZero[i] {
+			p.blocks[i] = manifest.BlockHash(blk)
+		} else {
+			p.blocks[i] = manifest.ZeroBlockHash(len(blk))
+		}
 	}
 	return nil
 }
@@ -168,7 +188,7 @@ func (p *regionPatch) cut(ctx context.Context, pos, end int64) (int64, error) {
 		if seg < end {
 			rd.real = seg - 1
 		}
-		if err := p.fetch(ctx, pos, rd.real); err != nil {
+		if err := p.fetch(ctx, pos, rd.real, false); err != nil {
 			return 0, err
 		}
 		w.ch.ResetWithBoundaries(rd, r.Polynomial(), cp.Min, cp.Max)
@@ -256,13 +276,14 @@ func (p *regionPatch) overlapping(from, to int64) (int, int) {
 // not checked here: every block served from them is checked against its
 // hash (oldBlock), and the extents of a block served in part are checked
 // by ID.
-func (p *regionPatch) fetch(ctx context.Context, from, to int64) error {
+func (p *regionPatch) fetch(ctx context.Context, from, to int64, onlyChanged bool) error {
 	i, j := p.overlapping(from, to)
 	var want []int
 	var ids []crypto.ID
 	for k := i; k < j; k++ {
 		e := p.old.Extents[k]
-		if _, ok := p.cache[k]; ok || p.allChanged(int64(e.Offset), int64(e.Offset)+int64(e.Length)) {
+		lo, hi := int64(e.Offset), int64(e.Offset)+int64(e.Length)
+		if _, ok := p.cache[k]; ok || p.allChanged(lo, hi) || (onlyChanged && !p.anyChanged(lo, hi)) {
 			continue
 		}
 		want, ids = append(want, k), append(ids, e.ID)
@@ -287,6 +308,16 @@ func (p *regionPatch) fetch(ctx context.Context, from, to int64) error {
 		return fmt.Errorf("reading back chunks of the earlier snapshot to re-cut around changed blocks: %w", err)
 	}
 	return nil
+}
+
+// anyChanged reports whether a block overlapping [from, to) changed.
+func (p *regionPatch) anyChanged(from, to int64) bool {
+	for b := from / manifest.BlockSize; b <= (to-1)/manifest.BlockSize; b++ {
+		if p.changed[b] {
+			return true
+		}
+	}
+	return false
 }
 
 // allChanged reports whether every block overlapping [from, to) changed.
@@ -329,7 +360,7 @@ func (p *regionPatch) oldBlock(ctx context.Context, b int, dst []byte, real int6
 	start := int64(b) * manifest.BlockSize
 	end := min(start+int64(len(dst)), real)
 	clear(dst)
-	if err := p.fetch(ctx, start, end); err != nil {
+	if err := p.fetch(ctx, start, end, false); err != nil {
 		return err
 	}
 	i, j := p.overlapping(start, end)

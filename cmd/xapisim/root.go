@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/xenapi/xapisim"
 )
@@ -42,8 +43,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetErr(stderr)
 	root.SetArgs(args)
 	root.PersistentFlags().StringVar(&g.state, "state", "", "the simulator's state folder (required)")
+	var profile cli.Profile
+	profile.AddFlag(root.PersistentFlags())
+	root.PersistentPreRunE = func(*cobra.Command, []string) error { return profile.Start() }
 	root.AddCommand(newInitCmd(g), newVMCmd(g), newDiskCmd(g), newSwitchCmd(g), newServeCmd(g))
-	if err := root.ExecuteContext(ctx); err != nil {
+	err := root.ExecuteContext(ctx)
+	profile.Stop()
+	if err != nil {
 		fmt.Fprintf(stderr, "xapisim: %v\n", err)
 		return 1
 	}

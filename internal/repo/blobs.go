@@ -188,6 +188,11 @@ func (r *Repo) LoadBlobs(ctx context.Context, ids []crypto.ID, workers int, fn f
 	return g.Wait()
 }
 
+// scatteredGap is the longest gap BlobReader reads through: its blobs are
+// few and scattered (the chunks around changed blocks), so a gap is not
+// worth reading unless it is much smaller than a blob.
+const scatteredGap = 16 << 10
+
 // BlobReader reads blobs back for a caller that checks their plaintext
 // itself, reusing its buffers from call to call. Not safe for concurrent
 // use: give each goroutine its own.
@@ -222,7 +227,7 @@ func (b *BlobReader) ReadUnchecked(ctx context.Context, ids []crypto.ID, fn func
 		items = append(items, item{i: i, id: id, loc: loc})
 	}
 	where := func(it item) index.Location { return it.loc }
-	for _, run := range Ranges(items, where, MaxGap, MaxRange) {
+	for _, run := range Ranges(items, where, scatteredGap, MaxRange) {
 		_, err := StreamBlobs(ctx, b.r.st, run, where, &b.sealed, func(it item, sealed []byte) error {
 			plain, err := b.r.OpenBlobInPlace(nil, it.loc.Type, it.loc.Flags, it.id, sealed, &b.bufs, blobWhere(it.id, it.loc))
 			if err != nil {
