@@ -52,7 +52,14 @@ func (s *Sim) lock() (func(), error) {
 // Update runs fn on the state under the lock and saves the state when fn
 // returns nil. An *APIError from fn is returned as it is, and the state is
 // not saved.
-func (s *Sim) Update(fn func(*State) error) error {
+func (s *Sim) Update(fn func(*State) error) error { return s.withState(fn, true) }
+
+// View runs fn on the state under the lock without saving it.
+func (s *Sim) View(fn func(*State) error) error { return s.withState(fn, false) }
+
+// withState loads the state under the lock, runs fn, and saves the state
+// when save is set and fn returned nil.
+func (s *Sim) withState(fn func(*State) error, save bool) error {
 	unlock, err := s.lock()
 	if err != nil {
 		return err
@@ -62,24 +69,10 @@ func (s *Sim) Update(fn func(*State) error) error {
 	if err != nil {
 		return err
 	}
-	if err := fn(st); err != nil {
+	if err := fn(st); err != nil || !save {
 		return err
 	}
 	return s.save(st)
-}
-
-// View runs fn on the state under the lock without saving it.
-func (s *Sim) View(fn func(*State) error) error {
-	unlock, err := s.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	st, err := s.load()
-	if err != nil {
-		return err
-	}
-	return fn(st)
 }
 
 func (s *Sim) load() (*State, error) {
