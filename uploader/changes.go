@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"sync/atomic"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/manifest"
@@ -117,24 +114,11 @@ func (d *diskRun) changedRegions(ctx context.Context, ch *Changes) ([]crypto.ID,
 		if err != nil {
 			return nil, nil, err
 		}
-		g, gctx := errgroup.WithContext(ctx)
-		var next atomic.Int64
-		for _, wk := range workers {
-			g.Go(func() error {
-				for {
-					i := int(next.Add(1) - 1)
-					if i >= len(win) {
-						return nil
-					}
-					id, h, err := wk.changedRegion(gctx, w0+i, win[i], maps[i], ch.Bitmap)
-					if err != nil {
-						return err
-					}
-					ids[w0+i], hashes[w0+i] = id, h
-				}
-			})
-		}
-		if err := g.Wait(); err != nil {
+		err = eachIndex(ctx, workers, len(win), func(ctx context.Context, wk *worker, i int) (err error) {
+			ids[w0+i], hashes[w0+i], err = wk.changedRegion(ctx, w0+i, win[i], maps[i], ch.Bitmap)
+			return err
+		})
+		if err != nil {
 			return nil, nil, err
 		}
 	}

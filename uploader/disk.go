@@ -112,28 +112,39 @@ func (d *diskRun) regions(ctx context.Context) ([]crypto.ID, []manifest.Hash, er
 	nreg := manifest.Regions(d.size)
 	ids := make([]crypto.ID, nreg)
 	hashes := make([]manifest.Hash, nreg)
+	workers := make([]*worker, min(d.s.opt.Workers, max(nreg, 1)))
+	for i := range workers {
+		workers[i] = d.newWorker()
+	}
+	err := eachIndex(ctx, workers, nreg, func(ctx context.Context, wk *worker, ri int) (err error) {
+		ids[ri], hashes[ri], err = wk.region(ctx, ri)
+		return err
+	})
+	return ids, hashes, err
+}
+
+// eachIndex calls fn for 0 <= i < n, each worker taking the next index in
+// its own goroutine, and stops at the first error.
+func eachIndex(ctx context.Context, workers []*worker, n int, fn func(ctx context.Context, wk *worker, i int) error) error {
 	g, gctx := errgroup.WithContext(ctx)
 	var next atomic.Int64
-	for w := 0; w < min(d.s.opt.Workers, max(nreg, 1)); w++ {
+	for _, wk := range workers {
 		g.Go(func() error {
-			wk := d.newWorker()
 			for {
-				ri := int(next.Add(1) - 1)
-				if ri >= nreg {
+				i := int(next.Add(1) - 1)
+				if i >= n {
 					return nil
 				}
 				if err := gctx.Err(); err != nil {
 					return err
 				}
-				id, h, err := wk.region(gctx, ri)
-				if err != nil {
+				if err := fn(gctx, wk, i); err != nil {
 					return err
 				}
-				ids[ri], hashes[ri] = id, h
 			}
 		})
 	}
-	return ids, hashes, g.Wait()
+	return g.Wait()
 }
 
 // storeLists stores the list chunks naming the region maps.
@@ -141,12 +152,9 @@ func (d *diskRun) storeLists(ctx context.Context, regions []crypto.ID) ([]string
 	w := d.newWorker()
 	lists := []string{}
 	for i := 0; i < len(regions); i += manifest.ListFanout {
-		data := manifest.EncodeList(regions[i:min(i+manifest.ListFanout, len(regions))])
-		id := w.hasher.Sum(data)
-		if d.s.pk.claim(id) {
-			if err := w.store(ctx, pack.TypeMeta, id, data); err != nil {
-				return nil, err
-			}
+		id, err := w.storeMeta(ctx, manifest.EncodeList(regions[i:min(i+manifest.ListFanout, len(regions))]))
+		if err != nil {
+			return nil, err
 		}
 		lists = append(lists, hex.EncodeToString(id[:]))
 	}

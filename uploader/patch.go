@@ -458,7 +458,12 @@ func (w *worker) addChunk(ctx context.Context, e manifest.Extent, data []byte) e
 // storeMap stores a region map unless it is stored already and returns its
 // ID.
 func (w *worker) storeMap(ctx context.Context, m manifest.RegionMap) (crypto.ID, error) {
-	data := m.Encode()
+	return w.storeMeta(ctx, m.Encode())
+}
+
+// storeMeta stores a metadata chunk unless it is stored already and
+// returns its ID.
+func (w *worker) storeMeta(ctx context.Context, data []byte) (crypto.ID, error) {
 	id := w.hasher.Sum(data)
 	if w.d.s.pk.claim(id) {
 		if err := w.store(ctx, pack.TypeMeta, id, data); err != nil {

@@ -309,13 +309,10 @@ func (s *Session) PutMeta(ctx context.Context, data []byte) (crypto.ID, error) {
 		return crypto.ID{}, err
 	}
 	defer done()
-	d := &diskRun{s: s, c: &DiskCounters{}}
-	w := &worker{d: d, hasher: s.r.Keys().NewIDHasher(), enc: zstdenc.New()}
-	id := w.hasher.Sum(data)
-	if s.pk.claim(id) {
-		if err := w.store(ctx, pack.TypeMeta, id, data); err != nil {
-			return crypto.ID{}, s.cause(err)
-		}
+	w := &worker{d: &diskRun{s: s, c: &DiskCounters{}}, hasher: s.r.Keys().NewIDHasher(), enc: zstdenc.New()}
+	id, err := w.storeMeta(ctx, data)
+	if err != nil {
+		return crypto.ID{}, s.cause(err)
 	}
 	return id, nil
 }

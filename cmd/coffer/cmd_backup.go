@@ -51,7 +51,7 @@ cannot be, with the reason. One VM that fails does not stop the others
 				if name != "" {
 					return usageError{Err: errors.New("--name is for --image: the snapshots of VMs are named after the VMs")}
 				}
-				return g.backupXen(cmd.Context(), &xen, tags, uploaders)
+				return g.backupXen(cmd.Context(), conf, &xen, tags, uploaders)
 			}
 			if image == "" {
 				return usageError{Err: errors.New("backup needs --image PATH, or --xen URL with --vm NAME or --all")}

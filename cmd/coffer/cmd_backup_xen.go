@@ -110,11 +110,7 @@ func (g *globals) xenLogin(ctx context.Context, c xenConfig, plainLoopback bool)
 }
 
 // backupXen is coffer backup --xen: one night over a pool.
-func (g *globals) backupXen(ctx context.Context, x *xenFlags, tags []string, uploaders int) error {
-	conf, err := g.loadConfig()
-	if err != nil {
-		return err
-	}
+func (g *globals) backupXen(ctx context.Context, conf agentConfig, x *xenFlags, tags []string, uploaders int) error {
 	var fileXen xenConfig
 	if conf.Xen != nil {
 		fileXen = *conf.Xen

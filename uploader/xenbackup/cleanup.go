@@ -165,9 +165,7 @@ func (n *night) afterCommit(ctx context.Context, snapRef xenapi.Ref, rec *manife
 		n.reduce(ctx, d.Xen, &res.Warnings, &detached)
 		now[d.Xen.SnapshotVDI] = true
 	}
-	n.mu.Lock()
-	prev := n.latest[rec.Source.Xen.VM]
-	n.mu.Unlock()
+	prev := n.latest[rec.Source.Xen.VM] // read only during the night
 	if prev == nil {
 		return
 	}

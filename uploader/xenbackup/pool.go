@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sort"
-	"sync"
 
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/manifest"
@@ -25,15 +24,13 @@ type night struct {
 	hostNBD  *nbd.HostLimit
 
 	// latest is the newest Coffer snapshot of each VM (by VM UUID) in the
-	// repository, with its ID; every names every snapshot VDI any Coffer
-	// snapshot of this pool kept.
+	// repository, with its ID; kept names the snapshot VDIs those newest
+	// snapshots keep as bases.
 	latest map[string]*repoSnapshot
 	kept   map[string]bool
 	// older names the snapshot VDIs earlier Coffer snapshots (not the
 	// newest of their VM) kept: bases a run that died may have left.
 	older map[string]bool
-
-	mu sync.Mutex // guards xapi calls that change the pool's VDIs in cleanup
 }
 
 type repoSnapshot struct {
@@ -65,10 +62,11 @@ func (n *night) loadPool(ctx context.Context) error {
 			n.dom0 = ref
 		}
 	}
-	n.hostNBD = nbd.NewHostLimit(max(n.opt.NBD.ConnsPerHost, 1))
-	if n.opt.NBD.ConnsPerHost <= 0 {
-		n.hostNBD = nbd.NewHostLimit(16)
+	perHost := n.opt.NBD.ConnsPerHost
+	if perHost <= 0 {
+		perHost = 16
 	}
+	n.hostNBD = nbd.NewHostLimit(perHost)
 	return nil
 }
 
