@@ -31,11 +31,14 @@ type Changes struct {
 // read the whole disk instead.
 var ErrChangesUnusable = errors.New("the changed blocks cannot be used")
 
-// Check reports why the changes cannot be used for a disk of size bytes.
-func (c *Changes) Check(size int64) error {
+// Check reports why the changes cannot be used for a disk of size bytes
+// cut with chunking.
+func (c *Changes) Check(size int64, chunking manifest.Chunking) error {
 	switch {
 	case c.Base == nil:
 		return fmt.Errorf("%w: there is no earlier snapshot of the disk", ErrChangesUnusable)
+	case c.Base.Chunking != chunking:
+		return fmt.Errorf("%w: the earlier snapshot cut the disk into %s, this backup cuts it into %s", ErrChangesUnusable, c.Base.Chunking, chunking)
 	case c.Base.Size != size:
 		return fmt.Errorf("%w: the disk was resized from %d to %d bytes since the earlier snapshot", ErrChangesUnusable, c.Base.Size, size)
 	case c.Base.BlockSize != manifest.BlockSize || c.Base.RegionSize != manifest.RegionSize:

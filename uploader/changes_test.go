@@ -2,6 +2,7 @@ package uploader_test
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -88,7 +89,7 @@ func runEdges(t *testing.T, f *os.File, nblocks int64) []int64 {
 	return edges
 }
 
-func backupSource(t *testing.T, s *uploader.Session, path string, ch *uploader.Changes) (manifest.Disk, *uploader.DiskCounters) {
+func backupSource(t *testing.T, s *uploader.Session, path string, ch *uploader.Changes, chunking manifest.Chunking) (manifest.Disk, *uploader.DiskCounters) {
 	t.Helper()
 	src, err := source.OpenImage(path)
 	if err != nil {
@@ -96,7 +97,7 @@ func backupSource(t *testing.T, s *uploader.Session, path string, ch *uploader.C
 	}
 	defer src.Close()
 	var c uploader.DiskCounters
-	d, err := s.BackupDisk(context.Background(), uploader.DiskJob{Source: src, Counters: &c, Changes: ch})
+	d, err := s.BackupDisk(context.Background(), uploader.DiskJob{Source: src, Counters: &c, Changes: ch, Chunking: chunking})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,8 +106,16 @@ func backupSource(t *testing.T, s *uploader.Session, path string, ch *uploader.C
 
 // A changed-block night reads only the changed blocks, yet stores exactly
 // what a full read of the same disk stores: the same region maps (so the
-// same chunks) and the same digest; and it restores byte-identical.
+// same chunks) and the same digest; and it restores byte-identical. So
+// with either chunking; with blocks, a changed block is one new chunk and
+// nothing is read back but the blocks around partly changed ones.
 func TestChangedBlockNightEqualsFullRead(t *testing.T) {
+	for _, chunking := range []manifest.Chunking{manifest.ChunkingContent, manifest.ChunkingBlocks} {
+		t.Run(chunking.String(), func(t *testing.T) { testChangedBlockNight(t, chunking) })
+	}
+}
+
+func testChangedBlockNight(t *testing.T, chunking manifest.Chunking) {
 	ctx := context.Background()
 	dir, st, r := newLocalRepo(t)
 	img := filepath.Join(dir, "disk.img")
@@ -116,23 +125,33 @@ func TestChangedBlockNightEqualsFullRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, _ := backupSource(t, s, img, nil)
+	base, _ := backupSource(t, s, img, nil, chunking)
+	if base.Chunking != chunking {
+		t.Fatalf("the disk record says chunking %q, want %q", base.Chunking, chunking)
+	}
 	if _, err := s.Commit(ctx, &manifest.Snapshot{Name: "full", Source: manifest.Source{Kind: "image"}, Disks: []manifest.Disk{base}}); err != nil {
 		t.Fatal(err)
 	}
 	for night := 2; night <= 3; night++ {
 		bitmap := guestWrites(t, img, 0.02, rng)
 		ch := &uploader.Changes{Base: &base, Bitmap: bitmap}
-		cbt, c := backupSource(t, s, img, ch)
-		full, _ := backupSource(t, s, img, nil)
+		cbt, c := backupSource(t, s, img, ch, chunking)
+		full, _ := backupSource(t, s, img, nil, chunking)
 		if cbt.Digest != full.Digest || !equalLists(cbt.Lists, full.Lists) {
 			t.Fatalf("night %d: the changed-block backup differs from a full read: digest %s vs %s", night, cbt.Digest, full.Digest)
 		}
-		if want := ch.Count(cbt.Size) * manifest.BlockSize; c.Read.Load() > want {
-			t.Fatalf("night %d: read %d bytes, the changed blocks are %d", night, c.Read.Load(), want)
+		changed := ch.Count(cbt.Size) * manifest.BlockSize
+		if c.Read.Load() > changed {
+			t.Fatalf("night %d: read %d bytes, the changed blocks are %d", night, c.Read.Load(), changed)
 		}
-		if c.Read.Load() == 0 || c.Fetched.Load() == 0 {
-			t.Fatalf("night %d: read %d and fetched %d bytes; want both above zero", night, c.Read.Load(), c.Fetched.Load())
+		if c.Read.Load() == 0 {
+			t.Fatalf("night %d: read nothing", night)
+		}
+		switch {
+		case chunking == manifest.ChunkingContent && c.Fetched.Load() == 0:
+			t.Fatalf("night %d: content-defined chunks were cut again around changed blocks without reading any back", night)
+		case chunking == manifest.ChunkingBlocks && (c.Fetched.Load() != 0 || c.NewBytes.Load() > changed):
+			t.Fatalf("night %d: with a chunk per block, read back %d bytes and stored %d new for %d bytes of changed blocks", night, c.Fetched.Load(), c.NewBytes.Load(), changed)
 		}
 		id, err := s.Commit(ctx, &manifest.Snapshot{Name: "cbt", Source: manifest.Source{Kind: "image"}, Disks: []manifest.Disk{cbt}})
 		if err != nil {
@@ -140,6 +159,20 @@ func TestChangedBlockNightEqualsFullRead(t *testing.T) {
 		}
 		checkRestores(t, st, map[string]string{"vm": id}, map[string][]string{"vm": {img}})
 		base = cbt
+	}
+	// The other chunking cannot build on this base.
+	other := manifest.ChunkingBlocks
+	if chunking == manifest.ChunkingBlocks {
+		other = manifest.ChunkingContent
+	}
+	src, err := source.OpenImage(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	ch := &uploader.Changes{Base: &base, Bitmap: make([]byte, uploader.BitmapLen(base.Size))}
+	if _, err := s.BackupDisk(ctx, uploader.DiskJob{Source: src, Changes: ch, Chunking: other}); !errors.Is(err, uploader.ErrChangesUnusable) {
+		t.Fatalf("changes on a base cut into %s, backed up into %s: %v", chunking, other, err)
 	}
 	if err := s.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -157,13 +190,16 @@ func TestChangesCheck(t *testing.T) {
 		"long bitmap":  {Base: base, Bitmap: make([]byte, 3)},
 	}
 	for name, ch := range cases {
-		if err := ch.Check(size); err == nil {
+		if err := ch.Check(size, manifest.ChunkingContent); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 	ok := uploader.Changes{Base: base, Bitmap: make([]byte, 2)}
-	if err := ok.Check(size); err != nil {
+	if err := ok.Check(size, manifest.ChunkingContent); err != nil {
 		t.Fatal(err)
+	}
+	if err := ok.Check(size, manifest.ChunkingBlocks); !errors.Is(err, uploader.ErrChangesUnusable) {
+		t.Fatalf("a base cut into content-defined chunks, used for blocks: %v", err)
 	}
 }
 

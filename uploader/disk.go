@@ -7,7 +7,6 @@ import (
 	"io"
 	"sync/atomic"
 
-	"github.com/restic/chunker"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cofferhq/coffer/crypto"
@@ -29,6 +28,10 @@ type DiskJob struct {
 	// earlier snapshot of the disk: only they are read (see Changes). The
 	// caller checks them first (Changes.Check).
 	Changes *Changes
+	// Chunking is how runs of data are cut into chunks: the repository's
+	// content-defined chunker by default. A changed-block backup must cut
+	// as its base did.
+	Chunking manifest.Chunking
 }
 
 // DiskCounters are one disk's progress, updated as its regions finish.
@@ -56,14 +59,17 @@ func (s *Session) BackupDisk(ctx context.Context, job DiskJob) (manifest.Disk, e
 		return manifest.Disk{}, err
 	}
 	defer done()
-	d := &diskRun{s: s, src: job.Source, size: job.Source.Size(), c: job.Counters}
+	if !job.Chunking.Valid() {
+		return manifest.Disk{}, fmt.Errorf("unknown chunking %q", job.Chunking)
+	}
+	d := &diskRun{s: s, src: job.Source, size: job.Source.Size(), c: job.Counters, chunking: job.Chunking}
 	if d.c == nil {
 		d.c = &DiskCounters{}
 	}
 	var regionIDs []crypto.ID
 	var regionHashes []manifest.Hash
 	if job.Changes != nil {
-		if err := job.Changes.Check(d.size); err != nil {
+		if err := job.Changes.Check(d.size, job.Chunking); err != nil {
 			return manifest.Disk{}, err
 		}
 		regionIDs, regionHashes, err = d.changedRegions(ctx, job.Changes)
@@ -89,8 +95,9 @@ func (s *Session) BackupDisk(ctx context.Context, job DiskJob) (manifest.Disk, e
 	return manifest.Disk{
 		Index: job.Index, Name: name, Size: d.size,
 		BlockSize: manifest.BlockSize, RegionSize: manifest.RegionSize,
-		Digest: manifest.DiskDigest(d.size, regionHashes).String(),
-		Lists:  lists,
+		Digest:   manifest.DiskDigest(d.size, regionHashes).String(),
+		Lists:    lists,
+		Chunking: job.Chunking,
 		Stats: manifest.DiskStats{
 			DataBytes: c.Data.Load(), ReadBytes: c.Read.Load(), NewBytes: c.NewBytes.Load(),
 			StoredBytes: c.Stored.Load(), Chunks: c.Chunks.Load(), NewChunks: c.NewChunks.Load(),
@@ -100,10 +107,11 @@ func (s *Session) BackupDisk(ctx context.Context, job DiskJob) (manifest.Disk, e
 
 // diskRun is one disk being backed up.
 type diskRun struct {
-	s    *Session
-	src  source.Source
-	size int64
-	c    *DiskCounters
+	s        *Session
+	src      source.Source
+	size     int64
+	c        *DiskCounters
+	chunking manifest.Chunking
 }
 
 // regions backs up every region of the disk with the session's workers and
@@ -165,7 +173,7 @@ func (d *diskRun) storeLists(ctx context.Context, regions []crypto.ID) ([]string
 type worker struct {
 	d       *diskRun
 	scan    *regionScanner
-	ch      *chunker.Chunker
+	cut     cutter
 	hasher  *crypto.IDHasher
 	enc     *zstdenc.Encoder
 	chunk   []byte
@@ -184,22 +192,21 @@ func (d *diskRun) newWorker() *worker {
 	return &worker{
 		d:      d,
 		scan:   newRegionScanner(),
-		ch:     chunker.NewWithBoundaries(nil, r.Polynomial(), cp.Min, cp.Max),
+		cut:    newCutter(r, d.chunking),
 		hasher: r.Keys().NewIDHasher(),
 		enc:    zstdenc.New(),
-		chunk:  make([]byte, cp.Max),
+		chunk:  make([]byte, max(int(cp.Max), manifest.BlockSize)),
 	}
 }
 
 // region backs up region ri and returns its map's ID and its hash.
 func (w *worker) region(ctx context.Context, ri int) (crypto.ID, manifest.Hash, error) {
-	d, r := w.d, w.d.s.r
+	d := w.d
 	off := int64(ri) * manifest.RegionSize
 	length := min(manifest.RegionSize, d.size-off)
 	if err := w.scan.reset(d.src, off, length); err != nil {
 		return crypto.ID{}, manifest.Hash{}, err
 	}
-	cp := r.Config().Chunker
 	w.extents = w.extents[:0]
 	for {
 		ok, err := w.scan.nextRun()
@@ -210,10 +217,9 @@ func (w *worker) region(ctx context.Context, ri int) (crypto.ID, manifest.Hash, 
 			break
 		}
 		runStart := w.scan.pos
-		w.ch.ResetWithBoundaries(w.scan, r.Polynomial(), cp.Min, cp.Max)
-		w.ch.SetAverageBits(cp.AvgBits)
+		w.cut.Reset(w.scan)
 		for {
-			c, err := w.ch.Next(w.chunk)
+			c, err := w.cut.Next(w.chunk)
 			if err == io.EOF {
 				break
 			}

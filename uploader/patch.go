@@ -180,9 +180,8 @@ func (p *regionPatch) run(ctx context.Context, start, end int64) error {
 // and the chunker starts again at that chunk's start with a longer segment.
 func (p *regionPatch) cut(ctx context.Context, pos, end int64) (int64, error) {
 	w := p.w
-	r := w.d.s.r
-	cp := r.Config().Chunker
-	seg := p.segmentEnd(pos+int64(cp.Min), end)
+	minSize := w.cut.MinSize()
+	seg := p.segment(pos, pos+minSize, end)
 	for {
 		rd := &patchReader{p: p, ctx: ctx, pos: pos, end: seg, real: seg, block: -1}
 		if seg < end {
@@ -191,18 +190,17 @@ func (p *regionPatch) cut(ctx context.Context, pos, end int64) (int64, error) {
 		if err := p.fetch(ctx, pos, rd.real, false); err != nil {
 			return 0, err
 		}
-		w.ch.ResetWithBoundaries(rd, r.Polynomial(), cp.Min, cp.Max)
-		w.ch.SetAverageBits(cp.AvgBits)
+		w.cut.Reset(rd)
 		from := pos
 		for {
-			c, err := w.ch.Next(w.chunk)
+			c, err := w.cut.Next(w.chunk)
 			if err != nil {
 				return 0, fmt.Errorf("re-cutting around changed blocks at %d: %w", p.off+pos, err)
 			}
 			start, cutAt := from+int64(c.Start), from+int64(c.Start)+int64(c.Length)
 			if cutAt == seg && seg < end {
 				// Cut by the segment's end, not by its bytes: again, with more.
-				pos, seg = start, p.segmentEnd(seg, end)
+				pos, seg = start, p.segment(start, seg, end)
 				break
 			}
 			e := manifest.Extent{Offset: uint32(start), Length: uint32(c.Length), ID: w.hasher.Sum(c.Data)}
@@ -215,11 +213,19 @@ func (p *regionPatch) cut(ctx context.Context, pos, end int64) (int64, error) {
 			}
 			if rd.pos > cutAt && rd.pos > rd.real {
 				// The chunker holds the placeholder: start again here.
-				pos, seg = cutAt, p.segmentEnd(max(cutAt+int64(cp.Min), seg), end)
+				pos, seg = cutAt, p.segment(cutAt, max(cutAt+minSize, seg), end)
 				break
 			}
 		}
 	}
+}
+
+// segment returns the end of the segment the chunker is fed from pos: one
+// byte past the first earlier cut at or after x, or past the longest chunk
+// from pos (a cut there is made by length, before the next byte is looked
+// at), or end.
+func (p *regionPatch) segment(pos, x, end int64) int64 {
+	return min(p.segmentEnd(x, end), pos+p.w.cut.MaxSize()+1)
 }
 
 // segmentEnd returns one byte past the first earlier cut at or after x, or
@@ -251,9 +257,9 @@ func (p *regionPatch) reusable(pos, end int64) (manifest.Extent, bool) {
 		}
 	}
 	// An extent that ended only because its run ended is not a chunk of
-	// a run that now goes on.
+	// a run that now goes on, unless every block is a chunk.
 	oldRunEnd := eEnd == p.length || (eEnd%manifest.BlockSize == 0 && !p.oldData[eEnd/manifest.BlockSize])
-	if eEnd < end && oldRunEnd {
+	if eEnd < end && oldRunEnd && p.w.d.chunking != manifest.ChunkingBlocks {
 		return manifest.Extent{}, false
 	}
 	return e, p.w.d.s.r.Index.Has(e.ID)

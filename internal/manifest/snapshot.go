@@ -55,6 +55,36 @@ type Disk struct {
 	Lists []string  `json:"lists"`
 	Stats DiskStats `json:"stats"`
 	Xen   *XenDisk  `json:"xen,omitempty"` // set in a snapshot of Kind "xen"
+	// Chunking is how the disk's runs of data were cut into chunks.
+	Chunking Chunking `json:"chunking,omitempty"`
+}
+
+// Chunking is how a disk's runs of non-zero blocks are cut into chunks.
+// Readers never need it (region maps list every chunk); a changed-block
+// backup does, to cut the changed blocks the way a full read would.
+type Chunking string
+
+const (
+	// ChunkingContent cuts with the repository's content-defined chunker
+	// (its config's "chunker"), restarted at every run: image files and
+	// block devices, whose data may shift.
+	ChunkingContent Chunking = ""
+	// ChunkingBlocks makes every block (BlockSize, the last block of a
+	// disk may be shorter) one chunk: VM disks, which are written and
+	// tracked in place, block by block, so that a changed block is one new
+	// chunk and nothing around it is cut again.
+	ChunkingBlocks Chunking = "blocks"
+)
+
+// Valid reports whether c is a chunking this code knows.
+func (c Chunking) Valid() bool { return c == ChunkingContent || c == ChunkingBlocks }
+
+// String names the chunking for people.
+func (c Chunking) String() string {
+	if c == ChunkingBlocks {
+		return "64 KiB blocks"
+	}
+	return "content-defined chunks"
 }
 
 // DiskStats are counters recorded at backup time.
@@ -130,6 +160,9 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 		}
 		if d.BlockSize != BlockSize || d.RegionSize != RegionSize {
 			return nil, fmt.Errorf("disk %d: block size %d / region size %d not supported: %w", i, d.BlockSize, d.RegionSize, ErrFormat)
+		}
+		if !d.Chunking.Valid() {
+			return nil, fmt.Errorf("disk %d: unknown chunking %q: %w", i, d.Chunking, ErrFormat)
 		}
 		if want := (Regions(d.Size) + ListFanout - 1) / ListFanout; len(d.Lists) != want {
 			return nil, fmt.Errorf("disk %d: %d map lists for %d bytes, want %d: %w", i, len(d.Lists), d.Size, want, ErrFormat)

@@ -50,7 +50,7 @@ func (n *night) backupDisk(ctx context.Context, vm xenapi.VM, i int, d snapDisk,
 	src.SetReadAhead(ch == nil)
 	var c uploader.DiskCounters
 	start := clock.Start()
-	disk, err := n.session.BackupDisk(ctx, uploader.DiskJob{Source: src, Index: i, Name: "xvd" + deviceLetter(dev), Counters: &c, Changes: ch})
+	disk, err := n.session.BackupDisk(ctx, uploader.DiskJob{Source: src, Index: i, Name: "xvd" + deviceLetter(dev), Counters: &c, Changes: ch, Chunking: manifest.ChunkingBlocks})
 	dr.Reconnects = src.Stats().Reconnects
 	// Disconnecting detaches the VDI from the control domain, which the
 	// snapshot's removal needs.
@@ -129,7 +129,7 @@ func (n *night) plan(ctx context.Context, vm xenapi.VM, d snapDisk, size int64, 
 		return nil, "", "XenServer could not list the changed blocks: " + err.Error()
 	}
 	ch := &uploader.Changes{Base: base, Bitmap: bitmap}
-	if err := ch.Check(size); err != nil {
+	if err := ch.Check(size, manifest.ChunkingBlocks); err != nil {
 		return nil, "", err.Error()
 	}
 	return ch, base.Xen.SnapshotVDI, ""

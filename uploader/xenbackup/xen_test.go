@@ -244,7 +244,7 @@ func (p *testPool) fullRead(img string) manifest.Disk {
 		p.t.Fatal(err)
 	}
 	defer src.Close()
-	d, err := s.BackupDisk(ctx, uploader.DiskJob{Source: src})
+	d, err := s.BackupDisk(ctx, uploader.DiskJob{Source: src, Chunking: manifest.ChunkingBlocks})
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -287,6 +287,9 @@ func TestTwoNightsOfThreeVMs(t *testing.T) {
 			full := p.fullRead(p.export(vm.name, n))
 			if full.Digest != snap.Disks[n].Digest || strings.Join(full.Lists, ",") != strings.Join(snap.Disks[n].Lists, ",") {
 				t.Fatalf("VM %s disk %d: the changed-block night differs from a full read", vm.name, n)
+			}
+			if snap.Disks[n].Chunking != manifest.ChunkingBlocks || d.Fetched != 0 {
+				t.Fatalf("VM %s disk %d: chunking %q, %d bytes read back; want a chunk per block and nothing read back", vm.name, n, snap.Disks[n].Chunking, d.Fetched)
 			}
 		}
 	}
