@@ -103,29 +103,62 @@ func (d *diskRun) changedRegions(ctx context.Context, ch *Changes) ([]crypto.ID,
 	for i := range workers {
 		workers[i] = d.newWorker()
 	}
+	// The next window's maps load while this window's regions are cut, so
+	// the workers do not wait at each window's start.
+	load := func(w0 int) <-chan loadedWindow {
+		out := make(chan loadedWindow, 1)
+		go func() {
+			maps, err := d.loadMaps(ctx, base, w0)
+			out <- loadedWindow{maps, err}
+		}()
+		return out
+	}
+	var next <-chan loadedWindow
+	if nreg > 0 {
+		next = load(0)
+	}
 	for w0 := 0; w0 < nreg; w0 += changeWindow {
-		win := base[w0:min(w0+changeWindow, nreg)]
-		maps := make([]*manifest.RegionMap, len(win))
-		err := r.LoadBlobs(ctx, win, d.s.opt.Workers, func(i int, plain []byte) error {
-			m, err := manifest.DecodeRegionMap(plain, d.regionLen(w0+i))
-			if err != nil {
-				return fmt.Errorf("the earlier snapshot's region map %s: %w", win[i], err)
-			}
-			maps[i] = m
-			return nil
-		})
-		if err != nil {
-			return nil, nil, err
+		lw := <-next
+		if lw.err != nil {
+			return nil, nil, lw.err
 		}
+		if w0+changeWindow < nreg {
+			next = load(w0 + changeWindow)
+		}
+		win := base[w0:min(w0+changeWindow, nreg)]
 		err = eachIndex(ctx, workers, len(win), func(ctx context.Context, wk *worker, i int) (err error) {
-			ids[w0+i], hashes[w0+i], err = wk.changedRegion(ctx, w0+i, win[i], maps[i], ch.Bitmap)
+			ids[w0+i], hashes[w0+i], err = wk.changedRegion(ctx, w0+i, win[i], lw.maps[i], ch.Bitmap)
 			return err
 		})
 		if err != nil {
+			if w0+changeWindow < nreg {
+				<-next
+			}
 			return nil, nil, err
 		}
 	}
 	return ids, hashes, nil
+}
+
+type loadedWindow struct {
+	maps []*manifest.RegionMap
+	err  error
+}
+
+// loadMaps loads the earlier snapshot's region maps of the window that
+// starts at region w0.
+func (d *diskRun) loadMaps(ctx context.Context, base []crypto.ID, w0 int) ([]*manifest.RegionMap, error) {
+	win := base[w0:min(w0+changeWindow, len(base))]
+	maps := make([]*manifest.RegionMap, len(win))
+	err := d.s.r.LoadBlobs(ctx, win, d.s.opt.Workers, func(i int, plain []byte) error {
+		m, err := manifest.DecodeRegionMap(plain, d.regionLen(w0+i))
+		if err != nil {
+			return fmt.Errorf("the earlier snapshot's region map %s: %w", win[i], err)
+		}
+		maps[i] = m
+		return nil
+	})
+	return maps, err
 }
 
 func (d *diskRun) regionLen(ri int) int64 {

@@ -184,6 +184,10 @@ type worker struct {
 	// the buffers of chunks no longer needed.
 	blobs *repo.BlobReader
 	spare [][]byte
+	// Patching regions: the changed blocks of the region being patched,
+	// read into place, and an unchanged block rebuilt from earlier chunks.
+	slab   []byte
+	oldBuf [manifest.BlockSize]byte
 }
 
 func (d *diskRun) newWorker() *worker {

@@ -115,7 +115,9 @@ func (p *packer) add(ctx context.Context, typ, flags uint8, id crypto.ID, rawLen
 	p.mu.Lock()
 	op := p.open[typ]
 	if op == nil && typ == pack.TypeMeta {
-		op = &openPack{b: pack.NewBuilder(nil)}
+		// Room for a whole pack from the start: growing the buffer blob by
+		// blob copied it over and over, under the lock.
+		op = &openPack{b: pack.NewBuilder(make([]byte, 0, p.bufSize()))}
 		p.open[typ] = op
 	}
 	if op == nil {

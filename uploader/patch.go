@@ -33,7 +33,8 @@ type regionPatch struct {
 	starts  map[uint32]int // offset of each earlier extent -> its index
 	oldData []bool         // block was non-zero in the earlier snapshot
 	changed []bool
-	newData [][]byte // changed blocks as read now
+	newData [][]byte // changed blocks as read now, in slab
+	slab    []byte
 	nonZero []bool
 	blocks  []manifest.BlockSum
 	cache   map[int]cachedExtent // earlier extents read back, by index
@@ -96,10 +97,23 @@ func (p *regionPatch) blockLen(b int) int {
 // hash and whether it holds data.
 func (p *regionPatch) readChanged(ctx context.Context) error {
 	nb := len(p.changed)
+	// One buffer for the region's changed blocks, run after run, kept by
+	// the worker from region to region.
+	var n int64
+	for b := range p.changed {
+		if p.changed[b] {
+			n += int64(p.blockLen(b))
+		}
+	}
+	if w := p.w; int64(cap(w.slab)) < n {
+		w.slab = make([]byte, n)
+	}
+	p.slab = p.w.slab[:n]
 	p.newData = make([][]byte, nb)
 	p.nonZero = make([]bool, nb)
 	p.blocks = make([]manifest.BlockSum, nb)
 	var g errgroup.Group
+	var used int64
 	g.SetLimit(changedReads)
 	for b := 0; b < nb; {
 		if !p.changed[b] {
@@ -111,8 +125,10 @@ func (p *regionPatch) readChanged(ctx context.Context) error {
 		for e < nb && p.changed[e] {
 			e++
 		}
-		first, last := b, e
-		g.Go(func() error { return p.readRun(first, last) })
+		first, last, at := b, e, used
+		used += min(int64(e)*manifest.BlockSize, p.length) - int64(b)*manifest.BlockSize
+		buf := p.slab[at:used:used]
+		g.Go(func() error { return p.readRun(first, last, buf) })
 		b = e
 	}
 	// The chunks a patch reads back first are those the changed blocks
@@ -125,11 +141,10 @@ func (p *regionPatch) readChanged(ctx context.Context) error {
 // flight.
 const changedReads = 4
 
-// readRun reads the changed blocks [b, e).
-func (p *regionPatch) readRun(b, e int) error {
+// readRun reads the changed blocks [b, e) into buf.
+func (p *regionPatch) readRun(b, e int, buf []byte) error {
 	src := p.w.d.src
-	start, end := int64(b)*manifest.BlockSize, min(int64(e)*manifest.BlockSize, p.length)
-	buf := make([]byte, end-start)
+	start := int64(b) * manifest.BlockSize
 	n, err := src.ReadAt(buf, p.off+start)
 	if err == io.EOF && n == len(buf) {
 		err = nil
@@ -183,7 +198,7 @@ func (p *regionPatch) cut(ctx context.Context, pos, end int64) (int64, error) {
 	minSize := w.cut.MinSize()
 	seg := p.segment(pos, pos+minSize, end)
 	for {
-		rd := &patchReader{p: p, ctx: ctx, pos: pos, end: seg, real: seg, block: -1}
+		rd := &patchReader{p: p, ctx: ctx, pos: pos, end: seg, real: seg, block: -1, buf: &w.oldBuf}
 		if seg < end {
 			rd.real = seg - 1
 		}
@@ -402,8 +417,8 @@ type patchReader struct {
 	ctx      context.Context
 	pos, end int64
 	real     int64
-	block    int // the block in buf, or -1
-	buf      [manifest.BlockSize]byte
+	block    int                       // the block in buf, or -1
+	buf      *[manifest.BlockSize]byte // the worker's, for unchanged blocks
 }
 
 func (r *patchReader) Read(dst []byte) (int, error) {

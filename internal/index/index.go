@@ -2,6 +2,7 @@ package index
 
 import (
 	"bytes"
+	"encoding/binary"
 	"slices"
 	"sync"
 
@@ -57,6 +58,12 @@ type Index struct {
 	packPos map[pack.ID]uint32
 	sorted  []record // sorted by key unless loading
 	loading bool     // sorted is being bulk-filled and is not sorted yet
+	// dir[p] is the first record of sorted whose key's top dirBits bits
+	// are p or more (dir[len(dir)-1] is len(sorted)): a lookup searches
+	// only the few records of its key's prefix. Keys are keyed hashes, so
+	// prefixes spread evenly. At most half a byte per record.
+	dir     []uint32
+	dirBits uint
 	tail    map[key]record
 }
 
@@ -99,7 +106,7 @@ func (x *Index) AddPack(id pack.ID, blobs []pack.Entry) {
 		if _, dup := x.tail[r.key]; dup {
 			continue
 		}
-		if _, dup := slices.BinarySearchFunc(x.sorted, r.key, cmpKey); dup {
+		if _, dup := x.search(r.key); dup {
 			continue // stored twice (a resumed backup); the first copy serves
 		}
 		x.tail[r.key] = r
@@ -134,6 +141,50 @@ func (x *Index) mergeTail() {
 		k--
 	}
 	clear(x.tail)
+	x.buildDir()
+}
+
+// buildDir rebuilds dir for the sorted array: eight to sixteen records
+// per prefix.
+func (x *Index) buildDir() {
+	bits := uint(0)
+	for bits < 28 && len(x.sorted)>>(bits+4) > 0 {
+		bits++
+	}
+	n := 1 << bits
+	if cap(x.dir) >= n+1 {
+		x.dir = x.dir[:n+1]
+	} else {
+		x.dir = make([]uint32, n+1)
+	}
+	x.dirBits = bits
+	i := 0
+	for p := range n {
+		for i < len(x.sorted) && x.prefix(x.sorted[i].key) < uint32(p) {
+			i++
+		}
+		x.dir[p] = uint32(i)
+	}
+	x.dir[n] = uint32(len(x.sorted))
+}
+
+// prefix is the top dirBits bits of a key.
+func (x *Index) prefix(k key) uint32 {
+	if x.dirBits == 0 {
+		return 0
+	}
+	return binary.BigEndian.Uint32(k[:4]) >> (32 - x.dirBits)
+}
+
+// search finds k in the sorted array.
+func (x *Index) search(k key) (int, bool) {
+	if len(x.dir) == 0 {
+		return slices.BinarySearchFunc(x.sorted, k, cmpKey)
+	}
+	p := x.prefix(k)
+	lo, hi := int(x.dir[p]), int(x.dir[p+1])
+	i, found := slices.BinarySearchFunc(x.sorted[lo:hi], k, cmpKey)
+	return lo + i, found
 }
 
 func cmpRecord(a, b record) int { return bytes.Compare(a.key[:], b.key[:]) }
@@ -148,6 +199,7 @@ func (x *Index) Finish() {
 	if x.loading {
 		slices.SortFunc(x.sorted, cmpRecord)
 		x.loading = false
+		x.buildDir()
 	}
 	x.mergeTail()
 	x.tail = map[key]record{}
@@ -158,7 +210,7 @@ func (x *Index) find(id crypto.ID) (record, bool) {
 		panic("index: lookup during a bulk load; call Finish first")
 	}
 	k := keyOf(id)
-	i, found := slices.BinarySearchFunc(x.sorted, k, cmpKey)
+	i, found := x.search(k)
 	if found {
 		return x.sorted[i], true
 	}

@@ -165,9 +165,20 @@ func TestIndexLookup(t *testing.T) {
 	}
 }
 
+// sortedOK reports whether the sorted array is sorted and its directory
+// points at the first record of each prefix.
 func sortedOK(x *Index) bool {
 	for i := 1; i < len(x.sorted); i++ {
 		if cmpRecord(x.sorted[i-1], x.sorted[i]) > 0 {
+			return false
+		}
+	}
+	if len(x.dir) != 1<<x.dirBits+1 || int(x.dir[len(x.dir)-1]) != len(x.sorted) {
+		return false
+	}
+	for p := range len(x.dir) - 1 {
+		i := int(x.dir[p])
+		if i < len(x.sorted) && x.prefix(x.sorted[i].key) < uint32(p) || i > 0 && x.prefix(x.sorted[i-1].key) >= uint32(p) {
 			return false
 		}
 	}
