@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -14,37 +13,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/testutil/judge"
 )
 
 // These tests hold our server and client against independent NBD
 // implementations: libnbd's nbdcopy and nbdinfo, and nbdkit. `make judges`
 // installs them; `make test` sets COFFER_REQUIRE_JUDGES=1, which turns a
 // missing judge into a failure instead of a skip.
-
-func needJudge(t *testing.T, cmd string) string {
-	t.Helper()
-	path, err := exec.LookPath(cmd)
-	if err == nil {
-		return path
-	}
-	reason := fmt.Sprintf("%s is not installed: run `make judges`", cmd)
-	if os.Getenv("COFFER_REQUIRE_JUDGES") == "1" {
-		t.Fatalf("%s (COFFER_REQUIRE_JUDGES=1: the NBD judges must run)", reason)
-	}
-	t.Skip(reason)
-	return ""
-}
-
-func runJudge(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // judgeURI is a libnbd URI for our server's export name; the name's '?'
 // and ':' are escaped so the session stays part of the export name.
@@ -57,8 +33,8 @@ func judgeURI(scheme string, e Export, query string) string {
 }
 
 func TestJudgeNbdcopyFromOurServer(t *testing.T) {
-	nbdcopy := needJudge(t, "nbdcopy")
-	nbdinfo := needJudge(t, "nbdinfo")
+	nbdcopy := judge.Need(t, "nbdcopy")
+	nbdinfo := judge.Need(t, "nbdinfo")
 	cert := newTestCert(t, "xs-judge.example")
 	data := randomBytes(3*MaxRequest+7*SectorSize, 11)
 	cases := []struct {
@@ -82,11 +58,11 @@ func TestJudgeNbdcopyFromOurServer(t *testing.T) {
 				t.Fatal(err)
 			}
 			uri := judgeURI(tc.scheme, e, strings.ReplaceAll(tc.query, "DIR", dir))
-			if out := runJudge(t, nbdinfo, "--size", uri); strings.TrimSpace(out) != strconv.Itoa(len(data)) {
+			if out := judge.Run(t, nbdinfo, "--size", uri); strings.TrimSpace(out) != strconv.Itoa(len(data)) {
 				t.Errorf("nbdinfo --size = %q, want %d", out, len(data))
 			}
 			dst := filepath.Join(dir, "copy.raw")
-			runJudge(t, nbdcopy, uri, dst)
+			judge.Run(t, nbdcopy, uri, dst)
 			got, err := os.ReadFile(dst)
 			if err != nil {
 				t.Fatal(err)
@@ -101,7 +77,7 @@ func TestJudgeNbdcopyFromOurServer(t *testing.T) {
 // startNbdkit serves file read-only on a Unix socket until the test ends.
 func startNbdkit(t *testing.T, file string, extra ...string) (sock string) {
 	t.Helper()
-	nbdkit := needJudge(t, "nbdkit")
+	nbdkit := judge.Need(t, "nbdkit")
 	dir := t.TempDir()
 	sock, pid := filepath.Join(dir, "nbd.sock"), filepath.Join(dir, "nbdkit.pid")
 	args := append([]string{"-f", "-r", "-U", sock, "-P", pid}, extra...)
