@@ -25,6 +25,7 @@ const tempInfix = ".coffer-restore-"
 // place.
 type output struct {
 	f         *os.File
+	t         Target // what the restore writes through
 	final     string
 	tmp       string // the temporary file; "" for a device
 	device    bool
@@ -55,7 +56,7 @@ func openOutput(path string, size int64, opt Options) (*output, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating the output beside %s: %w", path, err)
 	}
-	o := &output{f: f, final: path, tmp: f.Name(), overwrite: opt.Overwrite}
+	o := &output{f: f, t: fileTarget{f}, final: path, tmp: f.Name(), overwrite: opt.Overwrite}
 	// The lock tells a later restore that this file is in use; one that
 	// finds it unlocked removes it (removeStaleTemps).
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
@@ -157,7 +158,7 @@ func openDevice(path string, size int64, overwriteData bool) (*output, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening device %s: %w", path, err)
 	}
-	o := &output{f: f, final: path, device: true}
+	o := &output{f: f, t: deviceTarget{f}, final: path, device: true}
 	devSize, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		o.abort()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/clock"
@@ -117,7 +115,7 @@ func (rs *Restorer) Run(ctx context.Context, path string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if out.device {
+	if out.t.InPlace() {
 		// A device held other data before: every block is read back
 		// (holes included, see classify), so what is checked is what the
 		// device returns, not what was meant to be written.
@@ -146,7 +144,7 @@ func (rs *Restorer) restoreInto(ctx context.Context, out *output) (*Result, erro
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Progress: rs.Progress(), Chunks: chunks, Digest: rs.disk.Digest, Device: out.device}
+	res := &Result{Progress: rs.Progress(), Chunks: chunks, Digest: rs.disk.Digest, Device: out.t.InPlace()}
 	if !rs.opt.NoVerify {
 		if got := manifest.DiskDigest(rs.disk.Size, regionHashes).String(); got != rs.disk.Digest {
 			return nil, fmt.Errorf("%w: digest %s, recorded %s", ErrMismatch, got, rs.disk.Digest)
@@ -201,7 +199,7 @@ type window struct {
 // soon as the last batch that writes into it is done, while its pages are
 // still cached and while later regions are fetched.
 func (rs *Restorer) pipeline(ctx context.Context, out *output, regions []crypto.ID, regionHashes []manifest.Hash) (int, error) {
-	f := out.f
+	t := out.t
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	fail := func(err error) error {
@@ -222,7 +220,7 @@ func (rs *Restorer) pipeline(ctx context.Context, out *output, regions []crypto.
 			if ctx.Err() != nil {
 				return nil
 			}
-			err := verifyRegion(f, rs.disk.Size, w.first+i, w.maps[i], w.readBack[i], &regionHashes[w.first+i])
+			err := verifyRegion(t, rs.disk.Size, w.first+i, w.maps[i], w.readBack[i], &regionHashes[w.first+i])
 			if err == nil {
 				rs.regionDone(w.first + i)
 			}
@@ -240,9 +238,9 @@ func (rs *Restorer) pipeline(ctx context.Context, out *output, regions []crypto.
 				size = min(windowGrowth*size, windowRegions)
 			}
 			end := min(first+size, len(regions))
-			w, err := rs.plan(ctx, regions[first:end], first, out.device)
+			w, err := rs.plan(ctx, regions[first:end], first, t.InPlace())
 			if err == nil {
-				err = rs.prepare(out, w)
+				err = rs.prepare(t, w)
 			}
 			if err != nil {
 				fail(err)
@@ -266,7 +264,7 @@ func (rs *Restorer) pipeline(ctx context.Context, out *output, regions []crypto.
 		}
 		for _, b := range w.batches {
 			fetches.Go(func() error {
-				if err := fail(rs.fetch(ctx, f, b.jobs)); err != nil {
+				if err := fail(rs.fetch(ctx, t, b.jobs)); err != nil {
 					return err
 				}
 				for _, i := range b.regions {
@@ -362,72 +360,29 @@ func (rs *Restorer) regionDone(ri int) {
 	rs.done.Add(min(manifest.RegionSize, rs.disk.Size-int64(ri)*manifest.RegionSize))
 }
 
-// prepare readies the output for window w's writes: a file is allocated
-// under the chunks; on a device, which may hold older data, everything
-// between the chunks is zeroed.
-func (rs *Restorer) prepare(out *output, w *window) error {
-	if !out.device {
-		return w.allocate(out.f)
-	}
-	return w.zeroHoles(out.f, rs.disk.Size)
+// prepare readies the target for window w's writes.
+func (rs *Restorer) prepare(t Target, w *window) error {
+	from := int64(w.first) * manifest.RegionSize
+	to := min(from+int64(len(w.maps))*manifest.RegionSize, rs.disk.Size)
+	return t.Prepare(w.dataRanges(), from, to)
 }
 
-// zeroHoles zeroes the parts of the window's regions that no chunk covers.
-func (w *window) zeroHoles(f *os.File, size int64) error {
-	for i, m := range w.maps {
-		base := int64(w.first+i) * manifest.RegionSize
-		pos, end := base, min(base+manifest.RegionSize, size)
-		for _, e := range m.Extents {
-			if lo := base + int64(e.Offset); lo > pos {
-				if err := zeroRange(f, pos, lo-pos); err != nil {
-					return err
-				}
-			}
-			pos = max(pos, base+int64(e.Offset)+int64(e.Length))
-		}
-		if end > pos {
-			if err := zeroRange(f, pos, end-pos); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// allocate reserves the output's blocks under the window's chunks
-// (fallocate), before any is written. Writing into allocated blocks is
-// cheaper and steadier than letting the file system allocate as pages are
-// written back (delayed allocation): 2 GiB written into a new file took
-// 0.5-3.5 s of system time, into allocated blocks 0.5 s every time. A file
-// system short of space says so now, before the restore has written
-// anything; one that cannot allocate ahead (EOPNOTSUPP) is written as
-// before. Holes stay holes: only the chunks' ranges are allocated.
-func (w *window) allocate(f *os.File) error {
-	var ranges [][2]int64
+// dataRanges returns the ranges of the disk the window's chunks cover, in
+// order, adjacent ones merged.
+func (w *window) dataRanges() []Range {
+	var ranges []Range
 	for i, m := range w.maps {
 		base := int64(w.first+i) * manifest.RegionSize
 		for _, e := range m.Extents {
-			lo, hi := base+int64(e.Offset), base+int64(e.Offset)+int64(e.Length)
-			if n := len(ranges); n > 0 && ranges[n-1][1] == lo {
-				ranges[n-1][1] = hi
+			lo := base + int64(e.Offset)
+			if n := len(ranges); n > 0 && ranges[n-1].Off+ranges[n-1].Len == lo {
+				ranges[n-1].Len += int64(e.Length)
 				continue
 			}
-			ranges = append(ranges, [2]int64{lo, hi})
+			ranges = append(ranges, Range{Off: lo, Len: int64(e.Length)})
 		}
 	}
-	for _, r := range ranges {
-		err := unix.Fallocate(int(f.Fd()), 0, r[0], r[1]-r[0])
-		switch {
-		case err == nil:
-		case errors.Is(err, unix.ENOSPC):
-			return fmt.Errorf("allocating the output at %d (%d bytes): %w: the restore needs room for every chunk of the disk", r[0], r[1]-r[0], err)
-		case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL):
-			return nil // the file system cannot allocate ahead; writes allocate
-		default:
-			return fmt.Errorf("allocating the output at %d: %w", r[0], err)
-		}
-	}
-	return nil
+	return ranges
 }
 
 // newBatch makes the batch of jobs, a range of one pack.
@@ -460,7 +415,7 @@ func jobLoc(j *blobJob) index.Location { return j.loc }
 // buffer while this one is decrypted. A worker's buffers come from a fixed
 // pool (Options.Workers), so a restore's memory depends neither on the
 // disk's size nor on how long its ranged reads are.
-func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) error {
+func (rs *Restorer) fetch(ctx context.Context, t Target, batch []*blobJob) error {
 	var sc *scratch
 	select {
 	case sc = <-rs.scratch:
@@ -477,7 +432,7 @@ func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) err
 	}
 	name := repo.PackName(batch[0].loc.Pack)
 	n, err := repo.StreamBlobs(ctx, rs.r.Store(), batch, jobLoc, &sc.buf, func(j *blobJob, sealed []byte) error {
-		return rs.writeBlob(f, h, j, name, sealed, &sc.blob)
+		return rs.writeBlob(t, h, j, name, sealed, &sc.blob)
 	})
 	if err != nil {
 		return err
@@ -488,7 +443,7 @@ func (rs *Restorer) fetch(ctx context.Context, f *os.File, batch []*blobJob) err
 
 // writeBlob opens one sealed chunk and writes its plaintext everywhere the
 // disk map puts it.
-func (rs *Restorer) writeBlob(f *os.File, h *crypto.IDHasher, j *blobJob, pack string, sealed []byte, bb *repo.BlobBuffers) error {
+func (rs *Restorer) writeBlob(out Target, h *crypto.IDHasher, j *blobJob, pack string, sealed []byte, bb *repo.BlobBuffers) error {
 	where := fmt.Sprintf("chunk %s in pack %s", j.id, pack)
 	plain, err := rs.r.OpenBlobInPlace(h, j.loc.Type, j.loc.Flags, j.id, sealed, bb, where)
 	if err != nil {
@@ -504,7 +459,7 @@ func (rs *Restorer) writeBlob(f *os.File, h *crypto.IDHasher, j *blobJob, pack s
 			}
 		}
 		rs.writeMu.Lock()
-		_, err := f.WriteAt(plain, t.off)
+		_, err := out.WriteAt(plain, t.off)
 		rs.writeMu.Unlock()
 		if err != nil {
 			return fmt.Errorf("writing the output at %d: %w", t.off, err)
@@ -579,7 +534,7 @@ func blockMismatch(off int64) error {
 // into it: it reads back the blocks classify left to it and compares them
 // with the hashes in m. Every other block was checked before, so the
 // region's hash is then the hash of m's blocks, which goes into hash.
-func verifyRegion(f *os.File, size int64, ri int, m *manifest.RegionMap, readBack []int32, hash *manifest.Hash) error {
+func verifyRegion(t Target, size int64, ri int, m *manifest.RegionMap, readBack []int32, hash *manifest.Hash) error {
 	base := int64(ri) * manifest.RegionSize
 	var buf []byte
 	for _, b := range readBack {
@@ -588,8 +543,8 @@ func verifyRegion(f *os.File, size int64, ri int, m *manifest.RegionMap, readBac
 		if buf == nil {
 			buf = make([]byte, manifest.BlockSize)
 		}
-		if _, err := f.ReadAt(buf[:n], lo); err != nil {
-			return fmt.Errorf("reading back %s at %d: %w", f.Name(), lo, err)
+		if _, err := t.ReadAt(buf[:n], lo); err != nil {
+			return fmt.Errorf("reading back %s at %d: %w", t.Name(), lo, err)
 		}
 		if manifest.BlockHash(buf[:n]) != m.Blocks[b] {
 			return blockMismatch(lo)
