@@ -1,10 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -16,7 +13,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cofferhq/coffer/crypto"
-	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/storeurl"
@@ -132,7 +128,7 @@ fingerprint: compare it with the one your provider gives you. Without
 			g.keepUnlocked(r) // unlock.go
 			var escrowSlot string
 			if escrowKey != nil {
-				if escrowSlot, err = g.addEscrowSlot(ctx, st, r, base, conf, escrowKey); err != nil {
+				if escrowSlot, err = g.addEscrowSlot(ctx, r, base, conf, escrowKey); err != nil {
 					return fmt.Errorf("the repository was created and your passphrase opens it, but escrow failed: %w", err)
 				}
 			}
@@ -205,22 +201,12 @@ func clipFP(s string) string {
 	return s
 }
 
-// addEscrowSlot stores an escrow-age key slot for r's master key in st and
+// addEscrowSlot stores an escrow-age key slot for r's master key and
 // records it with the vault. It returns the slot's name.
-func (g *globals) addEscrowSlot(ctx context.Context, st store.Store, r *repo.Repo, base *url.URL, conf agentConfig, k *vaultclient.EscrowKey) (string, error) {
-	host, _ := os.Hostname()
-	slot, err := crypto.NewEscrowSlot(r.Keys().Master(), k.Recipient, clock.Real.Now(), host)
+func (g *globals) addEscrowSlot(ctx context.Context, r *repo.Repo, base *url.URL, conf agentConfig, k *vaultclient.EscrowKey) (string, error) {
+	name, err := r.AddEscrowSlot(ctx, k.Recipient)
 	if err != nil {
 		return "", err
-	}
-	b, err := slot.Marshal()
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(b)
-	name := repo.KeysPrefix + hex.EncodeToString(sum[:])
-	if err := st.Put(ctx, name, bytes.NewReader(b), int64(len(b))); err != nil && !errors.Is(err, store.ErrExists) {
-		return "", fmt.Errorf("storing the escrow key slot: %w", err)
 	}
 	opts, err := g.vaultOptions(false)
 	if err != nil {

@@ -69,14 +69,7 @@ func OpenWith(ctx context.Context, st store.Store, o OpenOptions) (*Repo, error)
 	if r := reopen(ctx, st, cfg, body, mac, o.Passphrase); r != nil {
 		return r, nil
 	}
-	slots, err := ListSlots(ctx, st)
-	if err != nil {
-		return nil, err
-	}
-	if len(slots) == 0 {
-		return nil, fmt.Errorf("%s has no key slots: the repository cannot be opened", st.Location())
-	}
-	r, err := unlock(st, cfg, body, mac, slots, &o)
+	r, err := openUnlocked(ctx, st, cfg, body, mac, o)
 	if err != nil {
 		return nil, err
 	}
@@ -115,8 +108,9 @@ func authenticates(mk *crypto.MasterKey, body, mac []byte) bool {
 	return err == nil && k.CheckConfigMAC(body, mac)
 }
 
-// unlock tries the passphrase on the slots in order.
-func unlock(st store.Store, cfg Config, body, mac []byte, slots []SlotInfo, o *OpenOptions) (*Repo, error) {
+// Unlock tries the passphrase on the passphrase slots in order: OpenOptions
+// is the passphrase Unlocker.
+func (o OpenOptions) Unlock(slots []SlotInfo, ours func(*crypto.MasterKey) bool) (*crypto.MasterKey, string, error) {
 	limit := o.Limit
 	if limit == (crypto.KDFLimit{}) {
 		limit = crypto.DefaultKDFLimit
@@ -135,20 +129,15 @@ func unlock(st store.Store, cfg Config, body, mac []byte, slots []SlotInfo, o *O
 		if err != nil {
 			continue
 		}
-		if !authenticates(mk, body, mac) {
+		if !ours(mk) {
 			foreign = append(foreign, s.Name)
 			o.warn("key slot %s (%s) opens with this passphrase, but its key does not authenticate the repository's config: "+
 				"it was passed over (it belongs to another repository, or the config was changed)", s.Name, s.Claimed())
 			continue
 		}
-		r, err := newRepo(st, cfg, mk)
-		if err != nil {
-			return nil, err
-		}
-		r.slot = s.Name
-		return r, nil
+		return mk, s.Name, nil
 	}
-	return nil, unlockError(foreign, damaged, skipped)
+	return nil, "", unlockError(foreign, damaged, skipped)
 }
 
 // unlockError says why no slot opened the repository.
@@ -343,6 +332,25 @@ func (r *Repo) AddPassphraseSlotClaimed(ctx context.Context, passphrase []byte, 
 	name, err := r.putContentNamed(ctx, KeysPrefix, b)
 	if err != nil {
 		return "", fmt.Errorf("storing the key slot: %w", err)
+	}
+	return name, nil
+}
+
+// AddEscrowSlot stores a key slot that seals the master key to the
+// provider's escrow recipient (an age recipient) and returns its name.
+func (r *Repo) AddEscrowSlot(ctx context.Context, recipient string) (string, error) {
+	host, _ := os.Hostname()
+	slot, err := crypto.NewEscrowSlot(r.keys.Master(), recipient, r.clock.Now(), host)
+	if err != nil {
+		return "", err
+	}
+	b, err := slot.Marshal()
+	if err != nil {
+		return "", err
+	}
+	name, err := r.putContentNamed(ctx, KeysPrefix, b)
+	if err != nil {
+		return "", fmt.Errorf("storing the escrow key slot: %w", err)
 	}
 	return name, nil
 }
