@@ -27,6 +27,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		readBack        bool
 		sync            bool
 		workers         int
+		delta           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --to PATH",
@@ -40,7 +41,13 @@ overwritten only with --overwrite-device. Every
 64 KiB block is compared with the hash recorded at backup time, as it is
 written (blocks shared by two chunks are read back from the output; with
 --read-back, every block is), and then the whole-disk digest; a mismatch exits
-non-zero.`,
+non-zero.
+
+With --delta, --to is an existing copy of the disk (an earlier restore, or
+the disk a VM ran on) that is brought up to the snapshot in place: its
+blocks are hashed on every core, only the chunks over blocks that differ are
+downloaded, and what the snapshot has empty is cleared. A delta restore that
+fails leaves the copy partly updated; running it again finishes it.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usageError{Err: errors.New("restore needs exactly one SNAPSHOT (an ID prefix, or latest)")}
@@ -71,7 +78,10 @@ non-zero.`,
 			}
 			// Packs that no intact index lists are looked for only if a
 			// chunk is missing from the index (repo.Locate).
-			opt := restore.Options{Overwrite: overwrite, OverwriteDevice: overwriteDevice, NoVerify: noVerify, ReadBack: readBack, Sync: sync, Workers: workers}
+			if delta && (overwrite || overwriteDevice) {
+				return usageError{Err: errors.New("--delta updates --to in place; --overwrite and --overwrite-device do not apply")}
+			}
+			opt := restore.Options{Overwrite: overwrite, OverwriteDevice: overwriteDevice, NoVerify: noVerify, ReadBack: readBack, Sync: sync, Workers: workers, Delta: delta}
 			rs := restore.New(r, &snap.Disks[disk], opt)
 			stop := g.showRestoreProgress(ctx, rs)
 			res, err := rs.Run(ctx, to)
@@ -93,6 +103,7 @@ non-zero.`,
 	f.BoolVar(&noVerify, "no-verify", false, "skip comparing the output with the hashes and digest recorded at backup")
 	f.BoolVar(&readBack, "read-back", false, "verify by reading every written block back from the output (slower; also catches a file system that loses a write)")
 	f.IntVar(&workers, "workers", 0, "concurrent pack reads (default two per core)")
+	f.BoolVar(&delta, "delta", false, "update an existing copy of the disk at --to in place, downloading only the chunks whose blocks differ")
 	f.BoolVar(&sync, "sync", false, "fsync the output before exiting (like cp, coffer otherwise leaves writeback to the kernel)")
 	return cmd
 }
@@ -140,7 +151,7 @@ func (g *globals) restoreSummary(snap *repo.SnapshotInfo, disk int, to string, r
 		g.printJSON(map[string]any{
 			"type": "summary", "snapshot_id": snap.ID, "name": snap.Name, "time": snap.Time.UTC().Format(time.RFC3339),
 			"host": snap.Host, "disk": disk, "to": to, "size": res.Size,
-			"bytes_written": res.Written, "bytes_fetched": res.Fetched, "chunks": res.Chunks,
+			"bytes_written": res.Written, "bytes_fetched": res.Fetched, "bytes_reused": res.Reused, "chunks": res.Chunks,
 			"verified": res.Verified, "digest": res.Digest, "store_requests": g.counting.Requests(),
 			"duration_seconds": secs,
 		})
@@ -152,6 +163,9 @@ func (g *globals) restoreSummary(snap *repo.SnapshotInfo, disk int, to string, r
 		rest = "the rest zeroed"
 	}
 	g.say("  disk      %s, wrote %s (%s), fetched %s", humanBytes(res.Size), humanBytes(res.Written), rest, humanBytes(res.Fetched))
+	if res.Reused > 0 {
+		g.say("  delta     %s of the disk were there already and not downloaded", humanBytes(res.Reused))
+	}
 	if res.Verified {
 		g.say("  verified  every block matches the digest recorded at backup (%s...)", res.Digest[:16])
 	} else {

@@ -106,7 +106,7 @@ func (o *output) commit(sync bool) error {
 			return fmt.Errorf("flushing the output %s: %w", o.final, err)
 		}
 	}
-	if o.device {
+	if o.tmp == "" { // written in place: a device, or a delta restore
 		return o.f.Close()
 	}
 	if err := o.f.Close(); err != nil {

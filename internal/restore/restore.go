@@ -39,6 +39,10 @@ type Options struct {
 	// written: slower, and it also catches a file system that loses or
 	// misplaces a write (for restore drills).
 	ReadBack bool
+	// Delta updates an existing copy of the disk in place (a file or a
+	// device that holds an older restore): it hashes the blocks there and
+	// fetches only the chunks that cover a block that differs.
+	Delta bool
 }
 
 // Progress counts a running restore.
@@ -47,6 +51,7 @@ type Progress struct {
 	Done    int64 // bytes of the disk restored and verified (regions, holes included)
 	Written int64 // plaintext bytes written
 	Fetched int64 // bytes fetched from the store
+	Reused  int64 // delta: bytes of blocks the output held already
 }
 
 // Result summarises a finished restore.
@@ -67,6 +72,7 @@ type Restorer struct {
 	written atomic.Int64
 	done    atomic.Int64
 	fetched atomic.Int64
+	reused  atomic.Int64
 	scratch chan *scratch
 	// writeMu serializes writes to the output. File systems serialize
 	// buffered writes to one file anyway (ext4 and XFS hold the inode
@@ -91,7 +97,7 @@ func New(r *repo.Repo, d *manifest.Disk, opt Options) *Restorer {
 
 // Progress returns the current counters.
 func (rs *Restorer) Progress() Progress {
-	return Progress{Size: rs.disk.Size, Done: rs.done.Load(), Written: rs.written.Load(), Fetched: rs.fetched.Load()}
+	return Progress{Size: rs.disk.Size, Done: rs.done.Load(), Written: rs.written.Load(), Fetched: rs.fetched.Load(), Reused: rs.reused.Load()}
 }
 
 // windowRegions is the most regions (of 64 MiB) planned at once, which
@@ -111,7 +117,11 @@ const (
 // behind, and running it again starts afresh.
 func (rs *Restorer) Run(ctx context.Context, path string) (*Result, error) {
 	start := clock.Start()
-	out, err := openOutput(path, rs.disk.Size, rs.opt)
+	open := openOutput
+	if rs.opt.Delta {
+		open = func(path string, size int64, _ Options) (*output, error) { return openDelta(path, size) }
+	}
+	out, err := open(path, rs.disk.Size, rs.opt)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +248,7 @@ func (rs *Restorer) pipeline(ctx context.Context, out *output, regions []crypto.
 				size = min(windowGrowth*size, windowRegions)
 			}
 			end := min(first+size, len(regions))
-			w, err := rs.plan(ctx, regions[first:end], first, t.InPlace())
+			w, err := rs.plan(ctx, regions[first:end], first, out)
 			if err == nil {
 				err = rs.prepare(t, w)
 			}
@@ -297,7 +307,8 @@ func (rs *Restorer) pipeline(ctx context.Context, out *output, regions []crypto.
 // plan loads the maps of the regions whose map IDs are given (the first
 // being region first), and groups the chunks they need into pack range
 // reads: every chunk once, with every place it goes.
-func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int, device bool) (*window, error) {
+func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int, out *output) (*window, error) {
+	device := out.t.InPlace()
 	w := &window{first: first, maps: make([]*manifest.RegionMap, len(regions)),
 		pending: make([]atomic.Int32, len(regions)), readBack: make([][]int32, len(regions))}
 	// The maps of a window were mostly written next to each other, so
@@ -320,10 +331,19 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int, de
 	if err != nil {
 		return nil, fmt.Errorf("disk %d region maps: %w", rs.disk.Index, err)
 	}
+	var present [][]bool
+	if rs.opt.Delta {
+		if present, err = rs.compare(ctx, out, w); err != nil {
+			return nil, err
+		}
+	}
 	jobs := map[crypto.ID]*blobJob{}
 	for i := range regions {
 		base := int64(first+i) * manifest.RegionSize
 		for _, e := range w.maps[i].Extents {
+			if present != nil && !needed(present[i], int64(e.Offset), int64(e.Length)) {
+				continue
+			}
 			j := jobs[e.ID]
 			if j == nil {
 				loc, err := rs.r.Locate(ctx, e.ID)
@@ -353,6 +373,38 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int, de
 		}
 	}
 	return w, nil
+}
+
+// compare hashes the output's blocks of window w (a delta restore), clears
+// the blocks the snapshot has empty and the output does not, and leaves to
+// read back only the blocks it changes. It returns which blocks the output
+// holds already.
+func (rs *Restorer) compare(ctx context.Context, out *output, w *window) ([][]bool, error) {
+	present, err := presentBlocks(ctx, out.t, rs.disk.Size, w.first, w.maps)
+	if err != nil {
+		return nil, err
+	}
+	for i, m := range w.maps {
+		ri := w.first + i
+		stale := staleHoles(m, present[i])
+		if err := clearBlocks(out.f, out.device, rs.disk.Size, ri, stale); err != nil {
+			return nil, err
+		}
+		var keep []int32
+		for _, b := range w.readBack[i] {
+			if !present[i][b] {
+				keep = append(keep, b)
+			}
+		}
+		w.readBack[i] = append(keep, stale...)
+		slices.Sort(w.readBack[i])
+		for b, ok := range present[i] {
+			if ok {
+				rs.reused.Add(min(manifest.BlockSize, rs.disk.Size-int64(ri)*manifest.RegionSize-int64(b)*manifest.BlockSize))
+			}
+		}
+	}
+	return present, nil
 }
 
 // regionDone counts region ri as restored.

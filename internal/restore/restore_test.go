@@ -612,3 +612,65 @@ func TestRestoreRemovesStaleTemp(t *testing.T) {
 		t.Fatalf("directory holds %v", names)
 	}
 }
+
+// A delta restore onto an older copy fetches only the chunks over blocks
+// that differ, clears what the snapshot has empty, resizes a file to the
+// disk, and leaves an output equal to the snapshot; run again, it fetches
+// nothing.
+func TestDeltaRestore(t *testing.T) {
+	f := repofixture.New(t, pass)
+	im := repofixture.SampleImage()
+	snap := f.Snapshot("vm", f.Disk(0, im, nil))
+	r := f.Reopen()
+	out := filepath.Join(t.TempDir(), "disk.img")
+	full, err := New(r, &snap.Disks[0], Options{}).Run(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The copy drifts: a changed byte inside data, data in a hole the
+	// snapshot has, and the file grown.
+	w, err := os.OpenFile(out, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := im.Pieces[len(im.Pieces)/2]
+	if _, err := w.WriteAt([]byte{^p.Data[7]}, p.Off+7); err != nil {
+		t.Fatal(err)
+	}
+	hole := int64(-1)
+	for off := int64(0); off+manifest.BlockSize <= im.Size; off += manifest.BlockSize {
+		if !im.HasData(off, manifest.BlockSize) {
+			hole = off
+			break
+		}
+	}
+	if hole < 0 {
+		t.Fatal("the sample image has no empty block")
+	}
+	if _, err := w.WriteAt([]byte("stale data in a hole"), hole+100); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Truncate(im.Size + 3*manifest.BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	res, err := New(r, &snap.Disks[0], Options{Delta: true}).Run(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOutput(t, out, im)
+	if !res.Verified || res.Fetched <= 0 || res.Fetched*4 > full.Fetched || res.Reused < im.Size-4*manifest.BlockSize {
+		t.Fatalf("delta restore: %+v; the full one fetched %d", res, full.Fetched)
+	}
+	again, err := New(r, &snap.Disks[0], Options{Delta: true}).Run(ctx, out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Fetched != 0 || again.Written != 0 || again.Reused != im.Size {
+		t.Fatalf("a second delta restore: %+v; want nothing fetched", again.Progress)
+	}
+	if _, err := New(r, &snap.Disks[0], Options{Delta: true}).Run(ctx, out+".missing"); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("delta onto a missing file: %v", err)
+	}
+}
