@@ -162,8 +162,8 @@ Opens the slot (the one the vault recorded, or --slot) with the offline
 identity from 'cofferd escrow init' and checks that the key it holds
 authenticates the repository's config. The vault alone cannot check this:
 it never sees the identity. Run it where the identity is, then take the
-identity offline again. Exit 0: ok; 1: the slot does not open the
-repository (the message says why).`,
+identity offline again. Exit 0: ok; 12: the identity does not open the
+slot; 1: the slot does not open the repository (the message says why).`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if tenant == "" || identity == "" {

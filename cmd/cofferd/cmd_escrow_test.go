@@ -176,7 +176,7 @@ func TestEscrowEndToEnd(t *testing.T) {
 	if err := os.WriteFile(otherID, []byte(other.Identity()+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r := cofferd(t, dir, "escrow", "verify", "--tenant", "acme", "--identity", otherID); r.code != 1 ||
+	if r := cofferd(t, dir, "escrow", "verify", "--tenant", "acme", "--identity", otherID); r.code != 12 ||
 		!strings.Contains(r.stderr, "does not open") || strings.Contains(r.stderr, other.Identity()) {
 		t.Fatalf("verify with another identity: %+v", r)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/cli"
 )
 
@@ -25,8 +26,12 @@ type usageError = cli.UsageError
 func exitCode(ctx context.Context, err error) int {
 	code, known := cli.ExitCode(ctx, err)
 	var nv *noVaultError
-	if !known && errors.As(err, &nv) {
+	switch {
+	case known:
+	case errors.As(err, &nv):
 		return exitNoVault
+	case errors.Is(err, crypto.ErrEscrowIdentity), errors.Is(err, crypto.ErrWrongPassphrase):
+		return cli.ExitWrongPassphrase
 	}
 	return code
 }

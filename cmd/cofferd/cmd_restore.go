@@ -1,0 +1,97 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cofferhq/coffer/internal/restore"
+)
+
+// restoreOut is cofferd restore's --json summary.
+type restoreOut struct {
+	Type       string  `json:"type"`
+	Tenant     string  `json:"tenant"`
+	SnapshotID string  `json:"snapshot_id"`
+	Name       string  `json:"name"`
+	Time       string  `json:"time"`
+	Disk       int     `json:"disk"`
+	To         string  `json:"to"`
+	Format     string  `json:"format"`
+	Size       int64   `json:"size"`
+	Written    int64   `json:"bytes_written"`
+	Fetched    int64   `json:"bytes_fetched"`
+	Chunks     int     `json:"chunks"`
+	Verified   bool    `json:"verified"`
+	Digest     string  `json:"digest"`
+	Seconds    float64 `json:"duration_seconds"`
+}
+
+func newRestoreCmd(g *globals) *cobra.Command {
+	var tenant, name, to, format, escrowKey string
+	var disk int
+	var overwrite bool
+	c := &cobra.Command{
+		Use:   "restore --tenant NAME SNAPSHOT|latest --to PATH --escrow-key FILE",
+		Short: "Restore a disk of a tenant's snapshot in the provider's cloud",
+		Long: `Restore one disk of a tenant's snapshot (an ID prefix, or "latest" with
+--name) from the vault's store to a new image file, as coffer restore does on
+the tenant's side. The tenant's repository is opened read-only with the
+provider's escrow identity (--escrow-key, the file cofferd escrow init wrote);
+a tenant that did not choose escrow restores with its own agent. Every block
+is checked against the hashes recorded at backup and the whole-disk digest.
+Exit 12: the escrow identity does not open the tenant's repository.`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError{Err: errors.New("restore needs exactly one SNAPSHOT (an ID prefix, or latest)")}
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			if tenant == "" || to == "" {
+				return usageError{Err: errors.New("restore needs --tenant NAME and --to PATH")}
+			}
+			if format != "raw" {
+				return usageError{Err: fmt.Errorf("--format %s is not supported yet; use raw", format)}
+			}
+			ctx := c.Context()
+			tr, err := g.openTenantRepo(ctx, tenant, escrowKey)
+			if err != nil {
+				return err
+			}
+			defer tr.close()
+			snap, err := tr.repo.FindSnapshot(ctx, args[0], name)
+			if err != nil {
+				return fmt.Errorf("tenant %s: %w", tr.tenant.Name, err)
+			}
+			if disk < 0 || disk >= len(snap.Disks) {
+				return usageError{Err: fmt.Errorf("snapshot %s has %d disk(s); --disk %d does not exist", snap.ID[:12], len(snap.Disks), disk)}
+			}
+			res, err := restore.New(tr.repo, &snap.Disks[disk], restore.Options{Overwrite: overwrite}).Run(ctx, to)
+			if err != nil {
+				return fmt.Errorf("tenant %s snapshot %s disk %d: %w", tr.tenant.Name, snap.ID[:12], disk, err)
+			}
+			out := restoreOut{Type: "summary", Tenant: tr.tenant.Name, SnapshotID: snap.ID, Name: snap.Name,
+				Time: snap.Time.UTC().Format(time.RFC3339), Disk: disk, To: to, Format: format, Size: res.Size,
+				Written: res.Written, Fetched: res.Fetched, Chunks: res.Chunks, Verified: res.Verified,
+				Digest: res.Digest, Seconds: res.Duration.Seconds()}
+			if g.json {
+				return g.printJSON(out)
+			}
+			fmt.Fprintf(g.stdout, "restored tenant %s snapshot %s of %s (taken %s) disk %d to %s: %d bytes, fetched %d, verified against digest %.16s..., %.1fs\n",
+				out.Tenant, snap.ID[:12], snap.Name, out.Time, disk, to, res.Size, res.Fetched, res.Digest, out.Seconds)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&tenant, "tenant", "", "tenant name or id")
+	f.StringVar(&name, "name", "", "with latest: the newest snapshot of this name (VM)")
+	f.IntVar(&disk, "disk", 0, "which disk of the snapshot")
+	f.StringVar(&to, "to", "", "output file (must not exist unless --overwrite)")
+	f.StringVar(&format, "format", "raw", "output format: raw")
+	f.StringVar(&escrowKey, "escrow-key", "", "the escrow identity file (cofferd escrow init)")
+	f.BoolVar(&overwrite, "overwrite", false, "replace an existing output file (only once the restored disk is verified)")
+	return c
+}

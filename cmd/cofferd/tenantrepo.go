@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"filippo.io/age"
+
+	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/repo"
+	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/vault/registry"
+)
+
+// tenantRepo is a tenant's repository opened read-only by the provider:
+// restores, instant access and drills.
+type tenantRepo struct {
+	tenant *registry.Tenant
+	repo   *repo.Repo
+	close  func()
+}
+
+// openTenantRepo opens a tenant's repository with the provider's escrow
+// identity (the file cofferd escrow init wrote), read-only, its index
+// loaded. A tenant that did not choose escrow can only be restored by its
+// own agent.
+func (g *globals) openTenantRepo(ctx context.Context, tenant, escrowKey string) (*tenantRepo, error) {
+	if escrowKey == "" {
+		return nil, usageError{Err: errors.New("--escrow-key FILE is required: the vault opens a tenant's repository with the escrow identity that cofferd escrow init wrote (a tenant without escrow restores with its own agent: coffer restore)")}
+	}
+	ids, err := readEscrowIdentity(escrowKey)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := g.storeTarget()
+	if err != nil {
+		return nil, err
+	}
+	stack, err := g.openStore(ctx, raw, 0)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*tenantRepo, error) { stack.Provider.Close(); return nil, err }
+	reg, err := registry.New(stack.Retry, g.clock)
+	if err == nil {
+		err = g.checkVault(ctx, reg, stack.Provider)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	t, err := reg.Resolve(ctx, tenant)
+	if err != nil {
+		return fail(err)
+	}
+	sub, err := store.ReadOnlySub(stack.Retry, "repos/"+t.ID+"/")
+	if err != nil {
+		return fail(err)
+	}
+	r, err := repo.OpenWithUnlocker(ctx, sub, repo.EscrowIdentity{Identities: ids, Slot: t.Escrow.Slot})
+	switch {
+	case errors.Is(err, repo.ErrNoEscrowSlot):
+		return fail(fmt.Errorf("tenant %s: %w (escrow: %s)", t.Name, err, escrowText(t.Escrow)))
+	case errors.Is(err, repo.ErrNoRepository):
+		return fail(fmt.Errorf("tenant %s has no repository yet (its agent has not run coffer init): %w", t.Name, err))
+	case err != nil:
+		return fail(fmt.Errorf("tenant %s: %w", t.Name, err))
+	}
+	if err := r.LoadIndex(ctx, func(name string, err error) {
+		g.log.Warn("index file skipped; its packs are found from their headers", "tenant", t.Name, "object", name, "err", err.Error())
+	}); err != nil {
+		return fail(fmt.Errorf("tenant %s: loading the index: %w", t.Name, err))
+	}
+	return &tenantRepo{tenant: t, repo: r, close: func() { stack.Provider.Close() }}, nil
+}
+
+// readEscrowIdentity reads the escrow identity file.
+func readEscrowIdentity(path string) ([]age.Identity, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, usageError{Err: fmt.Errorf("--escrow-key: %w", err)}
+	}
+	defer f.Close()
+	ids, err := crypto.ParseEscrowIdentities(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil, usageError{Err: fmt.Errorf("--escrow-key %s: %w", path, err)}
+	}
+	return ids, nil
+}
