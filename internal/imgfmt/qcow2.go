@@ -16,6 +16,10 @@ const (
 	qcowRefsPerBlock = QCOW2ClusterSize / 2 // refcount order 4: 16-bit refcounts
 	qcowCopied       = 1 << 63              // OFLAG_COPIED: refcount is exactly 1
 	qcowMaxL1Bytes   = 32 << 20             // qemu's largest L1 table
+
+	// QCOW2MaxSize is the largest disk a qcow2 image with 64 KiB clusters
+	// addresses within qemu's largest L1 table.
+	QCOW2MaxSize = qcowMaxL1Bytes / 8 * qcowEntries * QCOW2ClusterSize
 )
 
 // QCOW2Options tunes CreateQCOW2. The conservative profile has nothing to
@@ -96,7 +100,7 @@ func checkQCOW2Size(size int64) error {
 	if size < 0 {
 		return fmt.Errorf("imgfmt: disk size %d is negative", size)
 	}
-	if l1 := ceilDiv(ceilDiv(roundUp(size, SectorSize), QCOW2ClusterSize), qcowEntries); l1*8 > qcowMaxL1Bytes {
+	if size > QCOW2MaxSize {
 		return fmt.Errorf("imgfmt: the disk is %d bytes, more than a qcow2 image with 64 KiB clusters can address (its L1 table would exceed qemu's 32 MiB); restore it as raw instead", size)
 	}
 	return nil

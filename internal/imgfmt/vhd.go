@@ -103,7 +103,7 @@ func checkVHDSize(size int64) error {
 	if size < 0 {
 		return fmt.Errorf("imgfmt: disk size %d is negative", size)
 	}
-	if roundUp(size, SectorSize) > VHDMaxSize {
+	if size > VHDMaxSize { // a sector multiple: no rounding needed to compare
 		return fmt.Errorf("imgfmt: the disk is %d bytes, over the 2040 GiB (%d-byte) limit of a VHD that XenServer accepts: %w; restore it as qcow2 or raw instead", size, int64(VHDMaxSize), ErrVHDTooLarge)
 	}
 	return nil
