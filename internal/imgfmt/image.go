@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Image is a disk image being restored into: WriteAt and ReadAt take guest
@@ -19,14 +21,24 @@ type Image interface {
 	// ReadAt reads what was written, zeros where nothing was; past Size it
 	// returns io.EOF.
 	ReadAt(p []byte, off int64) (int, error)
-	// Size is the virtual size: the disk's size rounded up to a sector.
+	// Size is the virtual size: the disk's size rounded up to a sector
+	// (VirtualSize).
 	Size() int64
+	// Allocate reserves file space under guest range [off, off+n) before
+	// it is written (fallocate), so a full file system fails at once and
+	// writes land in place; unallocated parts of the range are skipped.
+	Allocate(off, n int64) error
 	// Sync flushes the file to stable storage.
 	Sync() error
 	// Close writes what the format writes last and closes the file. It
 	// does not sync: call Sync first when the image must survive a crash.
 	Close() error
 }
+
+// VirtualSize is the size an image holds for a disk of size bytes: size
+// rounded up to a whole sector. A caller restoring a disk whose size is not
+// a sector multiple reports the difference.
+func VirtualSize(size int64) int64 { return roundUp(size, SectorSize) }
 
 // ErrOutsideExtents is wrapped by a WriteAt outside the image's data extents.
 var ErrOutsideExtents = errors.New("write outside the disk's data extents")
@@ -118,6 +130,38 @@ func (m *mapped) ReadAt(p []byte, off int64) (int, error) {
 		return done, io.EOF
 	}
 	return done, nil
+}
+
+// Allocate implements Image.
+func (m *mapped) Allocate(off, n int64) error {
+	if off < 0 || n < 0 || off > m.size || n > m.size-off {
+		return fmt.Errorf("imgfmt: %s: cannot allocate %d bytes at guest offset %d of a %d-byte disk", m.name, n, off, m.size)
+	}
+	for done := int64(0); done < n; {
+		fo, l, ok := m.segment(off+done, n-done)
+		if ok {
+			if supported, err := m.fallocate(fo, l); err != nil || !supported {
+				return err
+			}
+		}
+		done += l
+	}
+	return nil
+}
+
+// fallocate reserves l bytes of the file at fo; supported is false (and
+// err nil) when the file system cannot allocate ahead, so writes allocate.
+func (m *mapped) fallocate(fo, l int64) (supported bool, err error) {
+	err = unix.Fallocate(int(m.f.Fd()), 0, fo, l)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL):
+		return false, nil
+	case errors.Is(err, unix.ENOSPC):
+		return false, fmt.Errorf("imgfmt: allocating %d bytes of %s: %w: free space on its file system, or restore elsewhere", l, m.name, err)
+	}
+	return false, fmt.Errorf("imgfmt: allocating %d bytes of %s: %w", l, m.name, err)
 }
 
 // Size implements Image.

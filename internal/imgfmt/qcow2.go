@@ -81,7 +81,7 @@ func NewQCOW2(f *os.File, size int64, data []Extent, _ QCOW2Options) (*QCOW2, er
 	if err != nil {
 		return nil, err
 	}
-	vsize := roundUp(size, SectorSize)
+	vsize := VirtualSize(size)
 	runs := unitRuns(exts, QCOW2ClusterSize)
 	plan := planQCOW2(vsize, runs)
 	place(runs, plan.dataOff*QCOW2ClusterSize, QCOW2ClusterSize)

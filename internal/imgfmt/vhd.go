@@ -79,7 +79,7 @@ func NewVHD(f *os.File, size int64, data []Extent, opt VHDOptions) (*VHD, error)
 	if err != nil {
 		return nil, err
 	}
-	vsize := roundUp(size, SectorSize)
+	vsize := VirtualSize(size)
 	entries := ceilDiv(vsize, VHDBlockSize)
 	runs := unitRuns(exts, VHDBlockSize)
 	batBytes := max(roundUp(entries*4, SectorSize), SectorSize)
