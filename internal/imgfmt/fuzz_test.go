@@ -55,7 +55,7 @@ func FuzzLayout(f *testing.F) {
 func checkVHDLayout(t *testing.T, size int64, exts []Extent) {
 	entries := ceilDiv(roundUp(size, SectorSize), VHDBlockSize)
 	runs := unitRuns(exts, VHDBlockSize)
-	start := vhdBATOff + max(roundUp(entries*4, SectorSize), SectorSize)
+	start := vhdBATOff + roundUp(entries*4, SectorSize)
 	end := place(runs, start, vhdStride)
 	if last := len(runs) - 1; last >= 0 && runs[last].first+runs[last].n > entries {
 		t.Fatalf("VHD: block %d allocated of %d", runs[last].first+runs[last].n-1, entries)

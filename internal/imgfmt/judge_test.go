@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -215,6 +216,7 @@ func roundTrip(t *testing.T, format string, create func(path string, c imageCase
 			if !strings.Contains(out, "Images are identical") {
 				t.Fatalf("qemu-img compare: %s", out)
 			}
+			checkAllocation(t, qemu, format, path, c)
 		})
 	}
 }
@@ -230,4 +232,41 @@ func TestQCOW2RoundTrip(t *testing.T) {
 	roundTrip(t, "qcow2", func(path string, c imageCase) (Image, error) {
 		return CreateQCOW2(path, c.size, c.data, QCOW2Options{})
 	})
+}
+
+// checkAllocation holds qemu-img's map of the image against the layout: the
+// units (VHD blocks, qcow2 clusters) the extents touch are allocated, and
+// nothing else.
+func checkAllocation(t *testing.T, qemu, format, path string, c imageCase) {
+	t.Helper()
+	unit := int64(QCOW2ClusterSize)
+	if format == "vpc" {
+		unit = VHDBlockSize
+	}
+	vsize := VirtualSize(c.size)
+	var want []Extent
+	for _, e := range c.data {
+		lo, hi := e.Off/unit*unit, min(roundUp(e.End(), unit), vsize)
+		want = append(want, Extent{lo, hi - lo})
+	}
+	want, err := normalize(vsize, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ranges []struct {
+		Start, Length int64
+		Data          bool
+	}
+	if err := json.Unmarshal([]byte(judge.Run(t, qemu, "map", "--output=json", "-f", format, path)), &ranges); err != nil {
+		t.Fatal(err)
+	}
+	var got []Extent
+	for _, r := range ranges {
+		if r.Data {
+			got = append(got, Extent{r.Start, r.Length})
+		}
+	}
+	if got, _ = normalize(vsize, got); !slices.Equal(got, want) {
+		t.Fatalf("qemu-img map: data in %v, want %v", got, want)
+	}
 }

@@ -82,7 +82,7 @@ func NewVHD(f *os.File, size int64, data []Extent, opt VHDOptions) (*VHD, error)
 	vsize := VirtualSize(size)
 	entries := ceilDiv(vsize, VHDBlockSize)
 	runs := unitRuns(exts, VHDBlockSize)
-	batBytes := max(roundUp(entries*4, SectorSize), SectorSize)
+	batBytes := roundUp(entries*4, SectorSize)
 	end := place(runs, vhdBATOff+batBytes, vhdStride)
 	v := &VHD{
 		mapped: mapped{f: f, name: f.Name(), size: vsize, exts: exts, runs: runs,
