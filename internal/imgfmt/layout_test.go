@@ -148,3 +148,17 @@ func TestNormalize(t *testing.T) {
 		}
 	}
 }
+
+func TestVHDUniqueIDsDiffer(t *testing.T) {
+	a, err := vhdFooter(mib, VHDOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := vhdFooter(mib, VHDOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(a[68:84], b[68:84]) || a[68+6]>>4 != 4 || a[68+8]>>6 != 2 {
+		t.Fatalf("unique ids % x and % x: want two different version 4 UUIDs", a[68:84], b[68:84])
+	}
+}

@@ -33,7 +33,8 @@ var vhdEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 type VHDOptions struct {
 	// Clock gives the footer's timestamp; nil is the wall clock.
 	Clock clock.Clock
-	// UniqueID is the footer's unique id; all zeros draws a random one.
+	// UniqueID is the footer's unique id; all zeros draws a random
+	// (version 4) UUID.
 	UniqueID [16]byte
 }
 
@@ -154,6 +155,8 @@ func vhdFooter(vsize int64, opt VHDOptions) ([]byte, error) {
 		if _, err := rand.Read(id[:]); err != nil {
 			return nil, fmt.Errorf("drawing the VHD's unique id: %w", err)
 		}
+		id[6] = id[6]&0x0f | 0x40 // a version 4 (random) UUID, as readers
+		id[8] = id[8]&0x3f | 0x80 // that parse it as a UUID expect
 	}
 	b := make([]byte, vhdFooterSize)
 	be := binary.BigEndian
