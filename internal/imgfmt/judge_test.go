@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -20,39 +21,34 @@ import (
 
 const mib = 1 << 20
 
-// testDisk is a sparse raw disk with data in some extents.
+// testDisk is a sparse raw disk with data in some (disjoint) extents.
 type testDisk struct {
-	path string
-	size int64
-	data []Extent
-	raw  []byte // the whole disk in memory (small sizes only)
+	path   string
+	size   int64
+	data   []Extent
+	chunks [][]byte // the bytes of each extent
 }
 
 // makeDisk writes a sparse raw file of size bytes holding, in each extent,
-// a mix of random bytes, text and a run of zeros.
+// random bytes, text, or data around a run of zeros.
 func makeDisk(t *testing.T, size int64, data []Extent) *testDisk {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(uint64(size), 7))
-	d := &testDisk{path: filepath.Join(t.TempDir(), "disk.raw"), size: size, data: data, raw: make([]byte, size)}
+	d := &testDisk{path: filepath.Join(t.TempDir(), "disk.raw"), size: size, data: data}
 	text := []byte("Coffer restores this disk into an image; qemu-img is the judge. ")
 	for i, e := range data {
-		b := d.raw[e.Off:e.End()]
-		switch i % 3 {
-		case 0:
-			for j := range b {
+		b := make([]byte, e.Len)
+		for j := range b {
+			switch {
+			case i%3 == 0:
 				b[j] = byte(rng.Uint32())
-			}
-		case 1:
-			for j := range b {
+			case i%3 == 1:
 				b[j] = text[j%len(text)]
-			}
-		case 2: // data, then zeros, then data
-			for j := range b {
-				if j < len(b)/4 || j > len(b)*3/4 {
-					b[j] = byte(rng.Uint32() | 1)
-				}
+			case j < len(b)/4 || j > len(b)*3/4: // data, zeros, data
+				b[j] = byte(rng.Uint32() | 1)
 			}
 		}
+		d.chunks = append(d.chunks, b)
 	}
 	f, err := os.Create(d.path)
 	if err != nil {
@@ -62,12 +58,29 @@ func makeDisk(t *testing.T, size int64, data []Extent) *testDisk {
 	if err := f.Truncate(size); err != nil {
 		t.Fatal(err)
 	}
-	for _, e := range data {
-		if _, err := f.WriteAt(d.raw[e.Off:e.End()], e.Off); err != nil {
+	for i, e := range data {
+		if _, err := f.WriteAt(d.chunks[i], e.Off); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return d
+}
+
+// expect fills b with what the disk holds at off: extent data, else zeros.
+func (d *testDisk) expect(b []byte, off int64) {
+	clear(b)
+	for i, e := range d.data {
+		lo, hi := max(e.Off, off), min(e.End(), off+int64(len(b)))
+		if lo < hi {
+			copy(b[lo-off:hi-off], d.chunks[i][lo-e.Off:])
+		}
+	}
+}
+
+// piece is a write of extent i's bytes [from, from+n).
+type piece struct {
+	i       int
+	from, n int64
 }
 
 // copyIn writes the disk's extents into img in pieces of uneven sizes, in
@@ -75,22 +88,23 @@ func makeDisk(t *testing.T, size int64, data []Extent) *testDisk {
 func copyIn(t *testing.T, d *testDisk, img Image) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(uint64(d.size), 11))
-	var pieces []Extent
-	for _, e := range d.data {
-		for off := e.Off; off < e.End(); {
-			n := min(int64(1+rng.IntN(300<<10)), e.End()-off)
-			pieces = append(pieces, Extent{off, n})
-			off += n
+	var pieces []piece
+	for i, e := range d.data {
+		for from := int64(0); from < e.Len; {
+			n := min(int64(1+rng.IntN(300<<10)), e.Len-from)
+			pieces = append(pieces, piece{i, from, n})
+			from += n
 		}
 	}
 	rng.Shuffle(len(pieces), func(i, j int) { pieces[i], pieces[j] = pieces[j], pieces[i] })
-	work := make(chan Extent)
+	work := make(chan piece)
 	errs := make(chan error, 4)
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
 			for p := range work {
-				if n, err := img.WriteAt(d.raw[p.Off:p.End()], p.Off); err != nil || int64(n) != p.Len {
+				b := d.chunks[p.i][p.from : p.from+p.n]
+				if n, err := img.WriteAt(b, d.data[p.i].Off+p.from); err != nil || n != len(b) {
 					errs <- errors.Join(err, errors.New("short write"))
 					return
 				}
@@ -108,18 +122,24 @@ func copyIn(t *testing.T, d *testDisk, img Image) {
 	}
 }
 
-// readBack checks that img reads exactly the disk, and zeros up to Size.
+// readBack checks that img reads exactly the disk, zeros up to Size, and
+// io.EOF past it.
 func readBack(t *testing.T, d *testDisk, img Image) {
 	t.Helper()
-	got := make([]byte, img.Size()+100)
-	n, err := img.ReadAt(got, 0)
-	if int64(n) != img.Size() || err == nil {
-		t.Fatalf("ReadAt of the whole image read %d bytes, err %v; want %d and io.EOF", n, err, img.Size())
+	const window = 4 * mib
+	got, want := make([]byte, window), make([]byte, window)
+	for off := int64(0); off < img.Size(); off += window {
+		n, err := img.ReadAt(got, off)
+		if wantN := min(window, img.Size()-off); int64(n) != wantN || (err != nil) != (wantN < window) {
+			t.Fatalf("ReadAt(%d) read %d bytes, err %v; want %d", off, n, err, wantN)
+		}
+		d.expect(want[:n], off)
+		if !bytes.Equal(got[:n], want[:n]) {
+			t.Fatalf("the image does not read back the disk at %d..%d", off, off+int64(n))
+		}
 	}
-	want := make([]byte, img.Size())
-	copy(want, d.raw)
-	if !bytes.Equal(got[:n], want) {
-		t.Fatal("the image does not read back the disk it was written from")
+	if n, err := img.ReadAt(got[:1], img.Size()); n != 0 || err != io.EOF {
+		t.Fatalf("ReadAt at Size = %d, %v; want io.EOF", n, err)
 	}
 }
 
@@ -178,6 +198,9 @@ var imageCases = []imageCase{
 	}},
 	{"sector multiple, not a geometry multiple", 33*mib + 7*512, []Extent{
 		{mib, 100}, {mib + 100, 4096}, {33*mib + 7*512 - 1, 1},
+	}},
+	{"1 GiB + 12345 bytes, a few extents", 1<<30 + 12345, []Extent{
+		{512 << 20, 3 * mib}, {1<<30 + 12345 - 70000, 70000},
 	}},
 	{"empty", 10 * mib, nil},
 	{"size 0", 0, nil},
