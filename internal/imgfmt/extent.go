@@ -20,7 +20,7 @@ func normalize(size int64, data []Extent) ([]Extent, error) {
 	out := make([]Extent, 0, len(data))
 	for _, e := range data {
 		if e.Off < 0 || e.Len < 0 || e.Off > size || e.Len > size-e.Off {
-			return nil, fmt.Errorf("imgfmt: data extent of %d bytes at offset %d does not lie within the %d-byte disk", e.Len, e.Off, size)
+			return nil, fmt.Errorf("data extent of %d bytes at offset %d does not lie within the %d-byte disk", e.Len, e.Off, size)
 		}
 		if e.Len > 0 {
 			out = append(out, e)

@@ -205,14 +205,19 @@ func openNew(path string) (*os.File, error) {
 	return f, nil
 }
 
-// checkEmpty makes sure f is an empty file the image may own.
-func checkEmpty(f *os.File) error {
+// prepare checks that f is an empty regular file the image may own and
+// returns the extents normalized.
+func prepare(f *os.File, size int64, data []Extent) ([]Extent, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("imgfmt: %s: %w", f.Name(), err)
+		return nil, fmt.Errorf("imgfmt: %s: %w", f.Name(), err)
 	}
 	if !st.Mode().IsRegular() || st.Size() != 0 {
-		return fmt.Errorf("imgfmt: %s must be an empty regular file to hold a new image", f.Name())
+		return nil, fmt.Errorf("imgfmt: %s must be an empty regular file to hold a new image", f.Name())
 	}
-	return nil
+	exts, err := normalize(size, data)
+	if err != nil {
+		return nil, fmt.Errorf("imgfmt: %s: %w", f.Name(), err)
+	}
+	return exts, nil
 }

@@ -74,10 +74,7 @@ func NewQCOW2(f *os.File, size int64, data []Extent, _ QCOW2Options) (*QCOW2, er
 	if err := checkQCOW2Size(size); err != nil {
 		return nil, err
 	}
-	if err := checkEmpty(f); err != nil {
-		return nil, err
-	}
-	exts, err := normalize(size, data)
+	exts, err := prepare(f, size, data)
 	if err != nil {
 		return nil, err
 	}

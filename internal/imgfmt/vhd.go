@@ -73,10 +73,7 @@ func NewVHD(f *os.File, size int64, data []Extent, opt VHDOptions) (*VHD, error)
 	if err := checkVHDSize(size); err != nil {
 		return nil, err
 	}
-	if err := checkEmpty(f); err != nil {
-		return nil, err
-	}
-	exts, err := normalize(size, data)
+	exts, err := prepare(f, size, data)
 	if err != nil {
 		return nil, err
 	}
