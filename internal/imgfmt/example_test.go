@@ -50,5 +50,5 @@ func ExampleCreateQCOW2() {
 	}
 	// Output:
 	// write outside the extents refused: true
-	// "\x00hello\x00", virtual size 10498560 for a 10498393-byte disk
+	// "\x00hello\x00", virtual size 10498560 for a 10498105-byte disk
 }
