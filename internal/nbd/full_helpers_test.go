@@ -17,12 +17,17 @@ type holeExport struct {
 	extentCalls atomic.Int64
 	// extentsErr, when set, fails every Extents call.
 	extentsErr error
+	// extentsFn, when set, answers Extents instead of the layout.
+	extentsFn func(off, length int64) []Extent
 }
 
 func (h *holeExport) Extents(_ context.Context, off, length int64) ([]Extent, error) {
 	h.extentCalls.Add(1)
 	if h.extentsErr != nil {
 		return nil, h.extentsErr
+	}
+	if h.extentsFn != nil {
+		return h.extentsFn(off, length), nil
 	}
 	var out []Extent
 	pos := int64(0)
