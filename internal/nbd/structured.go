@@ -131,10 +131,13 @@ func (fc *fullConn) read(req request) error {
 			ps = append(ps, piece{off: last.off + last.len, len: req.offset + uint64(req.length) - last.off - last.len})
 		}
 	}
-	buf := make([]byte, req.length)
+	var buf []byte // stays nil for a read of holes only
 	for _, p := range ps {
 		if p.hole {
 			continue
+		}
+		if buf == nil {
+			buf = make([]byte, req.length)
 		}
 		if err := fc.readAt(buf[p.off-req.offset:][:p.len], p.off); err != nil {
 			return fc.readFailed(req, p.off, err)
