@@ -2,12 +2,14 @@ package nbd
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -433,5 +435,44 @@ func TestDefaultModeRefusesFullOptions(t *testing.T) {
 	}
 	if got := rawOption(t, c, optList); got != repErrPolicy {
 		t.Errorf("the default server answered LIST with %#x, want ERR_POLICY", got)
+	}
+}
+
+// countingExport records the most reads it served at once.
+type countingExport struct {
+	memExport
+	now, most atomic.Int64
+}
+
+func (c *countingExport) ReadAt(p []byte, off int64) (int, error) {
+	n := c.now.Add(1)
+	defer c.now.Add(-1)
+	for {
+		m := c.most.Load()
+		if n <= m || c.most.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	time.Sleep(5 * time.Millisecond)
+	return c.memExport.ReadAt(p, off)
+}
+
+func TestFullMaxInFlight(t *testing.T) {
+	exp := &countingExport{memExport: memExport{data: randomBytes(1<<20, 72)}}
+	s := &Server{Full: true, MaxInFlight: 2, Logf: t.Logf,
+		Open: func(context.Context, string) (ServerExport, error) { return exp, nil }}
+	host, port := startServer(t, s)
+	c := dialFull(t, Export{Address: host, Port: port}, clientFixedNewstyle|clientNoZeroes)
+	c.goExport("any")
+	for i := range 8 {
+		c.request(request{typ: cmdRead, handle: uint64(i), offset: uint64(i) << 10, length: 1 << 10})
+	}
+	for range 8 {
+		if rep, _ := c.simple(1 << 10); rep.errno != 0 {
+			t.Fatalf("request %d failed: %d", rep.handle, rep.errno)
+		}
+	}
+	if m := exp.most.Load(); m != 2 {
+		t.Errorf("at most %d reads ran at once, want MaxInFlight = 2", m)
 	}
 }
