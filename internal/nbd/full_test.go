@@ -40,8 +40,11 @@ func TestFullListInfoGo(t *testing.T) {
 	if a := c.option(optList, []byte("x")); a[0].typ != repErrInvalid {
 		t.Errorf("LIST with data answered %#x, want ERR_INVALID", a[0].typ)
 	}
-	if a := c.option(optInfo, nameData("nope")); len(a) != 1 || a[0].typ != repErrUnknown {
-		t.Errorf("INFO of an unknown export answered %+v, want ERR_UNKNOWN alone", a)
+	if a := c.option(optInfo, nameData("nope")); len(a) != 1 || a[0].typ != repErrUnknown || !strings.Contains(string(a[0].data), `"nope"`) {
+		t.Errorf("INFO of an unknown export answered %+v, want ERR_UNKNOWN alone, naming it", a)
+	}
+	if a := c.option(optGo, nameData(testName(testUUID))); a[0].typ != repErrUnknown || strings.Contains(string(a[0].data), "OpaqueRef") {
+		t.Errorf("GO of an unknown export with a session answered %q", a[0].data)
 	}
 	if a := c.option(optGo, []byte{0, 0, 0, 9, 'x'}); a[0].typ != repErrInvalid {
 		t.Errorf("a malformed GO answered %#x, want ERR_INVALID", a[0].typ)

@@ -142,7 +142,8 @@ func (sc *serverConn) info(opt uint32, data []byte) (ServerExport, error) {
 	}
 	if err != nil {
 		sc.s.logf("nbd: connection from %s: opening export %q: %v", sc.conn.RemoteAddr(), RedactName(name), err)
-		return nil, sc.replyOptionMsg(opt, repErrUnknown, "no such export, or it cannot be opened")
+		return nil, sc.replyOptionMsg(opt, repErrUnknown, fmt.Sprintf(
+			"export %q is not available on this server: check the name against its list (nbdinfo --list)", RedactName(name)))
 	}
 	if err := sc.sendInfo(opt, exp); err != nil {
 		exp.Close()
