@@ -25,24 +25,62 @@ const (
 	clientFixedNewstyle uint32 = 1 << 0
 	clientNoZeroes      uint32 = 1 << 1
 
-	optExportName uint32 = 1
-	optAbort      uint32 = 2
-	optList       uint32 = 3
-	optStartTLS   uint32 = 5
+	optExportName      uint32 = 1
+	optAbort           uint32 = 2
+	optList            uint32 = 3
+	optStartTLS        uint32 = 5
+	optInfo            uint32 = 6
+	optGo              uint32 = 7
+	optStructuredReply uint32 = 8
+	optListMetaContext uint32 = 9
+	optSetMetaContext  uint32 = 10
 
-	repAck        uint32 = 1
-	repErrBit     uint32 = 1 << 31
-	repErrUnsup   uint32 = repErrBit | 1
-	repErrPolicy  uint32 = repErrBit | 2
-	repErrInvalid uint32 = repErrBit | 3
-	repErrTLSReqd uint32 = repErrBit | 5
+	repAck         uint32 = 1
+	repServer      uint32 = 2
+	repInfo        uint32 = 3
+	repMetaContext uint32 = 4
+	repErrBit      uint32 = 1 << 31
+	repErrUnsup    uint32 = repErrBit | 1
+	repErrPolicy   uint32 = repErrBit | 2
+	repErrInvalid  uint32 = repErrBit | 3
+	repErrTLSReqd  uint32 = repErrBit | 5
+	repErrUnknown  uint32 = repErrBit | 6
 
-	transHasFlags uint16 = 1 << 0
-	transReadOnly uint16 = 1 << 1
+	infoExport    uint16 = 0
+	infoBlockSize uint16 = 3
 
-	cmdRead  uint16 = 0
-	cmdWrite uint16 = 1
-	cmdDisc  uint16 = 2
+	transHasFlags     uint16 = 1 << 0
+	transReadOnly     uint16 = 1 << 1
+	transSendFlush    uint16 = 1 << 2
+	transSendDF       uint16 = 1 << 7
+	transCanMultiConn uint16 = 1 << 8
+	transSendCache    uint16 = 1 << 10
+
+	cmdRead        uint16 = 0
+	cmdWrite       uint16 = 1
+	cmdDisc        uint16 = 2
+	cmdFlush       uint16 = 3
+	cmdTrim        uint16 = 4
+	cmdCache       uint16 = 5
+	cmdWriteZeroes uint16 = 6
+	cmdBlockStatus uint16 = 7
+
+	cmdFlagFUA    uint16 = 1 << 0
+	cmdFlagNoHole uint16 = 1 << 1
+	cmdFlagDF     uint16 = 1 << 2
+	cmdFlagReqOne uint16 = 1 << 3
+
+	replyFlagDone   uint16 = 1 << 0
+	replyNone       uint16 = 0
+	replyOffsetData uint16 = 1
+	replyOffsetHole uint16 = 2
+	replyBlockStat  uint16 = 5
+	replyError      uint16 = 1<<15 | 1
+	replyErrorOff   uint16 = 1<<15 | 2
+
+	// stateHole|stateZero is how base:allocation describes a hole.
+	stateHole uint32 = 1 << 0
+	stateZero uint32 = 1 << 1
 
 	// SectorSize is the alignment xapi requires of every read's offset and
 	// length.
@@ -59,6 +97,7 @@ const (
 	exportInfoLen = 8 + 2 + 124
 	requestLen    = 28
 	replyLen      = 16
+	chunkHdrLen   = 20
 	optHeaderLen  = 16
 	optReplyLen   = 20
 )
@@ -218,6 +257,8 @@ func optReplyName(t uint32) string {
 		return "NBD_REP_ERR_INVALID (invalid option)"
 	case repErrTLSReqd:
 		return "NBD_REP_ERR_TLS_REQD (TLS required)"
+	case repErrUnknown:
+		return "NBD_REP_ERR_UNKNOWN (no such export)"
 	}
 	return fmt.Sprintf("reply type %#x", t)
 }

@@ -29,10 +29,12 @@ const DefaultServerConns = 16
 // serverHandshakeTimeout bounds the option haggling of one connection.
 const serverHandshakeTimeout = 60 * time.Second
 
-// Server is an NBD server that behaves as xapi's: fixed newstyle only,
-// NBD_OPT_EXPORT_NAME (no OPT_GO), NBD_OPT_STARTTLS and NBD_OPT_ABORT;
-// read-only exports; READ and DISC only, with offsets and lengths multiples
-// of 512. Set its fields before Serve and do not change them after.
+// Server is an NBD server. Unconfigured it behaves as xapi's: fixed
+// newstyle only, NBD_OPT_EXPORT_NAME (no OPT_GO), NBD_OPT_STARTTLS and
+// NBD_OPT_ABORT; read-only exports; READ and DISC only, with offsets and
+// lengths multiples of 512, one request at a time. Full turns on the rest of
+// the protocol for instant access (see Full). Set its fields before Serve and
+// do not change them after.
 type Server struct {
 	// Open opens the export a client names. An error closes the
 	// connection, as xapi-nbd does.
@@ -45,6 +47,22 @@ type Server struct {
 	MaxConns int
 	// Logf, when set, receives one line per refused connection or failure.
 	Logf func(format string, args ...any)
+
+	// Full turns on the full read-only protocol on top of the xapi-like
+	// one: NBD_OPT_LIST, INFO and GO (with export and block-size info),
+	// NBD_FLAG_C_NO_ZEROES, structured replies (holes as OFFSET_HOLE chunks
+	// when the export is an ExtentsExport, errors as error chunks), the
+	// "base:allocation" meta context and BLOCK_STATUS, FLUSH and CACHE,
+	// byte-granular reads of up to 32 MiB, WRITE, TRIM and WRITE_ZEROES
+	// refused with EPERM, and up to MaxInFlight requests of one connection
+	// served at once.
+	Full bool
+	// List names the exports NBD_OPT_LIST offers in full mode; when nil,
+	// LIST is refused by policy as in the xapi-like mode.
+	List func(ctx context.Context) ([]string, error)
+	// MaxInFlight caps the requests of one connection served at once in
+	// full mode (DefaultInFlight when 0).
+	MaxInFlight int
 
 	mu       sync.Mutex
 	ln       net.Listener
@@ -177,7 +195,11 @@ func (s *Server) handle(raw net.Conn) {
 	}
 	defer exp.Close()
 	sc.conn.SetDeadline(time.Time{})
-	if err := sc.transmit(exp); err != nil {
+	transmit := sc.transmit
+	if s.Full {
+		transmit = sc.transmitFull
+	}
+	if err := transmit(exp); err != nil {
 		s.logf("nbd: connection from %s: %v", raw.RemoteAddr(), err)
 	}
 }
@@ -190,13 +212,22 @@ type serverConn struct {
 	s    *Server
 	conn net.Conn
 	tls  bool
+
+	// What a full-mode client negotiated.
+	noZeroes   bool
+	structured bool
+	meta       metaSelection
 }
 
 func (sc *serverConn) greet() error {
 	var b [18]byte
 	binary.BigEndian.PutUint64(b[0:], magicNBD)
 	binary.BigEndian.PutUint64(b[8:], magicOpt)
-	binary.BigEndian.PutUint16(b[16:], flagFixedNewstyle)
+	flags := flagFixedNewstyle
+	if sc.s.Full {
+		flags |= flagNoZeroes
+	}
+	binary.BigEndian.PutUint16(b[16:], flags)
 	if _, err := sc.conn.Write(b[:]); err != nil {
 		return fmt.Errorf("sending the greeting: %w", err)
 	}
@@ -204,15 +235,16 @@ func (sc *serverConn) greet() error {
 	if _, err := io.ReadFull(sc.conn, cf[:]); err != nil {
 		return fmt.Errorf("reading the client flags: %w", err)
 	}
-	flags := binary.BigEndian.Uint32(cf[:])
-	if sc.s.TLSConfig != nil && flags&clientFixedNewstyle == 0 {
+	cflags := binary.BigEndian.Uint32(cf[:])
+	if sc.s.TLSConfig != nil && cflags&clientFixedNewstyle == 0 {
 		return errors.New("the client is not fixed-newstyle and TLS is required")
 	}
+	sc.noZeroes = sc.s.Full && cflags&clientNoZeroes != 0
 	return nil
 }
 
-// negotiate runs the handshake up to NBD_OPT_EXPORT_NAME and sends the
-// export's size and flags.
+// negotiate runs the handshake up to NBD_OPT_EXPORT_NAME (or NBD_OPT_GO in
+// full mode) and returns the export chosen.
 func (sc *serverConn) negotiate() (ServerExport, error) {
 	if err := sc.greet(); err != nil {
 		return nil, err
@@ -222,12 +254,9 @@ func (sc *serverConn) negotiate() (ServerExport, error) {
 		if err != nil {
 			return nil, err
 		}
-		name, done, err := sc.option(opt, data)
-		if err != nil {
-			return nil, err
-		}
-		if done {
-			return sc.export(name)
+		exp, err := sc.option(opt, data)
+		if err != nil || exp != nil {
+			return exp, err
 		}
 	}
 }
@@ -252,28 +281,33 @@ func (sc *serverConn) readOption() (uint32, []byte, error) {
 	return opt, data, nil
 }
 
-// option answers one option; done reports NBD_OPT_EXPORT_NAME with name.
-func (sc *serverConn) option(opt uint32, data []byte) (name string, done bool, err error) {
+// option answers one option; a non-nil export ends the negotiation.
+func (sc *serverConn) option(opt uint32, data []byte) (ServerExport, error) {
 	needTLS := sc.s.TLSConfig != nil && !sc.tls
 	switch {
+	case opt == optAbort && sc.s.Full:
+		sc.replyOption(opt, repAck)
+		return nil, errClientAbort
 	case opt == optAbort:
-		return "", false, errClientAbort
+		return nil, errClientAbort
 	case opt == optExportName && needTLS:
-		return "", false, errors.New("the client asked for an export before STARTTLS and TLS is required")
+		return nil, errors.New("the client asked for an export before STARTTLS and TLS is required")
 	case opt == optExportName:
-		return string(data), true, nil
+		return sc.export(string(data))
 	case opt == optStartTLS && needTLS:
-		return "", false, sc.startTLS()
+		return nil, sc.startTLS()
 	case opt == optStartTLS && sc.tls:
-		return "", false, sc.replyOption(opt, repErrInvalid)
+		return nil, sc.replyOption(opt, repErrInvalid)
 	case opt == optStartTLS:
-		return "", false, sc.replyOption(opt, repErrPolicy)
+		return nil, sc.replyOption(opt, repErrPolicy)
 	case needTLS:
-		return "", false, sc.replyOption(opt, repErrTLSReqd)
+		return nil, sc.replyOption(opt, repErrTLSReqd)
+	case sc.s.Full:
+		return sc.fullOption(opt, data)
 	case opt == optList:
-		return "", false, sc.replyOption(opt, repErrPolicy)
+		return nil, sc.replyOption(opt, repErrPolicy)
 	}
-	return "", false, sc.replyOption(opt, repErrUnsup)
+	return nil, sc.replyOption(opt, repErrUnsup)
 }
 
 func (sc *serverConn) replyOption(opt, typ uint32) error {
@@ -297,6 +331,7 @@ func (sc *serverConn) startTLS() error {
 	}
 	sc.conn = tc
 	sc.tls = true
+	sc.structured, sc.meta = false, metaSelection{}
 	return nil
 }
 
@@ -313,8 +348,15 @@ func (sc *serverConn) export(name string) (ServerExport, error) {
 	}
 	var b [exportInfoLen]byte
 	binary.BigEndian.PutUint64(b[0:], uint64(size))
-	binary.BigEndian.PutUint16(b[8:], transHasFlags|transReadOnly)
-	if _, err := sc.conn.Write(b[:]); err != nil {
+	binary.BigEndian.PutUint16(b[8:], sc.transFlags())
+	n := exportInfoLen
+	if sc.noZeroes {
+		n = 10
+	}
+	if sc.meta.name != name {
+		sc.meta = metaSelection{}
+	}
+	if _, err := sc.conn.Write(b[:n]); err != nil {
 		exp.Close()
 		return nil, fmt.Errorf("sending the size of export %q: %w", RedactName(name), err)
 	}
