@@ -31,10 +31,12 @@ func newRestoreCmd(g *globals) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --to PATH",
-		Short: "Restore a disk of a snapshot to a raw image file",
+		Short: "Restore a disk of a snapshot to an image file or a device",
 		Long: `Restore one disk of a snapshot (an ID prefix, or "latest" with --name) to a
-new raw image file or onto a block device. A file is sparse where the disk
-was empty; it is written under a temporary name beside --to and gets its
+new image file (--format raw, the default; vhd: a dynamic VHD that XenServer,
+Hyper-V and qemu take; qcow2: version 3, for KVM and qemu) or onto a block
+device. A raw file is sparse where the disk was empty, and VHD and qcow2
+allocate only what holds data; it is written under a temporary name beside --to and gets its
 name only once verified, so a failed or interrupted restore leaves nothing
 behind. On a device, the empty parts are zeroed; a device that holds data is
 overwritten only with --overwrite-device. Every
@@ -58,8 +60,12 @@ fails leaves the copy partly updated; running it again finishes it.`,
 			if to == "" {
 				return usageError{Err: errors.New("restore needs --to PATH")}
 			}
-			if format != "raw" {
-				return usageError{Err: fmt.Errorf("--format %s is not supported yet; use raw", format)}
+			fm, err := restore.ParseFormat(format)
+			if err != nil {
+				return usageError{Err: fmt.Errorf("--format: %w", err)}
+			}
+			if delta && fm != restore.FormatRaw {
+				return usageError{Err: errors.New("--delta updates a raw image or a device in place; --format vhd and qcow2 write new images")}
 			}
 			ctx := cmd.Context()
 			r, err := g.openRepo(ctx)
@@ -81,7 +87,7 @@ fails leaves the copy partly updated; running it again finishes it.`,
 			if delta && (overwrite || overwriteDevice) {
 				return usageError{Err: errors.New("--delta updates --to in place; --overwrite and --overwrite-device do not apply")}
 			}
-			opt := restore.Options{Overwrite: overwrite, OverwriteDevice: overwriteDevice, NoVerify: noVerify, ReadBack: readBack, Sync: sync, Workers: workers, Delta: delta}
+			opt := restore.Options{Overwrite: overwrite, OverwriteDevice: overwriteDevice, NoVerify: noVerify, ReadBack: readBack, Sync: sync, Workers: workers, Delta: delta, Format: fm}
 			rs := restore.New(r, &snap.Disks[disk], opt)
 			stop := g.showRestoreProgress(ctx, rs)
 			res, err := rs.Run(ctx, to)
@@ -97,7 +103,7 @@ fails leaves the copy partly updated; running it again finishes it.`,
 	f.StringVar(&name, "name", "", "with latest: the newest snapshot of this name (VM); needed when the repository holds several")
 	f.IntVar(&disk, "disk", 0, "which disk of the snapshot")
 	f.StringVar(&to, "to", "", "output file (must not exist unless --overwrite), or a block device at least as large as the disk")
-	f.StringVar(&format, "format", "raw", "output format (raw; vhd and qcow2 come later)")
+	f.StringVar(&format, "format", "raw", "output format: raw, vhd (dynamic, at most 2040 GiB) or qcow2")
 	f.BoolVar(&overwrite, "overwrite", false, "replace an existing output file (only once the restored disk is verified)")
 	f.BoolVar(&overwriteDevice, "overwrite-device", false, "restore onto a block device (--to /dev/...) even though it holds data")
 	f.BoolVar(&noVerify, "no-verify", false, "skip comparing the output with the hashes and digest recorded at backup")
@@ -152,7 +158,7 @@ func (g *globals) restoreSummary(snap *repo.SnapshotInfo, disk int, to string, r
 			"type": "summary", "snapshot_id": snap.ID, "name": snap.Name, "time": snap.Time.UTC().Format(time.RFC3339),
 			"host": snap.Host, "disk": disk, "to": to, "size": res.Size,
 			"bytes_written": res.Written, "bytes_fetched": res.Fetched, "bytes_reused": res.Reused, "chunks": res.Chunks,
-			"verified": res.Verified, "digest": res.Digest, "store_requests": g.counting.Requests(),
+			"verified": res.Verified, "digest": res.Digest, "store_requests": g.counting.Requests(), "format": res.Format, "image_size": res.ImageSize,
 			"duration_seconds": secs,
 		})
 		return
@@ -163,6 +169,9 @@ func (g *globals) restoreSummary(snap *repo.SnapshotInfo, disk int, to string, r
 		rest = "the rest zeroed"
 	}
 	g.say("  disk      %s, wrote %s (%s), fetched %s", humanBytes(res.Size), humanBytes(res.Written), rest, humanBytes(res.Fetched))
+	if res.ImageSize != 0 && res.ImageSize != res.Size {
+		g.say("  image     %s holds %d bytes: the disk's %d rounded up to whole 512-byte sectors, the rest zeros", res.Format, res.ImageSize, res.Size)
+	}
 	if res.Reused > 0 {
 		g.say("  delta     %s of the disk were there already and not downloaded", humanBytes(res.Reused))
 	}

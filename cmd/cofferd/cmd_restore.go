@@ -37,8 +37,8 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		Use:   "restore --tenant NAME SNAPSHOT|latest --to PATH --escrow-key FILE",
 		Short: "Restore a disk of a tenant's snapshot in the provider's cloud",
 		Long: `Restore one disk of a tenant's snapshot (an ID prefix, or "latest" with
---name) from the vault's store to a new image file, as coffer restore does on
-the tenant's side. The tenant's repository is opened read-only with the
+--name) from the vault's store to a new image file (--format raw, vhd or
+qcow2), as coffer restore does on the tenant's side. The tenant's repository is opened read-only with the
 provider's escrow identity (--escrow-key, the file cofferd escrow init wrote);
 a tenant that did not choose escrow restores with its own agent. Every block
 is checked against the hashes recorded at backup and the whole-disk digest.
@@ -53,8 +53,9 @@ Exit 12: the escrow identity does not open the tenant's repository.`,
 			if tenant == "" || to == "" {
 				return usageError{Err: errors.New("restore needs --tenant NAME and --to PATH")}
 			}
-			if format != "raw" {
-				return usageError{Err: fmt.Errorf("--format %s is not supported yet; use raw", format)}
+			fm, err := restore.ParseFormat(format)
+			if err != nil {
+				return usageError{Err: fmt.Errorf("--format: %w", err)}
 			}
 			ctx := c.Context()
 			tr, err := g.openTenantRepo(ctx, tenant, escrowKey)
@@ -69,12 +70,12 @@ Exit 12: the escrow identity does not open the tenant's repository.`,
 			if disk < 0 || disk >= len(snap.Disks) {
 				return usageError{Err: fmt.Errorf("snapshot %s has %d disk(s); --disk %d does not exist", snap.ID[:12], len(snap.Disks), disk)}
 			}
-			res, err := restore.New(tr.repo, &snap.Disks[disk], restore.Options{Overwrite: overwrite}).Run(ctx, to)
+			res, err := restore.New(tr.repo, &snap.Disks[disk], restore.Options{Overwrite: overwrite, Format: fm}).Run(ctx, to)
 			if err != nil {
 				return fmt.Errorf("tenant %s snapshot %s disk %d: %w", tr.tenant.Name, snap.ID[:12], disk, err)
 			}
 			out := restoreOut{Type: "summary", Tenant: tr.tenant.Name, SnapshotID: snap.ID, Name: snap.Name,
-				Time: snap.Time.UTC().Format(time.RFC3339), Disk: disk, To: to, Format: format, Size: res.Size,
+				Time: snap.Time.UTC().Format(time.RFC3339), Disk: disk, To: to, Format: string(res.Format), Size: res.Size,
 				Written: res.Written, Fetched: res.Fetched, Chunks: res.Chunks, Verified: res.Verified,
 				Digest: res.Digest, Seconds: res.Duration.Seconds()}
 			if g.json {
@@ -90,7 +91,7 @@ Exit 12: the escrow identity does not open the tenant's repository.`,
 	f.StringVar(&name, "name", "", "with latest: the newest snapshot of this name (VM)")
 	f.IntVar(&disk, "disk", 0, "which disk of the snapshot")
 	f.StringVar(&to, "to", "", "output file (must not exist unless --overwrite)")
-	f.StringVar(&format, "format", "raw", "output format: raw")
+	f.StringVar(&format, "format", "raw", "output format: raw, vhd (dynamic, at most 2040 GiB) or qcow2")
 	f.StringVar(&escrowKey, "escrow-key", "", "the escrow identity file (cofferd escrow init)")
 	f.BoolVar(&overwrite, "overwrite", false, "replace an existing output file (only once the restored disk is verified)")
 	return c

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cofferhq/coffer/internal/fsx"
+	"github.com/cofferhq/coffer/internal/imgfmt"
 )
 
 // tempInfix marks a restore's temporary file: ".NAME.coffer-restore-RANDOM"
@@ -25,7 +26,8 @@ const tempInfix = ".coffer-restore-"
 // place.
 type output struct {
 	f         *os.File
-	t         Target // what the restore writes through
+	t         Target       // what the restore writes through
+	img       imgfmt.Image // an image format over f, which it owns
 	final     string
 	tmp       string // the temporary file; "" for a device
 	device    bool
@@ -101,18 +103,25 @@ func removeStaleTemps(dir, base string) {
 // is renamed to the final name (replacing a file there only with
 // Overwrite). With sync, or always for a device, the data is flushed first.
 func (o *output) commit(sync bool) error {
+	flush, closeOut := o.f.Sync, o.f.Close
+	if o.img != nil {
+		// The image writes what its format writes last when it closes.
+		flush, closeOut = o.img.Sync, o.img.Close
+	}
 	if sync || o.device {
-		if err := o.f.Sync(); err != nil {
+		if err := flush(); err != nil {
 			return fmt.Errorf("flushing the output %s: %w", o.final, err)
 		}
 	}
 	if o.tmp == "" { // written in place: a device, or a delta restore
-		return o.f.Close()
+		return closeOut()
 	}
-	if err := o.f.Close(); err != nil {
+	err := closeOut()
+	o.f, o.img = nil, nil
+	if err != nil {
+		os.Remove(o.tmp)
 		return fmt.Errorf("closing the output %s: %w", o.tmp, err)
 	}
-	o.f = nil
 	rename := fsx.RenameNoReplace
 	if o.overwrite {
 		rename = os.Rename
@@ -134,7 +143,10 @@ func (o *output) commit(sync bool) error {
 // its space is free and a rerun starts clean. A device keeps what was
 // written.
 func (o *output) abort() {
-	if o.f != nil {
+	switch {
+	case o.img != nil:
+		o.img.Close()
+	case o.f != nil:
 		o.f.Close()
 	}
 	if o.tmp != "" {

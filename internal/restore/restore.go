@@ -16,6 +16,7 @@ import (
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/clock"
+	"github.com/cofferhq/coffer/internal/imgfmt"
 	"github.com/cofferhq/coffer/internal/index"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/repo"
@@ -39,6 +40,8 @@ type Options struct {
 	// written: slower, and it also catches a file system that loses or
 	// misplaces a write (for restore drills).
 	ReadBack bool
+	// Format is the output's format; "" is raw.
+	Format Format
 	// Delta updates an existing copy of the disk in place (a file or a
 	// device that holds an older restore): it hashes the blocks there and
 	// fetches only the chunks that cover a block that differs.
@@ -57,11 +60,15 @@ type Progress struct {
 // Result summarises a finished restore.
 type Result struct {
 	Progress
-	Chunks   int
-	Device   bool // restored onto a block device: its empty parts were zeroed
-	Verified bool
-	Digest   string
-	Duration time.Duration
+	Chunks int
+	Device bool // restored onto a block device: its empty parts were zeroed
+	// ImageSize is the size an image format holds: the disk's, rounded up
+	// to whole 512-byte sectors (VHD and qcow2 count sectors).
+	ImageSize int64
+	Format    Format // what was written: raw, vhd or qcow2
+	Verified  bool
+	Digest    string
+	Duration  time.Duration
 }
 
 // Restorer restores one disk of one snapshot.
@@ -117,11 +124,20 @@ const (
 // behind, and running it again starts afresh.
 func (rs *Restorer) Run(ctx context.Context, path string) (*Result, error) {
 	start := clock.Start()
-	open := openOutput
-	if rs.opt.Delta {
-		open = func(path string, size int64, _ Options) (*output, error) { return openDelta(path, size) }
+	var out *output
+	var err error
+	switch {
+	case rs.opt.Delta && rs.opt.Format != "" && rs.opt.Format != FormatRaw:
+		return nil, fmt.Errorf("a delta restore updates a raw image or a device; it cannot write %s", rs.opt.Format)
+	case rs.opt.Delta:
+		out, err = openDelta(path, rs.disk.Size)
+	case rs.opt.Format == FormatVHD || rs.opt.Format == FormatQCOW2:
+		out, err = rs.openImage(ctx, path)
+	case rs.opt.Format == "" || rs.opt.Format == FormatRaw:
+		out, err = openOutput(path, rs.disk.Size, rs.opt)
+	default:
+		return nil, fmt.Errorf("unknown restore format %q", rs.opt.Format)
 	}
-	out, err := open(path, rs.disk.Size, rs.opt)
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +156,13 @@ func (rs *Restorer) Run(ctx context.Context, path string) (*Result, error) {
 		return nil, err
 	}
 	res.Duration = start.Elapsed()
+	res.Format = rs.opt.Format
+	if res.Format == "" {
+		res.Format = FormatRaw
+	}
+	if rs.opt.Format == FormatVHD || rs.opt.Format == FormatQCOW2 {
+		res.ImageSize = imgfmt.VirtualSize(rs.disk.Size)
+	}
 	return res, nil
 }
 
