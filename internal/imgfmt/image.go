@@ -11,8 +11,8 @@ import (
 )
 
 // Image is a disk image being restored into: WriteAt and ReadAt take guest
-// offsets and are safe to call concurrently on disjoint ranges. *VHD and
-// *QCOW2 implement it.
+// offsets and are safe to call concurrently on disjoint ranges; Close waits
+// for none of them, so call it after the last. *VHD and *QCOW2 implement it.
 type Image interface {
 	// WriteAt writes p at guest offset off. The range must lie inside the
 	// data extents the image was created with; anything else is an error
