@@ -40,7 +40,8 @@
 // current size the virtual size, CHS geometry by the specification's
 // algorithm, disk type 3 (dynamic), checksum, a random unique id. Dynamic
 // header: "cxsparse", data offset all ones, BAT offset 2048, version
-// 0x00010000, max table entries ceil(size / 2 MiB), block size 2 MiB,
+// 0x00010000, max table entries ceil(size / 2 MiB) (at least 1: libvhdi
+// refuses an empty table), block size 2 MiB,
 // checksum, no parent. A checksum is the bitwise NOT of the byte sum of the
 // structure with its checksum field zero. Disks over 2040 GiB (XenServer's
 // limit) are refused before anything is written.

@@ -53,7 +53,7 @@ func FuzzLayout(f *testing.F) {
 }
 
 func checkVHDLayout(t *testing.T, size int64, exts []Extent) {
-	entries := ceilDiv(roundUp(size, SectorSize), VHDBlockSize)
+	entries := max(ceilDiv(roundUp(size, SectorSize), VHDBlockSize), 1)
 	runs := unitRuns(exts, VHDBlockSize)
 	start := vhdBATOff + roundUp(entries*4, SectorSize)
 	end := place(runs, start, vhdStride)

@@ -178,3 +178,23 @@ func TestVHDUniqueIDsDiffer(t *testing.T) {
 		t.Fatalf("unique ids % x and % x: want two different version 4 UUIDs", a[68:84], b[68:84])
 	}
 }
+
+// A VHD of an empty disk still has one BAT entry: libvhdi (vhdiinfo)
+// refuses a table of none, which qemu allows.
+func TestVHDEmptyDiskHasOneBATEntry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "empty.vhd")
+	v, err := CreateVHD(path, 0, nil, VHDOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := binary.BigEndian.Uint32(b[512+28:]); n != 1 || len(b) != 2048+512+512 {
+		t.Fatalf("max table entries %d, file %d bytes; want 1 entry, one BAT sector, then the footer", n, len(b))
+	}
+}

@@ -78,7 +78,7 @@ func NewVHD(f *os.File, size int64, data []Extent, opt VHDOptions) (*VHD, error)
 		return nil, err
 	}
 	vsize := VirtualSize(size)
-	entries := ceilDiv(vsize, VHDBlockSize)
+	entries := max(ceilDiv(vsize, VHDBlockSize), 1) // libvhdi refuses an empty BAT
 	runs := unitRuns(exts, VHDBlockSize)
 	batBytes := roundUp(entries*4, SectorSize)
 	end := place(runs, vhdBATOff+batBytes, vhdStride)
