@@ -1,7 +1,10 @@
 // Package imgfmt owns the on-disk layouts of the image formats a restore
-// writes into: a dynamic VHD that XenServer, Hyper-V and qemu accept, and a
-// conservative qcow2 version 3. It does not read images (qemu-img is the
-// judge of what it writes) and it knows nothing of repositories.
+// writes into: a dynamic VHD laid out as xapi writes one (for XenServer and
+// Hyper-V), and a conservative qcow2 version 3. It parses no image files
+// (ReadAt reads back only what it wrote; qemu-img is the judge of the
+// result: `check`, which has nothing to say of VHDs, `info`, which refuses a
+// bad VHD footer checksum, `map` and `compare`) and it knows nothing of
+// repositories.
 //
 // A format is a layout computed up front from the disk's size and its data
 // extents (the ranges that hold data; everything else reads as zeros). All
