@@ -1,7 +1,10 @@
 // Package imgfmt owns the on-disk layouts of the image formats a restore
-// writes into: a dynamic VHD that XenServer, Hyper-V and qemu accept, and a
-// conservative qcow2 version 3. It does not read images (qemu-img is the
-// judge of what it writes) and it knows nothing of repositories.
+// writes into: a dynamic VHD laid out as xapi writes one (for XenServer and
+// Hyper-V), and a conservative qcow2 version 3. It parses no image files
+// (ReadAt reads back only what it wrote; qemu-img is the judge of the
+// result: `check`, which has nothing to say of VHDs, `info`, which refuses a
+// bad VHD footer checksum, `map` and `compare`) and it knows nothing of
+// repositories.
 //
 // A format is a layout computed up front from the disk's size and its data
 // extents (the ranges that hold data; everything else reads as zeros). All
@@ -40,7 +43,8 @@
 // current size the virtual size, CHS geometry by the specification's
 // algorithm, disk type 3 (dynamic), checksum, a random unique id. Dynamic
 // header: "cxsparse", data offset all ones, BAT offset 2048, version
-// 0x00010000, max table entries ceil(size / 2 MiB), block size 2 MiB,
+// 0x00010000, max table entries ceil(size / 2 MiB) (at least 1: libvhdi
+// refuses an empty table), block size 2 MiB,
 // checksum, no parent. A checksum is the bitwise NOT of the byte sum of the
 // structure with its checksum field zero. Disks over 2040 GiB (XenServer's
 // limit) are refused before anything is written.

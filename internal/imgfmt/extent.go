@@ -104,9 +104,10 @@ func countUnits(runs []unitRun) int64 {
 	return n
 }
 
-// findRun returns the run holding unit u, or false.
-func findRun(runs []unitRun, u int64) (unitRun, bool) {
-	i, found := slices.BinarySearchFunc(runs, u, func(r unitRun, t int64) int {
+// findRun returns the index of the run holding unit u and true, or the
+// index of the first run after u and false.
+func findRun(runs []unitRun, u int64) (int, bool) {
+	return slices.BinarySearchFunc(runs, u, func(r unitRun, t int64) int {
 		switch {
 		case r.first+r.n <= t:
 			return -1
@@ -115,10 +116,6 @@ func findRun(runs []unitRun, u int64) (unitRun, bool) {
 		}
 		return 0
 	})
-	if !found {
-		return unitRun{}, false
-	}
-	return runs[i], true
 }
 
 func roundUp(n, m int64) int64 { return (n + m - 1) / m * m }

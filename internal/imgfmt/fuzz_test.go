@@ -53,7 +53,7 @@ func FuzzLayout(f *testing.F) {
 }
 
 func checkVHDLayout(t *testing.T, size int64, exts []Extent) {
-	entries := ceilDiv(roundUp(size, SectorSize), VHDBlockSize)
+	entries := max(ceilDiv(roundUp(size, SectorSize), VHDBlockSize), 1)
 	runs := unitRuns(exts, VHDBlockSize)
 	start := vhdBATOff + roundUp(entries*4, SectorSize)
 	end := place(runs, start, vhdStride)
@@ -83,8 +83,9 @@ func checkQCOW2Layout(t *testing.T, size int64, exts []Extent) {
 }
 
 // checkMapping checks that each extent's first and last byte map inside
-// [start, end), that extents map in guest order, and that the bytes around
-// each extent are refused for writes.
+// [start, end), that extents map in guest order, that every segment makes
+// progress and stays inside the image, and that the bytes around each
+// extent are refused for writes.
 func checkMapping(t *testing.T, m *mapped, start, end int64) {
 	prev := int64(-1)
 	for _, e := range m.exts {
@@ -97,6 +98,14 @@ func checkMapping(t *testing.T, m *mapped, start, end int64) {
 				t.Fatalf("guest byte %d maps to %d (ok %v), outside [%d, %d) or not after %d", g, fo, ok, start, end, prev)
 			}
 			prev = fo
+		}
+		for _, g := range []int64{0, e.Off - 1, e.End(), m.size - 1} {
+			if g < 0 || g >= m.size {
+				continue
+			}
+			if _, l, _ := m.segment(g, m.size-g); l < 1 || l > m.size-g {
+				t.Fatalf("segment(%d) of a %d-byte image spans %d bytes", g, m.size, l)
+			}
 		}
 		if !covers(m.exts, e.Off, e.Len) || covers(m.exts, e.Off, e.Len+1) || e.Off > 0 && covers(m.exts, e.Off-1, 1) {
 			t.Fatalf("extent %+v: covers disagrees with the extents", e)

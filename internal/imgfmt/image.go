@@ -11,8 +11,8 @@ import (
 )
 
 // Image is a disk image being restored into: WriteAt and ReadAt take guest
-// offsets and are safe to call concurrently on disjoint ranges. *VHD and
-// *QCOW2 implement it.
+// offsets and are safe to call concurrently on disjoint ranges; Close waits
+// for none of them, so call it after the last. *VHD and *QCOW2 implement it.
 type Image interface {
 	// WriteAt writes p at guest offset off. The range must lie inside the
 	// data extents the image was created with; anything else is an error
@@ -61,14 +61,19 @@ type mapped struct {
 }
 
 // segment maps guest offset off to its file offset and the number of bytes
-// from there that are contiguous in the file (at most n). ok is false for
-// an unallocated unit, whose n bytes read as zeros.
+// from there that are contiguous in the file (at most n). ok is false in a
+// stretch of unallocated units, which reads as zeros; l then reaches to the
+// next allocated unit.
 func (m *mapped) segment(off, n int64) (fileOff, l int64, ok bool) {
 	u, within := off/m.unit, off%m.unit
-	r, ok := findRun(m.runs, u)
+	i, ok := findRun(m.runs, u)
 	if !ok {
-		return 0, min(n, m.unit-within), false
+		if i == len(m.runs) {
+			return 0, n, false
+		}
+		return 0, min(n, m.runs[i].first*m.unit-off), false
 	}
+	r := m.runs[i]
 	fileOff = r.base + (u-r.first)*m.stride + m.skip + within
 	limit := m.unit - within
 	if m.stride == m.unit {

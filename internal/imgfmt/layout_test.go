@@ -96,6 +96,22 @@ func TestVHDFooterFields(t *testing.T) {
 	if got, want := be.Uint32(f[24:]), uint32(now.Sub(vhdEpoch)/time.Second); got != want {
 		t.Fatalf("timestamp %d, want %d", got, want)
 	}
+	for _, st := range []struct {
+		name string
+		b    []byte
+		at   int
+	}{{"footer", bytes.Clone(f), 64}, {"dynamic header", bytes.Clone(b[512:1536]), 36}} {
+		want := be.Uint32(st.b[st.at:])
+		clear(st.b[st.at : st.at+4])
+		if got := vhdChecksum(st.b); got != want {
+			t.Errorf("%s checksum %08x, want %08x", st.name, want, got)
+		}
+	}
+	h := b[512:1536]
+	if string(h[:8]) != "cxsparse" || be.Uint64(h[8:]) != ^uint64(0) || be.Uint64(h[16:]) != 2048 ||
+		be.Uint32(h[28:]) != 3 || be.Uint32(h[32:]) != VHDBlockSize || !bytes.Equal(h[40:1024], make([]byte, 984)) {
+		t.Fatalf("dynamic header fields wrong: % x", h[:40])
+	}
 	bat := b[2048:2560]
 	if be.Uint32(bat[0:]) != 0xFFFFFFFF || be.Uint32(bat[4:]) != 0xFFFFFFFF || be.Uint32(bat[8:]) != 2560/512 ||
 		!bytes.Equal(bat[12:], bytes.Repeat([]byte{0xFF}, 500)) {
@@ -160,5 +176,25 @@ func TestVHDUniqueIDsDiffer(t *testing.T) {
 	}
 	if bytes.Equal(a[68:84], b[68:84]) || a[68+6]>>4 != 4 || a[68+8]>>6 != 2 {
 		t.Fatalf("unique ids % x and % x: want two different version 4 UUIDs", a[68:84], b[68:84])
+	}
+}
+
+// A VHD of an empty disk still has one BAT entry: libvhdi (vhdiinfo)
+// refuses a table of none, which qemu allows.
+func TestVHDEmptyDiskHasOneBATEntry(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "empty.vhd")
+	v, err := CreateVHD(path, 0, nil, VHDOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := binary.BigEndian.Uint32(b[512+28:]); n != 1 || len(b) != 2048+512+512 {
+		t.Fatalf("max table entries %d, file %d bytes; want 1 entry, one BAT sector, then the footer", n, len(b))
 	}
 }

@@ -9,7 +9,7 @@ import (
 
 // qcow2 layout constants: the conservative profile.
 const (
-	QCOW2ClusterSize = 1 << qcowClusterBits
+	QCOW2ClusterSize = 1 << qcowClusterBits // bytes per cluster
 	qcowClusterBits  = 16
 	qcowHeaderLen    = 112                  // v3 header with the compression type byte
 	qcowEntries      = QCOW2ClusterSize / 8 // L1, L2 and refcount table entries per cluster

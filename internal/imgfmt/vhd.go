@@ -78,7 +78,7 @@ func NewVHD(f *os.File, size int64, data []Extent, opt VHDOptions) (*VHD, error)
 		return nil, err
 	}
 	vsize := VirtualSize(size)
-	entries := ceilDiv(vsize, VHDBlockSize)
+	entries := max(ceilDiv(vsize, VHDBlockSize), 1) // libvhdi refuses an empty BAT
 	runs := unitRuns(exts, VHDBlockSize)
 	batBytes := roundUp(entries*4, SectorSize)
 	end := place(runs, vhdBATOff+batBytes, vhdStride)
@@ -119,7 +119,7 @@ func (v *VHD) writeMetadata(entries, batBytes int64) error {
 	if err := v.writeAll(vhdHeader(entries), vhdHeaderOff, "dynamic header"); err != nil {
 		return err
 	}
-	if err := v.writeAll(v.bat(entries, batBytes), vhdBATOff, "block allocation table"); err != nil {
+	if err := v.writeAll(v.bat(batBytes), vhdBATOff, "block allocation table"); err != nil {
 		return err
 	}
 	bitmap := bytes.Repeat([]byte{0xFF}, SectorSize)
@@ -135,7 +135,7 @@ func (v *VHD) writeMetadata(entries, batBytes int64) error {
 
 // bat is the block allocation table: each allocated block's bitmap sector,
 // 0xFFFFFFFF for the others and the padding.
-func (v *VHD) bat(entries, batBytes int64) []byte {
+func (v *VHD) bat(batBytes int64) []byte {
 	b := bytes.Repeat([]byte{0xFF}, int(batBytes))
 	for _, r := range v.runs {
 		for i := range r.n {
