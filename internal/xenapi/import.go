@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // maxPutAnswer caps the body of an import handler's answer (an error page).
@@ -108,7 +109,13 @@ func (s *Session) putWithTask(ctx context.Context, what, path string, q url.Valu
 	defer s.cleanup(func(c context.Context) { _, _ = s.Call(c, "task.destroy", string(task)) })
 	q.Set("session_id", string(s.ref))
 	q.Set("task_id", string(task))
-	status, perr := s.put(ctx, what, path+"?"+q.Encode(), body, length)
+	src := &errBody{r: body}
+	status, perr := s.put(ctx, what, path+"?"+q.Encode(), src, length)
+	if serr := src.failed(); serr != nil && ctx.Err() == nil {
+		// Our own source failed: that is the cause, whatever the host did.
+		s.cleanup(func(c context.Context) { _, _ = s.Call(c, "task.cancel", string(task)) })
+		return "", fmt.Errorf("xenapi: %s: %w", what, serr)
+	}
 	if perr == nil {
 		st, err := s.waitTask(ctx, what, task)
 		if err != nil {
@@ -120,6 +127,9 @@ func (s *Session) putWithTask(ctx context.Context, what, path string, q url.Valu
 	if ctx.Err() == nil {
 		if st, err := s.taskStatus(ctx, task); err == nil && st == "failure" {
 			if _, terr := s.taskOutcome(ctx, what, task, st); terr != nil {
+				if status == "" {
+					return "", terr
+				}
 				return "", fmt.Errorf("%w (HTTP %s)", terr, status)
 			}
 		}
@@ -216,4 +226,30 @@ func ParseTaskRefs(s string) ([]Ref, error) {
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// errBody remembers the first error its reader returned other than EOF.
+// The transport may still be reading it when Do returns.
+type errBody struct {
+	r   io.Reader
+	mu  sync.Mutex
+	err error
+}
+
+func (b *errBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		b.mu.Lock()
+		if b.err == nil {
+			b.err = err
+		}
+		b.mu.Unlock()
+	}
+	return n, err
+}
+
+func (b *errBody) failed() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.err
 }

@@ -113,8 +113,9 @@ func vbdCreate(c *call) (any, error) {
 		}
 	}
 	u, ref := newRef()
+	bootable := f["bootable"].(bool)
 	c.st.VBDs[ref] = &VBD{UUID: u, VM: vm, VDI: vdi, UserDevice: f["userdevice"].(string), Type: f["type"].(string),
-		Mode: f["mode"].(string)}
+		Mode: f["mode"].(string), Bootable: &bootable}
 	return ref, nil
 }
 
