@@ -51,6 +51,7 @@ const (
 	errImport              = "IMPORT_ERROR"
 	errImportDisksMissing  = "IMPORT_ERROR_ATTACHED_DISKS_NOT_FOUND"
 	errSnapshotBackend82   = "SR_BACKEND_FAILURE_82"
+	errNoSpace             = "SR_BACKEND_FAILURE_44"
 	errCBTBackend460       = "SR_BACKEND_FAILURE_460"
 	cbtChangedBlocksFailed = "Failed to calculate changed blocks for given VDIs."
 )
