@@ -1,6 +1,7 @@
 package xenapi_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -257,12 +259,18 @@ func TestImportMetadataMakesHaltedVM(t *testing.T) {
 func TestImportMetadataRefusals(t *testing.T) {
 	p := newSimPool(t)
 	ctx := context.Background()
-	tarball, err := p.s.ExportMetadata(ctx, p.vm, 1<<20)
+	// A running VM: its disk VBDs are attached, so a missing VDI is an
+	// error (a halted VM's would be left out).
+	running, err := p.sim.CreateVM("db", []int64{1 << 20}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarball, err := p.s.ExportMetadata(ctx, running, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Mapped to a VDI that does not exist: the task's error, nothing made.
-	orig, _ := p.s.GetVMByUUID(ctx, p.vm)
+	orig, _ := p.s.GetVMByUUID(ctx, running)
 	rec, _ := p.s.GetVM(ctx, orig)
 	vbd, _ := p.s.GetVBD(ctx, rec.VBDs[0])
 	old, _ := p.s.GetVDI(ctx, vbd.VDI)
@@ -270,8 +278,8 @@ func TestImportMetadataRefusals(t *testing.T) {
 	if !xenapi.IsCode(err, "IMPORT_ERROR_ATTACHED_DISKS_NOT_FOUND") {
 		t.Fatalf("got %v, want IMPORT_ERROR_ATTACHED_DISKS_NOT_FOUND", err)
 	}
-	if vms, _ := p.s.GetVMsByName(ctx, "web"); len(vms) != 1 {
-		t.Fatalf("%d VMs named web after a refused import", len(vms))
+	if vms, _ := p.s.GetVMsByName(ctx, "db"); len(vms) != 1 {
+		t.Fatalf("%d VMs named db after a refused import", len(vms))
 	}
 	if _, err := p.s.ImportMetadata(ctx, []byte("not a tar at all"), nil, xenapi.MetadataImportOptions{}); err == nil {
 		t.Fatal("a body that is not a tar was sent")
@@ -302,4 +310,74 @@ func TestParseTaskRefs(t *testing.T) {
 			t.Errorf("%q: %v, want an error", in, refs)
 		}
 	}
+}
+
+func TestMetadataVBDs(t *testing.T) {
+	p := newSimPool(t)
+	tarball, err := p.s.ExportMetadata(context.Background(), p.vm, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vbds, err := xenapi.MetadataVBDs(tarball)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := p.sim.List()
+	var want []xenapi.MetadataVBD
+	for _, vm := range l.VMs {
+		for _, b := range vm.VBDs {
+			want = append(want, xenapi.MetadataVBD{Userdevice: b.UserDevice, Type: b.Type, VDI: b.VDI})
+		}
+	}
+	if len(vbds) != 3 || !slices.Equal(vbds, want) {
+		t.Fatalf("MetadataVBDs = %+v, want %+v", vbds, want)
+	}
+	for _, bad := range [][]byte{nil, []byte("not a tar"), tarWith(t, "other.xml", "<value/>"), tarWith(t, "ova.xml", "<value><struct>"),
+		tarWith(t, "ova.xml", "<value><struct></struct></value>"), tarWith(t, "ova.xml", "<notvalue/>")} {
+		if _, err := xenapi.MetadataVBDs(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func tarWith(t testing.TB, name, content string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content))}); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = tw.Write([]byte(content))
+	_ = tw.Close()
+	return b.Bytes()
+}
+
+// FuzzMetadataVBDs: any ova.xml is read or refused, never a panic; what
+// is accepted names VDIs by UUID.
+func FuzzMetadataVBDs(f *testing.F) {
+	ova := `<value><struct><member><name>objects</name><value><array><data>` +
+		`<value><struct><member><name>class</name><value>VM</value></member><member><name>id</name><value>OpaqueRef:a</value></member>` +
+		`<member><name>snapshot</name><value><struct><member><name>uuid</name><value>x</value></member></struct></value></member></struct></value>` +
+		`<value><struct><member><name>class</name><value>VBD</value></member><member><name>id</name><value>OpaqueRef:b</value></member>` +
+		`<member><name>snapshot</name><value><struct><member><name>VM</name><value>OpaqueRef:a</value></member>` +
+		`<member><name>VDI</name><value>OpaqueRef:c</value></member><member><name>userdevice</name><value>0</value></member>` +
+		`<member><name>type</name><value>Disk</value></member><member><name>bootable</name><value><boolean>1</boolean></value></member></struct></value></member></struct></value>` +
+		`<value><struct><member><name>class</name><value>VDI</value></member><member><name>id</name><value>OpaqueRef:c</value></member>` +
+		`<member><name>snapshot</name><value><struct><member><name>uuid</name><value>0b4b5fc2-5e0c-4f3a-9d0e-3f7ad0c1a001</value></member>` +
+		`<member><name>virtual_size</name><value><int>1048576</int></value></member></struct></value></member></struct></value>` +
+		`</data></array></value></member></struct></value>`
+	f.Add(ova)
+	f.Add(`<value><array><data><value><i4>1</i4></value></data></array></value>`)
+	f.Add(`<value>` + strings.Repeat(`<array><data><value>`, 40))
+	f.Fuzz(func(t *testing.T, doc string) {
+		vbds, err := xenapi.MetadataVBDs(tarWith(t, "ova.xml", doc))
+		if err != nil {
+			return
+		}
+		for _, b := range vbds {
+			if b.Userdevice == "" || (b.VDI != "" && !xenapi.ValidUUID(b.VDI)) {
+				t.Fatalf("accepted %+v", b)
+			}
+		}
+	})
 }

@@ -106,6 +106,32 @@ func (o Options) check() error {
 		}
 		devices[d.UserDevice], vdis[d.VDI] = true, true
 	}
+	return o.checkMetadata(vdis)
+}
+
+// checkMetadata checks that the metadata's disk VBDs and the disks match
+// one to one: an unmapped disk VBD would attach the new VM to the
+// original VM's VDI when it is still in the pool.
+func (o Options) checkMetadata(disks map[string]bool) error {
+	vbds, err := xenapi.MetadataVBDs(o.Metadata)
+	if err != nil {
+		return fmt.Errorf("xenrestore: the VM's metadata archive: %w", err)
+	}
+	named := map[string]bool{}
+	for _, b := range vbds {
+		if b.Type != xenapi.VBDTypeDisk || b.VDI == "" {
+			continue
+		}
+		if !disks[b.VDI] {
+			return fmt.Errorf("xenrestore: the metadata's disk %s (VDI %s) is not among the disks to restore: restore every disk of the VM", b.Userdevice, b.VDI)
+		}
+		named[b.VDI] = true
+	}
+	for _, d := range o.Disks {
+		if !named[d.VDI] {
+			return fmt.Errorf("xenrestore: disk %s (VDI %s) is not a disk of the VM the metadata describes: the metadata and the disks come from different backups", d.UserDevice, d.VDI)
+		}
+	}
 	return nil
 }
 
@@ -146,16 +172,47 @@ func (r *run) restore(ctx context.Context) (Result, error) {
 	if len(vms) != 1 {
 		return Result{}, fmt.Errorf("xenrestore: the metadata import made %d VMs, want 1: the archive is not one VM's", len(vms))
 	}
-	vm, err := r.xen.GetVM(ctx, vms[0])
+	vm, err := r.checkVM(ctx, vms[0], res.VDIs)
 	if err != nil {
 		return Result{}, err
-	}
-	if vm.PowerState != xenapi.PowerStateHalted {
-		return Result{}, fmt.Errorf("xenrestore: the new VM %s is %s, not halted", vm.UUID, vm.PowerState)
 	}
 	res.VMUUID, res.VMRef = vm.UUID, vms[0]
 	r.event("vm %s (%q) created, halted", vm.UUID, vm.NameLabel)
 	return res, nil
+}
+
+// checkVM checks the new VM: halted, and every new VDI attached to it as
+// a disk (xapi leaves out, without an error, a disk whose VDI it cannot
+// find).
+func (r *run) checkVM(ctx context.Context, ref xenapi.Ref, vdis []string) (xenapi.VM, error) {
+	vm, err := r.xen.GetVM(ctx, ref)
+	if err != nil {
+		return vm, err
+	}
+	if vm.PowerState != xenapi.PowerStateHalted {
+		return vm, fmt.Errorf("xenrestore: the new VM %s is %s, not halted", vm.UUID, vm.PowerState)
+	}
+	attached := map[string]bool{}
+	for _, b := range vm.VBDs {
+		vbd, err := r.xen.GetVBD(ctx, b)
+		if err != nil {
+			return vm, err
+		}
+		if vbd.Type != xenapi.VBDTypeDisk || vbd.VDI.IsNull() {
+			continue
+		}
+		vdi, err := r.xen.GetVDI(ctx, vbd.VDI)
+		if err != nil {
+			return vm, err
+		}
+		attached[vdi.UUID] = true
+	}
+	for i, u := range vdis {
+		if !attached[u] {
+			return vm, fmt.Errorf("xenrestore: the new VM %s lacks disk %s (VDI %s): the pool's import left it out", vm.UUID, r.opts.Disks[i].UserDevice, u)
+		}
+	}
+	return vm, nil
 }
 
 // pickSR finds the SR by UUID or name-label and checks it has room for

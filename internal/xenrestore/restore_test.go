@@ -243,10 +243,23 @@ func TestRestoreFailuresLeaveNothing(t *testing.T) {
 			}
 			return disks
 		}, "VDI_IO_ERROR"},
+		"metadata import fails": {func(p *pool, disks []Disk) []Disk {
+			if err := p.sim.SetSwitch(xapisim.SwitchMetadataFail); err != nil {
+				t.Fatal(err)
+			}
+			return disks
+		}, "recreating the VM from its metadata"},
+		// Caught before the pool is touched: xapi would leave the disk
+		// out of the VM, or attach the original's VDI when it is there.
 		"metadata names a VDI not restored": {func(p *pool, disks []Disk) []Disk {
 			p.removeOriginal()
 			return disks[:1]
-		}, "IMPORT_ERROR_ATTACHED_DISKS_NOT_FOUND"},
+		}, "is not among the disks to restore"},
+		"metadata from another VM": {func(p *pool, disks []Disk) []Disk {
+			extra := disks[1]
+			extra.UserDevice, extra.VDI = "2", "00000000-0000-4000-8000-0000000000cc"
+			return append(disks, extra)
+		}, "not a disk of the VM the metadata describes"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p := newPool(t)
@@ -325,4 +338,60 @@ func TestRestoreRefusesBadOptions(t *testing.T) {
 			t.Fatalf("%s: the refused restore created VDIs", name)
 		}
 	}
+}
+
+// undo removes a VM it was given with its VBDs, and the VDIs.
+func TestUndoRemovesTheVM(t *testing.T) {
+	p := newPool(t)
+	tarball, disks, _ := p.setup()
+	ctx := context.Background()
+	r := &run{opts: Options{Xen: p.s}, xen: p.s}
+	vdiMap := map[string]string{}
+	for _, d := range disks {
+		vdi, err := p.s.CreateVDI(ctx, xenapi.VDISpec{NameLabel: "x", SR: p.srRef(), VirtualSize: d.Size})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.vdis = append(r.vdis, vdi)
+		rec, _ := p.s.GetVDI(ctx, vdi)
+		vdiMap[d.VDI] = rec.UUID
+	}
+	vms, err := p.s.ImportMetadata(ctx, tarball, vdiMap, xenapi.MetadataImportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.vms = vms
+	if len(p.vms()) != 2 {
+		t.Fatal("the import made no VM")
+	}
+	if err := r.undo(); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.vms()) != 1 || p.vdiCount() != 3 {
+		t.Fatalf("after undo: %d VMs, %d VDIs; want the original VM and its 2 disks and the ISO", len(p.vms()), p.vdiCount())
+	}
+	vbds, err := p.s.GetAllVBDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range vbds {
+		if b.VM == vms[0] {
+			t.Fatal("a VBD of the removed VM is left")
+		}
+	}
+}
+
+func (p *pool) srRef() xenapi.Ref {
+	p.t.Helper()
+	all, err := p.s.GetAllSRs(context.Background())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	for ref, sr := range all {
+		if sr.UUID == p.srUUID {
+			return ref
+		}
+	}
+	p.t.Fatal("no SR")
+	return ""
 }

@@ -327,3 +327,36 @@ func FuzzParseOVA(f *testing.F) {
 		}
 	})
 }
+
+// As xapi does, a halted VM's disk whose VDI the pool lacks is left out
+// (no error), and its CD stays.
+func TestImportMetadataLeavesOutMissingDisk(t *testing.T) {
+	f := newServedFixture(t)
+	s := f.login()
+	if _, err := f.sim.CreateVMState("db", []int64{1 << 20}, true, true); err != nil {
+		t.Fatal(err)
+	}
+	ref := f.ok("VM.get_by_name_label", s, "db").([]any)[0]
+	uuid := f.ok("VM.get_uuid", s, ref).(string)
+	resp := f.get("/export_metadata?uuid=" + uuid + "&session_id=" + s)
+	archive, _ := io.ReadAll(resp.Body)
+	disk := f.ok("VDI.get_uuid", s, f.disks(s, ref.(string))[0]).(string)
+	code, res, info := f.importMetadata(s, archive, url.Values{"vdi:" + disk: {"00000000-0000-4000-8000-0000000000bb"}})
+	if code != http.StatusOK || res == "" {
+		t.Fatalf("HTTP %d %v", code, info)
+	}
+	for _, vm := range f.listVMs() {
+		if vm.NameLabel == "db" && vm.UUID != uuid && (len(vm.VBDs) != 1 || vm.VBDs[0].Type != "CD") {
+			t.Fatalf("the imported VM's VBDs are %+v, want its CD only", vm.VBDs)
+		}
+	}
+}
+
+func (f *fixture) listVMs() []ListedVM {
+	f.t.Helper()
+	l, err := f.sim.List()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return l.VMs
+}

@@ -128,24 +128,18 @@ func vdiMapOf(q url.Values, out map[string]string) error {
 	return nil
 }
 
-// importMetadata checks that every VBD's VDI exists and makes the VM.
+// importMetadata finds each VBD's VDI and makes the VM. As xapi does, a
+// VBD whose VDI the pool lacks fails the import when it was attached
+// (unless it is a CD of an HVM VM), and otherwise a CD or floppy is made
+// empty and a disk is left out.
 func (st *State) importMetadata(imp *metadataImport) ([]string, importResult) {
 	vdis := make([]string, len(imp.vm.VBDs))
 	for i, b := range imp.vm.VBDs {
-		if b.VDI == "" {
-			vdis[i] = nullRef
-			continue
-		}
-		target := b.VDI
-		if to, ok := imp.vdiMap[b.VDI]; ok {
-			target = to
-		}
-		ref := st.vdiByRefOrUUID(target)
-		if ref == "" || st.VDIs[ref].Type == "cbt_metadata" {
+		vdis[i] = st.importedVDI(imp, b)
+		if vdis[i] == "" && b.Attached && !(b.Type == "CD" && imp.vm.HVM) {
 			return nil, importResult{status: http.StatusNotFound, code: errImportDisksMissing,
-				msg: fmt.Sprintf("404 VBD %s of the archive needs VDI %s, which the pool does not have (map it with vdi:%s=<uuid>)", b.UserDevice, target, b.VDI)}
+				msg: fmt.Sprintf("404 the archive's VBD %s was attached to VDI %s, which the pool does not have (map it with vdi:<uuid>=<uuid>)", b.UserDevice, b.VDI)}
 		}
-		vdis[i] = ref
 	}
 	uuid, ref := newRef()
 	if imp.restore {
@@ -159,14 +153,41 @@ func (st *State) importMetadata(imp *metadataImport) ([]string, importResult) {
 	if imp.dryRun {
 		return nil, importResult{}
 	}
+	if _, fail := st.Switches[SwitchMetadataFail]; fail {
+		return nil, importResult{status: http.StatusInternalServerError, code: errImport,
+			msg: "500 the import failed (xapisim switch metadata-fail)"}
+	}
 	st.VMs[ref] = &VM{UUID: uuid, NameLabel: imp.vm.NameLabel, NameDescription: imp.vm.Description, PowerState: "Halted",
 		Tags: []string{}, OtherConfig: map[string]string{}, BlockedOps: map[string]string{}, Memory: imp.vm.Memory, VCPUs: imp.vm.VCPUs}
 	for i, b := range imp.vm.VBDs {
+		if vdis[i] == "" && b.Type == "Disk" {
+			continue // xapi leaves out a disk it cannot find
+		}
+		if vdis[i] == "" {
+			vdis[i] = nullRef // ejected
+		}
 		bu, bref := newRef()
 		st.VBDs[bref] = &VBD{UUID: bu, VM: ref, VDI: vdis[i], UserDevice: b.UserDevice, Type: b.Type, Mode: b.Mode,
 			Bootable: &imp.vm.VBDs[i].Bootable}
 	}
 	return []string{ref}, importResult{}
+}
+
+// importedVDI is the ref of the VDI a VBD of the archive gets: nullRef
+// for an empty drive, "" when the pool lacks it.
+func (st *State) importedVDI(imp *metadataImport, b ovaVBD) string {
+	if b.VDI == "" {
+		return nullRef
+	}
+	target := b.VDI
+	if to, ok := imp.vdiMap[b.VDI]; ok {
+		target = to
+	}
+	ref := st.vdiByRefOrUUID(target)
+	if ref == "" || st.VDIs[ref].Type == "cbt_metadata" {
+		return ""
+	}
+	return ref
 }
 
 // refSet is an XML-RPC array of refs, as xapi stores a set in a task's

@@ -20,6 +20,9 @@ type ovaVM struct {
 	Description string
 	Memory      int64 // memory_static_max, 0 when not recorded
 	VCPUs       int64 // VCPUs_max, 0 when not recorded
+	// HVM is set when the VM boots HVM (HVM_boot_policy not empty): it
+	// has qemu, so an attached CD whose ISO is missing can be ejected.
+	HVM  bool
 	VBDs        []ovaVBD
 }
 
@@ -30,6 +33,7 @@ type ovaVBD struct {
 	Mode       string
 	Type       string
 	VDI        string
+	Attached   bool // currently_attached when exported
 }
 
 // xrValue is an XML-RPC value as xapi writes ova.xml: bare text is a
@@ -149,6 +153,8 @@ func ovaObjects(byClass map[string]map[string]*xrStruct) (*ovaVM, error) {
 	vm.UUID, _ = rec.field("uuid").str()
 	vm.NameLabel, _ = rec.field("name_label").str()
 	vm.Description, _ = rec.field("name_description").str()
+	policy, _ := rec.field("HVM_boot_policy").str()
+	vm.HVM = policy != ""
 	if !uuidRE.MatchString(vm.UUID) {
 		return nil, fmt.Errorf("the VM's uuid %.60q is not a UUID", vm.UUID)
 	}
@@ -194,6 +200,8 @@ func ovaVBDOf(b *xrStruct, vdis map[string]*xrStruct) (ovaVBD, error) {
 	v.Type, _ = b.field("type").str()
 	boot, _ := b.field("bootable").str()
 	v.Bootable = boot == "1" || boot == "true"
+	attached, _ := b.field("currently_attached").str()
+	v.Attached = attached == "1" || attached == "true"
 	n, err := strconv.Atoi(v.UserDevice)
 	switch {
 	case err != nil || n < 0 || n > 255:

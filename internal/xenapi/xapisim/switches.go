@@ -18,6 +18,7 @@ const (
 	SwitchLeakAttachments = "leak-attachments" // an abrupt NBD close leaves its dom0 VBD attached
 	SwitchLCBSlow         = "lcb-slow"         // =N: Async list_changed_blocks pending for N polls
 	SwitchImportFail      = "import-fail"      // =N: the Nth chunked import_raw_vdi from now fails half-way
+	SwitchMetadataFail    = "metadata-fail"    // import_metadata fails (IMPORT_ERROR) after its checks
 	switchValueNone       = ""
 	switchValueCount      = "count"
 	switchValueVM         = "vm"
@@ -28,6 +29,7 @@ var switchValues = map[string]string{
 	SwitchNoCBTLicence: switchValueNone, SwitchOldVersion: switchValueNone, SwitchNBDDisabled: switchValueNone,
 	SwitchNBDInUseRace: switchValueNone, SwitchNBDDropEvery: switchValueCount, SwitchSnapshotFail: switchValueVM,
 	SwitchLeakAttachments: switchValueNone, SwitchLCBSlow: switchValueCount, SwitchImportFail: switchValueCount,
+	SwitchMetadataFail: switchValueNone,
 }
 
 // SwitchNames lists the switches.
