@@ -23,7 +23,7 @@ type ovaVM struct {
 	// HVM is set when the VM boots HVM (HVM_boot_policy not empty): it
 	// has qemu, so an attached CD whose ISO is missing can be ejected.
 	HVM  bool
-	VBDs        []ovaVBD
+	VBDs []ovaVBD
 }
 
 // ovaVBD is a VBD of the archive; VDI is the VDI's uuid, "" when empty.
