@@ -200,7 +200,7 @@ func ParseTaskRefs(s string) ([]Ref, error) {
 	}
 	if !strings.Contains(t, "<array>") {
 		one, err := ParseTaskResult(t)
-		if err != nil || !validRef(Ref(one)) {
+		if err != nil || !validRef(Ref(one)) || Ref(one).IsNull() {
 			return nil, fmt.Errorf("%.80q is neither a reference nor a set of references", t)
 		}
 		return []Ref{Ref(one)}, nil

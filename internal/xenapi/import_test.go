@@ -381,3 +381,24 @@ func FuzzMetadataVBDs(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseTaskRefs: any task result is read or refused, never a panic;
+// what is accepted are references.
+func FuzzParseTaskRefs(f *testing.F) {
+	for _, s := range []string{"", "OpaqueRef:0b4b5fc2-5e0c-4f3a-9d0e-3f7ad0c1a001",
+		"<value><array><data><value>OpaqueRef:a</value><value><string>OpaqueRef:b</string></value></data></array></value>",
+		"<value><array><data><value><int>1</int></value></data></array></value>", "<value><array>", "<value>OpaqueRef:NULL</value>"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		refs, err := xenapi.ParseTaskRefs(s)
+		if err != nil {
+			return
+		}
+		for _, r := range refs {
+			if !strings.HasPrefix(string(r), "OpaqueRef:") || r.IsNull() {
+				t.Fatalf("accepted %q from %q", r, s)
+			}
+		}
+	})
+}

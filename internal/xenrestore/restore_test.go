@@ -395,3 +395,24 @@ func (p *pool) srRef() xenapi.Ref {
 	p.t.Fatal("no SR")
 	return ""
 }
+
+// A restore cancelled while it uploads removes what it made and says so.
+func TestRestoreCancelled(t *testing.T) {
+	p := newPool(t)
+	tarball, disks, _ := p.setup()
+	vdis := p.vdiCount()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := func(e string) {
+		if strings.HasPrefix(e, "disk 1 ") {
+			cancel()
+		}
+	}
+	_, err := Restore(ctx, Options{Xen: p.s, SR: p.srUUID, Metadata: tarball, Disks: disks, Events: events})
+	if err == nil || !strings.Contains(err.Error(), "context canceled") || !strings.Contains(err.Error(), "disk 1") {
+		t.Fatalf("got %v, want the cancellation, naming disk 1", err)
+	}
+	if p.vdiCount() != vdis || len(p.vms()) != 1 {
+		t.Fatalf("a cancelled restore left VDIs %d -> %d", vdis, p.vdiCount())
+	}
+}
