@@ -280,6 +280,7 @@ func (r *run) restoreDisk(ctx context.Context, sr xenapi.Ref, i int, d Disk) (st
 	if err != nil {
 		return "", fmt.Errorf("xenrestore: disk %s: uploading into VDI %s: %w", d.UserDevice, rec.UUID, err)
 	}
+	r.event("disk %s: VDI %s written", d.UserDevice, rec.UUID)
 	return rec.UUID, nil
 }
 
