@@ -40,7 +40,15 @@ func (s *Session) Async(ctx context.Context, method string, params ...any) (stri
 		}
 		return "", err
 	}
-	return s.taskOutcome(ctx, method, task, status)
+	frag, err := s.taskOutcome(ctx, method, task, status)
+	if err != nil {
+		return "", err
+	}
+	res, err := ParseTaskResult(frag)
+	if err != nil {
+		return "", fmt.Errorf("xenapi: %s: the task's result: %w", method, err)
+	}
+	return res, nil
 }
 
 // cleanup runs f with a fresh bounded context (the caller's may be over).
@@ -77,6 +85,8 @@ func (s *Session) waitTask(ctx context.Context, method string, task Ref) (string
 	}
 }
 
+// taskOutcome returns a finished task's result as the XML-RPC fragment the
+// host stored, or its error_info as *Error.
 func (s *Session) taskOutcome(ctx context.Context, method string, task Ref, status string) (string, error) {
 	switch status {
 	case "success":
@@ -88,11 +98,7 @@ func (s *Session) taskOutcome(ctx context.Context, method string, task Ref, stat
 		if err := unmarshal(raw, &frag); err != nil {
 			return "", fmt.Errorf("xenapi: %s: task.get_result returned %s, not a string", method, describe(raw))
 		}
-		res, err := ParseTaskResult(frag)
-		if err != nil {
-			return "", fmt.Errorf("xenapi: %s: the task's result: %w", method, err)
-		}
-		return res, nil
+		return frag, nil
 	case "failure":
 		raw, err := s.Call(ctx, "task.get_error_info", string(task))
 		if err != nil {

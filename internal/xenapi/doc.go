@@ -2,8 +2,9 @@
 // management API of XenServer and XCP-ng): JSON-RPC over HTTPS to a pool
 // member, login with the redirect to the pool master, asynchronous calls
 // through xapi tasks, the records Coffer reads (VM, VBD, VDI, SR, host, pool,
-// network, task) and the calls a CBT backup makes, and the host's HTTP
-// transfer handlers (export_metadata, export_raw_vdi).
+// network, task) and the calls a CBT backup and a restore make, and the
+// host's HTTP transfer handlers (export_metadata, export_raw_vdi,
+// import_raw_vdi with xapi's sparse chunked protocol, import_metadata).
 //
 // Its names follow the official SDK (github.com/xenserver/go-xenapi): records
 // are structs with xapi's field names, references are Ref values, one method

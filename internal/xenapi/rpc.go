@@ -27,8 +27,8 @@ const (
 )
 
 // Error is an error the XenAPI returned: its code and parameters, and the
-// method that got it. A parameter that was this client's session reference
-// is replaced by "(session)" before the Error is made.
+// method that got it. This client's session reference is replaced by
+// "(session)" wherever it appears in a parameter before the Error is made.
 type Error struct {
 	Method string
 	Code   string
@@ -57,15 +57,14 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &e) && e.Code == code
 }
 
-// redactParams replaces every parameter equal to secret by "(session)".
+// redactParams replaces secret by "(session)" wherever it appears in the
+// parameters (a parameter may be the session or quote it).
 func redactParams(ps []string, secret string) []string {
 	if secret == "" {
 		return ps
 	}
 	for i, p := range ps {
-		if p == secret {
-			ps[i] = "(session)"
-		}
+		ps[i] = strings.ReplaceAll(p, secret, "(session)")
 	}
 	return ps
 }

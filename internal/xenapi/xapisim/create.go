@@ -76,6 +76,8 @@ func vdiCreate(c *call) (any, error) {
 		return nil, apiErr(errIncompatibleType, "", typ)
 	case size <= 0 || size%512 != 0:
 		return nil, apiErr(errInvalidValue, "virtual_size", strconv.FormatInt(size, 10))
+	case size > c.st.srFree(sr):
+		return nil, apiErr(errNoSpace, "", "There is insufficient space", "")
 	}
 	name, _ := c.rec(0)["name_label"].(string)
 	layer, err := c.h.Sim.newLayer(size)
@@ -113,8 +115,9 @@ func vbdCreate(c *call) (any, error) {
 		}
 	}
 	u, ref := newRef()
+	bootable := f["bootable"].(bool)
 	c.st.VBDs[ref] = &VBD{UUID: u, VM: vm, VDI: vdi, UserDevice: f["userdevice"].(string), Type: f["type"].(string),
-		Mode: f["mode"].(string)}
+		Mode: f["mode"].(string), Bootable: &bootable}
 	return ref, nil
 }
 

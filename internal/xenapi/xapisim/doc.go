@@ -27,17 +27,39 @@
 // Wire. Handler serves POST /jsonrpc (JSON-RPC 2.0 and 1.0, xapi's error
 // codes and parameter lists; malformed requests get HTTP 500), GET
 // /export_raw_vdi (raw only, Connection: close, no Content-Length), GET
-// /export_metadata (a tar holding ova.xml) and PUT /import_raw_vdi (raw,
-// Content-Length required; sr_id= makes a VDI sized to the body), and
-// task.create tasks that those handlers finish by task_id. VDI.create,
-// VBD.create and VBD.plug make restore targets. NBDExports opens exports for internal/nbd's
+// /export_metadata (a tar holding ova.xml), PUT /import_raw_vdi (raw,
+// Content-Length required; sr_id= makes a VDI sized to the body) and PUT
+// /import_metadata, and task.create tasks that those handlers finish by
+// task_id. VDI.create (refused with SR_BACKEND_FAILURE_44 when the SR's
+// physical size cannot hold it: disks are allocated thick), VBD.create and
+// VBD.plug make restore targets.
+//
+// Restores. import_raw_vdi with the chunked flag takes xapi's sparse
+// protocol: 12-byte little-endian headers {offset u64, length u32}, each
+// followed by its data, ended by {0,0} exactly at the Content-Length. The
+// body is staged in a sparse file and checked whole before any block
+// reaches the VDI, so a refused upload (a cut header, a chunk past the
+// VDI's end or past the Content-Length, a missing end marker, bytes after
+// it) leaves the VDI unchanged and fails the task with IMPORT_ERROR.
+// import_metadata reads ova.xml (the VM's name, description,
+// memory_static_max, VCPUs_max, HVM_boot_policy; its VBDs' userdevice,
+// bootable, mode, type, currently_attached and VDI uuid), maps VDIs by the
+// query's vdi:<uuid>=<uuid> (else by the archive's uuid) and makes a new
+// halted VM with new uuids (restore=true keeps the VM's uuid, refused when
+// taken; dry_run=true makes nothing); its task's result is the set of new
+// VM refs. A VDI the pool lacks is handled as xapi does: an attached VBD
+// fails the import (IMPORT_ERROR_ATTACHED_DISKS_NOT_FOUND) unless it is an
+// HVM VM's CD, a CD or floppy is made empty, a disk is left out. NBDExports opens exports for internal/nbd's
 // Server by xapi's export name "/<vdi-uuid>?session_id=<ref>", plugging
 // the VDI read-only into dom0 for the life of the connection. Serve runs
 // both with a self-signed certificate and writes DIR/serve.json.
 //
 // Switches (field failures): no-cbt-licence, old-version, nbd-disabled,
 // nbd-in-use-race, nbd-drop-every=N, snapshot-fail=VM|all,
-// leak-attachments, lcb-slow=N; see switches.go. For leak-attachments the
+// leak-attachments, lcb-slow=N, import-fail=N (the Nth chunked
+// import_raw_vdi from now stops half-way: VDI_IO_ERROR, the VDI
+// unchanged), metadata-fail (import_metadata fails with IMPORT_ERROR after
+// its checks); see switches.go. For leak-attachments the
 // simulator must know whether a client sent NBD_CMD_DISC, which
 // internal/nbd's Server does not tell its export: NBDExports.Serve runs one
 // Server per connection over a watched connection and calls it a DISC when

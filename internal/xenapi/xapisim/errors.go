@@ -47,7 +47,11 @@ const (
 	errInvalidValue        = "INVALID_VALUE"
 	errMapDuplicateKey     = "MAP_DUPLICATE_KEY"
 	errInternal            = "INTERNAL_ERROR"
+	errVDIIO               = "VDI_IO_ERROR"
+	errImport              = "IMPORT_ERROR"
+	errImportDisksMissing  = "IMPORT_ERROR_ATTACHED_DISKS_NOT_FOUND"
 	errSnapshotBackend82   = "SR_BACKEND_FAILURE_82"
+	errNoSpace             = "SR_BACKEND_FAILURE_44"
 	errCBTBackend460       = "SR_BACKEND_FAILURE_460"
 	cbtChangedBlocksFailed = "Failed to calculate changed blocks for given VDIs."
 )

@@ -42,6 +42,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveImportRaw(w, r)
 	case strings.HasPrefix(p, "/export_metadata"):
 		h.serveExportMetadata(w, r)
+	case strings.HasPrefix(p, "/import_metadata"):
+		h.serveImportMetadata(w, r)
 	default:
 		http.NotFound(w, r)
 	}

@@ -207,6 +207,10 @@ func (h *Handler) serveImportRaw(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f := strings.ToLower(q.Get("format")); f != "" && f != "raw" {
+		if q.Has("chunked") {
+			http.Error(w, "400 the chunked protocol works with format=raw only", http.StatusBadRequest)
+			return
+		}
 		http.Error(w, "501 only format=raw imports are simulated", http.StatusNotImplemented)
 		return
 	}
@@ -222,23 +226,32 @@ func (h *Handler) serveImportRaw(w http.ResponseWriter, r *http.Request) {
 		}
 		return h.importRaw(st, r, &res)
 	})
+	// The task is finished before the answer, so a client that polls it
+	// after the answer sees the outcome.
 	switch {
 	case err != nil:
-		http.Error(w, "500 "+err.Error(), http.StatusInternalServerError)
 		h.finishHTTPTask(q.Get("task_id"), "", []string{errInternal, err.Error()})
+		http.Error(w, "500 "+err.Error(), http.StatusInternalServerError)
 	case res.status < 0:
 	case res.status > 0:
+		code := res.code
+		if code == "" {
+			code = errInternal
+		}
+		h.finishHTTPTask(q.Get("task_id"), "", []string{code, res.msg})
 		http.Error(w, res.msg, res.status)
-		h.finishHTTPTask(q.Get("task_id"), "", []string{errInternal, res.msg})
 	default:
 		h.finishHTTPTask(q.Get("task_id"), res.vdi, nil)
 		w.WriteHeader(http.StatusOK)
 	}
 }
 
-// importResult is what importRaw decided: an HTTP refusal, or the VDI.
+// importResult is what importRaw decided: an HTTP refusal (with the
+// XenAPI error code the task fails with; INTERNAL_ERROR when empty), or
+// the VDI.
 type importResult struct {
 	status int
+	code   string
 	msg    string
 	vdi    string
 }
@@ -262,8 +275,10 @@ func (h *Handler) importRaw(st *State, r *http.Request, res *importResult) error
 		res.status, res.msg = http.StatusBadRequest, "400 VDI "+v.UUID+" cannot be written (snapshot, read-only or no data)"
 	case st.attached(ref, false):
 		res.status, res.msg = http.StatusConflict, "409 VDI_IN_USE: VDI "+v.UUID+" is attached; unplug it first"
-	case r.ContentLength > v.VirtualSize:
+	case !r.URL.Query().Has("chunked") && r.ContentLength > v.VirtualSize:
 		res.status, res.msg = http.StatusBadRequest, fmt.Sprintf("400 the body (%d bytes) is larger than VDI %s (%d bytes)", r.ContentLength, v.UUID, v.VirtualSize)
+	case r.URL.Query().Has("chunked"):
+		return h.importChunked(v, r, st.takeCountdown(SwitchImportFail), res)
 	default:
 		return h.Sim.writeStream(v, r.Body, r.ContentLength)
 	}

@@ -234,14 +234,22 @@ func taskCreate(c *call) (any, error) {
 // finishHTTPTask finishes a task.create task named by an HTTP handler's
 // task_id: a result (a ref, or "") or an error.
 func (h *Handler) finishHTTPTask(task, result string, errInfo []string) {
+	if result != "" {
+		result = "<value>" + html.EscapeString(result) + "</value>"
+	}
+	h.finishHTTPTaskWith(task, result, errInfo)
+}
+
+// finishHTTPTaskRaw finishes an HTTP task with a result that is an XML-RPC
+// value already.
+func (h *Handler) finishHTTPTaskRaw(task, value string) { h.finishHTTPTaskWith(task, value, nil) }
+
+func (h *Handler) finishHTTPTaskWith(task, result string, errInfo []string) {
 	if task == "" {
 		return
 	}
 	err := h.Sim.Update(func(st *State) error {
 		if t := st.Tasks[task]; t != nil && t.HTTP && t.Status == "pending" {
-			if result != "" {
-				result = "<value>" + html.EscapeString(result) + "</value>"
-			}
 			h.finishTask(t, result, errInfo)
 		}
 		return nil

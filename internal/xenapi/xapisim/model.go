@@ -80,6 +80,10 @@ type VM struct {
 	Tags            []string          `json:"tags"`
 	OtherConfig     map[string]string `json:"other_config"`
 	BlockedOps      map[string]string `json:"blocked_operations"`
+	// Memory (memory_static_max) and VCPUs (VCPUs_max) as an import
+	// recorded them; 0 means the simulator's defaults (2 GiB, 2).
+	Memory int64 `json:"memory,omitempty"`
+	VCPUs  int64 `json:"vcpus,omitempty"`
 }
 
 // VBD connects a VDI (or an empty CD drive) to a VM.
@@ -91,6 +95,8 @@ type VBD struct {
 	Type       string `json:"type"`
 	Mode       string `json:"mode"`
 	Attached   bool   `json:"currently_attached"`
+	// Bootable as an import recorded it; nil means userdevice 0 boots.
+	Bootable *bool `json:"bootable,omitempty"`
 	// NBD marks a dom0 VBD plugged for an NBD connection.
 	NBD bool `json:"nbd,omitempty"`
 }

@@ -148,6 +148,35 @@ func (s *Sim) CreateVMState(name string, sizes []int64, cd, halted bool) (string
 	return uuid, err
 }
 
+// srFree is an SR's physical size less the virtual sizes of its VDIs
+// (the simulator allocates disks thick).
+func (st *State) srFree(sr string) int64 {
+	free := st.SRs[sr].PhysSize
+	for _, v := range st.VDIs {
+		if v.SR == sr {
+			free -= v.VirtualSize
+		}
+	}
+	return free
+}
+
+// SetSRSize sets the physical size of an SR named by uuid or name-label
+// (to make a full SR).
+func (s *Sim) SetSRSize(id string, size int64) error {
+	if size < 0 {
+		return fmt.Errorf("SR size %d is negative", size)
+	}
+	return s.Update(func(st *State) error {
+		for _, sr := range st.SRs {
+			if sr.UUID == id || sr.NameLabel == id {
+				sr.PhysSize = size
+				return nil
+			}
+		}
+		return fmt.Errorf("no SR named or with uuid %q", id)
+	})
+}
+
 // findVM finds a VM (not a snapshot, not the control domain) by uuid or
 // name.
 func (st *State) findVM(id string) (string, error) {

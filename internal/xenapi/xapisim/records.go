@@ -1,6 +1,7 @@
 package xapisim
 
 import (
+	"cmp"
 	"maps"
 	"slices"
 	"strconv"
@@ -118,6 +119,7 @@ func (st *State) vmRecord(ref string) record {
 		domid = int64(len(vm.UUID) % 7)
 	}
 	_, parentOK := st.VMs[vm.SnapshotOf]
+	mem, vcpus := cmp.Or(vm.Memory, 2<<30), cmp.Or(vm.VCPUs, 2)
 	return record{"uuid": vm.UUID, "name_label": vm.NameLabel, "name_description": vm.NameDescription,
 		"power_state": vm.PowerState, "is_a_template": vm.IsSnapshot, "is_default_template": false,
 		"is_control_domain": vm.IsControlDomain, "is_a_snapshot": vm.IsSnapshot, "VBDs": orEmpty(st.vbdsOf(ref)),
@@ -126,9 +128,9 @@ func (st *State) vmRecord(ref string) record {
 		"resident_on": orNull(st.Host.Ref, running), "snapshot_time": xapiTime(vm.SnapshotTime),
 		"snapshot_info": snapInfo, "other_config": orEmptyMap(vm.OtherConfig),
 		"blocked_operations": orEmptyMap(vm.BlockedOps), "tags": orEmpty(vm.Tags), "allowed_operations": allowed,
-		"current_operations": map[string]string{}, "memory_static_max": int64(2 << 30),
-		"memory_dynamic_max": int64(2 << 30), "memory_dynamic_min": int64(2 << 30), "memory_static_min": int64(1 << 30),
-		"memory_target": int64(2 << 30), "VCPUs_max": int64(2), "VCPUs_at_startup": int64(2), "domid": domid,
+		"current_operations": map[string]string{}, "memory_static_max": mem,
+		"memory_dynamic_max": mem, "memory_dynamic_min": mem, "memory_static_min": min(mem, int64(1<<30)),
+		"memory_target": mem, "VCPUs_max": vcpus, "VCPUs_at_startup": vcpus, "domid": domid,
 		"HVM_boot_policy": "BIOS order", "platform": map[string]string{}, "xenstore_data": map[string]string{}}
 }
 
@@ -138,8 +140,12 @@ func (st *State) vbdRecord(ref string) record {
 	if n, err := strconv.Atoi(b.UserDevice); err == nil && n < 26 {
 		device = "xvd" + string(rune('a'+n))
 	}
+	bootable := b.UserDevice == "0"
+	if b.Bootable != nil {
+		bootable = *b.Bootable
+	}
 	return record{"uuid": b.UUID, "VM": b.VM, "VDI": b.VDI, "device": device, "userdevice": b.UserDevice,
-		"bootable": b.UserDevice == "0", "mode": b.Mode, "type": b.Type, "unpluggable": true,
+		"bootable": bootable, "mode": b.Mode, "type": b.Type, "unpluggable": true,
 		"empty": b.VDI == nullRef, "currently_attached": b.Attached, "other_config": map[string]string{},
 		"storage_lock": false, "status_code": int64(0), "status_detail": "", "qos_algorithm_type": "",
 		"qos_algorithm_params": map[string]string{}, "allowed_operations": []string{}, "current_operations": map[string]string{}}

@@ -17,6 +17,8 @@ const (
 	SwitchSnapshotFail    = "snapshot-fail"    // =VM|all: VM.snapshot -> SR_BACKEND_FAILURE_82
 	SwitchLeakAttachments = "leak-attachments" // an abrupt NBD close leaves its dom0 VBD attached
 	SwitchLCBSlow         = "lcb-slow"         // =N: Async list_changed_blocks pending for N polls
+	SwitchImportFail      = "import-fail"      // =N: the Nth chunked import_raw_vdi from now fails half-way
+	SwitchMetadataFail    = "metadata-fail"    // import_metadata fails (IMPORT_ERROR) after its checks
 	switchValueNone       = ""
 	switchValueCount      = "count"
 	switchValueVM         = "vm"
@@ -26,7 +28,8 @@ const (
 var switchValues = map[string]string{
 	SwitchNoCBTLicence: switchValueNone, SwitchOldVersion: switchValueNone, SwitchNBDDisabled: switchValueNone,
 	SwitchNBDInUseRace: switchValueNone, SwitchNBDDropEvery: switchValueCount, SwitchSnapshotFail: switchValueVM,
-	SwitchLeakAttachments: switchValueNone, SwitchLCBSlow: switchValueCount,
+	SwitchLeakAttachments: switchValueNone, SwitchLCBSlow: switchValueCount, SwitchImportFail: switchValueCount,
+	SwitchMetadataFail: switchValueNone,
 }
 
 // SwitchNames lists the switches.
@@ -95,4 +98,19 @@ func (st *State) switchCount(name string) int {
 	}
 	n, _ := strconv.Atoi(v)
 	return n
+}
+
+// takeCountdown counts one event down on a count switch: true when this
+// is the event it names (the switch then turns off).
+func (st *State) takeCountdown(name string) bool {
+	n := st.switchCount(name)
+	switch {
+	case n <= 0:
+		return false
+	case n == 1:
+		delete(st.Switches, name)
+		return true
+	}
+	st.Switches[name] = strconv.Itoa(n - 1)
+	return false
 }
