@@ -44,10 +44,11 @@ const (
 	xenResticFirst  = "restic-night1" // restic: night-1 image (not compared)
 	xenResticSecond = "restic-second" // restic: night-2 image, its second night
 	xenRestore      = "restore"       // coffer restore latest, compared with night 2
+	xenDelta        = "delta-restore" // coffer restore --delta: a copy at night 1 brought to night 2
 	xenProfiled     = "cbt-profile"   // coffer: night 5, as night 2 with a CPU profile (not compared)
 )
 
-var xenSteps = []string{xenNight1, xenCBT, xenFullRead, xenUnchanged, xenResticFirst, xenResticSecond, xenRestore, xenProfiled}
+var xenSteps = []string{xenNight1, xenCBT, xenFullRead, xenUnchanged, xenResticFirst, xenResticSecond, xenRestore, xenDelta, xenProfiled}
 
 var xenStepTitles = map[string]string{
 	xenNight1:       "coffer night 1 (full read)",
@@ -57,6 +58,7 @@ var xenStepTitles = map[string]string{
 	xenResticFirst:  "restic night 1 (not compared)",
 	xenResticSecond: "restic second night",
 	xenRestore:      "coffer restore latest",
+	xenDelta:        "coffer restore --delta (night 1 to 2)",
 	xenProfiled:     "coffer night 5 (CBT, profiled)",
 }
 
@@ -70,13 +72,17 @@ type XenResult struct {
 	Blocks          int64   `json:"blocks"`          // 64 KiB blocks of the disk
 	// ChangedBlocks, BytesRead (over NBD), ReadPercent (of the disk),
 	// BytesFetched and BytesNew are coffer's CBT night's, from its summary.
-	ChangedBlocks int64       `json:"changed_blocks"`
-	BytesRead     int64       `json:"bytes_read"`
-	ReadPercent   num         `json:"read_percent"`
-	BytesFetched  int64       `json:"bytes_fetched"`
-	BytesNew      int64       `json:"bytes_new"`
-	Verified      *bool       `json:"verified,omitempty"` // the restore equals the night-2 image
-	SetupSeconds  float64     `json:"setup_seconds"`      // image, pool and exports, not measured
+	ChangedBlocks int64 `json:"changed_blocks"`
+	BytesRead     int64 `json:"bytes_read"`
+	ReadPercent   num   `json:"read_percent"`
+	BytesFetched  int64 `json:"bytes_fetched"`
+	BytesNew      int64 `json:"bytes_new"`
+	Verified      *bool `json:"verified,omitempty"` // the restore equals the night-2 image
+	// DeltaFetched is what the delta restore of a copy at night 1 to
+	// night 2 downloaded; DeltaVerified, that the copy then equals night 2.
+	DeltaFetched  int64       `json:"delta_fetched"`
+	DeltaVerified *bool       `json:"delta_verified,omitempty"`
+	SetupSeconds  float64     `json:"setup_seconds"` // image, pool and exports, not measured
 	Steps         []*Step     `json:"steps"`
 	Disks         []XenDisk   `json:"disks"`                    // coffer's nights, as its summaries tell
 	ResticSkipped string      `json:"restic_skipped,omitempty"` // why restic did not run
@@ -483,6 +489,48 @@ func (xr *xenRun) verify(ctx context.Context) error {
 		return fmt.Errorf("%s: %s", xenStepTitles[xenRestore], st.Error)
 	}
 	b.logf("xen: restore: %.2fs, %.0f MB/s, equal to the night-2 image", st.WallSeconds, st.MBps)
+	return xr.delta(ctx, restored)
+}
+
+// delta takes the restored copy back to night 1 (unmeasured), then
+// measures the delta restore that brings it to night 2 again, and compares
+// it with the night-2 image: the failback of a disk 1% of whose blocks
+// changed.
+func (xr *xenRun) delta(ctx context.Context, copyPath string) error {
+	b, s := xr.b, xr.coffer
+	n1 := xr.x.disk(xenNight1)
+	if n1 == nil || n1.SnapshotID == "" {
+		return nil
+	}
+	cfg := cofferDriver{}.config(s)
+	back := []string{xr.cofferBin, "--config", cfg, "restore", n1.SnapshotID, "--delta", "--to", copyPath}
+	if _, _, err := b.exec(ctx, s, "delta-back", back); err != nil {
+		return fmt.Errorf("bringing the restored copy back to night 1: %w", err)
+	}
+	b.logf("xen: %s", xenStepTitles[xenDelta])
+	argv := []string{xr.cofferBin, "--config", cfg, "restore", "latest", "--name", xenVM, "--delta", "--to", copyPath, "--json"}
+	st, out, err := xr.measured(ctx, s, xenDelta, argv, s.repoDir, copyPath)
+	xr.x.Steps = append(xr.x.Steps, st)
+	if err != nil {
+		return fmt.Errorf("%s: %w", xenStepTitles[xenDelta], err)
+	}
+	if m, ok := lastJSON(out, func(m map[string]any) bool { return m["type"] == "summary" }); ok {
+		st.Summary = m
+		if v, ok := m["bytes_fetched"].(float64); ok {
+			xr.x.DeltaFetched = int64(v)
+		}
+	}
+	same, err := testfile.Equal(copyPath, xr.night2)
+	if err != nil {
+		st.Error = err.Error()
+		return err
+	}
+	xr.x.DeltaVerified = &same
+	if !same {
+		st.Error = "the copy after the delta restore differs from the night-2 image"
+		return fmt.Errorf("%s: %s", xenStepTitles[xenDelta], st.Error)
+	}
+	b.logf("xen: delta restore: %.2fs, fetched %s, equal to the night-2 image", st.WallSeconds, humanize.IBytes(uint64(xr.x.DeltaFetched)))
 	return nil
 }
 

@@ -62,8 +62,22 @@ func xenChecks(r *Results) []Check {
 			restore.Value = 1
 		}
 	}
-	return []Check{speed, read, vsFull, cost, restore}
+	delta := Check{Name: "xen delta restore of a 1%-changed disk: fetched (% of the disk)", Target: targetLocal, Value: nan,
+		Limit: "<= 3%", Status: "n/a", Note: x.missing(xenDelta)}
+	if d := x.step(xenDelta); d != nil && x.DeltaVerified != nil && x.DiskSize > 0 {
+		delta.Value = num(100 * float64(x.DeltaFetched) / float64(x.DiskSize))
+		delta.Status = passFail(*x.DeltaVerified && float64(delta.Value) <= xenDeltaTarget)
+		delta.Note = fmt.Sprintf("%s fetched in %.2f s", humanize.IBytes(uint64(x.DeltaFetched)), d.WallSeconds)
+		if full := x.step(xenRestore); full != nil {
+			delta.Note += fmt.Sprintf(", %.1fx faster than the full restore (%.2f s)", full.WallSeconds/d.WallSeconds, full.WallSeconds)
+		}
+	}
+	return []Check{speed, read, vsFull, cost, restore, delta}
 }
+
+// xenDeltaTarget is the most a delta restore of a disk 1% of whose blocks
+// changed may download, in % of the disk (issue 18).
+const xenDeltaTarget = 3.0
 
 // missing says why a step has no figures: the scenario's error, or that
 // restic did not run.

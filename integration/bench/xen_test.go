@@ -296,6 +296,10 @@ func TestXenScenario(t *testing.T) {
 	if x.Verified == nil || !*x.Verified {
 		t.Error("restore not verified")
 	}
+	// The delta restore fetches about the changed blocks, not the disk.
+	if x.DeltaVerified == nil || !*x.DeltaVerified || x.DeltaFetched <= 0 || x.DeltaFetched*100 > 3*x.DiskSize {
+		t.Errorf("delta restore: verified %v, fetched %d of %d bytes", x.DeltaVerified, x.DeltaFetched, x.DiskSize)
+	}
 	want := map[string]string{xenNight1: "full", xenCBT: "changed", xenFullRead: "full", xenUnchanged: "changed"}
 	for step, read := range want {
 		d := x.disk(step)
@@ -331,7 +335,8 @@ func TestXenScenario(t *testing.T) {
 	var out bytes.Buffer
 	report(&out, b.res)
 	for _, s := range []string{"coffer night 2 (CBT)", "PASS  local  xen CBT night reads of the disk (%)",
-		"PASS  local  xen restore of the latest night equals night 2", "fixed cost of a run", "go tool pprof -top "} {
+		"PASS  local  xen restore of the latest night equals night 2",
+		"PASS  local  xen delta restore of a 1%-changed disk", "fixed cost of a run", "go tool pprof -top "} {
 		if !strings.Contains(out.String(), s) {
 			t.Errorf("report lacks %q:\n%s", s, out.String())
 		}
