@@ -302,6 +302,9 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 				}
 				if j := b.runSession(ctx, sc, tool, target); j != nil {
 					restores = append(restores, j)
+					if q := b.qcow2Job(j); q != nil && sc == b.scenarios[0] {
+						restores = append(restores, q)
+					}
 				}
 			}
 		}

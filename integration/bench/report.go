@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -190,6 +191,10 @@ func checks(r *Results) []Check {
 			Value: num(math.NaN()), Limit: ">= 20x", Status: "n/a", Note: "image backups read the whole image; CBT needs XenServer"})
 		atMost("second night bytes stored vs restic", target, rt.SecondIncrement, 0.5, "")
 		atLeast("restore throughput vs restic --sparse", target, rt.RestoreThroughput, 2, "")
+		if q := r.session(toolCoffer, target).step(stepRestoreQCOW2); q != nil {
+			atLeast("restore into qcow2 throughput vs restic --sparse (raw)", target,
+				ratio(q.MBps, metric(r.session(toolRestic, target), stepRestore, mbps)), 2, "")
+		}
 		sparse := Check{Name: "restored image sparse", Target: target, Value: num(math.NaN()),
 			Limit: "allocated <= night 2's + 5%", Status: "n/a"}
 		if st := r.session(toolCoffer, target).step(stepRestore); st != nil && r.Images.Night2Allocated > 0 {
@@ -406,14 +411,27 @@ func stepTable(w io.Writer, r *Results, scenario, step, target string) {
 	}
 	fmt.Fprintln(tw, head)
 	var failures []string
+	type line struct{ tool, step string }
+	var lines []line
 	for _, tool := range r.Config.Tools {
-		s := r.sessionIn(scenario, tool, target)
+		lines = append(lines, line{tool, step})
+		if tool == toolCoffer && step == stepRestore {
+			if s := r.sessionIn(scenario, tool, target); s != nil && slices.ContainsFunc(s.Steps, func(x *Step) bool { return x.Name == stepRestoreQCOW2 }) {
+				lines = append(lines, line{tool, stepRestoreQCOW2})
+			}
+		}
+	}
+	for _, ln := range lines {
+		tool, s := ln.tool, r.sessionIn(scenario, ln.tool, target)
 		if s == nil {
 			continue
 		}
+		if ln.step == stepRestoreQCOW2 {
+			tool += " (qcow2)"
+		}
 		var st *Step
 		for _, x := range s.Steps {
-			if x.Name == step {
+			if x.Name == ln.step {
 				st = x
 			}
 		}
