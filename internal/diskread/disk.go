@@ -87,7 +87,9 @@ type Disk struct {
 
 	ctx    context.Context // ends at Close: fetches and readahead run under it
 	cancel context.CancelFunc
-	bg     sync.WaitGroup // readahead goroutines
+	bgMu   sync.Mutex
+	closed bool
+	bg     sync.WaitGroup // fetches and readahead workers
 
 	maps   *mapCache
 	chunks *chunkCache
@@ -125,13 +127,31 @@ func Open(ctx context.Context, r *repo.Repo, d *manifest.Disk, opt Options) (*Di
 // Size returns the disk's size in bytes.
 func (d *Disk) Size() int64 { return d.size }
 
-// Close stops the readahead and waits for it to end. Reads after Close
-// fail with ErrClosed.
+// Close stops the fetches and the readahead and waits for them to end.
+// Reads after Close fail with ErrClosed.
 func (d *Disk) Close() error {
 	d.cancel()
-	d.ra.close()
+	d.bgMu.Lock()
+	d.closed = true
+	d.bgMu.Unlock()
 	d.bg.Wait()
 	return nil
+}
+
+// goBackground runs fn in a goroutine that Close waits for, and reports
+// false (without running it) once the Disk is closed.
+func (d *Disk) goBackground(fn func()) bool {
+	d.bgMu.Lock()
+	defer d.bgMu.Unlock()
+	if d.closed {
+		return false
+	}
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		fn()
+	}()
+	return true
 }
 
 // Stats returns the counters.
@@ -151,8 +171,9 @@ func (d *Disk) ReadAt(p []byte, off int64) (int, error) {
 	return d.ReadAtContext(d.ctx, p, off)
 }
 
-// ReadAtContext is ReadAt that stops waiting when ctx ends. A fetch it
-// started goes on (under the Disk's context) and fills the cache.
+// ReadAtContext is ReadAt that stops waiting when ctx ends. The fetches
+// it started go on in the background (under the Disk's context: other
+// reads may wait for the same chunks) and fill the cache.
 func (d *Disk) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("%s: read at negative offset %d", d.name, off)

@@ -390,3 +390,53 @@ func TestFirstReadLoadsLittle(t *testing.T) {
 		t.Fatalf("first read: %+v", st)
 	}
 }
+
+// A reader whose context ends stops waiting even while its fetch blocks;
+// Close then ends the fetch.
+func TestReadAtContextCancel(t *testing.T) {
+	e := newEnv(t, testImage(t))
+	g := newGate(e.f.Store)
+	e.reopen(t, g)
+	d := e.open(t, t.Context(), Options{Readahead: -1})
+	checkRead(t, d, e.im, 0, 100) // region 0's map is cached
+	g.armed.Store(true)
+	ctx, cancel := context.WithCancel(t.Context())
+	res := make(chan error, 1)
+	go func() {
+		_, err := d.ReadAtContext(ctx, make([]byte, 100), 6*bs)
+		res <- err
+	}()
+	<-g.started
+	cancel()
+	if err := <-res; !errors.Is(err, context.Canceled) {
+		t.Fatalf("read whose context ended: %v", err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A region map that records data in a block no chunk covers is refused:
+// reading zeros there would not give back what was backed up.
+func TestMapHoleWithData(t *testing.T) {
+	im := testImage(t)
+	f := repofixture.New(t, pass)
+	disk := f.Disk(0, im, func(ri int, m *manifest.RegionMap) {
+		if ri == 0 {
+			m.Extents = m.Extents[1:] // drop the 1000 bytes at 0
+		}
+	})
+	snap := f.Snapshot("vm", disk)
+	d, err := Open(t.Context(), f.Reopen(), &snap.Disks[0], Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := d.ReadAt(make([]byte, 10), 3*rs/2); err != nil {
+		t.Fatalf("region 1 is fine: %v", err)
+	}
+	_, err = d.ReadAt(make([]byte, 10), 2*bs)
+	if !errors.Is(err, manifest.ErrFormat) || !strings.Contains(err.Error(), "block at disk offset 0 held data") {
+		t.Fatalf("read in a region whose map lost a chunk: %v", err)
+	}
+}

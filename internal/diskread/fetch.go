@@ -59,8 +59,10 @@ func (d *Disk) chunkData(ctx context.Context, wants []want) ([][]byte, error) {
 			mine = append(mine, &fetchItem{want: w, call: c})
 		}
 	}
-	if len(mine) > 0 {
-		d.fetch(mine)
+	if len(mine) > 0 && !d.goBackground(func() { d.fetch(mine) }) {
+		for _, it := range mine {
+			d.fail(it, d.alive())
+		}
 	}
 	for i, c := range calls {
 		if c == nil {

@@ -30,10 +30,32 @@ func (d *Disk) regionLen(ri int) int64 {
 // decodeMap parses the map of region ri.
 func (d *Disk) decodeMap(ri int, b []byte) (*manifest.RegionMap, error) {
 	m, err := manifest.DecodeRegionMap(b, d.regionLen(ri))
+	if err == nil {
+		err = checkHoles(m, d.regionLen(ri), int64(ri)*manifest.RegionSize)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: region %d map %s: %w (the snapshot is damaged: run coffer check)", d.name, ri, d.regions[ri], err)
 	}
 	return m, nil
+}
+
+// checkHoles checks that every block of a region (at disk offset base)
+// that no chunk touches was recorded as zeros: reads give zeros there, and
+// they must be what was backed up.
+func checkHoles(m *manifest.RegionMap, regionLen, base int64) error {
+	e := 0 // the first extent that ends after the block starts
+	for b := range m.Blocks {
+		lo := int64(b) * manifest.BlockSize
+		hi := min(lo+manifest.BlockSize, regionLen)
+		for e < len(m.Extents) && int64(m.Extents[e].Offset)+int64(m.Extents[e].Length) <= lo {
+			e++
+		}
+		touched := e < len(m.Extents) && int64(m.Extents[e].Offset) < hi
+		if !touched && m.Blocks[b] != manifest.ZeroBlockHash(int(hi-lo)) {
+			return fmt.Errorf("the block at disk offset %d held data at backup, but no chunk covers it: %w", base+lo, manifest.ErrFormat)
+		}
+	}
+	return nil
 }
 
 // regionMap returns the map of region ri, from the cache or loaded alone:

@@ -19,7 +19,6 @@ const (
 type readahead struct {
 	mu      sync.Mutex
 	started bool
-	closed  bool
 	lastEnd int64 // end of the furthest read of the current sequential run
 	window  int64 // bytes to fetch ahead of lastEnd
 	pos     int64 // readahead is started up to here
@@ -38,7 +37,7 @@ func (ra *readahead) note(d *Disk, off, n int64) {
 	}
 	ra.mu.Lock()
 	defer ra.mu.Unlock()
-	if ra.closed || d.ctx.Err() != nil {
+	if d.ctx.Err() != nil {
 		return
 	}
 	end := off + n
@@ -52,25 +51,16 @@ func (ra *readahead) note(d *Disk, off, n int64) {
 	ra.lastEnd = max(ra.lastEnd, end)
 	ra.pos = max(ra.pos, ra.lastEnd)
 	ra.target = min(max(ra.target, ra.lastEnd+ra.window), d.size)
-	for ra.running < d.opt.Workers && ra.pos < ra.target {
+	for ra.running < d.opt.Workers && ra.pos < ra.target && d.goBackground(d.readAhead) {
 		ra.running++
-		d.bg.Add(1)
-		go d.readAhead()
 	}
-}
-
-// close stops new workers from starting.
-func (ra *readahead) close() {
-	ra.mu.Lock()
-	ra.closed = true
-	ra.mu.Unlock()
 }
 
 // next hands a worker the next step to fetch, or tells it to stop.
 func (ra *readahead) next(d *Disk) (start, end int64, ok bool) {
 	ra.mu.Lock()
 	defer ra.mu.Unlock()
-	if ra.closed || d.ctx.Err() != nil || ra.pos >= ra.target {
+	if d.ctx.Err() != nil || ra.pos >= ra.target {
 		ra.running--
 		return 0, 0, false
 	}
@@ -82,7 +72,6 @@ func (ra *readahead) next(d *Disk) (start, end int64, ok bool) {
 
 // readAhead is one background worker.
 func (d *Disk) readAhead() {
-	defer d.bg.Done()
 	for {
 		start, end, ok := d.ra.next(d)
 		if !ok {
