@@ -356,6 +356,9 @@ func TestBadMaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	damageChunk(t, e, ids[1])
+	if _, err := Open(t.Context(), e.r, e.disk, Options{}); err != nil {
+		t.Fatalf("Open reads no region map: %v", err)
+	}
 	d := e.open(t, t.Context(), Options{})
 	checkRead(t, d, e.im, 0, 1000)
 	if _, err := d.ReadAt(make([]byte, 10), rs+5); !errors.Is(err, crypto.ErrAuth) || !strings.Contains(err.Error(), "region 1 map") {
@@ -363,6 +366,19 @@ func TestBadMaps(t *testing.T) {
 	}
 	if _, err := d.Extents(t.Context(), 0, e.im.Size); !errors.Is(err, crypto.ErrAuth) {
 		t.Fatalf("extents over a damaged map: %v", err)
+	}
+}
+
+// A damaged map list fails Open with an error naming it.
+func TestBadList(t *testing.T) {
+	e := newEnv(t, testImage(t))
+	lists, err := e.disk.ListIDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	damageChunk(t, e, lists[0])
+	if _, err := Open(t.Context(), e.r, e.disk, Options{}); !errors.Is(err, crypto.ErrAuth) || !strings.Contains(err.Error(), "map list 0") {
+		t.Fatalf("Open with a damaged map list: %v", err)
 	}
 }
 
