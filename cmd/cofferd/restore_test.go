@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/cofferhq/coffer/internal/diskgen"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/testutil/judge"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/uploader"
 	"github.com/cofferhq/coffer/uploader/source"
@@ -151,4 +153,42 @@ func storeListing(t *testing.T, dir string) string {
 		return nil
 	})
 	return b.String()
+}
+
+// cofferd nbd serves a tenant's snapshot at once; qemu-img reads it equal
+// to the disk backed up, and an interrupt stops it cleanly.
+func TestNBDInstantAccess(t *testing.T) {
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	qemu := judge.Need(t, "qemu-img")
+	dir := t.TempDir()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := diskgen.Generate(img, 20<<20, 5, diskgen.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	idFile := escrowTenant(t, dir, "acme", true, img)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	var errb bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"--store", "file://" + dir, "--json", "nbd", "--tenant", "acme", "latest",
+			"--listen", "127.0.0.1:0", "--escrow-key", idFile}, pw, &errb)
+		pw.Close()
+	}()
+	var out nbdOut
+	if err := json.NewDecoder(pr).Decode(&out); err != nil {
+		t.Fatalf("no serving line: %v (stderr %s)", err, errb.String())
+	}
+	go io.Copy(io.Discard, pr)
+	if out.Type != "serving" || len(out.URIs) != 1 || !strings.HasSuffix(out.URIs[0], "/disk0") {
+		t.Fatalf("serving line %+v", out)
+	}
+	if got := judge.Run(t, qemu, "compare", "-f", "raw", "-F", "raw", img, out.URIs[0]); !strings.Contains(got, "identical") {
+		t.Fatalf("qemu-img compare: %s", got)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("cofferd nbd exited %d after the interrupt: %s", code, errb.String())
+	}
 }
