@@ -16,6 +16,8 @@ import (
 
 	"github.com/cofferhq/coffer/internal/diskgen"
 	"github.com/cofferhq/coffer/internal/drill"
+	"github.com/cofferhq/coffer/internal/repo"
+	"github.com/cofferhq/coffer/internal/store"
 )
 
 // stepClock advances by step on every reading, so a drill (which reads the
@@ -177,5 +179,64 @@ func checkDrillReport(t *testing.T, dir string, clk *stepClock) {
 	sort.Strings(files)
 	if len(files) != 3 {
 		t.Fatalf("evidence objects: %v", files)
+	}
+}
+
+// Evidence a tenant's agent stored in its repository (coffer drill) shows
+// in the report under the tenant's name; junk there, or a record claiming
+// the vault ran it, is listed as unreadable.
+func TestDrillReportAgentEvidence(t *testing.T) {
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	dir := t.TempDir()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := diskgen.Generate(img, 2<<20+77, 3, diskgen.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	escrowTenant(t, dir, "solo", false, img)
+	r := cofferd(t, dir, "--json", "tenant", "show", "solo")
+	var info struct{ ID string }
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &info) != nil {
+		t.Fatalf("tenant show: %+v", r)
+	}
+	ts, err := store.OpenLocal(filepath.Join(dir, "repos", info.ID), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, err := repo.Open(t.Context(), ts, []byte("tenant passphrase"))
+	if err == nil {
+		err = rp.LoadIndex(t.Context(), nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := rp.FindSnapshot(t.Context(), "latest", "web01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := drill.Run(t.Context(), rp, snap, drill.Options{RunBy: drill.ByAgent})
+	claim := *e
+	claim.RunBy = drill.ByVault
+	for _, ev := range []*drill.Evidence{e, &claim} {
+		b, _ := ev.Marshal()
+		if err := ts.Put(t.Context(), drill.AgentName(b), store.Bytes(b), int64(len(b))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	junk := []byte("{not json")
+	if err := ts.Put(t.Context(), drill.AgentName(junk), store.Bytes(junk), int64(len(junk))); err != nil {
+		t.Fatal(err)
+	}
+	r = cofferd(t, dir, "--json", "drill", "--report")
+	var rep drillReportOut
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil || len(rep.Drills) != 1 || len(rep.Unreadable) != 2 {
+		t.Fatalf("report: %+v", r)
+	}
+	if got := rep.Drills[0]; got.Tenant != "solo" || got.TenantID != info.ID || got.RunBy != drill.ByAgent || !got.Passed() {
+		t.Fatalf("agent evidence: %+v", got)
+	}
+	r = cofferd(t, dir, "drill", "--report", "--tenant", "solo")
+	if r.code != 0 || !strings.Contains(r.stdout, "agent") || strings.Count(r.stdout, "unreadable evidence repos/"+info.ID+"/drills/") != 2 ||
+		!strings.Contains(r.stdout, "says run_by vault") {
+		t.Fatalf("report table: %+v", r)
 	}
 }

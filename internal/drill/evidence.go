@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/termtext"
+	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
 // Version is the evidence format version this code writes and reads.
@@ -45,7 +46,7 @@ func ScratchTarget(dir string) string { return targetScratchPrefix + dir }
 
 // Limits on evidence read from outside.
 const (
-	MaxEvidenceSize = 64 << 10
+	MaxEvidenceSize = vaultapi.MaxDrillSize
 	maxDisks        = 64
 	maxText         = 200  // names, targets
 	maxErrorText    = 1000 // the error of a failed drill

@@ -1,6 +1,8 @@
 package drill
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 
 	"github.com/cofferhq/coffer/internal/vaultapi"
@@ -24,3 +26,15 @@ func VaultName(e *Evidence) (string, error) {
 
 // VaultTenantPrefix is the prefix of one tenant's evidence.
 func VaultTenantPrefix(tenantID string) string { return VaultPrefix + tenantID + "/" }
+
+// AgentPrefix is where an agent keeps the evidence of the drills it runs,
+// in its repository: AgentPrefix + the SHA-256 (hex) of the evidence's
+// bytes (a vaultapi.KindDrill object: plain JSON the vault reads without
+// keys).
+const AgentPrefix = "drills/"
+
+// AgentName is the name of evidence b in a repository.
+func AgentName(b []byte) string {
+	sum := sha256.Sum256(b)
+	return AgentPrefix + hex.EncodeToString(sum[:])
+}
