@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/clock/clocktest"
 	"github.com/cofferhq/coffer/internal/diskgen"
 	"github.com/cofferhq/coffer/internal/drill"
 	"github.com/cofferhq/coffer/internal/repo"
@@ -238,5 +239,63 @@ func TestDrillReportAgentEvidence(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "agent") || strings.Count(r.stdout, "unreadable evidence repos/"+info.ID+"/drills/") != 2 ||
 		!strings.Contains(r.stdout, "says run_by vault") {
 		t.Fatalf("report table: %+v", r)
+	}
+}
+
+// cofferd serve --drill-every runs rounds of drills on the injected clock,
+// one at a time, storing evidence as cofferd drill does.
+func TestServeDrillLoop(t *testing.T) {
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	dir := t.TempDir()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := diskgen.Generate(img, 1<<20+5, 3, diskgen.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	idFile := escrowTenant(t, dir, "acme", true, img)
+	t0 := time.Date(2026, 12, 5, 3, 0, 0, 0, time.UTC)
+	clk := clocktest.New(t0)
+	var logs bytes.Buffer
+	g := &globals{storeURL: "file://" + dir, clock: clk, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var rounds []*drillOut
+	g.drillLoop(ctx, &serveDrills{every: 6 * time.Hour, escrowKey: idFile}, func(out *drillOut, err error) {
+		if err != nil {
+			t.Errorf("round %d: %v", len(rounds), err)
+		}
+		rounds = append(rounds, out)
+		if len(rounds) == 2 {
+			cancel()
+		}
+	})
+	if len(rounds) != 2 || rounds[0].Passed != 1 || rounds[1].Passed != 1 {
+		t.Fatalf("rounds: %+v", rounds)
+	}
+	if s := rounds[1].Drills[0].Started; !s.Equal(t0.Add(12 * time.Hour)) {
+		t.Fatalf("the second round started at %v, want 12h after %v", s, t0)
+	}
+	if !strings.Contains(logs.String(), "drill passed") || !strings.Contains(logs.String(), "vm=web01") {
+		t.Fatalf("logs: %s", logs.String())
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "vault", "drills", "*", "*.json"))
+	if len(files) != 2 {
+		t.Fatalf("evidence objects: %v", files)
+	}
+	for _, c := range []struct {
+		d    serveDrills
+		want string
+	}{
+		{serveDrills{every: -time.Hour}, "negative"},
+		{serveDrills{every: time.Hour}, "needs --escrow-key"},
+		{serveDrills{every: time.Second, escrowKey: idFile}, "at least 1m"},
+		{serveDrills{escrowKey: idFile}, "give --drill-every"},
+		{serveDrills{every: time.Hour, escrowKey: filepath.Join(dir, "missing")}, "--escrow-key"},
+	} {
+		if err := c.d.validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.d, err, c.want)
+		}
+	}
+	if err := (&serveDrills{every: time.Hour, escrowKey: idFile}).validate(); err != nil {
+		t.Fatal(err)
 	}
 }
