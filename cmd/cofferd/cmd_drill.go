@@ -67,6 +67,11 @@ not open a tenant's repository.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if f.report {
+				for _, fl := range []string{"name", "escrow-key", "pick", "scratch", "rto", "rto-vm"} {
+					if c.Flags().Changed(fl) {
+						return usageError{Err: fmt.Errorf("--report prints stored evidence; --%s is for running drills", fl)}
+					}
+				}
 				return g.drillReport(c.Context(), f.tenant)
 			}
 			if err := f.parse(); err != nil {

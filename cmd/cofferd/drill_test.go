@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/clock/clocktest"
 	"github.com/cofferhq/coffer/internal/diskgen"
 	"github.com/cofferhq/coffer/internal/drill"
@@ -121,6 +122,23 @@ func TestDrillEvidence(t *testing.T) {
 
 	if r := cofferdAt(t, dir, clk, "drill", "--escrow-key", filepath.Join(t.TempDir(), "none")); r.code != 2 {
 		t.Fatalf("a missing escrow key file: %+v", r)
+	}
+	other, err := crypto.GenerateEscrowKey(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := filepath.Join(t.TempDir(), "wrong.key")
+	if err := os.WriteFile(wrong, []byte(other.Identity()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := cofferdAt(t, dir, clk, "drill", "--escrow-key", wrong); r.code != 12 || strings.Contains(r.stderr, other.Identity()) {
+		t.Fatalf("a wrong escrow identity: %+v; want exit 12", r)
+	}
+	if r := cofferdAt(t, dir, clk, "drill", "--report", "--name", "web01"); r.code != 2 || !strings.Contains(r.stderr, "--name is for running drills") {
+		t.Fatalf("--report --name: %+v", r)
+	}
+	if r := cofferdAt(t, dir, clk, "drill", "--escrow-key", idFile, "--pick", "oldest"); r.code != 2 {
+		t.Fatalf("--pick oldest: %+v", r)
 	}
 	if r := cofferdAt(t, dir, clk, "drill", "--escrow-key", idFile, "--rto-vm", "web01"); r.code != 2 || !strings.Contains(r.stderr, "NAME=DURATION") {
 		t.Fatalf("a bad --rto-vm: %+v", r)
