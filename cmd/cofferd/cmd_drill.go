@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"time"
 
@@ -99,6 +100,11 @@ func (f *drillFlags) parse() error {
 	}
 	if f.rto < 0 || f.rto > registry.MaxRTO {
 		return usageError{Err: fmt.Errorf("--rto %v: want a duration between 0 (none) and %v", f.rto, registry.MaxRTO)}
+	}
+	if f.scratch != "" {
+		if st, err := os.Stat(f.scratch); err != nil || !st.IsDir() {
+			return usageError{Err: fmt.Errorf("--scratch %s: give an existing directory with room for the largest disk", f.scratch)}
+		}
 	}
 	f.vmRTO = map[string]time.Duration{}
 	for _, s := range f.rtoVM {

@@ -137,6 +137,9 @@ func TestDrillEvidence(t *testing.T) {
 	if r := cofferdAt(t, dir, clk, "drill", "--report", "--name", "web01"); r.code != 2 || !strings.Contains(r.stderr, "--name is for running drills") {
 		t.Fatalf("--report --name: %+v", r)
 	}
+	if r := cofferdAt(t, dir, clk, "drill", "--escrow-key", idFile, "--scratch", filepath.Join(dir, "nowhere")); r.code != 2 || !strings.Contains(r.stderr, "existing directory") {
+		t.Fatalf("a missing --scratch: %+v", r)
+	}
 	if r := cofferdAt(t, dir, clk, "drill", "--escrow-key", idFile, "--pick", "oldest"); r.code != 2 {
 		t.Fatalf("--pick oldest: %+v", r)
 	}

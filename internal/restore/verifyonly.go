@@ -18,6 +18,7 @@ const VerifyOnlyName = "verify-only"
 // is written to disk. It is what a restore drill runs when it only has to
 // prove that the snapshot can be restored. Options.ReadBack and Delta do
 // not apply (nothing is written to read back from); NoVerify is refused.
+// The Result counts as Written the plaintext that was checked.
 func (rs *Restorer) Verify(ctx context.Context) (*Result, error) {
 	if rs.opt.NoVerify {
 		return nil, errors.New("a verify-only restore with verification off checks nothing; drop NoVerify")
