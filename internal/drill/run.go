@@ -13,6 +13,7 @@ import (
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/restore"
+	"github.com/cofferhq/coffer/internal/termtext"
 )
 
 // How a drill picks the snapshot of a VM.
@@ -73,13 +74,16 @@ type Options struct {
 // recorded digests. It always returns evidence; a failure is its result.
 func Run(ctx context.Context, r *repo.Repo, snap *repo.SnapshotInfo, opt Options) *Evidence {
 	clk := clock.Or(opt.Clock)
-	e := &Evidence{Version: Version, RunBy: opt.RunBy, VM: snap.Name, Host: snap.Host, SnapshotID: snap.ID,
+	// Names come from the repository: shown as they are when clean and
+	// short, escaped and cut otherwise, so that the evidence always
+	// validates.
+	e := &Evidence{Version: Version, RunBy: opt.RunBy, VM: termtext.Clip(snap.Name, maxText-1), Host: termtext.Clip(snap.Host, maxText-1), SnapshotID: snap.ID,
 		SnapshotTime: snap.Time.UTC(), Pick: opt.Pick, Target: TargetVerifyOnly, Disks: []Disk{}}
 	if e.Pick == "" {
 		e.Pick = PickNewest
 	}
 	if opt.Scratch != "" {
-		e.Target = ScratchTarget(opt.Scratch)
+		e.Target = termtext.Clip(ScratchTarget(opt.Scratch), maxText-1)
 	}
 	started := clk.Now()
 	var err error
