@@ -231,6 +231,7 @@ func printTenant(w io.Writer, i *vaultapi.TenantInfo) {
 	fmt.Fprintf(w, "  reported by agents (not measured, not billed):\n    logical:   %s\n    data:      %s\n",
 		reportedText(u.Reported.LogicalBytes, u.StoredBytes), ledger.FormatSize(u.Reported.DataBytes))
 	fmt.Fprintf(w, "  escrow:    %s\n", escrowText(i.Escrow))
+	fmt.Fprintf(w, "  rto:       %s\n", rtoText(time.Duration(i.RTOSeconds*float64(time.Second))))
 }
 
 // reportedText shows a reported logical size, with its ratio to what the

@@ -85,6 +85,9 @@ func TestDrillEvidence(t *testing.T) {
 	if r := cofferd(t, dir, "tenant", "set-rto", "acme", "2m"); r.code != 0 || !strings.Contains(r.stdout, "recovery time objective 2m0s") {
 		t.Fatalf("set-rto: %+v", r)
 	}
+	if r := cofferd(t, dir, "tenant", "show", "acme"); r.code != 0 || !strings.Contains(r.stdout, "rto:       2m0s") {
+		t.Fatalf("tenant show after set-rto: %+v", r)
+	}
 	if r := cofferd(t, dir, "tenant", "set-rto", "acme", "soon"); r.code != 2 {
 		t.Fatalf("set-rto soon: %+v", r)
 	}
