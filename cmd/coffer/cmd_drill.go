@@ -10,6 +10,7 @@ import (
 	"github.com/cofferhq/coffer/internal/drill"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/termtext"
 )
 
 // drillOut is coffer drill's --json document.
@@ -31,7 +32,8 @@ func newDrillCmd(g *globals) *cobra.Command {
 (snapshot name, or --name) is restored verify-only (every chunk fetched and
 every block checked against the hashes recorded at backup and each disk's
 digest; nothing is written to disk). The evidence (snapshot, times, bytes,
-result, the recovery time achieved against --rto) is stored in the
+result, the recovery time achieved against --rto, by default the objective
+the vault holds for the tenant) is stored in the
 repository under drills/ as plain JSON that holds no secrets, so that a
 vault's provider can show it (cofferd drill --report) without any key.
 Exit 0: every drill passed; 1: a drill failed.`,
@@ -39,6 +41,9 @@ Exit 0: every drill passed; 1: a drill failed.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if rto < 0 {
 				return usageError{Err: fmt.Errorf("--rto %v: want a positive duration such as 4h", rto)}
+			}
+			if !cmd.Flags().Changed("rto") {
+				rto = g.tenantRTO(cmd.Context())
 			}
 			out, err := g.runDrills(cmd.Context(), name, rto)
 			if err != nil {
@@ -55,6 +60,26 @@ Exit 0: every drill passed; 1: a drill failed.`,
 	f.StringVar(&name, "name", "", "drill only this VM (snapshot name)")
 	f.DurationVar(&rto, "rto", 0, "recovery time objective to measure the drills against (e.g. 4h)")
 	return cmd
+}
+
+// tenantRTO is the recovery time objective the vault holds for this
+// agent's tenant (cofferd tenant set-rto), or 0 for none or when the
+// repository is not on a vault. Not knowing it does not stop a drill.
+func (g *globals) tenantRTO(ctx context.Context) time.Duration {
+	raw, err := g.repository()
+	if err != nil {
+		return 0
+	}
+	base := vaultURL(raw)
+	if base == nil {
+		return 0
+	}
+	t, err := g.vaultTenantInfo(ctx, base)
+	if err != nil {
+		fmt.Fprintf(g.stderr, "coffer: warning: the vault did not say the tenant's recovery time objective (%s); the drill has none\n", termtext.Clean(err.Error()))
+		return 0
+	}
+	return time.Duration(t.RTOSeconds * float64(time.Second))
 }
 
 // runDrills drills the newest snapshot of each VM (or of VM name) and

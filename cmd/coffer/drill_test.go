@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/cofferhq/coffer/internal/drill"
+	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // coffer drill verifies the newest snapshot of each VM, stores plain JSON
@@ -64,5 +66,48 @@ func TestDrillAgent(t *testing.T) {
 	stored, _ := filepath.Glob(filepath.Join(repoDir, "drills", "*"))
 	if len(stored) != 3 {
 		t.Fatalf("evidence objects %v, want 3", stored)
+	}
+}
+
+// Through a vault, coffer drill measures against the objective the vault
+// holds for the tenant unless --rto says otherwise, and stores the evidence
+// as a drills/ object the vault accepts.
+func TestDrillThroughVault(t *testing.T) {
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	t.Setenv("COFFER_PASSWORD", "pw")
+	t.Setenv(vaultclient.EnvCredential, "")
+	v, srv := newTestVault(t)
+	v.rto = 7200
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "coffer.yaml")
+	v.configPath = conf
+	t.Setenv(EnvEnrollToken, v.token())
+	if r := runCoffer(t, "--config", conf, "init", "--repo", srv.URL); r.code != 0 {
+		t.Fatalf("init: %+v", r)
+	}
+	t.Setenv(EnvEnrollToken, "")
+	img := writeImage(t, dir, "web.img", 200<<10, "web01 ")
+	if r := runCoffer(t, "--config", conf, "--quiet", "backup", "--image", img, "--name", "web01"); r.code != 0 {
+		t.Fatalf("backup: %+v", r)
+	}
+	for _, c := range []struct {
+		args      []string
+		objective float64
+	}{{nil, 7200}, {[]string{"--rto", "30m"}, 1800}} {
+		r := runCoffer(t, append([]string{"--config", conf, "--json", "drill"}, c.args...)...)
+		var out drillOut
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil || len(out.Drills) != 1 {
+			t.Fatalf("drill %v: %+v", c.args, r)
+		}
+		if e := out.Drills[0]; e.RTOObjectiveSeconds != c.objective || !e.Passed() {
+			t.Fatalf("drill %v: %+v", c.args, e)
+		}
+		b, err := store.ReadAll(t.Context(), v.st, out.Stored[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := drill.Parse(b); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
