@@ -122,6 +122,11 @@ func TestDrillEvidence(t *testing.T) {
 		t.Fatalf("tampered: %+v", out.Drills[0])
 	}
 	checkDrillReport(t, dir, clk)
+	r := cofferdAt(t, dir, clk, "drill", "--escrow-key", idFile)
+	if r.code != 1 || !strings.Contains(r.stdout, "skipped: tenant solo: "+skipNoEscrow) || !strings.Contains(r.stdout, "0 passed, 1 failed") ||
+		!strings.Contains(r.stdout, "error: disk 0") || !strings.Contains(r.stderr, "1 of 1 drills failed") {
+		t.Fatalf("drill as text: %+v", r)
+	}
 
 	if r := cofferdAt(t, dir, clk, "drill", "--escrow-key", filepath.Join(t.TempDir(), "none")); r.code != 2 {
 		t.Fatalf("a missing escrow key file: %+v", r)
