@@ -282,18 +282,23 @@ remembers. The next command asks for the passphrase again.`,
 // vaultTenant names the tenant of this agent's credential for operator
 // commands, or "<tenant>" when the vault does not say.
 func (g *globals) vaultTenant(ctx context.Context, base *url.URL) string {
-	o, err := g.vaultOptions(false)
-	if err != nil {
-		return "<tenant>"
-	}
-	v, err := vaultclient.New(vaultclient.Config{BaseURL: base, Credential: o.Credential, CAFile: o.CAFile})
-	if err != nil {
-		return "<tenant>"
-	}
-	defer v.Close()
-	t, err := v.Tenant(ctx)
+	t, err := g.vaultTenantInfo(ctx, base)
 	if err != nil || t.Name == "" {
 		return "<tenant>"
 	}
 	return t.Name
+}
+
+// vaultTenantInfo asks the vault at base about this agent's tenant.
+func (g *globals) vaultTenantInfo(ctx context.Context, base *url.URL) (*vaultapi.TenantInfo, error) {
+	o, err := g.vaultOptions(false)
+	if err != nil {
+		return nil, err
+	}
+	v, err := vaultclient.New(vaultclient.Config{BaseURL: base, Credential: o.Credential, CAFile: o.CAFile})
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close()
+	return v.Tenant(ctx)
 }

@@ -39,6 +39,7 @@ type testVault struct {
 	tokens map[string]string // token -> credential sha256 ("" = unused)
 	creds  map[string]bool   // sha256 of accepted credential secrets
 	quota  bool              // refuse pack puts with 507 quota_exceeded
+	rto    float64           // the tenant's recovery time objective, seconds
 }
 
 func newTestVault(t *testing.T) (*testVault, *httptest.Server) {
@@ -88,7 +89,10 @@ func (v *testVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path == vaultapi.RouteTenant {
-		_ = json.NewEncoder(w).Encode(vaultapi.TenantInfo{Name: "acme", State: vaultapi.StateActive})
+		v.mu.Lock()
+		rto := v.rto
+		v.mu.Unlock()
+		_ = json.NewEncoder(w).Encode(vaultapi.TenantInfo{Name: "acme", State: vaultapi.StateActive, RTOSeconds: rto})
 		return
 	}
 	if r.URL.Path == vaultapi.RouteList {

@@ -29,6 +29,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	sc := vault.ServeFlags(cmd.Flags())
 	storeWait := cmd.Flags().Duration("store-wait", 60*time.Second,
 		"at startup, how long to keep retrying a store that is not reachable yet (0: fail at once)")
+	drills := addServeDrillFlags(cmd.Flags())
 	cmd.Flags().BoolVar(&g.createVault, "init", false, "create the vault when the store holds none, as cofferd init does (quick start, compose)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := sc.Validate(); err != nil {
@@ -37,12 +38,15 @@ func newServeCmd(g *globals) *cobra.Command {
 		if *storeWait < 0 {
 			return usageError{Err: errors.New("--store-wait must not be negative")}
 		}
-		return serve(cmd.Context(), g, sc, *storeWait)
+		if err := drills.validate(); err != nil {
+			return err
+		}
+		return serve(cmd.Context(), g, sc, *storeWait, drills)
 	}
 	return cmd
 }
 
-func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait time.Duration) error {
+func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait time.Duration, drills *serveDrills) error {
 	data, reg, led, err := g.openStateWait(ctx, storeWait)
 	if err != nil {
 		return err
@@ -63,6 +67,9 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 			g.log.Info("temporary files of dead writers", "removed", r.Removed, "bytes", r.Bytes, "err", err)
 		}
 	})
+	if drills != nil && drills.every > 0 {
+		go g.drillLoop(ctx, drills, nil)
+	}
 	cfg := vault.Config{Data: data, Limits: sc.Limits(), Log: g.log, Clock: g.clock}
 	(&vault.State{Registry: reg, Ledger: led}).Configure(&cfg)
 	srv, err := vault.New(cfg)

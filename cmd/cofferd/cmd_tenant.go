@@ -30,12 +30,13 @@ func newTenantCmd(g *globals) *cobra.Command {
 			if len(args) > 0 {
 				return usageError{Err: fmt.Errorf("unknown command %q for \"cofferd tenant\"", args[0])}
 			}
-			return usageError{Err: errors.New("cofferd tenant needs a subcommand: create, list, show, set-quota, suspend, resume, token, credentials, revoke, keys or remove-key")}
+			return usageError{Err: errors.New("cofferd tenant needs a subcommand: create, list, show, set-quota, set-rto, suspend, resume, token, credentials, revoke, keys or remove-key")}
 		},
 	}
 	c.AddCommand(newTenantCreateCmd(g), newTenantListCmd(g), newTenantShowCmd(g), newTenantSetQuotaCmd(g),
 		newTenantSuspendCmd(g), newTenantResumeCmd(g), newTenantTokenCmd(g), newTenantCredentialsCmd(g), newTenantRevokeCmd(g),
 		newTenantKeysCmd(g), newTenantRemoveKeyCmd(g))
+	c.AddCommand(newTenantSetRTOCmd(g))
 	return c
 }
 
@@ -230,6 +231,7 @@ func printTenant(w io.Writer, i *vaultapi.TenantInfo) {
 	fmt.Fprintf(w, "  reported by agents (not measured, not billed):\n    logical:   %s\n    data:      %s\n",
 		reportedText(u.Reported.LogicalBytes, u.StoredBytes), ledger.FormatSize(u.Reported.DataBytes))
 	fmt.Fprintf(w, "  escrow:    %s\n", escrowText(i.Escrow))
+	fmt.Fprintf(w, "  rto:       %s\n", rtoText(time.Duration(i.RTOSeconds*float64(time.Second))))
 }
 
 // reportedText shows a reported logical size, with its ratio to what the

@@ -50,7 +50,12 @@ type globals struct {
 var serveCommand func(g *globals) *cobra.Command
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	g := &globals{stdout: stdout, stderr: stderr, log: slog.New(slog.NewJSONHandler(stderr, nil)), clock: clock.Real}
+	return runGlobals(ctx, &globals{stdout: stdout, stderr: stderr, log: slog.New(slog.NewJSONHandler(stderr, nil)), clock: clock.Real}, args)
+}
+
+// runGlobals is run with g made (tests give it their clock).
+func runGlobals(ctx context.Context, g *globals, args []string) int {
+	stderr := g.stderr
 	root := newRoot(g)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -104,6 +109,7 @@ func newRoot(g *globals) *cobra.Command {
 	g.profile.AddFlag(pf)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
 	root.AddCommand(newInitCmd(g), newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g), newRestoreCmd(g), newNBDCmd(g), newVersionCmd(g))
+	root.AddCommand(newDrillCmd(g))
 	root.Version = buildinfo.Version()
 	if serveCommand != nil {
 		root.AddCommand(serveCommand(g))

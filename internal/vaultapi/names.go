@@ -17,6 +17,10 @@ const (
 	KindPack
 	KindIndex
 	KindSnapshot
+	// KindDrill is the evidence of a restore drill the agent ran (coffer
+	// drill): plain JSON, no secrets, so the vault reads it without keys
+	// (cofferd drill --report). Named by its SHA-256 like the others.
+	KindDrill
 )
 
 // Size limits per kind.
@@ -25,13 +29,14 @@ const (
 	MaxKeySize      = 64 << 10
 	MaxIndexSize    = 64 << 20
 	MaxSnapshotSize = 16 << 20
+	MaxDrillSize    = 64 << 10
 	// DefaultMaxPackSize is the default of cofferd's --max-object-size:
 	// the largest pack (256 MiB) plus one chunk and the header, rounded up.
 	DefaultMaxPackSize = 300 << 20
 )
 
 // String returns the kind's lower-case name ("config", "key", "pack",
-// "index", "snapshot"; "invalid" for anything else).
+// "index", "snapshot", "drill"; "invalid" for anything else).
 func (k Kind) String() string {
 	switch k {
 	case KindConfig:
@@ -44,6 +49,8 @@ func (k Kind) String() string {
 		return "index"
 	case KindSnapshot:
 		return "snapshot"
+	case KindDrill:
+		return "drill"
 	}
 	return "invalid"
 }
@@ -52,7 +59,7 @@ func (k Kind) String() string {
 // SHA-256 of their bytes, so the vault checks the digest while streaming.
 // Only config is not.
 func (k Kind) ContentNamed() bool {
-	return k == KindKey || k == KindPack || k == KindIndex || k == KindSnapshot
+	return k == KindKey || k == KindPack || k == KindIndex || k == KindSnapshot || k == KindDrill
 }
 
 // MaxSize returns the largest object of this kind the vault accepts, with
@@ -70,6 +77,8 @@ func (k Kind) MaxSize() int64 {
 		return MaxIndexSize
 	case KindSnapshot:
 		return MaxSnapshotSize
+	case KindDrill:
+		return MaxDrillSize
 	}
 	return 0
 }
@@ -85,6 +94,7 @@ var ErrBadName = errors.New("not a repository object name")
 //	data/<hh>/<64 hex>   hh = the first two hex digits of the name
 //	index/<64 hex>
 //	snapshots/<64 hex>
+//	drills/<64 hex>      drill evidence (plain JSON)
 //
 // Hex is lower case. Anything else is an error wrapping ErrBadName.
 func ParseRepoName(name string) (Kind, error) {
@@ -97,11 +107,13 @@ func ParseRepoName(name string) (Kind, error) {
 		return KindIndex, nil
 	case strings.HasPrefix(name, "snapshots/") && isHex64(name[len("snapshots/"):]):
 		return KindSnapshot, nil
+	case strings.HasPrefix(name, "drills/") && isHex64(name[len("drills/"):]):
+		return KindDrill, nil
 	case len(name) == len("data/hh/")+64 && strings.HasPrefix(name, "data/") && name[7] == '/' &&
 		isHex64(name[8:]) && name[5:7] == name[8:10]:
 		return KindPack, nil
 	}
-	return KindInvalid, fmt.Errorf("%w: %q (want config, keys/<sha256>, data/<hh>/<sha256>, index/<sha256> or snapshots/<sha256>)",
+	return KindInvalid, fmt.Errorf("%w: %q (want config, keys/<sha256>, data/<hh>/<sha256>, index/<sha256>, snapshots/<sha256> or drills/<sha256>)",
 		ErrBadName, clip(name))
 }
 
@@ -116,16 +128,16 @@ func NameDigest(name string) string {
 }
 
 // ValidListPrefix accepts the prefixes an agent may list: "", "config",
-// "keys/", "data/", "data/<hh>/", "index/" and "snapshots/".
+// "keys/", "data/", "data/<hh>/", "index/", "snapshots/" and "drills/".
 func ValidListPrefix(p string) error {
 	switch p {
-	case "", "config", "keys/", "data/", "index/", "snapshots/":
+	case "", "config", "keys/", "data/", "index/", "snapshots/", "drills/":
 		return nil
 	}
 	if len(p) == len("data/hh/") && strings.HasPrefix(p, "data/") && p[7] == '/' && isLowerHex(p[5:7]) {
 		return nil
 	}
-	return fmt.Errorf("list prefix %q not allowed (want \"\", config, keys/, data/, data/<hh>/, index/ or snapshots/)", clip(p))
+	return fmt.Errorf("list prefix %q not allowed (want \"\", config, keys/, data/, data/<hh>/, index/, snapshots/ or drills/)", clip(p))
 }
 
 // ValidListAfter checks the after= parameter of a list request: empty, or

@@ -72,6 +72,9 @@ type TenantInfo struct {
 	QuotaUnlimited bool      `json:"quota_unlimited"`
 	Usage          UsageInfo `json:"usage"`
 	Escrow         Escrow    `json:"escrow,omitzero"`
+	// RTOSeconds is the recovery time objective restore drills are
+	// measured against (cofferd tenant set-rto); absent: none.
+	RTOSeconds float64 `json:"rto_seconds,omitempty"`
 }
 
 // Escrow states of a tenant.

@@ -381,5 +381,6 @@ func (l *Ledger) TenantInfo(ctx context.Context, t *registry.Tenant) (*vaultapi.
 		return nil, err
 	}
 	return &vaultapi.TenantInfo{ID: t.ID, Name: t.Name, State: t.State, SuspendedAt: t.SuspendedAt, Reason: t.Reason,
-		Quota: t.Quota, QuotaUnlimited: t.Quota == 0, Usage: u.Info(), Escrow: t.Escrow}, nil
+		Quota: t.Quota, QuotaUnlimited: t.Quota == 0, Usage: u.Info(), Escrow: t.Escrow,
+		RTOSeconds: t.RTO.Seconds()}, nil
 }

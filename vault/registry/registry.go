@@ -37,9 +37,12 @@ type Tenant struct {
 	SuspendedAt time.Time `json:"suspended_at,omitzero"`
 	Reason      string    `json:"reason,omitempty"`
 	// Escrow is the tenant's escrow choice and slot (escrow.go).
-	Escrow  vaultapi.Escrow `json:"escrow,omitzero"`
-	Created time.Time       `json:"created"`
-	Updated time.Time       `json:"updated"`
+	Escrow vaultapi.Escrow `json:"escrow,omitzero"`
+	// RTO is the tenant's recovery time objective, which restore drills
+	// measure against (cofferd drill); 0: none.
+	RTO     time.Duration `json:"rto_ns,omitempty"`
+	Created time.Time     `json:"created"`
+	Updated time.Time     `json:"updated"`
 }
 
 // Suspended reports whether the tenant is suspended.
@@ -261,6 +264,17 @@ func (r *Registry) SetQuota(ctx context.Context, id string, quota int64) (*Tenan
 		return nil, vaultapi.Errorf(vaultapi.CodeBadRequest, "quota must not be negative")
 	}
 	return r.UpdateTenant(ctx, id, func(t *Tenant) error { t.Quota = quota; return nil })
+}
+
+// MaxRTO bounds a recovery time objective.
+const MaxRTO = 365 * 24 * time.Hour
+
+// SetRTO sets a tenant's recovery time objective (0 = none).
+func (r *Registry) SetRTO(ctx context.Context, id string, rto time.Duration) (*Tenant, error) {
+	if rto < 0 || rto > MaxRTO {
+		return nil, vaultapi.Errorf(vaultapi.CodeBadRequest, "a recovery time objective must be between 0 (none) and %v", MaxRTO)
+	}
+	return r.UpdateTenant(ctx, id, func(t *Tenant) error { t.RTO = rto; return nil })
 }
 
 // Suspend suspends a tenant: its agents get 403 tenant_suspended, for reads

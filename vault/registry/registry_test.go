@@ -161,6 +161,19 @@ func TestTenantLifecycle(t *testing.T) {
 	if err != nil || got.Rev != 2 {
 		t.Fatalf("%+v %v", got, err)
 	}
+	got, err = b.SetRTO(ctx, ten.ID, 4*time.Hour)
+	if err != nil || got.RTO != 4*time.Hour || got.Rev != 3 {
+		t.Fatalf("SetRTO: %+v %v", got, err)
+	}
+	if got, err = a.Tenant(ctx, ten.ID); err != nil || got.RTO != 4*time.Hour {
+		t.Fatalf("the RTO read back: %+v %v", got, err)
+	}
+	if got, err = a.SetRTO(ctx, ten.ID, 4*time.Hour); err != nil || got.Rev != 3 { // no change, no write
+		t.Fatalf("%+v %v", got, err)
+	}
+	if _, err = a.SetRTO(ctx, ten.ID, -time.Second); code(err) != vaultapi.CodeBadRequest {
+		t.Fatalf("a negative RTO: %v", err)
+	}
 	got, err = b.Suspend(ctx, ten.ID, "unpaid invoice")
 	if err != nil || !got.Suspended() || got.SuspendedAt.IsZero() {
 		t.Fatalf("%+v %v", got, err)
