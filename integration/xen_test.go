@@ -206,6 +206,23 @@ func TestXenNightsCommandLine(t *testing.T) {
 		}
 	}
 
+	// The web VM recreated in the pool from its latest snapshot: a new
+	// VM whose disks equal the originals.
+	host := strings.TrimPrefix(p.info.URL, "https://")
+	sum := summary(t, a.ok("restore", "latest", "--name", "web", "--to", "xapi://"+host+"/Local%20storage", "--json"))
+	vmUUID, _ := sum["vm_uuid"].(string)
+	if vdis, _ := sum["vdis"].([]any); vmUUID == "" || len(vdis) != 2 {
+		t.Fatalf("restore --to xapi://: summary %v", sum)
+	}
+	for n := 0; n < 2; n++ {
+		got := filepath.Join(dir, fmt.Sprintf("restored-web%d.img", n))
+		p.xapisim("disk", "export", vmUUID, fmt.Sprint(n), got)
+		sameFile(t, filepath.Join(dir, fmt.Sprintf("web%d.img", n)), got)
+	}
+	if r := a.run("restore", "latest", "--name", "web", "--to", "xapi://"+host+"/no-such-sr"); r.code != 1 || !strings.Contains(r.stderr, "no-such-sr") {
+		t.Fatalf("restore into a missing SR: exit %d\n%s", r.code, r.stderr)
+	}
+
 	if r := a.run("check", "--read-data"); r.code != 0 {
 		t.Fatalf("check --read-data after XenServer nights exited %d:\n%s%s", r.code, r.stdout, r.stderr)
 	}

@@ -28,6 +28,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 		sync            bool
 		workers         int
 		delta           bool
+		xen             xenFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "restore SNAPSHOT --to PATH",
@@ -49,7 +50,14 @@ With --delta, --to is an existing copy of the disk (an earlier restore, or
 the disk a VM ran on) that is brought up to the snapshot in place: its
 blocks are hashed on every core, only the chunks over blocks that differ are
 downloaded, and what the snapshot has empty is cleared. A delta restore that
-fails leaves the copy partly updated; running it again finishes it.`,
+fails leaves the copy partly updated; running it again finishes it.
+
+With --to xapi://HOST/SR, the VM of a XenServer snapshot is recreated in a
+pool (with the --xen-* flags of backup --xen, or the config's xen: section):
+a VDI per disk is created on the SR (its UUID or name) and uploaded with
+xapi's sparse protocol, so empty parts never cross the wire, then the VM and
+its VBDs come from the metadata recorded at backup, new UUIDs, halted. A
+restore that fails removes what it made.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usageError{Err: errors.New("restore needs exactly one SNAPSHOT (an ID prefix, or latest)")}
@@ -58,7 +66,14 @@ fails leaves the copy partly updated; running it again finishes it.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
-				return usageError{Err: errors.New("restore needs --to PATH")}
+				return usageError{Err: errors.New("restore needs --to PATH (or --to xapi://HOST/SR)")}
+			}
+			pool, toPool, err := parseXapiTarget(to)
+			if err != nil {
+				return err
+			}
+			if toPool && (delta || format != "raw" || overwrite || overwriteDevice || cmd.Flags().Changed("disk")) {
+				return usageError{Err: errXapiFlags}
 			}
 			fm, err := restore.ParseFormat(format)
 			if err != nil {
@@ -75,6 +90,12 @@ fails leaves the copy partly updated; running it again finishes it.`,
 			snap, err := g.findRestoreSnapshot(ctx, r, args[0], name)
 			if err != nil {
 				return err
+			}
+			if toPool {
+				if err := g.loadIndex(ctx, r); err != nil {
+					return err
+				}
+				return g.restoreToPool(ctx, r, snap, pool, &xen)
 			}
 			if disk < 0 || disk >= len(snap.Disks) {
 				return usageError{Err: fmt.Errorf("snapshot %s has %d disk(s); --disk %d does not exist", snap.ID[:12], len(snap.Disks), disk)}
@@ -109,6 +130,7 @@ fails leaves the copy partly updated; running it again finishes it.`,
 	f.BoolVar(&noVerify, "no-verify", false, "skip comparing the output with the hashes and digest recorded at backup")
 	f.BoolVar(&readBack, "read-back", false, "verify by reading every written block back from the output (slower; also catches a file system that loses a write)")
 	f.IntVar(&workers, "workers", 0, "concurrent pack reads (default two per core)")
+	addXenRestoreFlags(cmd, &xen)
 	f.BoolVar(&delta, "delta", false, "update an existing copy of the disk at --to in place, downloading only the chunks whose blocks differ")
 	f.BoolVar(&sync, "sync", false, "fsync the output before exiting (like cp, coffer otherwise leaves writeback to the kernel)")
 	return cmd

@@ -376,8 +376,8 @@ func (c *checker) vmMetadata(ctx context.Context, obj string, s *manifest.Snapsh
 	if x == nil || x.Metadata == "" {
 		return
 	}
-	var id crypto.ID
-	if _, err := hex.Decode(id[:], []byte(x.Metadata)); err != nil {
+	id, ok := x.MetadataID()
+	if !ok {
 		c.problem(obj, fmt.Errorf("VM metadata ID %q: %w", x.Metadata, manifest.ErrFormat), false)
 		return
 	}

@@ -1,8 +1,11 @@
 package manifest
 
 import (
+	"encoding/hex"
 	"fmt"
 	"regexp"
+
+	"github.com/cofferhq/coffer/crypto"
 )
 
 // XenVM says which XenServer VM a snapshot holds. Set on the Source of a
@@ -17,6 +20,19 @@ type XenVM struct {
 	// export_metadata archive (a tar with ova.xml); MetadataSize its length.
 	Metadata     string `json:"metadata,omitempty"`
 	MetadataSize int64  `json:"metadata_size,omitempty"`
+}
+
+// MetadataID returns the metadata chunk's ID, and false when the snapshot
+// holds none or its ID is not 64 hex characters.
+func (x *XenVM) MetadataID() (crypto.ID, bool) {
+	var id crypto.ID
+	if x == nil || len(x.Metadata) != 2*crypto.IDSize {
+		return id, false
+	}
+	if _, err := hex.Decode(id[:], []byte(x.Metadata)); err != nil {
+		return id, false
+	}
+	return id, true
 }
 
 // XenDisk says which VDI a disk of a "xen" snapshot was read from and how.
