@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -91,15 +90,11 @@ func (x *xenFlags) wantsXen(c *xenConfig, image string) bool {
 // xenLogin logs in to the pool the merged flags name.
 func (g *globals) xenLogin(ctx context.Context, c xenConfig, plainLoopback bool) (*xenapi.Session, error) {
 	if c.PasswordFile == "" {
-		return nil, usageError{Err: errors.New("backing up a XenServer pool needs --xen-password-file (or xen.password_file in the config)")}
+		return nil, usageError{Err: errors.New("a XenServer pool needs --xen-password-file (or xen.password_file in the config)")}
 	}
-	pw, err := os.ReadFile(c.PasswordFile)
+	password, err := xenapi.ReadPasswordFile(c.PasswordFile)
 	if err != nil {
-		return nil, usageError{Err: fmt.Errorf("reading the XenServer password: %w", err)}
-	}
-	password := strings.TrimRight(string(pw), "\r\n")
-	if password == "" {
-		return nil, usageError{Err: fmt.Errorf("the XenServer password file %s is empty", c.PasswordFile)}
+		return nil, usageError{Err: err}
 	}
 	s, err := xenapi.Login(ctx, xenapi.Config{URL: c.URL, User: c.User, Password: password, CAFile: c.CA,
 		Fingerprint: c.Fingerprint, AllowPlainLoopback: plainLoopback, Originator: "coffer"})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/restore"
+	"github.com/cofferhq/coffer/internal/xenrestore"
 )
 
 func newRestoreCmd(g *globals) *cobra.Command {
@@ -68,9 +69,9 @@ restore that fails removes what it made.`,
 			if to == "" {
 				return usageError{Err: errors.New("restore needs --to PATH (or --to xapi://HOST/SR)")}
 			}
-			pool, toPool, err := parseXapiTarget(to)
+			pool, toPool, err := xenrestore.ParseTarget(to)
 			if err != nil {
-				return err
+				return usageError{Err: err}
 			}
 			if toPool && (delta || format != "raw" || overwrite || overwriteDevice || cmd.Flags().Changed("disk")) {
 				return usageError{Err: errXapiFlags}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -13,29 +11,6 @@ import (
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/xenrestore"
 )
-
-// xapiTarget is restore --to xapi://HOST/SR: a pool's master and an SR (its
-// UUID or name-label).
-type xapiTarget struct {
-	host, sr string
-}
-
-// parseXapiTarget parses --to when it is a xapi:// URL; ok is false for a
-// path.
-func parseXapiTarget(to string) (t xapiTarget, ok bool, err error) {
-	if !strings.HasPrefix(to, "xapi://") {
-		return t, false, nil
-	}
-	u, err := url.Parse(to)
-	if err != nil {
-		return t, true, usageError{Err: fmt.Errorf("--to %s: %w", to, err)}
-	}
-	t = xapiTarget{host: u.Host, sr: strings.TrimPrefix(u.Path, "/")}
-	if t.host == "" || t.sr == "" || strings.Contains(t.sr, "/") || u.RawQuery != "" || u.User != nil {
-		return t, true, usageError{Err: fmt.Errorf("--to %s: want xapi://HOST/SR, SR being the storage repository's UUID or name (URL-escaped)", to)}
-	}
-	return t, true, nil
-}
 
 // xenRestoreFlags are restore's XenServer flags (those of backup --xen).
 func addXenRestoreFlags(cmd *cobra.Command, x *xenFlags) {
@@ -50,7 +25,7 @@ func addXenRestoreFlags(cmd *cobra.Command, x *xenFlags) {
 
 // restoreToPool is restore --to xapi://HOST/SR: the VM of a xen snapshot
 // recreated in a pool, halted.
-func (g *globals) restoreToPool(ctx context.Context, r *repo.Repo, snap *repo.SnapshotInfo, t xapiTarget, x *xenFlags) error {
+func (g *globals) restoreToPool(ctx context.Context, r *repo.Repo, snap *repo.SnapshotInfo, t xenrestore.Target, x *xenFlags) error {
 	conf, err := g.loadConfig()
 	if err != nil {
 		return err
@@ -60,9 +35,9 @@ func (g *globals) restoreToPool(ctx context.Context, r *repo.Repo, snap *repo.Sn
 		fileXen = *conf.Xen
 	}
 	c := x.merged(&fileXen)
-	c.URL = "https://" + t.host
+	c.URL = "https://" + t.Host
 	if x.plainLoopback {
-		c.URL = "http://" + t.host
+		c.URL = "http://" + t.Host
 	}
 	xs, err := g.xenLogin(ctx, c, x.plainLoopback)
 	if err != nil {
@@ -77,17 +52,17 @@ func (g *globals) restoreToPool(ctx context.Context, r *repo.Repo, snap *repo.Sn
 		}
 		g.say("%s: %s", snap.Name, msg)
 	}
-	res, err := xenrestore.RestoreSnapshot(ctx, r, snap.Snapshot, xenrestore.SnapshotOptions{Xen: xs, SR: t.sr, Events: events})
+	res, err := xenrestore.RestoreSnapshot(ctx, r, snap.Snapshot, xenrestore.SnapshotOptions{Xen: xs, SR: t.SR, Events: events})
 	if err != nil {
-		return fmt.Errorf("restoring VM %s of snapshot %s into %s: %w", snap.Name, snap.ID[:12], t.host, err)
+		return fmt.Errorf("restoring VM %s of snapshot %s into %s: %w", snap.Name, snap.ID[:12], t.Host, err)
 	}
 	secs := start.Elapsed().Seconds()
 	if g.json {
-		g.printJSON(map[string]any{"type": "summary", "snapshot_id": snap.ID, "name": snap.Name, "pool": t.host, "sr": t.sr,
+		g.printJSON(map[string]any{"type": "summary", "snapshot_id": snap.ID, "name": snap.Name, "pool": t.Host, "sr": t.SR,
 			"vm_uuid": res.VMUUID, "vdis": res.VDIs, "duration_seconds": secs})
 		return nil
 	}
-	g.say("restored VM %s (snapshot %s) into %s, SR %s: new VM %s, halted, %d disk(s), %.1fs", snap.Name, snap.ID[:12], t.host, t.sr, res.VMUUID, len(res.VDIs), secs)
+	g.say("restored VM %s (snapshot %s) into %s, SR %s: new VM %s, halted, %d disk(s), %.1fs", snap.Name, snap.ID[:12], t.Host, t.SR, res.VMUUID, len(res.VDIs), secs)
 	return nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/internal/restore"
+	"github.com/cofferhq/coffer/internal/xenrestore"
 )
 
 // restoreOut is cofferd restore's --json summary.
@@ -33,6 +34,7 @@ func newRestoreCmd(g *globals) *cobra.Command {
 	var tenant, name, to, format, escrowKey string
 	var disk int
 	var overwrite bool
+	var pool poolFlags
 	c := &cobra.Command{
 		Use:   "restore --tenant NAME SNAPSHOT|latest --to PATH --escrow-key FILE",
 		Short: "Restore a disk of a tenant's snapshot in the provider's cloud",
@@ -42,6 +44,9 @@ qcow2), as coffer restore does on the tenant's side. The tenant's repository is 
 provider's escrow identity (--escrow-key, the file cofferd escrow init wrote);
 a tenant that did not choose escrow restores with its own agent. Every block
 is checked against the hashes recorded at backup and the whole-disk digest.
+With --to xapi://HOST/SR (and the --xen-* flags) the VM of a XenServer
+snapshot is recreated in the provider's pool instead, halted: a VDI per disk
+uploaded sparse, then the VM from the metadata recorded at backup.
 Exit 12: the escrow identity does not open the tenant's repository.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
@@ -57,6 +62,13 @@ Exit 12: the escrow identity does not open the tenant's repository.`,
 			if err != nil {
 				return usageError{Err: fmt.Errorf("--format: %w", err)}
 			}
+			target, toPool, err := xenrestore.ParseTarget(to)
+			if err != nil {
+				return usageError{Err: err}
+			}
+			if toPool && (fm != restore.FormatRaw || overwrite || c.Flags().Changed("disk")) {
+				return usageError{Err: errors.New("--format, --disk and --overwrite do not apply to --to xapi://: the whole VM is recreated")}
+			}
 			ctx := c.Context()
 			tr, err := g.openTenantRepo(ctx, tenant, escrowKey)
 			if err != nil {
@@ -66,6 +78,9 @@ Exit 12: the escrow identity does not open the tenant's repository.`,
 			snap, err := tr.repo.FindSnapshot(ctx, args[0], name)
 			if err != nil {
 				return fmt.Errorf("tenant %s: %w", tr.tenant.Name, err)
+			}
+			if toPool {
+				return g.restoreToPool(ctx, tr.tenant.Name, tr.repo, snap, target, pool)
 			}
 			if disk < 0 || disk >= len(snap.Disks) {
 				return usageError{Err: fmt.Errorf("snapshot %s has %d disk(s); --disk %d does not exist", snap.ID[:12], len(snap.Disks), disk)}
@@ -93,6 +108,7 @@ Exit 12: the escrow identity does not open the tenant's repository.`,
 	f.StringVar(&to, "to", "", "output file (must not exist unless --overwrite)")
 	f.StringVar(&format, "format", "raw", "output format: raw, vhd (dynamic, at most 2040 GiB) or qcow2")
 	f.StringVar(&escrowKey, "escrow-key", "", "the escrow identity file (cofferd escrow init)")
+	addPoolFlags(c, &pool)
 	f.BoolVar(&overwrite, "overwrite", false, "replace an existing output file (only once the restored disk is verified)")
 	return c
 }

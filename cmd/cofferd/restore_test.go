@@ -28,6 +28,30 @@ import (
 // tenant's repository a backup of image under name.
 func escrowTenant(t *testing.T, dir, tenant string, escrow bool, image string) string {
 	t.Helper()
+	return escrowTenantWith(t, dir, tenant, escrow, func(r *repo.Repo) { backupImage(t, r, image) })
+}
+
+// backupImage backs image up into r as snapshot "web01".
+func backupImage(t *testing.T, r *repo.Repo, image string) {
+	t.Helper()
+	src, err := source.OpenImage(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	b, err := uploader.New(r, src, uploader.Options{Name: "web01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// escrowTenantWith is escrowTenant with fill backing up into the tenant's
+// repository.
+func escrowTenantWith(t *testing.T, dir, tenant string, escrow bool, fill func(*repo.Repo)) string {
+	t.Helper()
 	ctx := context.Background()
 	idFile := filepath.Join(t.TempDir(), "escrow.key")
 	if r := cofferd(t, dir, "escrow", "show"); r.code != 0 {
@@ -62,18 +86,7 @@ func escrowTenant(t *testing.T, dir, tenant string, escrow bool, image string) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := source.OpenImage(image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	b, err := uploader.New(r, src, uploader.Options{Name: "web01"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
+	fill(r)
 	if escrow {
 		rcpt, _, err := cfg.Escrow.EscrowRecipient(ctx)
 		if err != nil {
