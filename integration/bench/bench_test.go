@@ -216,6 +216,7 @@ func TestChecks(t *testing.T) {
 		Images:                 Images{Night2Allocated: 1000},
 		IndexBytesPerEntry:     &bpe,
 		DiskIndexBytesPerEntry: &bpe,
+		InstantAccess:          &InstantAccess{FirstByteMs: 2, MBps: 300},
 		Sessions: []*Session{
 			fakeSession(toolCoffer, targetLocal, 250, 150, 300, 1<<30, 10<<20, 50<<10),
 			fakeSession(toolRestic, targetLocal, 100, 100, 100, 1<<30, 40<<20, 100<<10),
@@ -305,5 +306,16 @@ func TestStoredLocal(t *testing.T) {
 	size, n, err := b.stored(context.Background(), &Session{repoDir: dir})
 	if err != nil || size != 3210 || n != 3 {
 		t.Errorf("stored = %d bytes in %d files, %v; want 3210 in 3", size, n, err)
+	}
+}
+
+func TestParseBenchLine(t *testing.T) {
+	out := "goos: linux\nBenchmarkInstantAccess-2   \t       3\t1609735067 ns/op\t 166.94 MB/s\t         1.333 first-byte-ms\nPASS\n"
+	m := parseBenchLine(out, "BenchmarkInstantAccess")
+	if m["MB/s"] != 166.94 || m["first-byte-ms"] != 1.333 || m["ns/op"] != 1609735067 {
+		t.Fatalf("parsed %v", m)
+	}
+	if parseBenchLine(out, "BenchmarkOther") != nil {
+		t.Fatal("found another benchmark's line")
 	}
 }

@@ -217,6 +217,7 @@ func checks(r *Results) []Check {
 	cs = append(cs, realDiskChecks(r)...)
 	cs = append(cs, vaultChecks(r)...)
 	cs = append(cs, xenChecks(r)...)
+	cs = append(cs, instantAccessChecks(r)...)
 	if r.session(toolCoffer, targetLocal) != nil || r.session(toolCoffer, targetS3) != nil {
 		c := Check{Name: "index memory per stored chunk, 10M entries (bytes)", Value: num(math.NaN()), Limit: "<= 40", Status: "n/a",
 			Note: "10 million entries: BenchmarkIndexMemory in ./internal/index"}
@@ -301,6 +302,53 @@ func indexMemory(ctx context.Context, root string) *float64 {
 		return &v
 	}
 	return nil
+}
+
+// goBenchMetrics runs one Go benchmark of the module and returns the
+// metrics its result line reports (unit -> value); nil when it did not run.
+func goBenchMetrics(ctx context.Context, root, pkg, name, benchtime string) map[string]float64 {
+	if root == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", "^"+name+"$", "-benchtime", benchtime, pkg)
+	cmd.Dir = root
+	out, _ := cmd.CombinedOutput()
+	return parseBenchLine(string(out), name)
+}
+
+// parseBenchLine finds name's result line in `go test -bench` output and
+// returns its metrics by unit.
+func parseBenchLine(out, name string) map[string]float64 {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.HasPrefix(f[0], name+"-") && f[0] != name {
+			continue
+		}
+		m := map[string]float64{}
+		for i := 2; i+1 < len(f); i += 2 {
+			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+				m[f[i+1]] = v
+			}
+		}
+		return m
+	}
+	return nil
+}
+
+// instantAccessChecks are the NBD figures of BenchmarkInstantAccess.
+func instantAccessChecks(r *Results) []Check {
+	ia := r.InstantAccess
+	first := Check{Name: "instant access (NBD): first byte of a 16 GiB disk (ms)", Value: num(math.NaN()), Limit: "<= 1000",
+		Status: "n/a", Note: "BenchmarkInstantAccess in ./internal/nbdexport (local repository, loopback NBD)"}
+	seq := Check{Name: "instant access (NBD): reading the data in order (MB/s)", Value: num(math.NaN()), Limit: "info",
+		Status: "info", Note: "one client, 1 MiB reads, cold cache"}
+	if ia != nil {
+		first.Value, first.Status = num(ia.FirstByteMs), passFail(ia.FirstByteMs <= 1000)
+		seq.Value = num(ia.MBps)
+	}
+	return []Check{first, seq}
 }
 
 func fx(v num) string {

@@ -91,6 +91,8 @@ type Results struct {
 	Tools              []ToolInfo `json:"tools"`
 	Sessions           []*Session `json:"sessions"`
 	IndexBytesPerEntry *float64   `json:"index_bytes_per_entry"`
+	// InstantAccess is BenchmarkInstantAccess's (cofferd nbd's data path).
+	InstantAccess *InstantAccess `json:"instant_access,omitempty"`
 	// DiskIndexBytesPerEntry is measured on the reference disk's own index.
 	DiskIndexBytesPerEntry *float64   `json:"disk_index_bytes_per_entry"`
 	Checks                 []Check    `json:"checks"`
@@ -779,4 +781,11 @@ func sameImage(ctx context.Context, path, format, want string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("qemu-img compare: %v: %s", err, out)
+}
+
+// InstantAccess is what a client of a snapshot served over NBD waits for
+// its first byte, and how fast it then reads the disk's data in order.
+type InstantAccess struct {
+	FirstByteMs float64 `json:"first_byte_ms"`
+	MBps        float64 `json:"mbps"`
 }
