@@ -40,12 +40,7 @@ where the holes are. A hypervisor boots the VM from it, or qemu-img and
 nbdcopy copy it (nbd://ADDR/xvda). The tenant's repository is opened
 read-only with the escrow identity. With --tls-cert and --tls-key, clients
 must use TLS (nbds://). It serves until interrupted.`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError{Err: errors.New("nbd needs exactly one SNAPSHOT (an ID prefix, or latest)")}
-			}
-			return nil
-		},
+		Args: oneSnapshot("nbd"),
 		RunE: func(c *cobra.Command, args []string) error {
 			if tenant == "" || listen == "" {
 				return usageError{Err: errors.New("nbd needs --tenant NAME and --listen ADDR")}

@@ -48,12 +48,7 @@ With --to xapi://HOST/SR (and the --xen-* flags) the VM of a XenServer
 snapshot is recreated in the provider's pool instead, halted: a VDI per disk
 uploaded sparse, then the VM from the metadata recorded at backup.
 Exit 12: the escrow identity does not open the tenant's repository.`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usageError{Err: errors.New("restore needs exactly one SNAPSHOT (an ID prefix, or latest)")}
-			}
-			return nil
-		},
+		Args: oneSnapshot("restore"),
 		RunE: func(c *cobra.Command, args []string) error {
 			if tenant == "" || to == "" {
 				return usageError{Err: errors.New("restore needs --tenant NAME and --to PATH")}

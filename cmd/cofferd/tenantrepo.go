@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"filippo.io/age"
+	"github.com/spf13/cobra"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/repo"
@@ -88,4 +89,14 @@ func readEscrowIdentity(path string) ([]age.Identity, error) {
 		return nil, usageError{Err: fmt.Errorf("--escrow-key %s: %w", path, err)}
 	}
 	return ids, nil
+}
+
+// oneSnapshot is the argument check of a command that takes one SNAPSHOT.
+func oneSnapshot(verb string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return usageError{Err: fmt.Errorf("%s needs exactly one SNAPSHOT (an ID prefix, or latest)", verb)}
+		}
+		return nil
+	}
 }
