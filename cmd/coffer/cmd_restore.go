@@ -50,8 +50,10 @@ non-zero.
 With --delta, --to is an existing copy of the disk (an earlier restore, or
 the disk a VM ran on) that is brought up to the snapshot in place: its
 blocks are hashed on every core, only the chunks over blocks that differ are
-downloaded, and what the snapshot has empty is cleared. A delta restore that
-fails leaves the copy partly updated; running it again finishes it.
+downloaded, and what the snapshot has empty is cleared. A file is moved aside
+(.NAME.coffer-delta) while it is updated and gets its name back once it
+equals the snapshot; after a failure, running the delta restore again resumes
+on it. A device is updated in place.
 
 With --to xapi://HOST/SR, the VM of a XenServer snapshot is recreated in a
 pool (with the --xen-* flags of backup --xen, or the config's xen: section):

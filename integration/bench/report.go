@@ -574,6 +574,18 @@ func vaultChecks(r *Results) []Check {
 		}
 		cs = append(cs, ck)
 	}
+	// Restores in the cloud read through the vault: against restic
+	// restoring from the same MinIO (the product's 2x restore target).
+	vr := Check{Name: "vault restore throughput vs restic on s3 --sparse", Target: targetVault, Value: num(math.NaN()),
+		Limit: ">= 2x", Status: "n/a", Note: "needs restic on the s3 target in the same run"}
+	if rs := r.session(toolRestic, targetS3); v != nil && rs != nil {
+		vr.Value = ratio(metric(v, stepRestore, mbps), metric(rs, stepRestore, mbps))
+		if !math.IsNaN(float64(vr.Value)) {
+			vr.Status = passFail(vr.Value >= 2)
+			vr.Note = fmt.Sprintf("%.0f vs %.0f MB/s", metric(v, stepRestore, mbps), metric(rs, stepRestore, mbps))
+		}
+	}
+	cs = append(cs, vr)
 	if v.complete() {
 		var cpu float64
 		var rss int64

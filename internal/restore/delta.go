@@ -7,11 +7,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
+	"github.com/cofferhq/coffer/internal/fsx"
 	"github.com/cofferhq/coffer/internal/manifest"
 )
 
@@ -19,15 +21,25 @@ import (
 // holds an older copy of the disk up to the snapshot: it hashes the blocks
 // the output holds (on every core), fetches only the chunks that cover a
 // block that differs, and clears the blocks the snapshot has empty that the
-// output does not. It writes in place: a delta restore that fails leaves
-// the output partly updated, and running it again finishes it (it fetches
-// only what still differs).
+// output does not. A file is moved aside (.NAME.coffer-delta beside it)
+// while it is updated and gets its name back once it equals the snapshot:
+// a delta restore that fails leaves nothing that looks complete, and
+// running it again resumes on the copy moved aside (it fetches only what
+// still differs). A device is updated in place.
 
 // openDelta opens the existing output of a delta restore of a disk of size
 // bytes: a regular file is resized to the disk, a device must be at least
 // as large.
 func openDelta(path string, size int64) (*output, error) {
+	dir, base := filepath.Split(path)
+	aside := filepath.Join(dir, "."+base+deltaInfix)
 	st, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		// An earlier delta restore that did not finish left the copy aside.
+		if ast, aerr := os.Stat(aside); aerr == nil && ast.Mode().IsRegular() {
+			return openDeltaFile(path, aside, size)
+		}
+	}
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%s does not exist; --delta updates an existing copy of the disk (without --delta, restore writes a new file)", path)
@@ -36,36 +48,56 @@ func openDelta(path string, size int64) (*output, error) {
 	case st.IsDir() || (!st.Mode().IsRegular() && !isBlockDevice(st.Mode())):
 		return nil, fmt.Errorf("%s is neither a regular file nor a block device; --delta updates only those", path)
 	}
-	flags := os.O_RDWR
-	device := isBlockDevice(st.Mode())
-	if device {
-		flags |= unix.O_EXCL
+	if !isBlockDevice(st.Mode()) {
+		if _, err := os.Stat(aside); err == nil {
+			return nil, fmt.Errorf("%s exists beside %s: an earlier delta restore did not finish; remove one of them", aside, path)
+		}
+		if err := fsx.RenameNoReplace(path, aside); err != nil {
+			return nil, fmt.Errorf("moving %s aside while it is updated: %w", path, err)
+		}
+		return openDeltaFile(path, aside, size)
 	}
-	f, err := os.OpenFile(path, flags, 0)
+	f, err := os.OpenFile(path, os.O_RDWR|unix.O_EXCL, 0)
 	if errors.Is(err, unix.EBUSY) {
 		return nil, fmt.Errorf("device %s is in use (mounted, or held by another program); unmount it before restoring onto it", path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	o := &output{f: f, final: path, device: device}
-	o.t = deltaTarget{f: f, device: device}
+	o := &output{f: f, t: deltaTarget{f: f, device: true}, final: path, device: true}
 	have, err := f.Seek(0, io.SeekEnd)
 	switch {
 	case err != nil:
 		err = fmt.Errorf("finding the size of %s: %w", path, err)
-	case device && have < size:
+	case have < size:
 		err = fmt.Errorf("device %s holds %d bytes, less than the disk's %d", path, have, size)
-	case !device && have != size:
-		if err = f.Truncate(size); err != nil {
-			err = fmt.Errorf("resizing %s from %d to the disk's %d bytes: %w", path, have, size, err)
-		}
 	}
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	return o, nil
+}
+
+// deltaInfix names the copy a delta restore moved aside: .NAME.coffer-delta.
+const deltaInfix = ".coffer-delta"
+
+// openDeltaFile opens the copy moved aside to aside, locked, sized to the
+// disk; commit gives it path's name back, abort leaves it for a rerun.
+func openDeltaFile(path, aside string, size int64) (*output, error) {
+	f, err := os.OpenFile(aside, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", aside, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s is being updated by another delta restore: %w", aside, err)
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("resizing %s to the disk's %d bytes: %w", aside, size, err)
+	}
+	return &output{f: f, t: deltaTarget{f: f}, final: path, tmp: aside, keep: true}, nil
 }
 
 // deltaTarget is an existing copy written in place; the blocks the

@@ -32,6 +32,9 @@ type output struct {
 	tmp       string // the temporary file; "" for a device
 	device    bool
 	overwrite bool
+	// keep: tmp holds the user's data (a delta restore's copy, moved
+	// aside while it is updated), so a failure leaves it for a rerun.
+	keep bool
 }
 
 // openOutput prepares the output for a disk of size bytes at path.
@@ -119,7 +122,9 @@ func (o *output) commit(sync bool) error {
 	err := closeOut()
 	o.f, o.img = nil, nil
 	if err != nil {
-		os.Remove(o.tmp)
+		if !o.keep {
+			os.Remove(o.tmp)
+		}
 		return fmt.Errorf("closing the output %s: %w", o.tmp, err)
 	}
 	rename := fsx.RenameNoReplace
@@ -149,7 +154,7 @@ func (o *output) abort() {
 	case o.f != nil:
 		o.f.Close()
 	}
-	if o.tmp != "" {
+	if o.tmp != "" && !o.keep {
 		os.Remove(o.tmp)
 	}
 }

@@ -663,12 +663,30 @@ func TestDeltaRestore(t *testing.T) {
 	if !res.Verified || res.Fetched <= 0 || res.Fetched*4 > full.Fetched || res.Reused < im.Size-4*manifest.BlockSize {
 		t.Fatalf("delta restore: %+v; the full one fetched %d", res, full.Fetched)
 	}
+	// Interrupted, a delta restore leaves no file under the name, only the
+	// copy aside, and the next one resumes on it.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := New(r, &snap.Disks[0], Options{Delta: true}).Run(cctx, out); err == nil {
+		t.Fatal("a canceled delta restore succeeded")
+	}
+	aside := filepath.Join(filepath.Dir(out), "."+filepath.Base(out)+deltaInfix)
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Fatalf("an unfinished delta restore left %s: %v", out, err)
+	}
+	if _, err := os.Stat(aside); err != nil {
+		t.Fatalf("the copy aside is gone: %v", err)
+	}
 	again, err := New(r, &snap.Disks[0], Options{Delta: true}).Run(ctx, out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if again.Fetched != 0 || again.Written != 0 || again.Reused != im.Size {
 		t.Fatalf("a second delta restore: %+v; want nothing fetched", again.Progress)
+	}
+	checkOutput(t, out, im)
+	if _, err := os.Stat(aside); !os.IsNotExist(err) {
+		t.Fatalf("the copy aside is left after the delta restore finished: %v", err)
 	}
 	if _, err := New(r, &snap.Disks[0], Options{Delta: true}).Run(ctx, out+".missing"); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Fatalf("delta onto a missing file: %v", err)
