@@ -150,7 +150,17 @@ func (sc *serverConn) info(opt uint32, data []byte) (ServerExport, error) {
 		return nil, err
 	}
 	if opt == optInfo {
-		return nil, exp.Close()
+		// Closed before the ACK, so a client that sees the ACK knows the
+		// export is released.
+		cerr := exp.Close()
+		if err := sc.replyOption(opt, repAck); err != nil {
+			return nil, err
+		}
+		return nil, cerr
+	}
+	if err := sc.replyOption(opt, repAck); err != nil {
+		exp.Close()
+		return nil, err
 	}
 	if sc.meta.name != name {
 		sc.meta = metaSelection{}
@@ -158,7 +168,7 @@ func (sc *serverConn) info(opt uint32, data []byte) (ServerExport, error) {
 	return exp, nil
 }
 
-// sendInfo sends NBD_INFO_EXPORT and NBD_INFO_BLOCK_SIZE, then the ACK.
+// sendInfo sends NBD_INFO_EXPORT and NBD_INFO_BLOCK_SIZE; the caller sends the ACK.
 func (sc *serverConn) sendInfo(opt uint32, exp ServerExport) error {
 	var e [12]byte
 	binary.BigEndian.PutUint16(e[0:], infoExport)
@@ -172,10 +182,7 @@ func (sc *serverConn) sendInfo(opt uint32, exp ServerExport) error {
 	binary.BigEndian.PutUint32(bs[2:], minBlock)
 	binary.BigEndian.PutUint32(bs[6:], preferredBlock)
 	binary.BigEndian.PutUint32(bs[10:], maxServerRequest)
-	if err := sc.replyOptionData(opt, repInfo, bs[:]); err != nil {
-		return err
-	}
-	return sc.replyOption(opt, repAck)
+	return sc.replyOptionData(opt, repInfo, bs[:])
 }
 
 // parseMetaRequest reads the meta-context options' data: an export name,
