@@ -315,6 +315,11 @@ func TestParseBenchLine(t *testing.T) {
 	if m["MB/s"] != 166.94 || m["first-byte-ms"] != 1.333 || m["ns/op"] != 1609735067 {
 		t.Fatalf("parsed %v", m)
 	}
+	// A warning on stderr splits the result line.
+	split := "BenchmarkInstantAccess-2   \twarning: COFFER_INSECURE_TEST_KDF=1: easy to brute-force\n       3\t1609735067 ns/op\t 166.94 MB/s\t         1.333 first-byte-ms\nPASS\n"
+	if m := parseBenchLine(split, "BenchmarkInstantAccess"); m["MB/s"] != 166.94 || m["first-byte-ms"] != 1.333 {
+		t.Fatalf("parsed the split result as %v", m)
+	}
 	if parseBenchLine(out, "BenchmarkOther") != nil {
 		t.Fatal("found another benchmark's line")
 	}

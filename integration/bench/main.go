@@ -318,8 +318,9 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 	}
 	if slices.Contains(cfg.Tools, toolCoffer) && len(b.scenarios) > 0 {
 		b.res.IndexBytesPerEntry = indexMemory(ctx, b.moduleRoot)
-		if m := goBenchMetrics(ctx, b.moduleRoot, "./internal/nbdexport", "BenchmarkInstantAccess", "3x"); m != nil {
-			b.res.InstantAccess = &InstantAccess{FirstByteMs: m["first-byte-ms"], MBps: m["MB/s"]}
+		m := goBenchMetrics(ctx, b.moduleRoot, "./internal/nbdexport", "BenchmarkInstantAccess", "3x")
+		if ms, ok := m["first-byte-ms"]; ok && m["MB/s"] > 0 {
+			b.res.InstantAccess = &InstantAccess{FirstByteMs: ms, MBps: m["MB/s"]}
 		}
 	}
 	b.res.Finished = time.Now().UTC()

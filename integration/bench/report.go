@@ -318,21 +318,30 @@ func goBenchMetrics(ctx context.Context, root, pkg, name, benchtime string) map[
 	return parseBenchLine(string(out), name)
 }
 
-// parseBenchLine finds name's result line in `go test -bench` output and
-// returns its metrics by unit.
+// parseBenchLine finds name's result in `go test -bench` output and returns
+// its metrics by unit, or nil. The result may be split over lines: what
+// the benchmark prints to stderr (a warning) lands between its name and
+// its figures.
 func parseBenchLine(out, name string) map[string]float64 {
-	for _, line := range strings.Split(out, "\n") {
+	lines := strings.Split(out, "\n")
+	for i, line := range lines {
 		f := strings.Fields(line)
-		if len(f) < 4 || !strings.HasPrefix(f[0], name+"-") && f[0] != name {
+		if len(f) == 0 || !strings.HasPrefix(f[0], name+"-") && f[0] != name {
 			continue
 		}
-		m := map[string]float64{}
-		for i := 2; i+1 < len(f); i += 2 {
-			if v, err := strconv.ParseFloat(f[i], 64); err == nil {
-				m[f[i+1]] = v
+		for _, l := range lines[i:] {
+			if !strings.Contains(l, " ns/op") {
+				continue
 			}
+			g := strings.Fields(l[strings.LastIndex(l[:strings.Index(l, " ns/op")], "\t")+1:])
+			m := map[string]float64{}
+			for j := 0; j+1 < len(g); j += 2 {
+				if v, err := strconv.ParseFloat(g[j], 64); err == nil {
+					m[g[j+1]] = v
+				}
+			}
+			return m
 		}
-		return m
 	}
 	return nil
 }
