@@ -57,15 +57,11 @@ must use TLS (nbds://). It serves until interrupted.`,
 				conf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 			}
 			ctx := c.Context()
-			tr, err := g.openTenantRepo(ctx, tenant, escrowKey)
+			tr, snap, err := g.tenantSnapshot(ctx, tenant, escrowKey, args[0], name)
 			if err != nil {
 				return err
 			}
 			defer tr.close()
-			snap, err := tr.repo.FindSnapshot(ctx, args[0], name)
-			if err != nil {
-				return fmt.Errorf("tenant %s: %w", tr.tenant.Name, err)
-			}
 			ex, err := nbdexport.Open(ctx, tr.repo, snap.Snapshot, diskread.Options{CacheBytes: cacheMiB << 20})
 			if err != nil {
 				return fmt.Errorf("tenant %s snapshot %s: %w", tr.tenant.Name, snap.ID[:12], err)

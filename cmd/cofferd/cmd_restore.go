@@ -65,15 +65,11 @@ Exit 12: the escrow identity does not open the tenant's repository.`,
 				return usageError{Err: errors.New("--format, --disk and --overwrite do not apply to --to xapi://: the whole VM is recreated")}
 			}
 			ctx := c.Context()
-			tr, err := g.openTenantRepo(ctx, tenant, escrowKey)
+			tr, snap, err := g.tenantSnapshot(ctx, tenant, escrowKey, args[0], name)
 			if err != nil {
 				return err
 			}
 			defer tr.close()
-			snap, err := tr.repo.FindSnapshot(ctx, args[0], name)
-			if err != nil {
-				return fmt.Errorf("tenant %s: %w", tr.tenant.Name, err)
-			}
 			if toPool {
 				return g.restoreToPool(ctx, tr.tenant.Name, tr.repo, snap, target, pool)
 			}

@@ -100,3 +100,19 @@ func oneSnapshot(verb string) cobra.PositionalArgs {
 		return nil
 	}
 }
+
+// tenantSnapshot opens a tenant's repository (openTenantRepo) and finds a
+// snapshot in it (an ID prefix, or latest with name). The caller closes
+// the repository.
+func (g *globals) tenantSnapshot(ctx context.Context, tenant, escrowKey, ref, name string) (*tenantRepo, *repo.SnapshotInfo, error) {
+	tr, err := g.openTenantRepo(ctx, tenant, escrowKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	snap, err := tr.repo.FindSnapshot(ctx, ref, name)
+	if err != nil {
+		tr.close()
+		return nil, nil, fmt.Errorf("tenant %s: %w", tr.tenant.Name, err)
+	}
+	return tr, snap, nil
+}
