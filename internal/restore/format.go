@@ -95,17 +95,9 @@ func (rs *Restorer) dataExtents(ctx context.Context, regions []crypto.ID) ([]img
 	for first := 0; first < len(regions); first += windowRegions {
 		win := regions[first:min(first+windowRegions, len(regions))]
 		maps := make([]*manifest.RegionMap, len(win))
-		err := rs.r.LoadBlobs(ctx, win, rs.opt.Workers, func(i int, b []byte) error {
-			ri := first + i
-			m, err := manifest.DecodeRegionMap(b, min(manifest.RegionSize, rs.disk.Size-int64(ri)*manifest.RegionSize))
-			if err != nil {
-				return fmt.Errorf("region %d map %s: %w", ri, win[i], err)
-			}
-			maps[i] = m
-			return nil
-		})
+		err := rs.loadMaps(ctx, win, first, func(i int, m *manifest.RegionMap) error { maps[i] = m; return nil })
 		if err != nil {
-			return nil, fmt.Errorf("disk %d region maps: %w", rs.disk.Index, err)
+			return nil, err
 		}
 		w := &window{first: first, maps: maps}
 		for _, r := range w.dataRanges() {

@@ -95,6 +95,9 @@ func New(r *repo.Repo, d *manifest.Disk, opt Options) *Restorer {
 	if opt.Workers <= 0 {
 		opt.Workers = 2 * runtime.GOMAXPROCS(0)
 	}
+	if opt.Format == "" {
+		opt.Format = FormatRaw
+	}
 	rs := &Restorer{r: r, disk: d, opt: opt, scratch: make(chan *scratch, opt.Workers)}
 	for i := 0; i < opt.Workers; i++ {
 		rs.scratch <- &scratch{}
@@ -127,13 +130,13 @@ func (rs *Restorer) Run(ctx context.Context, path string) (*Result, error) {
 	var out *output
 	var err error
 	switch {
-	case rs.opt.Delta && rs.opt.Format != "" && rs.opt.Format != FormatRaw:
+	case rs.opt.Delta && rs.opt.Format != FormatRaw:
 		return nil, fmt.Errorf("a delta restore updates a raw image or a device; it cannot write %s", rs.opt.Format)
 	case rs.opt.Delta:
 		out, err = openDelta(path, rs.disk.Size)
 	case rs.opt.Format == FormatVHD || rs.opt.Format == FormatQCOW2:
 		out, err = rs.openImage(ctx, path)
-	case rs.opt.Format == "" || rs.opt.Format == FormatRaw:
+	case rs.opt.Format == FormatRaw:
 		out, err = openOutput(path, rs.disk.Size, rs.opt)
 	default:
 		return nil, fmt.Errorf("unknown restore format %q", rs.opt.Format)
@@ -157,9 +160,6 @@ func (rs *Restorer) Run(ctx context.Context, path string) (*Result, error) {
 	}
 	res.Duration = start.Elapsed()
 	res.Format = rs.opt.Format
-	if res.Format == "" {
-		res.Format = FormatRaw
-	}
 	if rs.opt.Format == FormatVHD || rs.opt.Format == FormatQCOW2 {
 		res.ImageSize = imgfmt.VirtualSize(rs.disk.Size)
 	}
@@ -334,17 +334,10 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int, ou
 	device := out.t.InPlace()
 	w := &window{first: first, maps: make([]*manifest.RegionMap, len(regions)),
 		pending: make([]atomic.Int32, len(regions)), readBack: make([][]int32, len(regions))}
-	// The maps of a window were mostly written next to each other, so
-	// they come in a few ranged reads rather than one request each.
-	err := rs.r.LoadBlobs(ctx, regions, rs.opt.Workers, func(i int, b []byte) error {
+	err := rs.loadMaps(ctx, regions, first, func(i int, m *manifest.RegionMap) (err error) {
 		ri := first + i
-		regionLen := min(manifest.RegionSize, rs.disk.Size-int64(ri)*manifest.RegionSize)
-		m, err := manifest.DecodeRegionMap(b, regionLen)
-		if err != nil {
-			return fmt.Errorf("region %d map %s: %w", ri, regions[i], err)
-		}
 		if !rs.opt.NoVerify {
-			if w.readBack[i], err = classify(m, regionLen, int64(ri)*manifest.RegionSize, rs.opt.ReadBack, device); err != nil {
+			if w.readBack[i], err = classify(m, rs.regionLen(ri), int64(ri)*manifest.RegionSize, rs.opt.ReadBack, device); err != nil {
 				return err
 			}
 		}
@@ -352,7 +345,7 @@ func (rs *Restorer) plan(ctx context.Context, regions []crypto.ID, first int, ou
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("disk %d region maps: %w", rs.disk.Index, err)
+		return nil, err
 	}
 	var present [][]bool
 	if rs.opt.Delta {
@@ -430,9 +423,32 @@ func (rs *Restorer) compare(ctx context.Context, out *output, w *window) ([][]bo
 	return present, nil
 }
 
+// loadMaps loads and decodes the region maps of regions (the first being
+// region first) and hands each to fn, concurrently. The maps of a window
+// were mostly written next to each other, so they come in a few ranged
+// reads rather than one request each.
+func (rs *Restorer) loadMaps(ctx context.Context, regions []crypto.ID, first int, fn func(i int, m *manifest.RegionMap) error) error {
+	err := rs.r.LoadBlobs(ctx, regions, rs.opt.Workers, func(i int, b []byte) error {
+		m, err := manifest.DecodeRegionMap(b, rs.regionLen(first+i))
+		if err != nil {
+			return fmt.Errorf("region %d map %s: %w", first+i, regions[i], err)
+		}
+		return fn(i, m)
+	})
+	if err != nil {
+		return fmt.Errorf("disk %d region maps: %w", rs.disk.Index, err)
+	}
+	return nil
+}
+
+// regionLen is the length of region ri of the disk.
+func (rs *Restorer) regionLen(ri int) int64 {
+	return min(manifest.RegionSize, rs.disk.Size-int64(ri)*manifest.RegionSize)
+}
+
 // regionDone counts region ri as restored.
 func (rs *Restorer) regionDone(ri int) {
-	rs.done.Add(min(manifest.RegionSize, rs.disk.Size-int64(ri)*manifest.RegionSize))
+	rs.done.Add(rs.regionLen(ri))
 }
 
 // prepare readies the target for window w's writes.
