@@ -54,6 +54,7 @@ type Session struct {
 	active  sync.WaitGroup // disks being backed up and commits
 
 	info SessionInfo
+	gc   *gcSession // the vault collector's upload session, if any
 }
 
 // SessionInfo says what starting a session found and did.
@@ -68,6 +69,11 @@ type SessionInfo struct {
 	// removed before this run.
 	TempRemoved      int
 	TempRemovedBytes int64
+	// UnusablePacks is how many packs the vault's garbage collector named
+	// as marked or deleted; ForgottenChunks how many index entries went
+	// with them (their chunks are stored again if a disk has them).
+	UnusablePacks   int
+	ForgottenChunks int
 	// Warnings are problems that did not stop the session.
 	Warnings []string
 }
@@ -128,6 +134,10 @@ func (s *Session) start(ctx context.Context) error {
 			s.endMark(false)
 			return err
 		}
+	}
+	if err := s.beginGCSession(ctx); err != nil {
+		s.endMark(false)
+		return err
 	}
 	// Uploaders outlive any one disk (they drain the last packs), so they
 	// share a context of their own; an upload failure cancels it, and with
@@ -251,6 +261,7 @@ func (s *Session) Close(ctx context.Context) error {
 		err = s.pk.addToIndexFile(ctx, pack.ID{}, nil, true)
 	}
 	s.cancel(nil)
+	s.endGCSession(ctx)
 	s.endMark(err == nil)
 	if err != nil {
 		return fmt.Errorf("finishing the backup session: %w", err)
@@ -269,6 +280,7 @@ func (s *Session) Abort() {
 	s.active.Wait()
 	close(s.pk.uploads)
 	_ = s.up.Wait()
+	s.endGCSession(context.Background())
 	s.endMark(false)
 }
 

@@ -198,7 +198,24 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request, p *Principal,
 	defer cancel()
 	g := s.m.uploadsInFlight.WithLabelValues(p.TenantID)
 	g.Inc()
-	err = s.data.Put(putCtx, key, &seqReaderAt{r: vr, size: size}, size)
+	var src io.ReaderAt = &seqReaderAt{r: vr, size: size}
+	if kind == vaultapi.KindReceipt {
+		// A receipt is read whole and checked before it is stored.
+		body, rerr := io.ReadAll(vr)
+		if rerr != nil {
+			g.Dec()
+			settle(false)
+			s.uploadFailed(w, r, p, name, vr, rerr)
+			return
+		}
+		if e := s.acceptReceipt(putCtx, r, p, body); e != nil {
+			g.Dec()
+			writeError(w, r, e)
+			return
+		}
+		src = store.Bytes(body)
+	}
+	err = s.data.Put(putCtx, key, src, size)
 	g.Dec()
 	if err == nil {
 		settle(true)

@@ -235,6 +235,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, path, query strin
 			return
 		}
 		s.handleEscrowSlot(w, r)
+	case path == vaultapi.RouteSession || strings.HasPrefix(path, vaultapi.RouteSession+"/"):
+		s.handleSession(w, r, path)
 	case path == vaultapi.RouteHealthz:
 		if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
 			return

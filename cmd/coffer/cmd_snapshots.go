@@ -15,13 +15,17 @@ import (
 
 func newSnapshotsCmd(g *globals) *cobra.Command {
 	var name string
+	var writeReceipts bool
 	cmd := &cobra.Command{
-		Use:   "snapshots [--name NAME]",
+		Use:   "snapshots [--name NAME] [--write-receipts]",
 		Short: "List snapshots",
 		Long: `List snapshots, oldest first. Snapshots that cannot be read are skipped
 with a warning (junk someone without the key put in the store, or damage).
 When the repository no longer shows the newest snapshot this machine wrote
-under a name, a warning names it: the store may be hiding newer snapshots.`,
+under a name, a warning names it: the store may be hiding newer snapshots.
+--write-receipts stores the receipt (what a vault reads without keys: the
+packs a snapshot needs) of every snapshot that has none: snapshots written
+before receipts existed. A vault collects no garbage until each has one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -34,6 +38,13 @@ under a name, a warning names it: the store may be hiding newer snapshots.`,
 				return err
 			}
 			g.warnRollback(r, snaps, name)
+			if writeReceipts {
+				n, err := r.WriteMissingReceipts(ctx, snaps)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(g.stderr, "wrote %d receipts\n", n)
+			}
 			if g.json {
 				out := []map[string]any{}
 				for _, s := range snaps {
@@ -49,6 +60,7 @@ under a name, a warning names it: the store may be hiding newer snapshots.`,
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "only snapshots with this name")
+	cmd.Flags().BoolVar(&writeReceipts, "write-receipts", false, "store the receipt of each snapshot that has none")
 	return cmd
 }
 

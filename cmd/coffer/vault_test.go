@@ -95,6 +95,14 @@ func (v *testVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(vaultapi.TenantInfo{Name: "acme", State: vaultapi.StateActive, RTOSeconds: rto})
 		return
 	}
+	if r.URL.Path == vaultapi.RouteSession {
+		_ = json.NewEncoder(w).Encode(vaultapi.SessionInfo{ID: "0123456789abcdef01234567", Started: time.Now().UTC(), Heartbeat: 300, Unusable: []string{}})
+		return
+	}
+	if strings.HasPrefix(r.URL.Path, vaultapi.RouteSession+"/") {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	if r.URL.Path == vaultapi.RouteList {
 		prefix, after := r.URL.Query().Get("prefix"), r.URL.Query().Get("after")
 		if vaultapi.ValidListPrefix(prefix) != nil {

@@ -265,3 +265,27 @@ func (x *Index) Packs() int {
 	defer x.mu.RUnlock()
 	return len(x.packs)
 }
+
+// ForgetPacks drops every entry of the given packs, so lookups no longer
+// find chunks stored only there (a backup then stores them again), and
+// returns how many entries went. A vault's garbage collector names such
+// packs: marked, being deleted, or gone.
+func (x *Index) ForgetPacks(ids []pack.ID) int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	drop := map[uint32]bool{}
+	for _, id := range ids {
+		if pos, ok := x.packPos[id]; ok {
+			drop[pos] = true
+			delete(x.packPos, id)
+		}
+	}
+	if len(drop) == 0 {
+		return 0
+	}
+	x.mergeTail()
+	n := len(x.sorted)
+	x.sorted = slices.DeleteFunc(x.sorted, func(r record) bool { return drop[r.pack] })
+	x.buildDir()
+	return n - len(x.sorted)
+}

@@ -3,6 +3,7 @@ package index
 import (
 	"encoding/binary"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 
@@ -302,4 +303,44 @@ func TestFileRoundTripIntoIndex(t *testing.T) {
 	}
 	x.Finish()
 	tr.check(t, x, "loaded from a decoded file")
+}
+
+// TestForgetPacks: entries of forgotten packs are gone, from the sorted
+// array and the tail alike; every other entry is still found.
+func TestForgetPacks(t *testing.T) {
+	g := newGen(7)
+	x := New()
+	tr := truth{}
+	x.BeginLoad(3000)
+	addPacks(g, x, tr, 3000)
+	x.Finish()
+	addPacks(g, x, tr, 500) // some in the tail
+	var forget []pack.ID
+	for _, loc := range tr {
+		if len(forget) < 5 && !slices.Contains(forget, loc.Pack) {
+			forget = append(forget, loc.Pack)
+		}
+	}
+	gone := 0
+	for id, loc := range tr {
+		if slices.Contains(forget, loc.Pack) {
+			delete(tr, id)
+			gone++
+		}
+	}
+	if n := x.ForgetPacks(forget); n != gone {
+		t.Fatalf("ForgetPacks dropped %d entries, want %d", n, gone)
+	}
+	tr.check(t, x, "after ForgetPacks")
+	if x.Len() != len(tr) || !sortedOK(x) {
+		t.Fatalf("%d entries (want %d), sorted %v", x.Len(), len(tr), sortedOK(x))
+	}
+	for _, p := range forget {
+		if x.HasPack(p) {
+			t.Fatalf("pack %s still known", p)
+		}
+	}
+	if x.ForgetPacks(forget) != 0 {
+		t.Fatal("forgetting twice dropped more")
+	}
 }

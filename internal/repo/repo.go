@@ -276,18 +276,6 @@ func (r *Repo) SaveSealed(ctx context.Context, prefix string, plaintext, ad []by
 	return r.putContentNamed(ctx, prefix, r.keys.Data().Seal(nil, plaintext, ad))
 }
 
-// saveSealedMeta is SaveSealed that reports m to a store that takes it
-// (store.PutWithMeta).
-func (r *Repo) saveSealedMeta(ctx context.Context, prefix string, plaintext, ad []byte, m store.ObjectMeta) (string, error) {
-	b := r.keys.Data().Seal(nil, plaintext, ad)
-	name := contentName(prefix, b)
-	err := store.PutWithMeta(ctx, r.st, name, store.Bytes(b), int64(len(b)), m)
-	if errors.Is(err, store.ErrExists) {
-		err = nil
-	}
-	return name, err
-}
-
 // LoadSealed reads a content-named sealed object, checks its name, and
 // opens it. An object whose name Coffer never gives, or whose bytes match
 // its name but do not open with the key, is a ForeignError (junk); one

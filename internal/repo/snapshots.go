@@ -22,10 +22,22 @@ type SnapshotInfo struct {
 var ErrSnapshotNotFound = errors.New("no such snapshot")
 
 // SaveSnapshot stores a snapshot document and returns its ID. Call it only
-// after every blob the snapshot refers to is stored and indexed.
+// after every blob the snapshot refers to is stored and indexed. Its
+// receipt (NewReceipt) is stored first, so a vault never holds a snapshot
+// without the receipt that keeps its packs alive.
 func (r *Repo) SaveSnapshot(ctx context.Context, s *manifest.Snapshot) (string, error) {
 	b, err := s.Marshal()
 	if err != nil {
+		return "", err
+	}
+	sealed := r.keys.Data().Seal(nil, b, manifest.SnapshotAD)
+	name := contentName(SnapshotsPrefix, sealed)
+	id := strings.TrimPrefix(name, SnapshotsPrefix)
+	rc, err := r.NewReceipt(ctx, id, s)
+	if err != nil {
+		return "", err
+	}
+	if _, err := r.SaveReceipt(ctx, rc); err != nil {
 		return "", err
 	}
 	// A vault keeps the tenant's usage but cannot read the snapshot: tell
@@ -35,11 +47,11 @@ func (r *Repo) SaveSnapshot(ctx context.Context, s *manifest.Snapshot) (string, 
 		m.LogicalBytes += d.Size
 		m.DataBytes += d.Stats.DataBytes
 	}
-	name, err := r.saveSealedMeta(ctx, SnapshotsPrefix, b, manifest.SnapshotAD, m)
-	if err != nil {
+	err = store.PutWithMeta(ctx, r.st, name, store.Bytes(sealed), int64(len(sealed)), m)
+	if err != nil && !errors.Is(err, store.ErrExists) {
 		return "", fmt.Errorf("storing the snapshot: %w", err)
 	}
-	return strings.TrimPrefix(name, SnapshotsPrefix), nil
+	return id, nil
 }
 
 // LoadSnapshot reads one snapshot by full ID.

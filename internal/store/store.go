@@ -210,6 +210,21 @@ func ReadAll(ctx context.Context, s Store, name string) ([]byte, error) {
 	return out, err
 }
 
+// ReadAllLimit is ReadAll for an object written by someone else: one of
+// more than limit bytes is an error naming it, never read into memory.
+func ReadAllLimit(ctx context.Context, s Store, name string, limit int64) ([]byte, error) {
+	var out []byte
+	err := s.Get(ctx, name, 0, -1, func(r io.Reader) error {
+		b, err := io.ReadAll(io.LimitReader(r, limit+1))
+		if int64(len(b)) > limit {
+			return fmt.Errorf("%s is larger than %d bytes", name, limit)
+		}
+		out = b
+		return err
+	})
+	return out, err
+}
+
 // ReadRange fetches length bytes at off into memory.
 func ReadRange(ctx context.Context, s Store, name string, off, length int64) ([]byte, error) {
 	buf := make([]byte, length)

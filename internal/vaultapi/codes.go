@@ -13,7 +13,10 @@ const (
 	RouteTenant     = "/v1/tenant"
 	RouteEscrow     = "/v1/escrow"
 	RouteEscrowSlot = "/v1/escrow/slot"
-	RouteHealthz    = "/healthz"
+	// RouteSession: POST starts an upload session (SessionInfo); POST
+	// RouteSession/<id> is its heartbeat, DELETE RouteSession/<id> ends it.
+	RouteSession = "/v1/session"
+	RouteHealthz = "/healthz"
 )
 
 // Headers.
@@ -74,6 +77,12 @@ const (
 	CodeTooManyAuthFails  = "too_many_auth_failures"
 	// CodeTooManyKeySlots refuses a key slot over the tenant's limit.
 	CodeTooManyKeySlots = "too_many_key_slots"
+	// CodeBadReceipt refuses a receipt that does not parse or names
+	// packs the vault does not hold.
+	CodeBadReceipt = "bad_receipt"
+	// CodeReceiptRefused refuses a receipt that names packs garbage
+	// collection is deleting: back up again without them.
+	CodeReceiptRefused = "receipt_refused"
 )
 
 var codeStatus = map[string]int{
@@ -113,6 +122,8 @@ var codeStatus = map[string]int{
 	CodeStoreUnreachable:  http.StatusServiceUnavailable,
 	CodeMethodNotAllowed:  http.StatusMethodNotAllowed,
 	CodeTooManyKeySlots:   http.StatusForbidden,
+	CodeBadReceipt:        http.StatusUnprocessableEntity,
+	CodeReceiptRefused:    http.StatusConflict,
 }
 
 // StatusOf returns the HTTP status a code is answered with (500 for an

@@ -21,6 +21,9 @@ const (
 	// drill): plain JSON, no secrets, so the vault reads it without keys
 	// (cofferd drill --report). Named by its SHA-256 like the others.
 	KindDrill
+	// KindReceipt is a snapshot's receipt (Receipt): plain JSON the vault
+	// reads without keys, written before the snapshot it describes.
+	KindReceipt
 )
 
 // Size limits per kind.
@@ -36,7 +39,7 @@ const (
 )
 
 // String returns the kind's lower-case name ("config", "key", "pack",
-// "index", "snapshot", "drill"; "invalid" for anything else).
+// "index", "snapshot", "drill", "receipt"; "invalid" for anything else).
 func (k Kind) String() string {
 	switch k {
 	case KindConfig:
@@ -51,6 +54,8 @@ func (k Kind) String() string {
 		return "snapshot"
 	case KindDrill:
 		return "drill"
+	case KindReceipt:
+		return "receipt"
 	}
 	return "invalid"
 }
@@ -59,7 +64,7 @@ func (k Kind) String() string {
 // SHA-256 of their bytes, so the vault checks the digest while streaming.
 // Only config is not.
 func (k Kind) ContentNamed() bool {
-	return k == KindKey || k == KindPack || k == KindIndex || k == KindSnapshot || k == KindDrill
+	return k == KindKey || k == KindPack || k == KindIndex || k == KindSnapshot || k == KindDrill || k == KindReceipt
 }
 
 // MaxSize returns the largest object of this kind the vault accepts, with
@@ -79,6 +84,8 @@ func (k Kind) MaxSize() int64 {
 		return MaxSnapshotSize
 	case KindDrill:
 		return MaxDrillSize
+	case KindReceipt:
+		return MaxReceiptSize
 	}
 	return 0
 }
@@ -95,6 +102,7 @@ var ErrBadName = errors.New("not a repository object name")
 //	index/<64 hex>
 //	snapshots/<64 hex>
 //	drills/<64 hex>      drill evidence (plain JSON)
+//	receipts/<64 hex>    a snapshot's receipt (plain JSON)
 //
 // Hex is lower case. Anything else is an error wrapping ErrBadName.
 func ParseRepoName(name string) (Kind, error) {
@@ -109,11 +117,13 @@ func ParseRepoName(name string) (Kind, error) {
 		return KindSnapshot, nil
 	case strings.HasPrefix(name, "drills/") && isHex64(name[len("drills/"):]):
 		return KindDrill, nil
+	case strings.HasPrefix(name, "receipts/") && isHex64(name[len("receipts/"):]):
+		return KindReceipt, nil
 	case len(name) == len("data/hh/")+64 && strings.HasPrefix(name, "data/") && name[7] == '/' &&
 		isHex64(name[8:]) && name[5:7] == name[8:10]:
 		return KindPack, nil
 	}
-	return KindInvalid, fmt.Errorf("%w: %q (want config, keys/<sha256>, data/<hh>/<sha256>, index/<sha256>, snapshots/<sha256> or drills/<sha256>)",
+	return KindInvalid, fmt.Errorf("%w: %q (want config, keys/<sha256>, data/<hh>/<sha256>, index/<sha256>, snapshots/<sha256>, drills/<sha256> or receipts/<sha256>)",
 		ErrBadName, clip(name))
 }
 
@@ -128,16 +138,16 @@ func NameDigest(name string) string {
 }
 
 // ValidListPrefix accepts the prefixes an agent may list: "", "config",
-// "keys/", "data/", "data/<hh>/", "index/", "snapshots/" and "drills/".
+// "keys/", "data/", "data/<hh>/", "index/", "snapshots/", "drills/" and "receipts/".
 func ValidListPrefix(p string) error {
 	switch p {
-	case "", "config", "keys/", "data/", "index/", "snapshots/", "drills/":
+	case "", "config", "keys/", "data/", "index/", "snapshots/", "drills/", "receipts/":
 		return nil
 	}
 	if len(p) == len("data/hh/") && strings.HasPrefix(p, "data/") && p[7] == '/' && isLowerHex(p[5:7]) {
 		return nil
 	}
-	return fmt.Errorf("list prefix %q not allowed (want \"\", config, keys/, data/, data/<hh>/, index/, snapshots/ or drills/)", clip(p))
+	return fmt.Errorf("list prefix %q not allowed (want \"\", config, keys/, data/, data/<hh>/, index/, snapshots/, drills/ or receipts/)", clip(p))
 }
 
 // ValidListAfter checks the after= parameter of a list request: empty, or

@@ -71,7 +71,9 @@ type Usage struct {
 	// KeyUploads maps key slot names to the credential that stored them
 	// (at most maxKeyUploads; for cofferd tenant keys).
 	KeyUploads map[string]string `json:"key_uploads,omitempty"`
-	Updated    time.Time         `json:"updated"`
+	// Forgotten names the removal batches already taken off (Forget).
+	Forgotten []string  `json:"forgotten,omitempty"`
+	Updated   time.Time `json:"updated"`
 }
 
 // ReservedBytes is the sum of the sizes reserved in flight.

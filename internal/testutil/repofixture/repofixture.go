@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,7 +217,9 @@ func (f *Fixture) Disk(idx int, im *Image, edit func(ri int, m *manifest.RegionM
 }
 
 // Snapshot commits the pending packs, stores a snapshot of the disks from
-// host "test", and returns it loaded back.
+// host "test", and returns it loaded back. Its receipt is stored too when
+// it can be made: a snapshot a test broke on purpose (a chunk not in the
+// index, malformed map lists) gets none.
 func (f *Fixture) Snapshot(name string, disks ...manifest.Disk) *repo.SnapshotInfo {
 	f.t.Helper()
 	f.Commit()
@@ -224,9 +227,19 @@ func (f *Fixture) Snapshot(name string, disks ...manifest.Disk) *repo.SnapshotIn
 		Version: manifest.SnapshotVersion, Time: time.Now().UTC(), Host: "test", Name: name,
 		Source: manifest.Source{Kind: "image"}, Disks: disks,
 	}
-	id, err := f.Repo.SaveSnapshot(f.t.Context(), s)
+	b, err := s.Marshal()
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	name, err = f.Repo.SaveSealed(f.t.Context(), repo.SnapshotsPrefix, b, manifest.SnapshotAD)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	id := strings.TrimPrefix(name, repo.SnapshotsPrefix)
+	if rc, err := f.Repo.NewReceipt(f.t.Context(), id, s); err == nil {
+		if _, err := f.Repo.SaveReceipt(f.t.Context(), rc); err != nil {
+			f.t.Fatal(err)
+		}
 	}
 	got, err := f.Repo.FindSnapshot(f.t.Context(), id, "")
 	if err != nil {
