@@ -1,0 +1,13 @@
+// Package jobs owns the vault's background work on tenants' repositories,
+// run by cofferd's commands and, leased, on a schedule inside cofferd
+// serve. It reads a tenant's repository through a store.Store rooted at
+// repos/<tenant id>/ and never holds a tenant's keys: what it can verify
+// without them (object names, sizes, SHA-256 of the bytes, receipts) it
+// verifies itself, and anything that needs the keys is internal/check's,
+// opened with the provider's escrow identity by the command.
+//
+// check.go is the keyless check (cofferd check): every object's name
+// against the repository grammar (internal/vaultapi), its size against its
+// kind's limits, every small content-named object's SHA-256 against its
+// name, and a deterministic sample of the packs (ReadDataPercent) likewise.
+package jobs
