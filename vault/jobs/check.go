@@ -299,7 +299,7 @@ func (c *keylessCheck) hashOne(ctx context.Context, o store.Info) {
 	case err != nil:
 		c.problem(o.Name, ProblemUnreadable, "reading %s: %v; it is not verified: run the check again once the store answers", o.Name, err)
 	case hex.EncodeToString(sum) != vaultapi.NameDigest(o.Name):
-		c.problem(o.Name, ProblemDamaged, "%s does not match its name (its %d bytes hash to SHA-256 %x): the object is damaged: restore it from a copy of the store (cofferd check --escrow-key says which snapshots it hurts)", o.Name, n, sum)
+		c.problem(o.Name, ProblemDamaged, "%s does not match its name (its %d bytes hash to SHA-256 %x): the object is damaged: restore it from a copy of the store (cofferd check --escrow-key --read-data names the chunks it loses)", o.Name, n, sum)
 	}
 }
 
