@@ -24,11 +24,11 @@ import (
 // Options select what to verify.
 type Options struct {
 	ReadData bool // download and verify every blob of every pack
+	Workers  int  // parallel reads; default 2*GOMAXPROCS
 	// ReadPack, if set, narrows ReadData to the packs it returns true for
 	// (a sample, as cofferd check --read-data=10%); the others are checked
 	// by their headers, as without ReadData.
 	ReadPack func(name string) bool
-	Workers  int  // parallel reads; default 2*GOMAXPROCS
 	// BackupRunning says a backup into this repository is running on this
 	// machine (it holds a run mark). Its packs are uploaded before they are
 	// indexed, so packs in no index file are then counted in
