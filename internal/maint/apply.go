@@ -155,3 +155,16 @@ func keepBuckets(r bucketRule, out []Decision, loc *time.Location) {
 		keep(&out[i], r.name+" "+b)
 	}
 }
+
+// Split divides decisions into those kept and those to remove, each in
+// Apply's order: what prune deletes and what its dry run lists.
+func Split(ds []Decision) (keep, remove []Decision) {
+	for _, d := range ds {
+		if d.Keep {
+			keep = append(keep, d)
+		} else {
+			remove = append(remove, d)
+		}
+	}
+	return keep, remove
+}

@@ -110,3 +110,11 @@ func TestPoliciesApplyPerGroup(t *testing.T) {
 		t.Fatalf("kept %v, want %v", got, want)
 	}
 }
+
+func TestSplit(t *testing.T) {
+	items := []Item{{"a", "vm", time.Unix(3, 0)}, {"b", "vm", time.Unix(2, 0)}, {"c", "vm", time.Unix(1, 0)}}
+	keep, remove := Split(Apply(Policy{Last: 2}, items, nil))
+	if len(keep) != 2 || keep[0].ID != "a" || keep[1].ID != "b" || len(remove) != 1 || remove[0].ID != "c" || remove[0].Reasons != nil {
+		t.Fatalf("keep %v, remove %v", keep, remove)
+	}
+}
