@@ -101,7 +101,9 @@ func TestPropertyIdempotent(t *testing.T) {
 func TestPropertyRemovingOneChangesNoOther(t *testing.T) {
 	forCases(t, func(t *testing.T, p Policy, items []Item, loc *time.Location) {
 		all := byID(Apply(p, items, loc))
-		for _, it := range items {
+		step := max(1, len(items)/20) // about 20 removals a case keep the test quick
+		for i := 0; i < len(items); i += step {
+			it := items[i]
 			for _, d := range Apply(p, without(items, it.ID), loc) {
 				before := all[d.ID]
 				switch {
