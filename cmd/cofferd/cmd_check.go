@@ -163,9 +163,10 @@ func (g *globals) checkTenant(ctx context.Context, data store.Store, t *registry
 	if f.escrowKey == "" || t.Escrow.Status != vaultapi.EscrowYes {
 		keyless.ReadDataPercent = f.percent // else the full check reads the sample
 	}
-	stop := g.progressFor(ctx, "tenant "+t.Name, &keyless)
+	bar := g.newCheckProgress(ctx, "tenant "+t.Name)
+	keyless.ToRead, keyless.Read = bar.Total, bar.Done
 	tc.Keyless, err = jobs.CheckKeyless(ctx, sub, keyless)
-	stop()
+	bar.Stop()
 	if err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
 	}
@@ -210,7 +211,10 @@ func (g *globals) checkFull(ctx context.Context, sub store.Store, t *registry.Te
 		}
 		opt.ReadPack = func(name string) bool { return sample[name] }
 	}
+	bar := g.newCheckProgress(ctx, "tenant "+t.Name+" (escrow)")
+	opt.PacksFound, opt.PackDone = bar.Total, bar.Done
 	rep, err := check.Run(ctx, tr.repo, opt)
+	bar.Stop()
 	if err != nil {
 		return fmt.Errorf("tenant %s: checking with the escrow identity: %w", t.Name, err)
 	}

@@ -9,27 +9,32 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
-
-	"github.com/cofferhq/coffer/vault/jobs"
 )
 
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
+// writerIsTerminal reports whether w is a terminal.
+func writerIsTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// progressFor hooks a bar of the bytes a keyless check downloads into opt,
-// drawn on stderr when it is a terminal and --json is not given. The
-// returned stop removes the bar.
-func (g *globals) progressFor(ctx context.Context, label string, opt *jobs.KeylessOptions) (stop func()) {
-	if g.json || !isTerminal(g.stderr) {
-		return func() {}
+// checkProgress is a bar of the bytes a check downloads, drawn on stderr
+// when it is a terminal and --json is not given. Total sets its size once
+// known, Done counts bytes as they are checked (from any goroutine), and
+// Stop removes it. Without a terminal all three do nothing.
+type checkProgress struct {
+	Total func(count int, size int64)
+	Done  func(size int64)
+	Stop  func()
+}
+
+func (g *globals) newCheckProgress(ctx context.Context, label string) checkProgress {
+	if g.json || !writerIsTerminal(g.stderr) {
+		return checkProgress{Total: func(int, int64) {}, Done: func(int64) {}, Stop: func() {}}
 	}
 	var done atomic.Int64
 	var bar atomic.Pointer[progressbar.ProgressBar]
-	opt.Read = func(size int64) { done.Add(size) }
-	opt.ToRead = func(n int, size int64) {
+	p := checkProgress{Done: func(size int64) { done.Add(size) }}
+	p.Total = func(_ int, size int64) {
 		bar.Store(progressbar.NewOptions64(size, progressbar.OptionSetWriter(g.stderr), progressbar.OptionShowBytes(true),
 			progressbar.OptionSetDescription(label), progressbar.OptionSetWidth(30),
 			progressbar.OptionThrottle(200*time.Millisecond), progressbar.OptionClearOnFinish()))
@@ -56,5 +61,6 @@ func (g *globals) progressFor(ctx context.Context, label string, opt *jobs.Keyle
 			}
 		}
 	}()
-	return func() { close(quit); <-finished }
+	p.Stop = func() { close(quit); <-finished }
+	return p
 }
