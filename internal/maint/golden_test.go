@@ -150,3 +150,26 @@ func checkGolden(t *testing.T, name, got string) {
 		t.Errorf("kept set differs from %s (review, then -update):\n--- got\n%s", path, got)
 	}
 }
+
+// TestGoldenDSTHours: snapshots every 20 minutes through the nights the
+// clocks change, under an hourly policy. The hour repeated in autumn is two
+// buckets; the hour skipped in spring is none.
+func TestGoldenDSTHours(t *testing.T) {
+	nights := map[string]time.Time{
+		"Europe/Amsterdam-autumn": time.Date(2028, 10, 28, 23, 0, 0, 0, time.UTC),
+		"Europe/Amsterdam-spring": time.Date(2028, 3, 25, 23, 0, 0, 0, time.UTC),
+		"America/New_York-autumn": time.Date(2028, 11, 5, 3, 0, 0, 0, time.UTC),
+		"America/New_York-spring": time.Date(2028, 3, 12, 4, 0, 0, 0, time.UTC),
+	}
+	p := Policy{Last: 2, Hourly: 8}
+	for name, start := range nights {
+		zone, _, _ := strings.Cut(name, "-")
+		loc := mustLoc(t, zone)
+		var items []Item
+		for i := range 24 { // eight hours of absolute time
+			items = append(items, Item{ID: fmt.Sprintf("h%02d", i), Group: "db01", Time: start.Add(time.Duration(i) * 20 * time.Minute)})
+		}
+		slices.Reverse(items) // Apply must not care about the input order
+		checkGolden(t, "dst-hours-"+strings.ReplaceAll(strings.ToLower(name), "/", "-"), renderKept(p, loc, Apply(p, items, loc)))
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -153,6 +154,18 @@ func TestPropertyRulesKeepAtMostN(t *testing.T) {
 			if lim, ok := limits[rule]; ok && n > lim {
 				t.Fatalf("%s keeps %d by %s, the policy allows %d", group, n, rule, lim)
 			}
+		}
+	})
+}
+
+func TestPropertyInputOrderDoesNotMatter(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	forCases(t, func(t *testing.T, p Policy, items []Item, loc *time.Location) {
+		want := Apply(p, items, loc)
+		shuffled := slices.Clone(items)
+		r.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		if got := Apply(p, shuffled, loc); !reflect.DeepEqual(got, want) {
+			t.Fatal("shuffling the items changed the decisions")
 		}
 	})
 }
