@@ -39,7 +39,7 @@ func randomCase(r *rand.Rand) (Policy, []Item) {
 }
 
 func forCases(t *testing.T, fn func(t *testing.T, p Policy, items []Item, loc *time.Location)) {
-	locs := []*time.Location{time.UTC, mustLoc(t, "Europe/Amsterdam"), mustLoc(t, "America/New_York")}
+	locs := []*time.Location{time.UTC, mustLoc(t, "Europe/Amsterdam"), mustLoc(t, "America/New_York"), mustLoc(t, "America/Santiago"), mustLoc(t, "Australia/Lord_Howe")}
 	r := rand.New(rand.NewPCG(19, 3))
 	for i := range 300 {
 		p, items := randomCase(r)
