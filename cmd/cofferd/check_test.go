@@ -91,8 +91,12 @@ func TestCheckPasses(t *testing.T) {
 	full := checkJSON(t, dir, 0, "--tenant", "acme", "--escrow-key", idFile, "--read-data=50%", "--read-data-seed", "s1")
 	acme = tenantOut(t, full, "acme")
 	if len(full.Tenants) != 1 || acme.Full == nil || acme.Full.Snapshots != 2 || acme.Full.Errors() != 0 || acme.Keyless.PacksRead != 0 ||
-		acme.Full.Blobs == 0 || acme.Keyless.SampleSeed != "s1" {
+		acme.Full.Blobs == 0 || full.SampleSeed != "s1" || full.ReadDataPercent != 50 {
 		t.Fatalf("full check: %+v", full)
+	}
+	all := tenantOut(t, checkJSON(t, dir, 0, "--tenant", "acme", "--escrow-key", idFile, "--read-data"), "acme").Full
+	if all.ReadBytes <= acme.Full.ReadBytes || acme.Full.ReadBytes == 0 {
+		t.Fatalf("a 50%% sample read %d bytes, all packs %d", acme.Full.ReadBytes, all.ReadBytes)
 	}
 	r := cofferd(t, dir, "check", "--escrow-key", idFile)
 	if r.code != 0 || !strings.Contains(r.stdout, "full check not run: the tenant did not choose escrow") ||

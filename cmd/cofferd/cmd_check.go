@@ -21,10 +21,15 @@ import (
 
 // checkOut is cofferd check's --json document.
 type checkOut struct {
-	Type    string           `json:"type"` // "check"
-	OK      bool             `json:"ok"`
-	Errors  int              `json:"errors"`
-	Tenants []tenantCheckOut `json:"tenants"`
+	Type   string `json:"type"` // "check"
+	OK     bool   `json:"ok"`
+	Errors int    `json:"errors"`
+	// ReadDataPercent is the share of packs read (0 to 100), by the keyless
+	// check or, for tenants checked with the escrow identity, the full one;
+	// SampleSeed picks them.
+	ReadDataPercent float64          `json:"read_data_percent"`
+	SampleSeed      string           `json:"sample_seed"`
+	Tenants         []tenantCheckOut `json:"tenants"`
 }
 
 // tenantCheckOut is one tenant's findings: the keyless check always, the
@@ -138,7 +143,7 @@ func (g *globals) runChecks(ctx context.Context, f *checkFlags) (*checkOut, erro
 	if err != nil {
 		return nil, err
 	}
-	out := &checkOut{Type: "check", Tenants: []tenantCheckOut{}}
+	out := &checkOut{Type: "check", ReadDataPercent: f.percent, SampleSeed: f.seed, Tenants: []tenantCheckOut{}}
 	for _, t := range tenants {
 		tc, err := g.checkTenant(ctx, stack.Retry, t, f)
 		if err != nil {
