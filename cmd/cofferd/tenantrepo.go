@@ -13,6 +13,7 @@ import (
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/storeurl"
 	"github.com/cofferhq/coffer/vault/registry"
 )
 
@@ -36,22 +37,11 @@ func (g *globals) openTenantRepo(ctx context.Context, tenant, escrowKey string) 
 	if err != nil {
 		return nil, err
 	}
-	raw, err := g.storeTarget()
-	if err != nil {
-		return nil, err
-	}
-	stack, err := g.openStore(ctx, raw, 0)
+	stack, reg, err := g.openVaultStack(ctx)
 	if err != nil {
 		return nil, err
 	}
 	fail := func(err error) (*tenantRepo, error) { stack.Provider.Close(); return nil, err }
-	reg, err := registry.New(stack.Retry, g.clock)
-	if err == nil {
-		err = g.checkVault(ctx, reg, stack.Provider)
-	}
-	if err != nil {
-		return fail(err)
-	}
 	t, err := reg.Resolve(ctx, tenant)
 	if err != nil {
 		return fail(err)
@@ -75,6 +65,29 @@ func (g *globals) openTenantRepo(ctx context.Context, tenant, escrowKey string) 
 		return fail(fmt.Errorf("tenant %s: loading the index: %w", t.Name, err))
 	}
 	return &tenantRepo{tenant: t, repo: r, close: func() { stack.Provider.Close() }}, nil
+}
+
+// openVaultStack opens the vault's store (its retry layer for reading
+// tenants' objects) and the registry over it. The caller closes
+// stack.Provider.
+func (g *globals) openVaultStack(ctx context.Context) (*storeurl.Stack, *registry.Registry, error) {
+	raw, err := g.storeTarget()
+	if err != nil {
+		return nil, nil, err
+	}
+	stack, err := g.openStore(ctx, raw, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	reg, err := registry.New(stack.Retry, g.clock)
+	if err == nil {
+		err = g.checkVault(ctx, reg, stack.Provider)
+	}
+	if err != nil {
+		stack.Provider.Close()
+		return nil, nil, err
+	}
+	return stack, reg, nil
 }
 
 // readEscrowIdentity reads the escrow identity file.

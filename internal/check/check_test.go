@@ -202,6 +202,36 @@ func TestCheckDamagedBlob(t *testing.T) {
 	}, nil)
 }
 
+// ReadPack narrows --read-data to a sample: a damaged blob in a pack left
+// out is not found, in a pack taken it is.
+func TestCheckReadPackSubset(t *testing.T) {
+	f, _ := setup(t, nil)
+	p := dataPack(t, f)
+	e := p.entries[len(p.entries)/2]
+	flip(t, f, p.name, int64(e.Offset+e.Length/2))
+	for _, take := range []bool{false, true} {
+		var asked []string
+		rep, err := Run(ctx, f.Open(), Options{ReadData: true, Workers: 1, ReadPack: func(name string) bool {
+			asked = append(asked, name)
+			return (name == p.name) == take
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(asked) != len(packs(t, f)) {
+			t.Fatalf("ReadPack asked about %d packs, want all %d", len(asked), len(packs(t, f)))
+		}
+		if take {
+			expect(t, rep, [][2]string{{p.name, "content does not match its name"}, {p.name, e.ID.String()}}, nil)
+		} else {
+			expect(t, rep, nil, nil)
+			if rep.ReadBytes == 0 {
+				t.Fatal("the other packs were not read")
+			}
+		}
+	}
+}
+
 func TestCheckDamagedHeader(t *testing.T) {
 	f, _ := setup(t, nil)
 	p := dataPack(t, f)

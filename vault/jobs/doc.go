@@ -1,10 +1,20 @@
-// Package jobs is the vault's background work on tenants' repositories,
-// done without their keys, from receipts alone: garbage collection (the
-// GC state document per tenant, marking, taking back, condemning and
-// deleting packs, with the ledger kept exact) and, built on it, retention.
+// Package jobs owns the vault's background work on tenants' repositories,
+// run by cofferd's commands and, leased, on a schedule inside cofferd
+// serve. It reads a tenant's repository through a store.Store rooted at
+// repos/<tenant id>/ and never holds a tenant's keys: what it can verify
+// without them (object names, sizes, SHA-256 of the bytes, receipts) it
+// verifies itself, and anything that needs the keys is internal/check's,
+// opened with the provider's escrow identity by the command.
 //
-// State lives in the vault's store under vault/gc/<tenant id>.json and is
-// changed only through registry.Update (compare-and-swap), so a job may be
+// check.go is the keyless check (cofferd check): every object's name
+// against the repository grammar (internal/vaultapi), its size against its
+// kind's limits, every small content-named object's SHA-256 against its
+// name, and a deterministic sample of the packs (ReadDataPercent) likewise.
+//
+// gc.go is garbage collection from receipts alone: the GC state document
+// per tenant (vault/gc/<tenant id>.json, changed only through
+// registry.Update, compare-and-swap), marking, taking back, condemning and
+// deleting packs in named batches, with the ledger kept exact. A job may be
 // killed at any point and run again, and several replicas may run at once:
 // every decision is re-checked against the document it changes.
 package jobs
