@@ -164,7 +164,7 @@ func (g *globals) checkTenant(ctx context.Context, data store.Store, t *registry
 		return nil, err
 	}
 	tc := &tenantCheckOut{Tenant: t.Name, ID: t.ID}
-	keyless := jobs.KeylessOptions{SampleSeed: f.seed, MaxPackSize: f.maxPack}
+	keyless := jobs.KeylessOptions{SampleSeed: f.seed, MaxPackSize: f.maxPack, Receipts: jobs.Receipts{}}
 	if f.escrowKey == "" || t.Escrow.Status != vaultapi.EscrowYes {
 		keyless.ReadDataPercent = f.percent // else the full check reads the sample
 	}
