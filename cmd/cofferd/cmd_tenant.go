@@ -30,13 +30,13 @@ func newTenantCmd(g *globals) *cobra.Command {
 			if len(args) > 0 {
 				return usageError{Err: fmt.Errorf("unknown command %q for \"cofferd tenant\"", args[0])}
 			}
-			return usageError{Err: errors.New("cofferd tenant needs a subcommand: create, list, show, set-quota, set-rto, suspend, resume, token, credentials, revoke, keys or remove-key")}
+			return usageError{Err: errors.New("cofferd tenant needs a subcommand: create, list, show, set-quota, set-rto, set-retention, suspend, resume, token, credentials, revoke, keys or remove-key")}
 		},
 	}
 	c.AddCommand(newTenantCreateCmd(g), newTenantListCmd(g), newTenantShowCmd(g), newTenantSetQuotaCmd(g),
 		newTenantSuspendCmd(g), newTenantResumeCmd(g), newTenantTokenCmd(g), newTenantCredentialsCmd(g), newTenantRevokeCmd(g),
 		newTenantKeysCmd(g), newTenantRemoveKeyCmd(g))
-	c.AddCommand(newTenantSetRTOCmd(g))
+	c.AddCommand(newTenantSetRTOCmd(g), newTenantSetRetentionCmd(g))
 	return c
 }
 

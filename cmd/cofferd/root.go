@@ -109,7 +109,7 @@ func newRoot(g *globals) *cobra.Command {
 	g.profile.AddFlag(pf)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
 	root.AddCommand(newInitCmd(g), newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g), newRestoreCmd(g), newNBDCmd(g), newVersionCmd(g))
-	root.AddCommand(newDrillCmd(g), newGCCmd(g), newCheckCmd(g))
+	root.AddCommand(newDrillCmd(g), newGCCmd(g), newCheckCmd(g), newPruneCmd(g))
 	root.Version = buildinfo.Version()
 	if serveCommand != nil {
 		root.AddCommand(serveCommand(g))

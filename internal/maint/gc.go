@@ -34,7 +34,22 @@ type GCState struct {
 	Deleting map[string]Doomed    `json:"deleting,omitempty"`
 	Deleted  map[string]time.Time `json:"deleted,omitempty"`
 	Sessions map[string]Session   `json:"sessions,omitempty"`
-	LastRun  time.Time            `json:"last_run,omitzero"`
+	// Pruning are the receipts (by object name) retention is removing,
+	// with their snapshots: recorded before anything is deleted, so a
+	// killed prune finishes the same batch.
+	Pruning map[string]Pruned `json:"pruning,omitempty"`
+	LastRun time.Time         `json:"last_run,omitzero"`
+}
+
+// Pruned is a snapshot retention removes, and what the ledger counted for
+// it and its receipt.
+type Pruned struct {
+	Snapshot string `json:"snapshot"` // its ID
+	Batch    string `json:"batch"`
+	Objects  int64  `json:"objects"` // stored objects: the receipt, and the snapshot if it was there
+	Bytes    int64  `json:"bytes"`
+	Logical  int64  `json:"logical"` // reported by the agent: the disks' sizes
+	Data     int64  `json:"data"`
 }
 
 // Doomed is a condemned pack.
@@ -227,6 +242,9 @@ func (st *GCState) clone() *GCState {
 	maps.Copy(n.Deleting, st.Deleting)
 	maps.Copy(n.Deleted, st.Deleted)
 	maps.Copy(n.Sessions, st.Sessions)
+	if len(st.Pruning) > 0 {
+		n.Pruning = maps.Clone(st.Pruning)
+	}
 	return n
 }
 
@@ -320,5 +338,26 @@ func (st *GCState) Postpone(id string, until time.Time) *GCState {
 	next := st.clone()
 	dm.NotBefore, dm.Batch = until, ""
 	next.Deleting[id] = dm
+	return next
+}
+
+// StartPrune records the receipts retention removes as one batch.
+func (st *GCState) StartPrune(items map[string]Pruned) *GCState {
+	next := st.clone()
+	if next.Pruning == nil {
+		next.Pruning = map[string]Pruned{}
+	}
+	maps.Copy(next.Pruning, items)
+	return next
+}
+
+// PruneDone forgets a removal batch once it is done.
+func (st *GCState) PruneDone(batch string) *GCState {
+	next := st.clone()
+	for name, p := range next.Pruning {
+		if p.Batch == batch {
+			delete(next.Pruning, name)
+		}
+	}
 	return next
 }

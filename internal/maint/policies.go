@@ -82,3 +82,17 @@ func DecodePolicies(b []byte) (Policies, error) {
 	}
 	return ps, nil
 }
+
+// CheckSet is Validate for a tenant's stored policies, where the default
+// may be empty: VMs without a policy of their own then keep everything.
+// Every per-VM policy must validate, and at least one policy must keep
+// something.
+func (ps Policies) CheckSet() error {
+	if ps.Default.Empty() {
+		if len(ps.PerGroup) == 0 {
+			return fmt.Errorf("retention: %w", ErrKeepsNothing)
+		}
+		ps.Default = Policy{Last: 1} // stands in: never applied
+	}
+	return ps.Validate()
+}

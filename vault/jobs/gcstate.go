@@ -41,6 +41,7 @@ func updateGCState(ctx context.Context, sw store.Swapper, tenantID string, fn fu
 		if next == nil || (!exists && next == cur) {
 			return nil, errNoState
 		}
+		bump(cur, next)
 		return next, nil
 	})
 }
@@ -78,10 +79,24 @@ func UpdateSession(ctx context.Context, sw store.Swapper, tenantID string, fn fu
 		if next == nil {
 			return nil, errNoState
 		}
+		bump(cur, next)
 		return next, nil
 	})
 	if errors.Is(err, errNoState) {
 		return ok, nil
 	}
 	return ok, err
+}
+
+// bump gives a changed state the next revision, so its bytes never recur
+// (an S3 version is the content's MD5: an A-B-A change must not let a
+// stale compare-and-swap through).
+func bump(cur, next *maint.GCState) {
+	if next == cur {
+		return
+	}
+	next.Rev = 1
+	if cur != nil {
+		next.Rev = cur.Rev + 1
+	}
 }

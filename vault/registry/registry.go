@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/cofferhq/coffer/internal/clock"
+	"github.com/cofferhq/coffer/internal/maint"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
@@ -40,9 +42,14 @@ type Tenant struct {
 	Escrow vaultapi.Escrow `json:"escrow,omitzero"`
 	// RTO is the tenant's recovery time objective, which restore drills
 	// measure against (cofferd drill); 0: none.
-	RTO     time.Duration `json:"rto_ns,omitempty"`
-	Created time.Time     `json:"created"`
-	Updated time.Time     `json:"updated"`
+	RTO time.Duration `json:"rto_ns,omitempty"`
+	// Retention is the tenant's retention policy (cofferd tenant
+	// set-retention), applied by cofferd prune; nil: nothing is pruned.
+	// TimeZone names the zone its calendar buckets use ("" is UTC).
+	Retention *maint.Policies `json:"retention,omitempty"`
+	TimeZone  string          `json:"time_zone,omitempty"`
+	Created   time.Time       `json:"created"`
+	Updated   time.Time       `json:"updated"`
 }
 
 // Suspended reports whether the tenant is suspended.
@@ -275,6 +282,37 @@ func (r *Registry) SetRTO(ctx context.Context, id string, rto time.Duration) (*T
 		return nil, vaultapi.Errorf(vaultapi.CodeBadRequest, "a recovery time objective must be between 0 (none) and %v", MaxRTO)
 	}
 	return r.UpdateTenant(ctx, id, func(t *Tenant) error { t.RTO = rto; return nil })
+}
+
+// SetRetention changes a tenant's retention policy: fn gets the current
+// policies (a zero value when there are none) and the time zone, and
+// returns them changed; the result is validated, and policies that keep
+// nothing anywhere are stored as none.
+func (r *Registry) SetRetention(ctx context.Context, id string, fn func(ps *maint.Policies, tz *string) error) (*Tenant, error) {
+	return r.UpdateTenant(ctx, id, func(t *Tenant) error {
+		var ps maint.Policies
+		if t.Retention != nil {
+			ps = *t.Retention
+			ps.PerGroup = maps.Clone(ps.PerGroup)
+		}
+		tz := t.TimeZone
+		if err := fn(&ps, &tz); err != nil {
+			return err
+		}
+		if _, err := time.LoadLocation(tz); err != nil {
+			return vaultapi.Errorf(vaultapi.CodeBadRequest, "time zone %q: %v", clip(tz), err)
+		}
+		t.TimeZone = tz
+		if ps.Default.Empty() && len(ps.PerGroup) == 0 {
+			t.Retention = nil
+			return nil
+		}
+		if err := ps.CheckSet(); err != nil {
+			return vaultapi.Errorf(vaultapi.CodeBadRequest, "%v", err)
+		}
+		t.Retention = &ps
+		return nil
+	})
 }
 
 // Suspend suspends a tenant: its agents get 403 tenant_suspended, for reads
