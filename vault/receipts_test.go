@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 func receiptBody(t *testing.T, packs ...string) (string, []byte) {
 	t.Helper()
+	slices.Sort(packs)
 	rc := &vaultapi.Receipt{Version: 1, Snapshot: strings.Repeat("5", 64), Name: "web01", Time: time.Now().UTC(),
 		Source: "image", Disks: []vaultapi.ReceiptDisk{{Size: 1 << 20}}, Packs: packs}
 	b, err := json.Marshal(rc)

@@ -12,6 +12,7 @@ import (
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/vault/jobs"
 	"github.com/cofferhq/coffer/vault/ledger"
+	"github.com/cofferhq/coffer/vault/registry"
 )
 
 // gcOut is cofferd gc's --json document.
@@ -66,26 +67,9 @@ func (g *globals) gc(ctx context.Context, f *gcFlags) error {
 		return err
 	}
 	defer data.Close()
-	sw, ok := store.As[store.Swapper](data)
-	if !ok {
-		return fmt.Errorf("the vault's store %s does not support conditional writes", data.Location())
-	}
-	tenants, err := drillTenants(ctx, reg, f.tenant)
+	out, err := g.runGC(ctx, data, reg, led, f)
 	if err != nil {
 		return err
-	}
-	d := jobs.Deps{Data: data, Meta: sw, Ledger: led, Clock: g.clock, Log: g.log, AfterPhase: g.pauseAfter(f.pauseAfter)}
-	out := &gcOut{Type: "gc", Tenants: []*jobs.GCReport{}, Refused: []drillSkip{}}
-	for _, t := range tenants {
-		rep, err := jobs.CollectGarbage(ctx, d, t.ID, jobs.GCOptions{Grace: f.grace, DryRun: f.dryRun})
-		if errors.Is(err, jobs.ErrUnsafe) {
-			out.Refused = append(out.Refused, drillSkip{Tenant: t.Name, Reason: err.Error()})
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("tenant %s: %w", t.Name, err)
-		}
-		out.Tenants = append(out.Tenants, rep)
 	}
 	if g.json {
 		if err := g.printJSON(out); err != nil {
@@ -98,6 +82,33 @@ func (g *globals) gc(ctx context.Context, f *gcFlags) error {
 		return fmt.Errorf("garbage collection refused for %d of %d tenants (see above)", len(out.Refused), len(out.Refused)+len(out.Tenants))
 	}
 	return nil
+}
+
+// runGC collects every tenant's garbage (or one's).
+func (g *globals) runGC(ctx context.Context, data store.Store, reg *registry.Registry, led *ledger.Ledger, f *gcFlags) (*gcOut, error) {
+	d, err := g.jobDeps(data, led)
+	if err != nil {
+		return nil, err
+	}
+	d.AfterPhase = g.pauseAfter(f.pauseAfter)
+	tenants, err := drillTenants(ctx, reg, f.tenant)
+	if err != nil {
+		return nil, err
+	}
+	out := &gcOut{Type: "gc", Tenants: []*jobs.GCReport{}, Refused: []drillSkip{}}
+	for _, t := range tenants {
+		rep, err := jobs.CollectGarbage(ctx, d, t.ID, jobs.GCOptions{Grace: f.grace, DryRun: f.dryRun})
+		if errors.Is(err, jobs.ErrUnsafe) {
+			out.Refused = append(out.Refused, drillSkip{Tenant: t.Name, Reason: err.Error()})
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
+		}
+		rep.Tenant = t.Name
+		out.Tenants = append(out.Tenants, rep)
+	}
+	return out, nil
 }
 
 func (g *globals) printGC(out *gcOut, dry bool) {

@@ -142,15 +142,27 @@ func (g *globals) prune(ctx context.Context, tenant string, dry bool) error {
 		return err
 	}
 	defer data.Close()
-	sw, ok := store.As[store.Swapper](data)
-	if !ok {
-		return fmt.Errorf("the vault's store %s does not support conditional writes", data.Location())
-	}
-	tenants, err := drillTenants(ctx, reg, tenant)
+	out, err := g.runPrune(ctx, data, reg, led, tenant, dry)
 	if err != nil {
 		return err
 	}
-	d := jobs.Deps{Data: data, Meta: sw, Ledger: led, Clock: g.clock, Log: g.log}
+	if g.json {
+		return g.printJSON(out)
+	}
+	g.printPrune(out, dry)
+	return nil
+}
+
+// runPrune applies the retention of every tenant (or one) that has a policy.
+func (g *globals) runPrune(ctx context.Context, data store.Store, reg *registry.Registry, led *ledger.Ledger, tenant string, dry bool) (*pruneOut, error) {
+	d, err := g.jobDeps(data, led)
+	if err != nil {
+		return nil, err
+	}
+	tenants, err := drillTenants(ctx, reg, tenant)
+	if err != nil {
+		return nil, err
+	}
 	out := &pruneOut{Type: "prune", Tenants: []*jobs.PruneReport{}, Skipped: []drillSkip{}}
 	for _, t := range tenants {
 		if t.Retention == nil {
@@ -164,16 +176,21 @@ func (g *globals) prune(ctx context.Context, tenant string, dry bool) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("tenant %s: %w", t.Name, err)
+			return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
 		}
 		rep.Tenant = t.Name
 		out.Tenants = append(out.Tenants, rep)
 	}
-	if g.json {
-		return g.printJSON(out)
+	return out, nil
+}
+
+// jobDeps is what the vault's jobs work with.
+func (g *globals) jobDeps(data store.Store, led *ledger.Ledger) (jobs.Deps, error) {
+	sw, ok := store.As[store.Swapper](data)
+	if !ok {
+		return jobs.Deps{}, fmt.Errorf("the vault's store %s does not support conditional writes", data.Location())
 	}
-	g.printPrune(out, dry)
-	return nil
+	return jobs.Deps{Data: data, Meta: sw, Ledger: led, Clock: g.clock, Log: g.log}, nil
 }
 
 func (g *globals) printPrune(out *pruneOut, dry bool) {

@@ -30,6 +30,7 @@ func newServeCmd(g *globals) *cobra.Command {
 	storeWait := cmd.Flags().Duration("store-wait", 60*time.Second,
 		"at startup, how long to keep retrying a store that is not reachable yet (0: fail at once)")
 	drills := addServeDrillFlags(cmd.Flags())
+	maintain := addServeMaintenanceFlags(cmd.Flags())
 	cmd.Flags().BoolVar(&g.createVault, "init", false, "create the vault when the store holds none, as cofferd init does (quick start, compose)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := sc.Validate(); err != nil {
@@ -41,12 +42,15 @@ func newServeCmd(g *globals) *cobra.Command {
 		if err := drills.validate(); err != nil {
 			return err
 		}
-		return serve(cmd.Context(), g, sc, *storeWait, drills)
+		if err := maintain.validate(); err != nil {
+			return err
+		}
+		return serve(cmd.Context(), g, sc, *storeWait, drills, maintain)
 	}
 	return cmd
 }
 
-func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait time.Duration, drills *serveDrills) error {
+func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait time.Duration, drills *serveDrills, maintain *serveMaintenance) error {
 	data, reg, led, err := g.openStateWait(ctx, storeWait)
 	if err != nil {
 		return err
@@ -69,6 +73,9 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 	})
 	if drills != nil && drills.every > 0 {
 		go g.drillLoop(ctx, drills, nil)
+	}
+	if maintain != nil && maintain.every > 0 {
+		go g.maintainLoop(ctx, data, reg, led, maintain)
 	}
 	cfg := vault.Config{Data: data, Limits: sc.Limits(), Log: g.log, Clock: g.clock}
 	(&vault.State{Registry: reg, Ledger: led}).Configure(&cfg)

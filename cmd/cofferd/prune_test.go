@@ -2,14 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/clock/clocktest"
 	"github.com/cofferhq/coffer/internal/diskgen"
 	"github.com/cofferhq/coffer/internal/repo"
 )
@@ -117,4 +121,64 @@ func oldestSnapshot(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return rc.Snapshot[:12]
+}
+
+// cofferd serve's maintenance loop prunes and collects on its own, round
+// after round, holding the lease: with a clock that moves an hour a round,
+// the pruned nights' packs are gone after the grace, and the kept nights
+// restore.
+func TestServeMaintenanceLoop(t *testing.T) {
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	dir := t.TempDir()
+	var imgs []string
+	for i := range 3 {
+		img := filepath.Join(t.TempDir(), fmt.Sprintf("night%d.img", i))
+		if err := diskgen.Generate(img, 4<<20, uint64(20+i), diskgen.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		imgs = append(imgs, img)
+	}
+	idFile := escrowTenantWith(t, dir, "acme", true, func(r *repo.Repo) {
+		for _, img := range imgs {
+			backupImage(t, r, img)
+			time.Sleep(2 * time.Millisecond)
+		}
+	})
+	if r := cofferd(t, dir, "tenant", "set-retention", "acme", "--keep-last", "1"); r.code != 0 {
+		t.Fatalf("set-retention: %+v", r)
+	}
+	tdir := tenantRepoDir(t, dir)
+	before := countFiles(t, filepath.Join(tdir, "data"))
+	g := &globals{storeURL: "file://" + dir, clock: clocktest.New(time.Now()), log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	data, reg, led, err := g.openState(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		g.maintainLoop(ctx, data, reg, led, &serveMaintenance{every: time.Hour, grace: 24 * time.Hour})
+		close(done)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for countFiles(t, filepath.Join(tdir, "data")) == before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if n := countFiles(t, filepath.Join(tdir, "snapshots")); n != 1 {
+		t.Fatalf("%d snapshots after the loop, want 1", n)
+	}
+	if after := countFiles(t, filepath.Join(tdir, "data")); after >= before {
+		t.Fatalf("no pack collected: %d before, %d after", before, after)
+	}
+	rest := filepath.Join(t.TempDir(), "r.img")
+	if r := cofferd(t, dir, "restore", "--tenant", "acme", "latest", "--name", "web01", "--to", rest, "--escrow-key", idFile); r.code != 0 {
+		t.Fatalf("restore: %+v", r)
+	}
+	want, _ := os.ReadFile(imgs[2])
+	if got, _ := os.ReadFile(rest); !bytes.Equal(got, want) {
+		t.Fatal("the kept night restores differently")
+	}
 }

@@ -199,3 +199,25 @@ func TestCollectGarbageRefusesSnapshotsWithoutReceipts(t *testing.T) {
 		t.Fatalf("a refused run changed something: %+v", st)
 	}
 }
+
+// TestLease: one holder at a time; an expired lease passes to another.
+func TestLease(t *testing.T) {
+	d, clk := vaultStore(t)
+	now := clk.Now()
+	for _, c := range []struct {
+		holder string
+		at     time.Duration
+		want   bool
+	}{{"a", 0, true}, {"b", time.Minute, false}, {"a", 2 * time.Minute, true}, {"b", 2*time.Hour + time.Minute, true}, {"a", 2*time.Hour + 2*time.Minute, false}} {
+		got, err := TakeLease(ctx, d.Meta, "maintenance", c.holder, now.Add(c.at), time.Hour)
+		if err != nil || got != c.want {
+			t.Fatalf("%s at +%s: %v %v, want %v", c.holder, c.at, got, err, c.want)
+		}
+	}
+	if err := ReleaseLease(ctx, d.Meta, "maintenance", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := TakeLease(ctx, d.Meta, "maintenance", "a", now.Add(2*time.Hour+3*time.Minute), time.Hour); err != nil || !got {
+		t.Fatalf("after release: %v %v", got, err)
+	}
+}
