@@ -361,3 +361,19 @@ func (s *Server) NewBucket(tb testing.TB) string {
 	}
 	return s.URL(bucket, "repo")
 }
+
+// NewLockedBucket creates a bucket with Object Lock (and so versioning) and
+// no default retention, and returns the repository URL of prefix "repo" in
+// it, as NewBucket does. Objects in it are locked only when their PUT or a
+// later retention request says so.
+func (s *Server) NewLockedBucket(tb testing.TB) string {
+	tb.Helper()
+	c := s.Client(tb)
+	bucket := "coffer-lock-" + randomHex(6)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{ObjectLocking: true}); err != nil {
+		tb.Fatalf("creating bucket %s with object lock: %v", bucket, err)
+	}
+	return s.URL(bucket, "repo")
+}
