@@ -60,11 +60,19 @@ func newLimiter(n float64) *rate.Limiter {
 	return rate.NewLimiter(rate.Limit(n), max(1, int(n)))
 }
 
+// wait waits for l. A wait that would outlast ctx's deadline fails at
+// once, as context.DeadlineExceeded (permanent for the retry layer).
 func wait(ctx context.Context, l *rate.Limiter) error {
 	if l == nil {
 		return ctx.Err()
 	}
-	return l.Wait(ctx)
+	if err := l.Wait(ctx); err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		return fmt.Errorf("waiting for the store's request-rate cap: %w", context.DeadlineExceeded)
+	}
+	return nil
 }
 
 // Unwrap implements Wrapper.
