@@ -196,6 +196,9 @@ func TestExtendLocksStopsOnError(t *testing.T) {
 	if !errors.Is(err, store.ErrInvalidName) {
 		t.Errorf("ExtendLocks of an invalid name = %v; want ErrInvalidName", err)
 	}
+	if _, err := store.ExtendLocks(t.Context(), ol, []string{"repos/t/x"}, t0, 1); err == nil || !strings.Contains(err.Error(), "not in the future") {
+		t.Errorf("ExtendLocks to now = %v; want a refusal", err)
+	}
 	local, _ := store.OpenLocal(t.TempDir(), true)
 	if _, err := store.ExtendLocks(t.Context(), local, []string{"a"}, t0, 1); !errors.Is(err, store.ErrNoObjectLock) {
 		t.Errorf("ExtendLocks on a store that cannot lock = %v; want ErrNoObjectLock", err)

@@ -152,7 +152,8 @@ type ExtendReport struct {
 	Missing  []string // names that do not exist (sorted as given)
 }
 
-// ExtendLocks makes the lock of every name in s last until until, with at
+// ExtendLocks makes the lock of every name in s last until until (which
+// must lie ahead, by the policy's clock), with at
 // most parallel requests at once (at least 1). An object already locked
 // that long costs one read and no write, so a re-run is cheap. Objects
 // without a lock get the mode of s's ObjectLock policy. Missing objects are
@@ -164,6 +165,10 @@ func ExtendLocks(ctx context.Context, s Store, names []string, until time.Time, 
 		return ExtendReport{}, err
 	}
 	policy, _ := LockPolicyOf(s)
+	if now := clock.Or(policy.Clock).Now(); !until.After(now) {
+		return ExtendReport{}, fmt.Errorf("extending locks to %s: that is not in the future (now %s)",
+			until.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
 	lock := Lock{Mode: policy.Mode, Until: until}
 	var mu sync.Mutex
 	var rep ExtendReport
