@@ -44,8 +44,10 @@ func TestObjectLockThroughTheAPI(t *testing.T) {
 			t.Errorf("%s: lock %v, %v; want governance for an hour", name, l, err)
 		}
 	}
-	if w := f.do(req{method: "DELETE", target: "/v1/repo/" + pack, cred: f.credA}); w.Code != http.StatusForbidden {
-		t.Errorf("agent DELETE = %d %s; want 403", w.Code, w.Body.String())
+	for _, name := range []string{pack, "config"} {
+		if w := f.do(req{method: "DELETE", target: "/v1/repo/" + name, cred: f.credA}); w.Code != http.StatusForbidden {
+			t.Errorf("agent DELETE %s = %d %s; want 403", name, w.Code, w.Body.String())
+		}
 	}
 	if w := f.do(req{method: "PUT", target: "/v1/repo/" + pack, cred: f.credA, body: pb}); w.Code != http.StatusConflict {
 		t.Errorf("agent PUT over a locked pack = %d %s; want 409", w.Code, w.Body.String())
