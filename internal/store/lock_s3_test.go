@@ -153,6 +153,17 @@ func assertCannotDelete(t *testing.T, srv *miniotest.Server, raw string, st *sto
 	}
 }
 
+// TestS3LockerConformance: the S3 store keeps Object Lock's rules, in a
+// MinIO bucket made with it.
+func TestS3LockerConformance(t *testing.T) {
+	srv := minioServer(t)
+	storetest.RunLocker(t, func(t *testing.T) storetest.LockerEnv {
+		st := openLocked(t, srv.NewLockedBucket(t), store.LockGovernance, time.Hour)
+		return storetest.LockerEnv{Store: st.Retry, Mode: store.LockGovernance, Now: time.Now,
+			Wait: func(until time.Time) { time.Sleep(time.Until(until) + time.Second) }}
+	})
+}
+
 // TestS3ExtendLocks: ExtendLocks moves locks that end too early, counts
 // those already long enough without writing, reports missing names, gives
 // an unlocked object the policy's mode, and never shortens.

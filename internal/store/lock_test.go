@@ -1,97 +1,25 @@
 package store_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cofferhq/coffer/internal/clock/clocktest"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/store/storetest"
 )
 
-// memLocker is a local directory with S3's lock rules kept in memory: a
-// locked object cannot be deleted before its time (judged on clk), and a
-// lock is never shortened. It records the largest number of lock
-// requests in flight at once.
-type memLocker struct {
-	*store.Local
-	clk   *clocktest.Clock
-	mu    sync.Mutex
-	locks map[string]store.Lock
-
-	inFlight, maxInFlight atomic.Int32
-	extendCalls           atomic.Int32
-}
-
-func newMemLocker(t *testing.T, clk *clocktest.Clock) *memLocker {
-	l, err := store.OpenLocal(t.TempDir(), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &memLocker{Local: l, clk: clk, locks: map[string]store.Lock{}}
-}
-
-func (m *memLocker) enter() func() {
-	n := m.inFlight.Add(1)
-	for {
-		old := m.maxInFlight.Load()
-		if n <= old || m.maxInFlight.CompareAndSwap(old, n) {
-			break
-		}
-	}
-	time.Sleep(2 * time.Millisecond) // let concurrent calls overlap
-	return func() { m.inFlight.Add(-1) }
-}
-
-func (m *memLocker) PutLocked(ctx context.Context, name string, r io.ReaderAt, size int64, lock store.Lock) error {
-	if err := m.Local.Put(ctx, name, r, size); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.locks[name] = lock
-	return nil
-}
-
-func (m *memLocker) LockInfo(ctx context.Context, name string) (store.Lock, error) {
-	if _, err := m.Local.Stat(ctx, name); err != nil {
-		return store.Lock{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.locks[name], nil
-}
-
-func (m *memLocker) ExtendLock(ctx context.Context, name string, lock store.Lock) (bool, error) {
-	defer m.enter()()
-	m.extendCalls.Add(1)
-	cur, err := m.LockInfo(ctx, name)
-	if err != nil || !lock.Until.After(cur.Until) {
-		return false, err
-	}
-	if cur.Mode != store.LockNone {
-		lock.Mode = cur.Mode
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.locks[name] = lock
-	return true, nil
-}
-
-func (m *memLocker) Delete(ctx context.Context, name string) error {
-	m.mu.Lock()
-	l := m.locks[name]
-	m.mu.Unlock()
-	if l.Active(m.clk.Now()) {
-		return &store.LockedError{Name: name, Lock: l}
-	}
-	return m.Local.Delete(ctx, name)
+// TestLockingConformance: the fake of a bucket with Object Lock keeps the
+// rules the S3 store keeps (TestS3LockerConformance).
+func TestLockingConformance(t *testing.T) {
+	storetest.RunLocker(t, func(t *testing.T) storetest.LockerEnv {
+		clk := clocktest.New(t0)
+		return storetest.LockerEnv{Store: storetest.NewLocking(t, clk), Mode: store.LockCompliance, Now: clk.Now,
+			Wait: func(until time.Time) { clk.Advance(until.Sub(clk.Now()) + time.Second) }}
+	})
 }
 
 var t0 = time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
@@ -104,7 +32,7 @@ func isPack(name string) bool { return strings.HasPrefix(name, "repos/") }
 // and succeeds after the lock ends.
 func TestObjectLockDecorator(t *testing.T) {
 	clk := clocktest.New(t0)
-	mem := newMemLocker(t, clk)
+	mem := storetest.NewLocking(t, clk)
 	ol, err := store.WithObjectLock(mem, store.LockPolicy{Mode: store.LockCompliance, Retention: 24 * time.Hour, Match: isPack, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
@@ -143,7 +71,7 @@ func TestObjectLockDecorator(t *testing.T) {
 // locked long enough, reports missing names, and a re-run writes nothing.
 func TestExtendLocksBounded(t *testing.T) {
 	clk := clocktest.New(t0)
-	mem := newMemLocker(t, clk)
+	mem := storetest.NewLocking(t, clk)
 	ol, err := store.WithObjectLock(mem, store.LockPolicy{Mode: store.LockGovernance, Retention: time.Hour, Match: isPack, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
@@ -162,13 +90,13 @@ func TestExtendLocksBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mem.maxInFlight.Store(0)
+	mem.MaxExtending()
 	until := t0.Add(5 * time.Hour)
 	rep, err := store.ExtendLocks(t.Context(), ol, append(names, "repos/t/data/aa/gone"), until, 3)
 	if err != nil || rep.Extended != 20 || rep.Current != 20 || len(rep.Missing) != 1 {
 		t.Fatalf("ExtendLocks = %+v, %v; want 20 extended, 20 current, 1 missing", rep, err)
 	}
-	if m := mem.maxInFlight.Load(); m > 3 || m < 2 {
+	if m := mem.MaxExtending(); m > 3 || m < 2 {
 		t.Errorf("%d requests in flight at most; want 2 to 3 (parallel 3)", m)
 	}
 	for _, n := range names {
@@ -187,7 +115,7 @@ func TestExtendLocksBounded(t *testing.T) {
 // object stops the batch and is returned.
 func TestExtendLocksStopsOnError(t *testing.T) {
 	clk := clocktest.New(t0)
-	mem := newMemLocker(t, clk)
+	mem := storetest.NewLocking(t, clk)
 	ol, err := store.WithObjectLock(mem, store.LockPolicy{Mode: store.LockGovernance, Retention: time.Hour, Match: isPack, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +168,7 @@ func TestLockPolicyValidate(t *testing.T) {
 // would bypass the lock).
 func TestObjectLockCapabilities(t *testing.T) {
 	clk := clocktest.New(t0)
-	mem := newMemLocker(t, clk)
+	mem := storetest.NewLocking(t, clk)
 	ol, err := store.WithObjectLock(mem, store.LockPolicy{Mode: store.LockGovernance, Retention: time.Hour, Match: isPack, Clock: clk})
 	if err != nil {
 		t.Fatal(err)
@@ -261,5 +189,35 @@ func TestObjectLockCapabilities(t *testing.T) {
 	}
 	if _, err := sw.Swap(t.Context(), "repos/t/config", []byte("{}"), ""); err == nil || !store.IsPermanent(err) {
 		t.Errorf("Swap of a locked name = %v; want a permanent refusal", err)
+	}
+}
+
+// TestExtendLocksRetried: a lost reply to an extension is retried by the
+// retry layer and the re-run finds the lock already extended; faults on
+// lock requests go through Faulty.
+func TestExtendLocksRetried(t *testing.T) {
+	clk := clocktest.New(t0)
+	mem := storetest.NewLocking(t, clk)
+	faulty := store.NewFaulty(mem)
+	ol, err := store.WithObjectLock(faulty, store.LockPolicy{Mode: store.LockGovernance, Retention: time.Hour, Match: isPack, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.WithRetry(ol, store.RetryPolicy{Attempts: 3, Base: time.Millisecond, Max: time.Millisecond}, clk, nil)
+	if err := st.Put(t.Context(), "repos/t/data/aa/1", store.Bytes("x"), 1); err != nil {
+		t.Fatal(err)
+	}
+	faulty.Add(store.FaultRule{Op: "extendlock", Times: 1, AfterBytes: 1})
+	until := t0.Add(3 * time.Hour)
+	rep, err := store.ExtendLocks(t.Context(), st, []string{"repos/t/data/aa/1"}, until, 1)
+	if err != nil || rep.Current != 1 || faulty.Ops("extendlock") != 2 {
+		t.Fatalf("ExtendLocks with a lost reply = %+v, %v after %d tries; want it current after 2", rep, err, faulty.Ops("extendlock"))
+	}
+	if l, _ := mem.LockInfo(t.Context(), "repos/t/data/aa/1"); !l.Until.Equal(until) {
+		t.Errorf("lock = %v; want until %s", l, until)
+	}
+	faulty.Add(store.FaultRule{Op: "put", Times: -1, Err: store.ErrDenied})
+	if err := st.Put(t.Context(), "repos/t/data/aa/2", store.Bytes("x"), 1); !errors.Is(err, store.ErrDenied) {
+		t.Errorf("a locked put under a put fault = %v; want the fault", err)
 	}
 }
