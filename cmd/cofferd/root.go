@@ -126,7 +126,7 @@ func newRoot(g *globals) *cobra.Command {
 }
 
 // openState opens the vault's store and the registry and ledger over it.
-// The returned store is the plain store, not retry-wrapped (an upload body
+// The returned store is the stack's Base, not retry-wrapped (an upload body
 // streams once); the registry and ledger use a Retry decorator over it. The
 // caller closes the store. When the store holds no vault it fails with a
 // *noVaultError (exit 10), unless g.createVault is set (cofferd init, serve
@@ -187,7 +187,8 @@ func (g *globals) storeTarget() (string, error) {
 
 // openStore opens the store, making a missing directory or bucket only
 // when g.createVault is set. The registry and ledger use the stack's retry
-// layer (store.DefaultRetry on g.clock, logged); the rest its provider.
+// layer (store.DefaultRetry on g.clock, logged); the rest its Base: the
+// provider under the object lock (--object-lock) and rate caps (g.rates).
 func (g *globals) openStore(ctx context.Context, raw string, wait time.Duration) (*storeurl.Stack, error) {
 	policy, err := g.lockPolicy()
 	if err != nil {
