@@ -3,11 +3,19 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/cofferhq/coffer/internal/storeurl"
 	"github.com/cofferhq/coffer/internal/testutil/miniotest"
+	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
 // runStore runs cofferd with --store raw.
@@ -64,5 +72,77 @@ func TestObjectLockBucket(t *testing.T) {
 	}
 	if r := runStore(raw, "--object-lock", "compliance", "tenant", "create", "acme"); r.code != 0 {
 		t.Errorf("tenant create on the locked bucket (state documents by compare-and-swap): %+v", r)
+	}
+}
+
+// TestServeObjectLockEndToEnd: `cofferd serve --object-lock compliance`
+// on a bucket with Object Lock stores an agent's pack locked for
+// --object-lock-days, leaves the vault's own documents unlocked, refuses
+// the agent's DELETE, and counts the tenant's store requests.
+func TestServeObjectLockEndToEnd(t *testing.T) {
+	srv := miniotest.Start(t)
+	raw := srv.URL("coffer-serve-locked", "vault")
+	lockFlags := []string{"--store", raw, "--object-lock", "compliance", "--object-lock-days", "2"}
+	if r := runStore(raw, append(lockFlags[2:], "init")...); r.code != 0 {
+		t.Fatalf("init: %+v", r)
+	}
+	tok := tokenRE.FindString(runStore(raw, append(lockFlags[2:], "tenant", "create", "acme")...).stdout)
+	if tok == "" {
+		t.Fatal("no token")
+	}
+	sv := startServeArgs(t, append(lockFlags, "serve", "--store-write-rate", "50", "--store-read-rate", "100")...)
+	base := "http://" + sv.listen
+	cred, id, sum, _ := vaultapi.NewCredential()
+	body, _ := vaultapi.EnrollRequest{Token: vaultapi.Secret(tok), CredentialID: id, CredentialSHA256: hex.EncodeToString(sum[:]), Host: "xen1"}.Encode()
+	resp, err := http.Post(base+"/v1/enroll", "application/json", bytes.NewReader(body))
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("enroll: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	pack := bytes.Repeat([]byte("locked"), 5000)
+	h := sha256.Sum256(pack)
+	name := "data/" + hex.EncodeToString(h[:1]) + "/" + hex.EncodeToString(h[:])
+	for _, m := range []string{"PUT", "DELETE"} {
+		var rd io.Reader = bytes.NewReader(pack)
+		if m == "DELETE" {
+			rd = nil
+		}
+		req, _ := http.NewRequest(m, base+"/v1/repo/"+name, rd)
+		req.Header.Set("Authorization", "Bearer "+cred.Reveal())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[string]int{"PUT": 201, "DELETE": 403}[m]; resp.StatusCode != want {
+			t.Fatalf("%s: %d; want %d", m, resp.StatusCode, want)
+		}
+	}
+	c := srv.Client(t)
+	var packKey string
+	for o := range c.ListObjects(t.Context(), "coffer-serve-locked", minio.ListObjectsOptions{Prefix: "vault/", Recursive: true}) {
+		mode, until, err := c.GetObjectRetention(t.Context(), "coffer-serve-locked", o.Key, "")
+		locked := err == nil && mode != nil && *mode == minio.Compliance
+		if strings.HasSuffix(o.Key, "/"+name) {
+			packKey = o.Key
+			if !locked || until.Before(time.Now().Add(47*time.Hour)) || until.After(time.Now().Add(49*time.Hour)) {
+				t.Errorf("pack %s: retention %v until %v (%v); want compliance for 2 days", o.Key, mode, until, err)
+			}
+		} else if strings.HasPrefix(o.Key, "vault/vault/") && locked {
+			t.Errorf("state document %s is locked", o.Key)
+		}
+	}
+	if packKey == "" {
+		t.Fatal("the pack is not in the bucket")
+	}
+	tid := strings.Split(strings.TrimPrefix(packKey, "vault/repos/"), "/")[0]
+	resp, err = http.Get("http://" + sv.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(mb), `cofferd_tenant_store_requests_total{op="put",tenant="`+tid+`"} 1`) {
+		t.Errorf("metrics lack the tenant's store put:\n%s", mb)
 	}
 }
