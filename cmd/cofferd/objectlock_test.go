@@ -43,6 +43,19 @@ func TestObjectLockFlagsRefused(t *testing.T) {
 	if r := cofferd(t, dir, "--object-lock", "governance", "tenant", "list"); r.code == 0 || !strings.Contains(r.stderr, "s3://") {
 		t.Errorf("object lock on a directory store: exit %d, %s; want a refusal naming s3://", r.code, r.stderr)
 	}
+	// The environment gives the same settings.
+	t.Setenv(EnvObjectLock, "compliance")
+	if r := cofferd(t, dir, "tenant", "list"); r.code == 0 || !strings.Contains(r.stderr, "s3://") {
+		t.Errorf("%s=compliance on a directory store: exit %d, %s; want a refusal naming s3://", EnvObjectLock, r.code, r.stderr)
+	}
+	t.Setenv(EnvObjectLockDays, "a week")
+	if r := cofferd(t, dir, "tenant", "list"); r.code != exitUsage || !strings.Contains(r.stderr, EnvObjectLockDays) {
+		t.Errorf("%s=\"a week\": exit %d, %s; want a usage error naming the variable", EnvObjectLockDays, r.code, r.stderr)
+	}
+	t.Setenv(EnvObjectLock, "")
+	if r := cofferd(t, dir, "tenant", "list"); r.code != 0 {
+		t.Errorf("without object lock the days are not read: exit %d, %s", r.code, r.stderr)
+	}
 }
 
 // TestObjectLockBucket: with --object-lock, cofferd refuses a bucket

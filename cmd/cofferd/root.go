@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,14 @@ import (
 // EnvStore names the vault's store when --store is not given.
 const EnvStore = "COFFER_STORE"
 
+// EnvObjectLock and EnvObjectLockDays give --object-lock and
+// --object-lock-days, so the service and the admin commands run from one
+// environment file lock alike.
+const (
+	EnvObjectLock     = "COFFER_OBJECT_LOCK"
+	EnvObjectLockDays = "COFFER_OBJECT_LOCK_DAYS"
+)
+
 const defaultStore = "file://./coffer-vault"
 
 // globals are the flags every command takes, and the process's streams.
@@ -47,7 +56,7 @@ type globals struct {
 	// objectLock and objectLockDays are --object-lock and
 	// --object-lock-days (see lockPolicy).
 	objectLock     string
-	objectLockDays int
+	objectLockDays string
 	// rates caps the store's request rate (serve sets it from its flags).
 	rates store.RateLimits
 }
@@ -112,8 +121,8 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.storeURL, "store", envOr(EnvStore, defaultStore),
 		"the vault's store: file:///dir or s3://host:port/bucket[/prefix] (env "+EnvStore+"; S3 keys from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
-	pf.StringVar(&g.objectLock, "object-lock", "", "lock tenants' objects in the S3 bucket as they are stored: governance or compliance (the bucket must have been made with Object Lock)")
-	pf.IntVar(&g.objectLockDays, "object-lock-days", defaultObjectLockDays, "with --object-lock, days a new object stays locked: more than the GC grace period plus the longest gap between lock extensions")
+	pf.StringVar(&g.objectLock, "object-lock", os.Getenv(EnvObjectLock), "lock tenants' objects in the S3 bucket as they are stored: governance or compliance (env "+EnvObjectLock+"; the bucket must have been made with Object Lock)")
+	pf.StringVar(&g.objectLockDays, "object-lock-days", envOr(EnvObjectLockDays, strconv.Itoa(defaultObjectLockDays)), "with --object-lock, days a new object stays locked (env "+EnvObjectLockDays+"): more than the GC grace period plus the longest gap between lock extensions")
 	g.profile.AddFlag(pf)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
 	root.AddCommand(newInitCmd(g), newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g), newRestoreCmd(g), newNBDCmd(g), newVersionCmd(g))
@@ -230,15 +239,17 @@ const defaultObjectLockDays = 30
 func (g *globals) lockPolicy() (store.LockPolicy, error) {
 	mode, err := store.ParseLockMode(g.objectLock)
 	if err != nil {
-		return store.LockPolicy{}, usageError{Err: fmt.Errorf("--object-lock: %w", err)}
+		return store.LockPolicy{}, usageError{Err: fmt.Errorf("--object-lock (env %s): %w", EnvObjectLock, err)}
 	}
 	if mode == store.LockNone {
 		return store.LockPolicy{}, nil
 	}
-	if g.objectLockDays < 1 || g.objectLockDays > 36500 {
-		return store.LockPolicy{}, usageError{Err: fmt.Errorf("--object-lock-days %d: want 1 to 36500 days", g.objectLockDays)}
+	days, err := strconv.Atoi(g.objectLockDays)
+	if err != nil || days < 1 || days > 36500 {
+		return store.LockPolicy{}, usageError{Err: fmt.Errorf("--object-lock-days (env %s) %q: want a whole number of days from 1 to 36500",
+			EnvObjectLockDays, termtext.Clip(g.objectLockDays, 20))}
 	}
-	return store.LockPolicy{Mode: mode, Retention: time.Duration(g.objectLockDays) * 24 * time.Hour,
+	return store.LockPolicy{Mode: mode, Retention: time.Duration(days) * 24 * time.Hour,
 		Match: vault.LockedObject, Clock: g.clock}, nil
 }
 
