@@ -131,10 +131,27 @@ func TestServeObjectLockEndToEnd(t *testing.T) {
 			t.Fatalf("%s: %d; want %d", m, resp.StatusCode, want)
 		}
 	}
-	c := srv.Client(t)
+	packKey := checkServedLocks(t, srv.Client(t), "coffer-serve-locked", name)
+	tid := strings.Split(strings.TrimPrefix(packKey, "vault/repos/"), "/")[0]
+	resp, err = http.Get("http://" + sv.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(mb), `cofferd_tenant_store_requests_total{op="put",tenant="`+tid+`"} 1`) {
+		t.Errorf("metrics lack the tenant's store put:\n%s", mb)
+	}
+}
+
+// checkServedLocks checks the retention of everything in bucket: the pack
+// name is under compliance for about two days, no state document is locked.
+// It returns the pack's key.
+func checkServedLocks(t *testing.T, c *minio.Client, bucket, name string) string {
+	t.Helper()
 	var packKey string
-	for o := range c.ListObjects(t.Context(), "coffer-serve-locked", minio.ListObjectsOptions{Prefix: "vault/", Recursive: true}) {
-		mode, until, err := c.GetObjectRetention(t.Context(), "coffer-serve-locked", o.Key, "")
+	for o := range c.ListObjects(t.Context(), bucket, minio.ListObjectsOptions{Prefix: "vault/", Recursive: true}) {
+		mode, until, err := c.GetObjectRetention(t.Context(), bucket, o.Key, "")
 		locked := err == nil && mode != nil && *mode == minio.Compliance
 		if strings.HasSuffix(o.Key, "/"+name) {
 			packKey = o.Key
@@ -148,14 +165,5 @@ func TestServeObjectLockEndToEnd(t *testing.T) {
 	if packKey == "" {
 		t.Fatal("the pack is not in the bucket")
 	}
-	tid := strings.Split(strings.TrimPrefix(packKey, "vault/repos/"), "/")[0]
-	resp, err = http.Get("http://" + sv.metrics + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(mb), `cofferd_tenant_store_requests_total{op="put",tenant="`+tid+`"} 1`) {
-		t.Errorf("metrics lack the tenant's store put:\n%s", mb)
-	}
+	return packKey
 }
