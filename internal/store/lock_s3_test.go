@@ -69,6 +69,7 @@ func versionsOf(t *testing.T, c *minio.Client, bucket, key string) []string {
 // when, is not retried, and succeeds once the lock has ended, leaving no
 // version behind. A state document outside the locked prefix is not locked.
 func TestS3ObjectLock(t *testing.T) {
+	t.Parallel() // it waits for locks to end: overlap that with the others
 	srv := minioServer(t)
 	for _, mode := range []store.LockMode{store.LockGovernance, store.LockCompliance} {
 		t.Run(string(mode), func(t *testing.T) {
@@ -156,6 +157,7 @@ func assertCannotDelete(t *testing.T, srv *miniotest.Server, raw string, st *sto
 // TestS3LockerConformance: the S3 store keeps Object Lock's rules, in a
 // MinIO bucket made with it.
 func TestS3LockerConformance(t *testing.T) {
+	t.Parallel()
 	srv := minioServer(t)
 	storetest.RunLocker(t, func(t *testing.T) storetest.LockerEnv {
 		st := openLocked(t, srv.NewLockedBucket(t), store.LockGovernance, time.Hour)
@@ -237,21 +239,35 @@ func TestS3ObjectLockNeedsLockedBucket(t *testing.T) {
 }
 
 // TestS3LockedBucketConformance: a bucket with Object Lock (versioned) is
-// still a store and a Swapper for everything the policy does not lock
-// (the vault's state documents), and a Swap of a locked name is refused.
+// still a store for everything the policy does not lock, and a Swapper for
+// the vault's state documents; a Swap of a locked name is refused.
 func TestS3LockedBucketConformance(t *testing.T) {
+	t.Parallel()
 	srv := minioServer(t)
 	open := func(t *testing.T) store.Store {
 		return openLocked(t, srv.NewLockedBucket(t), store.LockCompliance, time.Hour).Base
 	}
 	storetest.Run(t, open)
-	storetest.RunSwapper(t, open)
-	s := open(t)
-	sw, ok := store.As[store.Swapper](s)
+	sw, ok := store.As[store.Swapper](open(t))
 	if !ok {
 		t.Fatal("the object-locked store offers no Swapper")
 	}
-	if _, err := sw.Swap(t.Context(), "repos/t1/state", []byte("x"), ""); err == nil || !store.IsPermanent(err) {
+	ctx := t.Context()
+	v1, err := sw.Swap(ctx, "vault/tenants/t1", []byte("1"), "")
+	if err != nil {
+		t.Fatalf("Swap to create a state document: %v", err)
+	}
+	v2, err := sw.Swap(ctx, "vault/tenants/t1", []byte("2"), v1)
+	if err != nil {
+		t.Fatalf("Swap to replace it: %v", err)
+	}
+	if _, err := sw.Swap(ctx, "vault/tenants/t1", []byte("3"), v1); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("Swap with a stale version = %v; want ErrConflict", err)
+	}
+	if b, v, err := sw.ReadVersioned(ctx, "vault/tenants/t1", 10); err != nil || string(b) != "2" || v != v2 {
+		t.Errorf("ReadVersioned = %q, %q, %v; want \"2\" at the second version", b, v, err)
+	}
+	if _, err := sw.Swap(ctx, "repos/t1/state", []byte("x"), ""); err == nil || !store.IsPermanent(err) {
 		t.Errorf("Swap of a locked name = %v; want a permanent refusal", err)
 	}
 }
