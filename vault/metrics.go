@@ -23,6 +23,7 @@ type metrics struct {
 	authFailures    *prometheus.CounterVec   // reason
 	conns           *prometheus.GaugeVec     // state
 	connsRefused    *prometheus.CounterVec   // reason
+	storeRequests   *prometheus.CounterVec   // tenant, op
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -67,6 +68,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cofferd_connections_closed_total", Help: "Connections closed by the connection limits, by reason (full: refused at once; evicted: an idle unauthenticated one closed to make room).",
 		}, []string{"reason"}),
+		storeRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cofferd_tenant_store_requests_total", Help: "Requests to the data store made while serving a tenant, by tenant ID and operation (put, get, stat, list, delete); a listing counts one per 1000 names.",
+		}, []string{"tenant", "op"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "coffer_build_info", Help: "Always 1; the version label is the running build's version.",
@@ -74,7 +78,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	buildInfo.WithLabelValues(buildinfo.Version()).Set(1)
 	for _, c := range []prometheus.Collector{buildInfo, m.requests, m.duration, m.tenantRequests, m.bytesIn, m.bytesOut,
 		m.tenantErrors, m.uploadsInFlight, m.throttled, m.quotaRefusals, m.digestMismatch, m.authFailures,
-		m.conns, m.connsRefused} {
+		m.conns, m.connsRefused, m.storeRequests} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

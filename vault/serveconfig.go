@@ -9,6 +9,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/pflag"
+
+	"github.com/cofferhq/coffer/internal/store"
 )
 
 // ServeConfig holds the flags of `cofferd serve` that concern the listener
@@ -33,6 +35,8 @@ type ServeConfig struct {
 	HeaderTimeout   time.Duration
 	BodyTimeout     time.Duration
 	IdleTimeout     time.Duration
+	StoreWriteRate  float64 // requests/s to the store: puts, deletes, swaps; 0 unlimited
+	StoreReadRate   float64 // requests/s to the store: gets, stats, lists; 0 unlimited
 
 	limits Limits // set by Validate
 }
@@ -60,7 +64,15 @@ func ServeFlags(fs *pflag.FlagSet) *ServeConfig {
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", d.HeaderTimeout, "time to send a request's headers (and the TLS handshake)")
 	fs.DurationVar(&c.BodyTimeout, "body-timeout", d.BodyTimeout, "time to send a request body other than an upload (uploads have --min-upload-rate)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "an idle keep-alive connection is closed after this time")
+	fs.Float64Var(&c.StoreWriteRate, "store-write-rate", 0, "most write requests per second to the store (puts, deletes, compare-and-swaps; 0: unlimited); over it requests wait")
+	fs.Float64Var(&c.StoreReadRate, "store-read-rate", 0, "most read requests per second to the store (gets, stats, lists; 0: unlimited); over it requests wait")
 	return c
+}
+
+// StoreRates returns the store's request-rate caps (--store-write-rate,
+// --store-read-rate).
+func (c *ServeConfig) StoreRates() store.RateLimits {
+	return store.RateLimits{Write: c.StoreWriteRate, Read: c.StoreReadRate}
 }
 
 // IsLoopback reports whether a listen address binds only to loopback.
@@ -135,6 +147,9 @@ func (c *ServeConfig) Validate() error {
 	}
 	if err := c.connLimits(&l); err != nil {
 		return err
+	}
+	if err := c.StoreRates().Validate(); err != nil {
+		return fmt.Errorf("--store-write-rate, --store-read-rate: %w", err)
 	}
 	c.limits = l
 	return nil

@@ -168,6 +168,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("vault: registering metrics: %w", err)
 	}
 	s.m = m
+	s.data = &tenantStore{Store: s.data, requests: m.storeRequests}
 	if s.probe == nil {
 		s.probe = func(ctx context.Context) error {
 			_, err := s.data.Stat(ctx, "vault/format")

@@ -51,6 +51,7 @@ func newServeCmd(g *globals) *cobra.Command {
 }
 
 func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait time.Duration, drills *serveDrills, maintain *serveMaintenance) error {
+	g.rates = sc.StoreRates()
 	data, reg, led, err := g.openStateWait(ctx, storeWait)
 	if err != nil {
 		return err
@@ -114,7 +115,8 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 		servers = append(servers, ms)
 		go func() { errc <- ms.Serve(mln) }()
 	}
-	g.log.Info("cofferd serving", "listen", ln.Addr().String(), "tls", sc.TLS(), "metrics", metricsAddr, "store", data.Location())
+	g.log.Info("cofferd serving", "listen", ln.Addr().String(), "tls", sc.TLS(), "metrics", metricsAddr, "store", data.Location(),
+		"object_lock", g.objectLock, "store_write_rate", sc.StoreWriteRate, "store_read_rate", sc.StoreReadRate)
 
 	var serveErr error
 	select {

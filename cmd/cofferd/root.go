@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +29,14 @@ import (
 // EnvStore names the vault's store when --store is not given.
 const EnvStore = "COFFER_STORE"
 
+// EnvObjectLock and EnvObjectLockDays give --object-lock and
+// --object-lock-days, so the service and the admin commands run from one
+// environment file lock alike.
+const (
+	EnvObjectLock     = "COFFER_OBJECT_LOCK"
+	EnvObjectLockDays = "COFFER_OBJECT_LOCK_DAYS"
+)
+
 const defaultStore = "file://./coffer-vault"
 
 // globals are the flags every command takes, and the process's streams.
@@ -44,6 +53,12 @@ type globals struct {
 	// createVault lets openState make a missing vault (cofferd init,
 	// serve --init).
 	createVault bool
+	// objectLock and objectLockDays are --object-lock and
+	// --object-lock-days (see lockPolicy).
+	objectLock     string
+	objectLockDays string
+	// rates caps the store's request rate (serve sets it from its flags).
+	rates store.RateLimits
 }
 
 // serveCommand builds `cofferd serve`; cmd_serve.go sets it in an init.
@@ -106,6 +121,8 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.storeURL, "store", envOr(EnvStore, defaultStore),
 		"the vault's store: file:///dir or s3://host:port/bucket[/prefix] (env "+EnvStore+"; S3 keys from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
 	pf.BoolVar(&g.json, "json", false, "machine-readable JSON output")
+	pf.StringVar(&g.objectLock, "object-lock", os.Getenv(EnvObjectLock), "lock tenants' objects in the S3 bucket as they are stored: governance or compliance (env "+EnvObjectLock+"; the bucket must have been made with Object Lock)")
+	pf.StringVar(&g.objectLockDays, "object-lock-days", envOr(EnvObjectLockDays, strconv.Itoa(defaultObjectLockDays)), "with --object-lock, days a new object stays locked (env "+EnvObjectLockDays+"): more than the GC grace period plus the longest gap between lock extensions")
 	g.profile.AddFlag(pf)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
 	root.AddCommand(newInitCmd(g), newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g), newRestoreCmd(g), newNBDCmd(g), newVersionCmd(g))
@@ -118,7 +135,7 @@ func newRoot(g *globals) *cobra.Command {
 }
 
 // openState opens the vault's store and the registry and ledger over it.
-// The returned store is the plain store, not retry-wrapped (an upload body
+// The returned store is the stack's Base, not retry-wrapped (an upload body
 // streams once); the registry and ledger use a Retry decorator over it. The
 // caller closes the store. When the store holds no vault it fails with a
 // *noVaultError (exit 10), unless g.createVault is set (cofferd init, serve
@@ -139,7 +156,7 @@ func (g *globals) openStateWait(ctx context.Context, wait time.Duration) (store.
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	base, meta := st.Provider, st.Retry
+	base, meta := st.Base, st.Retry
 	reg, err := registry.New(meta, g.clock)
 	if err == nil {
 		err = g.checkVault(ctx, reg, base)
@@ -179,15 +196,21 @@ func (g *globals) storeTarget() (string, error) {
 
 // openStore opens the store, making a missing directory or bucket only
 // when g.createVault is set. The registry and ledger use the stack's retry
-// layer (store.DefaultRetry on g.clock, logged); the rest its provider.
+// layer (store.DefaultRetry on g.clock, logged); the rest its Base: the
+// provider under the object lock (--object-lock) and rate caps (g.rates).
 func (g *globals) openStore(ctx context.Context, raw string, wait time.Duration) (*storeurl.Stack, error) {
+	policy, err := g.lockPolicy()
+	if err != nil {
+		return nil, err
+	}
+	opts := storeurl.Options{Create: g.createVault, Retry: store.DefaultRetry, Clock: g.clock, Log: g.log,
+		ObjectLock: policy, Rates: g.rates}
 	var st *storeurl.Stack
 	open := func() error {
 		var err error
-		st, err = storeurl.Open(ctx, raw, storeurl.Options{Create: g.createVault, Retry: store.DefaultRetry, Clock: g.clock, Log: g.log})
+		st, err = storeurl.Open(ctx, raw, opts)
 		return err
 	}
-	var err error
 	if p := storeWaitPolicy(wait); p.Attempts > 1 {
 		err = store.Do(ctx, p, g.clock, g.log, "waited for", "the store", open)
 	} else {
@@ -200,6 +223,34 @@ func (g *globals) openStore(ctx context.Context, raw string, wait time.Duration)
 		return nil, fmt.Errorf("opening the vault store: %w", err)
 	}
 	return st, nil
+}
+
+// defaultObjectLockDays is --object-lock-days' default.
+const defaultObjectLockDays = 30
+
+// lockPolicy is the object lock policy of --object-lock and
+// --object-lock-days: the vault's (vault.LockedObject), or none.
+//
+// The rule for the days: an object stays locked that long after it is
+// stored or its lock was last extended, so they must exceed the grace
+// period garbage collection gives an unreferenced pack plus the longest
+// gap between two runs that extend the locks of what retained snapshots
+// need; otherwise a needed pack's lock lapses in between.
+func (g *globals) lockPolicy() (store.LockPolicy, error) {
+	mode, err := store.ParseLockMode(g.objectLock)
+	if err != nil {
+		return store.LockPolicy{}, usageError{Err: fmt.Errorf("--object-lock (env %s): %w", EnvObjectLock, err)}
+	}
+	if mode == store.LockNone {
+		return store.LockPolicy{}, nil
+	}
+	days, err := strconv.Atoi(g.objectLockDays)
+	if err != nil || days < 1 || days > 36500 {
+		return store.LockPolicy{}, usageError{Err: fmt.Errorf("--object-lock-days (env %s) %q: want a whole number of days from 1 to 36500",
+			EnvObjectLockDays, termtext.Clip(g.objectLockDays, 20))}
+	}
+	return store.LockPolicy{Mode: mode, Retention: time.Duration(days) * 24 * time.Hour,
+		Match: vault.LockedObject, Clock: g.clock}, nil
 }
 
 // checkVault checks vault/format, or with g.createVault makes it (on a

@@ -46,10 +46,17 @@ type served struct {
 // extra serve flags, and waits until it listens. It is stopped at cleanup.
 func startServe(t *testing.T, dir string, extra ...string) *served {
 	t.Helper()
+	return startServeArgs(t, append([]string{"--store", "file://" + dir, "serve"}, extra...)...)
+}
+
+// startServeArgs runs cofferd with args (which name the store and the
+// serve command, and may add flags), listening on loopback.
+func startServeArgs(t *testing.T, args ...string) *served {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	sv := &served{stderr: &syncBuffer{}, done: make(chan int, 1), cancel: cancel}
 	t.Cleanup(cancel)
-	args := append([]string{"--store", "file://" + dir, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"}, extra...)
+	args = append(args, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0")
 	go func() { sv.done <- run(ctx, args, io.Discard, sv.stderr) }()
 	for deadline := time.Now().Add(10 * time.Second); sv.listen == ""; {
 		for _, line := range strings.Split(sv.stderr.String(), "\n") {

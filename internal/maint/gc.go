@@ -361,3 +361,12 @@ func (st *GCState) PruneDone(batch string) *GCState {
 	}
 	return next
 }
+
+// PruningOf reports whether retention is removing the receipt name.
+func (st *GCState) PruningOf(name string) (Pruned, bool) {
+	if st == nil {
+		return Pruned{}, false
+	}
+	p, ok := st.Pruning[name]
+	return p, ok
+}

@@ -24,7 +24,7 @@ type Faulty struct {
 
 // FaultRule describes one injected fault.
 type FaultRule struct {
-	Op     string // "put", "get", "stat", "list", "delete", "readversioned", "swap", or "" for any
+	Op     string // "put" (PutLocked too), "get", "stat", "list", "delete", "readversioned", "swap", "lockinfo", "extendlock", or "" for any
 	Prefix string // object name prefix, "" for any
 	Times  int    // how many times to fire; negative is forever
 	Skip   int    // let this many matching operations through first
@@ -173,4 +173,47 @@ func (f *Faulty) Swap(ctx context.Context, name string, b []byte, ifVersion stri
 		return "", r.err()
 	}
 	return sw.Swap(ctx, name, b, ifVersion)
+}
+
+// PutLocked implements Locker (op "put", as Put), when the wrapped store
+// is one.
+func (f *Faulty) PutLocked(ctx context.Context, name string, rd io.ReaderAt, size int64, lock Lock) error {
+	lk, err := lockerOf(f.Store)
+	if err != nil {
+		return err
+	}
+	if r := f.match("put", name); r != nil {
+		return r.err()
+	}
+	return lk.PutLocked(ctx, name, rd, size, lock)
+}
+
+// LockInfo implements Locker (op "lockinfo").
+func (f *Faulty) LockInfo(ctx context.Context, name string) (Lock, error) {
+	lk, err := lockerOf(f.Store)
+	if err != nil {
+		return Lock{}, err
+	}
+	if r := f.match("lockinfo", name); r != nil {
+		return Lock{}, r.err()
+	}
+	return lk.LockInfo(ctx, name)
+}
+
+// ExtendLock implements Locker (op "extendlock"). A rule with AfterBytes
+// > 0 extends and then fails, as a lost reply does.
+func (f *Faulty) ExtendLock(ctx context.Context, name string, lock Lock) (bool, error) {
+	lk, err := lockerOf(f.Store)
+	if err != nil {
+		return false, err
+	}
+	if r := f.match("extendlock", name); r != nil {
+		if r.AfterBytes > 0 {
+			if _, err := lk.ExtendLock(ctx, name, lock); err != nil {
+				return false, err
+			}
+		}
+		return false, r.err()
+	}
+	return lk.ExtendLock(ctx, name, lock)
 }

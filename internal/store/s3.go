@@ -32,6 +32,12 @@ type S3Config struct {
 	SecretKey    string
 	SessionToken string
 
+	// ObjectLock says the bucket was made with Object Lock (hence
+	// versioning): OpenS3 checks its lock configuration (and makes a
+	// missing bucket with it), and Delete removes every version of a key,
+	// failing with ErrLocked on a version under retention. See lock_s3.go.
+	ObjectLock bool
+
 	// Transport replaces the HTTP transport (tests); nil uses minio-go's default.
 	Transport http.RoundTripper
 }
@@ -106,16 +112,24 @@ func OpenS3(ctx context.Context, cfg S3Config, create bool) (*S3, error) {
 		return nil, fmt.Errorf("checking bucket %q at %s: %w", cfg.Bucket, s.Location(), translateS3(err))
 	}
 	if ok {
-		return s, nil
+		return checked(s, s.checkObjectLock(ctx))
 	}
 	if !create {
 		return nil, fmt.Errorf("bucket %q does not exist at %s (initialise the repository first): %w",
 			cfg.Bucket, s.Location(), ErrNotFound)
 	}
-	err = s.client.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region})
+	err = s.client.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region, ObjectLocking: cfg.ObjectLock})
 	var er minio.ErrorResponse
 	if err != nil && !(errors.As(err, &er) && er.Code == "BucketAlreadyOwnedByYou") {
 		return nil, fmt.Errorf("creating bucket %q at %s: %w", cfg.Bucket, s.Location(), translateS3(err))
+	}
+	return checked(s, s.checkObjectLock(ctx))
+}
+
+// checked returns s, or nil and err.
+func checked(s *S3, err error) (*S3, error) {
+	if err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -196,6 +210,12 @@ func (s *PutSource) ReadAt(p []byte, off int64) (int, error) {
 
 // Put implements Store.
 func (s *S3) Put(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	return s.put(ctx, name, r, size, Lock{})
+}
+
+// put is Put, with the object's retention set by the PUT when lock has a
+// mode.
+func (s *S3) put(ctx context.Context, name string, r io.ReaderAt, size int64, lock Lock) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
@@ -212,6 +232,9 @@ func (s *S3) Put(ctx context.Context, name string, r io.ReaderAt, size int64) er
 		DisableContentSha256: true,
 		PartSize:             MaxS3ObjectSize,
 	}
+	if lock.Mode != LockNone {
+		opts.Mode, opts.RetainUntilDate = s3Mode(lock.Mode), lock.Until
+	}
 	opts.SetMatchETagExcept("*")
 	// The exact size always: with -1 minio-go allocates large part buffers.
 	_, err := s.client.PutObject(ctx, s.cfg.Bucket, s.key(name), io.NewSectionReader(src, 0, size), size, opts)
@@ -221,7 +244,7 @@ func (s *S3) Put(ctx context.Context, name string, r io.ReaderAt, size int64) er
 	if src.Short() {
 		return &PermanentError{Err: fmt.Errorf("%s: %w (want %d bytes)", name, ErrShortSource, size)}
 	}
-	return fmt.Errorf("%s: put: %w", name, translateS3(err))
+	return fmt.Errorf("%s: put: %w", name, translateLockS3(err))
 }
 
 // Get implements Store.
@@ -360,10 +383,15 @@ func (s *S3) ListFrom(ctx context.Context, prefix, after string, fn func(Info) e
 	return ctx.Err()
 }
 
-// Delete implements Store. S3 answers a delete of a missing key with success.
+// Delete implements Store. S3 answers a delete of a missing key with
+// success. In a bucket with Object Lock every version of the key is
+// deleted (deleteVersions).
 func (s *S3) Delete(ctx context.Context, name string) error {
 	if err := ValidName(name); err != nil {
 		return err
+	}
+	if s.cfg.ObjectLock {
+		return s.deleteVersions(ctx, name)
 	}
 	if err := s.client.RemoveObject(ctx, s.cfg.Bucket, s.key(name), minio.RemoveObjectOptions{}); err != nil {
 		err = translateS3(err)

@@ -130,7 +130,7 @@ var (
 func IsPermanent(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrExists) || errors.Is(err, ErrDenied) ||
 		errors.Is(err, ErrInvalidRange) || errors.Is(err, ErrNoSpace) || errors.Is(err, ErrInvalidName) ||
-		errors.Is(err, ErrConflict) ||
+		errors.Is(err, ErrConflict) || errors.Is(err, ErrLocked) || errors.Is(err, ErrNoObjectLock) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.As(err, new(*PermanentError))
 }

@@ -87,3 +87,30 @@ func TestDecorateRetry(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenRates: rate caps sit in Base, below the counter, and the
+// provider stays undecorated; bad caps are refused.
+func TestOpenRates(t *testing.T) {
+	dir := t.TempDir()
+	st, err := storeurl.Open(t.Context(), "file://"+dir, storeurl.Options{Rates: store.RateLimits{Write: 100, Read: 200}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Provider.Close()
+	if _, ok := st.Base.(*store.RateLimit); !ok || st.Counting.Unwrap() != st.Base {
+		t.Fatalf("Base is %T under %T; want *store.RateLimit under the counter", st.Base, st.Counting.Unwrap())
+	}
+	if st.Base.(*store.RateLimit).Unwrap() != st.Provider {
+		t.Error("the rate cap does not wrap the provider")
+	}
+	plain, err := storeurl.Open(t.Context(), "file://"+dir, storeurl.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.Base != plain.Provider {
+		t.Errorf("without caps or a lock Base is %T; want the provider", plain.Base)
+	}
+	if _, err := storeurl.Open(t.Context(), "file://"+dir, storeurl.Options{Rates: store.RateLimits{Write: -1}}); err == nil {
+		t.Error("Open with a negative rate succeeded")
+	}
+}

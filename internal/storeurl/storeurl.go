@@ -206,6 +206,15 @@ type Options struct {
 	// notices discarded). The vault's tenant check uses neither, as before.
 	Clock clock.Clock
 	Log   *slog.Logger
+	// ObjectLock, when its Mode is set, locks the objects its Match
+	// selects as they are put (store.WithObjectLock, in Open). It needs an
+	// s3:// store whose bucket was made with Object Lock: opening checks
+	// the bucket's lock configuration (and Create makes the bucket with
+	// it), and Delete then removes every version of a key.
+	ObjectLock store.LockPolicy
+	// Rates caps the provider's request rate (store.WithRateLimit);
+	// the zero value caps nothing.
+	Rates store.RateLimits
 }
 
 // OpenProvider opens the store a repository URL names (see Parse), with
@@ -221,7 +230,13 @@ func OpenProvider(ctx context.Context, rawURL string, o Options) (store.Store, e
 		return nil, err
 	}
 	if t.Vault != nil {
+		if o.ObjectLock.Mode != store.LockNone {
+			return nil, errors.New("object lock is set on the vault's own store, not through a vault URL")
+		}
 		return openVault(ctx, t.Vault, o)
+	}
+	if t.S3 == nil && o.ObjectLock.Mode != store.LockNone {
+		return nil, fmt.Errorf("object lock needs an s3:// store in a bucket made with Object Lock; %s cannot lock objects", rawURL)
 	}
 	if t.S3 == nil {
 		l, err := store.OpenLocal(t.Dir, create)
@@ -234,6 +249,7 @@ func OpenProvider(ctx context.Context, rawURL string, o Options) (store.Store, e
 	cfg.AccessKey = os.Getenv(EnvAccessKey)
 	cfg.SecretKey = os.Getenv(EnvSecretKey)
 	cfg.SessionToken = os.Getenv(EnvSessionToken)
+	cfg.ObjectLock = o.ObjectLock.Mode != store.LockNone
 	if cfg.AccessKey == "" || cfg.SecretKey == "" {
 		return nil, fmt.Errorf("%s: S3 credentials missing: set %s and %s in the environment: %w",
 			cfg, EnvAccessKey, EnvSecretKey, store.ErrDenied)

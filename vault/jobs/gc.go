@@ -68,7 +68,12 @@ type GCReport struct {
 	Plan         maint.GCPlan `json:"plan"`
 	Deleted      []string     `json:"deleted,omitempty"`
 	DeletedBytes int64        `json:"deleted_bytes"`
-	DryRun       bool         `json:"dry_run,omitempty"`
+	// Postponed counts condemned packs whose object lock has not ended:
+	// they go at a later run once it has.
+	Postponed int `json:"postponed,omitempty"`
+	// Locks is what extending the locks of needed packs did.
+	Locks  *LockExtension `json:"locks,omitempty"`
+	DryRun bool           `json:"dry_run,omitempty"`
 }
 
 // ErrUnsafe is wrapped when a collection refuses to run for a tenant
@@ -116,6 +121,9 @@ func CollectGarbage(ctx context.Context, d Deps, tenantID string, o GCOptions) (
 		return nil, fmt.Errorf("tenant %s: recording the collection: %w", tenantID, err)
 	}
 	d.after("marked")
+	if rep.Locks, err = extendLocks(ctx, d, tenantID, needed, packs, p.Now); err != nil {
+		return nil, err
+	}
 	return rep, deleteCondemned(ctx, d, tenantID, rep)
 }
 
@@ -187,22 +195,46 @@ func listPacks(ctx context.Context, data store.Store, tenantID string) ([]maint.
 // finishes it, so usage stays exact.
 func deleteCondemned(ctx context.Context, d Deps, tenantID string, rep *GCReport) error {
 	now := clock.Or(d.Clock).Now().UTC()
+	cur, err := LoadGCState(ctx, d.Meta, tenantID)
+	if err != nil || cur == nil {
+		return err
+	}
+	// A pack under an object lock is never asked to go: it is postponed
+	// to when its lock ends.
+	locked := map[string]time.Time{}
+	for id, dm := range cur.Deleting {
+		if dm.Batch != "" || now.Before(dm.NotBefore) {
+			continue
+		}
+		l, err := store.LockInfo(ctx, d.Data, packKey(tenantID, id))
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("tenant %s: reading the lock of pack %s: %w", tenantID, id, err)
+		}
+		if l.Active(now) {
+			locked[id] = l.Until
+		}
+	}
 	st, err := updateGCState(ctx, d.Meta, tenantID, func(cur *maint.GCState) (*maint.GCState, error) {
+		next := cur
+		for id, until := range locked {
+			next = next.Postpone(id, until)
+		}
 		var fresh []string
-		for id, dm := range cur.Deleting {
+		for id, dm := range next.Deleting {
 			if dm.Batch == "" && (dm.NotBefore.IsZero() || !now.Before(dm.NotBefore)) {
 				fresh = append(fresh, id)
 			}
 		}
 		if len(fresh) == 0 {
-			return cur, nil
+			return next, nil
 		}
 		slices.Sort(fresh)
-		return cur.Batch(fresh, batchName(tenantID, fresh)), nil
+		return next.Batch(fresh, batchName(tenantID, fresh)), nil
 	})
 	if err != nil {
 		return fmt.Errorf("tenant %s: recording a deletion batch: %w", tenantID, err)
 	}
+	rep.Postponed = len(locked)
 	d.after("batched")
 	for _, batch := range st.Batches() {
 		if err := deleteBatch(ctx, d, tenantID, st, batch, now, rep); err != nil {
@@ -212,13 +244,17 @@ func deleteCondemned(ctx context.Context, d Deps, tenantID string, rep *GCReport
 	return nil
 }
 
+// packKey is where a tenant's pack is in the vault's store.
+func packKey(tenantID, id string) string {
+	return tenantPrefix(tenantID) + repo.DataPrefix + id[:2] + "/" + id
+}
+
 // deleteBatch deletes one batch, takes it off the ledger and forgets it.
 func deleteBatch(ctx context.Context, d Deps, tenantID string, st *maint.GCState, batch string, now time.Time, rep *GCReport) error {
 	rm := ledger.Removal{Batch: batch}
 	ids := st.InBatch(batch)
 	for _, id := range ids {
-		key := tenantPrefix(tenantID) + repo.DataPrefix + id[:2] + "/" + id
-		if err := d.Data.Delete(ctx, key); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := d.Data.Delete(ctx, packKey(tenantID, id)); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("tenant %s: deleting pack %s: %w", tenantID, id, err)
 		}
 		size := st.Deleting[id].Size

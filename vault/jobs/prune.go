@@ -36,6 +36,9 @@ type PruneReport struct {
 	// Future are receipts dated past the vault's clock by more than
 	// MaxFuture: kept, and left out of the policy's decisions.
 	Future []string `json:"future,omitempty"`
+	// Waiting counts snapshots an earlier run removed whose object lock
+	// has not ended: they go once it has.
+	Waiting int `json:"waiting,omitempty"`
 	DryRun bool     `json:"dry_run,omitempty"`
 }
 
@@ -68,10 +71,18 @@ func Prune(ctx context.Context, d Deps, tenantID string, o PruneOptions) (*Prune
 	if err != nil {
 		return nil, err
 	}
+	pending, err := LoadGCState(ctx, d.Meta, tenantID)
+	if err != nil {
+		return nil, err
+	}
 	now := clock.Or(d.Clock).Now()
 	var items []maint.Item
 	byName := map[string]receiptObj{}
 	for _, ro := range objs {
+		if _, ok := pending.PruningOf(ro.name); ok {
+			rep.Waiting++ // decided by an earlier run; its lock has not ended
+			continue
+		}
 		if ro.rc.Time.After(now.Add(MaxFuture)) {
 			rep.Future = append(rep.Future, ro.name)
 			continue
@@ -209,7 +220,13 @@ func finishPrune(ctx context.Context, d Deps, tenantID, batch string) (int, erro
 	prefix := tenantPrefix(tenantID)
 	for _, name := range names {
 		for _, key := range []string{prefix + repo.SnapshotsPrefix + st.Pruning[name].Snapshot, prefix + name} {
-			if err := d.Data.Delete(ctx, key); err != nil && !errors.Is(err, store.ErrNotFound) {
+			err := d.Data.Delete(ctx, key)
+			if errors.Is(err, store.ErrLocked) {
+				// Under an object lock: the batch waits, recorded, and a
+				// later run finishes it once the lock has ended.
+				return 0, nil
+			}
+			if err != nil && !errors.Is(err, store.ErrNotFound) {
 				return 0, fmt.Errorf("tenant %s: deleting %s: %w", tenantID, strings.TrimPrefix(key, prefix), err)
 			}
 		}

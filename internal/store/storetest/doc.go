@@ -3,7 +3,9 @@
 // (create-only atomic Put, exact ranged Get, prefix List, idempotent Delete,
 // name validation, sentinel errors); RunSwapper checks store.Swapper, the
 // compare-and-swap the vault's state relies on (no lost update among
-// concurrent writers, ErrConflict otherwise). Each is run the same way
+// concurrent writers, ErrConflict otherwise); RunLocker checks store.Locker,
+// S3 Object Lock's rules. Locking is a fake of a bucket with Object Lock on
+// an injected clock, for tests of what uses locks. Each suite is run the same way
 // against every implementation; a new store passes them before anything
 // else uses it.
 package storetest

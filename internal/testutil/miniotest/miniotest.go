@@ -264,19 +264,15 @@ func cleanEnv() []string {
 	return env
 }
 
-// waitReady polls the liveness endpoint until it answers 200, the process
+// waitReady polls until the server is ready (see ready), the process
 // exits, or ReadyTimeout passes.
 func (s *Server) waitReady() error {
-	url := "http://" + s.Endpoint + "/minio/health/live"
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(ReadyTimeout)
 	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
+		ok, err := s.ready(client)
+		if ok {
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("MinIO at %s not live after %v (last: %v)", s.Endpoint, ReadyTimeout, err)
@@ -287,6 +283,24 @@ func (s *Server) waitReady() error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// ready reports whether the server is live and its S3 API initialised: a
+// live server can still answer every S3 request 503
+// XMinioServerNotInitialized for a moment, which an anonymous GET of /
+// shows too (an initialised server answers it 403).
+func (s *Server) ready(client *http.Client) (bool, error) {
+	for _, path := range []string{"/minio/health/live", "/"} {
+		resp, err := client.Get("http://" + s.Endpoint + path)
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		if path == "/minio/health/live" && resp.StatusCode != http.StatusOK || resp.StatusCode == http.StatusServiceUnavailable {
+			return false, fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+	}
+	return true, nil
 }
 
 func (s *Server) logTail() string {
@@ -358,6 +372,22 @@ func (s *Server) NewBucket(tb testing.TB) string {
 	defer cancel()
 	if err := c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{}); err != nil {
 		tb.Fatalf("creating bucket %s: %v", bucket, err)
+	}
+	return s.URL(bucket, "repo")
+}
+
+// NewLockedBucket creates a bucket with Object Lock (and so versioning) and
+// no default retention, and returns the repository URL of prefix "repo" in
+// it, as NewBucket does. Objects in it are locked only when their PUT or a
+// later retention request says so.
+func (s *Server) NewLockedBucket(tb testing.TB) string {
+	tb.Helper()
+	c := s.Client(tb)
+	bucket := "coffer-lock-" + randomHex(6)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.MakeBucket(ctx, bucket, minio.MakeBucketOptions{ObjectLocking: true}); err != nil {
+		tb.Fatalf("creating bucket %s with object lock: %v", bucket, err)
 	}
 	return s.URL(bucket, "repo")
 }
