@@ -38,8 +38,8 @@ type PruneReport struct {
 	Future []string `json:"future,omitempty"`
 	// Waiting counts snapshots an earlier run removed whose object lock
 	// has not ended: they go once it has.
-	Waiting int `json:"waiting,omitempty"`
-	DryRun bool     `json:"dry_run,omitempty"`
+	Waiting int  `json:"waiting,omitempty"`
+	DryRun  bool `json:"dry_run,omitempty"`
 }
 
 // receiptObj is a stored receipt and its object.
