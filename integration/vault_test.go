@@ -40,12 +40,19 @@ func freeAddr(t *testing.T) string {
 // startVault runs `cofferd serve` on storeURL until the test ends.
 func startVault(t *testing.T, storeURL string) *vault {
 	t.Helper()
+	return startVaultArgs(t, storeURL)
+}
+
+// startVaultArgs is startVault with more arguments: global flags, then
+// serve's.
+func startVaultArgs(t *testing.T, storeURL string, extra ...string) *vault {
+	t.Helper()
 	v := &vault{t: t, storeURL: storeURL, log: &bytes.Buffer{}}
 	addr := freeAddr(t)
 	v.url = "http://" + addr
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, cofferdBin, "--store", storeURL, "serve", "--init",
-		"--listen", addr, "--metrics-listen", freeAddr(t))
+	args := []string{"--store", storeURL, "serve", "--init", "--listen", addr, "--metrics-listen", freeAddr(t)}
+	cmd := exec.CommandContext(ctx, cofferdBin, append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = v.log, v.log
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second

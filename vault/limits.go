@@ -31,6 +31,7 @@ type Limits struct {
 	AnonBurst        int           // (20)
 	EscrowCacheTTL   time.Duration // how long a found escrow recipient is reused (1m)
 	IdleEvict        time.Duration // per-tenant limiter state dropped after this idle time (10m)
+	SessionHeartbeat time.Duration // how often agents beat in an upload session (5m)
 
 	// Connections of the agent API (applied by Server.Listener and
 	// Server.HTTPServer).
@@ -54,7 +55,7 @@ func DefaultLimits() Limits {
 		TenantRPS: 200, TenantBurst: 400, SlotWait: 2 * time.Second,
 		MinUploadRate: 32 << 10, RateWindow: 30 * time.Second, AuthCacheTTL: 2 * time.Second, AuthFailCacheTTL: 10 * time.Second,
 		UploadRecheck: 10 * time.Second, AnonRPS: 5, AnonBurst: 20, EscrowCacheTTL: time.Minute,
-		AuthFailRPS: 10, AuthFailBurst: 20, IdleEvict: 10 * time.Minute,
+		AuthFailRPS: 10, AuthFailBurst: 20, IdleEvict: 10 * time.Minute, SessionHeartbeat: 5 * time.Minute,
 		MaxConns: 4096, HeaderTimeout: 10 * time.Second, BodyTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 	}
 }
@@ -66,6 +67,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.TenantUploads <= 0 {
 		l.TenantUploads = d.TenantUploads
+	}
+	if l.SessionHeartbeat <= 0 {
+		l.SessionHeartbeat = d.SessionHeartbeat
 	}
 	if l.TenantDownloads <= 0 {
 		l.TenantDownloads = d.TenantDownloads

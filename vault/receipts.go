@@ -35,8 +35,8 @@ func (s *Server) acceptReceipt(ctx context.Context, r *http.Request, p *Principa
 		return Errorf(http.StatusUnprocessableEntity, vaultapi.CodeBadReceipt,
 			"the receipt of snapshot %s names %d packs the vault does not hold (%s): upload them first", rc.Snapshot, len(missing), firstFew(missing))
 	}
-	sw, ok := store.As[store.Swapper](s.data)
-	if !ok {
+	sw := s.state
+	if sw == nil {
 		return Errorf(http.StatusInternalServerError, vaultapi.CodeInternal, "the vault's store does not support conditional writes")
 	}
 	rej, err := jobs.ClaimPacks(ctx, sw, p.TenantID, rc.Packs)

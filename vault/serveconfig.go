@@ -37,6 +37,9 @@ type ServeConfig struct {
 	IdleTimeout     time.Duration
 	StoreWriteRate  float64 // requests/s to the store: puts, deletes, swaps; 0 unlimited
 	StoreReadRate   float64 // requests/s to the store: gets, stats, lists; 0 unlimited
+	// SessionHeartbeat is how often agents beat in an upload session
+	// (hidden; tests shorten it).
+	SessionHeartbeat time.Duration
 
 	limits Limits // set by Validate
 }
@@ -65,6 +68,8 @@ func ServeFlags(fs *pflag.FlagSet) *ServeConfig {
 	fs.DurationVar(&c.BodyTimeout, "body-timeout", d.BodyTimeout, "time to send a request body other than an upload (uploads have --min-upload-rate)")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", d.IdleTimeout, "an idle keep-alive connection is closed after this time")
 	fs.Float64Var(&c.StoreWriteRate, "store-write-rate", 0, "most write requests per second to the store (puts, deletes, compare-and-swaps; 0: unlimited); over it requests wait")
+	fs.DurationVar(&c.SessionHeartbeat, "session-heartbeat", d.SessionHeartbeat, "how often agents beat in an upload session (tests)")
+	_ = fs.MarkHidden("session-heartbeat")
 	fs.Float64Var(&c.StoreReadRate, "store-read-rate", 0, "most read requests per second to the store (gets, stats, lists; 0: unlimited); over it requests wait")
 	return c
 }
@@ -151,6 +156,10 @@ func (c *ServeConfig) Validate() error {
 	if err := c.StoreRates().Validate(); err != nil {
 		return fmt.Errorf("--store-write-rate, --store-read-rate: %w", err)
 	}
+	if c.SessionHeartbeat < time.Second || c.SessionHeartbeat > 10*time.Minute {
+		return errors.New("--session-heartbeat must be between 1s and 10m")
+	}
+	l.SessionHeartbeat = c.SessionHeartbeat
 	c.limits = l
 	return nil
 }

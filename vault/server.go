@@ -118,6 +118,7 @@ type Server struct {
 	probe   func(ctx context.Context) error
 	cache   *authCache
 	sizes   *lru.Cache[string, store.Info] // size and time of content-named objects, which never change
+	state   store.Swapper                  // the data store's compare-and-swap (GC state), or nil
 
 	draining atomic.Bool
 	healthMu sync.Mutex
@@ -168,6 +169,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("vault: registering metrics: %w", err)
 	}
 	s.m = m
+	// The GC state of receipts and upload sessions is swapped in the same
+	// store, below the per-tenant counting.
+	s.state, _ = store.As[store.Swapper](s.data)
 	s.data = &tenantStore{Store: s.data, requests: m.storeRequests}
 	if s.probe == nil {
 		s.probe = func(ctx context.Context) error {

@@ -13,10 +13,6 @@ import (
 	"github.com/cofferhq/coffer/vault/jobs"
 )
 
-// SessionHeartbeat is how often an agent beats; a session lives for
-// jobs.SessionTTL without one.
-const SessionHeartbeat = 5 * time.Minute
-
 // handleSession serves RouteSession (POST: start) and RouteSession/<id>
 // (POST: heartbeat, DELETE: end).
 func (s *Server) handleSession(w http.ResponseWriter, r *http.Request, path string) {
@@ -36,8 +32,8 @@ func (s *Server) handleSession(w http.ResponseWriter, r *http.Request, path stri
 	if p == nil {
 		return
 	}
-	sw, ok := store.As[store.Swapper](s.data)
-	if !ok {
+	sw := s.state
+	if sw == nil {
 		writeError(w, r, Errorf(http.StatusInternalServerError, vaultapi.CodeInternal, "the vault's store does not support conditional writes"))
 		return
 	}
@@ -83,5 +79,5 @@ func (s *Server) startSession(ctx context.Context, w http.ResponseWriter, r *htt
 	if unusable == nil {
 		unusable = []string{}
 	}
-	writeJSON(w, r, http.StatusOK, vaultapi.SessionInfo{ID: id, Started: now, Heartbeat: int(SessionHeartbeat / time.Second), Unusable: unusable})
+	writeJSON(w, r, http.StatusOK, vaultapi.SessionInfo{ID: id, Started: now, Heartbeat: max(1, int(s.lim.SessionHeartbeat/time.Second)), Unusable: unusable})
 }

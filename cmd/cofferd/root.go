@@ -124,7 +124,15 @@ func newRoot(g *globals) *cobra.Command {
 	pf.StringVar(&g.objectLock, "object-lock", os.Getenv(EnvObjectLock), "lock tenants' objects in the S3 bucket as they are stored: governance or compliance (env "+EnvObjectLock+"; the bucket must have been made with Object Lock)")
 	pf.StringVar(&g.objectLockDays, "object-lock-days", envOr(EnvObjectLockDays, strconv.Itoa(defaultObjectLockDays)), "with --object-lock, days a new object stays locked (env "+EnvObjectLockDays+"): more than the GC grace period plus the longest gap between lock extensions")
 	g.profile.AddFlag(pf)
-	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
+	var clockFile string
+	pf.StringVar(&clockFile, "clock-file", "", "move the clock forward by the duration in this file (tests)")
+	_ = pf.MarkHidden("clock-file")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if clockFile != "" {
+			g.clock = fileClock{path: clockFile}
+		}
+		return g.profile.Start()
+	}
 	root.AddCommand(newInitCmd(g), newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g), newRestoreCmd(g), newNBDCmd(g), newVersionCmd(g))
 	root.AddCommand(newDrillCmd(g), newGCCmd(g), newCheckCmd(g), newPruneCmd(g))
 	root.Version = buildinfo.Version()

@@ -87,12 +87,12 @@ type PackInfo struct {
 
 // GCPlan is what one run decided.
 type GCPlan struct {
-	Needed    int      // packs some receipt needs
-	Young     int      // unneeded packs younger than the grace, left alone
-	NewMarks  []string // marked by this run
-	Unmarked  []string // marked before, needed again (or gone)
-	Waiting   int      // marked, still inside the grace or held by a session
-	Condemned []string // moved to Deleting by this run
+	Needed    int      `json:"needed"`    // packs some receipt needs
+	Young     int      `json:"young"`     // unneeded packs younger than the grace, left alone
+	NewMarks  []string `json:"new_marks"` // marked by this run
+	Unmarked  []string `json:"unmarked"`  // marked before, needed again (or gone)
+	Waiting   int      `json:"waiting"`   // marked, still inside the grace or held by a session
+	Condemned []string `json:"condemned"` // moved to Deleting by this run
 }
 
 // Plan applies one run to st (which it does not change) and returns the
