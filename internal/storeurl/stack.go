@@ -26,13 +26,19 @@ func Open(ctx context.Context, rawURL string, o Options) (*Stack, error) {
 }
 
 // Decorate wraps a provider in the decorators, in their one order:
-// counting below one retry layer, which retries under o.Retry (the zero
-// value means store.DefaultRetry) on o.Clock, logging to o.Log. It is for
+// counting, then the bandwidth limit when o.Bandwidth is set (below the
+// retry layer, so a retried body is metered again), then one retry layer,
+// which retries under o.Retry (the zero value means store.DefaultRetry)
+// on o.Clock, logging to o.Log. It is for
 // a provider opened otherwise than from a URL (a vault client made for a
 // tenant, a test's fake); Open uses it for every other.
 func Decorate(p store.Store, o Options) *Stack {
 	c := store.NewCounting(p)
-	return &Stack{Provider: p, Counting: c, Retry: store.WithRetry(c, retryPolicy(o), o.Clock, o.Log)}
+	var below store.Store = c
+	if o.Bandwidth != nil {
+		below = store.WithBandwidth(c, o.Bandwidth)
+	}
+	return &Stack{Provider: p, Counting: c, Retry: store.WithRetry(below, retryPolicy(o), o.Clock, o.Log)}
 }
 
 func retryPolicy(o Options) store.RetryPolicy {

@@ -206,6 +206,9 @@ type Options struct {
 	// notices discarded). The vault's tenant check uses neither, as before.
 	Clock clock.Clock
 	Log   *slog.Logger
+	// Bandwidth, when set, limits the bytes of put and get bodies (one
+	// Bandwidth shared by every store opened with it shares the limit).
+	Bandwidth *store.Bandwidth
 }
 
 // OpenProvider opens the store a repository URL names (see Parse), with
