@@ -213,4 +213,3 @@ func (w *Bandwidthed) Swap(ctx context.Context, name string, b []byte, ifVersion
 	}
 	return sw.Swap(ctx, name, b, ifVersion)
 }
-
