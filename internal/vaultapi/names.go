@@ -21,6 +21,9 @@ const (
 	// drill): plain JSON, no secrets, so the vault reads it without keys
 	// (cofferd drill --report). Named by its SHA-256 like the others.
 	KindDrill
+	// KindRun is the record of one run of the scheduled agent (coffer
+	// agent): plain JSON, no secrets, for the vault to read without keys.
+	KindRun
 )
 
 // Size limits per kind.
@@ -30,6 +33,7 @@ const (
 	MaxIndexSize    = 64 << 20
 	MaxSnapshotSize = 16 << 20
 	MaxDrillSize    = 64 << 10
+	MaxRunSize      = 64 << 10
 	// DefaultMaxPackSize is the default of cofferd's --max-object-size:
 	// the largest pack (256 MiB) plus one chunk and the header, rounded up.
 	DefaultMaxPackSize = 300 << 20
@@ -51,6 +55,8 @@ func (k Kind) String() string {
 		return "snapshot"
 	case KindDrill:
 		return "drill"
+	case KindRun:
+		return "run"
 	}
 	return "invalid"
 }
@@ -59,7 +65,7 @@ func (k Kind) String() string {
 // SHA-256 of their bytes, so the vault checks the digest while streaming.
 // Only config is not.
 func (k Kind) ContentNamed() bool {
-	return k == KindKey || k == KindPack || k == KindIndex || k == KindSnapshot || k == KindDrill
+	return k == KindKey || k == KindPack || k == KindIndex || k == KindSnapshot || k == KindDrill || k == KindRun
 }
 
 // MaxSize returns the largest object of this kind the vault accepts, with
@@ -79,6 +85,8 @@ func (k Kind) MaxSize() int64 {
 		return MaxSnapshotSize
 	case KindDrill:
 		return MaxDrillSize
+	case KindRun:
+		return MaxRunSize
 	}
 	return 0
 }
@@ -95,6 +103,7 @@ var ErrBadName = errors.New("not a repository object name")
 //	index/<64 hex>
 //	snapshots/<64 hex>
 //	drills/<64 hex>      drill evidence (plain JSON)
+//	runs/<64 hex>        agent run records (plain JSON)
 //
 // Hex is lower case. Anything else is an error wrapping ErrBadName.
 func ParseRepoName(name string) (Kind, error) {
@@ -109,11 +118,13 @@ func ParseRepoName(name string) (Kind, error) {
 		return KindSnapshot, nil
 	case strings.HasPrefix(name, "drills/") && isHex64(name[len("drills/"):]):
 		return KindDrill, nil
+	case strings.HasPrefix(name, "runs/") && isHex64(name[len("runs/"):]):
+		return KindRun, nil
 	case len(name) == len("data/hh/")+64 && strings.HasPrefix(name, "data/") && name[7] == '/' &&
 		isHex64(name[8:]) && name[5:7] == name[8:10]:
 		return KindPack, nil
 	}
-	return KindInvalid, fmt.Errorf("%w: %q (want config, keys/<sha256>, data/<hh>/<sha256>, index/<sha256>, snapshots/<sha256> or drills/<sha256>)",
+	return KindInvalid, fmt.Errorf("%w: %q (want config, keys/<sha256>, data/<hh>/<sha256>, index/<sha256>, snapshots/<sha256>, drills/<sha256> or runs/<sha256>)",
 		ErrBadName, clip(name))
 }
 
@@ -128,16 +139,16 @@ func NameDigest(name string) string {
 }
 
 // ValidListPrefix accepts the prefixes an agent may list: "", "config",
-// "keys/", "data/", "data/<hh>/", "index/", "snapshots/" and "drills/".
+// "keys/", "data/", "data/<hh>/", "index/", "snapshots/", "drills/" and "runs/".
 func ValidListPrefix(p string) error {
 	switch p {
-	case "", "config", "keys/", "data/", "index/", "snapshots/", "drills/":
+	case "", "config", "keys/", "data/", "index/", "snapshots/", "drills/", "runs/":
 		return nil
 	}
 	if len(p) == len("data/hh/") && strings.HasPrefix(p, "data/") && p[7] == '/' && isLowerHex(p[5:7]) {
 		return nil
 	}
-	return fmt.Errorf("list prefix %q not allowed (want \"\", config, keys/, data/, data/<hh>/, index/, snapshots/ or drills/)", clip(p))
+	return fmt.Errorf("list prefix %q not allowed (want \"\", config, keys/, data/, data/<hh>/, index/, snapshots/, drills/ or runs/)", clip(p))
 }
 
 // ValidListAfter checks the after= parameter of a list request: empty, or
