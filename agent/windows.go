@@ -170,7 +170,10 @@ func ParseRate(s string) (int64, error) {
 	if t == "" || t == "0" || t == "none" || t == "unlimited" {
 		return 0, nil
 	}
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "/s"), "ps")
+	t = strings.TrimSuffix(t, "/s")
+	if strings.HasSuffix(t, "bps") { // 100Mbps: megabits
+		t = strings.TrimSuffix(t, "ps") + "it"
+	}
 	i := strings.IndexFunc(t, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
 	if i <= 0 {
 		return 0, fmt.Errorf("%q is not a rate: give a number and a unit, like 20Mbit or 5MiB (per second)", clip(s))
