@@ -168,13 +168,13 @@ func TestWindowsLimits(t *testing.T) {
 	}{
 		{at(2, 7, 59), store.Limits{Put: 12_500_000}},
 		{at(2, 8, 0), store.Limits{Put: 2_500_000}},
-		{at(6, 17, 59), store.Limits{Put: 2_500_000}},                   // Friday
-		{at(6, 18, 0), store.Limits{Put: 12_500_000}},                   // Friday evening
-		{at(7, 10, 0), store.Limits{Put: 12_500_000}},                   // Saturday day
-		{at(7, 23, 0), store.Limits{Put: 5 << 20, Get: 1 << 20}},        // Saturday night
-		{at(8, 5, 59), store.Limits{Put: 5 << 20, Get: 1 << 20}},        // … past midnight, into Sunday
-		{at(8, 6, 0), store.Limits{Put: 12_500_000}},                    // its end
-		{at(8, 23, 0), store.Limits{Put: 12_500_000}},                   // Sunday night: not a window
+		{at(6, 17, 59), store.Limits{Put: 2_500_000}},                    // Friday
+		{at(6, 18, 0), store.Limits{Put: 12_500_000}},                    // Friday evening
+		{at(7, 10, 0), store.Limits{Put: 12_500_000}},                    // Saturday day
+		{at(7, 23, 0), store.Limits{Put: 5 << 20, Get: 1 << 20}},         // Saturday night
+		{at(8, 5, 59), store.Limits{Put: 5 << 20, Get: 1 << 20}},         // … past midnight, into Sunday
+		{at(8, 6, 0), store.Limits{Put: 12_500_000}},                     // its end
+		{at(8, 23, 0), store.Limits{Put: 12_500_000}},                    // Sunday night: not a window
 		{at(2, 7, 0).UTC().Add(time.Hour), store.Limits{Put: 2_500_000}}, // given in UTC, judged in Berlin
 	}
 	for _, c := range cases {
