@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/cofferhq/coffer/internal/runrecord"
 )
 
 // HistoryFile is the file in the agent's state directory that keeps the
@@ -14,7 +16,7 @@ import (
 const HistoryFile = "agent-history.json"
 
 // maxHistoryFile caps the history file read.
-const maxHistoryFile = maxHistory * MaxRecordSize / 16
+const maxHistoryFile = maxHistory * runrecord.MaxRecordSize / 16
 
 // History is the last runs kept on this machine, oldest first.
 type History struct {
@@ -23,7 +25,7 @@ type History struct {
 }
 
 // Load reads the kept records; a missing file is none. Every record is
-// checked as ParseRecord checks one.
+// checked as runrecord.Parse checks one.
 func (h History) Load() ([]Record, error) {
 	p := filepath.Join(h.Dir, HistoryFile)
 	b, err := os.ReadFile(p)
@@ -54,7 +56,7 @@ func ParseHistory(b []byte) ([]Record, error) {
 	}
 	recs := make([]Record, 0, len(raw))
 	for i, m := range raw {
-		r, err := ParseRecord(m)
+		r, err := runrecord.Parse(m)
 		if err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/internal/clock"
+	"github.com/cofferhq/coffer/internal/runrecord"
 )
 
 // RetryPolicy is how a failed run is tried again: Attempts tries in all,
@@ -145,10 +146,10 @@ func (a *Agent) RunNow(ctx context.Context, scheduled time.Time) (Record, error)
 	}
 	defer a.running.Unlock()
 	c := clock.Or(a.Clock)
-	rec := Record{Version: RecordVersion, AgentVersion: a.Version, Scheduled: scheduled.UTC(), Started: c.Now().UTC()}
+	rec := Record{Version: runrecord.Version, AgentVersion: a.Version, Scheduled: scheduled.UTC(), Started: c.Now().UTC()}
 	out, err := a.tries(ctx, &rec)
 	rec.Finished = c.Now().UTC()
-	rec.finish(out, err, ctx.Err() != nil)
+	finish(&rec, out, err, ctx.Err() != nil)
 	if next := a.Plan.Next(c.Now()); !next.IsZero() {
 		rec.NextRun = next.UTC()
 	}

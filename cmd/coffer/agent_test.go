@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cofferhq/coffer/agent"
+	"github.com/cofferhq/coffer/internal/runrecord"
 )
 
 // agentSetup makes a repository and an agent config backing up images;
@@ -50,8 +51,8 @@ func storedRecords(t *testing.T, repoDir string) []agent.Record {
 	var recs []agent.Record
 	for _, f := range files {
 		b, _ := os.ReadFile(f)
-		r, err := agent.ParseRecord(b)
-		if err != nil || "runs/"+filepath.Base(f) != agent.Name(b) {
+		r, err := runrecord.Parse(b)
+		if err != nil || "runs/"+filepath.Base(f) != runrecord.Name(b) {
 			t.Fatalf("run record %s: %v", f, err)
 		}
 		recs = append(recs, r)
