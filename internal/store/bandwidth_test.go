@@ -147,3 +147,60 @@ func hex64(seed string) string {
 	}
 	return string(b)
 }
+
+// pieceLog is a store that reads put bodies in small pieces and logs when
+// (on the clock) each piece passed.
+type pieceLog struct {
+	store.Store
+	clock *clocktest.Clock
+	at    []time.Time
+	n     []int
+}
+
+func (p *pieceLog) Put(_ context.Context, _ string, r io.ReaderAt, size int64) error {
+	buf := make([]byte, 8<<10)
+	for off := int64(0); off < size; {
+		n, err := r.ReadAt(buf[:min(int64(len(buf)), size-off)], off)
+		p.at, p.n = append(p.at, p.clock.Now()), append(p.n, n)
+		off += int64(n)
+		if err != nil && err != io.EOF {
+			return err
+		}
+	}
+	return nil
+}
+
+// Over any second, the bytes that pass exceed the limit in force by at
+// most one bucket, before and after a window lowers it.
+func TestBandwidthNeverBursts(t *testing.T) {
+	c := clocktest.New(t0)
+	edge := t0.Add(3 * time.Second)
+	limitAt := func(at time.Time) int64 {
+		if at.Before(edge) {
+			return 4e6
+		}
+		return 1e6
+	}
+	log := &pieceLog{clock: c}
+	s := store.WithBandwidth(log, store.NewBandwidth(c, func(at time.Time) store.Limits { return store.Limits{Put: limitAt(at)} }))
+	for range 20 {
+		if err := s.Put(context.Background(), "x", store.Bytes(payload(1e6)), 1e6); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, start := range log.at {
+		end := start.Add(time.Second)
+		var sum int64
+		for j := i; j < len(log.at) && log.at[j].Before(end); j++ {
+			sum += int64(log.n[j])
+		}
+		// The highest limit the second touches, plus one bucket.
+		allowed := max(limitAt(start), limitAt(end)) + store.MaxBurst
+		if sum > allowed {
+			t.Fatalf("%d bytes in the second from +%v, over the %d allowed", sum, start.Sub(t0), allowed)
+		}
+	}
+	if d := c.Now().Sub(t0); d < 10500*time.Millisecond || d > 11500*time.Millisecond {
+		t.Errorf("20 MB took %v: 12 MB at 4 MB/s then 8 MB at 1 MB/s is 11s", d)
+	}
+}
