@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cofferhq/coffer/internal/runrecord"
 )
 
@@ -111,4 +113,32 @@ func LastScheduled(recs []Record) time.Time {
 		}
 	}
 	return t
+}
+
+// LockFile is the file in the state directory an agent holds while it
+// runs, so that two agents (the service and a manual --once) never run
+// backups side by side.
+const LockFile = "agent.lock"
+
+// ErrLocked is returned by Lock when another agent holds the lock.
+var ErrLocked = errors.New("another coffer agent is running with this state directory")
+
+// Lock takes the agent's lock in dir (an flock the kernel drops however
+// the process ends) and returns its release.
+func Lock(dir string) (release func(), err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w (%s): stop it first, or wait for its run to end", ErrLocked, dir)
+		}
+		return nil, fmt.Errorf("locking %s: %w", filepath.Join(dir, LockFile), err)
+	}
+	return func() { f.Close() }, nil
 }

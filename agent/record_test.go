@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -66,4 +67,22 @@ func TestPublish(t *testing.T) {
 	if err := Publish(context.Background(), st, Record{}); err == nil {
 		t.Fatal("an invalid record was published")
 	}
+}
+
+// Two agents never hold the lock at once; it is free again once released.
+func TestLock(t *testing.T) {
+	dir := t.TempDir()
+	release, err := Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lock(dir); !errors.Is(err, ErrLocked) {
+		t.Fatalf("a second Lock while held: %v, want ErrLocked", err)
+	}
+	release()
+	release2, err := Lock(dir)
+	if err != nil {
+		t.Fatalf("Lock after release: %v", err)
+	}
+	release2()
 }

@@ -125,6 +125,14 @@ func TestAgentConfigErrors(t *testing.T) {
 	if recs := storedRecords(t, repoDir); len(recs) != 1 || recs[0].Result != agent.ResultFailed || !strings.Contains(recs[0].Error, "nonexistent") {
 		t.Fatalf("records %+v", recs)
 	}
+	release, err := agent.Lock(filepath.Join(dir, "state", "coffer", "agent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := runCoffer(t, "--config", conf, "agent", "--once"); r.code != 1 || !strings.Contains(r.stderr, "another coffer agent is running") {
+		t.Fatalf("an agent while another runs: %+v", r)
+	}
+	release()
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte("repository: /r\nschedule: {cron: '@daily'}\nimages: [{path: /x}]\nbandwith: {upload: 1Mbit}\n"), 0o600)
 	if r := runCoffer(t, "agent", "--check-config", bad); r.code != 2 || !strings.Contains(r.stderr, `line 4: unknown key "bandwith"`) {

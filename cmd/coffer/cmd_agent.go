@@ -164,6 +164,11 @@ func (g *globals) serveAgent(ctx context.Context, plan *agent.Plan, f agentFlags
 	if err != nil {
 		return err
 	}
+	release, err := agent.Lock(hist.Dir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	log := g.agentLog()
 	recs, err := hist.Load()
 	if err != nil {
@@ -258,7 +263,14 @@ func (g *globals) agentImage(ctx context.Context, r *repo.Repo, im agent.ImageSo
 	if name == "" {
 		name = filepath.Base(im.Path)
 	}
-	return g.backupImage(ctx, r, src, uploader.Options{Name: name, Tags: im.Tags})
+	start := clock.Start()
+	res, err := g.backupImage(ctx, r, src, uploader.Options{Name: name, Tags: im.Tags})
+	if err != nil {
+		return nil, err
+	}
+	res.Duration = start.Elapsed()
+	g.backupSummary(res)
+	return res, nil
 }
 
 // agentPool backs up the VMs of pool p its rules choose.
@@ -279,10 +291,13 @@ func (g *globals) agentPool(ctx context.Context, r *repo.Repo, p agent.PoolSourc
 	if c.VMs = p.SelectVMs(poolVMs(all)); len(c.VMs) == 0 {
 		return agent.Permanent(errors.New("no VM of the pool matches the config's include and exclude rules"))
 	}
+	start := clock.Start()
 	res, err := g.xenNight(ctx, r, xs, c, false, p.Tags, 0)
 	if err != nil {
 		return err
 	}
+	res.Duration = start.Elapsed()
+	g.xenSummary(res)
 	for _, v := range res.VMs {
 		if v.SnapshotID != "" {
 			out.Snapshots = append(out.Snapshots, v.SnapshotID)
