@@ -196,3 +196,24 @@ func TestAgentStopResumes(t *testing.T) {
 		t.Fatalf("the run after the stop stored %d new bytes of %d: the stopped run's packs were not reused (%+v)", next.Bytes, len(data), next)
 	}
 }
+
+// coffer backup --limit-upload holds a backup to the rate; a rate that is
+// not one is a usage error.
+func TestBackupLimitUpload(t *testing.T) {
+	dir, conf, _ := agentSetup(t, "")
+	img := filepath.Join(dir, "r.img")
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	os.WriteFile(img, data, 0o600)
+	start := time.Now()
+	if r := runCoffer(t, "--config", conf, "--quiet", "backup", "--image", img, "--limit-upload", "2MiB/s"); r.code != 0 {
+		t.Fatalf("backup: %+v", r)
+	}
+	// 3 MiB at 2 MiB/s, less the first bucket.
+	if d := time.Since(start); d < 1400*time.Millisecond {
+		t.Errorf("3 MiB under a 2 MiB/s limit took %v", d)
+	}
+	if r := runCoffer(t, "--config", conf, "backup", "--image", img, "--limit-upload", "fast"); r.code != 2 || !strings.Contains(r.stderr, "--limit-upload") {
+		t.Fatalf("a bad rate: %+v", r)
+	}
+}
