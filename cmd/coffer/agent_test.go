@@ -14,6 +14,8 @@ import (
 
 	"github.com/cofferhq/coffer/agent"
 	"github.com/cofferhq/coffer/internal/runrecord"
+	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 )
 
 // agentSetup makes a repository and an agent config backing up images;
@@ -215,5 +217,48 @@ func TestBackupLimitUpload(t *testing.T) {
 	}
 	if r := runCoffer(t, "--config", conf, "backup", "--image", img, "--limit-upload", "fast"); r.code != 2 || !strings.Contains(r.stderr, "--limit-upload") {
 		t.Fatalf("a bad rate: %+v", r)
+	}
+}
+
+// Through a vault, the agent's run record lands in the tenant's repository
+// under runs/, where the vault reads it without keys.
+func TestAgentThroughVault(t *testing.T) {
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	t.Setenv("COFFER_PASSWORD", "pw")
+	t.Setenv(vaultclient.EnvCredential, "")
+	v, srv := newTestVault(t)
+	dir := t.TempDir()
+	t.Setenv("XDG_STATE_HOME", filepath.Join(dir, "state"))
+	t.Setenv("XDG_CACHE_HOME", filepath.Join(dir, "cache"))
+	conf := filepath.Join(dir, "coffer.yaml")
+	v.configPath = conf
+	t.Setenv(EnvEnrollToken, v.token())
+	if r := runCoffer(t, "--config", conf, "init", "--repo", srv.URL); r.code != 0 {
+		t.Fatalf("init: %+v", r)
+	}
+	t.Setenv(EnvEnrollToken, "")
+	img := writeImage(t, dir, "web.img", 200<<10, "web01 ")
+	f, _ := os.OpenFile(conf, os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("schedule: {cron: '@daily'}\nimages: [{path: " + img + ", name: web01}]\n")
+	f.Close()
+	if r := runCoffer(t, "--config", conf, "agent", "--once"); r.code != 0 {
+		t.Fatalf("agent --once: %+v", r)
+	}
+	var names []string
+	v.st.List(t.Context(), "", func(i store.Info) error {
+		if strings.Contains(i.Name, runrecord.Prefix) {
+			names = append(names, i.Name)
+		}
+		return nil
+	})
+	if len(names) != 1 {
+		t.Fatalf("the vault's store holds run records %v, want one", names)
+	}
+	b, err := store.ReadAll(t.Context(), v.st, names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := runrecord.Parse(b); err != nil || rec.Result != runrecord.ResultOK || len(rec.Snapshots) != 1 {
+		t.Fatalf("the record the vault holds: %+v, %v", rec, err)
 	}
 }
