@@ -109,9 +109,17 @@ func (g *globals) agentCheck(path string) error {
 	g.say("config %s is valid: %d images, %d pools", path, len(plan.Images), len(plan.Pools))
 	g.say("next runs (%s):", plan.Location())
 	for _, t := range runs {
-		g.say("  %s", t.Format("Mon 2006-01-02 15:04 MST"))
+		g.say("  %s, upload limit %s", t.Format("Mon 2006-01-02 15:04 MST"), rateText(plan.Windows().Limits(t).Put))
 	}
 	return nil
+}
+
+// rateText is a limit in bytes per second for people.
+func rateText(bytesPerSecond int64) string {
+	if bytesPerSecond <= 0 {
+		return "none"
+	}
+	return humanBytes(bytesPerSecond) + "/s"
 }
 
 // agentHistory is where the agent keeps its runs on this machine.
