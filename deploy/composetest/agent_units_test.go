@@ -66,6 +66,9 @@ func TestAgentUnits(t *testing.T) {
 		}
 	}
 	backup := loadAgentUnit(t, "coffer-backup.service")
+	if flagValue(execStart(t, backup), "password-file") == "" {
+		t.Error("coffer-backup.service: coffer backup needs --password-file (it runs without a terminal)")
+	}
 	if backup.last("Service", "Type") != "oneshot" || !slices.Contains(execStart(t, backup), "backup") || len(backup.get("Install", "WantedBy")) > 0 {
 		t.Errorf("coffer-backup.service: want Type=oneshot running coffer backup, started only by its timer")
 	}
