@@ -9,8 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/agent"
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/repo"
+	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/uploader"
 	"github.com/cofferhq/coffer/uploader/source"
 )
@@ -21,6 +23,7 @@ func newBackupCmd(g *globals) *cobra.Command {
 		name      string
 		tags      []string
 		uploaders int
+		limit     string
 		xen       xenFlags
 	)
 	cmd := &cobra.Command{
@@ -42,6 +45,9 @@ cannot be, with the reason. One VM that fails does not stop the others
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			conf, err := g.loadConfig()
 			if err != nil {
+				return err
+			}
+			if err := g.limitUpload(limit); err != nil {
 				return err
 			}
 			if xen.wantsXen(conf.Xen, image) {
@@ -75,18 +81,11 @@ cannot be, with the reason. One VM that fails does not stop the others
 			if err := g.loadIndex(ctx, r); err != nil {
 				return err
 			}
-			b, err := uploader.New(r, src, uploader.Options{Name: name, Tags: tags, Uploaders: uploaders, StateDir: stateDir(r)})
+			res, err := g.backupImage(ctx, r, src, uploader.Options{Name: name, Tags: tags, Uploaders: uploaders})
 			if err != nil {
-				return usageError{Err: err}
-			}
-			stop := g.showBackupProgress(ctx, b)
-			res, err := b.Run(ctx)
-			stop()
-			if err != nil {
-				return quotaHint(err)
+				return err
 			}
 			res.Duration = start.Elapsed()
-			g.rememberSnapshot(r, res)
 			g.backupSummary(res)
 			return nil
 		},
@@ -96,8 +95,40 @@ cannot be, with the reason. One VM that fails does not stop the others
 	f.StringVar(&name, "name", "", "snapshot name (default: the image's file name)")
 	f.StringSliceVar(&tags, "tag", nil, "label the snapshot (repeatable)")
 	f.IntVar(&uploaders, "uploaders", 0, "concurrent pack uploads (default 4); to S3 each holds a 16 MiB pack in memory")
+	f.StringVar(&limit, "limit-upload", "", "most bytes per second sent to the repository, like 20Mbit or 5MiB (default: no limit)")
 	addXenFlags(cmd, &xen)
 	return cmd
+}
+
+// limitUpload sets the upload limit of --limit-upload RATE.
+func (g *globals) limitUpload(rate string) error {
+	r, err := agent.ParseRate(rate)
+	if err != nil {
+		return usageError{Err: fmt.Errorf("--limit-upload: %w", err)}
+	}
+	if r > 0 {
+		g.bandwidth = store.NewBandwidth(nil, store.ConstantLimits(store.Limits{Put: r}))
+	}
+	return nil
+}
+
+// backupImage backs up src (an image file or device) into r (its index
+// loaded) as o says, showing progress, and remembers the snapshot on this
+// machine. coffer backup --image and coffer agent's images use it.
+func (g *globals) backupImage(ctx context.Context, r *repo.Repo, src source.Source, o uploader.Options) (*uploader.Result, error) {
+	o.StateDir = stateDir(r)
+	b, err := uploader.New(r, src, o)
+	if err != nil {
+		return nil, usageError{Err: err}
+	}
+	stop := g.showBackupProgress(ctx, b)
+	res, err := b.Run(ctx)
+	stop()
+	if err != nil {
+		return nil, quotaHint(err)
+	}
+	g.rememberSnapshot(r, res)
+	return res, nil
 }
 
 // showBackupProgress shows a running backup's progress (showProgress).

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/localstate"
+	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/xenapi"
 	"github.com/cofferhq/coffer/uploader"
@@ -127,31 +128,49 @@ func (g *globals) backupXen(ctx context.Context, conf agentConfig, x *xenFlags, 
 		return err
 	}
 	defer xs.Logout(context.WithoutCancel(ctx))
+	res, err := g.xenNight(ctx, r, xs, c, x.fullRead, tags, uploaders)
+	if err != nil {
+		return err
+	}
+	res.Duration = start.Elapsed()
+	g.xenSummary(res)
+	return xenFailure(res)
+}
+
+// xenNight backs up the VMs c names (or all of them) of the pool xs is
+// logged in to, into r (its index loaded), and remembers the snapshots on
+// this machine. coffer backup --xen and coffer agent's pools use it.
+func (g *globals) xenNight(ctx context.Context, r *repo.Repo, xs *xenapi.Session, c xenConfig, fullRead bool, tags []string, uploaders int) (*xenbackup.Result, error) {
 	res, err := xenbackup.Run(ctx, xenbackup.Options{
 		Xen: xs, Repo: r, Session: uploader.SessionOptions{Uploaders: uploaders, StateDir: stateDir(r)},
-		VMs: c.VMs, All: c.All, Exclude: c.Exclude, Parallel: c.Parallel, Tags: tags, FullRead: x.fullRead,
+		VMs: c.VMs, All: c.All, Exclude: c.Exclude, Parallel: c.Parallel, Tags: tags, FullRead: fullRead,
 		Events: g.xenEvent,
 	})
 	if err != nil {
-		return quotaHint(err)
+		return nil, quotaHint(err)
 	}
-	res.Duration = start.Elapsed()
 	g.rememberXen(r.Config().ID, res)
-	g.xenSummary(res)
-	if failed := res.Failed(); len(failed) > 0 {
-		names := make([]string, len(failed))
-		for i, f := range failed {
-			names[i] = f.Name
-		}
-		if len(failed) == len(res.VMs) {
-			if len(failed) == 1 {
-				return fmt.Errorf("VM %s was not backed up: %w", names[0], failed[0].Err)
-			}
-			return fmt.Errorf("none of the %d VMs was backed up: %s", len(failed), strings.Join(names, ", "))
-		}
-		return partialError{fmt.Errorf("%d of %d VMs were not backed up: %s", len(failed), len(res.VMs), strings.Join(names, ", "))}
+	return res, nil
+}
+
+// xenFailure is the error of a night in which VMs failed: a partialError
+// (exit 3) when others were saved.
+func xenFailure(res *xenbackup.Result) error {
+	failed := res.Failed()
+	if len(failed) == 0 {
+		return nil
 	}
-	return nil
+	names := make([]string, len(failed))
+	for i, f := range failed {
+		names[i] = f.Name
+	}
+	if len(failed) == len(res.VMs) {
+		if len(failed) == 1 {
+			return fmt.Errorf("VM %s was not backed up: %w", names[0], failed[0].Err)
+		}
+		return fmt.Errorf("none of the %d VMs was backed up: %s", len(failed), strings.Join(names, ", "))
+	}
+	return partialError{fmt.Errorf("%d of %d VMs were not backed up: %s", len(failed), len(res.VMs), strings.Join(names, ", "))}
 }
 
 func (g *globals) xenEvent(e xenbackup.Event) {

@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"gopkg.in/yaml.v3"
 
+	"github.com/cofferhq/coffer/agent"
 	"github.com/cofferhq/coffer/internal/buildinfo"
 	"github.com/cofferhq/coffer/internal/cli"
 	"github.com/cofferhq/coffer/internal/repo"
@@ -41,6 +41,9 @@ type globals struct {
 	stdout, stderr io.Writer
 	counting       *store.Counting
 	retry          *store.Retry // the retry layer openStore made
+	// bandwidth, when set, limits the stores openStore opens (coffer
+	// agent's windows, coffer backup --limit-upload).
+	bandwidth *store.Bandwidth
 }
 
 // agentConfig is the agent's config file (coffer.yaml, mode 0600).
@@ -67,6 +70,9 @@ type agentConfig struct {
 	KeyCache *bool `yaml:"key_cache,omitempty"`
 	// Xen is the XenServer pool a nightly `coffer backup` backs up.
 	Xen *xenConfig `yaml:"xen,omitempty"`
+	// Config is coffer agent's part: schedule, sources, bandwidth,
+	// retries, history (package agent).
+	agent.Config `yaml:",inline"`
 }
 
 func defaultConfigPath() string {
@@ -102,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	g.profile.AddFlag(pf)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
 	root.AddCommand(newInitCmd(g), newBackupCmd(g), newSnapshotsCmd(g), newRestoreCmd(g), newCheckCmd(g), newKeyCmd(g), newDebugCmd(g), newVersionCmd(g))
-	root.AddCommand(newDrillCmd(g))
+	root.AddCommand(newDrillCmd(g), newAgentCmd(g))
 	root.Version = buildinfo.Version()
 
 	err := root.ExecuteContext(ctx)
@@ -136,8 +142,8 @@ func (g *globals) loadConfig() (agentConfig, error) {
 	if err != nil {
 		return c, fmt.Errorf("reading config %s: %w", g.configPath, err)
 	}
-	if err := yaml.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("config %s is not valid YAML: %v", g.configPath, err)
+	if err := agent.DecodeStrict(b, &c); err != nil {
+		return c, usageError{Err: fmt.Errorf("config %s: %v", g.configPath, err)}
 	}
 	return c, nil
 }
@@ -171,6 +177,7 @@ func (g *globals) openStore(ctx context.Context, url string, create bool) (store
 		}
 	}
 	o.Retry = policy
+	o.Bandwidth = g.bandwidth
 	st, err := storeurl.Open(ctx, url, o)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) && !create {

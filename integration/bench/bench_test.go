@@ -217,6 +217,7 @@ func TestChecks(t *testing.T) {
 		IndexBytesPerEntry:     &bpe,
 		DiskIndexBytesPerEntry: &bpe,
 		InstantAccess:          &InstantAccess{FirstByteMs: 2, MBps: 300},
+		BandwidthWindows:       []BandwidthWindow{{4, 4.02, 1.005}, {12, 11.98, 0.9985}, {2, 2.01, 1.005}},
 		Sessions: []*Session{
 			fakeSession(toolCoffer, targetLocal, 250, 150, 300, 1<<30, 10<<20, 50<<10),
 			fakeSession(toolRestic, targetLocal, 100, 100, 100, 1<<30, 40<<20, 100<<10),

@@ -322,6 +322,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 		if ms, ok := m["first-byte-ms"]; ok && m["MB/s"] > 0 {
 			b.res.InstantAccess = &InstantAccess{FirstByteMs: ms, MBps: m["MB/s"]}
 		}
+		b.res.BandwidthWindows = runBandwidthWindows(ctx, b.moduleRoot)
 	}
 	b.res.Finished = time.Now().UTC()
 	b.res.Checks = checks(b.res)

@@ -218,6 +218,7 @@ func checks(r *Results) []Check {
 	cs = append(cs, vaultChecks(r)...)
 	cs = append(cs, xenChecks(r)...)
 	cs = append(cs, instantAccessChecks(r)...)
+	cs = append(cs, bandwidthChecks(r)...)
 	if r.session(toolCoffer, targetLocal) != nil || r.session(toolCoffer, targetS3) != nil {
 		c := Check{Name: "index memory per stored chunk, 10M entries (bytes)", Value: num(math.NaN()), Limit: "<= 40", Status: "n/a",
 			Note: "10 million entries: BenchmarkIndexMemory in ./internal/index"}

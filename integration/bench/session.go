@@ -93,6 +93,9 @@ type Results struct {
 	IndexBytesPerEntry *float64   `json:"index_bytes_per_entry"`
 	// InstantAccess is BenchmarkInstantAccess's (cofferd nbd's data path).
 	InstantAccess *InstantAccess `json:"instant_access,omitempty"`
+	// BandwidthWindows are BenchmarkBandwidthWindows's (the agent's
+	// bandwidth limit, window by window).
+	BandwidthWindows []BandwidthWindow `json:"bandwidth_windows,omitempty"`
 	// DiskIndexBytesPerEntry is measured on the reference disk's own index.
 	DiskIndexBytesPerEntry *float64   `json:"disk_index_bytes_per_entry"`
 	Checks                 []Check    `json:"checks"`

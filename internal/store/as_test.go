@@ -61,3 +61,28 @@ func TestAs(t *testing.T) {
 		t.Fatal("DefersPuts over a store without DeferredPutter")
 	}
 }
+
+type sessionStore struct{ store.Store }
+
+func (sessionStore) BeginUpload(context.Context) (*store.UploadSession, error) {
+	return &store.UploadSession{ID: "s"}, nil
+}
+
+// The decorators an agent's store is wrapped in pass upload sessions
+// through: a backup behind a bandwidth limit still holds one.
+func TestUploadSessionsPassThrough(t *testing.T) {
+	local, err := store.OpenLocal(t.TempDir(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var base store.Store = sessionStore{Store: local}
+	bw := store.WithBandwidth(store.NewCounting(base), store.NewBandwidth(nil, store.ConstantLimits(store.Limits{Put: 1 << 20})))
+	top := store.WithRetry(bw, store.DefaultRetry, nil, nil)
+	us, ok := store.As[store.UploadSessions](top)
+	if !ok {
+		t.Fatal("retry over bandwidth over counting hides upload sessions")
+	}
+	if s, err := us.BeginUpload(context.Background()); err != nil || s.ID != "s" {
+		t.Fatalf("BeginUpload: %+v %v", s, err)
+	}
+}

@@ -37,3 +37,10 @@ func (c *Counting) BeginUpload(ctx context.Context) (*UploadSession, error) {
 	us, _ := As[UploadSessions](c.Store)
 	return us.BeginUpload(ctx)
 }
+
+// BeginUpload implements UploadSessions: a bandwidth limit changes nothing
+// of the session.
+func (w *Bandwidthed) BeginUpload(ctx context.Context) (*UploadSession, error) {
+	us, _ := As[UploadSessions](w.Store)
+	return us.BeginUpload(ctx)
+}

@@ -48,11 +48,13 @@ func Open(ctx context.Context, rawURL string, o Options) (*Stack, error) {
 }
 
 // Decorate wraps a provider in the decorators, in their one order: the rate
-// caps of o.Rates, counting, and one retry layer, which retries under
-// o.Retry (the zero value means store.DefaultRetry) on o.Clock, logging to
-// o.Log. It is for a provider opened otherwise than from a URL (a vault
-// client made for a tenant, a test's fake); Open uses it for every other.
-// Rates that do not validate are ignored here (Open reports them).
+// caps of o.Rates, counting, the bandwidth limit when o.Bandwidth is set
+// (below the retry layer, so a retried body is metered again), and one
+// retry layer, which retries under o.Retry (the zero value means
+// store.DefaultRetry) on o.Clock, logging to o.Log. It is for a provider
+// opened otherwise than from a URL (a vault client made for a tenant, a
+// test's fake); Open uses it for every other. Rates that do not validate
+// are ignored here (Open reports them).
 func Decorate(p store.Store, o Options) *Stack {
 	st, err := decorate(p, p, o)
 	if err != nil {
@@ -71,7 +73,11 @@ func decorate(p, base store.Store, o Options) (*Stack, error) {
 		base = rl
 	}
 	c := store.NewCounting(base)
-	return &Stack{Provider: p, Base: base, Counting: c, Retry: store.WithRetry(c, retryPolicy(o), o.Clock, o.Log)}, nil
+	var below store.Store = c
+	if o.Bandwidth != nil {
+		below = store.WithBandwidth(c, o.Bandwidth)
+	}
+	return &Stack{Provider: p, Base: base, Counting: c, Retry: store.WithRetry(below, retryPolicy(o), o.Clock, o.Log)}, nil
 }
 
 func retryPolicy(o Options) store.RetryPolicy {

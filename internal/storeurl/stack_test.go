@@ -114,3 +114,27 @@ func TestOpenRates(t *testing.T) {
 		t.Error("Open with a negative rate succeeded")
 	}
 }
+
+// TestDecorateBandwidth checks that a bandwidth limit sits between the
+// counter and the retry layer and meters put bodies on the options' clock.
+func TestDecorateBandwidth(t *testing.T) {
+	local, err := store.OpenLocal(t.TempDir(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	bw := store.NewBandwidth(clk, store.ConstantLimits(store.Limits{Put: 100e3}))
+	st := storeurl.Decorate(local, storeurl.Options{Clock: clk, Bandwidth: bw})
+	mid, ok := st.Retry.Unwrap().(*store.Bandwidthed)
+	if !ok || mid.Unwrap() != store.Store(st.Counting) {
+		t.Fatalf("stack is %T over ...; want Retry over Bandwidthed over Counting", st.Retry.Unwrap())
+	}
+	body := bytes.Repeat([]byte("x"), 300e3)
+	start := clk.Now()
+	if err := st.Retry.Put(t.Context(), "config", store.Bytes(string(body)), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	if d := clk.Now().Sub(start); d < 2900*time.Millisecond || d > 3100*time.Millisecond {
+		t.Errorf("300 kB at 100 kB/s took %v of the clock; want about 3s", d)
+	}
+}

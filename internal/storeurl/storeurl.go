@@ -215,6 +215,9 @@ type Options struct {
 	// Rates caps the provider's request rate (store.WithRateLimit);
 	// the zero value caps nothing.
 	Rates store.RateLimits
+	// Bandwidth, when set, limits the bytes of put and get bodies (one
+	// Bandwidth shared by every store opened with it shares the limit).
+	Bandwidth *store.Bandwidth
 }
 
 // OpenProvider opens the store a repository URL names (see Parse), with

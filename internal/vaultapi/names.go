@@ -24,6 +24,9 @@ const (
 	// KindReceipt is a snapshot's receipt (Receipt): plain JSON the vault
 	// reads without keys, written before the snapshot it describes.
 	KindReceipt
+	// KindRun is the record of one run of the scheduled agent (coffer
+	// agent): plain JSON, no secrets, for the vault to read without keys.
+	KindRun
 )
 
 // Size limits per kind.
@@ -33,13 +36,14 @@ const (
 	MaxIndexSize    = 64 << 20
 	MaxSnapshotSize = 16 << 20
 	MaxDrillSize    = 64 << 10
+	MaxRunSize      = 64 << 10
 	// DefaultMaxPackSize is the default of cofferd's --max-object-size:
 	// the largest pack (256 MiB) plus one chunk and the header, rounded up.
 	DefaultMaxPackSize = 300 << 20
 )
 
 // String returns the kind's lower-case name ("config", "key", "pack",
-// "index", "snapshot", "drill", "receipt"; "invalid" for anything else).
+// "index", "snapshot", "drill", "receipt", "run"; "invalid" for anything else).
 func (k Kind) String() string {
 	switch k {
 	case KindConfig:
@@ -56,6 +60,8 @@ func (k Kind) String() string {
 		return "drill"
 	case KindReceipt:
 		return "receipt"
+	case KindRun:
+		return "run"
 	}
 	return "invalid"
 }
@@ -64,7 +70,7 @@ func (k Kind) String() string {
 // SHA-256 of their bytes, so the vault checks the digest while streaming.
 // Only config is not.
 func (k Kind) ContentNamed() bool {
-	return k == KindKey || k == KindPack || k == KindIndex || k == KindSnapshot || k == KindDrill || k == KindReceipt
+	return k == KindKey || k == KindPack || k == KindIndex || k == KindSnapshot || k == KindDrill || k == KindReceipt || k == KindRun
 }
 
 // MaxSize returns the largest object of this kind the vault accepts, with
@@ -86,6 +92,8 @@ func (k Kind) MaxSize() int64 {
 		return MaxDrillSize
 	case KindReceipt:
 		return MaxReceiptSize
+	case KindRun:
+		return MaxRunSize
 	}
 	return 0
 }
@@ -103,6 +111,7 @@ var ErrBadName = errors.New("not a repository object name")
 //	snapshots/<64 hex>
 //	drills/<64 hex>      drill evidence (plain JSON)
 //	receipts/<64 hex>    a snapshot's receipt (plain JSON)
+//	runs/<64 hex>        agent run records (plain JSON)
 //
 // Hex is lower case. Anything else is an error wrapping ErrBadName.
 func ParseRepoName(name string) (Kind, error) {
@@ -119,11 +128,13 @@ func ParseRepoName(name string) (Kind, error) {
 		return KindDrill, nil
 	case strings.HasPrefix(name, "receipts/") && isHex64(name[len("receipts/"):]):
 		return KindReceipt, nil
+	case strings.HasPrefix(name, "runs/") && isHex64(name[len("runs/"):]):
+		return KindRun, nil
 	case len(name) == len("data/hh/")+64 && strings.HasPrefix(name, "data/") && name[7] == '/' &&
 		isHex64(name[8:]) && name[5:7] == name[8:10]:
 		return KindPack, nil
 	}
-	return KindInvalid, fmt.Errorf("%w: %q (want config, keys/<sha256>, data/<hh>/<sha256>, index/<sha256>, snapshots/<sha256>, drills/<sha256> or receipts/<sha256>)",
+	return KindInvalid, fmt.Errorf("%w: %q (want config, keys/<sha256>, data/<hh>/<sha256>, index/<sha256>, snapshots/<sha256>, drills/<sha256>, receipts/<sha256> or runs/<sha256>)",
 		ErrBadName, clip(name))
 }
 
@@ -138,16 +149,16 @@ func NameDigest(name string) string {
 }
 
 // ValidListPrefix accepts the prefixes an agent may list: "", "config",
-// "keys/", "data/", "data/<hh>/", "index/", "snapshots/", "drills/" and "receipts/".
+// "keys/", "data/", "data/<hh>/", "index/", "snapshots/", "drills/", "receipts/" and "runs/".
 func ValidListPrefix(p string) error {
 	switch p {
-	case "", "config", "keys/", "data/", "index/", "snapshots/", "drills/", "receipts/":
+	case "", "config", "keys/", "data/", "index/", "snapshots/", "drills/", "receipts/", "runs/":
 		return nil
 	}
 	if len(p) == len("data/hh/") && strings.HasPrefix(p, "data/") && p[7] == '/' && isLowerHex(p[5:7]) {
 		return nil
 	}
-	return fmt.Errorf("list prefix %q not allowed (want \"\", config, keys/, data/, data/<hh>/, index/, snapshots/, drills/ or receipts/)", clip(p))
+	return fmt.Errorf("list prefix %q not allowed (want \"\", config, keys/, data/, data/<hh>/, index/, snapshots/, drills/, receipts/ or runs/)", clip(p))
 }
 
 // ValidListAfter checks the after= parameter of a list request: empty, or

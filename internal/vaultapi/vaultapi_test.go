@@ -25,6 +25,9 @@ func TestParseRepoName(t *testing.T) {
 		{"drills/" + hex64, KindDrill},
 		{"drills/" + hex64[:63], KindInvalid},
 		{"drills/x.json", KindInvalid},
+		{"runs/" + hex64, KindRun},
+		{"runs/" + hex64[:63], KindInvalid},
+		{"runs/" + strings.ToUpper(hex64), KindInvalid},
 		{"data/cd/" + hex64, KindInvalid}, // shard mismatch
 		{"data/AB/" + strings.ToUpper(hex64), KindInvalid},
 		{"keys/" + hex64[:63], KindInvalid},
@@ -55,12 +58,12 @@ func TestKindProperties(t *testing.T) {
 	if KindConfig.ContentNamed() || KindInvalid.ContentNamed() {
 		t.Error("config/invalid must not be content-named")
 	}
-	for _, k := range []Kind{KindKey, KindPack, KindIndex, KindSnapshot, KindDrill} {
+	for _, k := range []Kind{KindKey, KindPack, KindIndex, KindSnapshot, KindDrill, KindRun} {
 		if !k.ContentNamed() {
 			t.Errorf("%v must be content-named", k)
 		}
 	}
-	want := map[Kind]int64{KindConfig: 64 << 10, KindKey: 64 << 10, KindPack: 300 << 20, KindIndex: 64 << 20, KindSnapshot: 16 << 20, KindDrill: 64 << 10, KindInvalid: 0}
+	want := map[Kind]int64{KindConfig: 64 << 10, KindKey: 64 << 10, KindPack: 300 << 20, KindIndex: 64 << 20, KindSnapshot: 16 << 20, KindDrill: 64 << 10, KindRun: 64 << 10, KindInvalid: 0}
 	for k, w := range want {
 		if k.MaxSize() != w {
 			t.Errorf("%v.MaxSize() = %d, want %d", k, k.MaxSize(), w)
@@ -72,12 +75,12 @@ func TestKindProperties(t *testing.T) {
 }
 
 func TestValidListPrefix(t *testing.T) {
-	for _, p := range []string{"", "config", "keys/", "data/", "data/00/", "data/ff/", "index/", "snapshots/", "drills/"} {
+	for _, p := range []string{"", "config", "keys/", "data/", "data/00/", "data/ff/", "index/", "snapshots/", "drills/", "runs/"} {
 		if err := ValidListPrefix(p); err != nil {
 			t.Errorf("ValidListPrefix(%q) = %v", p, err)
 		}
 	}
-	for _, p := range []string{"keys", "data", "data/0/", "data/FF/", "data/gg/", "data/ab/cd", "../x/", "repos/", "vault/", "/", "index", "data/ab", "drills"} {
+	for _, p := range []string{"keys", "data", "data/0/", "data/FF/", "data/gg/", "data/ab/cd", "../x/", "repos/", "vault/", "/", "index", "data/ab", "drills", "runs"} {
 		if ValidListPrefix(p) == nil {
 			t.Errorf("ValidListPrefix(%q) accepted", p)
 		}
