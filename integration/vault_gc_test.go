@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,7 +37,7 @@ func (m *maintVault) adminAt(args ...string) string {
 	return m.admin(append([]string{"--clock-file", m.clockFile}, args...)...)
 }
 
-// signalWhenStored stops cmd (SIGSTOP) once the store holds more packs
+// waitForNewPacks stops cmd (SIGSTOP) once the store holds more packs
 // than before.
 func waitForNewPacks(t *testing.T, dir string, before int, cmd *exec.Cmd) {
 	t.Helper()
@@ -52,16 +53,19 @@ func waitForNewPacks(t *testing.T, dir string, before int, cmd *exec.Cmd) {
 	}
 }
 
-func countPacks(t *testing.T, dir string) int {
+func countPacks(t *testing.T, dir string) int { return len(packIDs(t, dir)) }
+
+// packIDs lists the packs of a tenant's repository directory.
+func packIDs(t *testing.T, dir string) map[string]bool {
 	t.Helper()
-	n := 0
+	ids := map[string]bool{}
 	_ = filepath.WalkDir(filepath.Join(dir, "data"), func(_ string, d os.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() && !strings.HasPrefix(d.Name(), ".") {
-			n++
+			ids[d.Name()] = true
 		}
 		return nil
 	})
-	return n
+	return ids
 }
 
 // beat lets a stopped agent run long enough to send a heartbeat on the
@@ -108,7 +112,7 @@ func TestVaultGCOverlapsBackups(t *testing.T) {
 	must(diskgen.Generate(img("n2"), 48<<20, 2, diskgen.Options{}))
 	_, err := diskgen.Mutate(img("n2"), img("n3"), 3, diskgen.MutateOptions{ChangedFraction: 0.05})
 	must(err)
-	must(diskgen.Generate(img("db"), 192<<20, 4, diskgen.Options{}))
+	must(diskgen.Generate(img("db"), 96<<20, 4, diskgen.Options{}))
 	_, err = diskgen.Mutate(img("n3"), img("n4"), 5, diskgen.MutateOptions{ChangedFraction: 0.05})
 	must(err)
 
@@ -119,12 +123,20 @@ func TestVaultGCOverlapsBackups(t *testing.T) {
 	// pack, so that it lives through more than a day of GC's clock.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	long := ag.cmd(ctx, "--repo", b.url, "backup", "--image", img("db"), "--name", "db", "--json")
+	// Slowed down, so the windows in which it runs to send heartbeats
+	// do not let it finish.
+	long := ag.cmd(ctx, "--repo", b.url, "backup", "--image", img("db"), "--name", "db", "--limit-upload", "2MiB/s", "--json")
 	var longOut strings.Builder
 	long.Stdout, long.Stderr = &longOut, &longOut
-	before := countPacks(t, tdir)
+	before := packIDs(t, tdir)
 	must(long.Start())
-	waitForNewPacks(t, tdir, before, long)
+	waitForNewPacks(t, tdir, len(before), long)
+	var longPacks []string
+	for id := range packIDs(t, tdir) {
+		if !before[id] {
+			longPacks = append(longPacks, id)
+		}
+	}
 
 	// Night 3 while the long backup is stopped, then a day later: prune
 	// forgets night 1, GC marks its packs (and the long backup's, which
@@ -137,8 +149,13 @@ func TestVaultGCOverlapsBackups(t *testing.T) {
 	}
 	var g1 gcJSON
 	a.gcJSON(&g1)
-	if len(g1.Tenants) != 1 || len(g1.Tenants[0].Plan.NewMarks) == 0 || len(g1.Tenants[0].Deleted) != 0 {
+	if len(g1.Tenants) != 1 || len(g1.Tenants[0].Deleted) != 0 {
 		t.Fatalf("gc a day later: %+v", g1)
+	}
+	for _, p := range longPacks {
+		if !slices.Contains(g1.Tenants[0].Plan.NewMarks, p) {
+			t.Fatalf("the long backup's pack %s, named by no receipt yet, was not marked: %+v", p, g1)
+		}
 	}
 
 	// Two days later the marks are past the grace, but the long backup's
@@ -172,6 +189,11 @@ func TestVaultGCOverlapsBackups(t *testing.T) {
 	}
 	if err := night4.Wait(); err != nil {
 		t.Fatalf("night 4 beside GC: %v", err)
+	}
+	for _, p := range longPacks {
+		if slices.Contains(g3.Tenants[0].Deleted, p) || !packIDs(t, tdir)[p] {
+			t.Fatalf("the long backup's pack %s was deleted", p)
+		}
 	}
 
 	// Every snapshot with a receipt restores byte-identical.
