@@ -10,16 +10,16 @@ import (
 
 // Item is one snapshot as retention sees it.
 type Item struct {
-	ID    string
-	Group string // the VM's name: each group is decided on its own
-	Time  time.Time
+	ID    string    `json:"id"`
+	Group string    `json:"vm"` // the VM's name: each group is decided on its own
+	Time  time.Time `json:"time"`
 }
 
 // Decision says whether an Item stays, and every rule that keeps it.
 type Decision struct {
 	Item
-	Keep    bool
-	Reasons []string // for example "last 1", "daily 2026-12-04", "weekly 2026-W49"; empty when dropped
+	Keep    bool     `json:"keep"`
+	Reasons []string `json:"reasons"` // for example "last 1", "daily 2026-12-04", "weekly 2026-W49"; empty when dropped
 }
 
 // ReasonNoPolicy is the one reason given when Apply is handed a policy that
