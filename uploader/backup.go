@@ -92,7 +92,7 @@ func (b *Backup) Run(ctx context.Context) (*Result, error) {
 	}
 	disk, err := b.s.BackupDisk(ctx, DiskJob{Source: b.src, Index: 0, Name: "disk0", Counters: &b.c})
 	if err != nil {
-		b.s.Abort()
+		b.s.endAfter(ctx)
 		return nil, err
 	}
 	host, _ := os.Hostname()
@@ -107,7 +107,7 @@ func (b *Backup) Run(ctx context.Context) (*Result, error) {
 	}
 	id, err := b.s.Commit(ctx, snap)
 	if err != nil {
-		b.s.Abort()
+		b.s.endAfter(ctx)
 		return nil, err
 	}
 	if err := b.s.Close(ctx); err != nil {

@@ -3,10 +3,12 @@ package uploader_test
 import (
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/testutil/testfile"
 	"github.com/cofferhq/coffer/uploader"
+	"github.com/cofferhq/coffer/uploader/source"
 )
 
 var fastRetry = store.RetryPolicy{Attempts: 5, Base: time.Millisecond, Max: 5 * time.Millisecond}
@@ -262,5 +265,84 @@ func TestOrphanScanOnlyAfterUncleanRun(t *testing.T) {
 	backup("beside a running backup", false)
 	if m := marks(); len(m) != 1 || m[0] != live {
 		t.Fatalf("marks %v, want only the running backup's", m)
+	}
+}
+
+// slowPuts holds every pack put until release is closed, and tells
+// started when the first one begins.
+type slowPuts struct {
+	store.Store
+	started chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func (s *slowPuts) Unwrap() store.Store { return s.Store }
+
+func (s *slowPuts) Put(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	if strings.HasPrefix(name, repo.DataPrefix) {
+		s.once.Do(func() { close(s.started) })
+		<-s.release
+	}
+	return s.Store.Put(ctx, name, r, size)
+}
+
+// TestInterruptedBackupFinishesPacksInFlight: a backup cancelled (SIGTERM)
+// while a pack is being uploaded lets that upload finish and indexes it;
+// the run ends cleanly, so the next one lists no packs, and it stores
+// nothing the interrupted one had already stored.
+func TestInterruptedBackupFinishesPacksInFlight(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	local, err := store.OpenLocal(filepath.Join(dir, "repo"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists := &dataLists{Store: local}
+	slow := &slowPuts{Store: lists, started: make(chan struct{}), release: make(chan struct{})}
+	r := initRepo(t, store.WithRetry(slow, fastRetry, nil, nil))
+	img := filepath.Join(dir, "disk.img")
+	writeImage(t, img, 120<<20, 9)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-slow.started
+		cancel()
+		time.Sleep(100 * time.Millisecond)
+		close(slow.release)
+	}()
+	src, err := source.OpenImage(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	b, err := uploader.New(r, src, uploader.Options{Name: "disk", Uploaders: 1, StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Run(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("interrupted backup: %v", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(state, "run-*")); len(m) != 0 {
+		t.Fatalf("an interrupted run that finished its uploads left marks %v", m)
+	}
+	r2, err := repo.Open(context.Background(), store.WithRetry(lists, fastRetry, nil, nil), []byte("pw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.LoadIndex(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if r2.Index.Packs() == 0 {
+		t.Fatal("the pack in flight was not indexed")
+	}
+	var packs int
+	_ = local.List(context.Background(), repo.DataPrefix, func(store.Info) error { packs++; return nil })
+	if packs != r2.Index.Packs() {
+		t.Fatalf("%d packs stored, %d indexed", packs, r2.Index.Packs())
+	}
+	before := lists.n.Load()
+	res, err := backupImage(t, r2, img, uploader.Options{Name: "disk", StateDir: state})
+	if err != nil || res.OrphanScan || lists.n.Load() != before {
+		t.Fatalf("the next run: %+v %v (listed packs: %v)", res, err, lists.n.Load() != before)
 	}
 }

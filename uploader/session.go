@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -282,6 +283,54 @@ func (s *Session) Abort() {
 	_ = s.up.Wait()
 	s.endGCSession(context.Background())
 	s.endMark(false)
+}
+
+// StopGrace bounds how long Stop lets the packs already handed to the
+// uploaders finish.
+const StopGrace = time.Minute
+
+// Stop ends a session that was interrupted (SIGTERM, SIGINT): the disks
+// stop (their context is already cancelled), the open, partly filled packs
+// are dropped, but every full pack already handed to the uploaders is
+// finished, for StopGrace at most, and indexed, so the next run reuses it
+// without a listing. A pack still unfinished after StopGrace is abandoned
+// as Abort does, and the next run indexes what reached the store.
+func (s *Session) Stop() {
+	if !s.markClosed() {
+		return
+	}
+	s.active.Wait()
+	close(s.pk.uploads)
+	done := make(chan error, 1)
+	go func() { done <- s.up.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(StopGrace):
+		s.cancel(context.Canceled)
+		err = <-done
+		if err == nil {
+			err = context.Canceled
+		}
+	}
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), StopGrace)
+		err = s.pk.addToIndexFile(ctx, pack.ID{}, nil, true)
+		cancel()
+	}
+	s.cancel(context.Canceled)
+	s.endGCSession(context.Background())
+	s.endMark(err == nil)
+}
+
+// endAfter ends a session whose disk or commit failed: Stop when ctx was
+// cancelled (an interruption: what is in flight is kept), else Abort.
+func (s *Session) endAfter(ctx context.Context) {
+	if ctx.Err() != nil {
+		s.Stop()
+		return
+	}
+	s.Abort()
 }
 
 func (s *Session) markClosed() bool {

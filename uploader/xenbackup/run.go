@@ -136,6 +136,12 @@ func Run(ctx context.Context, opt Options) (*Result, error) {
 	res.Session = s.Info()
 	res.VMs = append(res.VMs, missing...)
 	res.VMs = append(res.VMs, n.backupAll(ctx, targets)...)
+	if ctx.Err() != nil {
+		// Interrupted: the packs in flight are finished and indexed for
+		// the next night; the open ones are dropped.
+		s.Stop()
+		return nil, context.Cause(ctx)
+	}
 	if err := s.Close(ctx); err != nil {
 		return nil, err
 	}
