@@ -34,7 +34,7 @@ func FuzzStatusReader(f *testing.F) {
 		data := &mapStore{objs: map[string][]byte{
 			"repos/" + tid + "/receipts/" + name: b,
 			"repos/" + tid + "/drills/" + name:   b,
-			drill.VaultTenantPrefix(tid) + "x":    b,
+			drill.VaultTenantPrefix(tid) + "x":   b,
 		}}
 		ten := &registry.Tenant{ID: tid, Name: "acme", RPO: &registry.RPO{Default: time.Duration(rpo),
 			PerVM: map[string]time.Duration{"declared": time.Duration(rpo)}}}

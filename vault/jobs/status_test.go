@@ -38,12 +38,12 @@ func evidence(vm string, at time.Time, passed bool) *drill.Evidence {
 func acmeInput() *TenantInput {
 	return &TenantInput{Tenant: acmeTenant(), Receipts: []ReceiptSummary{
 		{Name: "web01", Time: ago(50 * time.Hour)}, {Name: "web01", Time: ago(2 * time.Hour)}, // ok: the newest counts
-		{Name: "web02", Time: ago(30 * time.Hour)},                                          // late
-		{Name: "web03", Time: ago(49 * time.Hour)},                                          // absent: over 2 x 24h
-		{Name: "db01", Time: ago(30 * time.Minute)},                                         // ok within its own 1h
-		{Name: "retired", Time: ago(900 * time.Hour)},                                       // no-rpo
-		{Name: "seeded", Time: ago(time.Hour), Seed: true},                                  // waiting
-		{Name: "skewed", Time: statusNow.Add(time.Hour)},                                    // an agent's clock ahead: ok, age 0
+		{Name: "web02", Time: ago(30 * time.Hour)},         // late
+		{Name: "web03", Time: ago(49 * time.Hour)},         // absent: over 2 x 24h
+		{Name: "db01", Time: ago(30 * time.Minute)},        // ok within its own 1h
+		{Name: "retired", Time: ago(900 * time.Hour)},      // no-rpo
+		{Name: "seeded", Time: ago(time.Hour), Seed: true}, // waiting
+		{Name: "skewed", Time: statusNow.Add(time.Hour)},   // an agent's clock ahead: ok, age 0
 	}, StoredBytes: 1000, DataBytes: 3500, LogicalBytes: 8000, Orphans: 2}
 }
 

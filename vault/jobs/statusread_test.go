@@ -122,7 +122,9 @@ func TestStatusReaderNoRunsNoLedger(t *testing.T) {
 // failingList fails every listing.
 type failingList struct{ store.Store }
 
-func (failingList) List(context.Context, string, func(store.Info) error) error { return store.ErrDenied }
+func (failingList) List(context.Context, string, func(store.Info) error) error {
+	return store.ErrDenied
+}
 
 // A store that cannot be listed fails the status, naming the tenant.
 func TestStatusReaderListFails(t *testing.T) {
