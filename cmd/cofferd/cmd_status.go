@@ -10,9 +10,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/termtext"
+	"github.com/cofferhq/coffer/vault"
 	"github.com/cofferhq/coffer/vault/jobs"
 	"github.com/cofferhq/coffer/vault/ledger"
+	"github.com/cofferhq/coffer/vault/registry"
 )
 
 // statusOut is cofferd status's --json document.
@@ -100,7 +103,7 @@ func writeStatus(w io.Writer, rep *jobs.StatusReport) error {
 	fmt.Fprintln(tw, "TENANT\tVM\tSTATE\tNEWEST\tAGE\tRPO\tSEEDS WAITING\tLAST DRILL\tFAILED RUNS")
 	for _, ts := range rep.Tenants {
 		for _, v := range ts.VMs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", ts.Tenant, termtext.Clip(termtext.Clean(v.VM), 60), v.State,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", ts.Tenant, termtext.Clip(v.VM, 60), v.State,
 				timeText(v.Newest), ageText(v), secondsText(v.RPOSeconds), v.SeedsWaiting, drillText(v.LastDrill), runsText(ts, v))
 		}
 	}
@@ -133,7 +136,7 @@ func writeTenantStatus(w io.Writer, ts *jobs.TenantStatus) {
 	}
 	for _, v := range ts.VMs {
 		if d := v.LastDrill; d != nil && !d.Passed {
-			fmt.Fprintf(w, "tenant %s: the newest drill of %s failed: %s\n", ts.Tenant, termtext.Clean(v.VM), termtext.Clip(termtext.Clean(d.Error), 200))
+			fmt.Fprintf(w, "tenant %s: the newest drill of %s failed: %s\n", ts.Tenant, termtext.Clean(v.VM), termtext.Clip(d.Error, 200))
 		}
 	}
 }
@@ -176,5 +179,18 @@ func runsText(ts *jobs.TenantStatus, v *jobs.VMStatus) string {
 	if v.FailedRuns == 0 {
 		return "0"
 	}
-	return fmt.Sprintf("%d: %s", v.FailedRuns, termtext.Clip(termtext.Clean(v.LastError), 60))
+	return fmt.Sprintf("%d: %s", v.FailedRuns, termtext.Clip(v.LastError, 60))
+}
+
+// statusCollector is cofferd serve's status gauges over every tenant of
+// the vault (vault.StatusCollector).
+func (g *globals) statusCollector(data store.Store, reg *registry.Registry, led *ledger.Ledger) *vault.StatusCollector {
+	r := &jobs.StatusReader{Data: data, Meta: reg.Swapper(), Ledger: led, Log: g.log}
+	return vault.NewStatusCollector(func(ctx context.Context) (*jobs.StatusReport, error) {
+		tenants, err := reg.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return r.Status(ctx, tenants, g.clock.Now())
+	}, g.clock, 0, g.log)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,17 +38,17 @@ func backupAt(t *testing.T, r *repo.Repo, image, name string, at time.Time) {
 }
 
 // statusVault is a vault with tenant acme (escrow) whose web01 was backed
-// up 2 hours before statusT0 and web02 30 hours before; it returns the
-// escrow identity file.
-func statusVault(t *testing.T, dir string) string {
+// up 2 hours before t0 and web02 30 hours before; it returns the escrow
+// identity file.
+func statusVault(t *testing.T, dir string, t0 time.Time) string {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), "disk.img")
 	if err := diskgen.Generate(img, 1<<20, 7, diskgen.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	return escrowTenantWith(t, dir, "acme", true, func(r *repo.Repo) {
-		backupAt(t, r, img, "web01", statusT0.Add(-2*time.Hour))
-		backupAt(t, r, img, "web02", statusT0.Add(-30*time.Hour))
+		backupAt(t, r, img, "web01", t0.Add(-2*time.Hour))
+		backupAt(t, r, img, "web02", t0.Add(-30*time.Hour))
 	})
 }
 
@@ -72,7 +73,7 @@ func statusJSON(t *testing.T, dir string, code int) (statusOut, map[string]*jobs
 func TestStatus(t *testing.T) {
 	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
 	dir := t.TempDir()
-	idFile := statusVault(t, dir)
+	idFile := statusVault(t, dir, statusT0)
 	at := &stepClock{now: statusT0}
 
 	if r := cofferd(t, dir, "tenant", "set-rpo", "acme", "24h"); r.code != 0 || !strings.Contains(r.stdout, "tenant acme: recovery point objective 24h0m0s") {
@@ -165,5 +166,42 @@ func TestSetRPOFlags(t *testing.T) {
 	var st statusOut
 	if r := cofferd(t, dir, "--json", "status"); r.code != 1 || json.Unmarshal([]byte(r.stdout), &st) != nil || st.Absent != 1 {
 		t.Fatalf("a declared VM of a fresh tenant is absent: %+v", r)
+	}
+}
+
+// cofferd serve exports the status as gauges on its metrics listener: a
+// VM past its objective and a declared VM that never reported as 1, a VM
+// within its objective as 0.
+func TestServeStatusGauges(t *testing.T) {
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	dir := t.TempDir()
+	statusVault(t, dir, time.Now())
+	for _, args := range [][]string{{"acme", "1h"}, {"acme", "8000h", "--vm", "web02"}, {"acme", "1h", "--vm", "db01"}} {
+		if r := cofferd(t, dir, append([]string{"tenant", "set-rpo"}, args...)...); r.code != 0 {
+			t.Fatalf("set-rpo %v: %+v", args, r)
+		}
+	}
+	var id struct{ ID string }
+	if r := cofferd(t, dir, "--json", "tenant", "show", "acme"); json.Unmarshal([]byte(r.stdout), &id) != nil {
+		t.Fatalf("tenant show: %+v", r)
+	}
+	sv := startServe(t, dir)
+	page := scrape(t, sv.metrics)
+	labels := `{tenant="acme",tenant_id="` + id.ID + `",vm="%s"}`
+	for series, want := range map[string]float64{
+		"coffer_vm_rpo_violated" + fmt.Sprintf(labels, "web01"):                 1,
+		"coffer_vm_rpo_violated" + fmt.Sprintf(labels, "web02"):                 0,
+		"coffer_vm_rpo_violated" + fmt.Sprintf(labels, "db01"):                  1,
+		"coffer_vm_absent" + fmt.Sprintf(labels, "db01"):                        1,
+		"coffer_vm_rpo_seconds" + fmt.Sprintf(labels, "web02"):                  8000 * 3600,
+		`coffer_tenant_rpo_violations{tenant="acme",tenant_id="` + id.ID + `"}`: 2,
+		"coffer_status_up": 1,
+	} {
+		if got := metricOf(page, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("the page:\n%s", page)
 	}
 }
