@@ -1,15 +1,20 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
 
 	"github.com/cofferhq/coffer/internal/clock/clocktest"
 	"github.com/cofferhq/coffer/vault/jobs"
@@ -150,5 +155,86 @@ func TestStatusCollectorCapsVMs(t *testing.T) {
 	}
 	if v := got["coffer_tenant_status_vms_not_exported{"+acmeLabels+"}"]; v != 12 {
 		t.Fatalf("not exported %v", v)
+	}
+}
+
+// alertRules is the part of a Prometheus rule file the test reads.
+type alertRules struct {
+	Groups []struct {
+		Name  string `yaml:"name"`
+		Rules []struct {
+			Alert       string            `yaml:"alert"`
+			Expr        string            `yaml:"expr"`
+			For         string            `yaml:"for"`
+			Labels      map[string]string `yaml:"labels"`
+			Annotations map[string]string `yaml:"annotations"`
+		} `yaml:"rules"`
+	} `yaml:"groups"`
+}
+
+// knownSeries are the names of every series cofferd serve exports.
+func knownSeries(t *testing.T) map[string]bool {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	if _, err := newMetrics(reg); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan *prometheus.Desc, 100)
+	go func() {
+		for _, c := range []prometheus.Collector{NewStatusCollector(nil, nil, 0, nil)} {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	names := map[string]bool{}
+	re := regexp.MustCompile(`fqName: "([a-z0-9_]+)"`)
+	for d := range ch {
+		names[re.FindStringSubmatch(d.String())[1]] = true
+	}
+	mfs, _ := reg.Gather() // the server's own vectors have no series yet: only their names
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	return names
+}
+
+// The example alert rules parse, every rule says when and why, and every
+// coffer series an expression names is one cofferd exports; the RPO, the
+// drill and the scrape itself are covered.
+func TestAlertRules(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "coffer-alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f alertRules
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		t.Fatal(err)
+	}
+	known := knownSeries(t)
+	ident := regexp.MustCompile(`\bcoffer[a-z0-9_]*\b`)
+	covered := map[string]bool{}
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			if _, err := time.ParseDuration(r.For); r.Alert == "" || r.Expr == "" || err != nil || r.Labels["severity"] == "" || r.Annotations["summary"] == "" {
+				t.Errorf("rule %q: alert, expr, for (a duration), severity and a summary are needed", r.Alert)
+			}
+			expr := regexp.MustCompile(`"[^"]*"`).ReplaceAllString(r.Expr, `""`) // label values are not series
+			for _, name := range ident.FindAllString(expr, -1) {
+				if !known[name] {
+					t.Errorf("rule %s names %s, which cofferd does not export", r.Alert, name)
+				}
+				covered[name] = true
+			}
+			if strings.Contains(r.Expr, "absent(") {
+				covered["absent"] = true
+			}
+		}
+	}
+	for _, want := range []string{"coffer_vm_rpo_violated", "coffer_tenant_last_drill_passed", "absent"} {
+		if !covered[want] {
+			t.Errorf("no rule uses %s", want)
+		}
 	}
 }
