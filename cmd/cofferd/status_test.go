@@ -11,10 +11,12 @@ import (
 
 	"github.com/cofferhq/coffer/internal/clock/clocktest"
 	"github.com/cofferhq/coffer/internal/diskgen"
+	"github.com/cofferhq/coffer/internal/drill"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/uploader"
 	"github.com/cofferhq/coffer/uploader/source"
 	"github.com/cofferhq/coffer/vault/jobs"
+	"github.com/cofferhq/coffer/vault/registry"
 )
 
 // statusT0 is when the status tests look.
@@ -203,5 +205,27 @@ func TestServeStatusGauges(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("the page:\n%s", page)
+	}
+}
+
+// Names agents chose reach the table cleaned: no escape sequence of a VM
+// name, drill error or run error acts on the terminal.
+func TestStatusTableIsTerminalSafe(t *testing.T) {
+	evil := "web\x1b[2J\u202e01"
+	rep := jobs.ComputeStatus([]*jobs.TenantInput{{
+		Tenant:     &registry.Tenant{ID: "0123456789abcdef01234567", Name: "acme", RPO: &registry.RPO{Default: time.Hour}},
+		Receipts:   []jobs.ReceiptSummary{{Name: evil, Time: statusT0.Add(-3 * time.Hour)}},
+		Drills:     []*drill.Evidence{{VM: evil, Started: statusT0, Result: drill.Failed, Error: "bad\x1b]0;title\x07"}},
+		Runs:       []jobs.RunRecord{{VM: evil, Started: statusT0, Failed: true, Error: "oops\r\x1b[1A"}},
+		RunHistory: true,
+	}}, statusT0)
+	var b strings.Builder
+	if err := writeStatus(&b, rep); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if strings.ContainsAny(out, "\x1b\x07\r\u202e") || !strings.Contains(out, `web\x1b[2J`) || !strings.Contains(out, "absent") ||
+		!strings.Contains(out, `1: oops\x0d\x1b[1A`) || !strings.Contains(out, `failed: bad\x1b]0;title\x07`) {
+		t.Fatalf("table:\n%s", out)
 	}
 }
