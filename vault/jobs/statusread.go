@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -129,6 +130,10 @@ func (s *StatusReader) readReceipts(ctx context.Context, sub store.Store, ti *Te
 		if !ok {
 			rc, err := repo.LoadReceipt(ctx, sub, name)
 			if ctx.Err() != nil {
+				// Keep what was parsed: a status cut short by its deadline
+				// (a first scrape of a large vault) goes on from here.
+				maps.Copy(next, old)
+				keep(s, s.receipts, ti.Tenant.ID, next)
 				return ctx.Err()
 			}
 			if err != nil {

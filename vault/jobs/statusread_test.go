@@ -135,3 +135,43 @@ func TestStatusReaderListFails(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// cancelAfter cancels its context after n Gets.
+type cancelAfter struct {
+	store.Store
+	n      int
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Get(ctx context.Context, name string, off, n int64, fn func(io.Reader) error) error {
+	if c.n--; c.n < 0 {
+		c.cancel()
+		return ctx.Err()
+	}
+	return c.Store.Get(ctx, name, off, n, fn)
+}
+
+// A status cut short keeps the receipts it parsed: the next one goes on
+// from there instead of starting over.
+func TestStatusReaderKeepsProgress(t *testing.T) {
+	d, clk := vaultStore(t)
+	for i := range 5 {
+		putSnapshot(t, d, "web01", clk.Now().Add(-time.Duration(i)*time.Hour))
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cut := &cancelAfter{Store: d.Data, n: 3, cancel: cancel}
+	r := &StatusReader{Data: cut, Meta: d.Meta}
+	ten := &registry.Tenant{ID: tid, Name: "acme"}
+	if _, err := r.Status(cctx, []*registry.Tenant{ten}, clk.Now()); err == nil {
+		t.Fatal("a cancelled status succeeded")
+	}
+	counted := &countingGets{Store: d.Data}
+	r.Data = counted
+	rep, err := r.Status(ctx, []*registry.Tenant{ten}, clk.Now())
+	if err != nil || rep.Tenants[0].VMs[0].Snapshots != 5 {
+		t.Fatalf("%+v %v", rep, err)
+	}
+	if n := counted.gets.Load(); n != 2 {
+		t.Fatalf("the second status read %d receipts, want the 2 the first did not", n)
+	}
+}
