@@ -26,7 +26,7 @@ type metrics struct {
 	storeRequests   *prometheus.CounterVec   // tenant, op
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, extra ...prometheus.Collector) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cofferd_http_requests_total", Help: "HTTP requests by route, method and status code.",
@@ -79,6 +79,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{buildInfo, m.requests, m.duration, m.tenantRequests, m.bytesIn, m.bytesOut,
 		m.tenantErrors, m.uploadsInFlight, m.throttled, m.quotaRefusals, m.digestMismatch, m.authFailures,
 		m.conns, m.connsRefused, m.storeRequests} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, c := range extra {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

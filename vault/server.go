@@ -95,6 +95,9 @@ type Config struct {
 	// Registerer if it is a Gatherer, else prometheus.DefaultGatherer).
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
+	// Collectors are registered beside the server's own metrics (cofferd
+	// serve's StatusCollector).
+	Collectors []prometheus.Collector
 	Clock      clock.Clock
 	// Probe checks the store for /healthz; nil stats vault/format (a
 	// missing object counts as reachable).
@@ -164,7 +167,7 @@ func New(cfg Config) (*Server, error) {
 			s.gather = prometheus.DefaultGatherer
 		}
 	}
-	m, err := newMetrics(reg)
+	m, err := newMetrics(reg, cfg.Collectors...)
 	if err != nil {
 		return nil, fmt.Errorf("vault: registering metrics: %w", err)
 	}

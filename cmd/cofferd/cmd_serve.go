@@ -79,6 +79,7 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 		go g.maintainLoop(ctx, data, reg, led, maintain)
 	}
 	cfg := vault.Config{Data: data, Limits: sc.Limits(), Log: g.log, Clock: g.clock}
+	cfg.Collectors = append(cfg.Collectors, g.statusCollector(data, reg, led))
 	(&vault.State{Registry: reg, Ledger: led}).Configure(&cfg)
 	srv, err := vault.New(cfg)
 	if err != nil {

@@ -37,6 +37,7 @@ func newTenantCmd(g *globals) *cobra.Command {
 		newTenantSuspendCmd(g), newTenantResumeCmd(g), newTenantTokenCmd(g), newTenantCredentialsCmd(g), newTenantRevokeCmd(g),
 		newTenantKeysCmd(g), newTenantRemoveKeyCmd(g))
 	c.AddCommand(newTenantSetRTOCmd(g), newTenantSetRetentionCmd(g))
+	c.AddCommand(newTenantSetRPOCmd(g))
 	return c
 }
 

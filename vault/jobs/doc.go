@@ -17,4 +17,10 @@
 // deleting packs in named batches, with the ledger kept exact. A job may be
 // killed at any point and run again, and several replicas may run at once:
 // every decision is re-checked against the document it changes.
+//
+// status.go is cofferd status: ComputeStatus, a pure function from each
+// tenant's receipts, recovery point objectives, drill evidence, run records
+// and usage to a typed report of every VM's state against its objective;
+// statusread.go's StatusReader gathers those inputs from the stores
+// without keys, caching what it parsed of immutable objects.
 package jobs

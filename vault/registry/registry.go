@@ -43,6 +43,9 @@ type Tenant struct {
 	// RTO is the tenant's recovery time objective, which restore drills
 	// measure against (cofferd drill); 0: none.
 	RTO time.Duration `json:"rto_ns,omitempty"`
+	// RPO is the tenant's recovery point objectives (cofferd tenant
+	// set-rpo), which cofferd status measures against (rpo.go); nil: none.
+	RPO *RPO `json:"rpo,omitempty"`
 	// Retention is the tenant's retention policy (cofferd tenant
 	// set-retention), applied by cofferd prune; nil: nothing is pruned.
 	// TimeZone names the zone its calendar buckets use ("" is UTC).
