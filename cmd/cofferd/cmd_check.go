@@ -139,7 +139,7 @@ func (g *globals) runChecks(ctx context.Context, f *checkFlags) (*checkOut, erro
 		return nil, err
 	}
 	defer stack.Provider.Close()
-	tenants, err := drillTenants(ctx, reg, f.tenant)
+	tenants, err := selectTenants(ctx, reg, f.tenant)
 	if err != nil {
 		return nil, err
 	}

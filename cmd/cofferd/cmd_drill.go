@@ -171,7 +171,7 @@ func (g *globals) runDrills(ctx context.Context, f *drillFlags) (*drillOut, erro
 		return nil, err
 	}
 	defer data.Close()
-	tenants, err := drillTenants(ctx, reg, f.tenant)
+	tenants, err := selectTenants(ctx, reg, f.tenant)
 	if err != nil {
 		return nil, err
 	}
@@ -196,8 +196,8 @@ func (g *globals) runDrills(ctx context.Context, f *drillFlags) (*drillOut, erro
 	return out, nil
 }
 
-// drillTenants is the tenant named, or every tenant.
-func drillTenants(ctx context.Context, reg *registry.Registry, name string) ([]*registry.Tenant, error) {
+// selectTenants is the tenant named, or every tenant.
+func selectTenants(ctx context.Context, reg *registry.Registry, name string) ([]*registry.Tenant, error) {
 	if name == "" {
 		return reg.List(ctx)
 	}

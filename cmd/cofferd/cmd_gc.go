@@ -91,24 +91,37 @@ func (g *globals) runGC(ctx context.Context, data store.Store, reg *registry.Reg
 		return nil, err
 	}
 	d.AfterPhase = g.pauseAfter(f.pauseAfter)
-	tenants, err := drillTenants(ctx, reg, f.tenant)
+	tenants, err := selectTenants(ctx, reg, f.tenant)
 	if err != nil {
 		return nil, err
 	}
-	out := &gcOut{Type: "gc", Tenants: []*jobs.GCReport{}, Refused: []drillSkip{}}
-	for _, t := range tenants {
+	out := &gcOut{Type: "gc"}
+	out.Tenants, out.Refused, err = eachTenant(tenants, func(t *registry.Tenant) (*jobs.GCReport, error) {
 		rep, err := jobs.CollectGarbage(ctx, d, t.ID, jobs.GCOptions{Grace: f.grace, DryRun: f.dryRun})
+		if rep != nil {
+			rep.Tenant = t.Name
+		}
+		return rep, err
+	})
+	return out, err
+}
+
+// eachTenant runs a job for each tenant in turn: a tenant the job refuses
+// (jobs.ErrUnsafe) is skipped with the reason; any other error stops.
+func eachTenant[R any](tenants []*registry.Tenant, job func(*registry.Tenant) (R, error)) ([]R, []drillSkip, error) {
+	reps, skipped := []R{}, []drillSkip{}
+	for _, t := range tenants {
+		rep, err := job(t)
 		if errors.Is(err, jobs.ErrUnsafe) {
-			out.Refused = append(out.Refused, drillSkip{Tenant: t.Name, Reason: err.Error()})
+			skipped = append(skipped, drillSkip{Tenant: t.Name, Reason: err.Error()})
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
+			return nil, nil, fmt.Errorf("tenant %s: %w", t.Name, err)
 		}
-		rep.Tenant = t.Name
-		out.Tenants = append(out.Tenants, rep)
+		reps = append(reps, rep)
 	}
-	return out, nil
+	return reps, skipped, nil
 }
 
 func (g *globals) printGC(out *gcOut, dry bool) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -159,29 +158,30 @@ func (g *globals) runPrune(ctx context.Context, data store.Store, reg *registry.
 	if err != nil {
 		return nil, err
 	}
-	tenants, err := drillTenants(ctx, reg, tenant)
+	tenants, err := selectTenants(ctx, reg, tenant)
 	if err != nil {
 		return nil, err
 	}
-	out := &pruneOut{Type: "prune", Tenants: []*jobs.PruneReport{}, Skipped: []drillSkip{}}
+	out := &pruneOut{Type: "prune"}
+	var without []drillSkip
+	var with []*registry.Tenant
 	for _, t := range tenants {
 		if t.Retention == nil {
-			out.Skipped = append(out.Skipped, drillSkip{Tenant: t.Name, Reason: "no retention policy (cofferd tenant set-retention)"})
-			continue
+			without = append(without, drillSkip{Tenant: t.Name, Reason: "no retention policy (cofferd tenant set-retention)"})
+		} else {
+			with = append(with, t)
 		}
+	}
+	out.Tenants, out.Skipped, err = eachTenant(with, func(t *registry.Tenant) (*jobs.PruneReport, error) {
 		loc, _ := time.LoadLocation(t.TimeZone)
 		rep, err := jobs.Prune(ctx, d, t.ID, jobs.PruneOptions{Policies: *t.Retention, Location: loc, DryRun: dry})
-		if errors.Is(err, jobs.ErrUnsafe) {
-			out.Skipped = append(out.Skipped, drillSkip{Tenant: t.Name, Reason: err.Error()})
-			continue
+		if rep != nil {
+			rep.Tenant = t.Name
 		}
-		if err != nil {
-			return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
-		}
-		rep.Tenant = t.Name
-		out.Tenants = append(out.Tenants, rep)
-	}
-	return out, nil
+		return rep, err
+	})
+	out.Skipped = append(out.Skipped, without...)
+	return out, err
 }
 
 // jobDeps is what the vault's jobs work with.

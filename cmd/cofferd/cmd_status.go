@@ -63,7 +63,7 @@ func (g *globals) status(ctx context.Context, tenant string) error {
 		return err
 	}
 	defer data.Close()
-	tenants, err := drillTenants(ctx, reg, tenant)
+	tenants, err := selectTenants(ctx, reg, tenant)
 	if err != nil {
 		return err
 	}

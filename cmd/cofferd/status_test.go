@@ -89,7 +89,7 @@ func TestStatus(t *testing.T) {
 		t.Fatalf("within the objectives: %+v %+v %+v", out, vms["web01"], vms["web02"])
 	}
 	r := cofferdAt(t, dir, at, "status")
-	if r.code != 0 || !strings.Contains(r.stdout, "web01") || !strings.Contains(r.stdout, "2h0m0s") || !strings.Contains(r.stdout, "no run history") {
+	if r.code != 0 || !strings.Contains(r.stdout, "web01") || !strings.Contains(r.stdout, "2h0m0s") || strings.Contains(r.stdout, "no run history") {
 		t.Fatalf("status table: %+v", r)
 	}
 

@@ -26,10 +26,18 @@ type UploadSession struct {
 	End  func(ctx context.Context) error
 }
 
-// BeginUpload implements UploadSessions.
+// BeginUpload implements UploadSessions, retrying a transient failure (a
+// vault that throttles) as every other request; the session's heartbeats
+// are not retried (the next beat is).
 func (r *Retry) BeginUpload(ctx context.Context) (*UploadSession, error) {
 	us, _ := As[UploadSessions](r.Store)
-	return us.BeginUpload(ctx)
+	var s *UploadSession
+	err := r.do(ctx, "begin upload session", "", func() error {
+		var err error
+		s, err = us.BeginUpload(ctx)
+		return err
+	})
+	return s, err
 }
 
 // BeginUpload implements UploadSessions.

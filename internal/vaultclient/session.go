@@ -23,11 +23,11 @@ func (v *Client) BeginUpload(ctx context.Context) (*store.UploadSession, error) 
 		return nil, err
 	}
 	if !vaultapi.ValidID(info.ID) || info.Heartbeat <= 0 {
-		return nil, fmt.Errorf("vault %s: the session reply is malformed (id %q, heartbeat %d)", v.Location(), info.ID, info.Heartbeat)
+		return nil, &store.PermanentError{Err: fmt.Errorf("vault %s: the session reply is malformed (id %q, heartbeat %d)", v.Location(), clipID(info.ID), info.Heartbeat)}
 	}
 	for _, p := range info.Unusable {
 		if len(p) != 64 {
-			return nil, fmt.Errorf("vault %s: the session reply names a malformed pack %q", v.Location(), p)
+			return nil, &store.PermanentError{Err: fmt.Errorf("vault %s: the session reply names a malformed pack %q", v.Location(), clipID(p))}
 		}
 	}
 	route := vaultapi.RouteSession + "/" + info.ID
@@ -59,7 +59,15 @@ func (v *Client) sessionCall(ctx context.Context, method, route string, want int
 		return nil
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxSessionReply)).Decode(out); err != nil {
-		return fmt.Errorf("vault %s: the session reply is not valid JSON: %v", v.Location(), err)
+		return &store.PermanentError{Err: fmt.Errorf("vault %s: the session reply is not valid JSON: %v", v.Location(), err)}
 	}
 	return nil
+}
+
+// clipID shortens an identifier from the vault before it goes into an error.
+func clipID(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
 }

@@ -16,9 +16,9 @@ import (
 	"github.com/cofferhq/coffer/vault/registry"
 )
 
-// RunSource returns a tenant's agent run records. Agents do not store run
-// history yet; until they do, StatusReader.Runs is nil and the report says
-// "no run history".
+// RunSource returns a tenant's agent run records (AgentRuns reads those
+// coffer agent stores). With none, StatusReader.Runs is nil and the report
+// says "no run history".
 type RunSource func(ctx context.Context, tenantID string) ([]RunRecord, error)
 
 // StatusReader reads what status is computed from out of the vault's
