@@ -23,10 +23,14 @@ type Options struct {
 	// runmark.go): with it, a backup lists the repository's packs only
 	// after one that did not end cleanly. Empty: list every time.
 	StateDir string
+	// CacheDir keeps what this machine may remember of the repository
+	// between runs (the packs of each region map, for receipts). Empty:
+	// nothing is kept.
+	CacheDir string
 }
 
 func (o Options) session() SessionOptions {
-	return SessionOptions{Workers: o.Workers, Uploaders: o.Uploaders, Clock: o.Clock, StateDir: o.StateDir}
+	return SessionOptions{Workers: o.Workers, Uploaders: o.Uploaders, Clock: o.Clock, StateDir: o.StateDir, CacheDir: o.CacheDir}
 }
 
 // Progress is a consistent-enough view of a running backup, for progress

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
@@ -28,6 +29,10 @@ type SessionOptions struct {
 	// runmark.go): with it, a session lists the repository's packs only
 	// after one that did not end cleanly. Empty: list every time.
 	StateDir string
+	// CacheDir keeps what this machine may remember of the repository
+	// between runs: the packs of each region map, so a receipt does not
+	// read every map each night. Empty: nothing is kept.
+	CacheDir string
 }
 
 // Session is one backup run into one repository: it owns the packer, the
@@ -56,6 +61,9 @@ type Session struct {
 
 	info SessionInfo
 	gc   *gcSession // the vault collector's upload session, if any
+	// mapPacks is the cache of region maps' packs, saved when the session
+	// ends cleanly.
+	mapPacks *repo.MapPackCache
 }
 
 // SessionInfo says what starting a session found and did.
@@ -139,6 +147,10 @@ func (s *Session) start(ctx context.Context) error {
 	if err := s.beginGCSession(ctx); err != nil {
 		s.endMark(false)
 		return err
+	}
+	if s.opt.CacheDir != "" {
+		s.mapPacks = repo.OpenMapPackCache(filepath.Join(s.opt.CacheDir, "map-packs"))
+		s.r.SetMapPackCache(s.mapPacks)
 	}
 	// Uploaders outlive any one disk (they drain the last packs), so they
 	// share a context of their own; an upload failure cancels it, and with
@@ -263,6 +275,11 @@ func (s *Session) Close(ctx context.Context) error {
 	}
 	s.cancel(nil)
 	s.endGCSession(ctx)
+	if s.mapPacks != nil && err == nil {
+		if serr := s.mapPacks.Save(); serr != nil {
+			s.info.Warnings = append(s.info.Warnings, "saving the map cache: "+serr.Error())
+		}
+	}
 	s.endMark(err == nil)
 	if err != nil {
 		return fmt.Errorf("finishing the backup session: %w", err)

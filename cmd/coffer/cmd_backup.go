@@ -116,7 +116,7 @@ func (g *globals) limitUpload(rate string) error {
 // loaded) as o says, showing progress, and remembers the snapshot on this
 // machine. coffer backup --image and coffer agent's images use it.
 func (g *globals) backupImage(ctx context.Context, r *repo.Repo, src source.Source, o uploader.Options) (*uploader.Result, error) {
-	o.StateDir = stateDir(r)
+	o.StateDir, o.CacheDir = stateDir(r), cacheDir(r)
 	b, err := uploader.New(r, src, o)
 	if err != nil {
 		return nil, usageError{Err: err}
@@ -199,6 +199,17 @@ func humanBytes(n int64) string {
 // (uploader.Options.StateDir): $XDG_CACHE_HOME/coffer/runs/<repository ID>,
 // since losing it costs only one listing of the repository's packs. Empty
 // (list every run) when there is no cache directory.
+// cacheDir is where the agent keeps what it may remember of a repository
+// between runs (the map cache for receipts); "" when there is no cache
+// directory.
+func cacheDir(r *repo.Repo) string {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "coffer", "cache", r.Config().ID)
+}
+
 func stateDir(r *repo.Repo) string {
 	dir, err := os.UserCacheDir()
 	if err != nil {

@@ -142,7 +142,7 @@ func (g *globals) backupXen(ctx context.Context, conf agentConfig, x *xenFlags, 
 // this machine. coffer backup --xen and coffer agent's pools use it.
 func (g *globals) xenNight(ctx context.Context, r *repo.Repo, xs *xenapi.Session, c xenConfig, fullRead bool, tags []string, uploaders int) (*xenbackup.Result, error) {
 	res, err := xenbackup.Run(ctx, xenbackup.Options{
-		Xen: xs, Repo: r, Session: uploader.SessionOptions{Uploaders: uploaders, StateDir: stateDir(r)},
+		Xen: xs, Repo: r, Session: uploader.SessionOptions{Uploaders: uploaders, StateDir: stateDir(r), CacheDir: cacheDir(r)},
 		VMs: c.VMs, All: c.All, Exclude: c.Exclude, Parallel: c.Parallel, Tags: tags, FullRead: fullRead,
 		Events: g.xenEvent,
 	})

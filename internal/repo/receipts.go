@@ -77,21 +77,43 @@ func (r *Repo) diskPacks(ctx context.Context, d *manifest.Disk, set *packSet) er
 	if err != nil {
 		return err
 	}
-	for _, id := range maps {
+	var load []crypto.ID
+	var loadAt []int
+	for ri, id := range maps {
 		if err := r.addPackOf(ctx, set, id); err != nil {
 			return fmt.Errorf("disk %d region map %s: %w", d.Index, id, err)
 		}
+		if r.mapPacks != nil {
+			if packs, ok := r.mapPacks.get(id, r.Index.HasPack); ok {
+				for _, p := range packs {
+					set.add(p)
+				}
+				continue
+			}
+		}
+		load = append(load, id)
+		loadAt = append(loadAt, ri)
 	}
-	return r.LoadBlobs(ctx, maps, runtime.GOMAXPROCS(0), func(ri int, plain []byte) error {
+	return r.LoadBlobs(ctx, load, runtime.GOMAXPROCS(0), func(i int, plain []byte) error {
+		ri := loadAt[i]
 		regionLen := min(manifest.RegionSize, d.Size-int64(ri)*manifest.RegionSize)
 		m, err := manifest.DecodeRegionMap(plain, regionLen)
 		if err != nil {
 			return fmt.Errorf("disk %d region %d: %w", d.Index, ri, err)
 		}
+		var packs []pack.ID
 		for _, e := range m.Extents {
-			if err := r.addPackOf(ctx, set, e.ID); err != nil {
+			loc, err := r.Locate(ctx, e.ID)
+			if err != nil {
 				return fmt.Errorf("disk %d region %d: %w", d.Index, ri, err)
 			}
+			set.add(loc.Pack)
+			if !slices.Contains(packs, loc.Pack) {
+				packs = append(packs, loc.Pack)
+			}
+		}
+		if r.mapPacks != nil {
+			r.mapPacks.put(load[i], packs)
 		}
 		return nil
 	})

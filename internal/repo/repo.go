@@ -127,6 +127,8 @@ type Repo struct {
 	// indexSkipped names the index files LoadIndex skipped (damaged or
 	// foreign).
 	indexSkipped []string
+	// mapPacks, if set, remembers the packs of region maps for receipts.
+	mapPacks *MapPackCache
 }
 
 // SetClock replaces the wall clock the repository reads the time from

@@ -1,0 +1,138 @@
+package repo
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/pack"
+)
+
+// MapPackCache remembers, per region map, the packs its chunks are in, so
+// a receipt does not read every region map of every disk each night (a
+// changed-block night reuses almost all of them). It lives in the agent's
+// cache directory; an entry is used only while every pack it names is in
+// the index (a pack the vault's collector marked is dropped from the index,
+// so its maps are read again). Safe for concurrent use.
+type MapPackCache struct {
+	path    string
+	mu      sync.Mutex
+	m       map[crypto.ID][]pack.ID
+	touched map[crypto.ID]bool
+}
+
+const mapPackMagic = "CMP1"
+
+// OpenMapPackCache loads the cache at path; a missing or unreadable file
+// is an empty cache (it is only ever a shortcut).
+func OpenMapPackCache(path string) *MapPackCache {
+	c := &MapPackCache{path: path, m: map[crypto.ID][]pack.ID{}, touched: map[crypto.ID]bool{}}
+	f, err := os.Open(path)
+	if err != nil {
+		return c
+	}
+	defer f.Close()
+	if m, err := readMapPacks(bufio.NewReader(f)); err == nil {
+		c.m = m
+	}
+	return c
+}
+
+func readMapPacks(r io.Reader) (map[crypto.ID][]pack.ID, error) {
+	var head [8]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil || string(head[:4]) != mapPackMagic {
+		return nil, errors.New("not a map pack cache")
+	}
+	n := binary.LittleEndian.Uint32(head[4:])
+	m := make(map[crypto.ID][]pack.ID, min(n, 1<<20))
+	for range n {
+		var id crypto.ID
+		var cnt [2]byte
+		if _, err := io.ReadFull(r, id[:]); err != nil {
+			return nil, err
+		}
+		if _, err := io.ReadFull(r, cnt[:]); err != nil {
+			return nil, err
+		}
+		packs := make([]pack.ID, binary.LittleEndian.Uint16(cnt[:]))
+		for i := range packs {
+			if _, err := io.ReadFull(r, packs[i][:]); err != nil {
+				return nil, err
+			}
+		}
+		m[id] = packs
+	}
+	return m, nil
+}
+
+// get returns the packs of map id if every one is still indexed.
+func (c *MapPackCache) get(id crypto.ID, indexed func(pack.ID) bool) ([]pack.ID, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	packs, ok := c.m[id]
+	if !ok {
+		return nil, false
+	}
+	for _, p := range packs {
+		if !indexed(p) {
+			delete(c.m, id)
+			return nil, false
+		}
+	}
+	c.touched[id] = true
+	return packs, true
+}
+
+func (c *MapPackCache) put(id crypto.ID, packs []pack.ID) {
+	if len(packs) > 0xffff {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[id] = packs
+	c.touched[id] = true
+}
+
+// Save writes the entries this process used (older ones go), atomically.
+func (c *MapPackCache) Save() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := os.MkdirAll(filepath.Dir(c.path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(c.path), ".maps-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	w := bufio.NewWriter(tmp)
+	var head [8]byte
+	copy(head[:], mapPackMagic)
+	binary.LittleEndian.PutUint32(head[4:], uint32(len(c.touched)))
+	w.Write(head[:])
+	for id := range c.touched {
+		packs := c.m[id]
+		w.Write(id[:])
+		w.Write(binary.LittleEndian.AppendUint16(nil, uint16(len(packs))))
+		for _, p := range packs {
+			w.Write(p[:])
+		}
+	}
+	if err := w.Flush(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), c.path)
+}
+
+// SetMapPackCache makes SnapshotPacks use c.
+func (r *Repo) SetMapPackCache(c *MapPackCache) { r.mapPacks = c }
