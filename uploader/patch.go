@@ -479,7 +479,12 @@ func (w *worker) addChunk(ctx context.Context, e manifest.Extent, data []byte) e
 // storeMap stores a region map unless it is stored already and returns its
 // ID.
 func (w *worker) storeMap(ctx context.Context, m manifest.RegionMap) (crypto.ID, error) {
-	return w.storeMeta(ctx, m.Encode())
+	id, err := w.storeMeta(ctx, m.Encode())
+	if err == nil && w.d.s.mapPacks != nil {
+		// The receipt then finds this map's chunks without reading it.
+		w.d.s.mapPacks.Note(id, m.Extents)
+	}
+	return id, err
 }
 
 // storeMeta stores a metadata chunk unless it is stored already and

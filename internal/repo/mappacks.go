@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/pack"
 )
 
@@ -25,14 +26,23 @@ type MapPackCache struct {
 	mu      sync.Mutex
 	m       map[crypto.ID][]pack.ID
 	touched map[crypto.ID]bool
+	// noted are the chunks of region maps this process wrote, within
+	// notedBudget IDs: their packs are looked up in the index instead of
+	// reading the maps back.
+	noted  map[crypto.ID][]crypto.ID
+	nNoted int
 }
+
+// notedBudget bounds the chunk IDs noted (32 bytes each: 64 MiB), so a
+// first backup of a large disk reads its maps back instead.
+const notedBudget = 2 << 20
 
 const mapPackMagic = "CMP1"
 
 // OpenMapPackCache loads the cache at path; a missing or unreadable file
 // is an empty cache (it is only ever a shortcut).
 func OpenMapPackCache(path string) *MapPackCache {
-	c := &MapPackCache{path: path, m: map[crypto.ID][]pack.ID{}, touched: map[crypto.ID]bool{}}
+	c := &MapPackCache{path: path, m: map[crypto.ID][]pack.ID{}, touched: map[crypto.ID]bool{}, noted: map[crypto.ID][]crypto.ID{}}
 	f, err := os.Open(path)
 	if err != nil {
 		return c
@@ -87,6 +97,29 @@ func (c *MapPackCache) get(id crypto.ID, indexed func(pack.ID) bool) ([]pack.ID,
 	}
 	c.touched[id] = true
 	return packs, true
+}
+
+// Note records the chunks of a region map this process stored.
+func (c *MapPackCache) Note(id crypto.ID, extents []manifest.Extent) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.noted[id]; ok || c.nNoted+len(extents) > notedBudget {
+		return
+	}
+	ids := make([]crypto.ID, len(extents))
+	for i, e := range extents {
+		ids[i] = e.ID
+	}
+	c.noted[id] = ids
+	c.nNoted += len(ids)
+}
+
+// notedChunks returns the chunks noted for map id.
+func (c *MapPackCache) notedChunks(id crypto.ID) ([]crypto.ID, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids, ok := c.noted[id]
+	return ids, ok
 }
 
 func (c *MapPackCache) put(id crypto.ID, packs []pack.ID) {

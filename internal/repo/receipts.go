@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/pack"
@@ -78,7 +80,7 @@ func (r *Repo) diskPacks(ctx context.Context, d *manifest.Disk, set *packSet) er
 		return err
 	}
 	var load []crypto.ID
-	var loadAt []int
+	var loadAt, noted []int
 	for ri, id := range maps {
 		if err := r.addPackOf(ctx, set, id); err != nil {
 			return fmt.Errorf("disk %d region map %s: %w", d.Index, id, err)
@@ -90,9 +92,16 @@ func (r *Repo) diskPacks(ctx context.Context, d *manifest.Disk, set *packSet) er
 				}
 				continue
 			}
+			if _, ok := r.mapPacks.notedChunks(id); ok {
+				noted = append(noted, ri)
+				continue
+			}
 		}
 		load = append(load, id)
 		loadAt = append(loadAt, ri)
+	}
+	if err := r.notedPacks(ctx, d, maps, noted, set); err != nil {
+		return err
 	}
 	return r.LoadBlobs(ctx, load, runtime.GOMAXPROCS(0), func(i int, plain []byte) error {
 		ri := loadAt[i]
@@ -101,22 +110,59 @@ func (r *Repo) diskPacks(ctx context.Context, d *manifest.Disk, set *packSet) er
 		if err != nil {
 			return fmt.Errorf("disk %d region %d: %w", d.Index, ri, err)
 		}
-		var packs []pack.ID
-		for _, e := range m.Extents {
-			loc, err := r.Locate(ctx, e.ID)
-			if err != nil {
-				return fmt.Errorf("disk %d region %d: %w", d.Index, ri, err)
-			}
-			set.add(loc.Pack)
-			if !slices.Contains(packs, loc.Pack) {
-				packs = append(packs, loc.Pack)
-			}
+		chunks := make([]crypto.ID, len(m.Extents))
+		for i, e := range m.Extents {
+			chunks[i] = e.ID
+		}
+		packs, err := r.chunkPacks(ctx, chunks)
+		if err != nil {
+			return fmt.Errorf("disk %d region %d: %w", d.Index, ri, err)
+		}
+		for _, p := range packs {
+			set.add(p)
 		}
 		if r.mapPacks != nil {
 			r.mapPacks.put(load[i], packs)
 		}
 		return nil
 	})
+}
+
+// notedPacks adds the packs of the maps at positions at, whose chunks this
+// process noted when it stored them, looking them up on every core.
+func (r *Repo) notedPacks(ctx context.Context, d *manifest.Disk, maps []crypto.ID, at []int, set *packSet) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, ri := range at {
+		g.Go(func() error {
+			chunks, _ := r.mapPacks.notedChunks(maps[ri])
+			packs, err := r.chunkPacks(gctx, chunks)
+			if err != nil {
+				return fmt.Errorf("disk %d region %d: %w", d.Index, ri, err)
+			}
+			for _, p := range packs {
+				set.add(p)
+			}
+			r.mapPacks.put(maps[ri], packs)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// chunkPacks returns the packs holding chunks, each once.
+func (r *Repo) chunkPacks(ctx context.Context, chunks []crypto.ID) ([]pack.ID, error) {
+	var packs []pack.ID
+	for _, id := range chunks {
+		loc, err := r.Locate(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(packs, loc.Pack) {
+			packs = append(packs, loc.Pack)
+		}
+	}
+	return packs, nil
 }
 
 // NewReceipt returns the receipt of snapshot s, whose ID is id.
