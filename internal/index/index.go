@@ -289,3 +289,26 @@ func (x *Index) ForgetPacks(ids []pack.ID) int {
 	x.buildDir()
 	return n - len(x.sorted)
 }
+
+// PacksOf returns the packs holding the chunks ids, each once in the order
+// first met, under one read lock, and the IDs it does not hold.
+func (x *Index) PacksOf(ids []crypto.ID) (packs []pack.ID, missing []crypto.ID) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	last := -1
+	for _, id := range ids {
+		r, ok := x.find(id)
+		if !ok {
+			missing = append(missing, id)
+			continue
+		}
+		if int(r.pack) == last {
+			continue
+		}
+		last = int(r.pack)
+		if p := x.packs[r.pack]; !slices.Contains(packs, p) {
+			packs = append(packs, p)
+		}
+	}
+	return packs, missing
+}

@@ -344,3 +344,34 @@ func TestForgetPacks(t *testing.T) {
 		t.Fatal("forgetting twice dropped more")
 	}
 }
+
+// TestPacksOf: the packs of a set of chunks, each once, and the chunks the
+// index does not hold.
+func TestPacksOf(t *testing.T) {
+	g := newGen(11)
+	x := New()
+	tr := truth{}
+	addPacks(g, x, tr, 2000)
+	var ids []crypto.ID
+	want := map[pack.ID]bool{}
+	for id, loc := range tr {
+		ids = append(ids, id)
+		want[loc.Pack] = true
+		if len(ids) == 300 {
+			break
+		}
+	}
+	absent := g.id()
+	packs, missing := x.PacksOf(append(ids, absent))
+	if len(missing) != 1 || missing[0] != absent {
+		t.Fatalf("missing %v, want [%s]", missing, absent)
+	}
+	if len(packs) != len(want) {
+		t.Fatalf("%d packs, want %d", len(packs), len(want))
+	}
+	for _, p := range packs {
+		if !want[p] {
+			t.Fatalf("pack %s holds none of the chunks", p)
+		}
+	}
+}

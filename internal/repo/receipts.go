@@ -150,10 +150,12 @@ func (r *Repo) notedPacks(ctx context.Context, d *manifest.Disk, maps []crypto.I
 	return g.Wait()
 }
 
-// chunkPacks returns the packs holding chunks, each once.
+// chunkPacks returns the packs holding chunks, each once: from the index
+// in one pass, and through Locate (which looks beyond the index) for any
+// it lacks.
 func (r *Repo) chunkPacks(ctx context.Context, chunks []crypto.ID) ([]pack.ID, error) {
-	var packs []pack.ID
-	for _, id := range chunks {
+	packs, missing := r.Index.PacksOf(chunks)
+	for _, id := range missing {
 		loc, err := r.Locate(ctx, id)
 		if err != nil {
 			return nil, err
