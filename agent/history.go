@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cofferhq/coffer/internal/fsx"
 	"github.com/cofferhq/coffer/internal/runrecord"
 )
 
@@ -82,26 +83,7 @@ func (h History) Add(r Record) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(h.Dir, 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(h.Dir, HistoryFile+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), filepath.Join(h.Dir, HistoryFile))
+	return fsx.WriteFileAtomic(h.Dir, HistoryFile, b)
 }
 
 // LastScheduled is when the newest kept run was scheduled (zero: none).

@@ -2,15 +2,16 @@ package repo
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sync"
 
 	"github.com/cofferhq/coffer/crypto"
+	"github.com/cofferhq/coffer/internal/fsx"
 	"github.com/cofferhq/coffer/internal/manifest"
 	"github.com/cofferhq/coffer/internal/pack"
 )
@@ -136,15 +137,8 @@ func (c *MapPackCache) put(id crypto.ID, packs []pack.ID) {
 func (c *MapPackCache) Save() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := os.MkdirAll(filepath.Dir(c.path), 0o700); err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(c.path), ".maps-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	w := bufio.NewWriter(tmp)
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
 	var head [8]byte
 	copy(head[:], mapPackMagic)
 	binary.LittleEndian.PutUint32(head[4:], uint32(len(c.touched)))
@@ -158,13 +152,9 @@ func (c *MapPackCache) Save() error {
 		}
 	}
 	if err := w.Flush(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), c.path)
+	return fsx.WriteFileAtomic(filepath.Dir(c.path), filepath.Base(c.path), buf.Bytes())
 }
 
 // SetMapPackCache makes SnapshotPacks use c.
