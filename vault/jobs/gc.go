@@ -229,7 +229,7 @@ func deleteCondemned(ctx context.Context, d Deps, tenantID string, rep *GCReport
 			return next, nil
 		}
 		slices.Sort(fresh)
-		return next.Batch(fresh, batchName(tenantID, fresh)), nil
+		return next.Batch(fresh, batchName("gc", tenantID, fresh)), nil
 	})
 	if err != nil {
 		return fmt.Errorf("tenant %s: recording a deletion batch: %w", tenantID, err)
@@ -287,12 +287,12 @@ func deleteBatch(ctx context.Context, d Deps, tenantID string, st *maint.GCState
 
 // batchName names a removal by what it removes, so the same removal
 // retried is the same batch.
-func batchName(tenantID string, ids []string) string {
+func batchName(job, tenantID string, ids []string) string {
 	h := sha256.New()
-	h.Write([]byte("gc\x00" + tenantID))
+	h.Write([]byte(job + "\x00" + tenantID))
 	for _, id := range ids {
 		h.Write([]byte{0})
 		h.Write([]byte(id))
 	}
-	return "gc-" + hex.EncodeToString(h.Sum(nil))[:32]
+	return job + "-" + hex.EncodeToString(h.Sum(nil))[:32]
 }

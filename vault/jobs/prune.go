@@ -142,7 +142,7 @@ func recordPrune(ctx context.Context, d Deps, tenantID string, drop []maint.Deci
 		names = append(names, dc.ID)
 	}
 	slices.Sort(names)
-	batch := "prune-" + batchName(tenantID, names)[3:]
+	batch := batchName("prune", tenantID, names)
 	for _, name := range names {
 		ro := byName[name]
 		p := maint.Pruned{Snapshot: ro.rc.Snapshot, Batch: batch, Objects: 1, Bytes: ro.size}

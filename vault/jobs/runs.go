@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/cofferhq/coffer/internal/runrecord"
 	"github.com/cofferhq/coffer/internal/store"
@@ -18,7 +19,12 @@ const maxRunsRead = 2000
 // (runs/<sha256>, internal/runrecord): each one a run of the whole agent
 // (VM ""), failed unless its result is ok. A record that does not parse
 // is logged and skipped: an agent wrote it.
+//
+// Records are named by their SHA-256 and never change, so each is read and
+// parsed once per process: a status computed on every scrape lists the
+// records, and reads only the new ones.
 func AgentRuns(data store.Store, log *slog.Logger) RunSource {
+	var seen sync.Map // tenant id + "/" + object name -> RunRecord, or nil for a bad one
 	return func(ctx context.Context, tenantID string) ([]RunRecord, error) {
 		sub, err := store.ReadOnlySub(data, tenantPrefix(tenantID))
 		if err != nil {
@@ -36,6 +42,12 @@ func AgentRuns(data store.Store, log *slog.Logger) RunSource {
 		}
 		var out []RunRecord
 		for _, name := range names {
+			if v, ok := seen.Load(tenantID + "/" + name); ok {
+				if rec, ok := v.(RunRecord); ok {
+					out = append(out, rec)
+				}
+				continue
+			}
 			b, err := store.ReadAllLimit(ctx, sub, name, runrecord.MaxRecordSize)
 			if err != nil {
 				return nil, fmt.Errorf("reading %s: %w", name, err)
@@ -45,9 +57,12 @@ func AgentRuns(data store.Store, log *slog.Logger) RunSource {
 				if log != nil {
 					log.Warn("run record skipped", "tenant", tenantID, "object", name, "err", err.Error())
 				}
+				seen.Store(tenantID+"/"+name, nil)
 				continue
 			}
-			out = append(out, RunRecord{Started: rec.Started, Failed: rec.Result != runrecord.ResultOK, Error: rec.Error})
+			r := RunRecord{Started: rec.Started, Failed: rec.Result != runrecord.ResultOK, Error: rec.Error}
+			seen.Store(tenantID+"/"+name, r)
+			out = append(out, r)
 		}
 		return out, nil
 	}
