@@ -1,0 +1,107 @@
+package vaultapi
+
+import "time"
+
+// Seed routes. The tenant comes from the credential, as everywhere.
+//
+//	POST RouteSigningKey             {"public_key": "ed25519:…"}: the tenant's
+//	                                 seed signing key, learned once (SigningKeyRequest)
+//	PUT  RouteSeeds/<id>             body: SEED.json, header HeaderSeedSignature:
+//	                                 register a seed in transit (201 SeedInfo)
+//	GET  RouteSeeds                  {"seeds": [SeedInfo…]}
+//	GET  RouteSeeds/<id>             SeedInfo, with the import report once imported
+//	GET  RouteSeeds/<id>/manifest    the registered SEED.json
+//	POST RouteSeeds/<id>/confirm     the agent confirms the clean import report
+const (
+	RouteSigningKey = "/v1/signing-key"
+	RouteSeeds      = "/v1/seeds"
+)
+
+// HeaderSeedSignature carries SEED.sig's hex on a seed registration.
+const HeaderSeedSignature = "Coffer-Seed-Signature"
+
+// MaxSeedManifest bounds a registered manifest (seed.MaxManifestSize).
+const MaxSeedManifest = 512 << 20
+
+// Seed error codes.
+const (
+	// CodeSeedPending: the object travels on a seed the vault has not
+	// imported yet (409). Restores of snapshots that need it wait.
+	CodeSeedPending = "seed_pending"
+	// CodeBadSeed: a manifest that does not parse, is not this tenant's,
+	// or whose signature does not verify (422).
+	CodeBadSeed = "bad_seed"
+	// CodeSeedInTransit: another seed of the tenant is still travelling
+	// (409); one at a time.
+	CodeSeedInTransit = "seed_in_transit"
+	// CodeSigningKeyMismatch: the tenant has another signing key (409).
+	CodeSigningKeyMismatch = "signing_key_mismatch"
+	// CodeNoSigningKey: the tenant has no signing key yet (409).
+	CodeNoSigningKey = "no_signing_key"
+)
+
+// SigningKeyRequest is the body of POST RouteSigningKey.
+type SigningKeyRequest struct {
+	PublicKey string `json:"public_key"`
+}
+
+// Seed states.
+const (
+	// SeedTravelling: registered, its disk not imported yet; snapshots
+	// that need its packs wait.
+	SeedTravelling = "travelling"
+	// SeedImported: every object is in the vault; its snapshots restore.
+	SeedImported = "imported"
+)
+
+// SeedInfo is what the vault knows of one seed.
+type SeedInfo struct {
+	ID         string    `json:"id"`
+	State      string    `json:"state"`
+	Registered time.Time `json:"registered"`
+	// Created and Host are the export's, from the manifest.
+	Created   time.Time `json:"created"`
+	Host      string    `json:"host,omitempty"`
+	Objects   int       `json:"objects"`
+	Bytes     int64     `json:"bytes"`
+	Snapshots []string  `json:"snapshots"`
+	// Signer is the fingerprint of the key that signed the manifest.
+	Signer string      `json:"signer"`
+	Report *SeedReport `json:"report,omitempty"`
+	// Confirmed is when the tenant's agent confirmed the import report.
+	Confirmed *time.Time `json:"confirmed,omitempty"`
+}
+
+// SeedReport is the import report of a seed.
+type SeedReport struct {
+	Seed     string    `json:"seed"`
+	Tenant   string    `json:"tenant"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Seconds  float64   `json:"seconds"`
+	// Objects and Bytes are the seed's objects; Uploaded those this
+	// import stored, Present those the vault held already (an earlier,
+	// interrupted run, or index files sent at export).
+	Objects       int   `json:"objects"`
+	Bytes         int64 `json:"bytes"`
+	Uploaded      int   `json:"uploaded"`
+	UploadedBytes int64 `json:"uploaded_bytes"`
+	Present       int   `json:"present"`
+	// Repaired are the files rebuilt from parity (parity files
+	// themselves are only counted as damaged).
+	Repaired []RepairedFile `json:"repaired"`
+	// ManifestCopy: the first copy of the manifest was damaged.
+	ManifestCopy bool   `json:"manifest_copy,omitempty"`
+	Signer       string `json:"signer"`
+	// Clean: every object of the seed is in the vault with the SHA-256 of
+	// the signed manifest. The tenant may then release its source.
+	Clean bool `json:"clean"`
+}
+
+// RepairedFile is a file of the seed the import found damaged.
+type RepairedFile struct {
+	Name    string `json:"name"`
+	Problem string `json:"problem"`
+	// Rebuilt is false for a damaged parity file (not needed as data).
+	Rebuilt bool `json:"rebuilt"`
+}
