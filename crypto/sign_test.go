@@ -31,7 +31,9 @@ func TestSigningKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, c := range map[string]func() error{
-		"changed message": func() error { return VerifySignature(s1.Public(), "coffer seed manifest v1", []byte("manifest bytez"), sig) },
+		"changed message": func() error {
+			return VerifySignature(s1.Public(), "coffer seed manifest v1", []byte("manifest bytez"), sig)
+		},
 		"other domain":    func() error { return VerifySignature(s1.Public(), "another purpose", msg, sig) },
 		"other key":       func() error { return VerifySignature(ko.SigningKey().Public(), "coffer seed manifest v1", msg, sig) },
 		"short signature": func() error { return VerifySignature(s1.Public(), "coffer seed manifest v1", msg, sig[:10]) },
