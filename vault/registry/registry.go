@@ -51,8 +51,11 @@ type Tenant struct {
 	// TimeZone names the zone its calendar buckets use ("" is UTC).
 	Retention *maint.Policies `json:"retention,omitempty"`
 	TimeZone  string          `json:"time_zone,omitempty"`
-	Created   time.Time       `json:"created"`
-	Updated   time.Time       `json:"updated"`
+	// SigningKey is the tenant's public seed signing key
+	// (crypto.PublicKeyText), learned once from its agent (SetSigningKey).
+	SigningKey string    `json:"signing_key,omitempty"`
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
 }
 
 // Suspended reports whether the tenant is suspended.
