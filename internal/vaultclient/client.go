@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/termtext"
 	"github.com/cofferhq/coffer/internal/vaultapi"
@@ -56,6 +57,12 @@ type Config struct {
 	CAFile string
 	// Transport replaces the HTTP transport (tests); CAFile is then unused.
 	Transport http.RoundTripper
+	// Retry, when its Attempts are set, retries the calls that are not
+	// Store methods (the seed calls) as the retry layer retries a store's;
+	// the Store methods are retried by the store.Retry the client sits
+	// under. Clock paces those retries (nil: the real clock).
+	Retry store.RetryPolicy
+	Clock clock.Clock
 }
 
 // Client is a store reached through cofferd's HTTP API: one tenant's
@@ -68,6 +75,8 @@ type Client struct {
 	cred   vaultapi.Secret
 	client *http.Client
 	own    *http.Transport // closed by Close; nil with an injected transport
+	retry  store.RetryPolicy
+	clock  clock.Clock
 }
 
 // New builds a vault client without contacting the vault.
@@ -85,7 +94,16 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{base: c.base, cred: cfg.Credential, client: c.client, own: own}, nil
+	return &Client{base: c.base, cred: cfg.Credential, client: c.client, own: own, retry: cfg.Retry, clock: cfg.Clock}, nil
+}
+
+// retrying runs one call under the client's retry policy (Config.Retry),
+// or once when it has none.
+func (v *Client) retrying(ctx context.Context, op, name string, fn func() error) error {
+	if v.retry.Attempts == 0 {
+		return fn()
+	}
+	return store.Do(ctx, v.retry, v.clock, nil, op, name, fn)
 }
 
 type vaultConn struct {
@@ -629,6 +647,13 @@ func mapVaultError(ve *Error, wait time.Duration, method string) error {
 		return fmt.Errorf("%w: the vault is append-only: agents cannot delete objects (%w)", store.ErrDenied, ve)
 	case vaultapi.CodeTenantSuspended:
 		return fmt.Errorf("%w: %w; contact your provider", store.ErrDenied, ve)
+	case vaultapi.CodeSeedPending:
+		// Not ErrNotFound: the object exists, on a disk still travelling.
+		return &store.PermanentError{Err: fmt.Errorf("%w: %w", ErrSeedPending, ve)}
+	case vaultapi.CodeSeedInTransit, vaultapi.CodeSigningKeyMismatch, vaultapi.CodeNoSigningKey, vaultapi.CodeBadSeed:
+		// 409s and a 422 that no retry changes; never ErrExists, which
+		// a caller could take for "done already".
+		return &store.PermanentError{Err: ve}
 	}
 	switch s := ve.Status; {
 	case s == http.StatusUnauthorized:
@@ -645,6 +670,10 @@ func mapVaultError(ve *Error, wait time.Duration, method string) error {
 		return fmt.Errorf("%w: the vault refused the request; contact your provider: %w", store.ErrDenied, ve)
 	case s == http.StatusNotFound:
 		return fmt.Errorf("%w: %w", store.ErrNotFound, ve)
+	case s == http.StatusConflict && method == http.MethodHead && ve.Code == "":
+		// A HEAD reply has no body to name its code; the one conflict a
+		// read meets is a pack on a seed not imported yet.
+		return &store.PermanentError{Err: fmt.Errorf("%w (the vault answered 409 to a HEAD; coffer seed status names the seed): %w", ErrSeedPending, ve)}
 	case s == http.StatusConflict:
 		return fmt.Errorf("%w: %w", store.ErrExists, ve)
 	case s == http.StatusRequestedRangeNotSatisfiable:
