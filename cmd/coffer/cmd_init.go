@@ -132,8 +132,12 @@ fingerprint: compare it with the one your provider gives you. Without
 					return fmt.Errorf("the repository was created and your passphrase opens it, but escrow failed: %w", err)
 				}
 			}
+			signing := g.initSigningKey(ctx, base, conf.Credential, r)
 			if g.json {
 				out := map[string]any{"type": "init", "repository": st.Location(), "id": r.Config().ID, "config": g.configPath}
+				if base != nil {
+					out["signing_key_registered"] = signing
+				}
 				if enrolled != nil {
 					out["tenant"], out["tenant_id"], out["credential_id"] = enrolled.TenantName, enrolled.TenantID, enrolled.CredentialID
 				}
@@ -267,8 +271,10 @@ func (g *globals) joinVaultRepo(ctx context.Context, st store.Store, conf agentC
 		return err
 	}
 	g.keepUnlocked(r) // unlock.go
+	signing := g.initSigningKey(ctx, vaultURL(g.repoURL), conf.Credential, r)
 	if g.json {
-		out := map[string]any{"type": "init", "repository": st.Location(), "id": r.Config().ID, "config": g.configPath, "joined": true}
+		out := map[string]any{"type": "init", "repository": st.Location(), "id": r.Config().ID, "config": g.configPath, "joined": true,
+			"signing_key_registered": signing}
 		if enrolled != nil {
 			out["tenant"], out["tenant_id"], out["credential_id"] = enrolled.TenantName, enrolled.TenantID, enrolled.CredentialID
 		}

@@ -40,6 +40,7 @@ type testVault struct {
 	creds  map[string]bool   // sha256 of accepted credential secrets
 	quota  bool              // refuse pack puts with 507 quota_exceeded
 	rto    float64           // the tenant's recovery time objective, seconds
+	seeds  seedRoutes        // the seed routes (seed_vault_test.go)
 }
 
 func newTestVault(t *testing.T) (*testVault, *httptest.Server) {
@@ -86,6 +87,9 @@ func (v *testVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	v.mu.Unlock()
 	if !ok {
 		vaultErr(w, vaultapi.CodeInvalidCredential, "invalid credential")
+		return
+	}
+	if v.seeds.serve(w, r) {
 		return
 	}
 	if r.URL.Path == vaultapi.RouteTenant {
