@@ -61,7 +61,7 @@ peers:
 # (the reference mix and a real ext4 disk), with start-up cost per command;
 # then a XenServer VM's nights with changed block tracking through xapisim.
 # A smaller run: make bench BENCHFLAGS="--quick --targets local --peers restic"
-bench: minio peers
+bench: minio peers judges
 	$(GO) run ./integration/bench $(BENCHFLAGS)
 
 # A short run of every fuzz target.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the independent NBD judges the tests of internal/nbd run against:
-# qemu-img (qemu-utils), nbdinfo and nbdcopy (libnbd-bin) and nbdkit, from
+# Installs the independent judges: the NBD tools the tests of internal/nbd run
+# against, qemu-img (qemu-utils), nbdinfo and nbdcopy (libnbd-bin) and nbdkit,
+# and rclone, which the benchmark's seed import is measured beside; from
 # Debian's packages with apt-get, when a command is missing and we are root.
 # It runs apt-get update only when the first install fails (stale lists).
 # Not root: it prints what to install and exits non-zero.
@@ -14,10 +15,11 @@ declare -A package_of=(
 	[nbdinfo]=libnbd-bin
 	[nbdcopy]=libnbd-bin
 	[nbdkit]=nbdkit
+	[rclone]=rclone
 )
 
 missing=()
-for cmd in qemu-img nbdinfo nbdcopy nbdkit; do
+for cmd in qemu-img nbdinfo nbdcopy nbdkit rclone; do
 	if ! command -v "$cmd" >/dev/null 2>&1; then
 		pkg="${package_of[$cmd]}"
 		[[ " ${missing[*]} " == *" $pkg "* ]] || missing+=("$pkg")
@@ -25,7 +27,7 @@ for cmd in qemu-img nbdinfo nbdcopy nbdkit; do
 done
 
 if ((${#missing[@]} == 0)); then
-	log "qemu-img, nbdinfo, nbdcopy and nbdkit are installed"
+	log "qemu-img, nbdinfo, nbdcopy, nbdkit and rclone are installed"
 	exit 0
 fi
 

@@ -139,7 +139,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	xenSize := &sizeValue{n: &cfg.XenSize}
 	fs.Var(xenSize, "xen-size", "size of the XenServer VM's disk in the xen scenario (default 16GiB; 2GiB with --quick)")
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","),
-		"scenarios: mix (the reference image), ext4 (a real ext4 system disk made by mkfs.ext4 -d), xen (a XenServer VM's nights with changed block tracking, through xapisim)")
+		"scenarios: mix (the reference image), ext4 (a real ext4 system disk made by mkfs.ext4 -d), xen (a XenServer VM's nights with changed block tracking, through xapisim), seed (coffer seed export of the reference image, then cofferd seed import beside rclone copy to the same MinIO; needs the vault target)")
 	fs.IntVar(&cfg.StartupRuns, "startup-runs", cfg.StartupRuns, "times each start-up command is run; the median is reported")
 	fs.BoolVar(&cfg.Quick, "quick", false, "smoke run on a 512 MiB image")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "image seed (night 2 uses seed+1)")
@@ -312,6 +312,9 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 	b.restoreRounds(ctx, restores)
 	if slices.Contains(cfg.Scenarios, scenarioXen) && ctx.Err() == nil {
 		b.res.Xen = b.runXen(ctx)
+	}
+	if slices.Contains(cfg.Scenarios, scenarioSeed) && ctx.Err() == nil {
+		b.res.Seed = b.runSeed(ctx)
 	}
 	if b.vault != nil && ctx.Err() == nil {
 		b.res.Storm = b.storm(ctx)

@@ -217,6 +217,7 @@ func checks(r *Results) []Check {
 	cs = append(cs, realDiskChecks(r)...)
 	cs = append(cs, vaultChecks(r)...)
 	cs = append(cs, xenChecks(r)...)
+	cs = append(cs, seedChecks(r)...)
 	cs = append(cs, instantAccessChecks(r)...)
 	cs = append(cs, bandwidthChecks(r)...)
 	if r.session(toolCoffer, targetLocal) != nil || r.session(toolCoffer, targetS3) != nil {
@@ -405,6 +406,7 @@ func report(w io.Writer, r *Results) {
 	}
 	startupTables(w, r)
 	xenReport(w, r)
+	seedReport(w, r)
 	if len(r.Ratios) > 0 {
 		fmt.Fprintln(w, "\nRatios (throughput: higher is better; stored, RSS, CPU: lower is better)")
 		for _, rt := range r.Ratios {

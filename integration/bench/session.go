@@ -47,7 +47,7 @@ const (
 )
 
 var (
-	allScenarios   = []string{scenarioMix, scenarioExt4, scenarioXen}
+	allScenarios   = []string{scenarioMix, scenarioExt4, scenarioXen, scenarioSeed}
 	scenarioTitles = map[string]string{scenarioMix: "", scenarioExt4: "Real ext4 disk: "}
 )
 
@@ -97,14 +97,15 @@ type Results struct {
 	// bandwidth limit, window by window).
 	BandwidthWindows []BandwidthWindow `json:"bandwidth_windows,omitempty"`
 	// DiskIndexBytesPerEntry is measured on the reference disk's own index.
-	DiskIndexBytesPerEntry *float64   `json:"disk_index_bytes_per_entry"`
-	Checks                 []Check    `json:"checks"`
-	Ratios                 []Ratio    `json:"ratios"`
-	Notes                  []string   `json:"notes,omitempty"`
-	MinIO                  *MinIOInfo `json:"minio,omitempty"`
-	Vault                  *VaultInfo `json:"vault,omitempty"`
-	Storm                  *Storm     `json:"storm,omitempty"`
-	Xen                    *XenResult `json:"xen,omitempty"` // the xen scenario (xen.go)
+	DiskIndexBytesPerEntry *float64    `json:"disk_index_bytes_per_entry"`
+	Checks                 []Check     `json:"checks"`
+	Ratios                 []Ratio     `json:"ratios"`
+	Notes                  []string    `json:"notes,omitempty"`
+	MinIO                  *MinIOInfo  `json:"minio,omitempty"`
+	Vault                  *VaultInfo  `json:"vault,omitempty"`
+	Storm                  *Storm      `json:"storm,omitempty"`
+	Xen                    *XenResult  `json:"xen,omitempty"`  // the xen scenario (xen.go)
+	Seed                   *SeedResult `json:"seed,omitempty"` // the seed scenario (seed.go)
 }
 
 // Machine describes where the run happened.
@@ -365,8 +366,8 @@ func (b *bench) makeImages(ctx context.Context) error {
 		switch name {
 		case scenarioMix:
 			sc, err = b.makeMix()
-		case scenarioXen:
-			continue // runXen makes its own disk, after the other scenarios
+		case scenarioXen, scenarioSeed:
+			continue // they make their own disks (or use the mix's), after the other scenarios
 		case scenarioExt4:
 			sc, err = b.makeExt4(ctx)
 			if errors.Is(err, errNoExt4Tools) {
