@@ -181,8 +181,18 @@ func (r *Repo) NewReceipt(ctx context.Context, id string, s *manifest.Snapshot) 
 	for _, d := range s.Disks {
 		rc.Disks = append(rc.Disks, vaultapi.ReceiptDisk{Size: d.Size, DataBytes: min(d.Stats.DataBytes, d.Size)})
 	}
+	if r.receiptSeed != nil {
+		rc.Seed = r.receiptSeed(packs)
+	}
 	return rc, nil
 }
+
+// SetReceiptSeed sets how receipts name the seed their snapshot waits on:
+// fn gets the packs a snapshot needs (sorted, each once) and returns the
+// ID of the seed in transit that holds any of them, or "" when it needs
+// none. A seed export names its own seed; a night while a seed travels
+// names that seed when the snapshot shares its packs. nil: no seed.
+func (r *Repo) SetReceiptSeed(fn func(packs []pack.ID) string) { r.receiptSeed = fn }
 
 // SaveReceipt stores a receipt as receipts/<sha256 of its JSON> and
 // returns that name.

@@ -129,6 +129,9 @@ type Repo struct {
 	indexSkipped []string
 	// mapPacks, if set, remembers the packs of region maps for receipts.
 	mapPacks *MapPackCache
+	// receiptSeed, if set, names the seed a new receipt waits on
+	// (SetReceiptSeed).
+	receiptSeed func(packs []pack.ID) string
 }
 
 // SetClock replaces the wall clock the repository reads the time from
