@@ -300,7 +300,7 @@ func (g *globals) agentPool(ctx context.Context, r *repo.Repo, p agent.PoolSourc
 		return agent.Permanent(errors.New("no VM of the pool matches the config's include and exclude rules"))
 	}
 	start := clock.Start()
-	res, err := g.xenNight(ctx, r, xs, c, false, p.Tags, 0)
+	res, err := g.xenNight(ctx, r, xs, c, false, p.Tags, uploader.SessionOptions{})
 	if err != nil {
 		return err
 	}

@@ -114,9 +114,13 @@ func (g *globals) limitUpload(rate string) error {
 
 // backupImage backs up src (an image file or device) into r (its index
 // loaded) as o says, showing progress, and remembers the snapshot on this
-// machine. coffer backup --image and coffer agent's images use it.
+// machine. coffer backup --image, coffer agent's images and coffer seed
+// export (its own o.StateDir) use it.
 func (g *globals) backupImage(ctx context.Context, r *repo.Repo, src source.Source, o uploader.Options) (*uploader.Result, error) {
-	o.StateDir, o.CacheDir = stateDir(r), cacheDir(r)
+	if o.StateDir == "" {
+		o.StateDir = stateDir(r)
+	}
+	o.CacheDir = cacheDir(r)
 	b, err := uploader.New(r, src, o)
 	if err != nil {
 		return nil, usageError{Err: err}

@@ -128,7 +128,7 @@ func (g *globals) backupXen(ctx context.Context, conf agentConfig, x *xenFlags, 
 		return err
 	}
 	defer xs.Logout(context.WithoutCancel(ctx))
-	res, err := g.xenNight(ctx, r, xs, c, x.fullRead, tags, uploaders)
+	res, err := g.xenNight(ctx, r, xs, c, x.fullRead, tags, uploader.SessionOptions{Uploaders: uploaders})
 	if err != nil {
 		return err
 	}
@@ -139,10 +139,15 @@ func (g *globals) backupXen(ctx context.Context, conf agentConfig, x *xenFlags, 
 
 // xenNight backs up the VMs c names (or all of them) of the pool xs is
 // logged in to, into r (its index loaded), and remembers the snapshots on
-// this machine. coffer backup --xen and coffer agent's pools use it.
-func (g *globals) xenNight(ctx context.Context, r *repo.Repo, xs *xenapi.Session, c xenConfig, fullRead bool, tags []string, uploaders int) (*xenbackup.Result, error) {
+// this machine. coffer backup --xen, coffer agent's pools and coffer seed
+// export (its own so.StateDir) use it.
+func (g *globals) xenNight(ctx context.Context, r *repo.Repo, xs *xenapi.Session, c xenConfig, fullRead bool, tags []string, so uploader.SessionOptions) (*xenbackup.Result, error) {
+	if so.StateDir == "" {
+		so.StateDir = stateDir(r)
+	}
+	so.CacheDir = cacheDir(r)
 	res, err := xenbackup.Run(ctx, xenbackup.Options{
-		Xen: xs, Repo: r, Session: uploader.SessionOptions{Uploaders: uploaders, StateDir: stateDir(r), CacheDir: cacheDir(r)},
+		Xen: xs, Repo: r, Session: so,
 		VMs: c.VMs, All: c.All, Exclude: c.Exclude, Parallel: c.Parallel, Tags: tags, FullRead: fullRead,
 		Events: g.xenEvent,
 	})

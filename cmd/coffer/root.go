@@ -108,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	g.profile.AddFlag(pf)
 	root.PersistentPreRunE = func(*cobra.Command, []string) error { return g.profile.Start() }
 	root.AddCommand(newInitCmd(g), newBackupCmd(g), newSnapshotsCmd(g), newRestoreCmd(g), newCheckCmd(g), newKeyCmd(g), newDebugCmd(g), newVersionCmd(g))
-	root.AddCommand(newDrillCmd(g), newAgentCmd(g))
+	root.AddCommand(newDrillCmd(g), newAgentCmd(g), newSeedCmd(g))
 	root.Version = buildinfo.Version()
 
 	err := root.ExecuteContext(ctx)
