@@ -116,8 +116,8 @@ func (m *Manifest) validate() error {
 		return badf("tenant id %q is malformed", clip(m.Tenant))
 	case len(m.TenantName) > 255 || len(m.Host) > 255:
 		return badf("tenant or host name over 255 bytes")
-	case !isHex64(m.Repository):
-		return badf("repository id %q is not 64 lower-case hex digits", clip(m.Repository))
+	case !validRepositoryID(m.Repository):
+		return badf("repository id %q is not 32 lower-case hex digits", clip(m.Repository))
 	case m.Created.IsZero():
 		return badf("no creation time")
 	case len(m.Objects) == 0:
@@ -245,6 +245,13 @@ func Verify(public string, manifest, sigFile []byte) error {
 		return fmt.Errorf("the seed's signature file is not hex: %w", crypto.ErrBadSignature)
 	}
 	return crypto.VerifySignature(public, SignDomain, manifest, sig)
+}
+
+// validRepositoryID accepts a repository's config ID: 32 lower-case hex
+// digits as repo.Init draws them (64 are accepted too: the first test
+// manifests used them).
+func validRepositoryID(s string) bool {
+	return len(s) == 32 && isHex64(s+s) || isHex64(s)
 }
 
 func isHex64(s string) bool {
