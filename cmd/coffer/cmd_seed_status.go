@@ -181,4 +181,3 @@ func (g *globals) printSeed(s *vaultapi.SeedInfo) {
 	}
 	g.say("  %s", seedAdvice(s))
 }
-
