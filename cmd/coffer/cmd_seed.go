@@ -61,12 +61,16 @@ func wanTime(bytes, bytesPerSecond int64) time.Duration {
 // "3 min 20 s", "12 s".
 func durationText(d time.Duration) string {
 	s := int64(d.Round(time.Second) / time.Second)
-	days, hours, mins, secs := s/86400, s%86400/3600, s%3600/60, s%60
 	switch {
-	case days > 0:
-		return fmt.Sprintf("%d d %d h", days, hours)
-	case hours > 0:
-		return fmt.Sprintf("%d h %d min", hours, mins)
+	case s >= 86400:
+		h := int64(d.Round(time.Hour) / time.Hour)
+		return fmt.Sprintf("%d d %d h", h/24, h%24)
+	case s >= 3600:
+		m := int64(d.Round(time.Minute) / time.Minute)
+		return fmt.Sprintf("%d h %d min", m/60, m%60)
+	}
+	mins, secs := s/60, s%60
+	switch {
 	case mins > 0:
 		return fmt.Sprintf("%d min %d s", mins, secs)
 	}
