@@ -227,6 +227,9 @@ func (g *globals) agentRun(ctx context.Context, plan *agent.Plan, f agentFlags) 
 	if err := g.loadIndex(ctx, r); err != nil {
 		return out, err
 	}
+	if err := g.watchSeeds(ctx, r); err != nil {
+		return out, err
+	}
 	var errs []error
 	for _, im := range plan.Images {
 		res, err := g.agentImage(ctx, r, im)

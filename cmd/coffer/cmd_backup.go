@@ -81,6 +81,9 @@ cannot be, with the reason. One VM that fails does not stop the others
 			if err := g.loadIndex(ctx, r); err != nil {
 				return err
 			}
+			if err := g.watchSeeds(ctx, r); err != nil {
+				return err
+			}
 			res, err := g.backupImage(ctx, r, src, uploader.Options{Name: name, Tags: tags, Uploaders: uploaders})
 			if err != nil {
 				return err

@@ -123,6 +123,9 @@ func (g *globals) backupXen(ctx context.Context, conf agentConfig, x *xenFlags, 
 	if err := g.loadIndex(ctx, r); err != nil {
 		return err
 	}
+	if err := g.watchSeeds(ctx, r); err != nil {
+		return err
+	}
 	xs, err := g.xenLogin(ctx, c, x.plainLoopback)
 	if err != nil {
 		return err
