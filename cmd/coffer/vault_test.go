@@ -96,7 +96,7 @@ func (v *testVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v.mu.Lock()
 		rto := v.rto
 		v.mu.Unlock()
-		_ = json.NewEncoder(w).Encode(vaultapi.TenantInfo{Name: "acme", State: vaultapi.StateActive, RTOSeconds: rto})
+		_ = json.NewEncoder(w).Encode(vaultapi.TenantInfo{ID: strings.Repeat("a", 24), Name: "acme", State: vaultapi.StateActive, RTOSeconds: rto})
 		return
 	}
 	if r.URL.Path == vaultapi.RouteSession {

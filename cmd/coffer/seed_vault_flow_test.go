@@ -1,0 +1,136 @@
+package main
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cofferhq/coffer/internal/repo"
+	"github.com/cofferhq/coffer/internal/seed"
+	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/internal/vaultclient"
+)
+
+// The seed's flow through a vault (testVault and its model of the seed
+// routes): the export registers the seed and sends its index files,
+// receipts and snapshots, never a pack; a rerun sends nothing again; a
+// night while it travels names it in the receipt of a snapshot that needs
+// its packs (the manifest fetched once, then kept), and a snapshot that
+// shares none names no seed; status says to keep the source, confirm is
+// refused until the report is clean and then accepted.
+func TestSeedThroughVault(t *testing.T) {
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	t.Setenv("COFFER_PASSWORD", "pw")
+	t.Setenv(vaultclient.EnvCredential, "")
+	t.Setenv(EnvEnrollToken, "")
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	v, srv := newTestVault(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "coffer.yaml")
+	v.configPath = conf
+	if r := runCoffer(t, "--config", conf, "init", "--repo", srv.URL, "--token", v.token()); r.code != 0 {
+		t.Fatalf("init: exit %d\n%s", r.code, r.stderr)
+	}
+	img := filepath.Join(dir, "web.img")
+	rng := rand.New(rand.NewPCG(5, 6))
+	data := make([]byte, 6<<20)
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	if err := os.WriteFile(img, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	to := filepath.Join(dir, "usb")
+	r := runCoffer(t, "--config", conf, "--json", "seed", "export", "--to", to, "--image", img)
+	var out seedExportJSON
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil {
+		t.Fatalf("seed export: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	s, err := seed.Open(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !out.Registered || out.Vault == nil || out.Vault.ID != s.Manifest.ID || v.seeds.seeds[s.Manifest.ID] == nil {
+		t.Fatalf("the seed was not registered: %+v", out)
+	}
+	small := 0
+	for _, f := range s.Manifest.Objects {
+		_, err := v.st.Stat(t.Context(), f.Name)
+		isPack := strings.HasPrefix(f.Name, repo.DataPrefix)
+		if isPack != (err != nil) {
+			t.Errorf("%s in the vault: %v (packs must stay on the seed, the rest be sent)", f.Name, err)
+		}
+		if !isPack {
+			small++
+		}
+	}
+	if out.Sent == nil || out.Sent.Sent != small {
+		t.Fatalf("sent %+v; want %d objects", out.Sent, small)
+	}
+	r = runCoffer(t, "--config", conf, "--json", "seed", "export", "--to", to, "--image", img)
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil || out.Sent.Sent != 0 || out.Sent.Present != small || !out.Resumed {
+		t.Fatalf("export again: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// Night 2 while the seed travels: a changed image shares packs with
+	// the seed; another image shares none.
+	data[100] ^= 1
+	if err := os.WriteFile(img, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "db.img")
+	if err := os.WriteFile(other, []byte(strings.Repeat("other disk ", 50_000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, im := range []string{img, other} {
+		if r := runCoffer(t, "--config", conf, "--quiet", "backup", "--image", im); r.code != 0 {
+			t.Fatalf("backup of %s while the seed travels: exit %d\n%s", im, r.code, r.stderr)
+		}
+	}
+	rcs, err := repo.Receipts(t.Context(), v.st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := map[string]string{}
+	for _, rc := range rcs {
+		if rc.Name == "web.img" && rc.Seed != s.Manifest.ID {
+			t.Errorf("receipt of %s (%s) names seed %q; want %s", rc.Name, rc.Snapshot[:12], rc.Seed, s.Manifest.ID[:12])
+		}
+		named[rc.Name] = rc.Seed
+	}
+	if len(rcs) != 3 || named["db.img"] != "" {
+		t.Fatalf("%d receipts, db.img names seed %q; want 3, none", len(rcs), named["db.img"])
+	}
+	if v.seeds.manifestGets != 1 {
+		t.Fatalf("the manifest was fetched %d times over two nights; want once, then kept", v.seeds.manifestGets)
+	}
+
+	// Status and confirm.
+	r = runCoffer(t, "--config", conf, "seed", "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "keep the source until the import report is clean") || !strings.Contains(r.stdout, s.Manifest.ID) {
+		t.Fatalf("seed status: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r = runCoffer(t, "--config", conf, "seed", "confirm", s.Manifest.ID[:10])
+	if r.code != 1 || !strings.Contains(r.stderr, "keep the source") {
+		t.Fatalf("confirm before the import: exit %d\n%s", r.code, r.stderr)
+	}
+	v.seeds.mu.Lock()
+	si := v.seeds.seeds[s.Manifest.ID]
+	si.State, si.Report = vaultapi.SeedImported, &vaultapi.SeedReport{Seed: si.ID, Objects: si.Objects, Uploaded: si.Objects, Clean: true}
+	v.seeds.mu.Unlock()
+	r = runCoffer(t, "--config", conf, "seed", "status")
+	if r.code != 0 || !strings.Contains(r.stdout, "coffer seed confirm "+s.Manifest.ID[:12]) {
+		t.Fatalf("seed status after a clean import: exit %d\n%s", r.code, r.stdout)
+	}
+	r = runCoffer(t, "--config", conf, "--json", "seed", "confirm", s.Manifest.ID[:10])
+	if r.code != 0 || !strings.Contains(r.stdout, `"confirmed"`) {
+		t.Fatalf("confirm: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r = runCoffer(t, "--config", conf, "seed", "confirm", "xyz"); r.code != 2 {
+		t.Fatalf("confirm of a malformed ID: exit %d\n%s", r.code, r.stderr)
+	}
+}
