@@ -3,8 +3,9 @@
 // their failures into, the optional capabilities found with As (among them
 // Locker, S3 Object Lock, with ExtendLocks for batches), the decorators that
 // wrap a store (retry with backoff, request counting, request-rate caps,
-// Object Lock on put, fault injection for tests), and two providers: a local
-// directory and an S3 bucket. The vault's client is internal/vaultclient;
+// Object Lock on put, fault injection for tests), the overlay of one store
+// over another (a seed export writes into the seed, reads both), and two
+// providers: a local directory and an S3 bucket. The vault's client is internal/vaultclient;
 // turning a URL into a store is internal/storeurl. Stores know nothing about
 // what the bytes mean.
 package store

@@ -2,6 +2,9 @@
 // a Store over one tenant's repository in the vault (TLS setup, request
 // signing with the agent credential, the mapping of the vault's error
 // codes and statuses to the store sentinels, quota included), enrollment,
-// the escrow calls, and the environment variables that name the
-// credential and the vault's CA. The wire contract itself is vaultapi's.
+// the escrow calls, the seed calls (the signing key; seeds registered,
+// listed, read with their manifests and import reports, confirmed; every
+// reply checked as outside input), and the environment variables that
+// name the credential and the vault's CA. The wire contract itself is
+// vaultapi's.
 package vaultclient
