@@ -196,7 +196,7 @@ func (g *globals) xenEvent(e xenbackup.Event) {
 // rememberXen records the snapshots a night wrote (rememberSnapshot).
 func (g *globals) rememberXen(repoID string, res *xenbackup.Result) {
 	dir := localstate.Dir(repoID)
-	if dir == "" {
+	if dir == "" || g.exporting {
 		return
 	}
 	for _, v := range res.VMs {

@@ -258,6 +258,7 @@ func (g *globals) exportBackup(ctx context.Context, ex *seedExportRun, f *seedEx
 		return nil, err
 	}
 	state := seed.StatePath(ex.root)
+	g.exporting = true
 	if f.xen.wantsXen(conf.Xen, f.image) {
 		if f.image != "" || f.name != "" {
 			return nil, usageError{Err: errors.New("export either --image [--name] or --xen, not both")}

@@ -133,7 +133,7 @@ func (g *globals) warnRollback(r *repo.Repo, snaps []*repo.SnapshotInfo, name st
 // store that later hides it is noticed (warnRollback).
 func (g *globals) rememberSnapshot(r *repo.Repo, res *uploader.Result) {
 	dir := localstate.Dir(r.Config().ID)
-	if dir == "" {
+	if dir == "" || g.exporting {
 		return
 	}
 	if err := localstate.Record(dir, res.Snapshot.Name, res.SnapshotID, res.Snapshot.Time); err != nil {

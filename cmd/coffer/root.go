@@ -44,6 +44,9 @@ type globals struct {
 	// bandwidth, when set, limits the stores openStore opens (coffer
 	// agent's windows, coffer backup --limit-upload).
 	bandwidth *store.Bandwidth
+	// exporting is set by coffer seed export: the snapshots it writes go
+	// into the seed, so they are not remembered as in the repository.
+	exporting bool
 }
 
 // agentConfig is the agent's config file (coffer.yaml, mode 0600).
