@@ -212,6 +212,27 @@ func (g *globals) exportTenant(ctx context.Context, ex *seedExportRun) error {
 	if err := g.registerSigningKey(ctx, ex.vault, "", ex.r); err != nil {
 		return fmt.Errorf("telling the vault the repository's seed signing key: %w", err)
 	}
+	return g.oneSeedAtATime(ctx, ex)
+}
+
+// oneSeedAtATime refuses to begin an export while another seed of the
+// tenant travels: the vault would refuse to register it.
+func (g *globals) oneSeedAtATime(ctx context.Context, ex *seedExportRun) error {
+	v, err := g.seedVault(ex.vault, "")
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	seeds, err := v.Seeds(ctx)
+	if err != nil {
+		return fmt.Errorf("asking the vault for the tenant's seeds: %w", err)
+	}
+	for _, s := range seeds {
+		if s.State == vaultapi.SeedTravelling && s.ID != ex.id {
+			return fmt.Errorf("seed %s (exported %s from %s) is still in transit, and the vault takes one seed at a time: "+
+				"export this one once that seed is imported (coffer seed status)", s.ID[:12], s.Created.UTC().Format(time.DateTime), s.Host)
+		}
+	}
 	return nil
 }
 

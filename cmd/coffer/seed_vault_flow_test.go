@@ -22,6 +22,16 @@ import (
 // shares none names no seed; status says to keep the source, confirm is
 // refused until the report is clean and then accepted.
 func TestSeedThroughVault(t *testing.T) {
+	v, conf, img, data := seedVaultAgent(t)
+	s := exportThroughVault(t, v, conf, img)
+	nightsWhileTravelling(t, v, conf, img, data, s)
+	statusAndConfirm(t, v, conf, s)
+}
+
+// seedVaultAgent enrolls an agent with a test vault and writes a 6 MiB
+// image; it returns the vault, the agent's config, the image and its bytes.
+func seedVaultAgent(t *testing.T) (*testVault, string, string, []byte) {
+	t.Helper()
 	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
 	t.Setenv("COFFER_PASSWORD", "pw")
 	t.Setenv(vaultclient.EnvCredential, "")
@@ -44,6 +54,13 @@ func TestSeedThroughVault(t *testing.T) {
 	if err := os.WriteFile(img, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return v, conf, img, data
+}
+
+// exportThroughVault exports img and checks what reached the vault.
+func exportThroughVault(t *testing.T, v *testVault, conf, img string) *seed.Seed {
+	t.Helper()
+	dir := filepath.Dir(conf)
 	to := filepath.Join(dir, "usb")
 	r := runCoffer(t, "--config", conf, "--json", "seed", "export", "--to", to, "--image", img)
 	var out seedExportJSON
@@ -76,8 +93,23 @@ func TestSeedThroughVault(t *testing.T) {
 		t.Fatalf("export again: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
-	// Night 2 while the seed travels: a changed image shares packs with
-	// the seed; another image shares none.
+	// A second seed while this one travels is refused before any work.
+	to2 := filepath.Join(dir, "usb2")
+	r = runCoffer(t, "--config", conf, "seed", "export", "--to", to2, "--image", img)
+	if r.code != 1 || !strings.Contains(r.stderr, "still in transit") || !strings.Contains(r.stderr, s.Manifest.ID[:12]) {
+		t.Fatalf("a second export while the first travels: exit %d\n%s", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(to2, seed.RootDir, seed.ObjectsDir, "data")); err == nil {
+		t.Fatal("the refused export wrote packs")
+	}
+	return s
+}
+
+// nightsWhileTravelling backs up a changed img, which shares packs with
+// the seed, and another image, which shares none.
+func nightsWhileTravelling(t *testing.T, v *testVault, conf, img string, data []byte, s *seed.Seed) {
+	t.Helper()
+	dir := filepath.Dir(conf)
 	data[100] ^= 1
 	if err := os.WriteFile(img, data, 0o600); err != nil {
 		t.Fatal(err)
@@ -108,9 +140,13 @@ func TestSeedThroughVault(t *testing.T) {
 	if v.seeds.manifestGets != 1 {
 		t.Fatalf("the manifest was fetched %d times over two nights; want once, then kept", v.seeds.manifestGets)
 	}
+}
 
-	// Status and confirm.
-	r = runCoffer(t, "--config", conf, "seed", "status")
+// statusAndConfirm: status says to keep the source until the report is
+// clean, then to confirm; confirm is refused, then accepted.
+func statusAndConfirm(t *testing.T, v *testVault, conf string, s *seed.Seed) {
+	t.Helper()
+	r := runCoffer(t, "--config", conf, "seed", "status")
 	if r.code != 0 || !strings.Contains(r.stdout, "keep the source until the import report is clean") || !strings.Contains(r.stdout, s.Manifest.ID) {
 		t.Fatalf("seed status: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
