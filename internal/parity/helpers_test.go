@@ -79,11 +79,13 @@ func (ts *testSeed) parityWriter() WriteFunc {
 // open reads the seed's files; it fails the test when asked for a file in
 // forbidden (one known to be damaged).
 func (ts *testSeed) open(forbidden []int) OpenFunc {
+	bad := map[int]bool{}
+	for _, f := range forbidden {
+		bad[f] = true
+	}
 	return func(i int) (io.ReaderAt, error) {
-		for _, f := range forbidden {
-			if f == i {
-				ts.t.Errorf("file %d was opened, but it is damaged", i)
-			}
+		if bad[i] {
+			ts.t.Errorf("file %d was opened, but it is damaged", i)
 		}
 		if i < 0 || i >= len(ts.files) {
 			return nil, fmt.Errorf("no file %d", i)
