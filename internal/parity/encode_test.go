@@ -193,6 +193,14 @@ func TestRepairRefusesBadInput(t *testing.T) {
 	if !errors.Is(err, ErrShortFile) || !strings.Contains(err.Error(), "file 2") {
 		t.Errorf("short intact file: %v", err)
 	}
+	// a repaired file that cannot be written
+	ts.files[2].data = ts.files[2].data[:700]
+	full := errors.New("disk full")
+	failing := func(i int) (io.WriterAt, error) { return nil, full }
+	err = Repair(context.Background(), l, sizes, []int{0}, ts.open([]int{0}), failing, Options{})
+	if !errors.Is(err, full) || !strings.Contains(err.Error(), "writing repaired file 0") {
+		t.Errorf("failing writer: %v", err)
+	}
 	// damaged parity and empty files only: nothing to read
 	var wrote []int
 	record := func(i int) (io.WriterAt, error) { wrote = append(wrote, i); return &memFile{}, nil }
