@@ -150,6 +150,14 @@ func TestEncodeClosesAndReportsErrors(t *testing.T) {
 	if err := Encode(context.Background(), l, sizes, missing, parity, o); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "opening file") {
 		t.Errorf("missing file: %v", err)
 	}
+	nilReader := func(int) (io.ReaderAt, error) { return nil, nil }
+	if err := Encode(context.Background(), l, sizes, nilReader, parity, o); err == nil || !strings.Contains(err.Error(), "no reader given") {
+		t.Errorf("nil reader: %v", err)
+	}
+	nilWriter := func(int) (io.WriterAt, error) { return nil, nil }
+	if err := Encode(context.Background(), l, sizes, open, nilWriter, o); err == nil || !strings.Contains(err.Error(), "parity file 0: no writer given") {
+		t.Errorf("nil writer: %v", err)
+	}
 	full := errors.New("disk full")
 	failClose := func(j int) (io.WriterAt, error) { return closeCounter{&memFile{}, &closed, full}, nil }
 	if err := Encode(context.Background(), l, sizes, open, failClose, o); !errors.Is(err, full) || !strings.Contains(err.Error(), "writing parity file 0") {
