@@ -68,6 +68,8 @@ type Seed struct {
 	// or did not verify and the second one is in use.
 	UsedCopy bool
 	alt      *Seed // the second copy, when the first one is in use
+	// repaired maps object indexes to their copies rebuilt by Repair.
+	repaired map[int]string
 }
 
 // Open reads the seed in dir (see Root): its manifest, or the second copy

@@ -171,6 +171,10 @@ func FuzzManifest(f *testing.F) {
 	good, _ := testManifest(k).Marshal()
 	f.Add(good)
 	f.Add([]byte(`{"format":"coffer-seed/1"}`))
+	withLayout := testManifest(k)
+	withLayout.Parity.Layout = json.RawMessage(`{"code":"rs-gf8","data_shards":4,"parity_shards":1,"shard_size":64}`)
+	wl, _ := withLayout.Marshal()
+	f.Add(wl)
 	f.Add([]byte(`{"objects":[{"name":"data/00/` + strings.Repeat("0", 64) + `","size":1,"sha256":"` + strings.Repeat("0", 64) + `"}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Parse(b)
@@ -179,6 +183,10 @@ func FuzzManifest(f *testing.F) {
 				t.Fatalf("error not ErrBadManifest: %v", err)
 			}
 			return
+		}
+		// The layout is outside input too: decoding it never panics.
+		if l, err := m.Layout(); err == nil && l.ParityShards != len(m.Parity.Files) {
+			t.Fatal("a layout accepted with another parity count than the manifest's")
 		}
 		// What parses re-encodes to something that parses the same.
 		again, err := m.Marshal()
