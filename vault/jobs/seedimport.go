@@ -34,6 +34,7 @@ const DefaultImportWorkers = 4
 // Import phases, as ImportProgress.Phase names them.
 const (
 	PhaseCheck  = "check"
+	PhaseRepair = "repair"
 	PhaseUpload = "upload"
 )
 
@@ -72,8 +73,8 @@ type ImportOptions struct {
 // ImportProgress receives an import's progress; any field may be nil.
 type ImportProgress struct {
 	// Phase is called as each pass begins (PhaseCheck: hashing every
-	// file; PhaseUpload: the objects not in the vault) with its files and
-	// bytes.
+	// file; PhaseRepair: rebuilding damaged objects, bytes unknown (0);
+	// PhaseUpload: the objects not in the vault) with its files and bytes.
 	Phase func(name string, files int, bytes int64)
 	// Done is called, from several goroutines, with the bytes of each
 	// file hashed or uploaded.
@@ -135,8 +136,7 @@ func ImportSeed(ctx context.Context, o ImportOptions) (*vaultapi.SeedReport, err
 		return nil, err
 	}
 	defer release()
-	im := newSeedImport(&o, s, book.Find(s.Manifest.ID) != nil)
-	return im.run(lctx)
+	return newSeedImport(&o, s).run(lctx)
 }
 
 func (o *ImportOptions) validate() error {
@@ -258,20 +258,26 @@ type seedImport struct {
 	job        string
 	rep        *vaultapi.SeedReport
 	watch      clock.Stopwatch
-	// paths maps object names rebuilt from parity to their files.
-	paths map[string]string
 }
 
-func newSeedImport(o *ImportOptions, s *seed.Seed, registered bool) *seedImport {
+func newSeedImport(o *ImportOptions, s *seed.Seed) *seedImport {
 	m := s.Manifest
-	return &seedImport{o: o, s: s, m: m, registered: registered, job: ImportJob(o.Tenant.ID), watch: clock.Start(),
-		paths: map[string]string{},
+	return &seedImport{o: o, s: s, m: m, job: ImportJob(o.Tenant.ID), watch: clock.Start(),
 		rep: &vaultapi.SeedReport{Seed: m.ID, Tenant: o.Tenant.ID, Started: o.Clock.Now().UTC(), Objects: len(m.Objects),
 			Bytes: m.Bytes(), Repaired: []vaultapi.RepairedFile{}, ManifestCopy: s.UsedCopy,
 			Signer: crypto.SigningKeyFingerprint(m.Signer)}}
 }
 
 func (im *seedImport) run(ctx context.Context) (*vaultapi.SeedReport, error) {
+	// Again under the lease: a run that held it may have finished.
+	book, err := LoadSeedBook(ctx, im.o.Swap, im.o.Tenant.ID)
+	if err != nil {
+		return nil, err
+	}
+	if info := book.Find(im.m.ID); info != nil && info.State == vaultapi.SeedImported {
+		return nil, importedError(im.o.Tenant, info)
+	}
+	im.registered = book.Find(im.m.ID) != nil
 	if err := im.checkAndRepair(ctx); err != nil {
 		return nil, im.stopped(ctx, err)
 	}

@@ -42,10 +42,38 @@ func (im *seedImport) checkAndRepair(ctx context.Context) error {
 	return im.repair(ctx, damaged)
 }
 
+// repair rebuilds the damaged objects from parity (damaged parity files
+// need nothing) and records every damaged file in the report. Damage
+// beyond the parity is a *seed.Unrepairable naming the files.
+func (im *seedImport) repair(ctx context.Context, damaged []seed.Damaged) error {
+	objects := 0
+	for _, d := range damaged {
+		rebuilt := d.Index < len(im.m.Objects)
+		if rebuilt {
+			objects++
+		}
+		im.rep.Repaired = append(im.rep.Repaired, vaultapi.RepairedFile{Name: d.Name, Problem: d.Problem, Rebuilt: rebuilt})
+	}
+	im.o.Log.Warn("seed files damaged", "seed", im.m.ID, "files", len(damaged), "objects", objects)
+	if objects == 0 {
+		return nil
+	}
+	if im.o.WorkDir == "" {
+		return fmt.Errorf("seed %s has %d damaged objects to rebuild from parity: give a work directory for them (--work-dir)", im.m.ID[:12], objects)
+	}
+	im.o.Progress.phase(PhaseRepair, objects, 0)
+	err := im.s.Repair(ctx, damaged, im.o.WorkDir, seed.RepairOptions{Progress: im.o.Progress.Done})
+	if err != nil {
+		return fmt.Errorf("seed %s of tenant %q: %w", im.m.ID[:12], im.o.Tenant.Name, err)
+	}
+	return nil
+}
+
 // importObject is an object of the seed the vault lacks.
 type importObject struct {
 	seed.File
-	kind vaultapi.Kind
+	index int // in the manifest's Objects
+	kind  vaultapi.Kind
 }
 
 // importOrder ranks kinds in upload order: a receipt only after the packs
@@ -86,12 +114,12 @@ func (im *seedImport) plan(ctx context.Context) ([]importObject, error) {
 	}
 	var todo []importObject
 	var wrong []string
-	for _, f := range im.m.Objects {
+	for i, f := range im.m.Objects {
 		size, ok := have[f.Name]
 		switch {
 		case !ok:
 			k, _ := vaultapi.ParseRepoName(f.Name) // Parse checked every name
-			todo = append(todo, importObject{File: f, kind: k})
+			todo = append(todo, importObject{File: f, index: i, kind: k})
 		case size == f.Size:
 			im.rep.Present++
 		default:
@@ -169,11 +197,11 @@ func (im *seedImport) snapshotSizes(todo []importObject) (map[string]ledger.Meta
 	}
 	out := map[string]ledger.Meta{}
 	var buf []byte
-	for _, f := range im.m.Objects {
+	for i, f := range im.m.Objects {
 		if !strings.HasPrefix(f.Name, "receipts/") {
 			continue
 		}
-		b, err := im.readVerified(f, &buf)
+		b, err := im.readVerified(i, &buf)
 		if err != nil {
 			return nil, err
 		}
@@ -191,15 +219,12 @@ func (im *seedImport) snapshotSizes(todo []importObject) (map[string]ledger.Meta
 	return out, nil
 }
 
-// readVerified reads file f of the seed (or its rebuilt copy) whole into
-// *buf and checks its size and SHA-256 against the manifest again: the
-// disk may have changed since it was hashed.
-func (im *seedImport) readVerified(f seed.File, buf *[]byte) ([]byte, error) {
-	path, ok := im.paths[f.Name]
-	if !ok {
-		path = seed.FilePath(im.s.Root, f)
-	}
-	fh, err := os.Open(path)
+// readVerified reads object i of the seed (or its rebuilt copy) whole
+// into *buf and checks its size and SHA-256 against the manifest again:
+// the disk may have changed since it was hashed.
+func (im *seedImport) readVerified(i int, buf *[]byte) ([]byte, error) {
+	f := im.m.Objects[i]
+	fh, err := os.Open(im.s.Path(i))
 	if err != nil {
 		return nil, fmt.Errorf("reading %s of the seed: %w; check the disk and import again", f.Name, err)
 	}
@@ -253,7 +278,7 @@ func (u *uploader) run(ctx context.Context, todo []importObject) error {
 // one stores object o with a ledger reservation, as an HTTP upload does.
 func (u *uploader) one(ctx context.Context, o importObject, buf *[]byte) error {
 	im := u.im
-	b, err := im.readVerified(o.File, buf)
+	b, err := im.readVerified(o.index, buf)
 	if err != nil {
 		return err
 	}
@@ -277,7 +302,7 @@ func (u *uploader) one(ctx context.Context, o importObject, buf *[]byte) error {
 		return u.exists(ctx, o)
 	}
 	if err != nil {
-		u.settle(ctx, res, false)
+		u.settleFailed(ctx, o, res)
 		return fmt.Errorf("storing %s of seed %s: %w", o.Name, im.m.ID[:12], err)
 	}
 	if err := u.settle(ctx, res, true); err != nil {
@@ -345,6 +370,24 @@ func (u *uploader) settle(ctx context.Context, res *ledger.Reservation, commit b
 		u.im.o.Log.Warn("releasing a reservation failed; the next import settles it", "object", res.Name, "err", err)
 	}
 	return nil
+}
+
+// settleFailed settles the reservation of a Put that failed, which may
+// have stored the object all the same (a reply lost, a cancel after the
+// write): committed if the object is there with its size, released if it
+// is not, left for the next run's SettleJob if the store cannot tell.
+func (u *uploader) settleFailed(ctx context.Context, o importObject, res *ledger.Reservation) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	info, err := u.im.o.Data.Stat(sctx, ledger.ObjectKey(u.im.o.Tenant.ID, o.Name))
+	switch {
+	case err == nil && info.Size == o.Size:
+		if err := u.settle(ctx, res, true); err != nil {
+			u.im.o.Log.Warn("committing a reservation failed; the next import settles it", "object", o.Name, "err", err)
+		}
+	case errors.Is(err, store.ErrNotFound):
+		u.settle(ctx, res, false)
+	}
 }
 
 // claimReceipt does what the vault does before it stores a receipt: the
