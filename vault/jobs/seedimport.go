@@ -334,9 +334,21 @@ func (im *seedImport) finish(ctx context.Context) (*vaultapi.SeedReport, error) 
 	if _, err := MarkSeedImported(ctx, im.o.Swap, im.o.Tenant.ID, im.m.ID, r); err != nil {
 		return nil, im.stopped(ctx, fmt.Errorf("marking seed %s imported: %w", im.m.ID[:12], err))
 	}
+	im.removeRebuilt()
 	im.o.Log.Info("seed imported", "tenant", im.o.Tenant.ID, "seed", im.m.ID, "uploaded", r.Uploaded, "present", r.Present,
 		"repaired", len(r.Repaired))
 	return r, nil
+}
+
+// removeRebuilt removes the files rebuilt from parity once the seed is in.
+func (im *seedImport) removeRebuilt() {
+	for i, f := range im.m.Objects {
+		if p := im.s.Path(i); p != seed.FilePath(im.s.Root, f) {
+			if err := os.Remove(p); err != nil {
+				im.o.Log.Warn("removing a rebuilt file failed", "path", p, "err", err)
+			}
+		}
+	}
 }
 
 // firstNames lists up to five names for a message.

@@ -534,6 +534,9 @@ func TestImportSeedRepairsDamageWithinTheParity(t *testing.T) {
 		t.Fatalf("report lists %v as repaired, want %v", got, hit)
 	}
 	e.checkVaultHolds(t, ts)
+	if left, _ := os.ReadDir(e.options(ts.dir).WorkDir); len(left) != 0 {
+		t.Fatalf("rebuilt files left in the work dir: %v", left)
+	}
 }
 
 func TestImportSeedRefusesDamageBeyondTheParity(t *testing.T) {
