@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -584,4 +585,59 @@ func FuzzImportSeedManifest(f *testing.F) {
 			t.Fatal("accepted a manifest that is not the tenant's or does not verify")
 		}
 	})
+}
+
+// lostReply stores the object of its nth Put and then fails it, as a
+// connection lost after the store wrote: the import must count it.
+type lostReply struct {
+	store.Store
+	n, puts int
+}
+
+func (l *lostReply) Put(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	if l.puts++; l.puts != l.n {
+		return l.Store.Put(ctx, name, r, size)
+	}
+	if err := l.Store.Put(ctx, name, r, size); err != nil {
+		return err
+	}
+	return errors.New("connection reset after the write")
+}
+
+// A store that fails a Put (nothing stored) or loses a Put's reply (stored):
+// the import fails naming the object, and the rerun completes with exact
+// usage and no reservation left.
+func TestImportSeedFaultingStore(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		wrap func(store.Store) store.Store
+	}{
+		{"put fails", func(s store.Store) store.Store {
+			f := store.NewFaulty(s)
+			f.Add(store.FaultRule{Op: "put", Prefix: "repos/", Skip: 5, Times: 1, Err: &store.PermanentError{Err: errors.New("disk full")}})
+			return f
+		}},
+		{"reply lost", func(s store.Store) store.Store { return &lostReply{Store: s, n: 6} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newImportEnv(t)
+			ts := writeSeed(t, e.key, tid, 12)
+			o := e.options(ts.dir)
+			o.Workers = 1
+			o.Data = tc.wrap(e.data)
+			_, err := ImportSeed(ctx, o)
+			if err == nil || !strings.Contains(err.Error(), "storing ") {
+				t.Fatalf("import over a faulting store: %v", err)
+			}
+			u, _ := e.ledger.Usage(ctx, tid)
+			stored := listing(t, e.data, ledger.ObjectKey(tid, ""))
+			if len(u.Reserved) != 0 || u.Objects != int64(len(stored)) {
+				t.Fatalf("after the failed run: usage %+v, %d objects stored", u, len(stored))
+			}
+			if _, err := ImportSeed(ctx, e.options(ts.dir)); err != nil {
+				t.Fatal(err)
+			}
+			e.checkVaultHolds(t, ts)
+		})
+	}
 }
