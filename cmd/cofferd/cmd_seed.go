@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -58,6 +59,7 @@ func newSeedCmd(g *globals) *cobra.Command {
 type seedImportFlags struct {
 	tenant, workDir string
 	workers         int
+	pauseAfterPuts  int // hidden: tests kill the process there
 }
 
 func newSeedImportCmd(g *globals) *cobra.Command {
@@ -94,7 +96,28 @@ Exit 0: imported, the report clean; 1: refused or failed (the reason named);
 	fl.StringVar(&f.tenant, "tenant", "", "the tenant whose seed it is (name or id)")
 	fl.IntVar(&f.workers, "workers", jobs.DefaultImportWorkers, "files hashed and uploaded at once")
 	fl.StringVar(&f.workDir, "work-dir", "", "where files rebuilt from parity go (default: a folder in the system's temporary directory)")
+	fl.IntVar(&f.pauseAfterPuts, "pause-after-puts", 0, "store N objects, then wait to be killed before counting the last (tests)")
+	_ = fl.MarkHidden("pause-after-puts")
 	return c
+}
+
+// pausingStore stores n objects, then waits forever before returning from
+// the nth Put: the crash tests kill the process there, leaving a stored
+// object whose reservation is not committed.
+type pausingStore struct {
+	store.Store
+	g    *globals
+	n    int
+	puts atomic.Int64
+}
+
+func (p *pausingStore) Put(ctx context.Context, name string, r io.ReaderAt, size int64) error {
+	err := p.Store.Put(ctx, name, r, size)
+	if err == nil && p.puts.Add(1) == int64(p.n) {
+		fmt.Fprintf(p.g.stderr, "paused after %d puts\n", p.n)
+		select {}
+	}
+	return err
 }
 
 // seedState is what the seed commands need of the vault.
@@ -130,8 +153,12 @@ func (g *globals) seedImport(ctx context.Context, f *seedImportFlags, dir string
 	if err != nil {
 		return err
 	}
+	data := st.data
+	if f.pauseAfterPuts > 0 {
+		data = &pausingStore{Store: data, g: g, n: f.pauseAfterPuts}
+	}
 	bar := g.newSeedProgress(ctx)
-	rep, err := jobs.ImportSeed(ctx, jobs.ImportOptions{Data: st.data, Meta: st.data, Swap: st.sw, Ledger: st.ledger, Tenant: t,
+	rep, err := jobs.ImportSeed(ctx, jobs.ImportOptions{Data: data, Meta: st.data, Swap: st.sw, Ledger: st.ledger, Tenant: t,
 		Dir: dir, Workers: f.workers, WorkDir: seedWorkDir(f.workDir), Clock: g.clock, Progress: bar.progress(), Log: g.log})
 	bar.stop()
 	if err != nil {

@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,5 +145,101 @@ func TestSeedImportListShow(t *testing.T) {
 	}
 	if r := cofferd(t, dir, "seed", "show", "--tenant", "acme", "../x"); r.code != exitUsage {
 		t.Fatalf("seed show of a malformed id: %+v", r)
+	}
+}
+
+// TestSeedImportHelperProcess is cofferd in a child process for
+// TestSeedImportKilled (it does nothing in a normal run).
+func TestSeedImportHelperProcess(t *testing.T) {
+	args := os.Getenv("COFFER_SEED_HELPER_ARGS")
+	if args == "" {
+		return
+	}
+	os.Exit(run(context.Background(), strings.Split(args, "\n"), os.Stdout, os.Stderr))
+}
+
+// An import killed with SIGKILL between storing an object and counting it
+// (its reservation left, its lease held) completes when run again once
+// the lease expired: no object twice, usage exact, no reservation left.
+func TestSeedImportKilled(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	if r := cofferd(t, dir, "tenant", "create", "acme"); r.code != 0 {
+		t.Fatalf("tenant create: %+v", r)
+	}
+	mk, _ := crypto.NewMasterKey()
+	keys, _ := crypto.Derive(mk)
+	k := keys.SigningKey()
+	g := &globals{storeURL: "file://" + dir, clock: clock.Real}
+	data, reg, led, err := g.openState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	tn, _ := reg.Resolve(ctx, "acme")
+	if _, err := reg.SetSigningKey(ctx, tn.ID, k.Public()); err != nil {
+		t.Fatal(err)
+	}
+	seedDir, objects := exportSeed(t, k, tn.ID)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSeedImportHelperProcess$")
+	cmd.Env = append(os.Environ(), "COFFER_SEED_HELPER_ARGS="+strings.Join([]string{"--store", "file://" + dir,
+		"seed", "import", "--tenant", "acme", "--workers", "2", "--pause-after-puts", "4", seedDir}, "\n"))
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	paused := false
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), "paused after 4 puts") {
+			paused = true
+			break
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	_ = cmd.Wait()
+	if !paused {
+		t.Fatal("the import never paused")
+	}
+	u, err := led.Usage(ctx, tn.ID)
+	if err != nil || len(u.Reserved) == 0 {
+		t.Fatalf("the killed import left no reservation: %+v, %v", u, err)
+	}
+
+	if r := cofferd(t, dir, "seed", "import", "--tenant", "acme", seedDir); r.code != exitFailure || !strings.Contains(r.stderr, "lease runs until") {
+		t.Fatalf("import while the killed run's lease holds: %+v", r)
+	}
+	later := &stepClock{now: time.Now().Add(3 * time.Minute)}
+	r := cofferdAt(t, dir, later, "--json", "seed", "import", "--tenant", "acme", seedDir)
+	var out seedImportOut
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil || out.Report.Present < 4 ||
+		out.Report.Present+out.Report.Uploaded != len(objects) || !out.Report.Clean {
+		t.Fatalf("import after the kill: %+v", r)
+	}
+	var total int64
+	n := 0
+	err = filepath.WalkDir(filepath.Join(dir, "repos", tn.ID), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		name, _ := filepath.Rel(filepath.Join(dir, "repos", tn.ID), p)
+		b, err := os.ReadFile(p)
+		if err != nil || string(b) != string(objects[filepath.ToSlash(name)]) {
+			return fmt.Errorf("%s in the vault is not the seed's (%v)", name, err)
+		}
+		total += int64(len(b))
+		n++
+		return nil
+	})
+	if err != nil || n != len(objects) {
+		t.Fatalf("%d objects in the vault, want %d (%v)", n, len(objects), err)
+	}
+	u, err = led.Usage(ctx, tn.ID)
+	if err != nil || u.StoredBytes != total || u.Objects != int64(n) || len(u.Reserved) != 0 {
+		t.Fatalf("usage after the rerun: %+v (%v), want %d bytes in %d objects", u, err, total, n)
 	}
 }
