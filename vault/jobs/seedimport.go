@@ -165,14 +165,18 @@ func openTenantSeed(t *registry.Tenant, dir string) (*seed.Seed, error) {
 	if err != nil {
 		return nil, vaultapi.Errorf(vaultapi.CodeBadSeed, "%v; nothing was imported", err)
 	}
-	if s.Manifest.Tenant != t.ID || t.SigningKey == "" {
-		_, err := ParseTenantSeed(t, s.Body, s.Sig) // says which
+	if t.SigningKey == "" {
+		_, err := ParseTenantSeed(t, s.Body, s.Sig) // another tenant's, or no key
 		return nil, err
 	}
 	if err := s.Verify(t.SigningKey); err != nil {
+		if s.Manifest.Tenant != t.ID {
+			_, err := ParseTenantSeed(t, s.Body, s.Sig) // says whose it is
+			return nil, err
+		}
 		return nil, vaultapi.Errorf(vaultapi.CodeBadSeed, "seed %s in %s: %v; nothing was imported", s.Manifest.ID[:12], s.Root, err)
 	}
-	if _, err := ParseTenantSeed(t, s.Body, s.Sig); err != nil {
+	if _, err := ParseTenantSeed(t, s.Body, s.Sig); err != nil { // the copy that verified
 		return nil, err
 	}
 	return s, nil

@@ -641,3 +641,20 @@ func TestImportSeedFaultingStore(t *testing.T) {
 		})
 	}
 }
+
+// A first copy of the manifest changed to name another tenant (it no
+// longer verifies): the second copy, which does, is used.
+func TestImportSeedIgnoresAFirstCopyNamingAnotherTenant(t *testing.T) {
+	e := newImportEnv(t)
+	ts := writeSeed(t, e.key, tid, 4)
+	p := filepath.Join(seed.Root(ts.dir), "SEED.json")
+	b, _ := os.ReadFile(p)
+	if err := os.WriteFile(p, bytes.Replace(b, []byte(tid), []byte(strings.Repeat("9", 24)), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := ImportSeed(ctx, e.options(ts.dir))
+	if err != nil || !rep.ManifestCopy {
+		t.Fatalf("import: %+v, %v", rep, err)
+	}
+	e.checkVaultHolds(t, ts)
+}
