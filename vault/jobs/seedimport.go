@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -282,6 +283,9 @@ func (im *seedImport) run(ctx context.Context) (*vaultapi.SeedReport, error) {
 		return nil, importedError(im.o.Tenant, info)
 	}
 	im.registered = book.Find(im.m.ID) != nil
+	if err := im.matchRegistered(ctx); err != nil {
+		return nil, err
+	}
 	if err := im.checkAndRepair(ctx); err != nil {
 		return nil, im.stopped(ctx, err)
 	}
@@ -304,6 +308,38 @@ func (im *seedImport) run(ctx context.Context) (*vaultapi.SeedReport, error) {
 		return nil, im.stopped(ctx, err)
 	}
 	return im.finish(ctx)
+}
+
+// matchRegistered checks that a seed the agent registered holds every
+// object its registered manifest lists: the vault judges the waiting
+// snapshots by that manifest, so marking the seed imported without one of
+// them would make a snapshot look restorable that is not.
+func (im *seedImport) matchRegistered(ctx context.Context) error {
+	if !im.registered {
+		return nil
+	}
+	reg, body, _, err := SeedManifest(ctx, im.o.Meta, im.o.Tenant.ID, im.m.ID)
+	if err != nil {
+		return err
+	}
+	if bytes.Equal(body, im.s.Body) {
+		return nil
+	}
+	have := make(map[string]string, len(im.m.Objects))
+	for _, f := range im.m.Objects {
+		have[f.Name] = f.SHA256
+	}
+	var lacking []string
+	for _, f := range reg.Objects {
+		if have[f.Name] != f.SHA256 {
+			lacking = append(lacking, f.Name)
+		}
+	}
+	if len(lacking) > 0 {
+		return vaultapi.Errorf(vaultapi.CodeBadSeed, "the seed on the disk lacks %d objects its manifest listed when it was registered (%s): "+
+			"nothing was imported; import the disk the export last finished", len(lacking), firstNames(lacking))
+	}
+	return nil
 }
 
 // stopped prefers the reason the lease was lost over the error it caused.

@@ -658,3 +658,35 @@ func TestImportSeedIgnoresAFirstCopyNamingAnotherTenant(t *testing.T) {
 	}
 	e.checkVaultHolds(t, ts)
 }
+
+// The seed was registered with a manifest listing an object the disk's
+// manifest lacks (an export finished again after registering): refused,
+// since the waiting snapshots are judged by the registered one.
+func TestImportSeedRefusesADiskLackingRegisteredObjects(t *testing.T) {
+	e := newImportEnv(t)
+	ts := writeSeed(t, e.key, tid, 4)
+	s, err := seed.Open(ts.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := *s.Manifest
+	extra := []byte("a pack the disk lacks")
+	h := sha(extra)
+	m.Objects = slices.Clone(m.Objects)
+	m.Objects = append(m.Objects, seed.File{Name: "data/" + h[:2] + "/" + h, Size: int64(len(extra)), SHA256: h})
+	slices.SortFunc(m.Objects, func(a, b seed.File) int { return strings.Compare(a.Name, b.Name) })
+	body, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RegisterSeed(ctx, e.sw, e.data, e.tenant, body, seed.Sign(e.key, body), e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ImportSeed(ctx, e.options(ts.dir))
+	if err == nil || !strings.Contains(err.Error(), "lacks 1 objects") || !strings.Contains(err.Error(), h) {
+		t.Fatalf("import of a disk lacking a registered object: %v", err)
+	}
+	if got := listing(t, e.data, ledger.ObjectKey(tid, "")); len(got) != 0 {
+		t.Fatalf("the refused import stored %v", got)
+	}
+}
