@@ -40,11 +40,10 @@ const (
 )
 
 // Lease timing: a killed import holds the lease at most importLeaseTTL;
-// a running one renews it every importLeaseRenew.
-const (
-	importLeaseTTL   = 2 * time.Minute
-	importLeaseRenew = 30 * time.Second
-)
+// a running one renews it every importLeaseRenew (a variable for tests).
+const importLeaseTTL = 2 * time.Minute
+
+var importLeaseRenew = 30 * time.Second
 
 // ImportOptions are the inputs of ImportSeed.
 type ImportOptions struct {
@@ -216,19 +215,7 @@ func takeImportLease(ctx context.Context, o *ImportOptions) (context.Context, fu
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		t := time.NewTicker(importLeaseRenew)
-		defer t.Stop()
-		for {
-			select {
-			case <-lctx.Done():
-				return
-			case <-t.C:
-			}
-			if ok, err := TakeLease(lctx, o.Swap, job, o.Holder, o.Clock.Now(), importLeaseTTL); !ok && lctx.Err() == nil {
-				cancel(fmt.Errorf("the seed import of tenant %q lost its lease (%v): another import took over; stopped", o.Tenant.Name, err))
-				return
-			}
-		}
+		renewImportLease(lctx, cancel, o, job)
 	}()
 	release := func() {
 		cancel(nil)
@@ -240,6 +227,38 @@ func takeImportLease(ctx context.Context, o *ImportOptions) (context.Context, fu
 		}
 	}
 	return lctx, release, nil
+}
+
+// renewImportLease renews the lease until ctx ends. Another holder
+// taking it, or failing to renew it until it would have expired, cancels
+// ctx with the reason; a store hiccup in between is retried.
+func renewImportLease(ctx context.Context, cancel context.CancelCauseFunc, o *ImportOptions, job string) {
+	t := time.NewTicker(importLeaseRenew)
+	defer t.Stop()
+	renewed := o.Clock.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := o.Clock.Now()
+		ok, err := TakeLease(ctx, o.Swap, job, o.Holder, now, importLeaseTTL)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case ok:
+			renewed = now
+		case err == nil:
+			cancel(fmt.Errorf("the seed import of tenant %q lost its lease to another import; stopped", o.Tenant.Name))
+			return
+		case now.Sub(renewed) >= importLeaseTTL-importLeaseRenew:
+			cancel(fmt.Errorf("the seed import of tenant %q could not renew its lease: %w; stopped (run it again)", o.Tenant.Name, err))
+			return
+		default:
+			o.Log.Warn("renewing the seed import lease failed; retrying", "tenant", o.Tenant.ID, "err", err)
+		}
+	}
 }
 
 func leaseHeldError(ctx context.Context, o *ImportOptions, job string) error {

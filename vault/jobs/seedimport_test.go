@@ -690,3 +690,34 @@ func TestImportSeedRefusesADiskLackingRegisteredObjects(t *testing.T) {
 		t.Fatalf("the refused import stored %v", got)
 	}
 }
+
+// An import whose lease another import took (it was held up past the
+// lease's expiry) stops, saying so, instead of writing beside the other.
+func TestImportSeedStopsWhenItLosesItsLease(t *testing.T) {
+	old := importLeaseRenew
+	importLeaseRenew = 5 * time.Millisecond
+	defer func() { importLeaseRenew = old }()
+	e := newImportEnv(t)
+	ts := writeSeed(t, e.key, tid, 10)
+	o := e.options(ts.dir)
+	o.Workers = 1
+	stolen := false
+	o.Progress = ImportProgress{Phase: func(name string, _ int, _ int64) {
+		if name != PhaseUpload || stolen {
+			return
+		}
+		stolen = true
+		e.clock.Advance(importLeaseTTL + time.Second)
+		if ok, err := TakeLease(ctx, e.sw, ImportJob(tid), "another", e.clock.Now(), importLeaseTTL); !ok || err != nil {
+			t.Errorf("taking the expired lease: %v, %v", ok, err)
+		}
+		time.Sleep(100 * time.Millisecond) // a renewal comes in between
+	}}
+	_, err := ImportSeed(ctx, o)
+	if err == nil || !strings.Contains(err.Error(), "lost its lease to another import") {
+		t.Fatalf("import that lost its lease: %v", err)
+	}
+	if book, _ := LoadSeedBook(ctx, e.sw, tid); book.Find(ts.id) != nil && book.Find(ts.id).State == vaultapi.SeedImported {
+		t.Fatal("an import that lost its lease marked the seed imported")
+	}
+}
