@@ -77,12 +77,12 @@ func (r Receipts) missingPacks(ctx context.Context, rc *vaultapi.Receipt, what s
 		return Problem{Object: obj, Kind: ProblemMissing, Message: msg}, nil
 	}
 	s, err := r.Seeds.Holding(ctx, rc.Seed, missing)
-	var notOn *notOnSeedError
+	var refusal *SeedRefusal
 	switch {
 	case err == nil:
 		return Problem{Object: obj, Kind: ProblemWaiting, Message: fmt.Sprintf("%s waits on seed %s (exported %s from %s), which holds its %d packs the vault does not: it restores once the seed is imported (cofferd seed import)",
 			what, short(s.ID), exportDate(s), hostOf(s), len(missing))}, nil
-	case errors.As(err, &notOn) || r.Seeds.Book.Find(rc.Seed) == nil || !r.Seeds.Book.InTransit(rc.Seed):
+	case errors.As(err, &refusal):
 		return Problem{Object: obj, Kind: ProblemMissing, Message: msg + "; " + err.Error()}, nil
 	default:
 		return Problem{}, err // the seed's manifest cannot be read

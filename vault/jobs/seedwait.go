@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cofferhq/coffer/internal/repo"
@@ -42,15 +43,16 @@ func LoadTenantSeeds(ctx context.Context, sw store.Swapper, packs *SeedPacks, te
 
 // Holding checks that seed id of the tenant is in transit and holds every
 // pack of missing (packs a receipt names that the vault does not hold).
-// It returns the seed's record, or an error saying why not: the seed is
-// unknown, imported already, or lacks some of the packs.
+// It returns the seed's record, or a *SeedRefusal saying why not (the
+// seed is unknown, imported already, or lacks some of the packs); other
+// errors are the store's.
 func (ts *TenantSeeds) Holding(ctx context.Context, id string, missing []string) (*vaultapi.SeedInfo, error) {
 	s := ts.Book.Find(id)
 	switch {
 	case s == nil:
-		return nil, fmt.Errorf("it names seed %s, which is not registered for this tenant (coffer seed export registers it)", short(id))
+		return nil, &SeedRefusal{Reason: fmt.Sprintf("it names seed %s, which is not registered for this tenant (coffer seed export registers it)", short(id))}
 	case s.State != vaultapi.SeedTravelling:
-		return nil, fmt.Errorf("it names seed %s, which is imported already, so the vault should hold every pack of it", short(id))
+		return nil, &SeedRefusal{Reason: fmt.Sprintf("it names seed %s, which is imported already, so the vault should hold every pack of it", short(id))}
 	}
 	set, err := ts.Packs.Packs(ctx, ts.TenantID, id)
 	if err != nil {
@@ -63,22 +65,15 @@ func (ts *TenantSeeds) Holding(ctx context.Context, id string, missing []string)
 		}
 	}
 	if len(out) > 0 {
-		return nil, &notOnSeedError{seed: id, packs: out}
+		return nil, &SeedRefusal{Reason: fmt.Sprintf("seed %s (in transit) does not hold %d of them either (%s)", short(id), len(out), firstIDs(out))}
 	}
 	return s, nil
 }
 
-// notOnSeedError: packs a receipt needs that neither the vault nor its
-// seed holds.
-type notOnSeedError struct {
-	seed  string
-	packs []string
-}
+// SeedRefusal says why a seed does not excuse a receipt's missing packs.
+type SeedRefusal struct{ Reason string }
 
-func (e *notOnSeedError) Error() string {
-	n := len(e.packs)
-	return fmt.Sprintf("seed %s (in transit) does not hold %d of them either (%s)", short(e.seed), n, firstIDs(e.packs))
-}
+func (e *SeedRefusal) Error() string { return e.Reason }
 
 // PendingPack returns the seed in transit that holds pack id, or nil: the
 // answer to a read of a pack the vault does not hold.
@@ -133,9 +128,9 @@ func short(id string) string { return id[:min(12, len(id))] }
 // firstIDs names at most three of ids.
 func firstIDs(ids []string) string {
 	if len(ids) <= 3 {
-		return fmt.Sprint(ids)
+		return strings.Join(ids, ", ")
 	}
-	return fmt.Sprintf("%v and %d more", ids[:3], len(ids)-3)
+	return fmt.Sprintf("%s and %d more", strings.Join(ids[:3], ", "), len(ids)-3)
 }
 
 // SnapshotWait returns a *vaultapi.Error with CodeSeedPending when the
