@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -194,6 +195,33 @@ func seedSignature(r *http.Request) ([]byte, *Error) {
 	return []byte(vals[0]), nil
 }
 
+// readManifest reads a registered manifest's body. It may be tens of
+// megabytes, so like an upload it needs a Content-Length and is held to
+// the upload rate floor instead of the body deadline of small requests.
+func (s *Server) readManifest(w http.ResponseWriter, r *http.Request) ([]byte, *Error) {
+	if len(r.TransferEncoding) > 0 || r.Header.Get("Content-Length") == "" || r.ContentLength < 0 {
+		return nil, Errorf(http.StatusLengthRequired, vaultapi.CodeLengthRequired, "a seed registration needs a Content-Length header (no chunked encoding)")
+	}
+	if r.ContentLength > vaultapi.MaxSeedManifest {
+		return nil, Errorf(http.StatusRequestEntityTooLarge, vaultapi.CodeTooLarge, "a seed manifest of %d bytes is over the limit of %d bytes", r.ContentLength, int64(vaultapi.MaxSeedManifest))
+	}
+	vr := newVerifyReader(r.Body, r.ContentLength, nil)
+	info := reqInfoFrom(r.Context())
+	vr.progress = func(n int) { info.bytesIn.Add(int64(n)) }
+	vr.startDeadlines(http.NewResponseController(w), s.now, s.lim.MinUploadRate, s.lim.RateWindow)
+	body, err := io.ReadAll(vr)
+	switch {
+	case err == nil:
+		return body, nil
+	case isTimeout(err):
+		w.Header().Set("Connection", "close")
+		return nil, Errorf(http.StatusRequestTimeout, vaultapi.CodeTooSlow,
+			"the seed manifest arrived at under %d bytes/s over %s; nothing was registered", s.lim.MinUploadRate, s.lim.RateWindow)
+	}
+	w.Header().Set("Connection", "close")
+	return nil, Errorf(http.StatusBadRequest, vaultapi.CodeTruncated, "the seed manifest ended after %d of %d bytes; nothing was registered", vr.n, r.ContentLength)
+}
+
 // registerSeed serves PUT RouteSeeds/<id>: 201 with the new record, 200
 // when the seed was registered already.
 func (s *Server) registerSeed(w http.ResponseWriter, r *http.Request, sw store.Swapper, p *Principal, id string) {
@@ -202,13 +230,13 @@ func (s *Server) registerSeed(w http.ResponseWriter, r *http.Request, sw store.S
 		writeError(w, r, e)
 		return
 	}
-	if s.seeds == nil {
-		writeError(w, r, s.noSeeds())
-		return
-	}
-	body, e := readBody(w, r, vaultapi.MaxSeedManifest)
+	body, e := s.readManifest(w, r)
 	if e != nil {
 		writeError(w, r, e)
+		return
+	}
+	if s.seeds == nil {
+		writeError(w, r, s.noSeeds())
 		return
 	}
 	var head struct {

@@ -279,6 +279,8 @@ func TestSecurityTable(t *testing.T) {
 		{id: "37e seeds unauthenticated", q: req{method: "GET", target: "/v1/seeds"}, status: 401, code: "unauthenticated", msg: "missing credential"},
 		{id: "37f seed registration without a registry", q: req{method: "PUT", target: "/v1/seeds/" + strings.Repeat("a", 64), cred: f.credA, body: []byte("{}"),
 			header: map[string][]string{"Coffer-Seed-Signature": {strings.Repeat("ab", 64)}}}, status: 503, code: "store_unavailable", msg: "not available"},
+		{id: "37i seed registration chunked", q: req{method: "PUT", target: "/v1/seeds/" + strings.Repeat("a", 64), cred: f.credA, body: []byte("{}"), noLength: true,
+			header: map[string][]string{"Coffer-Seed-Signature": {strings.Repeat("ab", 64)}}}, status: 411, code: "length_required", msg: "Content-Length"},
 		{id: "37g signing key body > 4 KiB", q: req{method: "POST", target: "/v1/signing-key", cred: f.credA, body: bytes.Repeat([]byte(" "), 5000)}, status: 413, code: "too_large", msg: "over 4096 bytes"},
 		{id: "37h seed confirm GET", q: req{method: "GET", target: "/v1/seeds/" + strings.Repeat("a", 64) + "/confirm", cred: f.credA}, status: 405, code: "method_not_allowed", msg: "not allowed"},
 		{id: "36c Range 5-2", q: req{method: "GET", target: "/v1/repo/" + f.packA, cred: f.credA, header: map[string][]string{"Range": {"bytes=5-2"}}}, status: 416, code: "invalid_range", msg: "ends before"},

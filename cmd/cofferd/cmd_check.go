@@ -260,7 +260,11 @@ func printChecks(g *globals, out *checkOut) {
 		if k.PacksRead > 0 {
 			fmt.Fprintf(g.stdout, ", %d read (%.4g%%, seed %s)", k.PacksRead, k.ReadDataPercent, termtext.Clean(k.SampleSeed))
 		}
-		fmt.Fprintf(g.stdout, ": %d error(s)\n", tc.Errors)
+		fmt.Fprintf(g.stdout, ": %d error(s)", tc.Errors)
+		if k.Waiting > 0 {
+			fmt.Fprintf(g.stdout, ", %d snapshot(s) waiting on a seed in transit", k.Waiting)
+		}
+		fmt.Fprintln(g.stdout)
 		if k.Empty {
 			fmt.Fprintln(g.stdout, "  no repository yet (its agent has not run coffer init)")
 		}
