@@ -612,6 +612,9 @@ func (v *Client) statusError(resp *http.Response, method, name string) error {
 }
 
 func mapVaultError(ve *Error, wait time.Duration, method string) error {
+	if err := seedPending(ve, method); err != nil {
+		return err
+	}
 	switch ve.Code {
 	case vaultapi.CodeBadName, vaultapi.CodeBadPath, vaultapi.CodeBadPrefix:
 		return fmt.Errorf("%w: %w", store.ErrInvalidName, ve)
