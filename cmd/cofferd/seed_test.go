@@ -226,6 +226,9 @@ func TestSeedImportKilled(t *testing.T) {
 		if err != nil || d.IsDir() {
 			return err
 		}
+		if strings.HasPrefix(d.Name(), ".tmp-") {
+			return nil // a write the kill interrupted: not an object (the local store lists none, and removes it later)
+		}
 		name, _ := filepath.Rel(filepath.Join(dir, "repos", tn.ID), p)
 		b, err := os.ReadFile(p)
 		if err != nil || string(b) != string(objects[filepath.ToSlash(name)]) {
