@@ -23,10 +23,11 @@ type State struct {
 	Ledger   *ledger.Ledger
 }
 
-// Configure fills cfg's Auth, Enroller, Tenants and Ledger from st, and
-// its Escrow (which reads slots from cfg.Data: set Data first).
+// Configure fills cfg's Auth, Enroller, Tenants, Ledger and Seeds from st,
+// and its Escrow (which reads slots from cfg.Data: set Data first).
 func (st *State) Configure(cfg *Config) {
 	cfg.Auth, cfg.Enroller, cfg.Tenants, cfg.Ledger = st, st, st, st
+	cfg.Seeds = st.Registry
 	cfg.Escrow = &escrowState{reg: st.Registry, data: cfg.Data}
 }
 

@@ -11,23 +11,32 @@ import (
 	"github.com/cofferhq/coffer/internal/vaultapi"
 )
 
-// readSmallJSON decodes a small JSON body strictly (no unknown fields, no
-// trailing data, at most max bytes).
-func readSmallJSON(w http.ResponseWriter, r *http.Request, max int64, v any) *Error {
+// readBody reads a request body of at most max bytes.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, *Error) {
 	if r.ContentLength > max {
-		return Errorf(http.StatusRequestEntityTooLarge, vaultapi.CodeTooLarge, "request body over %d bytes", max)
+		return nil, Errorf(http.StatusRequestEntityTooLarge, vaultapi.CodeTooLarge, "request body over %d bytes", max)
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return Errorf(http.StatusRequestEntityTooLarge, vaultapi.CodeTooLarge, "request body over %d bytes", max)
+			return nil, Errorf(http.StatusRequestEntityTooLarge, vaultapi.CodeTooLarge, "request body over %d bytes", max)
 		}
 		if isTimeout(err) {
 			w.Header().Set("Connection", "close")
-			return Errorf(http.StatusRequestTimeout, vaultapi.CodeTooSlow, "the request body did not arrive in time; send it with the request")
+			return nil, Errorf(http.StatusRequestTimeout, vaultapi.CodeTooSlow, "the request body did not arrive in time; send it with the request")
 		}
-		return Errorf(http.StatusBadRequest, vaultapi.CodeTruncated, "request body could not be read")
+		return nil, Errorf(http.StatusBadRequest, vaultapi.CodeTruncated, "request body could not be read")
+	}
+	return b, nil
+}
+
+// readSmallJSON decodes a small JSON body strictly (no unknown fields, no
+// trailing data, at most max bytes).
+func readSmallJSON(w http.ResponseWriter, r *http.Request, max int64, v any) *Error {
+	b, e := readBody(w, r, max)
+	if e != nil {
+		return e
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -83,6 +84,10 @@ func routeOf(path string) string {
 		return "escrow_slot"
 	case path == vaultapi.RouteHealthz:
 		return "healthz"
+	case path == vaultapi.RouteSigningKey:
+		return "signing_key"
+	case path == vaultapi.RouteSeeds || strings.HasPrefix(path, vaultapi.RouteSeeds+"/"):
+		return "seeds"
 	}
 	return "other"
 }

@@ -398,7 +398,7 @@ func (s *Server) getObject(w http.ResponseWriter, r *http.Request, p *Principal,
 	fi, err := s.objectInfo(ctx, r.Method, kind, key)
 	size := fi.Size
 	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, r, Errorf(http.StatusNotFound, vaultapi.CodeNotFound, "no object %s", name))
+		writeError(w, r, s.notFound(ctx, r, p, name, kind))
 		return
 	}
 	if err != nil {
@@ -491,8 +491,17 @@ func (s *Server) getObject(w http.ResponseWriter, r *http.Request, p *Principal,
 	h.Del("Content-Range")
 	if errors.Is(err, store.ErrNotFound) {
 		s.sizes.Remove(key)
-		writeError(w, r, Errorf(http.StatusNotFound, vaultapi.CodeNotFound, "no object %s", name))
+		writeError(w, r, s.notFound(ctx, r, p, name, kind))
 		return
 	}
 	writeError(w, r, s.apiError(r, err))
+}
+
+// notFound answers a read of an object the vault does not hold: 404, or
+// 409 seed_pending for a pack that travels on a seed in transit.
+func (s *Server) notFound(ctx context.Context, r *http.Request, p *Principal, name string, kind vaultapi.Kind) *Error {
+	if kind == vaultapi.KindPack {
+		return s.pendingPack(ctx, r, p, name)
+	}
+	return Errorf(http.StatusNotFound, vaultapi.CodeNotFound, "no object %s", name)
 }

@@ -20,7 +20,8 @@ import (
 const statPacksUpTo = 256
 
 // acceptReceipt checks a receipt before the vault stores it: it parses,
-// every pack it names exists, and garbage collection gives back the packs
+// every pack it names exists (or travels on its seed, still in transit),
+// and garbage collection gives back the packs
 // it had marked (or refuses, when one is being deleted).
 func (s *Server) acceptReceipt(ctx context.Context, r *http.Request, p *Principal, body []byte) *Error {
 	rc, err := vaultapi.ParseReceipt(body)
@@ -32,8 +33,10 @@ func (s *Server) acceptReceipt(ctx context.Context, r *http.Request, p *Principa
 		return s.apiError(r, err)
 	}
 	if len(missing) > 0 {
-		return Errorf(http.StatusUnprocessableEntity, vaultapi.CodeBadReceipt,
-			"the receipt of snapshot %s names %d packs the vault does not hold (%s): upload them first", rc.Snapshot, len(missing), firstFew(missing))
+		// Accepted only when they travel on the receipt's seed in transit.
+		if e := s.seedExcuses(ctx, r, p, rc, missing); e != nil {
+			return e
+		}
 	}
 	sw := s.state
 	if sw == nil {

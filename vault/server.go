@@ -19,6 +19,7 @@ import (
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
+	"github.com/cofferhq/coffer/vault/jobs"
 )
 
 // Principal is the authenticated caller of a request: the tenant comes only
@@ -88,8 +89,11 @@ type Config struct {
 	Tenants  TenantSource
 	Ledger   Ledger
 	Escrow   Escrow
-	Limits   Limits
-	Log      *slog.Logger
+	// Seeds, if set, serves the signing-key route and seed registration
+	// (they need the tenant's record); nil: they answer 503.
+	Seeds  SeedRegistry
+	Limits Limits
+	Log    *slog.Logger
 	// Registerer receives the metrics; nil makes a private registry with
 	// the Go and process collectors. Gatherer serves MetricsHandler (nil:
 	// Registerer if it is a Gatherer, else prometheus.DefaultGatherer).
@@ -112,6 +116,8 @@ type Server struct {
 	tenants TenantSource
 	ledger  Ledger
 	escrow  Escrow
+	seeds   SeedRegistry
+	packs   *jobs.SeedPacks // the pack sets of registered seeds
 	lim     Limits
 	limits  *limiter
 	log     *slog.Logger
@@ -143,7 +149,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		data: cfg.Data, auth: cfg.Auth, enroll: cfg.Enroller, tenants: cfg.Tenants, ledger: cfg.Ledger,
-		escrow: cfg.Escrow, lim: cfg.Limits.withDefaults(), log: cfg.Log, clock: cfg.Clock, probe: cfg.Probe,
+		escrow: cfg.Escrow, seeds: cfg.Seeds, lim: cfg.Limits.withDefaults(), log: cfg.Log, clock: cfg.Clock, probe: cfg.Probe,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewJSONHandler(io.Discard, nil))
@@ -176,6 +182,7 @@ func New(cfg Config) (*Server, error) {
 	// store, below the per-tenant counting.
 	s.state, _ = store.As[store.Swapper](s.data)
 	s.data = &tenantStore{Store: s.data, requests: m.storeRequests}
+	s.packs = jobs.NewSeedPacks(s.data)
 	if s.probe == nil {
 		s.probe = func(ctx context.Context) error {
 			_, err := s.data.Stat(ctx, "vault/format")
@@ -245,6 +252,13 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, path, query strin
 		s.handleEscrowSlot(w, r)
 	case path == vaultapi.RouteSession || strings.HasPrefix(path, vaultapi.RouteSession+"/"):
 		s.handleSession(w, r, path)
+	case path == vaultapi.RouteSigningKey:
+		if !allowMethods(w, r, http.MethodPost) {
+			return
+		}
+		s.handleSigningKey(w, r)
+	case path == vaultapi.RouteSeeds || strings.HasPrefix(path, vaultapi.RouteSeeds+"/"):
+		s.handleSeeds(w, r, path)
 	case path == vaultapi.RouteHealthz:
 		if !allowMethods(w, r, http.MethodGet, http.MethodHead) {
 			return

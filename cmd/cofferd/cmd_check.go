@@ -164,7 +164,14 @@ func (g *globals) checkTenant(ctx context.Context, data store.Store, t *registry
 		return nil, err
 	}
 	tc := &tenantCheckOut{Tenant: t.Name, ID: t.ID}
-	keyless := jobs.KeylessOptions{SampleSeed: f.seed, MaxPackSize: f.maxPack, Receipts: jobs.Receipts{}}
+	receipts := jobs.Receipts{}
+	if sw, ok := store.As[store.Swapper](data); ok {
+		// Snapshots waiting on a seed in transit are counted, not errors.
+		if receipts.Seeds, err = jobs.LoadTenantSeeds(ctx, sw, jobs.NewSeedPacks(data), t.ID); err != nil {
+			return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
+		}
+	}
+	keyless := jobs.KeylessOptions{SampleSeed: f.seed, MaxPackSize: f.maxPack, Receipts: receipts}
 	if f.escrowKey == "" || t.Escrow.Status != vaultapi.EscrowYes {
 		keyless.ReadDataPercent = f.percent // else the full check reads the sample
 	}
@@ -253,7 +260,11 @@ func printChecks(g *globals, out *checkOut) {
 		if k.PacksRead > 0 {
 			fmt.Fprintf(g.stdout, ", %d read (%.4g%%, seed %s)", k.PacksRead, k.ReadDataPercent, termtext.Clean(k.SampleSeed))
 		}
-		fmt.Fprintf(g.stdout, ": %d error(s)\n", tc.Errors)
+		fmt.Fprintf(g.stdout, ": %d error(s)", tc.Errors)
+		if k.Waiting > 0 {
+			fmt.Fprintf(g.stdout, ", %d snapshot(s) waiting on a seed in transit", k.Waiting)
+		}
+		fmt.Fprintln(g.stdout)
 		if k.Empty {
 			fmt.Fprintln(g.stdout, "  no repository yet (its agent has not run coffer init)")
 		}

@@ -227,8 +227,13 @@ func (g *globals) drillTenant(ctx context.Context, data store.Store, t *registry
 	if err != nil {
 		return fmt.Errorf("tenant %s: listing snapshots: %w", t.Name, err)
 	}
+	snaps, waiting, err := tr.readySnapshots(ctx, snaps, f.name)
+	if err != nil {
+		return err
+	}
+	out.Skipped = append(out.Skipped, waiting...)
 	names, byName := drill.ByVM(snaps, f.name)
-	if len(names) == 0 {
+	if len(names) == 0 && len(waiting) == 0 {
 		out.Skipped = append(out.Skipped, drillSkip{Tenant: t.Name, VM: f.name, Reason: "no snapshot to drill"})
 	}
 	for _, vm := range names {

@@ -135,7 +135,7 @@ func newRoot(g *globals) *cobra.Command {
 	}
 	root.AddCommand(newInitCmd(g), newTenantCmd(g), newHealthCmd(g), newEscrowCmd(g), newRestoreCmd(g), newNBDCmd(g), newVersionCmd(g))
 	root.AddCommand(newDrillCmd(g), newGCCmd(g), newCheckCmd(g), newPruneCmd(g))
-	root.AddCommand(newStatusCmd(g))
+	root.AddCommand(newStatusCmd(g), newSeedCmd(g))
 	root.Version = buildinfo.Version()
 	if serveCommand != nil {
 		root.AddCommand(serveCommand(g))

@@ -22,6 +22,7 @@ import (
 type tenantRepo struct {
 	tenant *registry.Tenant
 	repo   *repo.Repo
+	vault  store.Store // the vault's store (receipts, seed records)
 	close  func()
 }
 
@@ -64,7 +65,7 @@ func (g *globals) openTenantRepo(ctx context.Context, tenant, escrowKey string) 
 	}); err != nil {
 		return fail(fmt.Errorf("tenant %s: loading the index: %w", t.Name, err))
 	}
-	return &tenantRepo{tenant: t, repo: r, close: func() { stack.Provider.Close() }}, nil
+	return &tenantRepo{tenant: t, repo: r, vault: stack.Retry, close: func() { stack.Provider.Close() }}, nil
 }
 
 // openVaultStack opens the vault's store (its retry layer for reading
@@ -123,6 +124,9 @@ func (g *globals) tenantSnapshot(ctx context.Context, tenant, escrowKey, ref, na
 		return nil, nil, err
 	}
 	snap, err := tr.repo.FindSnapshot(ctx, ref, name)
+	if err == nil {
+		err = tr.seedWait(ctx, snap.ID)
+	}
 	if err != nil {
 		tr.close()
 		return nil, nil, fmt.Errorf("tenant %s: %w", tr.tenant.Name, err)

@@ -31,7 +31,7 @@ func (e *Unrepairable) Error() string {
 	if len(e.Files) > shown {
 		list += fmt.Sprintf(" and %d more", len(e.Files)-shown)
 	}
-	return fmt.Sprintf("parity cannot repair the damage: %d shards are unknown in the same bytes where its %d parity shards rebuild at most %d; damaged files involved: %s; get those files from another copy of the seed or export a new seed",
+	return fmt.Sprintf("parity cannot repair the damage: %d shards are unknown in the same bytes, and %d parity shards rebuild at most %d; damaged files involved: %s; get those files from another copy of the seed or export a new seed",
 		e.Unknown, e.Parity, e.Parity, list)
 }
 

@@ -186,6 +186,9 @@ func (sm *shardMap) readShard(s int, off int64, buf []byte, open OpenFunc) (int6
 // readAt reads len(p) bytes of file i at off.
 func readAt(open OpenFunc, i int, p []byte, off int64) error {
 	r, err := open(i)
+	if err == nil && r == nil {
+		err = errors.New("no reader given")
+	}
 	if err != nil {
 		return fmt.Errorf("parity: opening file %d: %w", i, err)
 	}
@@ -206,6 +209,9 @@ func readAt(open OpenFunc, i int, p []byte, off int64) error {
 // writeAt writes p to file i at off and closes it when it is a Closer.
 func writeAt(create WriteFunc, i int, p []byte, off int64) error {
 	w, err := create(i)
+	if err == nil && w == nil {
+		err = errors.New("no writer given")
+	}
 	if err != nil {
 		return err
 	}

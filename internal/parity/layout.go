@@ -94,13 +94,16 @@ func plan(sizes []int64, share float64, limit int) (*Layout, error) {
 	return l, nil
 }
 
-// parityCount is the smallest m with m >= share*(n+m).
+// parityCount is the smallest m with m >= share*(n+m). A share is meant as
+// a decimal (0.14 is 14%), so the products are rounded down by a relative
+// 1e-9 before comparing: 0.14*50 is 7.000000000000001 in floating point.
 func parityCount(n int, share float64) int {
+	need := func(m int) float64 { return share * float64(n+m) * (1 - 1e-9) }
 	m := max(1, int(math.Ceil(share*float64(n)/(1-share))))
-	for m > 1 && float64(m-1) >= share*float64(n+m-1) {
+	for m > 1 && float64(m-1) >= need(m-1) {
 		m--
 	}
-	for float64(m) < share*float64(n+m) {
+	for float64(m) < need(m) {
 		m++
 	}
 	return m

@@ -10,8 +10,8 @@ import (
 
 // Repair rebuilds the damaged data files (indexes into sizes; parity file j
 // is len(sizes)+j) from the intact files and the intact parity files: out(i)
-// receives damaged data file i whole, its size in sizes (out is called for
-// every damaged data file, empty ones included). It never opens a damaged
+// receives damaged data file i whole, its size in sizes (out(i) is called
+// for each window of the file, once for an empty file). It never opens a damaged
 // file and needs nothing for damaged parity files. When Check refuses the
 // damage, Repair returns its *Unrepairable before writing anything. The
 // caller verifies the rebuilt files' hashes.
@@ -43,14 +43,20 @@ func Repair(ctx context.Context, l *Layout, sizes []int64, damaged []int, open O
 		return err
 	}
 	r := &repairer{sm: sm, c: c, open: open, out: out, o: o, parity: intactParity(sm, d)}
-	for _, sg := range segs {
-		for at := sg.start; at < sg.end; at += c.w {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := r.window(ctx, at, min(c.w, sg.end-at), sg.files); err != nil {
-				return err
-			}
+	var at int64 // the window: [at, end) on a grid of c.w
+	for first := 0; first < len(segs); {
+		at = max(at, segs[first].start/c.w*c.w)
+		end := min(at+c.w, l.ShardSize)
+		last := first
+		for last < len(segs) && segs[last].start < end {
+			last++
+		}
+		if err := r.columns(ctx, at, end, segs[first:last]); err != nil {
+			return err
+		}
+		at, first = end, last
+		if first > 0 && segs[first-1].end > end {
+			first-- // the segment goes on into the next window
 		}
 	}
 	return nil
@@ -120,6 +126,32 @@ type repairer struct {
 	parity []int // intact parity shards
 }
 
+// columns rebuilds the damaged files in columns [at, end), one window,
+// given the segments that overlap it. When the window's damaged files
+// together leave few enough shards unknown (always when each file has its
+// own shard, since all shards start at column 0) it is one reconstruction;
+// otherwise each segment's part is one.
+func (r *repairer) columns(ctx context.Context, at, end int64, segs []segment) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var union []int
+	for _, sg := range segs {
+		union = append(union, sg.files...)
+	}
+	slices.Sort(union)
+	if union = slices.Compact(union); r.unknownShards(union) <= len(r.parity) {
+		return r.window(ctx, at, end-at, union)
+	}
+	for _, sg := range segs {
+		lo, hi := max(sg.start, at), min(sg.end, end)
+		if err := r.window(ctx, lo, hi-lo, sg.files); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // window rebuilds columns [at, at+n) of the damaged files given, reading
 // the intact data shards and as many intact parity shards as shards are
 // unknown.
@@ -134,7 +166,7 @@ func (r *repairer) window(ctx context.Context, at, n int64, damaged []int) error
 	for _, i := range damaged {
 		c.shards[r.sm.l.Placement(i).Shard] = c.bufs[r.sm.l.Placement(i).Shard][:0]
 	}
-	for _, s := range r.parity[:len(damaged)] {
+	for _, s := range r.parity[:r.unknownShards(damaged)] {
 		c.shards[s] = c.bufs[s][:n]
 	}
 	if _, err := r.sm.readShards(ctx, at, c.shards, r.open, r.o.readers()); err != nil {
@@ -158,4 +190,13 @@ func (r *repairer) window(ctx context.Context, at, n int64, damaged []int) error
 	}
 	r.o.progress(done)
 	return nil
+}
+
+// unknownShards is the number of shards the damaged files lie in.
+func (r *repairer) unknownShards(damaged []int) int {
+	shards := make(map[int]bool, len(damaged))
+	for _, i := range damaged {
+		shards[r.sm.l.Placement(i).Shard] = true
+	}
+	return len(shards)
 }

@@ -38,11 +38,14 @@ func (l *Layout) index(sizes []int64) (*shardMap, error) {
 	if err != nil {
 		return nil, err
 	}
+	sm := &shardMap{l: l, sizes: sizes}
+	if err := sm.sort(); err != nil {
+		return nil, err
+	}
 	if want := shardSize(end); l.ShardSize != want {
 		return nil, badLayout("shard size is %d bytes, but its files need %d", l.ShardSize, want)
 	}
-	sm := &shardMap{l: l, sizes: sizes}
-	return sm, sm.sort()
+	return sm, nil
 }
 
 func badLayout(format string, args ...any) error {

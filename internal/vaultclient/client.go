@@ -630,6 +630,9 @@ func (v *Client) statusError(resp *http.Response, method, name string) error {
 }
 
 func mapVaultError(ve *Error, wait time.Duration, method string) error {
+	if err := seedPending(ve, method); err != nil {
+		return err
+	}
 	switch ve.Code {
 	case vaultapi.CodeBadName, vaultapi.CodeBadPath, vaultapi.CodeBadPrefix:
 		return fmt.Errorf("%w: %w", store.ErrInvalidName, ve)
@@ -647,9 +650,6 @@ func mapVaultError(ve *Error, wait time.Duration, method string) error {
 		return fmt.Errorf("%w: the vault is append-only: agents cannot delete objects (%w)", store.ErrDenied, ve)
 	case vaultapi.CodeTenantSuspended:
 		return fmt.Errorf("%w: %w; contact your provider", store.ErrDenied, ve)
-	case vaultapi.CodeSeedPending:
-		// Not ErrNotFound: the object exists, on a disk still travelling.
-		return &store.PermanentError{Err: fmt.Errorf("%w: %w", ErrSeedPending, ve)}
 	case vaultapi.CodeSeedInTransit, vaultapi.CodeSigningKeyMismatch, vaultapi.CodeNoSigningKey, vaultapi.CodeBadSeed:
 		// 409s and a 422 that no retry changes; never ErrExists, which
 		// a caller could take for "done already".
@@ -670,10 +670,6 @@ func mapVaultError(ve *Error, wait time.Duration, method string) error {
 		return fmt.Errorf("%w: the vault refused the request; contact your provider: %w", store.ErrDenied, ve)
 	case s == http.StatusNotFound:
 		return fmt.Errorf("%w: %w", store.ErrNotFound, ve)
-	case s == http.StatusConflict && method == http.MethodHead && ve.Code == "":
-		// A HEAD reply has no body to name its code; the one conflict a
-		// read meets is a pack on a seed not imported yet.
-		return &store.PermanentError{Err: fmt.Errorf("%w (the vault answered 409 to a HEAD; coffer seed status names the seed): %w", ErrSeedPending, ve)}
 	case s == http.StatusConflict:
 		return fmt.Errorf("%w: %w", store.ErrExists, ve)
 	case s == http.StatusRequestedRangeNotSatisfiable:

@@ -26,11 +26,6 @@ const (
 	maxSeedRepaired = seed.MaxFiles
 )
 
-// ErrSeedPending is wrapped by errors of reads the vault refuses because
-// the object travels on a seed it has not imported yet (CodeSeedPending).
-// The error also carries the vault's message, which names the seed.
-var ErrSeedPending = errors.New("waiting on a seed the vault has not imported yet")
-
 // ValidSeedID reports whether s is a seed ID: 64 lower-case hex digits.
 func ValidSeedID(s string) bool {
 	if len(s) != 64 {

@@ -40,6 +40,9 @@ const (
 	// around the vault (which refuses such names). A warning: it holds
 	// none of the tenant's data.
 	ProblemForeign = "foreign"
+	// ProblemWaiting: a receipt needs packs that travel on a seed the
+	// vault has not imported yet. Not an error: the snapshot waits.
+	ProblemWaiting = "waiting"
 )
 
 // DefaultCheckWorkers is how many objects a keyless check reads at once.
@@ -48,7 +51,7 @@ const DefaultCheckWorkers = 4
 // Problem is one finding of a keyless check, naming the object.
 type Problem struct {
 	Object  string `json:"object"`
-	Kind    string `json:"kind"` // ProblemDamaged, ProblemMissing, ProblemUnreadable or ProblemForeign
+	Kind    string `json:"kind"` // ProblemDamaged, ProblemMissing, ProblemUnreadable, ProblemForeign or ProblemWaiting
 	Message string `json:"message"`
 }
 
@@ -98,14 +101,16 @@ type KeylessReport struct {
 	SampleSeed      string    `json:"sample_seed,omitempty"`
 	Empty           bool      `json:"empty"` // no object at all: the tenant's agent has not run coffer init
 	ReceiptsChecked bool      `json:"receipts_checked"`
+	Waiting         int       `json:"waiting"` // receipts waiting on a seed in transit (ProblemWaiting)
 	Problems        []Problem `json:"problems"`
 }
 
-// Errors counts the problems that fail a check (all but foreign objects).
+// Errors counts the problems that fail a check (all but foreign objects
+// and snapshots waiting on a seed).
 func (r *KeylessReport) Errors() int {
 	n := 0
 	for _, p := range r.Problems {
-		if p.Kind != ProblemForeign {
+		if p.Kind != ProblemForeign && p.Kind != ProblemWaiting {
 			n++
 		}
 	}
@@ -319,6 +324,11 @@ func (c *keylessCheck) receipts(ctx context.Context, objects []store.Info) error
 	c.report.ReceiptsChecked = true
 	c.mu.Lock()
 	c.report.Problems = append(c.report.Problems, ps...)
+	for _, p := range ps {
+		if p.Kind == ProblemWaiting {
+			c.report.Waiting++
+		}
+	}
 	c.mu.Unlock()
 	return nil
 }

@@ -18,6 +18,12 @@
 // killed at any point and run again, and several replicas may run at once:
 // every decision is re-checked against the document it changes.
 //
+// seedimport.go is cofferd seed import: a seed disk verified (tenant,
+// signature, every hash), repaired from parity, and uploaded into its
+// tenant's space under the tenant's import lease, each object reserved in
+// the ledger tagged with the job, so a killed run's reservations are
+// settled at once by the next (ledger.SettleJob); then marked imported.
+//
 // status.go is cofferd status: ComputeStatus, a pure function from each
 // tenant's receipts, recovery point objectives, drill evidence, run records
 // and usage to a typed report of every VM's state against its objective;

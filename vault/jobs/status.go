@@ -38,9 +38,12 @@ const AbsentFactor = 2
 type ReceiptSummary struct {
 	Name string    // the VM (snapshot name)
 	Time time.Time // the snapshot's time
-	// Seed: the snapshot waits on a seed. No seed is imported yet, so any
-	// seed counts as waiting and never meets an objective.
+	// Seed: the snapshot waits on a seed in transit (SeedBook.InTransit
+	// of SeedID): it never meets an objective. Once the seed is imported
+	// the snapshot counts as any other.
 	Seed bool
+	// SeedID is the seed the receipt names, if any.
+	SeedID string
 	// Snapshot is the snapshot's ID.
 	Snapshot string
 }

@@ -64,6 +64,9 @@ func (s *StatusReader) Read(ctx context.Context, t *registry.Tenant) (*TenantInp
 	if err := s.readReceipts(ctx, sub, ti); err != nil {
 		return nil, err
 	}
+	if err := s.markWaiting(ctx, ti); err != nil {
+		return nil, err
+	}
 	if ti.Orphans, err = countOrphans(ctx, sub, ti.Receipts); err != nil {
 		return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
 	}
@@ -141,12 +144,32 @@ func (s *StatusReader) readReceipts(ctx context.Context, sub store.Store, ti *Te
 				s.log().Warn("receipt unreadable for status", "tenant", ti.Tenant.Name, "object", name, "err", err.Error())
 				continue
 			}
-			sum = ReceiptSummary{Name: rc.Name, Time: rc.Time, Seed: rc.Seed != "", Snapshot: rc.Snapshot}
+			sum = ReceiptSummary{Name: rc.Name, Time: rc.Time, SeedID: rc.Seed, Snapshot: rc.Snapshot}
 		}
 		next[name] = sum
 		ti.Receipts = append(ti.Receipts, sum)
 	}
 	keep(s, s.receipts, ti.Tenant.ID, next)
+	return nil
+}
+
+// markWaiting sets Seed on the receipts that wait on a seed in transit.
+// The summaries are cached without it: a seed's import changes the answer.
+func (s *StatusReader) markWaiting(ctx context.Context, ti *TenantInput) error {
+	var book *SeedBook
+	for i := range ti.Receipts {
+		rc := &ti.Receipts[i]
+		if rc.SeedID == "" {
+			continue
+		}
+		if book == nil {
+			var err error
+			if book, err = LoadSeedBook(ctx, s.Meta, ti.Tenant.ID); err != nil {
+				return fmt.Errorf("tenant %s: %w", ti.Tenant.Name, err)
+			}
+		}
+		rc.Seed = book.InTransit(rc.SeedID)
+	}
 	return nil
 }
 

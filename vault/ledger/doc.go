@@ -9,5 +9,7 @@
 // object exists with the reserved size it is committed, otherwise dropped.
 // That is exact because the server stops writing an upload one minute before
 // its reservation expires, settlement waits two minutes more, and a name has
-// at most one reservation at a time.
+// at most one reservation at a time. A job's reservations carry its name
+// (Meta.Job); SettleJob settles those at once, before the job's next run,
+// when a lease guarantees the killed run no longer writes.
 package ledger

@@ -38,6 +38,10 @@ var ErrBusy = errors.New("another upload of this object is in progress")
 type Meta struct {
 	LogicalBytes, DataBytes int64
 	Credential              string
+	// Job tags the reservation with the job that holds it (a seed import:
+	// "seed-import-<tid>"), so the job's next run settles what a killed
+	// run left (SettleJob). Uploads through the HTTP API leave it empty.
+	Job string
 }
 
 // maxKeyUploads bounds Usage.KeyUploads; later key slots are not recorded.
@@ -52,8 +56,10 @@ type Reserved struct {
 	Logical int64  `json:"logical,omitempty"`
 	Data    int64  `json:"data,omitempty"`
 	// Credential uploads a key slot (key slots only).
-	Credential string    `json:"credential,omitempty"`
-	Expires    time.Time `json:"expires"`
+	Credential string `json:"credential,omitempty"`
+	// Job is Meta.Job.
+	Job     string    `json:"job,omitempty"`
+	Expires time.Time `json:"expires"`
 }
 
 // Usage is vault/usage/<tid>.json.
@@ -161,7 +167,7 @@ func (l *Ledger) Reserve(ctx context.Context, t *registry.Tenant, name string, k
 		return nil, err
 	}
 	res := &Reservation{Tenant: t.ID, l: l, Reserved: Reserved{ID: id, Name: name, Kind: k.String(), Size: size,
-		Logical: m.LogicalBytes, Data: m.DataBytes, Expires: l.now().Add(ttl)}}
+		Logical: m.LogicalBytes, Data: m.DataBytes, Job: m.Job, Expires: l.now().Add(ttl)}}
 	if k != vaultapi.KindSnapshot {
 		res.Logical, res.Data = 0, 0
 	}
