@@ -22,7 +22,10 @@ func newSeedStatusCmd(g *globals) *cobra.Command {
 		Long: `Show the seeds registered with the vault: travelling, or imported with the
 vault's import report (files, bytes, repairs, the signer). Until a seed's
 report is clean, keep the source it was exported from; once it is clean,
-confirm it with coffer seed confirm ID.`,
+confirm it with coffer seed confirm ID. Like every seed command it first
+sends the repository's signing key to the vault (for tenants enrolled
+before seeds), which opens the repository: with the key this agent keeps,
+else with the passphrase; if that fails it warns and goes on.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
