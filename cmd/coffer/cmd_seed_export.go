@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -383,7 +385,11 @@ func (g *globals) registerExport(ctx context.Context, ex *seedExportRun, s *seed
 		return fmt.Errorf("the seed in %s is complete, but registering it with the vault failed: %w; run the same export again to register it", ex.root, err)
 	}
 	out.Registered, out.Vault = true, info
-	rep, err := s.SendSmall(ctx, ex.base)
+	meta, err := metadataPacks(ctx, ex.r, s.Manifest)
+	if err != nil {
+		return err
+	}
+	rep, err := s.SendSmall(ctx, ex.base, meta)
 	if err != nil {
 		return fmt.Errorf("the seed is registered, but sending its index files, receipts and snapshots failed: %w; run the same export again to send the rest", err)
 	}
@@ -409,4 +415,29 @@ func (g *globals) seedExportSummary(out *seedExportJSON, dir string) {
 	}
 	g.say("ship %s", dir)
 	g.say("over the WAN at %s this would take %s", bitRateText(out.Uplink/8), durationText(time.Duration(out.WANSeconds*float64(time.Second))))
+}
+
+// metadataPacks returns the IDs of the seed's packs of snapshot metadata
+// (region maps, map lists, VM metadata), read from their headers in the
+// seed: they travel over the WAN with the index, since the next
+// changed-block night reads its parent's maps.
+func metadataPacks(ctx context.Context, r *repo.Repo, m *seed.Manifest) (map[string]bool, error) {
+	out := map[string]bool{}
+	for _, f := range m.Objects {
+		if !strings.HasPrefix(f.Name, "data/") {
+			continue
+		}
+		id, err := pack.ParseID(vaultapi.NameDigest(f.Name))
+		if err != nil {
+			return nil, err
+		}
+		entries, err := r.ReadPackHeader(ctx, id, f.Size)
+		if err != nil {
+			return nil, fmt.Errorf("reading the header of the seed's %s: %w", f.Name, err)
+		}
+		if slices.ContainsFunc(entries, func(e pack.Entry) bool { return e.Type == pack.TypeMeta }) {
+			out[id.String()] = true
+		}
+	}
+	return out, nil
 }

@@ -92,9 +92,10 @@ func TestSendSmall(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	packBody, snapBody := []byte("pack bytes"), []byte("sealed snapshot")
-	pack, snap := sum(packBody), sum(snapBody)
+	packBody, metaBody, snapBody := []byte("pack bytes"), []byte("metadata pack bytes"), []byte("sealed snapshot")
+	pack, metaPack, snap := sum(packBody), sum(metaBody), sum(snapBody)
 	write("data/"+pack[:2]+"/"+pack, packBody)
+	write("data/"+metaPack[:2]+"/"+metaPack, metaBody)
 	write("index/"+sum([]byte("idx")), []byte("idx"))
 	write("snapshots/"+snap, snapBody)
 	rc := &vaultapi.Receipt{Version: vaultapi.ReceiptVersion, Snapshot: snap, Name: "web", Time: time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC),
@@ -118,13 +119,14 @@ func TestSendSmall(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst := &recordingStore{Store: local, meta: map[string]store.ObjectMeta{}}
-	rep, err := s.SendSmall(t.Context(), dst)
-	if err != nil || rep.Sent != 3 || rep.Present != 0 {
-		t.Fatalf("SendSmall = %+v, %v; want 3 sent", rep, err)
+	metaPacks := map[string]bool{metaPack: true}
+	rep, err := s.SendSmall(t.Context(), dst, metaPacks)
+	if err != nil || rep.Sent != 4 || rep.Present != 0 {
+		t.Fatalf("SendSmall = %+v, %v; want 4 sent", rep, err)
 	}
-	want := []string{"index/" + sum([]byte("idx")), "receipts/" + sum(rb), "snapshots/" + snap}
+	want := []string{"data/" + metaPack[:2] + "/" + metaPack, "index/" + sum([]byte("idx")), "receipts/" + sum(rb), "snapshots/" + snap}
 	if !slices.Equal(dst.puts, want) {
-		t.Fatalf("sent %q; want %q in that order, no pack", dst.puts, want)
+		t.Fatalf("sent %q; want %q in that order, the metadata pack but no data pack", dst.puts, want)
 	}
 	if got := dst.meta["snapshots/"+snap]; got != (store.ObjectMeta{LogicalBytes: 1000, DataBytes: 600}) {
 		t.Fatalf("snapshot sent with %+v; want its receipt's sizes", got)
@@ -133,8 +135,8 @@ func TestSendSmall(t *testing.T) {
 		t.Fatalf("metadata sent with %d objects; want only the snapshot", len(dst.meta))
 	}
 	dst.puts = nil
-	rep, err = s.SendSmall(t.Context(), dst)
-	if err != nil || rep.Sent != 0 || rep.Present != 3 {
-		t.Fatalf("second SendSmall = %+v, %v; want 3 present", rep, err)
+	rep, err = s.SendSmall(t.Context(), dst, metaPacks)
+	if err != nil || rep.Sent != 0 || rep.Present != 4 {
+		t.Fatalf("second SendSmall = %+v, %v; want 4 present", rep, err)
 	}
 }

@@ -19,21 +19,24 @@ type SendReport struct {
 }
 
 // smallKinds are the objects an export sends to the vault at once, in
-// this order: index files first (other agents dedup against the seed's
-// packs), then receipts (the vault then knows what the snapshots wait
-// on), then the snapshots.
-var smallKinds = []string{"index/", "receipts/", "snapshots/"}
+// this order: the packs of snapshot metadata (a changed-block night reads
+// its parent's maps, so they cannot wait for the disk), index files (other
+// agents dedup against the seed's packs), receipts (the vault then knows
+// what the snapshots wait on), then the snapshots.
+var smallKinds = []string{"data/", "index/", "receipts/", "snapshots/"}
 
-// SendSmall stores the seed's index files, receipts and snapshots (never
-// its packs) in dst, create-only: an object dst holds already counts as
-// present, so a rerun sends only what is missing. A snapshot goes with
-// the sizes its receipt gives (store.PutWithMeta), as a backup sends it.
-func (s *Seed) SendSmall(ctx context.Context, dst store.Store) (SendReport, error) {
+// SendSmall stores the seed's metadata packs (metaPacks: pack IDs; the seed
+// cannot tell them without keys, the export can), index files, receipts
+// and snapshots in dst, create-only, never its data packs: an object dst
+// holds already counts as present, so a rerun sends only what is missing.
+// A snapshot goes with the sizes its receipt gives (store.PutWithMeta), as
+// a backup sends it.
+func (s *Seed) SendSmall(ctx context.Context, dst store.Store, metaPacks map[string]bool) (SendReport, error) {
 	var rep SendReport
 	meta := map[string]store.ObjectMeta{}
 	for _, prefix := range smallKinds {
 		for _, f := range s.Manifest.Objects {
-			if !strings.HasPrefix(f.Name, prefix) {
+			if !strings.HasPrefix(f.Name, prefix) || prefix == "data/" && !metaPacks[vaultapi.NameDigest(f.Name)] {
 				continue
 			}
 			if err := ctx.Err(); err != nil {
