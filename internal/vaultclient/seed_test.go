@@ -15,6 +15,7 @@ import (
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/seed"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/testutil/seedtest"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/internal/vaultclient"
 )
@@ -132,19 +133,6 @@ func (s *seedRoutes) register(w http.ResponseWriter, r *http.Request, id string)
 	_ = json.NewEncoder(w).Encode(si)
 }
 
-func testSigningKey(t *testing.T) *crypto.SigningKey {
-	t.Helper()
-	mk, err := crypto.NewMasterKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := crypto.Derive(mk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k.SigningKey()
-}
-
 func hexSum(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
@@ -180,7 +168,7 @@ func TestSeedCalls(t *testing.T) {
 	f.hook = routes.hook
 	v := newVaultClient(t, f, srv)
 	ctx := t.Context()
-	k := testSigningKey(t)
+	k := seedtest.Key(t)
 	id := strings.Repeat("5e", 32)
 	m, body, sig := signedManifest(t, k, id)
 
@@ -194,7 +182,7 @@ func TestSeedCalls(t *testing.T) {
 			t.Fatalf("RegisterSigningKey: %v", err)
 		}
 	}
-	err := v.RegisterSigningKey(ctx, testSigningKey(t).Public())
+	err := v.RegisterSigningKey(ctx, seedtest.Key(t).Public())
 	var ve *vaultclient.Error
 	if !errors.As(err, &ve) || ve.Code != vaultapi.CodeSigningKeyMismatch || !store.IsPermanent(err) || errors.Is(err, store.ErrExists) {
 		t.Fatalf("another key: %v; want a permanent signing_key_mismatch", err)
@@ -253,7 +241,7 @@ func TestSeedCalls(t *testing.T) {
 func TestSeedBadReplies(t *testing.T) {
 	f, srv := newFakeVault(t, true)
 	id := strings.Repeat("5e", 32)
-	_, otherBody, _ := signedManifest(t, testSigningKey(t), strings.Repeat("6f", 32))
+	_, otherBody, _ := signedManifest(t, seedtest.Key(t), strings.Repeat("6f", 32))
 	var reply string
 	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if !strings.HasPrefix(r.URL.Path, vaultapi.RouteSeeds) {

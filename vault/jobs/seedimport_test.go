@@ -20,6 +20,7 @@ import (
 	"github.com/cofferhq/coffer/internal/clock/clocktest"
 	"github.com/cofferhq/coffer/internal/seed"
 	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/testutil/seedtest"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault/ledger"
 	"github.com/cofferhq/coffer/vault/registry"
@@ -35,19 +36,6 @@ type importEnv struct {
 	key    *crypto.SigningKey
 }
 
-func signingKey(t testing.TB) *crypto.SigningKey {
-	t.Helper()
-	mk, err := crypto.NewMasterKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := crypto.Derive(mk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k.SigningKey()
-}
-
 func newImportEnv(t testing.TB) *importEnv {
 	t.Helper()
 	l, err := store.OpenLocal(t.TempDir(), true)
@@ -60,7 +48,7 @@ func newImportEnv(t testing.TB) *importEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := signingKey(t)
+	k := seedtest.Key(t)
 	return &importEnv{data: l, sw: sw, ledger: led, clock: clk, key: k,
 		tenant: &registry.Tenant{ID: tid, Name: "acme", SigningKey: k.Public()}}
 }
@@ -313,7 +301,7 @@ func TestImportSeedRefusesAForeignOrTamperedSeed(t *testing.T) {
 			return ts.dir
 		}},
 		{"another key", "was signed by key", vaultapi.CodeBadSeed, func(t *testing.T, e *importEnv) string {
-			e.tenant.SigningKey = signingKey(t).Public()
+			e.tenant.SigningKey = seedtest.Key(t).Public()
 			return writeSeed(t, e.key, tid, 3).dir
 		}},
 		{"a tenant without a signing key", "has no signing key", vaultapi.CodeNoSigningKey, func(t *testing.T, e *importEnv) string {
