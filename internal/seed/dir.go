@@ -188,24 +188,11 @@ type CheckOptions struct {
 func (s *Seed) Check(ctx context.Context, o CheckOptions) ([]Damaged, error) {
 	files := s.Manifest.Files()
 	problems := make([]string, len(files))
-	if o.Workers <= 0 {
-		o.Workers = 4
-	}
-	var next atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
-	for range o.Workers {
-		g.Go(func() error {
-			buf := make([]byte, 1<<20)
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(files) || gctx.Err() != nil {
-					return gctx.Err()
-				}
-				problems[i] = checkFile(FilePath(s.Root, files[i]), files[i], buf, o.Progress)
-			}
-		})
-	}
-	if err := g.Wait(); err != nil {
+	err := eachFile(ctx, len(files), o.Workers, func(i int, buf []byte) error {
+		problems[i] = checkFile(FilePath(s.Root, files[i]), files[i], buf, o.Progress)
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	var out []Damaged
@@ -243,4 +230,29 @@ func checkFile(path string, f File, buf []byte, progress func(int64)) string {
 		return "damaged: its SHA-256 differs from the manifest's"
 	}
 	return ""
+}
+
+// eachFile calls fn for files 0..n-1, workers at a time (4 when 0), each
+// worker with its own read buffer; the first error stops it.
+func eachFile(ctx context.Context, n, workers int, fn func(i int, buf []byte) error) error {
+	if workers <= 0 {
+		workers = 4
+	}
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	for range workers {
+		g.Go(func() error {
+			buf := make([]byte, 1<<20)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || gctx.Err() != nil {
+					return gctx.Err()
+				}
+				if err := fn(i, buf); err != nil {
+					return err
+				}
+			}
+		})
+	}
+	return g.Wait()
 }

@@ -12,9 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/parity"
@@ -113,34 +110,20 @@ func listObjects(ctx context.Context, root string) ([]File, error) {
 
 // hashFiles fills in the SHA-256 of files under root, several at once.
 func hashFiles(ctx context.Context, root string, files []File, workers int, progress func(int64)) error {
-	if workers <= 0 {
-		workers = 4
-	}
-	var next atomic.Int64
-	g, gctx := errgroup.WithContext(ctx)
-	for range workers {
-		g.Go(func() error {
-			buf := make([]byte, 1<<20)
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(files) || gctx.Err() != nil {
-					return gctx.Err()
-				}
-				sum, n, err := hashFile(FilePath(root, files[i]), buf)
-				if err != nil {
-					return err
-				}
-				if n != files[i].Size {
-					return fmt.Errorf("%s changed while the seed was finished (%d bytes, listed with %d)", files[i].Name, n, files[i].Size)
-				}
-				files[i].SHA256 = sum
-				if progress != nil {
-					progress(n)
-				}
-			}
-		})
-	}
-	return g.Wait()
+	return eachFile(ctx, len(files), workers, func(i int, buf []byte) error {
+		sum, n, err := hashFile(FilePath(root, files[i]), buf)
+		if err != nil {
+			return err
+		}
+		if n != files[i].Size {
+			return fmt.Errorf("%s changed while the seed was finished (%d bytes, listed with %d)", files[i].Name, n, files[i].Size)
+		}
+		files[i].SHA256 = sum
+		if progress != nil {
+			progress(n)
+		}
+		return nil
+	})
 }
 
 func hashFile(path string, buf []byte) (string, int64, error) {
