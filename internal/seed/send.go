@@ -16,6 +16,8 @@ type SendReport struct {
 	Sent    int   `json:"sent"`
 	Bytes   int64 `json:"bytes"`
 	Present int   `json:"present"` // held by the store already
+	// MetaPacks counts the metadata packs among them (sent or present).
+	MetaPacks int `json:"meta_packs"`
 }
 
 // smallKinds are the objects an export sends to the vault at once, in
@@ -51,6 +53,9 @@ func (s *Seed) SendSmall(ctx context.Context, dst store.Store, metaPacks map[str
 				if err := s.noteReceipt(f, meta); err != nil {
 					return rep, err
 				}
+			}
+			if prefix == "data/" {
+				rep.MetaPacks++
 			}
 			if sent {
 				rep.Sent++
