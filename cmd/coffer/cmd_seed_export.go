@@ -409,7 +409,11 @@ func (g *globals) seedExportSummary(out *seedExportJSON, dir string) {
 	}
 	g.say("seed %s", out.Seed)
 	g.say("  snapshots %d, objects %d, %s", len(out.Snapshots), out.Objects, humanBytes(out.Bytes))
-	g.say("  parity    %d files, %s: any %g%% of the seed's files may be lost or damaged", out.ParityFiles, humanBytes(out.ParityBytes), 100*out.ParityShare)
+	files := "files"
+	if out.ParityFiles == 1 {
+		files = "file"
+	}
+	g.say("  parity    %d %s, %s: any %g%% of the seed's files may be lost or damaged", out.ParityFiles, files, humanBytes(out.ParityBytes), 100*out.ParityShare)
 	if out.Sent != nil {
 		g.say("  vault     registered; sent %d index files, receipts and snapshots (%s), %d there already", out.Sent.Sent, humanBytes(out.Sent.Bytes), out.Sent.Present)
 	}
