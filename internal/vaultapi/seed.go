@@ -12,6 +12,10 @@ import "time"
 //	GET  RouteSeeds/<id>             SeedInfo, with the import report once imported
 //	GET  RouteSeeds/<id>/manifest    the registered SEED.json
 //	POST RouteSeeds/<id>/confirm     the agent confirms the clean import report
+//	POST RouteSeeds/<id>/cancel      {"reason": "…"}: declare the seed lost
+//	                                 (SeedCancelRequest; 200 SeedInfo)
+//	GET  RouteSeeds/<id>/lost        {"seed": id, "packs": […]}: the packs it held
+//	                                 that the vault does not (SeedLostPacks)
 const (
 	RouteSigningKey = "/v1/signing-key"
 	RouteSeeds      = "/v1/seeds"
@@ -38,6 +42,9 @@ const (
 	CodeSigningKeyMismatch = "signing_key_mismatch"
 	// CodeNoSigningKey: the tenant has no signing key yet (409).
 	CodeNoSigningKey = "no_signing_key"
+	// CodeSeedCancelled: the seed was declared lost (410): it is never
+	// imported, and snapshots that needed it cannot be restored.
+	CodeSeedCancelled = "seed_cancelled"
 )
 
 // SigningKeyRequest is the body of POST RouteSigningKey.
@@ -52,7 +59,27 @@ const (
 	SeedTravelling = "travelling"
 	// SeedImported: every object is in the vault; its snapshots restore.
 	SeedImported = "imported"
+	// SeedCancelled: declared lost (the disk lost, broken beyond its
+	// parity, or never sent); it is never imported. Snapshots that needed
+	// its packs are lost: never restorable, never safe.
+	SeedCancelled = "cancelled"
 )
+
+// MaxSeedCancelReason bounds the reason given for a cancel, in bytes.
+const MaxSeedCancelReason = 500
+
+// SeedCancelRequest is the body of POST RouteSeeds/<id>/cancel.
+type SeedCancelRequest struct {
+	Reason string `json:"reason"`
+}
+
+// SeedLostPacks is the answer of GET RouteSeeds/<id>/lost: the packs of
+// a cancelled seed the vault did not hold when it was cancelled. An agent
+// drops them from its index so their chunks are uploaded again.
+type SeedLostPacks struct {
+	Seed  string   `json:"seed"`
+	Packs []string `json:"packs"`
+}
 
 // SeedInfo is what the vault knows of one seed.
 type SeedInfo struct {
@@ -70,6 +97,9 @@ type SeedInfo struct {
 	Report *SeedReport `json:"report,omitempty"`
 	// Confirmed is when the tenant's agent confirmed the import report.
 	Confirmed *time.Time `json:"confirmed,omitempty"`
+	// Cancelled is when the seed was declared lost, Reason why.
+	Cancelled *time.Time `json:"cancelled,omitempty"`
+	Reason    string     `json:"reason,omitempty"`
 }
 
 // SeedReport is the import report of a seed.
