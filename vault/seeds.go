@@ -330,7 +330,7 @@ func (s *Server) cancelSeed(w http.ResponseWriter, r *http.Request, sw store.Swa
 	if s.findSeed(w, r, sw, p, id) == nil {
 		return
 	}
-	info, err := jobs.CancelSeed(r.Context(), sw, s.data, s.data, p.TenantID, id, req.Reason, s.now())
+	info, err := jobs.CancelSeed(r.Context(), sw, s.data, p.TenantID, id, req.Reason, s.now())
 	s.answerSeed(w, r, http.StatusOK, info, err)
 }
 

@@ -55,9 +55,9 @@ func CheckCancelReason(reason string) (string, error) {
 // cancelled, with reason and the time now. It first lists the tenant's
 // packs in data and stores which of the seed's packs are missing
 // (LostPacks). An imported seed is refused; a cancelled one is returned
-// unchanged. meta holds the seed records (the vault's store), data the
-// tenants' repositories (the same store in cofferd).
-func CancelSeed(ctx context.Context, sw store.Swapper, meta, data store.Store, tenantID, id, reason string, now time.Time) (*vaultapi.SeedInfo, error) {
+// unchanged. data is the vault's data store (the tenants' repositories
+// and the seed manifests), sw its compare-and-swap for the seed book.
+func CancelSeed(ctx context.Context, sw store.Swapper, data store.Store, tenantID, id, reason string, now time.Time) (*vaultapi.SeedInfo, error) {
 	reason, err := CheckCancelReason(reason)
 	if err != nil {
 		return nil, err
@@ -70,7 +70,7 @@ func CancelSeed(ctx context.Context, sw store.Swapper, meta, data store.Store, t
 	if err := cancelRefusal(s, id); err != nil || s.State == vaultapi.SeedCancelled {
 		return s, err
 	}
-	if err := recordLostPacks(ctx, meta, data, tenantID, id); err != nil {
+	if err := recordLostPacks(ctx, data, tenantID, id); err != nil {
 		return nil, err
 	}
 	var out vaultapi.SeedInfo
@@ -113,8 +113,8 @@ func importDate(s *vaultapi.SeedInfo) string {
 
 // recordLostPacks stores the seed's packs that the tenant's data lacks.
 // A list stored by an earlier, interrupted cancel is kept.
-func recordLostPacks(ctx context.Context, meta, data store.Store, tenantID, id string) error {
-	m, _, _, err := SeedManifest(ctx, meta, tenantID, id)
+func recordLostPacks(ctx context.Context, data store.Store, tenantID, id string) error {
+	m, _, _, err := SeedManifest(ctx, data, tenantID, id)
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func recordLostPacks(ctx context.Context, meta, data store.Store, tenantID, id s
 	if err != nil {
 		return err
 	}
-	err = meta.Put(ctx, seedLostKey(tenantID, id), bytes.NewReader(b), int64(len(b)))
+	err = data.Put(ctx, seedLostKey(tenantID, id), bytes.NewReader(b), int64(len(b)))
 	if err != nil && !errors.Is(err, store.ErrExists) {
 		return fmt.Errorf("storing the lost packs of seed %s: %w", short(id), err)
 	}
@@ -151,8 +151,8 @@ func recordLostPacks(ctx context.Context, meta, data store.Store, tenantID, id s
 
 // LostPacks reads the packs recorded when seed id of the tenant was
 // cancelled (store.ErrNotFound when it was not).
-func LostPacks(ctx context.Context, meta store.Store, tenantID, id string) (*vaultapi.SeedLostPacks, error) {
-	b, err := store.ReadAllLimit(ctx, meta, seedLostKey(tenantID, id), maxLostList)
+func LostPacks(ctx context.Context, data store.Store, tenantID, id string) (*vaultapi.SeedLostPacks, error) {
+	b, err := store.ReadAllLimit(ctx, data, seedLostKey(tenantID, id), maxLostList)
 	if err != nil {
 		return nil, fmt.Errorf("reading the lost packs of seed %s: %w", short(id), err)
 	}
