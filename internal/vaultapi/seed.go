@@ -1,6 +1,12 @@
 package vaultapi
 
-import "time"
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
 
 // Seed routes. The tenant comes from the credential, as everywhere.
 //
@@ -134,4 +140,48 @@ type RepairedFile struct {
 	Problem string `json:"problem"`
 	// Rebuilt is false for a damaged parity file (not needed as data).
 	Rebuilt bool `json:"rebuilt"`
+}
+
+// MaxSeedLostPacks bounds a lost list: every pack of the largest manifest.
+const MaxSeedLostPacks = 80 << 20
+
+// ParseSeedLostPacks decodes a lost list of seed id, as the vault stores
+// and serves it: its seed is id; every pack is 64 lower-case hex digits,
+// sorted, none twice. Unknown fields are refused.
+func ParseSeedLostPacks(b []byte, id string) (*SeedLostPacks, error) {
+	if len(b) > MaxSeedLostPacks {
+		return nil, fmt.Errorf("over %d bytes", MaxSeedLostPacks)
+	}
+	var lost SeedLostPacks
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&lost); err != nil {
+		return nil, fmt.Errorf("not a lost list: %v", err)
+	}
+	if dec.More() {
+		return nil, errors.New("not a lost list: data after the JSON value")
+	}
+	if lost.Seed != id {
+		return nil, fmt.Errorf("it is the list of seed %q", clipID(lost.Seed))
+	}
+	if lost.Packs == nil {
+		return nil, errors.New(`no "packs" array`)
+	}
+	for i, p := range lost.Packs {
+		if !isHex64(p) {
+			return nil, fmt.Errorf("pack %d (%q) is not 64 lower-case hex digits", i, clipID(p))
+		}
+		if i > 0 && lost.Packs[i-1] >= p {
+			return nil, fmt.Errorf("pack %s is out of order or listed twice", p[:12])
+		}
+	}
+	return &lost, nil
+}
+
+// clipID shortens an id from outside for an error message.
+func clipID(s string) string {
+	if len(s) > 70 {
+		return s[:70] + "..."
+	}
+	return s
 }

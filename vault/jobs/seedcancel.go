@@ -27,10 +27,6 @@ import (
 // chunks again. A cancelled seed is never imported; snapshots whose
 // receipt names it are lost (never restorable, never safe).
 
-// maxLostList bounds a stored lost list: every pack of the largest
-// manifest, as JSON.
-const maxLostList = 80 * (1 << 20)
-
 func seedLostKey(tenantID, id string) string {
 	return "vault/seeds/" + tenantID + "/" + id + ".lost"
 }
@@ -152,47 +148,13 @@ func recordLostPacks(ctx context.Context, data store.Store, tenantID, id string)
 // LostPacks reads the packs recorded when seed id of the tenant was
 // cancelled (store.ErrNotFound when it was not).
 func LostPacks(ctx context.Context, data store.Store, tenantID, id string) (*vaultapi.SeedLostPacks, error) {
-	b, err := store.ReadAllLimit(ctx, data, seedLostKey(tenantID, id), maxLostList)
+	b, err := store.ReadAllLimit(ctx, data, seedLostKey(tenantID, id), vaultapi.MaxSeedLostPacks)
 	if err != nil {
 		return nil, fmt.Errorf("reading the lost packs of seed %s: %w", short(id), err)
 	}
-	lost, err := ParseLostPacks(b, id)
+	lost, err := vaultapi.ParseSeedLostPacks(b, id)
 	if err != nil {
 		return nil, fmt.Errorf("the stored lost packs of seed %s: %w", short(id), err)
 	}
 	return lost, nil
-}
-
-// ParseLostPacks decodes a lost list of seed id: its seed is id, every
-// pack 64 lower-case hex digits, sorted, none twice.
-func ParseLostPacks(b []byte, id string) (*vaultapi.SeedLostPacks, error) {
-	if len(b) > maxLostList {
-		return nil, fmt.Errorf("over %d bytes", maxLostList)
-	}
-	var lost vaultapi.SeedLostPacks
-	if err := jsonStrict(b, &lost); err != nil {
-		return nil, fmt.Errorf("not a lost list: %v", err)
-	}
-	if lost.Seed != id {
-		return nil, fmt.Errorf("it is the list of seed %q", clip(lost.Seed))
-	}
-	if lost.Packs == nil {
-		return nil, errors.New(`no "packs" array`)
-	}
-	for i, p := range lost.Packs {
-		if !vaultapi.ValidSHA256Hex(p) {
-			return nil, fmt.Errorf("pack %d (%q) is not 64 lower-case hex digits", i, clip(p))
-		}
-		if i > 0 && lost.Packs[i-1] >= p {
-			return nil, fmt.Errorf("pack %s is out of order or twice", short(p))
-		}
-	}
-	return &lost, nil
-}
-
-func clip(s string) string {
-	if len(s) > 70 {
-		return s[:70] + "…"
-	}
-	return s
 }
