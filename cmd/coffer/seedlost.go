@@ -160,14 +160,45 @@ type lostSnapshots struct {
 // unusableParents names the snapshots a changed-block night must not
 // patch: those whose receipt names a cancelled seed, with why.
 func (g *globals) unusableParents(ctx context.Context, r *repo.Repo) (map[string]string, error) {
+	lost, err := g.lostSnapshots(ctx, r)
+	if err != nil || len(lost) == 0 {
+		return nil, err
+	}
+	out := make(map[string]string, len(lost))
+	for id, ls := range lost {
+		out[id] = fmt.Sprintf("the last snapshot's seed was cancelled (seed %s %s)", ls.info.ID[:12], cancelText(&ls.info))
+	}
+	return out, nil
+}
+
+// lostSnapshotError refuses to restore snapshot id when its receipt names
+// a cancelled seed: chunks it needs never arrived.
+func (g *globals) lostSnapshotError(ctx context.Context, r *repo.Repo, id string) error {
+	lost, err := g.lostSnapshots(ctx, r)
+	if err != nil {
+		return err
+	}
+	if ls := lost[id]; ls != nil {
+		return fmt.Errorf("snapshot %s needed seed %s, which %s: it cannot be restored; restore another snapshot (coffer snapshots lists them)",
+			id[:12], ls.info.ID[:12], cancelText(&ls.info))
+	}
+	return nil
+}
+
+// lostSnapshots maps the snapshots whose receipt names a cancelled seed
+// to that seed. Each seed's list is read from the receipts once, then
+// kept in the cache directory (no receipt can name a cancelled seed
+// later: the vault refuses it).
+func (g *globals) lostSnapshots(ctx context.Context, r *repo.Repo) (map[string]*lostSeed, error) {
 	if len(g.lostSeeds) == 0 {
 		return nil, nil
 	}
-	out := map[string]string{}
+	out := map[string]*lostSeed{}
 	var rcs []*vaultapi.Receipt
 	loaded := false
-	for _, ls := range g.lostSeeds {
-		dir := seedCache(r)
+	dir := seedCache(r)
+	for i := range g.lostSeeds {
+		ls := &g.lostSeeds[i]
 		snaps := g.cachedLostSnapshots(dir, ls.info.ID)
 		if snaps == nil {
 			if !loaded {
@@ -180,9 +211,8 @@ func (g *globals) unusableParents(ctx context.Context, r *repo.Repo) (map[string
 			snaps = namingSeed(rcs, ls.info.ID)
 			g.keepLostSnapshots(dir, snaps)
 		}
-		why := fmt.Sprintf("the last snapshot's seed was cancelled (seed %s %s)", ls.info.ID[:12], cancelText(&ls.info))
 		for _, id := range snaps.Snapshots {
-			out[id] = why
+			out[id] = ls
 		}
 	}
 	return out, nil
