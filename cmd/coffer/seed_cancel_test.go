@@ -145,6 +145,10 @@ func TestSeedCancelledNightsRecover(t *testing.T) {
 		t.Fatalf("seed status after the cancel: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
+	if r := runCoffer(t, "--config", e.conf, "drill"); r.code == 0 || !strings.Contains(r.stderr, "needed a cancelled seed") {
+		t.Errorf("a drill with only lost snapshots: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
 	night3 := bytes.Clone(night2)
 	night3[3<<20] ^= 1
 	if n := e.night(t, night3); n < seedPacks*9/10 {
@@ -167,8 +171,11 @@ func TestSeedCancelledNightsRecover(t *testing.T) {
 	if latest.Seed != "" {
 		t.Fatalf("night 3's receipt names seed %s", latest.Seed)
 	}
-	if _, err := os.Stat(filepath.Join(filepath.Dir(kept), id+".snapshots")); err == nil {
-		t.Errorf("an image night read the receipts for its parents")
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(kept), id+".snapshots"))
+	for _, rc := range rcs {
+		if err != nil || rc.Seed == id && !strings.Contains(string(b), rc.Snapshot) {
+			t.Errorf("the snapshots of the lost seed are not kept (the drill found them): %v %s", err, b)
+		}
 	}
 	e.restore(t, "latest", night3)
 
@@ -178,6 +185,9 @@ func TestSeedCancelledNightsRecover(t *testing.T) {
 		t.Fatalf("night 4 stored %d bytes: the nights after the first are normal", n)
 	}
 	e.restore(t, "latest", night4)
+	if r := runCoffer(t, "--config", e.conf, "--json", "drill"); r.code != 0 || !strings.Contains(r.stdout, `"passed":1`) {
+		t.Errorf("a drill after the recovery: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 
 	for _, rc := range rcs {
 		if rc.Seed != id {
