@@ -24,6 +24,7 @@ type lostSeedEnv struct {
 	env         *seedVaultEnv
 	ten         *registry.Tenant
 	conf, img   string
+	to          string // the seed's directory
 	seed        *seed.Seed
 	tenantStore store.Store
 }
@@ -53,11 +54,11 @@ func newLostSeedEnv(t *testing.T, night1 []byte) *lostSeedEnv {
 	if err := os.WriteFile(e.img, night1, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	to := filepath.Join(dir, "usb")
-	if r := runCoffer(t, "--config", e.conf, "seed", "export", "--to", to, "--image", e.img); r.code != 0 {
+	e.to = filepath.Join(dir, "usb")
+	if r := runCoffer(t, "--config", e.conf, "seed", "export", "--to", e.to, "--image", e.img); r.code != 0 {
 		t.Fatalf("seed export: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if e.seed, err = seed.Open(to); err != nil {
+	if e.seed, err = seed.Open(e.to); err != nil {
 		t.Fatal(err)
 	}
 	if e.tenantStore, err = store.ReadOnlySub(e.env.data, "repos/"+ten.ID+"/"); err != nil {
@@ -145,6 +146,10 @@ func TestSeedCancelledNightsRecover(t *testing.T) {
 		t.Fatalf("seed status after the cancel: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
+	r = runCoffer(t, "--config", e.conf, "seed", "export", "--to", e.to, "--image", e.img)
+	if r.code == 0 || !strings.Contains(r.stderr, "will never be imported; export a new seed into an empty directory") {
+		t.Errorf("resuming the export of the cancelled seed: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	if r := runCoffer(t, "--config", e.conf, "drill"); r.code == 0 || !strings.Contains(r.stderr, "needed a cancelled seed") {
 		t.Errorf("a drill with only lost snapshots: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
