@@ -2,13 +2,22 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/clock"
+	"github.com/cofferhq/coffer/internal/diskgen"
+	"github.com/cofferhq/coffer/internal/pack"
+	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/seed"
+	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/testutil/seedtest"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault/jobs"
 )
@@ -74,5 +83,71 @@ func TestSeedCancelCommand(t *testing.T) {
 	r = cofferd(t, dir, "seed", "import", "--tenant", "acme", seedDir)
 	if r.code != exitFailure || !strings.Contains(r.stderr, "(lost by the courier): export a new seed") {
 		t.Fatalf("import of a cancelled seed: %+v", r)
+	}
+}
+
+// A tenant repository opened by cofferd forgets the packs its cancelled
+// seed never delivered (its index files still name them), and restore
+// refuses a snapshot that needed the seed, naming the cancel.
+func TestTenantRepoForgetsLostPacks(t *testing.T) {
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	ctx := context.Background()
+	dir := t.TempDir()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := diskgen.Generate(img, 2<<20, 7, diskgen.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	idFile := escrowTenant(t, dir, "acme", true, img)
+	g := &globals{storeURL: "file://" + dir, clock: clock.Real}
+	data, reg, _, err := g.openState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer data.Close()
+	ten, err := reg.Resolve(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := seedtest.Key(t)
+	if ten, err = reg.SetSigningKey(ctx, ten.ID, key.Public()); err != nil {
+		t.Fatal(err)
+	}
+	sub, _ := store.ReadOnlySub(data, "repos/"+ten.ID+"/")
+	rcs, err := repo.Receipts(ctx, sub, nil)
+	if err != nil || len(rcs) != 1 || len(rcs[0].Packs) == 0 {
+		t.Fatalf("receipts: %d %v", len(rcs), err)
+	}
+	// The seed held the snapshot's first pack, which never arrived.
+	lostPack := rcs[0].Packs[0]
+	sd := seedtest.New(t, key, ten.ID, lostPack)
+	if _, err := jobs.RegisterSeed(ctx, reg.Swapper(), data, ten, sd.Body, sd.Sig, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := data.Delete(ctx, "repos/"+ten.ID+"/data/"+lostPack[:2]+"/"+lostPack); err != nil {
+		t.Fatal(err)
+	}
+	rc := rcs[0]
+	rc.Seed = sd.Manifest.ID
+	b, _ := rc.Marshal()
+	sum := sha256.Sum256(b)
+	if err := data.Put(ctx, "repos/"+ten.ID+"/receipts/"+hex.EncodeToString(sum[:]), store.Bytes(b), int64(len(b))); err != nil {
+		t.Fatal(err)
+	}
+	if r := cofferd(t, dir, "seed", "cancel", "--tenant", "acme", sd.Manifest.ID, "--reason", "never sent"); r.code != 0 {
+		t.Fatalf("seed cancel: %+v", r)
+	}
+
+	tr, err := g.openTenantRepo(ctx, "acme", idFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := pack.ParseID(lostPack)
+	if tr.repo.Index.HasPack(p) {
+		t.Error("the index still names the pack the cancelled seed never delivered")
+	}
+	tr.close()
+	r := cofferd(t, dir, "restore", "--tenant", "acme", "latest", "--name", "web01", "--to", filepath.Join(t.TempDir(), "o.img"), "--escrow-key", idFile)
+	if r.code == 0 || !strings.Contains(r.stderr, "needed seed "+sd.Manifest.ID[:12]+", cancelled on") || !strings.Contains(r.stderr, "(never sent)") {
+		t.Fatalf("restore of a lost snapshot: %+v", r)
 	}
 }
