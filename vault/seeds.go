@@ -55,7 +55,7 @@ func (s *Server) handleSigningKey(w http.ResponseWriter, r *http.Request) {
 }
 
 // seedRoute is a parsed RouteSeeds path: the list, a seed, or one of its
-// sub-resources ("manifest", "confirm").
+// sub-resources ("manifest", "confirm", "cancel", "lost").
 type seedRoute struct {
 	id, sub string
 }
@@ -71,7 +71,7 @@ func parseSeedRoute(path string) (seedRoute, *Error) {
 		return seedRoute{}, Errorf(http.StatusBadRequest, vaultapi.CodeBadPath, "malformed seed id: want 64 lower-case hex digits")
 	}
 	switch sub {
-	case "", "manifest", "confirm":
+	case "", "manifest", "confirm", "cancel", "lost":
 		return seedRoute{id: id, sub: sub}, nil
 	}
 	return seedRoute{}, Errorf(http.StatusNotFound, vaultapi.CodeNotFound, "no such route: %s", path)
@@ -80,15 +80,16 @@ func parseSeedRoute(path string) (seedRoute, *Error) {
 // methods are the methods a seed route allows.
 func (sr seedRoute) methods() []string {
 	switch {
-	case sr.id == "", sr.sub == "manifest":
+	case sr.id == "", sr.sub == "manifest", sr.sub == "lost":
 		return []string{http.MethodGet}
-	case sr.sub == "confirm":
+	case sr.sub == "confirm", sr.sub == "cancel":
 		return []string{http.MethodPost}
 	}
 	return []string{http.MethodGet, http.MethodPut}
 }
 
-// handleSeeds serves RouteSeeds and RouteSeeds/<id>[/manifest|/confirm].
+// handleSeeds serves RouteSeeds and
+// RouteSeeds/<id>[/manifest|/confirm|/cancel|/lost].
 func (s *Server) handleSeeds(w http.ResponseWriter, r *http.Request, path string) {
 	sr, e := parseSeedRoute(path)
 	if e != nil {
@@ -115,6 +116,10 @@ func (s *Server) handleSeeds(w http.ResponseWriter, r *http.Request, path string
 	case sr.sub == "confirm":
 		info, err := jobs.ConfirmSeed(r.Context(), sw, p.TenantID, sr.id, s.now())
 		s.answerSeed(w, r, http.StatusOK, info, err)
+	case sr.sub == "cancel":
+		s.cancelSeed(w, r, sw, p, sr.id)
+	case sr.sub == "lost":
+		s.lostPacks(w, r, sw, p, sr.id)
 	case r.Method == http.MethodPut:
 		s.registerSeed(w, r, sw, p, sr.id)
 	default:
@@ -312,4 +317,39 @@ func (s *Server) seedExcuses(ctx context.Context, r *http.Request, p *Principal,
 		return refuse(", and " + refusal.Reason)
 	}
 	return s.apiError(r, err)
+}
+
+// cancelSeed serves POST RouteSeeds/<id>/cancel: the tenant declares its
+// seed lost (200 with the record after).
+func (s *Server) cancelSeed(w http.ResponseWriter, r *http.Request, sw store.Swapper, p *Principal, id string) {
+	var req vaultapi.SeedCancelRequest
+	if e := readSmallJSON(w, r, 4<<10, &req); e != nil {
+		writeError(w, r, e)
+		return
+	}
+	if s.findSeed(w, r, sw, p, id) == nil {
+		return
+	}
+	info, err := jobs.CancelSeed(r.Context(), sw, s.data, p.TenantID, id, req.Reason, s.now())
+	s.answerSeed(w, r, http.StatusOK, info, err)
+}
+
+// lostPacks serves GET RouteSeeds/<id>/lost: the packs a cancelled seed
+// held that the vault did not when it was cancelled (400 while the seed
+// is not cancelled).
+func (s *Server) lostPacks(w http.ResponseWriter, r *http.Request, sw store.Swapper, p *Principal, id string) {
+	info := s.findSeed(w, r, sw, p, id)
+	if info == nil {
+		return
+	}
+	if info.State != vaultapi.SeedCancelled {
+		writeError(w, r, Errorf(http.StatusBadRequest, vaultapi.CodeBadRequest, "seed %s is %s, not cancelled: it has no lost packs", id[:12], info.State))
+		return
+	}
+	lost, err := jobs.LostPacks(r.Context(), s.data, p.TenantID, id)
+	if err != nil {
+		writeError(w, r, s.apiError(r, err))
+		return
+	}
+	writeJSON(w, r, http.StatusOK, lost)
 }

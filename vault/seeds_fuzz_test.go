@@ -21,7 +21,7 @@ import (
 func FuzzSeedRoute(f *testing.F) {
 	id := strings.Repeat("ab", 32)
 	for _, p := range []string{"/v1/seeds", "/v1/seeds/", "/v1/seeds/" + id, "/v1/seeds/" + id + "/manifest",
-		"/v1/seeds/" + id + "/confirm", "/v1/seeds/" + id + "/x", "/v1/seeds/..", "/v1/seeds/" + strings.ToUpper(id), "/v1/seeds/" + id + "/manifest/x"} {
+		"/v1/seeds/" + id + "/confirm", "/v1/seeds/" + id + "/cancel", "/v1/seeds/" + id + "/lost", "/v1/seeds/" + id + "/x", "/v1/seeds/..", "/v1/seeds/" + strings.ToUpper(id), "/v1/seeds/" + id + "/manifest/x"} {
 		f.Add(p)
 	}
 	f.Fuzz(func(t *testing.T, path string) {

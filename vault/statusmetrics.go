@@ -78,6 +78,8 @@ var (
 		"1 when an expected VM has had no snapshot for more than twice its objective, or never.", vmLabels, nil)
 	descSeeds = prometheus.NewDesc("coffer_vm_seeds_waiting",
 		"Snapshots of the VM waiting on a seed not imported yet.", vmLabels, nil)
+	descSeedsLost = prometheus.NewDesc("coffer_vm_seeds_lost",
+		"Snapshots of the VM that needed a cancelled seed: they cannot be restored.", vmLabels, nil)
 	descVMDrill = prometheus.NewDesc("coffer_vm_last_drill_passed",
 		"1 when the VM's newest restore drill passed, 0 when it failed; absent without a drill.", vmLabels, nil)
 	descFailedRuns = prometheus.NewDesc("coffer_vm_failed_runs",
@@ -102,7 +104,7 @@ var (
 
 // Describe sends every gauge's description.
 func (c *StatusCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLastSnapshot, descRPO, descViolated, descAbsent, descSeeds, descVMDrill, descFailedRuns,
+	for _, d := range []*prometheus.Desc{descLastSnapshot, descRPO, descViolated, descAbsent, descSeeds, descSeedsLost, descVMDrill, descFailedRuns,
 		descDrill, descDrillTime, descStored, descDedup, descViolations, descNotExported, descUp, descComputed} {
 		ch <- d
 	}
@@ -184,6 +186,7 @@ func collectVM(gauge func(*prometheus.Desc, float64, ...string), ts *jobs.Tenant
 		gauge(descAbsent, b2f(v.State == jobs.StateAbsent), l...)
 	}
 	gauge(descSeeds, float64(v.SeedsWaiting), l...)
+	gauge(descSeedsLost, float64(v.SeedsLost), l...)
 	if v.LastDrill != nil {
 		gauge(descVMDrill, b2f(v.LastDrill.Passed), l...)
 	}

@@ -31,7 +31,7 @@ func sampleStatus() *jobs.StatusReport {
 		VMs: []*jobs.VMStatus{
 			{VM: "web01", State: jobs.StateOK, RPOSeconds: 3600, Newest: statusAt.Add(-time.Minute),
 				LastDrill: &jobs.DrillStatus{VM: "web01", Time: statusAt.Add(-time.Hour)}},
-			{VM: "web02", State: jobs.StateAbsent, Violated: true, RPOSeconds: 3600, Declared: true},
+			{VM: "web02", State: jobs.StateAbsent, Violated: true, RPOSeconds: 3600, Declared: true, SeedsLost: 2},
 			{VM: "nobody\x1b[2J", State: jobs.StateNoRPO},
 		},
 	}}}
@@ -91,6 +91,7 @@ func TestStatusCollectorGauges(t *testing.T) {
 		vm("coffer_vm_last_snapshot_timestamp_seconds", "web01"): float64(statusAt.Add(-time.Minute).Unix()),
 		vm("coffer_vm_last_drill_passed", "web01"):               0,
 		vm("coffer_vm_seeds_waiting", `nobody\\x1b[2J`):          0,
+		vm("coffer_vm_seeds_lost", "web02"):                      2,
 		"coffer_tenant_last_drill_passed{" + acmeLabels + "}":    0,
 		"coffer_tenant_dedup_ratio{" + acmeLabels + "}":          2.5,
 		"coffer_tenant_stored_bytes{" + acmeLabels + "}":         1000,

@@ -149,10 +149,14 @@ func (g *globals) xenNight(ctx context.Context, r *repo.Repo, xs *xenapi.Session
 		so.StateDir = stateDir(r)
 	}
 	so.CacheDir = cacheDir(r)
+	unusable, err := g.unusableParents(ctx, r)
+	if err != nil {
+		return nil, err
+	}
 	res, err := xenbackup.Run(ctx, xenbackup.Options{
 		Xen: xs, Repo: r, Session: so,
 		VMs: c.VMs, All: c.All, Exclude: c.Exclude, Parallel: c.Parallel, Tags: tags, FullRead: fullRead,
-		Events: g.xenEvent,
+		UnusableParents: unusable, Events: g.xenEvent,
 	})
 	if err != nil {
 		return nil, quotaHint(err)

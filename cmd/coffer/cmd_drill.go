@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -96,10 +97,20 @@ func (g *globals) runDrills(ctx context.Context, name string, rto time.Duration)
 	if err != nil {
 		return nil, err
 	}
+	// Snapshots that needed a cancelled seed cannot be restored: a drill
+	// picks among the others.
+	lost, err := g.lostSnapshots(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	snaps = slices.DeleteFunc(snaps, func(s *repo.SnapshotInfo) bool { return lost[s.ID] != nil })
 	names, byName := drill.ByVM(snaps, name)
 	if len(names) == 0 {
 		if name != "" {
 			return nil, usageError{Err: fmt.Errorf("the repository holds no snapshot named %s (coffer snapshots lists them)", name)}
+		}
+		if len(lost) > 0 {
+			return nil, fmt.Errorf("every snapshot of the repository needed a cancelled seed and cannot be restored: run a backup, then drill it")
 		}
 		return nil, usageError{Err: fmt.Errorf("the repository holds no snapshot to drill yet")}
 	}

@@ -95,7 +95,7 @@ restore that fails removes what it made.`,
 				return err
 			}
 			if toPool {
-				if err := g.loadIndex(ctx, r); err != nil {
+				if err := g.loadRestoreIndex(ctx, r, snap); err != nil {
 					return err
 				}
 				return g.restoreToPool(ctx, r, snap, pool, &xen)
@@ -103,7 +103,7 @@ restore that fails removes what it made.`,
 			if disk < 0 || disk >= len(snap.Disks) {
 				return usageError{Err: fmt.Errorf("snapshot %s has %d disk(s); --disk %d does not exist", snap.ID[:12], len(snap.Disks), disk)}
 			}
-			if err := g.loadIndex(ctx, r); err != nil {
+			if err := g.loadRestoreIndex(ctx, r, snap); err != nil {
 				return err
 			}
 			// Packs that no intact index lists are looked for only if a
@@ -137,6 +137,15 @@ restore that fails removes what it made.`,
 	f.BoolVar(&delta, "delta", false, "update an existing copy of the disk at --to in place, downloading only the chunks whose blocks differ")
 	f.BoolVar(&sync, "sync", false, "fsync the output before exiting (like cp, coffer otherwise leaves writeback to the kernel)")
 	return cmd
+}
+
+// loadRestoreIndex loads the index to restore snap, which it refuses when
+// snap needed a cancelled seed (naming the seed).
+func (g *globals) loadRestoreIndex(ctx context.Context, r *repo.Repo, snap *repo.SnapshotInfo) error {
+	if err := g.loadIndex(ctx, r); err != nil {
+		return err
+	}
+	return g.lostSnapshotError(ctx, r, snap.ID)
 }
 
 // findRestoreSnapshot resolves the snapshot to restore. "latest" without a

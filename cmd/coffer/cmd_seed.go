@@ -14,16 +14,18 @@ import (
 
 func newSeedCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "seed (export | status | confirm)",
+		Use:   "seed (export | status | confirm | cancel)",
 		Short: "Ship the first full backup on a disk: export a seed, follow its import, confirm it",
 		Long: `A seed is a full backup written to a portable disk with Reed-Solomon parity
 and a manifest signed with the repository's signing key, shipped to the
 vault instead of uploaded. Nightly backups go on while it travels and
 upload only what it does not hold; their snapshots wait on it until the
-vault imports it. See README.md, "Seeding a tenant from a shipped disk".`,
+vault imports it. If the disk is lost, coffer seed cancel declares it so:
+the next run uploads what it held. See README.md, "Seeding a tenant from a
+shipped disk".`,
 		Args: cobra.NoArgs,
 	}
-	cmd.AddCommand(newSeedExportCmd(g), newSeedStatusCmd(g), newSeedConfirmCmd(g))
+	cmd.AddCommand(newSeedExportCmd(g), newSeedStatusCmd(g), newSeedConfirmCmd(g), newSeedCancelCmd(g))
 	return cmd
 }
 

@@ -218,7 +218,8 @@ func (g *globals) exportTenant(ctx context.Context, ex *seedExportRun) error {
 }
 
 // oneSeedAtATime refuses to begin an export while another seed of the
-// tenant travels: the vault would refuse to register it.
+// tenant travels (the vault would refuse to register it), or to resume
+// one the tenant cancelled.
 func (g *globals) oneSeedAtATime(ctx context.Context, ex *seedExportRun) error {
 	v, err := g.seedVault(ex.vault, "")
 	if err != nil {
@@ -230,6 +231,10 @@ func (g *globals) oneSeedAtATime(ctx context.Context, ex *seedExportRun) error {
 		return fmt.Errorf("asking the vault for the tenant's seeds: %w", err)
 	}
 	for _, s := range seeds {
+		if s.State == vaultapi.SeedCancelled && s.ID == ex.id {
+			return fmt.Errorf("seed %s in %s %s: it will never be imported; export a new seed into an empty directory",
+				s.ID[:12], ex.root, cancelText(&s))
+		}
 		if s.State == vaultapi.SeedTravelling && s.ID != ex.id {
 			return fmt.Errorf("seed %s (exported %s from %s) is still in transit, and the vault takes one seed at a time: "+
 				"export this one once that seed is imported (coffer seed status)", s.ID[:12], s.Created.UTC().Format(time.DateTime), s.Host)

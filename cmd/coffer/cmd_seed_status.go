@@ -74,6 +74,59 @@ func newSeedConfirmCmd(g *globals) *cobra.Command {
 	}
 }
 
+func newSeedCancelCmd(g *globals) *cobra.Command {
+	var reason string
+	c := &cobra.Command{
+		Use:   "cancel ID [--reason TEXT]",
+		Short: "Declare a seed in transit lost; the next run uploads what it held",
+		Long: `Declare a seed in transit lost: the disk was lost, broken beyond its parity,
+or never sent. The vault records which of its packs it does not hold; the
+next backup or agent run of every machine of this repository uploads those
+chunks again, and a XenServer VM's next night reads its disks in full.
+Snapshots that needed the seed cannot be restored. An imported seed cannot
+be cancelled; a cancelled seed is never imported.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			v, err := g.seedCommandVault(ctx)
+			if err != nil {
+				return err
+			}
+			defer v.Close()
+			id, err := findSeed(ctx, v, args[0])
+			if err != nil {
+				return err
+			}
+			info, err := v.CancelSeed(ctx, id, reason)
+			if err != nil {
+				return fmt.Errorf("cancelling seed %s: %w", id[:12], err)
+			}
+			if g.json {
+				g.printJSON(map[string]any{"type": "seed_cancel", "seed": info})
+				return nil
+			}
+			g.say("seed %s %s", id[:12], cancelText(info))
+			g.say("the next backup or agent run uploads the chunks it held; snapshots that needed it cannot be restored")
+			return nil
+		},
+	}
+	c.Flags().StringVar(&reason, "reason", "", "why the seed is lost (shown by coffer seed status and cofferd)")
+	return c
+}
+
+// cancelText says when and why a seed was cancelled.
+func cancelText(s *vaultapi.SeedInfo) string {
+	when := "at an unknown time"
+	if s.Cancelled != nil {
+		when = "on " + s.Cancelled.Local().Format(time.DateTime)
+	}
+	reason := s.Reason
+	if reason == "" {
+		reason = "no reason given"
+	}
+	return fmt.Sprintf("was cancelled %s (%s)", when, reason)
+}
+
 // seedCommandVault returns the vault client of a seed command, after
 // sending the repository's signing key when this agent keeps the key
 // (any seed command does, for tenants older than signing keys).
@@ -133,6 +186,8 @@ func findSeed(ctx context.Context, v *vaultclient.Client, arg string) (string, e
 // seedAdvice says what the tenant should do about a seed.
 func seedAdvice(s *vaultapi.SeedInfo) string {
 	switch {
+	case s.State == vaultapi.SeedCancelled:
+		return "cancelled: never imported; its chunks are uploaded again, and snapshots that needed it cannot be restored"
 	case s.Confirmed != nil:
 		return "confirmed: the source may be released"
 	case s.State == vaultapi.SeedTravelling:
@@ -171,6 +226,9 @@ func (g *globals) printSeed(s *vaultapi.SeedInfo) {
 	g.say("seed %s  %s", s.ID, s.State)
 	g.say("  exported  %s from %s: %d snapshots, %d objects, %s; signed by key %s", s.Created.Local().Format(time.DateTime), s.Host,
 		len(s.Snapshots), s.Objects, humanBytes(s.Bytes), s.Signer)
+	if s.State == vaultapi.SeedCancelled {
+		g.say("  %s", cancelText(s))
+	}
 	if r := s.Report; r != nil {
 		g.say("  imported  %s in %.0fs: %d uploaded (%s), %d present; clean: %t", r.Finished.Local().Format(time.DateTime), r.Seconds,
 			r.Uploaded, humanBytes(r.UploadedBytes), r.Present, r.Clean)

@@ -27,6 +27,8 @@ import (
 
 // globals are the flags every command takes.
 type globals struct {
+	// lostSeeds are the tenant's cancelled seeds, learned by loadIndex.
+	lostSeeds    []lostSeed
 	configPath   string
 	repoURL      string
 	passwordFile string
@@ -218,8 +220,18 @@ func (g *globals) openRepoWith(ctx context.Context, useKept bool) (*repo.Repo, e
 
 // loadIndex loads the repository index, warning about index files it
 // skips: junk (foreign) ones, saying who can remove them, and damaged ones
-// (their packs are recovered from the pack headers).
+// (their packs are recovered from the pack headers). Through a vault it
+// then forgets the packs of the tenant's cancelled seeds that never
+// arrived (forgetLostSeeds).
 func (g *globals) loadIndex(ctx context.Context, r *repo.Repo) error {
+	if err := g.loadIndexFiles(ctx, r); err != nil {
+		return err
+	}
+	return g.forgetLostSeeds(ctx, r)
+}
+
+// loadIndexFiles loads r's index, warning about files it skips.
+func (g *globals) loadIndexFiles(ctx context.Context, r *repo.Repo) error {
 	return r.LoadIndex(ctx, func(name string, err error) {
 		if repo.IsForeign(err) {
 			fmt.Fprintf(g.stderr, "coffer: warning: skipping %s: %s; %s\n", termtext.Clean(name), termtext.Clean(err.Error()), termtext.Clean(r.RemovalHint(name)))

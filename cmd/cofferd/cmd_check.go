@@ -166,7 +166,8 @@ func (g *globals) checkTenant(ctx context.Context, data store.Store, t *registry
 	tc := &tenantCheckOut{Tenant: t.Name, ID: t.ID}
 	receipts := jobs.Receipts{}
 	if sw, ok := store.As[store.Swapper](data); ok {
-		// Snapshots waiting on a seed in transit are counted, not errors.
+		// Snapshots waiting on a seed in transit, or lost with a cancelled
+		// one, are counted and listed, not errors.
 		if receipts.Seeds, err = jobs.LoadTenantSeeds(ctx, sw, jobs.NewSeedPacks(data), t.ID); err != nil {
 			return nil, fmt.Errorf("tenant %s: %w", t.Name, err)
 		}
@@ -263,6 +264,9 @@ func printChecks(g *globals, out *checkOut) {
 		fmt.Fprintf(g.stdout, ": %d error(s)", tc.Errors)
 		if k.Waiting > 0 {
 			fmt.Fprintf(g.stdout, ", %d snapshot(s) waiting on a seed in transit", k.Waiting)
+		}
+		if k.Lost > 0 {
+			fmt.Fprintf(g.stdout, ", %d snapshot(s) lost with a cancelled seed", k.Lost)
 		}
 		fmt.Fprintln(g.stdout)
 		if k.Empty {

@@ -50,9 +50,9 @@ type seedShowOut struct {
 func newSeedCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "seed",
-		Short: "Import seeds (a tenant's full backup shipped on a disk) and show their reports",
+		Short: "Import seeds (a tenant's full backup shipped on a disk), show their reports, cancel a lost one",
 	}
-	c.AddCommand(newSeedImportCmd(g), newSeedListCmd(g), newSeedShowCmd(g))
+	c.AddCommand(newSeedImportCmd(g), newSeedListCmd(g), newSeedShowCmd(g), newSeedCancelCmd(g))
 	return c
 }
 
@@ -269,6 +269,8 @@ func (g *globals) seedList(ctx context.Context, name string) error {
 // reportState sums up a seed's import report in a word or two.
 func reportState(s *vaultapi.SeedInfo) string {
 	switch {
+	case s.State == vaultapi.SeedCancelled:
+		return termtext.Clean(jobs.CancelText(s))
 	case s.Report == nil:
 		return "-"
 	case s.Confirmed != nil:
@@ -349,6 +351,10 @@ func (g *globals) printSeed(s *seedShowOut) {
 	fmt.Fprintf(w, "  exported %s from %s; registered %s\n", s.Created.UTC().Format(time.DateTime), termtext.Clean(s.Host), s.Registered.UTC().Format(time.DateTime))
 	fmt.Fprintf(w, "  %d objects, %s, %d snapshots; signed by %s\n", s.Objects, humanize.IBytes(uint64(s.Bytes)), len(s.Snapshots), s.Signer)
 	r := s.Report
+	if s.State == vaultapi.SeedCancelled {
+		fmt.Fprintf(w, "  %s: it will never be imported; snapshots that needed it cannot be restored\n", termtext.Clean(jobs.CancelText(&s.SeedInfo)))
+		return
+	}
 	if r == nil {
 		fmt.Fprintln(w, "  not imported yet")
 		return
@@ -398,4 +404,72 @@ func (p *seedProgress) stop() {
 	if bar := p.cur.Swap(nil); bar != nil {
 		bar.Stop()
 	}
+}
+
+func newSeedCancelCmd(g *globals) *cobra.Command {
+	var tenant, reason string
+	c := &cobra.Command{
+		Use:   "cancel --tenant NAME ID [--reason TEXT]",
+		Short: "Declare a seed in transit lost (the disk lost, broken beyond its parity, or never sent)",
+		Long: `Declare a seed in transit lost. The vault records which of its packs it does
+not hold; the tenant's agents then upload those chunks again on their next
+run, and its snapshots that needed the seed show as lost (never restorable,
+never meeting the objective). A cancelled seed is never imported: export a
+new one if the tenant still needs a seed. An imported seed cannot be
+cancelled.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if tenant == "" {
+				return usageError{Err: errors.New("give the seed's tenant: --tenant NAME")}
+			}
+			return g.seedCancel(c.Context(), tenant, args[0], reason)
+		},
+	}
+	c.Flags().StringVar(&tenant, "tenant", "", "the seed's tenant (name or id)")
+	c.Flags().StringVar(&reason, "reason", "", "why the seed is lost (shown to the tenant and in every refusal)")
+	return c
+}
+
+func (g *globals) seedCancel(ctx context.Context, tenant, id, reason string) error {
+	st, err := g.openSeedState(ctx)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	t, err := st.reg.Resolve(ctx, tenant)
+	if err != nil {
+		return err
+	}
+	book, err := jobs.LoadSeedBook(ctx, st.sw, t.ID)
+	if err != nil {
+		return err
+	}
+	s, err := findSeed(book, t, id)
+	if err != nil {
+		return err
+	}
+	info, err := jobs.CancelSeed(ctx, st.sw, st.data, t.ID, s.ID, reason, g.clock.Now())
+	if err != nil {
+		return err
+	}
+	lost, err := jobs.LostPacks(ctx, st.data, t.ID, s.ID)
+	if err != nil {
+		return err
+	}
+	out := seedCancelOut{Type: "seed_cancel", Tenant: t.Name, Seed: *info, LostPacks: len(lost.Packs)}
+	if g.json {
+		return g.printJSON(out)
+	}
+	fmt.Fprintf(g.stdout, "seed %s of tenant %s: %s\n", info.ID, termtext.Clean(t.Name), termtext.Clean(jobs.CancelText(info)))
+	fmt.Fprintf(g.stdout, "  %d of its packs are not in the vault: the tenant's agents upload their chunks again on their next run\n", out.LostPacks)
+	return nil
+}
+
+// seedCancelOut is cofferd seed cancel's --json document.
+type seedCancelOut struct {
+	Type   string            `json:"type"` // "seed_cancel"
+	Tenant string            `json:"tenant"`
+	Seed   vaultapi.SeedInfo `json:"seed"`
+	// LostPacks counts the seed's packs the vault did not hold.
+	LostPacks int `json:"lost_packs"`
 }

@@ -100,11 +100,11 @@ func redError(rep *jobs.StatusReport) error {
 // tenant.
 func writeStatus(w io.Writer, rep *jobs.StatusReport) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TENANT\tVM\tSTATE\tNEWEST\tAGE\tRPO\tSEEDS WAITING\tLAST DRILL\tFAILED RUNS")
+	fmt.Fprintln(tw, "TENANT\tVM\tSTATE\tNEWEST\tAGE\tRPO\tSEEDS WAITING\tLOST\tLAST DRILL\tFAILED RUNS")
 	for _, ts := range rep.Tenants {
 		for _, v := range ts.VMs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", ts.Tenant, termtext.Clip(v.VM, 60), v.State,
-				timeText(v.Newest), ageText(v), secondsText(v.RPOSeconds), v.SeedsWaiting, drillText(v.LastDrill), runsText(ts, v))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", ts.Tenant, termtext.Clip(v.VM, 60), v.State,
+				timeText(v.Newest), ageText(v), secondsText(v.RPOSeconds), v.SeedsWaiting, v.SeedsLost, drillText(v.LastDrill), runsText(ts, v))
 		}
 	}
 	if err := tw.Flush(); err != nil {

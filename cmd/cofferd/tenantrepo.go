@@ -65,6 +65,9 @@ func (g *globals) openTenantRepo(ctx context.Context, tenant, escrowKey string) 
 	}); err != nil {
 		return fail(fmt.Errorf("tenant %s: loading the index: %w", t.Name, err))
 	}
+	if err := forgetLostPacks(ctx, stack.Retry, r, t); err != nil {
+		return fail(fmt.Errorf("tenant %s: the packs of its cancelled seeds: %w", t.Name, err))
+	}
 	return &tenantRepo{tenant: t, repo: r, vault: stack.Retry, close: func() { stack.Provider.Close() }}, nil
 }
 

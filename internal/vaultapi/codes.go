@@ -129,6 +129,7 @@ var codeStatus = map[string]int{
 	CodeSeedInTransit:      http.StatusConflict,
 	CodeSigningKeyMismatch: http.StatusConflict,
 	CodeNoSigningKey:       http.StatusConflict,
+	CodeSeedCancelled:      http.StatusGone,
 }
 
 // StatusOf returns the HTTP status a code is answered with (500 for an

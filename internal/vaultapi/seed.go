@@ -1,6 +1,12 @@
 package vaultapi
 
-import "time"
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
 
 // Seed routes. The tenant comes from the credential, as everywhere.
 //
@@ -12,6 +18,10 @@ import "time"
 //	GET  RouteSeeds/<id>             SeedInfo, with the import report once imported
 //	GET  RouteSeeds/<id>/manifest    the registered SEED.json
 //	POST RouteSeeds/<id>/confirm     the agent confirms the clean import report
+//	POST RouteSeeds/<id>/cancel      {"reason": "…"}: declare the seed lost
+//	                                 (SeedCancelRequest; 200 SeedInfo)
+//	GET  RouteSeeds/<id>/lost        {"seed": id, "packs": […]}: the packs it held
+//	                                 that the vault does not (SeedLostPacks)
 const (
 	RouteSigningKey = "/v1/signing-key"
 	RouteSeeds      = "/v1/seeds"
@@ -38,6 +48,9 @@ const (
 	CodeSigningKeyMismatch = "signing_key_mismatch"
 	// CodeNoSigningKey: the tenant has no signing key yet (409).
 	CodeNoSigningKey = "no_signing_key"
+	// CodeSeedCancelled: the seed was declared lost (410): it is never
+	// imported, and snapshots that needed it cannot be restored.
+	CodeSeedCancelled = "seed_cancelled"
 )
 
 // SigningKeyRequest is the body of POST RouteSigningKey.
@@ -52,7 +65,27 @@ const (
 	SeedTravelling = "travelling"
 	// SeedImported: every object is in the vault; its snapshots restore.
 	SeedImported = "imported"
+	// SeedCancelled: declared lost (the disk lost, broken beyond its
+	// parity, or never sent); it is never imported. Snapshots that needed
+	// its packs are lost: never restorable, never safe.
+	SeedCancelled = "cancelled"
 )
+
+// MaxSeedCancelReason bounds the reason given for a cancel, in bytes.
+const MaxSeedCancelReason = 500
+
+// SeedCancelRequest is the body of POST RouteSeeds/<id>/cancel.
+type SeedCancelRequest struct {
+	Reason string `json:"reason"`
+}
+
+// SeedLostPacks is the answer of GET RouteSeeds/<id>/lost: the packs of
+// a cancelled seed the vault did not hold when it was cancelled. An agent
+// drops them from its index so their chunks are uploaded again.
+type SeedLostPacks struct {
+	Seed  string   `json:"seed"`
+	Packs []string `json:"packs"`
+}
 
 // SeedInfo is what the vault knows of one seed.
 type SeedInfo struct {
@@ -70,6 +103,9 @@ type SeedInfo struct {
 	Report *SeedReport `json:"report,omitempty"`
 	// Confirmed is when the tenant's agent confirmed the import report.
 	Confirmed *time.Time `json:"confirmed,omitempty"`
+	// Cancelled is when the seed was declared lost, Reason why.
+	Cancelled *time.Time `json:"cancelled,omitempty"`
+	Reason    string     `json:"reason,omitempty"`
 }
 
 // SeedReport is the import report of a seed.
@@ -104,4 +140,48 @@ type RepairedFile struct {
 	Problem string `json:"problem"`
 	// Rebuilt is false for a damaged parity file (not needed as data).
 	Rebuilt bool `json:"rebuilt"`
+}
+
+// MaxSeedLostPacks bounds a lost list: every pack of the largest manifest.
+const MaxSeedLostPacks = 80 << 20
+
+// ParseSeedLostPacks decodes a lost list of seed id, as the vault stores
+// and serves it: its seed is id; every pack is 64 lower-case hex digits,
+// sorted, none twice. Unknown fields are refused.
+func ParseSeedLostPacks(b []byte, id string) (*SeedLostPacks, error) {
+	if len(b) > MaxSeedLostPacks {
+		return nil, fmt.Errorf("over %d bytes", MaxSeedLostPacks)
+	}
+	var lost SeedLostPacks
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&lost); err != nil {
+		return nil, fmt.Errorf("not a lost list: %v", err)
+	}
+	if dec.More() {
+		return nil, errors.New("not a lost list: data after the JSON value")
+	}
+	if lost.Seed != id {
+		return nil, fmt.Errorf("it is the list of seed %q", clipID(lost.Seed))
+	}
+	if lost.Packs == nil {
+		return nil, errors.New(`no "packs" array`)
+	}
+	for i, p := range lost.Packs {
+		if !isHex64(p) {
+			return nil, fmt.Errorf("pack %d (%q) is not 64 lower-case hex digits", i, clipID(p))
+		}
+		if i > 0 && lost.Packs[i-1] >= p {
+			return nil, fmt.Errorf("pack %s is out of order or listed twice", p[:12])
+		}
+	}
+	return &lost, nil
+}
+
+// clipID shortens an id from outside for an error message.
+func clipID(s string) string {
+	if len(s) > 70 {
+		return s[:70] + "..."
+	}
+	return s
 }

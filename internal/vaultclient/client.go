@@ -650,7 +650,7 @@ func mapVaultError(ve *Error, wait time.Duration, method string) error {
 		return fmt.Errorf("%w: the vault is append-only: agents cannot delete objects (%w)", store.ErrDenied, ve)
 	case vaultapi.CodeTenantSuspended:
 		return fmt.Errorf("%w: %w; contact your provider", store.ErrDenied, ve)
-	case vaultapi.CodeSeedInTransit, vaultapi.CodeSigningKeyMismatch, vaultapi.CodeNoSigningKey, vaultapi.CodeBadSeed:
+	case vaultapi.CodeSeedInTransit, vaultapi.CodeSigningKeyMismatch, vaultapi.CodeNoSigningKey, vaultapi.CodeBadSeed, vaultapi.CodeSeedCancelled:
 		// 409s and a 422 that no retry changes; never ErrExists, which
 		// a caller could take for "done already".
 		return &store.PermanentError{Err: ve}

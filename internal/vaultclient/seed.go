@@ -175,6 +175,54 @@ func (v *Client) ConfirmSeed(ctx context.Context, id string) (*vaultapi.SeedInfo
 	return info, err
 }
 
+// CancelSeed declares the seed lost (POST RouteSeeds/<id>/cancel) with
+// reason; cancelling a cancelled seed changes nothing. It returns the
+// seed's record after.
+func (v *Client) CancelSeed(ctx context.Context, id, reason string) (*vaultapi.SeedInfo, error) {
+	if !ValidSeedID(id) {
+		return nil, &store.PermanentError{Err: fmt.Errorf("seed id %q is not 64 lower-case hex digits", clipID(id))}
+	}
+	body, err := json.Marshal(vaultapi.SeedCancelRequest{Reason: reason})
+	if err != nil {
+		return nil, err
+	}
+	var info *vaultapi.SeedInfo
+	err = v.retrying(ctx, "cancel seed", id, func() error {
+		resp, err := v.seedRequest(ctx, http.MethodPost, vaultapi.RouteSeeds+"/"+id+"/cancel", body, nil)
+		if err != nil {
+			return err
+		}
+		defer drainClose(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("cancelling seed %s with %s: %w", id[:12], v.Location(), v.statusError(resp, http.MethodPost, ""))
+		}
+		info, err = v.readSeedInfo(resp.Body, id)
+		return err
+	})
+	return info, err
+}
+
+// SeedLostPacks fetches the packs a cancelled seed held that the vault
+// did not (GET RouteSeeds/<id>/lost), checked by
+// vaultapi.ParseSeedLostPacks.
+func (v *Client) SeedLostPacks(ctx context.Context, id string) (*vaultapi.SeedLostPacks, error) {
+	if !ValidSeedID(id) {
+		return nil, &store.PermanentError{Err: fmt.Errorf("seed id %q is not 64 lower-case hex digits", clipID(id))}
+	}
+	var lost *vaultapi.SeedLostPacks
+	err := v.retrying(ctx, "lost packs of seed", id, func() error {
+		b, err := v.seedGet(ctx, vaultapi.RouteSeeds+"/"+id+"/lost", "reading the lost packs of seed "+id[:12], vaultapi.MaxSeedLostPacks)
+		if err != nil {
+			return err
+		}
+		if lost, err = vaultapi.ParseSeedLostPacks(b, id); err != nil {
+			return &store.PermanentError{Err: fmt.Errorf("vault %s: the lost packs of seed %s: %w", v.Location(), id[:12], err)}
+		}
+		return nil
+	})
+	return lost, err
+}
+
 // seedRequest sends one request with body (nil: none).
 func (v *Client) seedRequest(ctx context.Context, method, route string, body []byte, hdr http.Header) (*http.Response, error) {
 	var rd io.Reader = http.NoBody
@@ -308,7 +356,7 @@ func CheckSeedInfo(s *vaultapi.SeedInfo) error {
 	switch {
 	case !ValidSeedID(s.ID):
 		return fmt.Errorf("seed id %q is not 64 lower-case hex digits", clipOutside(s.ID))
-	case s.State != vaultapi.SeedTravelling && s.State != vaultapi.SeedImported:
+	case s.State != vaultapi.SeedTravelling && s.State != vaultapi.SeedImported && s.State != vaultapi.SeedCancelled:
 		return fmt.Errorf("seed %s: unknown state %q", s.ID[:12], clipOutside(s.State))
 	case s.Objects < 0 || s.Objects > seed.MaxFiles || s.Bytes < 0:
 		return fmt.Errorf("seed %s: %d objects, %d bytes", s.ID[:12], s.Objects, s.Bytes)
@@ -321,6 +369,7 @@ func CheckSeedInfo(s *vaultapi.SeedInfo) error {
 		}
 	}
 	s.Host, s.Signer = cleanOutside(s.Host, 255), cleanOutside(s.Signer, 128)
+	s.Reason = cleanOutside(s.Reason, vaultapi.MaxSeedCancelReason)
 	if s.Report != nil {
 		if err := checkSeedReport(s.ID, s.Report); err != nil {
 			return err

@@ -340,16 +340,18 @@ func FuzzSeedReplies(f *testing.F) {
 	id := strings.Repeat("5e", 32)
 	good := `{"id":"` + id + `","state":"imported","objects":2,"bytes":20,"snapshots":["` + strings.Repeat("ab", 32) + `"],` +
 		`"host":"h\u001b[31m","report":{"seed":"` + id + `","objects":2,"uploaded":1,"present":1,"repaired":[{"name":"data/x","problem":"missing","rebuilt":true}],"clean":true}}`
-	for _, s := range []string{good, `{"seeds":[` + good + `]}`, `{"seeds":[]}`, `{}`, `null`, `{"id":"` + id + `","state":"travelling","objects":-1}`, "[1,2"} {
+	for _, s := range []string{good, `{"seeds":[` + good + `]}`, `{"seeds":[]}`, `{}`, `null`, `{"id":"` + id + `","state":"travelling","objects":-1}`, "[1,2",
+		`{"id":"` + id + `","state":"cancelled","objects":0,"cancelled":"2026-12-05T10:00:00Z","reason":"lost\u001b[2J\nin the mail"}`,
+		`{"id":"` + id + `","state":"lost","objects":0}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		check := func(s *vaultapi.SeedInfo) {
-			if !vaultclient.ValidSeedID(s.ID) || (s.State != vaultapi.SeedTravelling && s.State != vaultapi.SeedImported) {
+			if !vaultclient.ValidSeedID(s.ID) || (s.State != vaultapi.SeedTravelling && s.State != vaultapi.SeedImported && s.State != vaultapi.SeedCancelled) {
 				t.Fatalf("accepted %+v", s)
 			}
-			if strings.ContainsAny(s.Host+s.Signer, "\x1b\r\n") {
-				t.Fatalf("accepted unsafe text %q", s.Host+s.Signer)
+			if strings.ContainsAny(s.Host+s.Signer+s.Reason, "\x1b\r\n") {
+				t.Fatalf("accepted unsafe text %q", s.Host+s.Signer+s.Reason)
 			}
 			if s.Report != nil {
 				for _, r := range s.Report.Repaired {

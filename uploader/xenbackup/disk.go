@@ -103,6 +103,9 @@ func (n *night) plan(ctx context.Context, vm xenapi.VM, d snapDisk, size int64, 
 	if prev == nil {
 		return nil, "", "first backup of this VM in the repository"
 	}
+	if why := n.opt.UnusableParents[prev.id]; why != "" {
+		return nil, "", why
+	}
 	var base *manifest.Disk
 	for i := range prev.snap.Disks {
 		pd := &prev.snap.Disks[i]

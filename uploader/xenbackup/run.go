@@ -34,7 +34,11 @@ type Options struct {
 	// FullRead reads every disk whole even when its changed blocks are
 	// known (a periodic full read, or to compare the two).
 	FullRead bool
-	NBD      NBDOptions
+	// UnusableParents names snapshots (by ID) a changed-block night must
+	// not patch, with why: it reads such a VM's disks in full instead (a
+	// snapshot whose seed was cancelled needs chunks that never arrived).
+	UnusableParents map[string]string
+	NBD             NBDOptions
 	// Events, when set, hears what happens, one line at a time, as it
 	// happens (for the progress output).
 	Events func(Event)

@@ -185,3 +185,33 @@ func TestFieldFailures(t *testing.T) {
 		})
 	}
 }
+
+// A parent the caller calls unusable (its seed was cancelled) is never
+// patched: that VM's next night reads its disks in full, saying why, and
+// the night after goes back to changed blocks on the new parent.
+func TestUnusableParentReadsInFull(t *testing.T) {
+	p := newPool(t, twoVMs)
+	res := p.night()
+	if len(res.Failed()) != 0 {
+		t.Fatalf("night 1: %v", res.Failed()[0].Err)
+	}
+	var web string
+	for _, v := range res.VMs {
+		if v.Name == "web" {
+			web = v.SnapshotID
+		}
+	}
+	const why = "the last snapshot's seed was cancelled"
+	p.unusable = map[string]string{web: why}
+	p.write("web", 0, 2, 1)
+	p.write("db", 0, 2, 2)
+	res = p.night()
+	if r := reason(t, res, "web"); r != why {
+		t.Errorf("web read because %q, want %q", r, why)
+	}
+	p.checkVM(res, "web", manifest.XenReadFull)
+	p.checkVM(res, "db", manifest.XenReadChanged)
+	p.write("web", 0, 1, 3)
+	res = p.night()
+	p.checkVM(res, "web", manifest.XenReadChanged)
+}

@@ -34,6 +34,8 @@ type testPool struct {
 	info xapisim.ServeInfo
 	st   store.Store
 	r    *repo.Repo
+	// unusable is the nights' Options.UnusableParents.
+	unusable map[string]string
 }
 
 // vmSpec is a VM of the test pool: its disks' sizes and whether it has a
@@ -129,7 +131,7 @@ func (p *testPool) night(vms ...string) *xenbackup.Result {
 	if err := r.LoadIndex(ctx, nil); err != nil {
 		p.t.Fatal(err)
 	}
-	res, err := xenbackup.Run(ctx, xenbackup.Options{Xen: x, Repo: r, VMs: vms, All: len(vms) == 0,
+	res, err := xenbackup.Run(ctx, xenbackup.Options{Xen: x, Repo: r, VMs: vms, All: len(vms) == 0, UnusableParents: p.unusable,
 		Session: uploader.SessionOptions{Workers: 2, StateDir: filepath.Join(p.dir, "runs")}})
 	if err != nil {
 		p.t.Fatal(err)

@@ -43,6 +43,11 @@ const (
 	// ProblemWaiting: a receipt needs packs that travel on a seed the
 	// vault has not imported yet. Not an error: the snapshot waits.
 	ProblemWaiting = "waiting"
+	// ProblemLost: a receipt needs packs that travelled on a seed that
+	// was cancelled. Not counted as an error (nothing the vault can mend:
+	// the seed is declared lost), but listed: the snapshot cannot be
+	// restored.
+	ProblemLost = "lost"
 )
 
 // DefaultCheckWorkers is how many objects a keyless check reads at once.
@@ -51,7 +56,7 @@ const DefaultCheckWorkers = 4
 // Problem is one finding of a keyless check, naming the object.
 type Problem struct {
 	Object  string `json:"object"`
-	Kind    string `json:"kind"` // ProblemDamaged, ProblemMissing, ProblemUnreadable, ProblemForeign or ProblemWaiting
+	Kind    string `json:"kind"` // ProblemDamaged, ProblemMissing, ProblemUnreadable, ProblemForeign, ProblemWaiting or ProblemLost
 	Message string `json:"message"`
 }
 
@@ -102,15 +107,16 @@ type KeylessReport struct {
 	Empty           bool      `json:"empty"` // no object at all: the tenant's agent has not run coffer init
 	ReceiptsChecked bool      `json:"receipts_checked"`
 	Waiting         int       `json:"waiting"` // receipts waiting on a seed in transit (ProblemWaiting)
+	Lost            int       `json:"lost"`    // receipts that needed a cancelled seed (ProblemLost)
 	Problems        []Problem `json:"problems"`
 }
 
 // Errors counts the problems that fail a check (all but foreign objects
-// and snapshots waiting on a seed).
+// and snapshots waiting on a seed or lost with a cancelled one).
 func (r *KeylessReport) Errors() int {
 	n := 0
 	for _, p := range r.Problems {
-		if p.Kind != ProblemForeign && p.Kind != ProblemWaiting {
+		if p.Kind != ProblemForeign && p.Kind != ProblemWaiting && p.Kind != ProblemLost {
 			n++
 		}
 	}
@@ -325,8 +331,11 @@ func (c *keylessCheck) receipts(ctx context.Context, objects []store.Info) error
 	c.mu.Lock()
 	c.report.Problems = append(c.report.Problems, ps...)
 	for _, p := range ps {
-		if p.Kind == ProblemWaiting {
+		switch p.Kind {
+		case ProblemWaiting:
 			c.report.Waiting++
+		case ProblemLost:
+			c.report.Lost++
 		}
 	}
 	c.mu.Unlock()

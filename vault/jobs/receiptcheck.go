@@ -16,7 +16,8 @@ import (
 // a snapshot that exists and packs that exist; every snapshot has a
 // receipt (else garbage collection refuses the tenant). A receipt whose
 // missing packs all travel on its seed, still in transit, waits
-// (ProblemWaiting) instead.
+// (ProblemWaiting) instead; one whose seed was cancelled is lost
+// (ProblemLost).
 type Receipts struct {
 	// Seeds are the tenant's seeds; nil: no receipt waits.
 	Seeds *TenantSeeds
@@ -75,6 +76,10 @@ func (r Receipts) missingPacks(ctx context.Context, rc *vaultapi.Receipt, what s
 	msg := fmt.Sprintf("%s needs %d packs that are not stored (%s): the snapshot cannot be restored", what, len(missing), strings.Join(missing[:min(3, len(missing))], ", "))
 	if rc.Seed == "" || r.Seeds == nil {
 		return Problem{Object: obj, Kind: ProblemMissing, Message: msg}, nil
+	}
+	if s := r.Seeds.Book.Find(rc.Seed); s != nil && s.State == vaultapi.SeedCancelled {
+		return Problem{Object: obj, Kind: ProblemLost, Message: fmt.Sprintf("%s needs %d packs that travelled on seed %s, %s: the snapshot cannot be restored",
+			what, len(missing), short(s.ID), CancelText(s))}, nil
 	}
 	s, err := r.Seeds.Holding(ctx, rc.Seed, missing)
 	var refusal *SeedRefusal

@@ -128,8 +128,8 @@ func ImportSeed(ctx context.Context, o ImportOptions) (*vaultapi.SeedReport, err
 	if err != nil {
 		return nil, err
 	}
-	if info := book.Find(s.Manifest.ID); info != nil && info.State == vaultapi.SeedImported {
-		return nil, importedError(o.Tenant, info)
+	if err := importRefusal(o.Tenant, book.Find(s.Manifest.ID)); err != nil {
+		return nil, err
 	}
 	lctx, release, err := takeImportLease(ctx, &o)
 	if err != nil {
@@ -180,6 +180,20 @@ func openTenantSeed(t *registry.Tenant, dir string) (*seed.Seed, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// importRefusal is why seed info (nil: not registered) is not imported:
+// it was imported already, or cancelled; nil when it may be.
+func importRefusal(t *registry.Tenant, info *vaultapi.SeedInfo) error {
+	switch {
+	case info == nil:
+		return nil
+	case info.State == vaultapi.SeedImported:
+		return importedError(t, info)
+	case info.State == vaultapi.SeedCancelled:
+		return SeedCancelledError(info)
+	}
+	return nil
 }
 
 func importedError(t *registry.Tenant, info *vaultapi.SeedInfo) error {
@@ -298,8 +312,8 @@ func (im *seedImport) run(ctx context.Context) (*vaultapi.SeedReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if info := book.Find(im.m.ID); info != nil && info.State == vaultapi.SeedImported {
-		return nil, importedError(im.o.Tenant, info)
+	if err := importRefusal(im.o.Tenant, book.Find(im.m.ID)); err != nil {
+		return nil, err
 	}
 	im.registered = book.Find(im.m.ID) != nil
 	if err := im.matchRegistered(ctx); err != nil {

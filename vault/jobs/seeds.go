@@ -207,7 +207,7 @@ func SeedManifest(ctx context.Context, meta store.Store, tenantID, id string) (m
 
 // MarkSeedImported records the import report and turns the seed imported:
 // its snapshots restore from now on. Marking it again keeps the first
-// report.
+// report; a seed cancelled meanwhile is refused (CodeSeedCancelled).
 func MarkSeedImported(ctx context.Context, sw store.Swapper, tenantID, id string, rep *vaultapi.SeedReport) (*vaultapi.SeedInfo, error) {
 	var out vaultapi.SeedInfo
 	_, err := updateSeedBook(ctx, sw, tenantID, func(b *SeedBook) (bool, error) {
@@ -215,9 +215,12 @@ func MarkSeedImported(ctx context.Context, sw store.Swapper, tenantID, id string
 		if s == nil {
 			return false, vaultapi.Errorf(vaultapi.CodeNotFound, "no seed %s registered", id)
 		}
-		if s.State == vaultapi.SeedImported {
+		switch s.State {
+		case vaultapi.SeedImported:
 			out = *s
 			return false, nil
+		case vaultapi.SeedCancelled:
+			return false, SeedCancelledError(s)
 		}
 		s.State, s.Report = vaultapi.SeedImported, rep
 		out = *s

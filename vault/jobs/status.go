@@ -10,7 +10,9 @@ import (
 	"github.com/cofferhq/coffer/vault/registry"
 )
 
-// VM states of a status report (VMStatus.State). With an objective R:
+// VM states of a status report (VMStatus.State). With an objective R
+// (snapshots that needed a cancelled seed are lost: counted apart, they
+// never make a VM ok nor waiting):
 //
 //	ok       the newest snapshot safely in the vault is at most R old
 //	late     it is older than R but at most 2R old
@@ -42,6 +44,9 @@ type ReceiptSummary struct {
 	// of SeedID): it never meets an objective. Once the seed is imported
 	// the snapshot counts as any other.
 	Seed bool
+	// Lost: the seed the receipt names was cancelled (SeedBook.Lost): the
+	// snapshot will never restore; it neither counts nor waits.
+	Lost bool
 	// SeedID is the seed the receipt names, if any.
 	SeedID string
 	// Snapshot is the snapshot's ID.
@@ -129,12 +134,15 @@ type VMStatus struct {
 	Declared bool `json:"declared,omitempty"`
 	// Newest is the newest snapshot safely in the vault (not waiting on a
 	// seed); AgeSeconds its age at the report's time.
-	Newest       time.Time    `json:"newest,omitzero"`
-	AgeSeconds   float64      `json:"age_seconds,omitempty"`
-	Snapshots    int          `json:"snapshots"`
-	SeedsWaiting int          `json:"seeds_waiting"`
-	NewestSeed   time.Time    `json:"newest_waiting,omitzero"`
-	LastDrill    *DrillStatus `json:"last_drill,omitempty"`
+	Newest       time.Time `json:"newest,omitzero"`
+	AgeSeconds   float64   `json:"age_seconds,omitempty"`
+	Snapshots    int       `json:"snapshots"`
+	SeedsWaiting int       `json:"seeds_waiting"`
+	NewestSeed   time.Time `json:"newest_waiting,omitzero"`
+	// SeedsLost counts snapshots that needed a cancelled seed: they
+	// cannot be restored.
+	SeedsLost int          `json:"seeds_lost"`
+	LastDrill *DrillStatus `json:"last_drill,omitempty"`
 	// FailedRuns counts the runs that failed since Newest (every failed
 	// run when there is no snapshot); LastError is the newest's error.
 	FailedRuns int    `json:"failed_runs"`
@@ -236,9 +244,9 @@ func validRPO(d time.Duration) time.Duration {
 
 // vmInput is what one VM's status is computed from.
 type vmInput struct {
-	newest, newestSeed time.Time
-	snapshots, seeds   int
-	runs               []RunRecord
+	newest, newestSeed     time.Time
+	snapshots, seeds, lost int
+	runs                   []RunRecord
 }
 
 // vmInputs are a tenant's VMs by name.
@@ -268,6 +276,10 @@ func groupByVM(ti *TenantInput) vmInputs {
 	m := vmInputs{}
 	for _, rc := range ti.Receipts {
 		v := m.get(rc.Name)
+		if rc.Lost {
+			v.lost++
+			continue
+		}
 		if rc.Seed {
 			v.seeds++
 			v.newestSeed = later(v.newestSeed, rc.Time)
@@ -307,7 +319,7 @@ func vmStatus(t *registry.Tenant, name string, in *vmInput, now time.Time) *VMSt
 	rpo, own := t.RPOFor(name)
 	rpo = validRPO(rpo)
 	v := &VMStatus{VM: name, RPOSeconds: rpo.Seconds(), Declared: own && rpo > 0, Newest: in.newest,
-		Snapshots: in.snapshots, SeedsWaiting: in.seeds, NewestSeed: in.newestSeed}
+		Snapshots: in.snapshots, SeedsWaiting: in.seeds, NewestSeed: in.newestSeed, SeedsLost: in.lost}
 	age := max(now.Sub(in.newest), 0)
 	if !in.newest.IsZero() {
 		v.AgeSeconds = age.Seconds()

@@ -110,6 +110,8 @@ func TestComputeStatusEdges(t *testing.T) {
 		{ReceiptSummary{Name: "a", Time: ago(time.Minute), Seed: true}, StateWaiting},
 		{ReceiptSummary{Name: "a", Time: ago(2 * time.Hour), Seed: true}, StateWaiting},
 		{ReceiptSummary{Name: "a", Time: ago(2*time.Hour + 1), Seed: true}, StateAbsent},
+		// A snapshot lost with a cancelled seed is neither safe nor waiting.
+		{ReceiptSummary{Name: "a", Time: ago(time.Minute), Lost: true}, StateAbsent},
 	} {
 		rep := ComputeStatus([]*TenantInput{{Tenant: ten, Receipts: []ReceiptSummary{c.rc}}}, statusNow)
 		if got := rep.Tenants[0].VMs[0].State; got != c.want {

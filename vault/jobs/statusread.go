@@ -153,7 +153,8 @@ func (s *StatusReader) readReceipts(ctx context.Context, sub store.Store, ti *Te
 	return nil
 }
 
-// markWaiting sets Seed on the receipts that wait on a seed in transit.
+// markWaiting sets Seed on the receipts that wait on a seed in transit,
+// Lost on those that needed a cancelled seed.
 // The summaries are cached without it: a seed's import changes the answer.
 func (s *StatusReader) markWaiting(ctx context.Context, ti *TenantInput) error {
 	var book *SeedBook
@@ -168,7 +169,7 @@ func (s *StatusReader) markWaiting(ctx context.Context, ti *TenantInput) error {
 				return fmt.Errorf("tenant %s: %w", ti.Tenant.Name, err)
 			}
 		}
-		rc.Seed = book.InTransit(rc.SeedID)
+		rc.Seed, rc.Lost = book.InTransit(rc.SeedID), book.Lost(rc.SeedID)
 	}
 	return nil
 }
