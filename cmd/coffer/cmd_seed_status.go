@@ -50,19 +50,9 @@ func newSeedConfirmCmd(g *globals) *cobra.Command {
 		Short: "Confirm a seed's clean import report (its source may then be released)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			v, err := g.seedCommandVault(ctx)
+			info, id, err := g.onSeed(cmd.Context(), args[0], "confirming", (*vaultclient.Client).ConfirmSeed)
 			if err != nil {
 				return err
-			}
-			defer v.Close()
-			id, err := findSeed(ctx, v, args[0])
-			if err != nil {
-				return err
-			}
-			info, err := v.ConfirmSeed(ctx, id)
-			if err != nil {
-				return fmt.Errorf("confirming seed %s: %w", id[:12], err)
 			}
 			if g.json {
 				g.printJSON(map[string]any{"type": "seed_confirm", "seed": info})
@@ -87,19 +77,11 @@ Snapshots that needed the seed cannot be restored. An imported seed cannot
 be cancelled; a cancelled seed is never imported.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			v, err := g.seedCommandVault(ctx)
+			info, id, err := g.onSeed(cmd.Context(), args[0], "cancelling", func(v *vaultclient.Client, ctx context.Context, id string) (*vaultapi.SeedInfo, error) {
+				return v.CancelSeed(ctx, id, reason)
+			})
 			if err != nil {
 				return err
-			}
-			defer v.Close()
-			id, err := findSeed(ctx, v, args[0])
-			if err != nil {
-				return err
-			}
-			info, err := v.CancelSeed(ctx, id, reason)
-			if err != nil {
-				return fmt.Errorf("cancelling seed %s: %w", id[:12], err)
 			}
 			if g.json {
 				g.printJSON(map[string]any{"type": "seed_cancel", "seed": info})
@@ -241,4 +223,24 @@ func (g *globals) printSeed(s *vaultapi.SeedInfo) {
 		}
 	}
 	g.say("  %s", seedAdvice(s))
+}
+
+// onSeed runs one call on the seed ref names (its ID or a unique prefix)
+// through the repository's vault; doing names the call in its error.
+func (g *globals) onSeed(ctx context.Context, ref, doing string,
+	call func(*vaultclient.Client, context.Context, string) (*vaultapi.SeedInfo, error)) (*vaultapi.SeedInfo, string, error) {
+	v, err := g.seedCommandVault(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	defer v.Close()
+	id, err := findSeed(ctx, v, ref)
+	if err != nil {
+		return nil, "", err
+	}
+	info, err := call(v, ctx, id)
+	if err != nil {
+		return nil, id, fmt.Errorf("%s seed %s: %w", doing, id[:12], err)
+	}
+	return info, id, nil
 }

@@ -13,7 +13,6 @@ import (
 	"github.com/cofferhq/coffer/internal/fsx"
 	"github.com/cofferhq/coffer/internal/pack"
 	"github.com/cofferhq/coffer/internal/repo"
-	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/internal/vaultclient"
 )
@@ -42,22 +41,11 @@ const maxLostSnapshots = 1 << 20
 // seed routes, has none.
 func (g *globals) forgetLostSeeds(ctx context.Context, r *repo.Repo) error {
 	g.lostSeeds = nil
-	u, err := g.repository()
-	if err != nil || vaultURL(u) == nil {
-		return nil
-	}
-	v, err := g.seedVault(vaultURL(u), "")
-	if err != nil {
+	v, list, err := g.vaultSeeds(ctx, "the packs of cancelled seeds never arrived")
+	if v == nil || err != nil {
 		return err
 	}
 	defer v.Close()
-	list, err := v.Seeds(ctx)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("asking the vault for cancelled seeds (their packs never arrived): %w", err)
-	}
 	var ids []pack.ID
 	for _, s := range list {
 		if s.State != vaultapi.SeedCancelled {

@@ -27,22 +27,11 @@ type seedPacks struct {
 // seed, so the vault takes them (their packs are on the disk) and shows
 // them as waiting. A vault without seed routes (older) has no seeds.
 func (g *globals) watchSeeds(ctx context.Context, r *repo.Repo) error {
-	u, err := g.repository()
-	if err != nil || vaultURL(u) == nil {
-		return err
-	}
-	v, err := g.seedVault(vaultURL(u), "")
-	if err != nil {
+	v, list, err := g.vaultSeeds(ctx, "receipts must name the seeds in transit")
+	if v == nil || err != nil {
 		return err
 	}
 	defer v.Close()
-	list, err := v.Seeds(ctx)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("asking the vault for seeds in transit (receipts must name them): %w", err)
-	}
 	var travelling []seedPacks
 	for _, s := range list {
 		if s.State != vaultapi.SeedTravelling {
@@ -78,10 +67,7 @@ func receiptSeedOf(seeds []seedPacks) func([]pack.ID) string {
 // agent's cache directory, else from the vault (then kept there). A kept
 // manifest is checked as one from the vault is: it is a file on disk.
 func (g *globals) seedPackList(ctx context.Context, v *vaultclient.Client, r *repo.Repo, id string) (seedPacks, error) {
-	dir := cacheDir(r)
-	if dir != "" {
-		dir = filepath.Join(dir, "seeds")
-	}
+	dir := seedCache(r)
 	m := g.cachedSeedManifest(dir, id)
 	if m == nil {
 		var body []byte
@@ -130,4 +116,26 @@ func (g *globals) cachedSeedManifest(dir, id string) *seed.Manifest {
 		return nil
 	}
 	return m
+}
+
+// vaultSeeds asks the repository's vault for the tenant's seeds; why says
+// what for in an error. v is nil (and err too) outside a vault and with a
+// vault without seed routes (an older one): no seeds. The caller closes v.
+func (g *globals) vaultSeeds(ctx context.Context, why string) (v *vaultclient.Client, list []vaultapi.SeedInfo, err error) {
+	u, err := g.repository()
+	if err != nil || vaultURL(u) == nil {
+		return nil, nil, nil
+	}
+	if v, err = g.seedVault(vaultURL(u), ""); err != nil {
+		return nil, nil, err
+	}
+	list, err = v.Seeds(ctx)
+	if err != nil {
+		v.Close()
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil, nil
+		}
+		return nil, nil, fmt.Errorf("asking the vault for the tenant's seeds (%s): %w", why, err)
+	}
+	return v, list, nil
 }

@@ -299,23 +299,11 @@ func newSeedShowCmd(g *globals) *cobra.Command {
 }
 
 func (g *globals) seedShow(ctx context.Context, tenant, id string) error {
-	st, err := g.openSeedState(ctx)
+	st, t, s, err := g.openSeed(ctx, tenant, id)
 	if err != nil {
 		return err
 	}
 	defer st.close()
-	t, err := st.reg.Resolve(ctx, tenant)
-	if err != nil {
-		return err
-	}
-	book, err := jobs.LoadSeedBook(ctx, st.sw, t.ID)
-	if err != nil {
-		return err
-	}
-	s, err := findSeed(book, t, id)
-	if err != nil {
-		return err
-	}
 	out := seedShowOut{Type: "seed", Tenant: t.Name, SeedInfo: *s}
 	if g.json {
 		return g.printJSON(out)
@@ -431,23 +419,11 @@ cancelled.`,
 }
 
 func (g *globals) seedCancel(ctx context.Context, tenant, id, reason string) error {
-	st, err := g.openSeedState(ctx)
+	st, t, s, err := g.openSeed(ctx, tenant, id)
 	if err != nil {
 		return err
 	}
 	defer st.close()
-	t, err := st.reg.Resolve(ctx, tenant)
-	if err != nil {
-		return err
-	}
-	book, err := jobs.LoadSeedBook(ctx, st.sw, t.ID)
-	if err != nil {
-		return err
-	}
-	s, err := findSeed(book, t, id)
-	if err != nil {
-		return err
-	}
 	info, err := jobs.CancelSeed(ctx, st.sw, st.data, t.ID, s.ID, reason, g.clock.Now())
 	if err != nil {
 		return err
@@ -472,4 +448,25 @@ type seedCancelOut struct {
 	Seed   vaultapi.SeedInfo `json:"seed"`
 	// LostPacks counts the seed's packs the vault did not hold.
 	LostPacks int `json:"lost_packs"`
+}
+
+// openSeed opens the vault's state and finds a tenant's seed by its ID (or
+// a unique prefix). The caller closes st.
+func (g *globals) openSeed(ctx context.Context, tenant, id string) (st *seedState, t *registry.Tenant, s *vaultapi.SeedInfo, err error) {
+	if st, err = g.openSeedState(ctx); err != nil {
+		return nil, nil, nil, err
+	}
+	t, err = st.reg.Resolve(ctx, tenant)
+	var book *jobs.SeedBook
+	if err == nil {
+		book, err = jobs.LoadSeedBook(ctx, st.sw, t.ID)
+	}
+	if err == nil {
+		s, err = findSeed(book, t, id)
+	}
+	if err != nil {
+		st.close()
+		return nil, nil, nil, err
+	}
+	return st, t, s, nil
 }
