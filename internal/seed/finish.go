@@ -29,7 +29,8 @@ type FinishOptions struct {
 	Share float64
 	// Workers hash files concurrently (default 4).
 	Workers int
-	// MemoryBudget bounds the parity encoder's buffers (internal/parity).
+	// MemoryBudget bounds the parity encoder's buffers (internal/parity);
+	// 0 sizes them by the number of files (ParityBudget).
 	MemoryBudget int64
 	// Progress, when set, gets the bytes hashed or encoded as they go.
 	Progress func(n int64)
@@ -181,7 +182,11 @@ func writeParity(ctx context.Context, root string, objs []File, o FinishOptions)
 	create := func(j int) (io.WriterAt, error) {
 		return os.OpenFile(FilePath(root, par[j]), os.O_CREATE|os.O_WRONLY, 0o644)
 	}
-	if err := parity.Encode(ctx, l, sizes, open, create, parity.Options{MemoryBudget: o.MemoryBudget, Progress: o.Progress}); err != nil {
+	budget := o.MemoryBudget
+	if budget <= 0 {
+		budget = ParityBudget(len(objs) + l.ParityShards)
+	}
+	if err := parity.Encode(ctx, l, sizes, open, create, parity.Options{MemoryBudget: budget, Progress: o.Progress}); err != nil {
 		return nil, nil, fmt.Errorf("writing the seed's parity: %w", err)
 	}
 	for j := range par { // a parity shard ending in zeros may be short on disk
@@ -193,6 +198,16 @@ func writeParity(ctx context.Context, root string, objs []File, o FinishOptions)
 		return nil, nil, err
 	}
 	return l, par, syncDir(dir)
+}
+
+// ParityBudget is the parity encoder's memory for a seed of files files:
+// each window reads the same range of every file, so the budget grows with
+// their number to keep reads at 256 KiB (a USB disk's seeks dominate below
+// that), from 64 MiB up to 1 GiB. Above about 4000 files the reads shrink
+// again: a seed of tens of thousands of files encodes slowly on a spinning
+// disk (see ARCHITECTURE.md, "Seed parity").
+func ParityBudget(files int) int64 {
+	return min(max(int64(files)*(256<<10), 64<<20), 1<<30)
 }
 
 func syncDir(dir string) error {

@@ -183,3 +183,14 @@ func TestRepairThreePercentRefuseTwenty(t *testing.T) {
 		t.Fatal("a refused repair wrote into its work directory")
 	}
 }
+
+func TestParityBudget(t *testing.T) {
+	for _, c := range []struct {
+		files int
+		want  int64
+	}{{1, 64 << 20}, {256, 64 << 20}, {1000, 1000 * 256 << 10}, {4096, 1 << 30}, {300000, 1 << 30}} {
+		if got := ParityBudget(c.files); got != c.want {
+			t.Errorf("ParityBudget(%d) = %d, want %d", c.files, got, c.want)
+		}
+	}
+}
