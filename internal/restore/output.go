@@ -68,9 +68,15 @@ func openOutput(path string, size int64, opt Options) (*output, error) {
 		o.abort()
 		return nil, fmt.Errorf("locking %s: %w", o.tmp, err)
 	}
-	if err := f.Truncate(size); err != nil {
-		o.abort()
-		return nil, fmt.Errorf("sizing the output %s: %w", o.tmp, err)
+	// A new file is empty: an image format (size 0) sizes it itself. A
+	// truncate to 0 would also make ext4 flush the whole file when it is
+	// closed (its delayed-allocation heuristic for files rewritten in
+	// place), a second of waiting per few GiB restored.
+	if size > 0 {
+		if err := f.Truncate(size); err != nil {
+			o.abort()
+			return nil, fmt.Errorf("sizing the output %s: %w", o.tmp, err)
+		}
 	}
 	return o, nil
 }
