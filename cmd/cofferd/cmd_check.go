@@ -11,6 +11,7 @@ import (
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/check"
+	"github.com/cofferhq/coffer/internal/pack"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/store"
 	"github.com/cofferhq/coffer/internal/termtext"
@@ -187,7 +188,7 @@ func (g *globals) checkTenant(ctx context.Context, data store.Store, t *registry
 	if f.escrowKey == "" {
 		return tc, nil
 	}
-	if err := g.checkFull(ctx, sub, t, f, tc); err != nil {
+	if err := g.checkFull(ctx, sub, t, f, tc, receipts.Seeds); err != nil {
 		return nil, err
 	}
 	return tc, nil
@@ -197,7 +198,7 @@ func (g *globals) checkTenant(ctx context.Context, data store.Store, t *registry
 // internal/check on it, reading the same sample of packs the keyless check
 // would have. A tenant without escrow or without a repository is skipped,
 // saying why; a wrong identity stops the command (exit 12).
-func (g *globals) checkFull(ctx context.Context, sub store.Store, t *registry.Tenant, f *checkFlags, tc *tenantCheckOut) error {
+func (g *globals) checkFull(ctx context.Context, sub store.Store, t *registry.Tenant, f *checkFlags, tc *tenantCheckOut, seeds *jobs.TenantSeeds) error {
 	if t.Escrow.Status != vaultapi.EscrowYes {
 		tc.FullSkipped = "the tenant did not choose escrow: its agent checks it in full (coffer check)"
 		return nil
@@ -216,7 +217,7 @@ func (g *globals) checkFull(ctx context.Context, sub store.Store, t *registry.Te
 		return nil
 	}
 	defer tr.close()
-	opt := check.Options{ReadData: f.percent > 0}
+	opt := check.Options{ReadData: f.percent > 0, Elsewhere: travelling(ctx, seeds)}
 	if f.percent > 0 && f.percent < 100 {
 		sample, err := packSample(ctx, sub, f.percent, f.seed)
 		if err != nil {
@@ -298,4 +299,20 @@ func fullKind(p check.Problem) string {
 		return "warning"
 	}
 	return "error"
+}
+
+// travelling tells the full check which missing packs travel on a seed of
+// the tenant that the vault has not imported yet: those are expected, not
+// damage. Packs of a cancelled seed stay errors: they will never come.
+func travelling(ctx context.Context, seeds *jobs.TenantSeeds) func(pack.ID) string {
+	if seeds == nil {
+		return nil
+	}
+	return func(id pack.ID) string {
+		s, err := seeds.PendingPack(ctx, id.String())
+		if err != nil || s == nil || s.State != vaultapi.SeedTravelling {
+			return ""
+		}
+		return fmt.Sprintf("it travels on seed %s (exported %s), which the vault has not imported", s.ID[:12], s.Created.UTC().Format(time.DateOnly))
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -46,7 +47,21 @@ func TestRestoreRefusesWaitingSnapshot(t *testing.T) {
 	if ten, err = reg.SetSigningKey(ctx, ten.ID, key.Public()); err != nil {
 		t.Fatal(err)
 	}
-	sd := seedtest.New(t, key, ten.ID, strings.Repeat("e", 64))
+	// The seed holds a made-up pack and one of the repository's own, which
+	// is taken out of the store while the seed travels.
+	packs, _ := filepath.Glob(filepath.Join(dir, "repos", ten.ID, "data", "*", "*"))
+	if len(packs) == 0 {
+		t.Fatal("no pack in the tenant's space")
+	}
+	// The largest: a pack of disk data (the maps' pack is sent over the
+	// WAN when a seed is registered).
+	onSeed := packs[0]
+	for _, p := range packs {
+		if a, b := fileSize(t, p), fileSize(t, onSeed); a > b {
+			onSeed = p
+		}
+	}
+	sd := seedtest.New(t, key, ten.ID, strings.Repeat("e", 64), filepath.Base(onSeed))
 	if _, err := jobs.RegisterSeed(ctx, reg.Swapper(), data, ten, sd.Body, sd.Sig, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +73,14 @@ func TestRestoreRefusesWaitingSnapshot(t *testing.T) {
 		t.Fatalf("receipts: %d %v", len(rcs), err)
 	}
 	rc := rcs[0]
+	old, err := rc.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldSum := sha256.Sum256(old)
+	if err := data.Delete(ctx, "repos/"+ten.ID+"/receipts/"+hex.EncodeToString(oldSum[:])); err != nil {
+		t.Fatal(err)
+	}
 	rc.Seed = sd.Manifest.ID
 	b, err := rc.Marshal()
 	if err != nil {
@@ -81,6 +104,20 @@ func TestRestoreRefusesWaitingSnapshot(t *testing.T) {
 		t.Fatalf("drill of a waiting snapshot: %+v %+v", r, d)
 	}
 
+	// The full check with the escrow identity: the pack on the seed is a
+	// warning naming it, not damage.
+	aside := filepath.Join(t.TempDir(), "pack")
+	if err := os.Rename(onSeed, aside); err != nil {
+		t.Fatal(err)
+	}
+	r = cofferd(t, dir, "--json", "check", "--tenant", "acme", "--escrow-key", idFile)
+	if r.code != 0 || !strings.Contains(r.stdout, "travels on seed "+sd.Manifest.ID[:12]) {
+		t.Fatalf("full check while a pack travels on the seed: %+v", r)
+	}
+	if err := os.Rename(aside, onSeed); err != nil {
+		t.Fatal(err)
+	}
+
 	if _, err := jobs.MarkSeedImported(ctx, reg.Swapper(), ten.ID, sd.Manifest.ID, &vaultapi.SeedReport{Clean: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -91,4 +128,13 @@ func TestRestoreRefusesWaitingSnapshot(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil || d.Passed != 1 || len(d.Skipped) != 0 {
 		t.Fatalf("drill after the import: %+v %+v", r, d)
 	}
+}
+
+func fileSize(t *testing.T, p string) int64 {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
 }

@@ -40,6 +40,11 @@ type Options struct {
 	// PacksFound, if set, is called once the packs are listed, with their
 	// count and total size, before any is checked: the progress total.
 	PacksFound func(count int, size int64)
+	// Elsewhere, if set, says why a pack the index lists is not in the
+	// store when that is known and expected (it travels on a seed the
+	// vault has not imported yet): such a pack is a warning naming the
+	// reason, not an error. "" means not known.
+	Elsewhere func(id pack.ID) string
 }
 
 // Problem is one finding. Warnings do not make a check fail. A foreign
@@ -247,9 +252,16 @@ func (c *checker) packFiles(ctx context.Context) error {
 		return err
 	}
 	for id := range c.packs {
-		if !seen[id] {
-			c.problem(repo.PackName(id), errors.New("pack is in the index but missing from the store: snapshots that use its chunks cannot be restored"), false)
+		if seen[id] {
+			continue
 		}
+		if c.opt.Elsewhere != nil {
+			if why := c.opt.Elsewhere(id); why != "" {
+				c.problem(repo.PackName(id), fmt.Errorf("pack is in the index but not in the store yet: %s", why), true)
+				continue
+			}
+		}
+		c.problem(repo.PackName(id), errors.New("pack is in the index but missing from the store: snapshots that use its chunks cannot be restored"), false)
 	}
 	return nil
 }

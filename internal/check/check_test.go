@@ -267,6 +267,22 @@ func TestCheckMissingPack(t *testing.T) {
 	// The snapshot's chunks are still indexed: the missing pack is the
 	// finding.
 	expect(t, rep, [][2]string{{p.name, "missing from the store"}}, nil)
+
+	// A pack known to be elsewhere (on a seed in transit) is a warning
+	// naming why; any other missing pack stays an error.
+	rep, err := Run(ctx, f.Open(), Options{Workers: 3, Elsewhere: func(id pack.ID) string {
+		if repo.PackName(id) == p.name {
+			return "it travels on seed 5e5e5e5e5e5e"
+		}
+		return ""
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expect(t, rep, nil, [][2]string{{p.name, "travels on seed 5e5e5e5e5e5e"}})
+	if rep.Errors() != 0 {
+		t.Fatalf("a pack on a seed in transit counted as an error: %+v", rep.Problems)
+	}
 }
 
 func TestCheckOrphanPacks(t *testing.T) {
