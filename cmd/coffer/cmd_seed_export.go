@@ -169,7 +169,9 @@ func (g *globals) openExport(ctx context.Context, root, id string) (*seedExportR
 		base.Close()
 		return nil, fmt.Errorf("the seed's objects in %s: %w", root, err)
 	}
-	ov := store.NewOverlay(ex.top, base)
+	// With the vault's upload sessions: its garbage collector keeps the
+	// packs the export may reuse while it runs, however long.
+	ov := store.NewOverlay(ex.top, base).WithSessions()
 	cfg, _, _, err := repo.ReadConfig(ctx, ov)
 	if err == nil {
 		ex.r, err = g.unlockRepo(ctx, ov, cfg, true)

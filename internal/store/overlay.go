@@ -20,8 +20,9 @@ import (
 // first. Delete removes from the top only; the base is never written.
 //
 // It offers the top store's deferred puts and temporary-file cleanup and
-// no other capability of either store (no upload sessions, no Swapper,
-// no object metadata): a capability of the base would reach past the top.
+// no other capability of either store (no Swapper, no object metadata): a
+// capability of the base would reach past the top. The one exception is
+// asked for: WithSessions adds the base's upload sessions.
 type Overlay struct {
 	top, base Store
 }
@@ -106,4 +107,28 @@ func (o *Overlay) Location() string {
 // Close implements Store: it closes both stores.
 func (o *Overlay) Close() error {
 	return errors.Join(o.top.Close(), o.base.Close())
+}
+
+// WithSessions returns the overlay with the upload sessions of its base,
+// when the base has them (else o itself): an export deduplicates against
+// the base's packs while it writes elsewhere, so the base's garbage
+// collector must know that it runs, keep the packs it may reuse, and tell
+// it which packs not to use, as for any backup.
+func (o *Overlay) WithSessions() Store {
+	us, ok := As[UploadSessions](o.base)
+	if !ok {
+		return o
+	}
+	return &sessionOverlay{Overlay: o, us: us}
+}
+
+// sessionOverlay is an Overlay with its base's upload sessions.
+type sessionOverlay struct {
+	*Overlay
+	us UploadSessions
+}
+
+// BeginUpload implements UploadSessions with the base's.
+func (s *sessionOverlay) BeginUpload(ctx context.Context) (*UploadSession, error) {
+	return s.us.BeginUpload(ctx)
 }

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -121,4 +122,26 @@ func TestOverlayCapabilities(t *testing.T) {
 	if _, ok := store.As[store.MetaPutter](ov); ok {
 		t.Error("the overlay offers metadata puts")
 	}
+	// Sessions only when asked for, and only when the base has them.
+	if ov.WithSessions() != store.Store(ov) {
+		t.Error("WithSessions over a base without sessions offers them")
+	}
+	withSessions := store.NewOverlay(newLocal(t), baseWithSessions{Store: newLocal(t)}).WithSessions()
+	us, ok := store.As[store.UploadSessions](withSessions)
+	if !ok {
+		t.Fatal("WithSessions hides the base's upload sessions")
+	}
+	if s, err := us.BeginUpload(context.Background()); err != nil || s.ID != "from-the-base" {
+		t.Fatalf("BeginUpload = %+v, %v; want the base's session", s, err)
+	}
+	if _, ok := store.As[store.DeferredPutter](withSessions); !ok {
+		t.Error("WithSessions hides the top's deferred puts")
+	}
+}
+
+// baseWithSessions is a store with upload sessions.
+type baseWithSessions struct{ store.Store }
+
+func (baseWithSessions) BeginUpload(context.Context) (*store.UploadSession, error) {
+	return &store.UploadSession{ID: "from-the-base"}, nil
 }
