@@ -19,8 +19,11 @@ import (
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/seed"
+	"github.com/cofferhq/coffer/internal/store"
+	"github.com/cofferhq/coffer/internal/testutil/seedtest"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault/ledger"
+	"github.com/cofferhq/coffer/vault/registry"
 )
 
 // exportSeed writes a small seed for tenant tid signed by k, as coffer
@@ -69,31 +72,38 @@ func exportSeed(t *testing.T, k *crypto.SigningKey, tid string) (dir string, obj
 	return dir, objects
 }
 
+// seedTenant makes tenant acme in the vault state in dir, gives it a new
+// signing key, and opens the state (the caller closes data).
+func seedTenant(t *testing.T, dir string) (store.Store, *ledger.Ledger, *registry.Tenant, *crypto.SigningKey) {
+	t.Helper()
+	if r := cofferd(t, dir, "tenant", "create", "acme"); r.code != 0 {
+		t.Fatalf("tenant create: %+v", r)
+	}
+	k := seedtest.Key(t)
+	g := &globals{storeURL: "file://" + dir, clock: clock.Real}
+	data, reg, led, err := g.openState(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tn, err := reg.Resolve(context.Background(), "acme")
+	if err == nil {
+		tn, err = reg.SetSigningKey(context.Background(), tn.ID, k.Public())
+	}
+	if err != nil {
+		data.Close()
+		t.Fatal(err)
+	}
+	return data, led, tn, k
+}
+
 // seed import through the command: the summary, the objects in the
 // tenant's space, usage; a second run refused; seed list and show give the
 // report.
 func TestSeedImportListShow(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	if r := cofferd(t, dir, "tenant", "create", "acme"); r.code != 0 {
-		t.Fatalf("tenant create: %+v", r)
-	}
-	mk, _ := crypto.NewMasterKey()
-	keys, _ := crypto.Derive(mk)
-	k := keys.SigningKey()
-	g := &globals{storeURL: "file://" + dir, clock: clock.Real}
-	data, reg, led, err := g.openState(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, led, tn, k := seedTenant(t, dir)
 	defer data.Close()
-	tn, err := reg.Resolve(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := reg.SetSigningKey(ctx, tn.ID, k.Public()); err != nil {
-		t.Fatal(err)
-	}
 	seedDir, objects := exportSeed(t, k, tn.ID)
 
 	if r := cofferd(t, dir, "seed", "import", seedDir); r.code != exitUsage {
@@ -164,22 +174,8 @@ func TestSeedImportHelperProcess(t *testing.T) {
 func TestSeedImportKilled(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	if r := cofferd(t, dir, "tenant", "create", "acme"); r.code != 0 {
-		t.Fatalf("tenant create: %+v", r)
-	}
-	mk, _ := crypto.NewMasterKey()
-	keys, _ := crypto.Derive(mk)
-	k := keys.SigningKey()
-	g := &globals{storeURL: "file://" + dir, clock: clock.Real}
-	data, reg, led, err := g.openState(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, led, tn, k := seedTenant(t, dir)
 	defer data.Close()
-	tn, _ := reg.Resolve(ctx, "acme")
-	if _, err := reg.SetSigningKey(ctx, tn.ID, k.Public()); err != nil {
-		t.Fatal(err)
-	}
 	seedDir, objects := exportSeed(t, k, tn.ID)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSeedImportHelperProcess$")
