@@ -12,7 +12,6 @@ import (
 
 	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/clock"
-	"github.com/cofferhq/coffer/internal/diskgen"
 	"github.com/cofferhq/coffer/internal/pack"
 	"github.com/cofferhq/coffer/internal/repo"
 	"github.com/cofferhq/coffer/internal/seed"
@@ -90,28 +89,10 @@ func TestSeedCancelCommand(t *testing.T) {
 // seed never delivered (its index files still name them), and restore
 // refuses a snapshot that needed the seed, naming the cancel.
 func TestTenantRepoForgetsLostPacks(t *testing.T) {
-	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
 	ctx := context.Background()
 	dir := t.TempDir()
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := diskgen.Generate(img, 2<<20, 7, diskgen.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	idFile := escrowTenant(t, dir, "acme", true, img)
-	g := &globals{storeURL: "file://" + dir, clock: clock.Real}
-	data, reg, _, err := g.openState(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idFile, data, reg, ten, key := escrowSeedTenant(t, dir, 7)
 	defer data.Close()
-	ten, err := reg.Resolve(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := seedtest.Key(t)
-	if ten, err = reg.SetSigningKey(ctx, ten.ID, key.Public()); err != nil {
-		t.Fatal(err)
-	}
 	sub, _ := store.ReadOnlySub(data, "repos/"+ten.ID+"/")
 	rcs, err := repo.Receipts(ctx, sub, nil)
 	if err != nil || len(rcs) != 1 || len(rcs[0].Packs) == 0 {
@@ -137,6 +118,7 @@ func TestTenantRepoForgetsLostPacks(t *testing.T) {
 		t.Fatalf("seed cancel: %+v", r)
 	}
 
+	g := &globals{storeURL: "file://" + dir, clock: clock.Real}
 	tr, err := g.openTenantRepo(ctx, "acme", idFile)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cofferhq/coffer/crypto"
 	"github.com/cofferhq/coffer/internal/clock"
 	"github.com/cofferhq/coffer/internal/diskgen"
 	"github.com/cofferhq/coffer/internal/repo"
@@ -18,35 +19,17 @@ import (
 	"github.com/cofferhq/coffer/internal/testutil/seedtest"
 	"github.com/cofferhq/coffer/internal/vaultapi"
 	"github.com/cofferhq/coffer/vault/jobs"
+	"github.com/cofferhq/coffer/vault/registry"
 )
 
 // A snapshot whose receipt names a seed in transit is refused at once by
 // cofferd restore (naming the seed) and skipped by a drill, saying why;
 // once the seed is imported both run.
 func TestRestoreRefusesWaitingSnapshot(t *testing.T) {
-	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
 	ctx := context.Background()
 	dir := t.TempDir()
-	img := filepath.Join(t.TempDir(), "disk.img")
-	if err := diskgen.Generate(img, 2<<20, 5, diskgen.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	idFile := escrowTenant(t, dir, "acme", true, img)
-
-	g := &globals{storeURL: "file://" + dir, clock: clock.Real}
-	data, reg, _, err := g.openState(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	idFile, data, reg, ten, key := escrowSeedTenant(t, dir, 5)
 	defer data.Close()
-	ten, err := reg.Resolve(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := seedtest.Key(t)
-	if ten, err = reg.SetSigningKey(ctx, ten.ID, key.Public()); err != nil {
-		t.Fatal(err)
-	}
 	// The seed holds a made-up pack and one of the repository's own, which
 	// is taken out of the store while the seed travels.
 	packs, _ := filepath.Glob(filepath.Join(dir, "repos", ten.ID, "data", "*", "*"))
@@ -137,4 +120,34 @@ func fileSize(t *testing.T, p string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// escrowSeedTenant makes tenant acme with escrow, backs up a 2 MiB image
+// of diskgen seed n into it, gives it a new signing key and opens the
+// vault's state (the caller closes data); it returns the escrow identity
+// file too.
+func escrowSeedTenant(t *testing.T, dir string, n uint64) (string, store.Store, *registry.Registry, *registry.Tenant, *crypto.SigningKey) {
+	t.Helper()
+	t.Setenv("COFFER_INSECURE_TEST_KDF", "1")
+	ctx := context.Background()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := diskgen.Generate(img, 2<<20, n, diskgen.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	idFile := escrowTenant(t, dir, "acme", true, img)
+	g := &globals{storeURL: "file://" + dir, clock: clock.Real}
+	data, reg, _, err := g.openState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ten, err := reg.Resolve(ctx, "acme")
+	key := seedtest.Key(t)
+	if err == nil {
+		ten, err = reg.SetSigningKey(ctx, ten.ID, key.Public())
+	}
+	if err != nil {
+		data.Close()
+		t.Fatal(err)
+	}
+	return idFile, data, reg, ten, key
 }
