@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
+	"time"
 )
 
 // The optional capabilities RateLimit passes through, each waiting on the
@@ -103,4 +105,17 @@ func (r *RateLimit) PutMeta(ctx context.Context, name string, rd io.ReaderAt, si
 // RemoveStaleTemp implements TempCleaner (not capped: it is local work).
 func (r *RateLimit) RemoveStaleTemp(ctx context.Context) (TempReport, error) {
 	return RemoveStaleTemp(ctx, r.Store)
+}
+
+// PresignGet implements Presigner: the GET it lets an agent make is a read
+// request to the store, so it waits for the read cap like one.
+func (r *RateLimit) PresignGet(ctx context.Context, name string, expiry time.Duration) (*url.URL, error) {
+	p, ok := As[Presigner](r.Store)
+	if !ok {
+		return nil, &PermanentError{Err: fmt.Errorf("store %s cannot presign", r.Location())}
+	}
+	if err := wait(ctx, r.read); err != nil {
+		return nil, err
+	}
+	return p.PresignGet(ctx, name, expiry)
 }

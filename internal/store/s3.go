@@ -40,6 +40,13 @@ type S3Config struct {
 
 	// Transport replaces the HTTP transport (tests); nil uses minio-go's default.
 	Transport http.RoundTripper
+
+	// PublicEndpoint, when set, is the host[:port] that presigned URLs
+	// (PresignGet) name instead of Endpoint: the address at which agents
+	// reach the bucket when the vault reaches it on a private one.
+	// PublicSecure says whether it uses TLS.
+	PublicEndpoint string
+	PublicSecure   bool
 }
 
 // String returns the repository URL of the store, without credentials.
@@ -75,9 +82,13 @@ func (c S3Config) GoString() string { return "store.S3Config(" + c.String() + ")
 // CRC32C trailer that the server checks, TLS protects it in transit, and
 // Coffer's objects are named by their SHA-256 and authenticated besides.
 type S3 struct {
-	cfg    S3Config
-	client *minio.Client
-	core   minio.Core
+	cfg     S3Config
+	client  *minio.Client
+	core    minio.Core
+	presign struct {
+		sync.Mutex
+		client *minio.Client // for PublicEndpoint, made on first use
+	}
 }
 
 // NewS3 builds an S3 store without contacting the server. OpenS3 also checks

@@ -186,7 +186,7 @@ func CheckURL(u *url.URL) (*url.URL, error) {
 	switch u.Scheme {
 	case "https":
 	case "http":
-		if !isLoopbackHost(u.Hostname()) {
+		if !store.IsLoopbackHost(u.Hostname()) {
 			return nil, fmt.Errorf("vault URL http://%s sends the credential in clear text: use https:// (plain http is allowed only on a loopback address)", u.Host)
 		}
 	default:
@@ -209,15 +209,6 @@ func CheckURL(u *url.URL) (*url.URL, error) {
 		}
 	}
 	return &url.URL{Scheme: u.Scheme, Host: strings.ToLower(u.Host), Path: path}, nil
-}
-
-// isLoopbackHost reports whether host is localhost or a loopback address.
-func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // safeURL prints a URL for messages, without user-info, query or fragment.
