@@ -24,6 +24,8 @@ type metrics struct {
 	conns           *prometheus.GaugeVec     // state
 	connsRefused    *prometheus.CounterVec   // reason
 	storeRequests   *prometheus.CounterVec   // tenant, op
+	directReads     *prometheus.CounterVec   // tenant
+	directBytes     *prometheus.CounterVec   // tenant
 }
 
 func newMetrics(reg prometheus.Registerer, extra ...prometheus.Collector) (*metrics, error) {
@@ -71,6 +73,12 @@ func newMetrics(reg prometheus.Registerer, extra ...prometheus.Collector) (*metr
 		storeRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cofferd_tenant_store_requests_total", Help: "Requests to the data store made while serving a tenant, by tenant ID and operation (put, get, stat, list, delete); a listing counts one per 1000 names.",
 		}, []string{"tenant", "op"}),
+		directReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cofferd_tenant_direct_downloads_total", Help: "Pack reads answered with a redirect to a presigned store URL (serve --direct-downloads), by tenant ID.",
+		}, []string{"tenant"}),
+		directBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cofferd_tenant_direct_download_bytes_total", Help: "Bytes of the pack reads redirected to the store, by tenant ID (they do not pass through cofferd).",
+		}, []string{"tenant"}),
 	}
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "coffer_build_info", Help: "Always 1; the version label is the running build's version.",
@@ -78,7 +86,7 @@ func newMetrics(reg prometheus.Registerer, extra ...prometheus.Collector) (*metr
 	buildInfo.WithLabelValues(buildinfo.Version()).Set(1)
 	for _, c := range []prometheus.Collector{buildInfo, m.requests, m.duration, m.tenantRequests, m.bytesIn, m.bytesOut,
 		m.tenantErrors, m.uploadsInFlight, m.throttled, m.quotaRefusals, m.digestMismatch, m.authFailures,
-		m.conns, m.connsRefused, m.storeRequests} {
+		m.conns, m.connsRefused, m.storeRequests, m.directReads, m.directBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

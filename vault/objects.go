@@ -437,6 +437,9 @@ func (s *Server) getObject(w http.ResponseWriter, r *http.Request, p *Principal,
 		status = http.StatusPartialContent
 		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+length-1, size))
 	}
+	if s.redirectDirect(ctx, w, r, p, kind, key, length) {
+		return
+	}
 	h.Set("Content-Length", strconv.FormatInt(length, 10))
 	if length == 0 {
 		w.WriteHeader(status)

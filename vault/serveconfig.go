@@ -37,6 +37,11 @@ type ServeConfig struct {
 	IdleTimeout     time.Duration
 	StoreWriteRate  float64 // requests/s to the store: puts, deletes, swaps; 0 unlimited
 	StoreReadRate   float64 // requests/s to the store: gets, stats, lists; 0 unlimited
+	// DirectDownloads redirects agents' large pack reads to presigned
+	// store URLs; DirectEndpoint is the store's address as agents reach it
+	// ("": the --store endpoint).
+	DirectDownloads bool
+	DirectEndpoint  string
 	// SessionHeartbeat is how often agents beat in an upload session
 	// (hidden; tests shorten it).
 	SessionHeartbeat time.Duration
@@ -71,6 +76,8 @@ func ServeFlags(fs *pflag.FlagSet) *ServeConfig {
 	fs.DurationVar(&c.SessionHeartbeat, "session-heartbeat", d.SessionHeartbeat, "how often agents beat in an upload session (tests)")
 	_ = fs.MarkHidden("session-heartbeat")
 	fs.Float64Var(&c.StoreReadRate, "store-read-rate", 0, "most read requests per second to the store (gets, stats, lists; 0: unlimited); over it requests wait")
+	fs.BoolVar(&c.DirectDownloads, "direct-downloads", false, "answer agents' large pack reads with a redirect to a presigned URL of the s3:// store, so restore traffic bypasses cofferd (agents must reach the store)")
+	fs.StringVar(&c.DirectEndpoint, "direct-downloads-endpoint", "", "the store's address as agents reach it, https://host[:port] (default: the --store endpoint)")
 	return c
 }
 
@@ -93,6 +100,11 @@ func IsLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// Direct returns the direct-download policy (--direct-downloads).
+func (c *ServeConfig) Direct() DirectDownloads {
+	return DirectDownloads{Enabled: c.DirectDownloads}.withDefaults()
+}
+
 // TLS reports whether TLS is configured.
 func (c *ServeConfig) TLS() bool { return c.TLSCert != "" }
 
@@ -108,6 +120,14 @@ func (c *ServeConfig) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
+	}
+	if c.DirectEndpoint != "" {
+		if !c.DirectDownloads {
+			return errors.New("--direct-downloads-endpoint needs --direct-downloads")
+		}
+		if _, _, err := store.ParsePublicEndpoint(c.DirectEndpoint); err != nil {
+			return fmt.Errorf("--direct-downloads-endpoint: %w", err)
+		}
 	}
 	if !c.TLS() && !c.AllowPlainHTTP && !IsLoopback(c.Listen) {
 		return fmt.Errorf("refusing plain HTTP on %s: give --tls-cert and --tls-key, listen on a loopback address (--listen 127.0.0.1:8443), or pass --allow-plain-http behind a TLS proxy", c.Listen)

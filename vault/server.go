@@ -93,6 +93,9 @@ type Config struct {
 	// (they need the tenant's record); nil: they answer 503.
 	Seeds  SeedRegistry
 	Limits Limits
+	// Direct, when enabled, answers large pack reads with a redirect to a
+	// presigned URL of the store (Data must offer store.Presigner).
+	Direct DirectDownloads
 	Log    *slog.Logger
 	// Registerer receives the metrics; nil makes a private registry with
 	// the Go and process collectors. Gatherer serves MetricsHandler (nil:
@@ -119,6 +122,8 @@ type Server struct {
 	seeds   SeedRegistry
 	packs   *jobs.SeedPacks // the pack sets of registered seeds
 	lim     Limits
+	direct  DirectDownloads
+	presign store.Presigner // Data's, when direct downloads are on
 	limits  *limiter
 	log     *slog.Logger
 	m       *metrics
@@ -159,6 +164,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.clock = clock.Or(s.clock)
+	if s.direct = cfg.Direct.withDefaults(); s.direct.Enabled {
+		p, ok := store.As[store.Presigner](cfg.Data)
+		if !ok {
+			return nil, fmt.Errorf("vault: direct downloads need a store that presigns URLs (s3://); %s cannot", cfg.Data.Location())
+		}
+		s.presign = p
+	}
 	reg := cfg.Registerer
 	s.gather = cfg.Gatherer
 	if reg == nil {

@@ -52,6 +52,7 @@ func newServeCmd(g *globals) *cobra.Command {
 
 func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait time.Duration, drills *serveDrills, maintain *serveMaintenance) error {
 	g.rates = sc.StoreRates()
+	g.publicEndpoint = sc.DirectEndpoint
 	data, reg, led, err := g.openStateWait(ctx, storeWait)
 	if err != nil {
 		return err
@@ -78,7 +79,7 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 	if maintain != nil && maintain.every > 0 {
 		go g.maintainLoop(ctx, data, reg, led, maintain)
 	}
-	cfg := vault.Config{Data: data, Limits: sc.Limits(), Log: g.log, Clock: g.clock}
+	cfg := vault.Config{Data: data, Limits: sc.Limits(), Direct: sc.Direct(), Log: g.log, Clock: g.clock}
 	cfg.Collectors = append(cfg.Collectors, g.statusCollector(data, reg, led))
 	(&vault.State{Registry: reg, Ledger: led}).Configure(&cfg)
 	srv, err := vault.New(cfg)
@@ -117,7 +118,8 @@ func serve(ctx context.Context, g *globals, sc *vault.ServeConfig, storeWait tim
 		go func() { errc <- ms.Serve(mln) }()
 	}
 	g.log.Info("cofferd serving", "listen", ln.Addr().String(), "tls", sc.TLS(), "metrics", metricsAddr, "store", data.Location(),
-		"object_lock", g.objectLock, "store_write_rate", sc.StoreWriteRate, "store_read_rate", sc.StoreReadRate)
+		"object_lock", g.objectLock, "store_write_rate", sc.StoreWriteRate, "store_read_rate", sc.StoreReadRate,
+		"direct_downloads", sc.DirectDownloads)
 
 	var serveErr error
 	select {

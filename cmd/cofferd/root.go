@@ -59,6 +59,9 @@ type globals struct {
 	objectLockDays string
 	// rates caps the store's request rate (serve sets it from its flags).
 	rates store.RateLimits
+	// publicEndpoint is the store's address as agents reach it, for the
+	// presigned URLs of direct downloads (serve only).
+	publicEndpoint string
 }
 
 // serveCommand builds `cofferd serve`; cmd_serve.go sets it in an init.
@@ -213,7 +216,7 @@ func (g *globals) openStore(ctx context.Context, raw string, wait time.Duration)
 		return nil, err
 	}
 	opts := storeurl.Options{Create: g.createVault, Retry: store.DefaultRetry, Clock: g.clock, Log: g.log,
-		ObjectLock: policy, Rates: g.rates}
+		ObjectLock: policy, Rates: g.rates, PublicEndpoint: g.publicEndpoint}
 	var st *storeurl.Stack
 	open := func() error {
 		var err error

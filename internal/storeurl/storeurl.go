@@ -215,6 +215,10 @@ type Options struct {
 	// Rates caps the provider's request rate (store.WithRateLimit);
 	// the zero value caps nothing.
 	Rates store.RateLimits
+	// PublicEndpoint, for an s3:// store, is the https://host[:port] that
+	// presigned URLs name (store.S3Config.PublicEndpoint); it is an error
+	// for any other store.
+	PublicEndpoint string
 	// Bandwidth, when set, limits the bytes of put and get bodies (one
 	// Bandwidth shared by every store opened with it shares the limit).
 	Bandwidth *store.Bandwidth
@@ -236,10 +240,16 @@ func OpenProvider(ctx context.Context, rawURL string, o Options) (store.Store, e
 		if o.ObjectLock.Mode != store.LockNone {
 			return nil, errors.New("object lock is set on the vault's own store, not through a vault URL")
 		}
+		if o.PublicEndpoint != "" {
+			return nil, errors.New("a public endpoint is set on the vault's own store, not through a vault URL")
+		}
 		return openVault(ctx, t.Vault, o)
 	}
 	if t.S3 == nil && o.ObjectLock.Mode != store.LockNone {
 		return nil, fmt.Errorf("object lock needs an s3:// store in a bucket made with Object Lock; %s cannot lock objects", rawURL)
+	}
+	if t.S3 == nil && o.PublicEndpoint != "" {
+		return nil, fmt.Errorf("a public endpoint for presigned URLs needs an s3:// store; %s cannot presign", rawURL)
 	}
 	if t.S3 == nil {
 		l, err := store.OpenLocal(t.Dir, create)
@@ -253,6 +263,11 @@ func OpenProvider(ctx context.Context, rawURL string, o Options) (store.Store, e
 	cfg.SecretKey = os.Getenv(EnvSecretKey)
 	cfg.SessionToken = os.Getenv(EnvSessionToken)
 	cfg.ObjectLock = o.ObjectLock.Mode != store.LockNone
+	if o.PublicEndpoint != "" {
+		if cfg.PublicEndpoint, cfg.PublicSecure, err = store.ParsePublicEndpoint(o.PublicEndpoint); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.AccessKey == "" || cfg.SecretKey == "" {
 		return nil, fmt.Errorf("%s: S3 credentials missing: set %s and %s in the environment: %w",
 			cfg, EnvAccessKey, EnvSecretKey, store.ErrDenied)
@@ -266,6 +281,11 @@ func OpenProvider(ctx context.Context, rawURL string, o Options) (store.Store, e
 
 func openVault(ctx context.Context, base *url.URL, o Options) (store.Store, error) {
 	cfg := vaultclient.Config{BaseURL: base, Credential: o.Credential, CAFile: o.CAFile}
+	if o.Log != nil {
+		cfg.OnDirectFailure = func(err error) {
+			o.Log.Warn("direct downloads from the vault's store failed; reading through the vault from now on", "err", err)
+		}
+	}
 	if cfg.Credential == "" {
 		cfg.Credential = vaultapi.Secret(os.Getenv(vaultclient.EnvCredential))
 	}

@@ -26,6 +26,10 @@ const (
 	HeaderLogicalBytes = "Coffer-Logical-Bytes"
 	HeaderDataBytes    = "Coffer-Data-Bytes"
 	HeaderRequestID    = "X-Request-Id"
+	// HeaderAcceptDirect (value "1") on a GET says the agent can follow a
+	// 307 Temporary Redirect to a presigned URL of the vault's store, to
+	// which it sends the Range and nothing else (direct downloads).
+	HeaderAcceptDirect = "Coffer-Accept-Direct"
 )
 
 // List limits.

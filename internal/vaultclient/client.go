@@ -63,6 +63,13 @@ type Config struct {
 	// under. Clock paces those retries (nil: the real clock).
 	Retry store.RetryPolicy
 	Clock clock.Clock
+	// NoDirect turns direct downloads off: the client never asks the vault
+	// to redirect a read to its store. OnDirectFailure hears, once, why
+	// they stopped (the store could not be reached, or answered wrong).
+	// DirectTransport replaces the store client's transport (tests).
+	NoDirect        bool
+	OnDirectFailure func(error)
+	DirectTransport http.RoundTripper
 }
 
 // Client is a store reached through cofferd's HTTP API: one tenant's
@@ -77,6 +84,7 @@ type Client struct {
 	own    *http.Transport // closed by Close; nil with an injected transport
 	retry  store.RetryPolicy
 	clock  clock.Clock
+	direct *directReads // nil: direct downloads off
 }
 
 // New builds a vault client without contacting the vault.
@@ -94,7 +102,11 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{base: c.base, cred: cfg.Credential, client: c.client, own: own, retry: cfg.Retry, clock: cfg.Clock}, nil
+	direct, err := newDirectReads(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{base: c.base, cred: cfg.Credential, client: c.client, own: own, retry: cfg.Retry, clock: cfg.Clock, direct: direct}, nil
 }
 
 // retrying runs one call under the client's retry policy (Config.Retry),
@@ -224,6 +236,7 @@ func (v *Client) Location() string { return v.base.String() }
 
 // Close implements Store.
 func (v *Client) Close() error {
+	v.direct.close()
 	if v.own != nil {
 		v.own.CloseIdleConnections()
 	}
@@ -332,50 +345,32 @@ func (v *Client) Get(ctx context.Context, name string, off, length int64, fn fun
 	if err != nil {
 		return err
 	}
-	ranged := off > 0 || length > 0
-	switch {
-	case length > 0:
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+length-1))
-	case off > 0:
-		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
+	ranged := setRange(req, off, length)
+	askDirect := v.direct.on()
+	if askDirect {
+		req.Header.Set(vaultapi.HeaderAcceptDirect, "1")
 	}
 	resp, err := v.client.Do(req)
 	if err != nil {
 		return fmt.Errorf("%s: get: %w", name, transportError(err))
 	}
 	defer drainClose(resp.Body)
-	var n int64
-	switch {
-	case resp.StatusCode == http.StatusOK && !ranged:
-		n = resp.ContentLength
-		if n < 0 {
-			return fmt.Errorf("%s: get: the vault sent no Content-Length", name)
+	if askDirect && resp.StatusCode == http.StatusTemporaryRedirect {
+		loc := resp.Header.Get("Location")
+		drainClose(resp.Body)
+		started, err := v.direct.get(ctx, loc, name, off, length, fn)
+		if started || err == nil {
+			return err
 		}
-	case resp.StatusCode == http.StatusPartialContent && ranged:
-		first, last, size, err := parseContentRange(resp.Header.Get("Content-Range"))
-		if err != nil {
-			return fmt.Errorf("%s: get: %v", name, err)
-		}
-		wantLast := off + length - 1
-		if length < 0 {
-			wantLast = size - 1
-		}
-		if first != off || last < wantLast {
-			if last < wantLast && first == off {
-				return fmt.Errorf("%s: range %d+%d runs past the end of the object (%d bytes): %w", name, off, length, size, store.ErrInvalidRange)
-			}
-			return fmt.Errorf("%s: get: the vault answered range %d-%d for %d-%d", name, first, last, off, wantLast)
-		}
-		if last != wantLast {
-			return fmt.Errorf("%s: get: the vault answered range %d-%d for %d-%d", name, first, last, off, wantLast)
-		}
-		n = last - first + 1
-		if resp.ContentLength >= 0 && resp.ContentLength != n {
-			return fmt.Errorf("%s: get: Content-Length %d does not match Content-Range %d-%d", name, resp.ContentLength, first, last)
-		}
-	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
-		return fmt.Errorf("%s: get: the vault answered %d to a request with%s a Range", name, resp.StatusCode, map[bool]string{true: "", false: "out"}[ranged])
-	default:
+		// Nothing was read: read it through the vault now, and from now on.
+		v.direct.fail(err)
+		return v.Get(ctx, name, off, length, fn)
+	}
+	n, ok, err := replyLength(resp, "the vault", name, off, length, ranged)
+	if err != nil {
+		return err
+	}
+	if !ok {
 		err := v.statusError(resp, http.MethodGet, name)
 		if errors.Is(err, store.ErrInvalidRange) && length < 0 {
 			// "bytes=off-" with off at the end is unsatisfiable over HTTP,
@@ -389,9 +384,63 @@ func (v *Client) Get(ctx context.Context, name string, off, length int64, fn fun
 	return fn(store.NewExactReader(body, n, name))
 }
 
+// setRange sets the Range header of a read of length bytes at off
+// (length < 0: to the end) and reports whether it set one.
+func setRange(req *http.Request, off, length int64) bool {
+	switch {
+	case length > 0:
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+length-1))
+	case off > 0:
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", off))
+	default:
+		return false
+	}
+	return true
+}
+
+// replyLength checks the status and Content-Range of a reply to a read
+// (from the vault, or from the store for a direct download) and returns
+// its body's length. ok is false for a status other than 200 and 206, which
+// the caller turns into an error.
+func replyLength(resp *http.Response, who, name string, off, length int64, ranged bool) (n int64, ok bool, err error) {
+	switch {
+	case resp.StatusCode == http.StatusOK && !ranged:
+		if resp.ContentLength < 0 {
+			return 0, true, fmt.Errorf("%s: get: %s sent no Content-Length", name, who)
+		}
+		return resp.ContentLength, true, nil
+	case resp.StatusCode == http.StatusPartialContent && ranged:
+		first, last, size, err := parseContentRange(resp.Header.Get("Content-Range"), who)
+		if err != nil {
+			return 0, true, fmt.Errorf("%s: get: %v", name, err)
+		}
+		wantLast := off + length - 1
+		if length < 0 {
+			wantLast = size - 1
+		}
+		if first != off || last < wantLast {
+			if last < wantLast && first == off {
+				return 0, true, fmt.Errorf("%s: range %d+%d runs past the end of the object (%d bytes): %w", name, off, length, size, store.ErrInvalidRange)
+			}
+			return 0, true, fmt.Errorf("%s: get: %s answered range %d-%d for %d-%d", name, who, first, last, off, wantLast)
+		}
+		if last != wantLast {
+			return 0, true, fmt.Errorf("%s: get: %s answered range %d-%d for %d-%d", name, who, first, last, off, wantLast)
+		}
+		n = last - first + 1
+		if resp.ContentLength >= 0 && resp.ContentLength != n {
+			return 0, true, fmt.Errorf("%s: get: Content-Length %d does not match Content-Range %d-%d", name, resp.ContentLength, first, last)
+		}
+		return n, true, nil
+	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent:
+		return 0, true, fmt.Errorf("%s: get: %s answered %d to a request with%s a Range", name, who, resp.StatusCode, map[bool]string{true: "", false: "out"}[ranged])
+	}
+	return 0, false, nil
+}
+
 // parseContentRange parses "bytes first-last/size".
-func parseContentRange(s string) (first, last, size int64, err error) {
-	bad := fmt.Errorf("the vault sent a malformed Content-Range %q", clipOutside(s))
+func parseContentRange(s, who string) (first, last, size int64, err error) {
+	bad := fmt.Errorf("%s sent a malformed Content-Range %q", who, clipOutside(s))
 	rest, ok := strings.CutPrefix(s, "bytes ")
 	if !ok {
 		return 0, 0, 0, bad
