@@ -303,4 +303,3 @@ func TestDirectRedirectChecked(t *testing.T) {
 		ts.Close()
 	}
 }
-

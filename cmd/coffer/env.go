@@ -27,6 +27,7 @@ var environment = []cli.EnvVar{
 	{Name: EnvEnrollToken, What: "the one-time enrollment token for init with a vault"},
 	{Name: vaultclient.EnvCredential, What: "the agent credential for a vault, overriding the config file"},
 	{Name: vaultclient.EnvVaultCA, What: "CA certificates to trust for the vault (--vault-ca)"},
+	{Name: vaultclient.EnvDirectDownloads, What: "off: read every object through the vault, never from its store directly"},
 	{Name: EnvRetryPatience, What: "how long to keep retrying a vault or store that is away (--retry-patience)"},
 	{Name: storeurl.EnvAccessKey, What: "S3 access key for s3:// repositories"},
 	{Name: storeurl.EnvSecretKey, What: "S3 secret key for s3:// repositories"},

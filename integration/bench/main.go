@@ -305,6 +305,9 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 					if q := b.qcow2Job(j); q != nil && sc == b.scenarios[0] {
 						restores = append(restores, q)
 					}
+					if p := proxiedJob(j); p != nil && sc == b.scenarios[0] {
+						restores = append(restores, p)
+					}
 				}
 			}
 		}

@@ -476,8 +476,10 @@ func stepTable(w io.Writer, r *Results, scenario, step, target string) {
 	for _, tool := range r.Config.Tools {
 		lines = append(lines, line{tool, step})
 		if tool == toolCoffer && step == stepRestore {
-			if s := r.sessionIn(scenario, tool, target); s != nil && slices.ContainsFunc(s.Steps, func(x *Step) bool { return x.Name == stepRestoreQCOW2 }) {
-				lines = append(lines, line{tool, stepRestoreQCOW2})
+			for _, extra := range []string{stepRestoreQCOW2, stepRestoreProxied} {
+				if s := r.sessionIn(scenario, tool, target); s != nil && slices.ContainsFunc(s.Steps, func(x *Step) bool { return x.Name == extra }) {
+					lines = append(lines, line{tool, extra})
+				}
 			}
 		}
 	}
@@ -486,8 +488,11 @@ func stepTable(w io.Writer, r *Results, scenario, step, target string) {
 		if s == nil {
 			continue
 		}
-		if ln.step == stepRestoreQCOW2 {
+		switch ln.step {
+		case stepRestoreQCOW2:
 			tool += " (qcow2)"
+		case stepRestoreProxied:
+			tool += " (proxied)"
 		}
 		var st *Step
 		for _, x := range s.Steps {
@@ -598,6 +603,14 @@ func vaultChecks(r *Results) []Check {
 		}
 	}
 	cs = append(cs, vr)
+	// The same restore with every byte through cofferd (direct downloads
+	// off): what an MSP whose agents cannot reach the bucket gets.
+	if rs := r.session(toolRestic, targetS3); v != nil && rs != nil && v.step(stepRestoreProxied) != nil {
+		pr := Check{Name: "vault restore, proxied, vs restic on s3 --sparse", Target: targetVault, Limit: "info", Status: "info",
+			Value: ratio(metric(v, stepRestoreProxied, mbps), metric(rs, stepRestore, mbps)),
+			Note:  fmt.Sprintf("%.0f vs %.0f MB/s; COFFER_DIRECT_DOWNLOADS=off", metric(v, stepRestoreProxied, mbps), metric(rs, stepRestore, mbps))}
+		cs = append(cs, pr)
+	}
 	if v.complete() {
 		var cpu float64
 		var rss int64

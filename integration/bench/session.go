@@ -21,6 +21,7 @@ import (
 
 	"github.com/cofferhq/coffer/internal/diskgen"
 	"github.com/cofferhq/coffer/internal/testutil/testfile"
+	"github.com/cofferhq/coffer/internal/vaultclient"
 	"github.com/dustin/go-humanize"
 )
 
@@ -32,6 +33,10 @@ const (
 	// stepRestoreQCOW2 is coffer's restore of the same snapshot into a
 	// qcow2 image (restore --format qcow2), judged by qemu-img compare.
 	stepRestoreQCOW2 = "restore-qcow2"
+	// stepRestoreProxied is coffer's restore through the vault with direct
+	// downloads off (COFFER_DIRECT_DOWNLOADS=off): every byte passes
+	// through cofferd.
+	stepRestoreProxied = "restore-proxied"
 )
 
 var stepTitles = map[string]string{
@@ -493,6 +498,17 @@ func (b *bench) qcow2Job(j *restoreJob) *restoreJob {
 	return &q
 }
 
+// proxiedJob is the restore through the vault with direct downloads off,
+// beside a vault session's restore job (which uses them), or nil.
+func proxiedJob(j *restoreJob) *restoreJob {
+	if j == nil || j.s.Tool != toolCoffer || j.s.Target != targetVault {
+		return nil
+	}
+	p := *j
+	p.proxied, p.outDir = true, filepath.Join(j.s.dir, "restore-proxied")
+	return &p
+}
+
 // prepare makes the session's directory and environment and runs the
 // tool's unmeasured set-up; it returns the tool's binary.
 func (b *bench) prepare(ctx context.Context, s *Session, drv driver) (string, error) {
@@ -591,6 +607,7 @@ type restoreJob struct {
 	outDir   string
 	repoData string // what the restore reads, cached before each run
 	format   string // "" (raw) or qcow2 (coffer only)
+	proxied  bool   // through the vault with direct downloads off
 	runs     []*Step
 	err      error
 }
@@ -658,6 +675,10 @@ func (b *bench) restoreOnce(ctx context.Context, j *restoreJob, round int) (*Ste
 	if j.format != "" {
 		restored = filepath.Join(j.outDir, "disk."+j.format)
 		argv = append(argv[:len(argv)-1], restored, "--format", j.format)
+	}
+	if j.proxied {
+		// env execs coffer in its own process: the figures are coffer's.
+		argv = append([]string{"env", vaultclient.EnvDirectDownloads + "=off"}, argv...)
 	}
 	name := j.step()
 	if round > 0 {
@@ -766,6 +787,9 @@ func (b *bench) stored(ctx context.Context, s *Session) (size, n int64, err erro
 func (j *restoreJob) step() string {
 	if j.format == "qcow2" {
 		return stepRestoreQCOW2
+	}
+	if j.proxied {
+		return stepRestoreProxied
 	}
 	return stepRestore
 }

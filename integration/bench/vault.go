@@ -92,7 +92,9 @@ func tryStartVault(ctx context.Context, b *bench, bin string) (*vaultServer, err
 		logPath: filepath.Join(b.cfg.Workdir, "logs", "cofferd.log"),
 		done:    make(chan struct{}),
 	}
-	v.cmd = exec.Command(bin, "--store", v.storeURL, "serve", "--init",
+	// Direct downloads on, as an MSP whose agents reach the bucket runs
+	// it; the restore with them off is measured beside (restore-proxied).
+	v.cmd = exec.Command(bin, "--store", v.storeURL, "serve", "--init", "--direct-downloads",
 		"--listen", fmt.Sprintf("127.0.0.1:%d", port), "--metrics-listen", fmt.Sprintf("127.0.0.1:%d", metrics))
 	v.cmd.Dir = home
 	v.cmd.Env = v.env

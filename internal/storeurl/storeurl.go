@@ -281,6 +281,11 @@ func OpenProvider(ctx context.Context, rawURL string, o Options) (store.Store, e
 
 func openVault(ctx context.Context, base *url.URL, o Options) (store.Store, error) {
 	cfg := vaultclient.Config{BaseURL: base, Credential: o.Credential, CAFile: o.CAFile}
+	noDirect, err := vaultclient.DirectFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	cfg.NoDirect = noDirect
 	if o.Log != nil {
 		cfg.OnDirectFailure = func(err error) {
 			o.Log.Warn("direct downloads from the vault's store failed; reading through the vault from now on", "err", err)

@@ -32,6 +32,9 @@ const (
 	// EnvVaultCA names a PEM file of CA certificates to trust for the vault
 	// instead of the system roots.
 	EnvVaultCA = "COFFER_VAULT_CA"
+	// EnvDirectDownloads, set to "off", stops the agent from asking for
+	// direct downloads (it reads every object through the vault).
+	EnvDirectDownloads = "COFFER_DIRECT_DOWNLOADS"
 )
 
 // Timeouts of the vault client. There is no overall request timeout: pack
@@ -70,6 +73,19 @@ type Config struct {
 	NoDirect        bool
 	OnDirectFailure func(error)
 	DirectTransport http.RoundTripper
+}
+
+// DirectFromEnv reads EnvDirectDownloads: "off" (or "0", "false") turns
+// direct downloads off, "on", "1", "true" or unset leaves them on.
+func DirectFromEnv() (noDirect bool, err error) {
+	switch v := strings.ToLower(os.Getenv(EnvDirectDownloads)); v {
+	case "", "on", "1", "true":
+		return false, nil
+	case "off", "0", "false":
+		return true, nil
+	default:
+		return false, fmt.Errorf("%s=%q: want on or off", EnvDirectDownloads, clipOutside(v))
+	}
 }
 
 // Client is a store reached through cofferd's HTTP API: one tenant's
