@@ -3,8 +3,10 @@
 // path sanitiser in front of it, the connection limits and deadlines of its
 // listener (conns.go), per-request authentication with short positive and
 // negative caches, per-tenant fairness limits, the SHA-256-verifying streaming upload
-// path, Prometheus metrics (storemetrics.go counts the data-store requests
-// made for each tenant) and one JSON access log line per request.
+// path, direct downloads (direct.go: large pack reads redirected to a
+// presigned store URL once every check has passed), Prometheus metrics
+// (storemetrics.go counts the data-store requests made for each tenant) and
+// one JSON access log line per request.
 //
 // It owns no state: tenants, credentials and usage live in the store and are
 // reached through the small interfaces Authenticator, Enroller, Ledger and

@@ -1,7 +1,8 @@
 // Package store owns "bytes under a name": the narrow interface every place a
 // repository can live implements, the sentinel errors providers translate
 // their failures into, the optional capabilities found with As (among them
-// Locker, S3 Object Lock, with ExtendLocks for batches), the decorators that
+// Locker, S3 Object Lock, with ExtendLocks for batches, and Presigner, a
+// URL that reads one object until it expires), the decorators that
 // wrap a store (retry with backoff, request counting, request-rate caps,
 // Object Lock on put, fault injection for tests), the overlay of one store
 // over another (a seed export writes into the seed, reads both), and two
