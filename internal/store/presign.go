@@ -101,16 +101,29 @@ func ParsePublicEndpoint(raw string) (hostPort string, secure bool, err error) {
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || (u.Path != "" && u.Path != "/") || u.Hostname() == "" {
 		return "", false, fmt.Errorf("public endpoint %q: want https://host[:port], with no path, query or credentials", raw)
 	}
+	if err := SecureScheme(u); err != nil {
+		return "", false, fmt.Errorf("public endpoint %q: %w", raw, err)
+	}
+	return u.Host, u.Scheme == "https", nil
+}
+
+// ErrPlainHTTP is SecureScheme's refusal of http:// to another host.
+var ErrPlainHTTP = errors.New("plain http is allowed only on a loopback host: use https://")
+
+// SecureScheme checks that u is https://, or http:// to a loopback host
+// (tests, benchmarks, a store beside the process). Its errors are meant to
+// be wrapped by the caller, which names what u is.
+func SecureScheme(u *url.URL) error {
 	switch u.Scheme {
 	case "https":
-		return u.Host, true, nil
+		return nil
 	case "http":
-		if !IsLoopbackHost(u.Hostname()) {
-			return "", false, fmt.Errorf("public endpoint %q: plain http only on a loopback host; use https://", raw)
+		if IsLoopbackHost(u.Hostname()) {
+			return nil
 		}
-		return u.Host, false, nil
+		return ErrPlainHTTP
 	}
-	return "", false, errors.New("public endpoint " + raw + ": scheme must be https")
+	return fmt.Errorf("scheme %q: use https://", u.Scheme)
 }
 
 // The decorators that change nothing a read does pass presigning through.

@@ -211,14 +211,10 @@ func CheckURL(u *url.URL) (*url.URL, error) {
 			return nil, fmt.Errorf("vault URL has invalid port %q", p)
 		}
 	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !store.IsLoopbackHost(u.Hostname()) {
-			return nil, fmt.Errorf("vault URL http://%s sends the credential in clear text: use https:// (plain http is allowed only on a loopback address)", u.Host)
-		}
-	default:
-		return nil, fmt.Errorf("vault URL scheme %q: use https://", u.Scheme)
+	if err := store.SecureScheme(u); errors.Is(err, store.ErrPlainHTTP) {
+		return nil, fmt.Errorf("vault URL http://%s sends the credential in clear text: use https:// (plain http is allowed only on a loopback address)", u.Host)
+	} else if err != nil {
+		return nil, fmt.Errorf("vault URL %w", err)
 	}
 	path := strings.TrimSuffix(u.Path, "/")
 	if path != "" {

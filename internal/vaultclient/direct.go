@@ -142,14 +142,8 @@ func checkDirectURL(loc string) (*url.URL, error) {
 	if err != nil || u.Host == "" || u.User != nil {
 		return nil, errors.New("an invalid URL")
 	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !store.IsLoopbackHost(u.Hostname()) {
-			return nil, fmt.Errorf("plain http at %s (only https, or http on a loopback host)", u.Host)
-		}
-	default:
-		return nil, fmt.Errorf("a URL of scheme %q", u.Scheme)
+	if err := store.SecureScheme(u); err != nil {
+		return nil, fmt.Errorf("%s, refused: %w", u.Host, err)
 	}
 	return u, nil
 }
