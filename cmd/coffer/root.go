@@ -183,6 +183,9 @@ func (g *globals) openStore(ctx context.Context, url string, create bool) (store
 	}
 	o.Retry = policy
 	o.Bandwidth = g.bandwidth
+	o.DirectFailure = func(err error) {
+		g.warn(fmt.Sprintf("reading from the vault's store directly failed (%v); reading through the vault from now on", err))
+	}
 	st, err := storeurl.Open(ctx, url, o)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) && !create {

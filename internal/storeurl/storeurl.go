@@ -219,6 +219,9 @@ type Options struct {
 	// presigned URLs name (store.S3Config.PublicEndpoint); it is an error
 	// for any other store.
 	PublicEndpoint string
+	// DirectFailure hears, once, why a vault client stopped reading from
+	// the vault's store directly (direct downloads); nil logs it to Log.
+	DirectFailure func(error)
 	// Bandwidth, when set, limits the bytes of put and get bodies (one
 	// Bandwidth shared by every store opened with it shares the limit).
 	Bandwidth *store.Bandwidth
@@ -286,7 +289,8 @@ func openVault(ctx context.Context, base *url.URL, o Options) (store.Store, erro
 		return nil, err
 	}
 	cfg.NoDirect = noDirect
-	if o.Log != nil {
+	cfg.OnDirectFailure = o.DirectFailure
+	if cfg.OnDirectFailure == nil && o.Log != nil {
 		cfg.OnDirectFailure = func(err error) {
 			o.Log.Warn("direct downloads from the vault's store failed; reading through the vault from now on", "err", err)
 		}
