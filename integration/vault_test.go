@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +25,7 @@ type vault struct {
 	t        *testing.T
 	storeURL string
 	url      string // what agents pass as --repo
+	metrics  string // host:port of /metrics
 	log      *bytes.Buffer
 }
 
@@ -49,9 +52,9 @@ func startVaultArgs(t *testing.T, storeURL string, extra ...string) *vault {
 	t.Helper()
 	v := &vault{t: t, storeURL: storeURL, log: &bytes.Buffer{}}
 	addr := freeAddr(t)
-	v.url = "http://" + addr
+	v.url, v.metrics = "http://"+addr, freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	args := []string{"--store", storeURL, "serve", "--init", "--listen", addr, "--metrics-listen", freeAddr(t)}
+	args := []string{"--store", storeURL, "serve", "--init", "--listen", addr, "--metrics-listen", v.metrics}
 	cmd := exec.CommandContext(ctx, cofferdBin, append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = v.log, v.log
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
@@ -80,6 +83,32 @@ func startVaultArgs(t *testing.T, storeURL string, extra ...string) *vault {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// metric sums a counter's series on the vault's /metrics.
+func (v *vault) metric(name string) float64 {
+	v.t.Helper()
+	resp, err := http.Get("http://" + v.metrics + "/metrics")
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+"{"); ok {
+			f := strings.Fields(rest)
+			n, err := strconv.ParseFloat(f[len(f)-1], 64)
+			if err != nil {
+				v.t.Fatalf("metric line %q: %v", line, err)
+			}
+			sum += n
+		}
+	}
+	return sum
 }
 
 // admin runs a cofferd command on the vault's store and returns its
@@ -159,20 +188,28 @@ func enrolledAgent(t *testing.T, token string) *agent {
 }
 
 // TestVaultRoundTrip runs the main job through a vault on a local
-// directory and through one on MinIO: enroll, two nights, restores
-// byte-identical, check --read-data.
+// directory and through one on MinIO, the latter with direct downloads:
+// enroll, two nights, restores byte-identical (on MinIO, read from the
+// store by presigned URL), check --read-data.
 func TestVaultRoundTrip(t *testing.T) {
 	for _, backend := range []string{"local", "s3"} {
 		t.Run(backend, func(t *testing.T) {
 			storeURL := "file://" + filepath.Join(t.TempDir(), "vault")
+			var extra []string
 			if backend == "s3" {
 				minio.Require(t)
 				storeURL = minio.NewBucket(t)
+				extra = []string{"--direct-downloads"}
 			}
-			v := startVault(t, storeURL)
+			v := startVaultArgs(t, storeURL, extra...)
 			_, token := v.createTenant("acme", "none")
 			a := enrolledAgent(t, token)
 			roundTrip(t, a, v.url)
+			if backend == "s3" {
+				if n := v.metric("cofferd_tenant_direct_downloads_total"); n == 0 {
+					t.Error("no restore read came from the store directly")
+				}
+			}
 			// Two nights of a 256 MiB disk: 512 MiB logical, as the agent
 			// reports it, against far fewer bytes stored (the dedup ratio).
 			if u := v.fullUsage("acme"); u.StoredBytes <= 0 || u.Snapshots != 2 || u.Reported.LogicalBytes != 2*256<<20 {
