@@ -110,12 +110,8 @@ func (r *RateLimit) RemoveStaleTemp(ctx context.Context) (TempReport, error) {
 // PresignGet implements Presigner: the GET it lets an agent make is a read
 // request to the store, so it waits for the read cap like one.
 func (r *RateLimit) PresignGet(ctx context.Context, name string, expiry time.Duration) (*url.URL, error) {
-	p, ok := As[Presigner](r.Store)
-	if !ok {
-		return nil, &PermanentError{Err: fmt.Errorf("store %s cannot presign", r.Location())}
-	}
 	if err := wait(ctx, r.read); err != nil {
 		return nil, err
 	}
-	return p.PresignGet(ctx, name, expiry)
+	return presignBelow(ctx, r.Store, name, expiry)
 }

@@ -169,13 +169,9 @@ func vaultClient(cfg Config) (vaultConn, *http.Transport, error) {
 func vaultTransport(caFile string) (*http.Transport, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("reading the vault CA file (vault_ca or %s): %w", EnvVaultCA, err)
-		}
 		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("the vault CA file %s holds no PEM certificate", caFile)
+		if err := addCAFile(pool, caFile); err != nil {
+			return nil, err
 		}
 		tc.RootCAs = pool
 	}
@@ -192,6 +188,19 @@ func vaultTransport(caFile string) (*http.Transport, error) {
 		// vault stay per connection.
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
 	}, nil
+}
+
+// addCAFile adds the certificates of the vault CA file (vault_ca or
+// COFFER_VAULT_CA) to pool.
+func addCAFile(pool *x509.CertPool, caFile string) error {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return fmt.Errorf("reading the vault CA file (vault_ca or %s): %w", EnvVaultCA, err)
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("the vault CA file %s holds no PEM certificate", caFile)
+	}
+	return nil
 }
 
 // CheckURL validates a vault base URL and returns a copy without a
@@ -369,7 +378,7 @@ func (v *Client) Get(ctx context.Context, name string, off, length int64, fn fun
 	defer drainClose(resp.Body)
 	if askDirect && resp.StatusCode == http.StatusTemporaryRedirect {
 		loc := resp.Header.Get("Location")
-		drainClose(resp.Body)
+		drainClose(resp.Body) // frees the vault connection while the store is read
 		started, err := v.direct.get(ctx, loc, name, off, length, fn)
 		if started || err == nil {
 			return err

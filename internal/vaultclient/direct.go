@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,11 +50,9 @@ func newDirectReads(cfg Config) (*directReads, error) {
 			pool = x509.NewCertPool()
 		}
 		if cfg.CAFile != "" {
-			pem, err := os.ReadFile(cfg.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("reading the vault CA file (vault_ca or %s): %w", EnvVaultCA, err)
+			if err := addCAFile(pool, cfg.CAFile); err != nil {
+				return nil, err
 			}
-			pool.AppendCertsFromPEM(pem)
 		}
 		own = &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
